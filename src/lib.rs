@@ -1,0 +1,1 @@
+//! llmfile: a CPU LLM engine whose weights can ride inside its own executable.
