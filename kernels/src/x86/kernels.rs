@@ -11,9 +11,10 @@
 macro_rules! x86_kernels {
     ($features:literal) => {
         use crate::bf16::Bf16;
-        use crate::block::{as_blocks_mut, f16_to_f32, f32_to_f16, for_each_row};
+        use crate::block::{as_blocks_mut, f32_to_f16, for_each_row};
         use crate::dispatch::Table;
         use crate::f16::F16;
+        use crate::f32::F32;
         use crate::q4_0::BlockQ4_0;
         use crate::q4_1::BlockQ4_1;
         use crate::q4_k::{unpack_scales_mins, BlockQ4K};
@@ -35,10 +36,19 @@ macro_rules! x86_kernels {
             table.dot_rows[GgmlType::Q4_0 as usize] = Some(dot_rows_q4_0);
             table.dot_rows[GgmlType::Q5_0 as usize] = Some(dot_rows_q5_0);
             table.dot_rows[GgmlType::Q4_1 as usize] = Some(dot_rows_q4_1);
+            table.dot_rows[GgmlType::F32 as usize] = Some(dot_rows_f32);
             table.dot_rows[GgmlType::F16 as usize] = Some(dot_rows_f16);
             table.dot_rows[GgmlType::BF16 as usize] = Some(dot_rows_bf16);
             table.quantize[GgmlType::Q8_0 as usize] = Some(quantize_q8_0);
             table.quantize[GgmlType::Q8_K as usize] = Some(quantize_q8_k);
+        }
+
+        /// One f16 to f32 with F16C (`half` would take its software path here).
+        #[inline]
+        #[target_feature(enable = $features)]
+        unsafe fn half(bits: [u8; 2]) -> f32 {
+            let v = _mm_cvtsi32_si128(u16::from_le_bytes(bits) as i32);
+            _mm_cvtss_f32(_mm_cvtph_ps(v))
         }
 
         #[inline]
@@ -106,8 +116,8 @@ macro_rules! x86_kernels {
             let mut acc = _mm256_setzero_ps();
             let mut acc_m = _mm_setzero_ps();
             for (xb, yb) in x.iter().zip(y) {
-                let d = f16_to_f32(xb.d) * yb.d();
-                let dmin = -f16_to_f32(xb.dmin) * yb.d();
+                let d = half(xb.d) * yb.d();
+                let dmin = -half(xb.dmin) * yb.d();
                 let (sc, mins) = unpack_scales_mins(&xb.scales);
 
                 let bsums = load(yb.bsums.as_ptr());
@@ -153,8 +163,8 @@ macro_rules! x86_kernels {
             let mut acc = _mm256_setzero_ps();
             let mut acc_m = _mm_setzero_ps();
             for (xb, yb) in x.iter().zip(y) {
-                let d = f16_to_f32(xb.d) * yb.d();
-                let dmin = -f16_to_f32(xb.dmin) * yb.d();
+                let d = half(xb.d) * yb.d();
+                let dmin = -half(xb.dmin) * yb.d();
                 let (sc, mins) = unpack_scales_mins(&xb.scales);
 
                 let bsums = load(yb.bsums.as_ptr());
@@ -210,12 +220,21 @@ macro_rules! x86_kernels {
             let m2 = _mm256_set1_epi8(0x30);
             let mut acc = _mm256_setzero_ps();
             for (xb, yb) in x.iter().zip(y) {
-                let d = f16_to_f32(xb.d) * yb.d();
-                let sc16 = _mm256_cvtepi8_epi16(_mm_loadu_si128(xb.scales.as_ptr().cast()));
+                let d = half(xb.d) * yb.d();
+                let sc8 = _mm_loadu_si128(xb.scales.as_ptr().cast());
+                let sc16 = _mm256_cvtepi8_epi16(sc8);
                 let offset =
                     _mm256_slli_epi32::<5>(_mm256_madd_epi16(sc16, load(yb.bsums.as_ptr())));
                 let mut sumi = _mm256_setzero_si256();
                 for h in 0..2 {
+                    // The eight i16 scales of this half in both 128-bit lanes, so one byte
+                    // shuffle puts sub-block j's scale in the low lane and j+1's in the high.
+                    let half_sc = _mm_cvtepi8_epi16(if h == 0 {
+                        sc8
+                    } else {
+                        _mm_unpackhi_epi64(sc8, sc8)
+                    });
+                    let half_sc = _mm256_set_m128i(half_sc, half_sc);
                     let ql0 = load(xb.ql.as_ptr().add(64 * h));
                     let ql1 = load(xb.ql.as_ptr().add(64 * h + 32));
                     let qh = load(xb.qh.as_ptr().add(32 * h));
@@ -240,12 +259,12 @@ macro_rules! x86_kernels {
                     for (k, q) in quarters.into_iter().enumerate() {
                         let q8 = load(yb.qs.as_ptr().add(128 * h + 32 * k).cast());
                         let p = _mm256_maddubs_epi16(q, q8);
-                        let j = 8 * h + 2 * k;
-                        let s = _mm256_set_m128i(
-                            _mm_set1_epi16(xb.scales[j + 1] as i16),
-                            _mm_set1_epi16(xb.scales[j] as i16),
+                        let w = 2 * k as i16; // word index of sub-block 8h + 2k in half_sc
+                        let pick = _mm256_set_m128i(
+                            _mm_set1_epi16((2 * w + 3) << 8 | (2 * w + 2)),
+                            _mm_set1_epi16((2 * w + 1) << 8 | 2 * w),
                         );
-                        sumi = madd_acc(sumi, p, s);
+                        sumi = madd_acc(sumi, p, _mm256_shuffle_epi8(half_sc, pick));
                     }
                 }
                 let sumi = _mm256_sub_epi32(sumi, offset);
@@ -258,7 +277,7 @@ macro_rules! x86_kernels {
         unsafe fn dot_q8_0(x: &[BlockQ8_0], y: &[BlockQ8_0]) -> f32 {
             let mut acc = _mm256_setzero_ps();
             for (xb, yb) in x.iter().zip(y) {
-                let d = f16_to_f32(xb.d) * yb.d();
+                let d = half(xb.d) * half(yb.d);
                 let s = dot_i8(load(xb.qs.as_ptr().cast()), load(yb.qs.as_ptr().cast()));
                 acc = _mm256_fmadd_ps(_mm256_set1_ps(d), _mm256_cvtepi32_ps(s), acc);
             }
@@ -269,7 +288,7 @@ macro_rules! x86_kernels {
         unsafe fn dot_q4_0(x: &[BlockQ4_0], y: &[BlockQ8_0]) -> f32 {
             let mut acc = _mm256_setzero_ps();
             for (xb, yb) in x.iter().zip(y) {
-                let d = f16_to_f32(xb.d) * yb.d();
+                let d = half(xb.d) * half(yb.d);
                 let q = _mm256_sub_epi8(nibbles(&xb.qs), _mm256_set1_epi8(8));
                 let s = dot_i8(q, load(yb.qs.as_ptr().cast()));
                 acc = _mm256_fmadd_ps(_mm256_set1_ps(d), _mm256_cvtepi32_ps(s), acc);
@@ -281,7 +300,7 @@ macro_rules! x86_kernels {
         unsafe fn dot_q5_0(x: &[BlockQ5_0], y: &[BlockQ8_0]) -> f32 {
             let mut acc = _mm256_setzero_ps();
             for (xb, yb) in x.iter().zip(y) {
-                let d = f16_to_f32(xb.d) * yb.d();
+                let d = half(xb.d) * half(yb.d);
                 // q − 16 is the nibble where the fifth bit is set and nibble | 0xF0 where not.
                 let high = _mm256_andnot_si256(bytes_from_bits(xb.qh), _mm256_set1_epi8(-16));
                 let q = _mm256_or_si256(nibbles(&xb.qs), high);
@@ -296,8 +315,8 @@ macro_rules! x86_kernels {
             let mut acc = _mm256_setzero_ps();
             let mut offsets = 0.0f32;
             for (xb, yb) in x.iter().zip(y) {
-                let d = f16_to_f32(xb.d) * yb.d();
-                offsets += f16_to_f32(xb.m) * yb.s();
+                let d = half(xb.d) * half(yb.d);
+                offsets += half(xb.m) * half(yb.s);
                 let s = dot_u8_i8(
                     _mm256_setzero_si256(),
                     nibbles(&xb.qs),
@@ -308,10 +327,11 @@ macro_rules! x86_kernels {
             hsum_ps(acc) + offsets
         }
 
-        /// Shared by F16 and BF16: `widen(p)` loads 8 elements at `p` as f32.
+        /// Shared by F32, F16 and BF16: `widen(p)` loads the 8 elements of `size` bytes at
+        /// `p` as f32.
         #[inline]
         #[target_feature(enable = $features)]
-        unsafe fn dot_halves(
+        unsafe fn dot_floats<const SIZE: usize>(
             x: *const u8,
             y: *const u8,
             n: usize,
@@ -321,13 +341,14 @@ macro_rules! x86_kernels {
             let mut i = 0;
             while i + 32 <= n {
                 for (k, s) in sums.iter_mut().enumerate() {
-                    let at = 2 * (i + 8 * k);
+                    let at = SIZE * (i + 8 * k);
                     *s = _mm256_fmadd_ps(widen(x.add(at)), widen(y.add(at)), *s);
                 }
                 i += 32;
             }
             while i + 8 <= n {
-                sums[0] = _mm256_fmadd_ps(widen(x.add(2 * i)), widen(y.add(2 * i)), sums[0]);
+                let at = SIZE * i;
+                sums[0] = _mm256_fmadd_ps(widen(x.add(at)), widen(y.add(at)), sums[0]);
                 i += 8;
             }
             let total = _mm256_add_ps(
@@ -335,27 +356,38 @@ macro_rules! x86_kernels {
                 _mm256_add_ps(sums[2], sums[3]),
             );
             let mut sum = hsum_ps(total);
-            let mut tail = [0u8; 16];
-            let mut tail_y = [0u8; 16];
             let rest = n - i;
-            std::ptr::copy_nonoverlapping(x.add(2 * i), tail.as_mut_ptr(), 2 * rest);
-            std::ptr::copy_nonoverlapping(y.add(2 * i), tail_y.as_mut_ptr(), 2 * rest);
             if rest > 0 {
-                sum += hsum_ps(_mm256_mul_ps(widen(tail.as_ptr()), widen(tail_y.as_ptr())));
+                // Zero-padded copies of the last partial group of 8.
+                let mut tail_x = [0u8; 32];
+                let mut tail_y = [0u8; 32];
+                std::ptr::copy_nonoverlapping(x.add(SIZE * i), tail_x.as_mut_ptr(), SIZE * rest);
+                std::ptr::copy_nonoverlapping(y.add(SIZE * i), tail_y.as_mut_ptr(), SIZE * rest);
+                sum += hsum_ps(_mm256_mul_ps(
+                    widen(tail_x.as_ptr()),
+                    widen(tail_y.as_ptr()),
+                ));
             }
             sum
         }
 
         #[target_feature(enable = $features)]
+        unsafe fn dot_f32(x: &[F32], y: &[F32]) -> f32 {
+            dot_floats::<4>(x.as_ptr().cast(), y.as_ptr().cast(), x.len(), |p| {
+                _mm256_loadu_ps(p.cast())
+            })
+        }
+
+        #[target_feature(enable = $features)]
         unsafe fn dot_f16(x: &[F16], y: &[F16]) -> f32 {
-            dot_halves(x.as_ptr().cast(), y.as_ptr().cast(), x.len(), |p| {
+            dot_floats::<2>(x.as_ptr().cast(), y.as_ptr().cast(), x.len(), |p| {
                 _mm256_cvtph_ps(_mm_loadu_si128(p.cast()))
             })
         }
 
         #[target_feature(enable = $features)]
         unsafe fn dot_bf16(x: &[Bf16], y: &[Bf16]) -> f32 {
-            dot_halves(x.as_ptr().cast(), y.as_ptr().cast(), x.len(), |p| {
+            dot_floats::<2>(x.as_ptr().cast(), y.as_ptr().cast(), x.len(), |p| {
                 let wide = _mm256_cvtepu16_epi32(_mm_loadu_si128(p.cast()));
                 _mm256_castsi256_ps(_mm256_slli_epi32::<16>(wide))
             })
@@ -378,6 +410,7 @@ macro_rules! x86_kernels {
         rows_fn!(dot_rows_q4_0, dot_q4_0);
         rows_fn!(dot_rows_q5_0, dot_q5_0);
         rows_fn!(dot_rows_q4_1, dot_q4_1);
+        rows_fn!(dot_rows_f32, dot_f32);
         rows_fn!(dot_rows_f16, dot_f16);
         rows_fn!(dot_rows_bf16, dot_bf16);
 
