@@ -43,12 +43,16 @@ macro_rules! x86_kernels {
             table.quantize[GgmlType::Q8_K as usize] = Some(quantize_q8_k);
         }
 
-        /// One f16 to f32 with F16C (`half` would take its software path here).
+        /// Two f16s to f32 with F16C (`half` would take its software path here). Both go in
+        /// one `vmovd`: converting one alone, LLVM inserts it into whatever register is free,
+        /// often a live accumulator, and that false dependency chains every block behind the
+        /// previous one.
         #[inline]
         #[target_feature(enable = $features)]
-        unsafe fn half(bits: [u8; 2]) -> f32 {
-            let v = _mm_cvtsi32_si128(u16::from_le_bytes(bits) as i32);
-            _mm_cvtss_f32(_mm_cvtph_ps(v))
+        unsafe fn halves(a: [u8; 2], b: [u8; 2]) -> (f32, f32) {
+            let bits = u16::from_le_bytes(a) as u32 | (u16::from_le_bytes(b) as u32) << 16;
+            let v = _mm_cvtph_ps(_mm_cvtsi32_si128(bits as i32));
+            (_mm_cvtss_f32(v), _mm_cvtss_f32(_mm_movehdup_ps(v)))
         }
 
         #[inline]
@@ -116,8 +120,9 @@ macro_rules! x86_kernels {
             let mut acc = _mm256_setzero_ps();
             let mut acc_m = _mm_setzero_ps();
             for (xb, yb) in x.iter().zip(y) {
-                let d = half(xb.d) * yb.d();
-                let dmin = -half(xb.dmin) * yb.d();
+                let (xd, xdmin) = halves(xb.d, xb.dmin);
+                let d = xd * yb.d();
+                let dmin = -xdmin * yb.d();
                 let (sc, mins) = unpack_scales_mins(&xb.scales);
 
                 let bsums = load(yb.bsums.as_ptr());
@@ -163,8 +168,9 @@ macro_rules! x86_kernels {
             let mut acc = _mm256_setzero_ps();
             let mut acc_m = _mm_setzero_ps();
             for (xb, yb) in x.iter().zip(y) {
-                let d = half(xb.d) * yb.d();
-                let dmin = -half(xb.dmin) * yb.d();
+                let (xd, xdmin) = halves(xb.d, xb.dmin);
+                let d = xd * yb.d();
+                let dmin = -xdmin * yb.d();
                 let (sc, mins) = unpack_scales_mins(&xb.scales);
 
                 let bsums = load(yb.bsums.as_ptr());
@@ -220,7 +226,7 @@ macro_rules! x86_kernels {
             let m2 = _mm256_set1_epi8(0x30);
             let mut acc = _mm256_setzero_ps();
             for (xb, yb) in x.iter().zip(y) {
-                let d = half(xb.d) * yb.d();
+                let d = halves(xb.d, xb.d).0 * yb.d();
                 let sc8 = _mm_loadu_si128(xb.scales.as_ptr().cast());
                 let sc16 = _mm256_cvtepi8_epi16(sc8);
                 let offset =
@@ -277,7 +283,8 @@ macro_rules! x86_kernels {
         unsafe fn dot_q8_0(x: &[BlockQ8_0], y: &[BlockQ8_0]) -> f32 {
             let mut acc = _mm256_setzero_ps();
             for (xb, yb) in x.iter().zip(y) {
-                let d = half(xb.d) * half(yb.d);
+                let (xd, yd) = halves(xb.d, yb.d);
+                let d = xd * yd;
                 let s = dot_i8(load(xb.qs.as_ptr().cast()), load(yb.qs.as_ptr().cast()));
                 acc = _mm256_fmadd_ps(_mm256_set1_ps(d), _mm256_cvtepi32_ps(s), acc);
             }
@@ -288,7 +295,8 @@ macro_rules! x86_kernels {
         unsafe fn dot_q4_0(x: &[BlockQ4_0], y: &[BlockQ8_0]) -> f32 {
             let mut acc = _mm256_setzero_ps();
             for (xb, yb) in x.iter().zip(y) {
-                let d = half(xb.d) * half(yb.d);
+                let (xd, yd) = halves(xb.d, yb.d);
+                let d = xd * yd;
                 let q = _mm256_sub_epi8(nibbles(&xb.qs), _mm256_set1_epi8(8));
                 let s = dot_i8(q, load(yb.qs.as_ptr().cast()));
                 acc = _mm256_fmadd_ps(_mm256_set1_ps(d), _mm256_cvtepi32_ps(s), acc);
@@ -300,7 +308,8 @@ macro_rules! x86_kernels {
         unsafe fn dot_q5_0(x: &[BlockQ5_0], y: &[BlockQ8_0]) -> f32 {
             let mut acc = _mm256_setzero_ps();
             for (xb, yb) in x.iter().zip(y) {
-                let d = half(xb.d) * half(yb.d);
+                let (xd, yd) = halves(xb.d, yb.d);
+                let d = xd * yd;
                 // q − 16 is the nibble where the fifth bit is set and nibble | 0xF0 where not.
                 let high = _mm256_andnot_si256(bytes_from_bits(xb.qh), _mm256_set1_epi8(-16));
                 let q = _mm256_or_si256(nibbles(&xb.qs), high);
@@ -315,8 +324,10 @@ macro_rules! x86_kernels {
             let mut acc = _mm256_setzero_ps();
             let mut offsets = 0.0f32;
             for (xb, yb) in x.iter().zip(y) {
-                let d = half(xb.d) * half(yb.d);
-                offsets += half(xb.m) * half(yb.s);
+                let (xd, yd) = halves(xb.d, yb.d);
+                let d = xd * yd;
+                let (m, s) = halves(xb.m, yb.s);
+                offsets += m * s;
                 let s = dot_u8_i8(
                     _mm256_setzero_si256(),
                     nibbles(&xb.qs),
