@@ -193,7 +193,19 @@ impl Kernels {
         if !isa.is_available() {
             return None;
         }
-        let table = Table::scalar();
+        #[allow(unused_mut)]
+        let mut table = Table::scalar();
+        match isa {
+            Isa::Scalar => {}
+            #[cfg(target_arch = "x86_64")]
+            Isa::Avx2 => crate::x86::avx2::install(&mut table),
+            #[cfg(target_arch = "x86_64")]
+            Isa::Avx512 => crate::x86::avx512::install(&mut table),
+            #[cfg(target_arch = "aarch64")]
+            Isa::Neon => crate::arm::neon::install(&mut table),
+            #[allow(unreachable_patterns)]
+            _ => unreachable!("is_available is false for other architectures' ISAs"),
+        }
         Some(Kernels { isa, table })
     }
 

@@ -48,6 +48,8 @@ mod arm;
 mod x86;
 
 #[cfg(test)]
+mod simd_tests;
+#[cfg(test)]
 mod test_util;
 
 pub use dispatch::{Isa, IsaError, Kernels, ISA_ENV};

@@ -1,5 +1,9 @@
 //! x86-64 kernels, compiled on every x86-64 build and chosen at run time.
 
+pub(crate) mod avx2;
+pub(crate) mod avx512;
+mod kernels;
+
 /// AVX2 kernels also use FMA and F16C, which every AVX2 CPU in practice has.
 pub(crate) fn has_avx2() -> bool {
     is_x86_feature_detected!("avx2")
