@@ -134,21 +134,22 @@ impl Tokenizer {
             add_eos: gguf.get_bool_opt("tokenizer.ggml.add_eos_token")?,
             add_space_prefix: gguf.get_bool_opt("tokenizer.ggml.add_space_prefix")?,
         };
-        Self::from_spec(&spec)
+        Self::from_spec(spec)
     }
 
-    fn from_spec(spec: &VocabSpec) -> Result<Self, TokenizerError> {
+    fn from_spec(mut spec: VocabSpec) -> Result<Self, TokenizerError> {
         let kind = ModelKind::from_name(&spec.model)?;
         let pre = match kind {
             ModelKind::Bpe => Some(bpe::pre_tokenizer(spec.pre.as_deref())?),
             // llama.cpp ignores `tokenizer.ggml.pre` for SentencePiece vocabularies.
             ModelKind::Spm => None,
         };
+        let merges = spec.merges.take();
         let vocab = Vocab::new(spec, kind, pre.is_some_and(|pre| pre.add_bos))?;
         let algorithm = match pre {
             Some(pre) => {
-                let merges = spec.merges.as_ref().ok_or(TokenizerError::MissingMerges)?;
-                Algorithm::Bpe(Box::new(BpeEncoder::new(pre, &vocab.texts, merges)?))
+                let merges = merges.ok_or(TokenizerError::MissingMerges)?;
+                Algorithm::Bpe(Box::new(BpeEncoder::new(pre, &vocab.texts, &merges)?))
             }
             None => Algorithm::Spm {
                 byte_tokens: Box::new(spm_byte_tokens(&vocab)),

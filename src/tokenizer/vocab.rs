@@ -210,7 +210,7 @@ impl Vocab {
     /// Builds the table from `spec`; `default_add_bos` is the algorithm's own default, which the
     /// file's `add_bos_token` overrides.
     pub fn new(
-        spec: &VocabSpec,
+        spec: VocabSpec,
         kind: ModelKind,
         default_add_bos: bool,
     ) -> Result<Self, TokenizerError> {
@@ -221,14 +221,15 @@ impl Vocab {
         if u32::try_from(n_tokens).is_err() {
             return Err(TokenizerError::TooManyTokens(n_tokens));
         }
-        let scores = match &spec.scores {
-            Some(scores) => {
+        let scores = match spec.scores {
+            Some(mut scores) => {
                 check_len("tokenizer.ggml.scores", scores.len(), n_tokens)?;
-                scores[..n_tokens].to_vec()
+                scores.truncate(n_tokens);
+                scores
             }
             None => vec![0.0; n_tokens],
         };
-        let mut attrs = match &spec.token_types {
+        let mut attrs = match spec.token_types {
             Some(types) => {
                 check_len("tokenizer.ggml.token_type", types.len(), n_tokens)?;
                 types[..n_tokens]
@@ -241,12 +242,12 @@ impl Vocab {
 
         let mut texts = Vec::with_capacity(n_tokens);
         let mut ids_by_text = HashMap::with_capacity(n_tokens);
-        for (id, text) in (0u32..).zip(&spec.tokens) {
+        for (id, text) in (0u32..).zip(spec.tokens) {
             // llama.cpp's name for an empty token; an empty special text would match everywhere.
             let text = if text.is_empty() {
                 format!("[EMPTY_{id}]")
             } else {
-                text.clone()
+                text
             };
             if let Some(first) = ids_by_text.insert(text.clone(), id) {
                 return Err(TokenizerError::DuplicateToken {
