@@ -2,8 +2,8 @@
 //!
 //! Encoding follows `llama_vocab::impl::tokenize`: the text is first cut around special tokens
 //! (`tokenizer_st_partition`), then each plain fragment goes through the vocabulary's algorithm:
-//! SentencePiece-style score merges for `llama` vocabularies ([`spm`]) or byte-level BPE for
-//! `gpt2` ones ([`bpe`]). Decoding follows `token_to_piece`.
+//! SentencePiece-style score merges for `llama` vocabularies (`spm.rs`) or byte-level BPE for
+//! `gpt2` ones (`bpe.rs`). Decoding follows `token_to_piece`.
 
 mod bpe;
 mod decoder;
@@ -29,7 +29,7 @@ pub enum TokenizerError {
     Gguf(#[from] GgufError),
     #[error("unknown tokenizer model '{0}' (llmfile reads 'llama' SentencePiece and 'gpt2' byte-level BPE vocabularies)")]
     UnknownModel(String),
-    #[error("unknown pre-tokenizer type '{0}' in tokenizer.ggml.pre; supported: {supported}", supported = supported_pre_tokenizers())]
+    #[error("pre-tokenizer type '{0}' (tokenizer.ggml.pre) is not one llmfile supports; supported: {supported}", supported = supported_pre_tokenizers())]
     UnknownPreTokenizer(String),
     #[error("the vocabulary in tokenizer.ggml.tokens is empty")]
     EmptyVocabulary,
@@ -87,15 +87,14 @@ pub struct Tokenizer {
 }
 
 enum Algorithm {
-    /// The byte fallback: the `<0xXX>` token of each byte.
     Spm {
+        /// The byte fallback: the token of each byte, for characters that are no token.
         byte_tokens: Box<[Option<u32>; 256]>,
     },
     Bpe(Box<BpeEncoder>),
 }
 
 /// A piece of the input after special tokens are cut out.
-#[derive(Debug, Clone, PartialEq)]
 enum Fragment {
     Text(Range<usize>),
     Special(u32),

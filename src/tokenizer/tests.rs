@@ -407,3 +407,17 @@ fn broken_vocabularies_give_errors() {
         Err(TokenizerError::BadMerge { index: 0, .. })
     ));
 }
+
+#[test]
+fn every_supported_pre_tokenizer_builds_and_splits() {
+    for pre in super::bpe::PRE_TOKENIZERS {
+        for name in pre.names {
+            let tokenizer = Tokenizer::from_spec(bpe_spec(Some(name), &[], &[]))
+                .unwrap_or_else(|e| panic!("{name}: {e}"));
+            let text = "Hello, world 123!\n";
+            let ids = encode(&tokenizer, text, false);
+            assert_eq!(ids.len(), text.len(), "{name}");
+            assert_eq!(tokenizer.decode(&ids, false), text, "{name}");
+        }
+    }
+}

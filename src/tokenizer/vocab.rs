@@ -150,7 +150,9 @@ const ROLE_TEXTS: [(Role, &[&str]); 6] = [
 ];
 
 /// Texts of tokens that end generation (llama.cpp's `special_eog_ids` list); each also becomes a
-/// control token.
+/// control token. llama.cpp's further per-family overrides (gpt-oss's and Solar's `<|end|>`,
+/// Gemma 4's and PLaMo's `</s>`, Phi-3's whitespace stripping around specials) are left out:
+/// they concern vocabularies or architectures llmfile does not load.
 const END_OF_GENERATION_TEXTS: [&str; 22] = [
     "<|eot_id|>",
     "<|im_end|>",
