@@ -1,10 +1,12 @@
 //! llmfile: a CPU LLM engine whose weights can ride inside its own executable.
 
+pub mod chat_format;
 pub mod cli;
 pub mod gguf;
 pub mod model;
 pub mod perplexity;
 pub mod sampling;
+pub mod server;
 pub mod session;
 pub mod tokenizer;
 

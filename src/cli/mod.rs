@@ -1,8 +1,10 @@
 //! The command line: llama.cpp's flag names, so what people already type works.
 
+mod chat;
 mod escapes;
 mod generate;
 mod perplexity;
+mod serve;
 
 use crate::gguf::Gguf;
 use crate::model::{self, Transformer};
@@ -80,6 +82,34 @@ struct RunArgs {
     /// Print nothing but the generated text.
     #[arg(long = "log-disable")]
     log_disable: bool,
+    #[command(flatten)]
+    serve: ServeArgs,
+}
+
+/// The server and the terminal chat; the server is the mode when no -p, -f or --chat is given.
+#[derive(Args, Debug)]
+struct ServeArgs {
+    /// Serve the chat page and the HTTP API (the default without -p, -f or --chat).
+    #[arg(long = "server")]
+    server: bool,
+    /// Chat in the terminal, in the model's chat format (-p sets the system prompt).
+    #[arg(long = "chat", conflicts_with = "server")]
+    chat: bool,
+    /// Address the server listens on.
+    #[arg(long = "host", default_value = "127.0.0.1")]
+    host: String,
+    /// Port the server listens on; if it is taken, the next ones are tried (0: any free port).
+    #[arg(long = "port", default_value_t = 8080)]
+    port: u16,
+    /// Do not open the chat page in a browser.
+    #[arg(long = "nobrowser")]
+    nobrowser: bool,
+    /// Requests served at once, each with its own KV cache of -c tokens (-np).
+    #[arg(long = "parallel", default_value_t = 1)]
+    parallel: usize,
+    /// Require `Authorization: Bearer KEY` on the API.
+    #[arg(long = "api-key")]
+    api_key: Option<String>,
 }
 
 #[derive(Args, Debug, Clone)]
@@ -151,6 +181,7 @@ fn normalize_args(args: impl IntoIterator<Item = OsString>) -> Vec<OsString> {
         .map(|arg| match arg.to_str() {
             Some("-ngl") => "--n-gpu-layers".into(),
             Some("-sp") => "--special".into(),
+            Some("-np") => "--parallel".into(),
             _ => arg,
         })
         .collect()
@@ -170,6 +201,10 @@ pub fn main_with_args(args: Vec<OsString>) -> Result<()> {
     match cli.command {
         Some(Command::Tokenize(args)) => tokenize(args),
         Some(Command::Perplexity(args)) => perplexity::run(args),
+        None if cli.run.serve.chat => chat::run(cli.run),
+        None if cli.run.serve.server || (cli.run.prompt.is_none() && cli.run.file.is_none()) => {
+            serve::run(cli.run)
+        }
         None => generate::run(cli.run),
     }
 }
