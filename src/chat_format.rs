@@ -288,14 +288,16 @@ fn chatml_turn(out: &mut String, role: &str, content: &str) {
 }
 
 /// The system text a ChatML template inserts when the conversation has none, written in the
-/// template as a literal `<|im_start|>system\n...<|im_end|>`.
+/// template as a literal `<|im_start|>system` line (its newline either a real one or `\n`
+/// inside a Jinja string).
 fn chatml_default_system(template: &str) -> Option<String> {
-    let marker = "<|im_start|>system\\n";
-    let start = template.find(marker)? + marker.len();
-    let end = start + template[start..].find("<|im_end|>")?;
-    let text = &template[start..end];
+    let after = &template[template.find("<|im_start|>system")? + "<|im_start|>system".len()..];
+    let text = after
+        .strip_prefix('\n')
+        .or_else(|| after.strip_prefix("\\n"))?;
+    let text = &text[..text.find("<|im_end|>")?];
     // A template that writes the system message's content here has no fixed text of its own.
-    if text.contains("{{") || text.contains("{%") || text.contains('\'') {
+    if text.is_empty() || text.contains("{{") || text.contains("{%") || text.contains('\'') {
         return None;
     }
     Some(text.replace("\\n", "\n"))
@@ -324,6 +326,20 @@ mod tests {
                 default_system: Some(
                     "You are a helpful AI assistant named SmolLM, trained by Hugging Face".into()
                 )
+            }
+        );
+        assert_eq!(
+            ChatFormat::detect("llama", Some(&SMOLLM2_TEMPLATE.replace("\\n", "\n"))),
+            ChatFormat::detect("llama", Some(SMOLLM2_TEMPLATE)),
+            "a template's newlines may be real ones or escapes"
+        );
+        assert_eq!(
+            ChatFormat::detect(
+                "llama",
+                Some("{{ '<|im_start|>system\\n' + message['content'] + '<|im_end|>' }}")
+            ),
+            ChatFormat::ChatMl {
+                default_system: None
             }
         );
         assert_eq!(

@@ -6,6 +6,7 @@ use crate::sampling::SamplingParams;
 use serde_json::{Map, Value};
 
 /// The top-level object of a JSON request body.
+#[derive(Debug)]
 pub struct Fields(Map<String, Value>);
 
 impl Fields {
