@@ -785,7 +785,7 @@ fn api_key_guards_the_api_but_not_the_page() {
 fn open_stream(server: &Server, prompt: &str) -> TcpStream {
     let mut stream = server.connect();
     let body =
-        json!({"prompt": prompt, "n_predict": -1, "temperature": 0, "stream": true}).to_string();
+        json!({"prompt": prompt, "n_predict": -1, "ignore_eos": true, "stream": true}).to_string();
     send_request(&mut stream, "POST", "/completion", &[], body.as_bytes());
     stream
 }

@@ -4,8 +4,9 @@ use super::http::{self, ApiError, EventStream};
 use super::request::Fields;
 use super::scheduler::{Event, Job, Settings, Status, Summary, TokenProbs};
 use super::{assets, openai, ModelInfo, ServerConfig};
+use crate::sampling::SamplingParams;
 use crate::tokenizer::Tokenizer;
-use serde_json::{json, Value};
+use serde_json::{json, Map, Value};
 use std::sync::atomic::Ordering;
 use std::sync::mpsc::{self, Receiver, Sender};
 use tiny_http::{Method, Request};
@@ -39,6 +40,9 @@ pub struct Shared<'a> {
     pub started: u64,
 }
 
+/// Writes a reply's events as the tokens come; an error means the client has left.
+pub type WriteEvents<'r> = Box<dyn FnOnce(&mut EventStream) -> std::io::Result<()> + 'r>;
+
 /// What a handler answers.
 pub enum Reply<'r> {
     Json(Value),
@@ -46,7 +50,7 @@ pub enum Reply<'r> {
     /// A CORS preflight: the headers every reply carries are the whole answer.
     Preflight,
     /// Server-sent events, written as the tokens come.
-    Stream(Box<dyn FnOnce(&mut EventStream) -> std::io::Result<()> + 'r>),
+    Stream(WriteEvents<'r>),
 }
 
 pub fn handle(shared: &Shared, mut request: Request) {
@@ -161,19 +165,30 @@ fn props(shared: &Shared) -> Value {
 
 fn generation_defaults(shared: &Shared) -> Value {
     let config = shared.config;
-    let s = &config.sampling;
-    json!({
-        "n_ctx": config.n_ctx,
-        "n_predict": config.n_predict,
-        "temperature": s.temperature,
-        "top_k": s.top_k,
-        "top_p": s.top_p,
-        "min_p": s.min_p,
-        "repeat_penalty": s.repeat_penalty,
-        "repeat_last_n": s.repeat_last_n,
-        "seed": s.seed,
-        "model": shared.info.name,
-    })
+    let mut body = sampling_json(&config.sampling);
+    body.insert("n_ctx".into(), json!(config.n_ctx));
+    body.insert("n_predict".into(), json!(config.n_predict));
+    body.insert("model".into(), json!(shared.info.name));
+    Value::Object(body)
+}
+
+/// Sampling settings as JSON, with the f32s written as the decimals they were given as
+/// (0.95, not 0.949999988079071).
+fn sampling_json(s: &SamplingParams) -> Map<String, Value> {
+    let decimal = |x: f32| x.to_string().parse::<f64>().unwrap_or(f64::from(x));
+    let fields = [
+        ("temperature", json!(decimal(s.temperature))),
+        ("top_k", json!(s.top_k)),
+        ("top_p", json!(decimal(s.top_p))),
+        ("min_p", json!(decimal(s.min_p))),
+        ("repeat_penalty", json!(decimal(s.repeat_penalty))),
+        ("repeat_last_n", json!(s.repeat_last_n)),
+        ("seed", json!(s.seed)),
+    ];
+    fields
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v))
+        .collect()
 }
 
 /// A generation request after its fields are read: what the scheduler needs, plus `stream`.
@@ -238,6 +253,7 @@ impl Shared<'_> {
             n_probs: fields.i64_in("n_probs", 0..=MAX_N_PROBS)?.unwrap_or(0) as usize,
             cache_prompt: fields.bool("cache_prompt")?.unwrap_or(true),
             slot_id: slot_id.and_then(|id| usize::try_from(id).ok()),
+            ignore_eos: fields.bool("ignore_eos")?.unwrap_or(false),
         };
         Ok(Generation {
             prompt,
@@ -424,22 +440,15 @@ fn completion<'r>(shared: &'r Shared, fields: &Fields) -> Result<Reply<'r>, ApiE
 }
 
 fn settings_json(shared: &Shared, settings: &Settings) -> Value {
-    let s = &settings.sampling;
-    json!({
-        "n_ctx": shared.config.n_ctx,
-        "n_predict": settings.n_predict,
-        "temperature": s.temperature,
-        "top_k": s.top_k,
-        "top_p": s.top_p,
-        "min_p": s.min_p,
-        "repeat_penalty": s.repeat_penalty,
-        "repeat_last_n": s.repeat_last_n,
-        "seed": s.seed,
-        "stop": settings.stop,
-        "n_probs": settings.n_probs,
-        "cache_prompt": settings.cache_prompt,
-        "model": shared.info.name,
-    })
+    let mut body = sampling_json(&settings.sampling);
+    body.insert("n_ctx".into(), json!(shared.config.n_ctx));
+    body.insert("n_predict".into(), json!(settings.n_predict));
+    body.insert("stop".into(), json!(settings.stop));
+    body.insert("n_probs".into(), json!(settings.n_probs));
+    body.insert("cache_prompt".into(), json!(settings.cache_prompt));
+    body.insert("ignore_eos".into(), json!(settings.ignore_eos));
+    body.insert("model".into(), json!(shared.info.name));
+    Value::Object(body)
 }
 
 fn tokenize<'r>(shared: &'r Shared, fields: &Fields) -> Result<Reply<'r>, ApiError> {

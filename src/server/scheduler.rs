@@ -33,6 +33,8 @@ pub struct Settings {
     pub n_probs: usize,
     pub cache_prompt: bool,
     pub slot_id: Option<usize>,
+    /// Generate through end-of-generation tokens (their text is empty), as llama.cpp's field.
+    pub ignore_eos: bool,
 }
 
 pub enum Event {
@@ -226,7 +228,7 @@ fn advance(
     }
     let token = task.sampler.sample(&logits);
     summary.tokens_predicted += 1;
-    if tokenizer.is_end_of_generation(token) {
+    if !settings.ignore_eos && tokenizer.is_end_of_generation(token) {
         summary.stopped_eos = true;
         return Progress::Finished;
     }
