@@ -299,3 +299,51 @@ fn encoding_100_kb_takes_well_under_seconds() {
         }
     }
 }
+
+#[derive(serde::Deserialize)]
+struct Greedy {
+    cases: Vec<GreedyCase>,
+}
+
+#[derive(serde::Deserialize)]
+struct GreedyCase {
+    tokens: Vec<u32>,
+    /// llama.cpp's `llama_detokenize` of `tokens`, specials not shown.
+    text: String,
+}
+
+/// Decoding, whole and streamed, gives llama.cpp's text for the generated continuations in
+/// `tests/fixtures/<model_id>/greedy.json`.
+fn check_decoding(tokenizer: &Tokenizer, model_id: &str) {
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures")
+        .join(model_id)
+        .join("greedy.json");
+    let Ok(json) = std::fs::read_to_string(&path) else {
+        eprintln!("skipping: {} not found", path.display());
+        return;
+    };
+    let greedy: Greedy = serde_json::from_str(&json).expect("fixture is valid JSON");
+    assert!(!greedy.cases.is_empty(), "{} has no cases", path.display());
+    for case in &greedy.cases {
+        assert_eq!(tokenizer.decode(&case.tokens, false), case.text);
+        let mut decoder = tokenizer.decoder(false);
+        let mut streamed: String = case.tokens.iter().map(|&id| decoder.push(id)).collect();
+        streamed.push_str(&decoder.finish());
+        assert_eq!(streamed, case.text);
+    }
+}
+
+#[test]
+fn gemma3_decodes_like_llama_cpp() {
+    if let Some(tokenizer) = gemma3() {
+        check_decoding(tokenizer, "gemma3-270m-q4_k_m");
+    }
+}
+
+#[test]
+fn smollm2_decodes_like_llama_cpp() {
+    if let Some(tokenizer) = smollm2() {
+        check_decoding(tokenizer, "smollm2-135m-q4_1");
+    }
+}
