@@ -1,0 +1,406 @@
+//! Choosing kernels once for the host CPU, and the entry points the engine calls.
+
+use crate::types::GgmlType::{self, *};
+use crate::{bf16, f16, f32, q4_0, q4_1, q4_k, q5_0, q5_1, q5_k, q6_k, q8_0, q8_1, q8_k};
+use std::fmt;
+use std::str::FromStr;
+
+/// An instruction set a kernel table can be built for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Isa {
+    /// Portable Rust, the reference every other variant is tested against.
+    Scalar,
+    /// x86-64 with AVX2, FMA and F16C.
+    Avx2,
+    /// x86-64 with AVX-512 F, BW, VL and VNNI (plus AVX2, FMA, F16C). A CPU with AVX-512 but
+    /// without VNNI gets [`Isa::Avx2`] from [`Kernels::detect`].
+    Avx512,
+    /// AArch64 Advanced SIMD.
+    Neon,
+}
+
+impl Isa {
+    /// Every ISA, best last.
+    pub const ALL: [Isa; 4] = [Isa::Scalar, Isa::Neon, Isa::Avx2, Isa::Avx512];
+
+    /// The name accepted by `LLMFILE_ISA`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Isa::Scalar => "scalar",
+            Isa::Avx2 => "avx2",
+            Isa::Avx512 => "avx512",
+            Isa::Neon => "neon",
+        }
+    }
+
+    /// Whether the host CPU can run this ISA's kernels.
+    pub fn is_available(self) -> bool {
+        match self {
+            Isa::Scalar => true,
+            #[cfg(target_arch = "x86_64")]
+            Isa::Avx2 => crate::x86::has_avx2(),
+            #[cfg(target_arch = "x86_64")]
+            Isa::Avx512 => crate::x86::has_avx512(),
+            #[cfg(target_arch = "aarch64")]
+            Isa::Neon => crate::arm::has_neon(),
+            #[allow(unreachable_patterns)]
+            _ => false,
+        }
+    }
+}
+
+impl fmt::Display for Isa {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl FromStr for Isa {
+    type Err = IsaError;
+
+    fn from_str(s: &str) -> Result<Isa, IsaError> {
+        Isa::ALL
+            .into_iter()
+            .find(|isa| isa.name().eq_ignore_ascii_case(s.trim()))
+            .ok_or_else(|| IsaError::Unknown(s.to_string()))
+    }
+}
+
+/// Why an ISA requested by name cannot be used.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum IsaError {
+    /// The name is none of `scalar`, `avx2`, `avx512`, `neon`.
+    Unknown(String),
+    /// The host CPU lacks the instructions.
+    Unavailable(Isa),
+}
+
+impl fmt::Display for IsaError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            IsaError::Unknown(name) => write!(
+                f,
+                "unknown instruction set {name:?} in {ISA_ENV}: use scalar, avx2, avx512 or neon"
+            ),
+            IsaError::Unavailable(isa) => {
+                let usable: Vec<_> = Isa::ALL
+                    .into_iter()
+                    .filter(|i| i.is_available())
+                    .map(Isa::name)
+                    .collect();
+                write!(
+                    f,
+                    "this CPU cannot run {isa} kernels ({ISA_ENV}); it can run: {}",
+                    usable.join(", ")
+                )
+            }
+        }
+    }
+}
+
+impl std::error::Error for IsaError {}
+
+/// The environment variable that overrides CPU detection.
+pub const ISA_ENV: &str = "LLMFILE_ISA";
+
+/// Dot products of whole weight rows with one quantized activation row. `rows` holds
+/// `out.len()` rows of equal length, `act` the activation row in the weight type's
+/// `vec_dot_type`; the caller has checked the lengths.
+pub(crate) type DotRowsFn = unsafe fn(rows: &[u8], act: &[u8], out: &mut [f32]);
+/// Conversion of a row to f32; lengths checked by the caller.
+pub(crate) type DequantizeFn = unsafe fn(src: &[u8], dst: &mut [f32]);
+/// Conversion of an f32 row to an activation format; lengths checked by the caller.
+pub(crate) type QuantizeFn = unsafe fn(src: &[f32], dst: &mut [u8]);
+
+const SLOTS: usize = 43;
+
+/// Kernels per type, indexed by ggml type id. A function in here may need CPU features: only
+/// `Kernels::for_isa` builds tables, after checking the host has them.
+#[derive(Clone, Copy)]
+pub(crate) struct Table {
+    pub(crate) dot_rows: [Option<DotRowsFn>; SLOTS],
+    pub(crate) dequantize: [Option<DequantizeFn>; SLOTS],
+    pub(crate) quantize: [Option<QuantizeFn>; SLOTS],
+}
+
+impl Table {
+    fn scalar() -> Table {
+        let mut t = Table {
+            dot_rows: [None; SLOTS],
+            dequantize: [None; SLOTS],
+            quantize: [None; SLOTS],
+        };
+        let weights: [(GgmlType, DotRowsFn, DequantizeFn); 11] = [
+            (F32, f32::dot_rows, f32::dequantize),
+            (F16, f16::dot_rows, f16::dequantize),
+            (BF16, bf16::dot_rows, bf16::dequantize),
+            (Q4_0, q4_0::dot_rows, q4_0::dequantize),
+            (Q4_1, q4_1::dot_rows, q4_1::dequantize),
+            (Q5_0, q5_0::dot_rows, q5_0::dequantize),
+            (Q5_1, q5_1::dot_rows, q5_1::dequantize),
+            (Q8_0, q8_0::dot_rows, q8_0::dequantize),
+            (Q4_K, q4_k::dot_rows, q4_k::dequantize),
+            (Q5_K, q5_k::dot_rows, q5_k::dequantize),
+            (Q6_K, q6_k::dot_rows, q6_k::dequantize),
+        ];
+        for (ty, dot, deq) in weights {
+            t.dot_rows[ty as usize] = Some(dot);
+            t.dequantize[ty as usize] = Some(deq);
+        }
+        t.dequantize[Q8_1 as usize] = Some(q8_1::dequantize);
+        t.dequantize[Q8_K as usize] = Some(q8_k::dequantize);
+        let activations: [(GgmlType, QuantizeFn); 6] = [
+            (F32, f32::quantize),
+            (F16, f16::quantize),
+            (BF16, bf16::quantize),
+            (Q8_0, q8_0::quantize),
+            (Q8_1, q8_1::quantize),
+            (Q8_K, q8_k::quantize),
+        ];
+        for (ty, q) in activations {
+            t.quantize[ty as usize] = Some(q);
+        }
+        t
+    }
+}
+
+/// The kernels for one instruction set, chosen once and then shared by every matmul.
+#[derive(Clone, Copy)]
+pub struct Kernels {
+    isa: Isa,
+    table: Table,
+}
+
+impl fmt::Debug for Kernels {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Kernels").field("isa", &self.isa).finish()
+    }
+}
+
+impl Kernels {
+    /// The best kernels the host CPU can run.
+    pub fn detect() -> Kernels {
+        Isa::ALL
+            .into_iter()
+            .rev()
+            .find_map(Kernels::for_isa)
+            .expect("scalar kernels run everywhere")
+    }
+
+    /// The kernels for `isa`, or `None` when the host CPU cannot run them. Types without a
+    /// variant for `isa` use the scalar kernels.
+    pub fn for_isa(isa: Isa) -> Option<Kernels> {
+        if !isa.is_available() {
+            return None;
+        }
+        #[allow(unused_mut)]
+        let mut table = Table::scalar();
+        match isa {
+            Isa::Scalar => {}
+            #[cfg(target_arch = "x86_64")]
+            Isa::Avx2 => crate::x86::avx2::install(&mut table),
+            #[cfg(target_arch = "x86_64")]
+            Isa::Avx512 => crate::x86::avx512::install(&mut table),
+            #[cfg(target_arch = "aarch64")]
+            Isa::Neon => crate::arm::neon::install(&mut table),
+            #[allow(unreachable_patterns)]
+            _ => unreachable!("is_available is false for other architectures' ISAs"),
+        }
+        Some(Kernels { isa, table })
+    }
+
+    /// [`Kernels::detect`], unless `LLMFILE_ISA` names an ISA (`scalar`, `avx2`, `avx512`,
+    /// `neon`); an unknown name or one the CPU cannot run is an error.
+    pub fn from_env() -> Result<Kernels, IsaError> {
+        match std::env::var(ISA_ENV) {
+            Ok(name) if !name.trim().is_empty() => {
+                let isa: Isa = name.parse()?;
+                Kernels::for_isa(isa).ok_or(IsaError::Unavailable(isa))
+            }
+            _ => Ok(Kernels::detect()),
+        }
+    }
+
+    /// The instruction set these kernels were built for.
+    pub fn isa(&self) -> Isa {
+        self.isa
+    }
+
+    /// Converts the activation row `src` to `weight_ty.vec_dot_type()`, ready for
+    /// [`Kernels::dot_rows`] with weights of `weight_ty`.
+    ///
+    /// # Panics
+    /// If `weight_ty` is not a supported weight type, `src.len()` is not a multiple of the
+    /// activation type's block length, or `dst.len()` is not
+    /// `weight_ty.vec_dot_type().row_bytes(src.len())`.
+    pub fn quantize_activation(&self, weight_ty: GgmlType, src: &[f32], dst: &mut [u8]) {
+        assert!(
+            weight_ty.is_supported_weight(),
+            "no kernels for {}",
+            weight_ty.name()
+        );
+        let act_ty = weight_ty.vec_dot_type();
+        let quantize =
+            self.table.quantize[act_ty as usize].expect("every dot type has a quantizer");
+        assert_eq!(
+            Some(dst.len()),
+            act_ty.row_bytes(src.len()),
+            "{} activations of {} elements",
+            act_ty.name(),
+            src.len()
+        );
+        // SAFETY: the table holds only functions the host CPU can run (checked by `for_isa`),
+        // and the lengths were checked above.
+        unsafe { quantize(src, dst) }
+    }
+
+    /// `out[r]` = dot product of weight row `r` with the activation row `act`.
+    ///
+    /// `rows` holds `out.len()` contiguous rows of `n` elements of `weight_ty`
+    /// (`weight_ty.row_bytes(n)` bytes each); `act` is one row quantized by
+    /// [`Kernels::quantize_activation`] for the same `weight_ty`.
+    ///
+    /// # Panics
+    /// If `weight_ty` is unsupported, `n` is not a multiple of its block length, or a slice
+    /// length disagrees with `n` and `out.len()`.
+    pub fn dot_rows(
+        &self,
+        weight_ty: GgmlType,
+        n: usize,
+        rows: &[u8],
+        act: &[u8],
+        out: &mut [f32],
+    ) {
+        let dot = self.table.dot_rows[weight_ty as usize]
+            .unwrap_or_else(|| panic!("no kernels for {}", weight_ty.name()));
+        let row_bytes = weight_ty
+            .row_bytes(n)
+            .unwrap_or_else(|| panic!("{} rows of {n} elements", weight_ty.name()));
+        assert_eq!(
+            Some(rows.len()),
+            row_bytes.checked_mul(out.len()),
+            "weight rows length"
+        );
+        assert_eq!(
+            Some(act.len()),
+            weight_ty.vec_dot_type().row_bytes(n),
+            "activation row length"
+        );
+        // SAFETY: as in `quantize_activation`.
+        unsafe { dot(rows, act, out) }
+    }
+
+    /// Converts one row of `ty` to f32 (embedding lookups). Supports every weight type plus
+    /// the Q8_1 and Q8_K activation formats.
+    ///
+    /// # Panics
+    /// If `ty` has no dequantizer or `src.len()` is not `ty.row_bytes(dst.len())`.
+    pub fn dequantize_row(&self, ty: GgmlType, src: &[u8], dst: &mut [f32]) {
+        let dequantize = self.table.dequantize[ty as usize]
+            .unwrap_or_else(|| panic!("cannot dequantize {}", ty.name()));
+        assert_eq!(
+            Some(src.len()),
+            ty.row_bytes(dst.len()),
+            "{} row length",
+            ty.name()
+        );
+        // SAFETY: as in `quantize_activation`.
+        unsafe { dequantize(src, dst) }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_parse_and_scalar_is_always_available() {
+        for isa in Isa::ALL {
+            assert_eq!(isa.name().parse::<Isa>(), Ok(isa));
+        }
+        assert_eq!(" AVX2 ".parse::<Isa>(), Ok(Isa::Avx2));
+        assert_eq!("sse".parse::<Isa>(), Err(IsaError::Unknown("sse".into())));
+        assert_eq!(
+            Kernels::for_isa(Isa::Scalar).map(|k| k.isa()),
+            Some(Isa::Scalar)
+        );
+        let best = Kernels::detect().isa();
+        assert!(best.is_available());
+        assert!(Isa::ALL
+            .iter()
+            .rev()
+            .take_while(|&&i| i != best)
+            .all(|i| !i.is_available()));
+    }
+
+    #[test]
+    fn other_architectures_are_unavailable() {
+        if cfg!(target_arch = "x86_64") {
+            assert!(Kernels::for_isa(Isa::Neon).is_none());
+        }
+        if cfg!(target_arch = "aarch64") {
+            assert!(Kernels::for_isa(Isa::Avx2).is_none());
+            assert!(Kernels::for_isa(Isa::Avx512).is_none());
+        }
+        let err = IsaError::Unavailable(Isa::Neon).to_string();
+        assert!(err.contains("scalar"), "{err}");
+    }
+
+    #[test]
+    fn every_supported_weight_has_a_dot_a_dequantizer_and_an_activation_quantizer() {
+        let k = Kernels::for_isa(Isa::Scalar).unwrap();
+        for id in 0..SLOTS as u32 {
+            let Some(ty) = GgmlType::from_id(id) else {
+                continue;
+            };
+            assert_eq!(
+                k.table.dot_rows[id as usize].is_some(),
+                ty.is_supported_weight()
+            );
+            if ty.is_supported_weight() {
+                assert!(k.table.dequantize[id as usize].is_some());
+                assert!(k.table.quantize[ty.vec_dot_type() as usize].is_some());
+            }
+        }
+    }
+
+    #[test]
+    fn block_structs_agree_with_the_type_table() {
+        use std::mem::size_of;
+        let sizes = [
+            (F32, size_of::<f32::F32>()),
+            (F16, size_of::<f16::F16>()),
+            (BF16, size_of::<bf16::Bf16>()),
+            (Q4_0, size_of::<q4_0::BlockQ4_0>()),
+            (Q4_1, size_of::<q4_1::BlockQ4_1>()),
+            (Q5_0, size_of::<q5_0::BlockQ5_0>()),
+            (Q5_1, size_of::<q5_1::BlockQ5_1>()),
+            (Q8_0, size_of::<q8_0::BlockQ8_0>()),
+            (Q8_1, size_of::<q8_1::BlockQ8_1>()),
+            (Q4_K, size_of::<q4_k::BlockQ4K>()),
+            (Q5_K, size_of::<q5_k::BlockQ5K>()),
+            (Q6_K, size_of::<q6_k::BlockQ6K>()),
+            (Q8_K, size_of::<q8_k::BlockQ8K>()),
+        ];
+        for (ty, size) in sizes {
+            assert_eq!(ty.block_bytes(), size, "{}", ty.name());
+        }
+    }
+
+    #[test]
+    #[should_panic(expected = "activation row length")]
+    fn mismatched_activation_length_panics() {
+        let k = Kernels::for_isa(Isa::Scalar).unwrap();
+        let rows = vec![0u8; 144];
+        let act = vec![0u8; 100];
+        k.dot_rows(Q4_K, 256, &rows, &act, &mut [0.0]);
+    }
+
+    #[test]
+    fn zero_length_rows_give_zero() {
+        let k = Kernels::detect();
+        let mut out = [1.0f32; 3];
+        k.dot_rows(Q4_K, 0, &[], &[], &mut out);
+        assert_eq!(out, [0.0; 3]);
+    }
+}

@@ -1,0 +1,141 @@
+//! Q4_K: 256 4-bit quants in 8 sub-blocks of 32, each with a 6-bit scale and a 6-bit min;
+//! value = d·sc·q − dmin·m. The 32 bytes of `qs` chunk c hold sub-block 2c in their low
+//! nibbles and 2c+1 in their high nibbles.
+
+use crate::block::{as_blocks, f16_to_f32, for_each_row, Block};
+use crate::q8_k::BlockQ8K;
+use std::mem::size_of;
+
+#[repr(C)]
+pub(crate) struct BlockQ4K {
+    pub(crate) d: [u8; 2],
+    pub(crate) dmin: [u8; 2],
+    pub(crate) scales: [u8; 12],
+    pub(crate) qs: [u8; 128],
+}
+const _: () = assert!(size_of::<BlockQ4K>() == 144);
+
+// SAFETY: repr(C), only byte arrays, 144 bytes as in ggml.
+unsafe impl Block for BlockQ4K {}
+
+/// The eight 6-bit scales and eight 6-bit mins packed into the 12 scale bytes of Q4_K and
+/// Q5_K (ggml's `get_scale_min_k4`).
+#[inline]
+pub(crate) fn unpack_scales_mins(s: &[u8; 12]) -> ([u8; 8], [u8; 8]) {
+    let mut scales = [0u8; 8];
+    let mut mins = [0u8; 8];
+    for j in 0..4 {
+        scales[j] = s[j] & 63;
+        mins[j] = s[j + 4] & 63;
+    }
+    for j in 4..8 {
+        scales[j] = (s[j + 4] & 15) | ((s[j - 4] >> 6) << 4);
+        mins[j] = (s[j + 4] >> 4) | ((s[j] >> 6) << 4);
+    }
+    (scales, mins)
+}
+
+/// The 256 unsigned 4-bit quants in element order.
+#[inline]
+fn unpack_quants(qs: &[u8; 128]) -> [u8; 256] {
+    let mut q = [0u8; 256];
+    for (c, chunk) in qs.chunks_exact(32).enumerate() {
+        for (l, &b) in chunk.iter().enumerate() {
+            q[64 * c + l] = b & 0x0F;
+            q[64 * c + 32 + l] = b >> 4;
+        }
+    }
+    q
+}
+
+pub(crate) fn dequantize(src: &[u8], dst: &mut [f32]) {
+    let blocks = as_blocks::<BlockQ4K>(src);
+    assert_eq!(dst.len(), blocks.len() * 256);
+    for (b, y) in blocks.iter().zip(dst.chunks_exact_mut(256)) {
+        let d = f16_to_f32(b.d);
+        let min = f16_to_f32(b.dmin);
+        let (scales, mins) = unpack_scales_mins(&b.scales);
+        let q = unpack_quants(&b.qs);
+        for (j, (ys, qs)) in y.chunks_exact_mut(32).zip(q.chunks_exact(32)).enumerate() {
+            let d1 = d * scales[j] as f32;
+            let m1 = min * mins[j] as f32;
+            for (o, &v) in ys.iter_mut().zip(qs) {
+                *o = d1 * v as f32 - m1;
+            }
+        }
+    }
+}
+
+/// Σ over sub-blocks of sc·(q·q8), split into the eight lanes `l ≡ element mod 8` that
+/// ggml's generic kernel accumulates separately before scaling by `d`.
+#[inline]
+pub(crate) fn lane_sums(q: &[u8; 256], scales: &[u8; 8], q8: &[i8; 256]) -> [i32; 8] {
+    let mut aux32 = [0i32; 8];
+    for (e, (&a, &b)) in q.iter().zip(q8).enumerate() {
+        aux32[e % 8] += scales[e / 32] as i32 * (a as i32 * b as i32);
+    }
+    aux32
+}
+
+/// Σ over the 16 groups of 16 activations of m · (group sum): the minimums' share.
+#[inline]
+pub(crate) fn min_sum(mins: &[u8; 8], y: &BlockQ8K) -> i32 {
+    (0..16).map(|g| y.bsum(g) as i32 * mins[g / 2] as i32).sum()
+}
+
+/// `ggml_vec_dot_q4_K_q8_K_generic`, with its float accumulation order.
+pub(crate) fn dot(x: &[BlockQ4K], y: &[BlockQ8K]) -> f32 {
+    let mut sums = [0.0f32; 8];
+    let mut sumf = 0.0f32;
+    for (xb, yb) in x.iter().zip(y) {
+        let (scales, mins) = unpack_scales_mins(&xb.scales);
+        let aux32 = lane_sums(&unpack_quants(&xb.qs), &scales, &yb.qs);
+        let d = f16_to_f32(xb.d) * yb.d();
+        for (s, &a) in sums.iter_mut().zip(&aux32) {
+            *s += d * a as f32;
+        }
+        let dmin = f16_to_f32(xb.dmin) * yb.d();
+        sumf -= dmin * min_sum(&mins, yb) as f32;
+    }
+    for s in sums {
+        sumf += s;
+    }
+    sumf
+}
+
+pub(crate) fn dot_rows(rows: &[u8], act: &[u8], out: &mut [f32]) {
+    for_each_row(rows, act, out, dot);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::test_util::check_dot_against_dequantized;
+    use crate::GgmlType;
+
+    #[test]
+    fn scale_and_min_unpacking_follows_ggml() {
+        let s = [
+            0b11_000001,
+            0b01_000010,
+            0b00_000011,
+            0b10_111111, // sc 0..3 + high bits of sc 4..7
+            0b11_000101,
+            0b00_000110,
+            0b01_000111,
+            0b10_001000, // m 0..3 + high bits of m 4..7
+            0x21,
+            0x43,
+            0x65,
+            0x87, // low nibbles: sc 4..7, high nibbles: m 4..7
+        ];
+        let (sc, m) = unpack_scales_mins(&s);
+        assert_eq!(sc, [1, 2, 3, 63, 1 | 3 << 4, 3 | 1 << 4, 5, 7 | 2 << 4]);
+        assert_eq!(m, [5, 6, 7, 8, 2 | 3 << 4, 4, 6 | 1 << 4, 8 | 2 << 4]);
+    }
+
+    #[test]
+    fn dot_matches_dequantized_dot() {
+        check_dot_against_dequantized(GgmlType::Q4_K, 20);
+    }
+}

@@ -1,0 +1,222 @@
+//! Every SIMD variant the host can run, checked against the scalar reference.
+//!
+//! Tolerances: activation quantizers must agree bit for bit. Dot products share their integer
+//! arithmetic with the reference, so they may differ only by float rounding in a different
+//! accumulation order: |simd − scalar| ≤ 1e-5 · M, where M sums |partial product| over every
+//! float term (the scale part and the min/offset part of each weight counted separately, so
+//! that cancellation between them cannot hide an error).
+
+use crate::block::f32_to_f16;
+use crate::test_util::{dequantized, f16_fields, random_quant_row, random_weight_row, Rng};
+use crate::{GgmlType, Isa, Kernels};
+
+const WEIGHT_TYPES: [GgmlType; 11] = [
+    GgmlType::Q4_K,
+    GgmlType::Q6_K,
+    GgmlType::Q5_K,
+    GgmlType::Q8_0,
+    GgmlType::Q4_0,
+    GgmlType::Q5_0,
+    GgmlType::Q4_1,
+    GgmlType::Q5_1,
+    GgmlType::F16,
+    GgmlType::BF16,
+    GgmlType::F32,
+];
+
+fn scalar() -> Kernels {
+    Kernels::for_isa(Isa::Scalar).unwrap()
+}
+
+/// The non-scalar kernel tables this host can run (none is a skip, printed).
+fn simd_variants() -> Vec<Kernels> {
+    let v: Vec<_> = Isa::ALL
+        .into_iter()
+        .filter(|&i| i != Isa::Scalar)
+        .filter_map(Kernels::for_isa)
+        .collect();
+    if v.is_empty() {
+        eprintln!("no SIMD instruction set available on this host; nothing to compare");
+    }
+    v
+}
+
+/// M from the module comment: for each f16 field of the block format, the weights with only
+/// that field kept, dotted in absolute value with the activations.
+fn magnitude(ty: GgmlType, row: &[u8], act: &[f32]) -> f64 {
+    let abs_dot = |w: &[f32]| -> f64 {
+        w.iter()
+            .zip(act)
+            .map(|(&a, &b)| (a as f64 * b as f64).abs())
+            .sum()
+    };
+    let fields = f16_fields(ty);
+    if fields.len() < 2 {
+        return abs_dot(&dequantized(ty, row));
+    }
+    fields
+        .iter()
+        .map(|&keep| {
+            let mut r = row.to_vec();
+            for block in r.chunks_exact_mut(ty.block_bytes()) {
+                for &other in fields.iter().filter(|&&f| f != keep) {
+                    block[other..other + 2].fill(0);
+                }
+            }
+            abs_dot(&dequantized(ty, &r))
+        })
+        .sum()
+}
+
+fn compare_dots(ty: GgmlType, n: usize, rows: &[u8], x: &[f32], what: &str) {
+    let reference = scalar();
+    let act_ty = ty.vec_dot_type();
+    let mut act = vec![0u8; act_ty.row_bytes(n).unwrap()];
+    reference.quantize_activation(ty, x, &mut act);
+    let a = dequantized(act_ty, &act);
+    let count = rows.len() / ty.row_bytes(n).unwrap();
+    let mut expected = vec![0.0f32; count];
+    reference.dot_rows(ty, n, rows, &act, &mut expected);
+    for k in simd_variants() {
+        let mut got = vec![f32::NAN; count];
+        k.dot_rows(ty, n, rows, &act, &mut got);
+        for (r, (&g, &e)) in got.iter().zip(&expected).enumerate() {
+            let row = &rows[r * ty.row_bytes(n).unwrap()..][..ty.row_bytes(n).unwrap()];
+            let bound = 1e-5 * magnitude(ty, row, &a);
+            assert!(
+                (g as f64 - e as f64).abs() <= bound,
+                "{} {} {what} n={n} row {r}: {g} vs scalar {e} (bound {bound})",
+                k.isa(),
+                ty.name()
+            );
+        }
+    }
+}
+
+#[test]
+fn dot_rows_match_scalar_on_random_blocks() {
+    let mut rng = Rng::new(100);
+    for ty in WEIGHT_TYPES {
+        let lens: &[usize] = if ty.block_len() == 1 {
+            &[7, 64, 263, 4096] // exercise the 8- and 32-element tails of the float kernels
+        } else {
+            &[256, 2048, 4096]
+        };
+        for &n in lens {
+            let rows: Vec<u8> = (0..5)
+                .flat_map(|_| random_weight_row(ty, n, &mut rng))
+                .collect();
+            let x = rng.normal_vec(n, 1.0);
+            compare_dots(ty, n, &rows, &x, "random");
+        }
+    }
+}
+
+#[test]
+fn dot_rows_match_scalar_on_extreme_blocks() {
+    const F16_MAX: f32 = 65504.0;
+    let min_subnormal = 2.0f32.powi(-24);
+    let mut rng = Rng::new(101);
+    let n = 512;
+    for ty in WEIGHT_TYPES.into_iter().filter(|t| t.block_len() > 1) {
+        let blocks = n / ty.block_len();
+        let filled = |byte: u8, scale: f32| -> Vec<u8> {
+            let mut row = vec![byte; ty.row_bytes(n).unwrap()];
+            for block in row.chunks_exact_mut(ty.block_bytes()) {
+                for &at in f16_fields(ty) {
+                    block[at..at + 2].copy_from_slice(&f32_to_f16(scale));
+                }
+            }
+            row
+        };
+        let cases = [
+            ("zero blocks", vec![0u8; ty.row_bytes(n).unwrap()]),
+            ("all bits set, f16 max scales", filled(0xFF, F16_MAX)),
+            (
+                "all bytes 0x80 (q8 -128), f16 max scales",
+                filled(0x80, F16_MAX),
+            ),
+            (
+                "all bytes 0x7F (q8 127), f16 max scales",
+                filled(0x7F, F16_MAX),
+            ),
+            ("all quants zero, negative scales", filled(0x00, -3.0)),
+            (
+                "random quants, subnormal scales",
+                random_quant_row(ty, blocks, &mut rng, |_| min_subnormal),
+            ),
+            (
+                "random quants, f16 max scales",
+                random_quant_row(ty, blocks, &mut rng, |r| {
+                    if r.uniform() < 0.5 {
+                        F16_MAX
+                    } else {
+                        -F16_MAX
+                    }
+                }),
+            ),
+        ];
+        let saturating: Vec<f32> = (0..n)
+            .map(|i| if i % 3 == 0 { -1.0 } else { 1.0 })
+            .collect();
+        for (what, row) in &cases {
+            compare_dots(ty, n, row, &rng.normal_vec(n, 1.0), what);
+            compare_dots(
+                ty,
+                n,
+                row,
+                &saturating,
+                &format!("{what}, activations ±127"),
+            );
+            compare_dots(
+                ty,
+                n,
+                row,
+                &vec![0.0; n],
+                &format!("{what}, zero activations"),
+            );
+        }
+    }
+}
+
+#[test]
+fn activation_quantizers_match_scalar_bit_for_bit() {
+    let mut rng = Rng::new(102);
+    let n = 2048;
+    let mut inputs = vec![
+        rng.normal_vec(n, 1.0),
+        rng.normal_vec(n, 1e-30),
+        vec![0.0; n],
+        (0..n)
+            .map(|i| if i % 2 == 0 { 3.0 } else { -3.0 })
+            .collect(),
+        // ties: with amax 127 in every block each value is its own quant
+        (0..n)
+            .map(|i| {
+                if i % 32 == 0 {
+                    127.0
+                } else {
+                    (i % 7) as f32 - 3.5
+                }
+            })
+            .collect(),
+    ];
+    let mut mixed = rng.normal_vec(n, 5.0);
+    mixed[256..512].fill(0.0);
+    mixed[700] = -1e4;
+    mixed[701] = 1e4; // same magnitude, opposite sign: the first one sets the scale
+    inputs.push(mixed);
+    let reference = scalar();
+    for k in simd_variants() {
+        for weight_ty in WEIGHT_TYPES {
+            let act_ty = weight_ty.vec_dot_type();
+            for (i, x) in inputs.iter().enumerate() {
+                let mut want = vec![0u8; act_ty.row_bytes(n).unwrap()];
+                let mut got = vec![0xAAu8; want.len()];
+                reference.quantize_activation(weight_ty, x, &mut want);
+                k.quantize_activation(weight_ty, x, &mut got);
+                assert!(want == got, "{} {} input {i}", k.isa(), act_ty.name());
+            }
+        }
+    }
+}

@@ -1,0 +1,18 @@
+//! AVX-512 kernels: the AVX2 algorithms on 256-bit registers with the VNNI instructions
+//! `vpdpbusd` and `vpdpwssd`, which fuse the multiply-adds and the accumulation. (On Zen 4 a
+//! 512-bit op costs two 256-bit ones, and these kernels are bound by memory bandwidth, so
+//! wider registers would add shuffles without adding speed.)
+
+super::kernels::x86_kernels!("avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni");
+
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+unsafe fn dot_u8_i8(acc: __m256i, u: __m256i, s: __m256i) -> __m256i {
+    _mm256_dpbusd_epi32(acc, u, s)
+}
+
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+unsafe fn madd_acc(acc: __m256i, a: __m256i, b: __m256i) -> __m256i {
+    _mm256_dpwssd_epi32(acc, a, b)
+}

@@ -1,0 +1,234 @@
+//! The command line: llama.cpp's flag names, so what people already type works.
+
+mod escapes;
+mod generate;
+mod perplexity;
+
+use crate::gguf::Gguf;
+use crate::model::{self, Transformer};
+use crate::sampling::SamplingParams;
+use crate::tokenizer::Tokenizer;
+use anyhow::{bail, Context, Result};
+use clap::{Args, Parser, Subcommand};
+use kernels::Kernels;
+use memmap2::Mmap;
+use std::ffi::OsString;
+use std::path::PathBuf;
+
+/// The context used when `-c` is not given, unless the model's own is smaller.
+const DEFAULT_CONTEXT: usize = 8192;
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "llmfile",
+    version,
+    about = "Run a GGUF language model on the CPU",
+    args_conflicts_with_subcommands = true
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+    #[command(flatten)]
+    run: RunArgs,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Print the token ids of a text as a JSON array.
+    Tokenize(TokenizeArgs),
+    /// Compute perplexity over a text file, chunked as llama-perplexity does.
+    Perplexity(PerplexityArgs),
+}
+
+#[derive(Args, Debug)]
+struct ModelArgs {
+    /// Model file (GGUF).
+    #[arg(short = 'm', long = "model")]
+    model: Option<PathBuf>,
+    /// Threads for computation (default: all cores).
+    #[arg(short = 't', long = "threads")]
+    threads: Option<usize>,
+}
+
+#[derive(Args, Debug)]
+struct RunArgs {
+    #[command(flatten)]
+    model: ModelArgs,
+    /// Prompt text.
+    #[arg(short = 'p', long = "prompt")]
+    prompt: Option<String>,
+    /// Read the prompt from a file.
+    #[arg(short = 'f', long = "file")]
+    file: Option<PathBuf>,
+    /// Tokens to generate (-1: until end of text or a full context).
+    #[arg(short = 'n', long = "n-predict", default_value_t = -1, allow_negative_numbers = true)]
+    n_predict: i64,
+    /// Context size in tokens (0: the model's trained maximum).
+    #[arg(short = 'c', long = "ctx-size")]
+    ctx_size: Option<usize>,
+    #[command(flatten)]
+    sampling: SamplingArgs,
+    /// Parse and print special tokens such as <start_of_turn>.
+    #[arg(long = "special")]
+    special: bool,
+    /// Process escapes (\n, \t, \xHH, ...) in the prompt.
+    #[arg(short = 'e', long = "escape")]
+    escape: bool,
+    /// GPU layers: accepted for compatibility; this engine runs on the CPU.
+    #[arg(long = "n-gpu-layers")]
+    n_gpu_layers: Option<i64>,
+    /// Print nothing but the generated text.
+    #[arg(long = "log-disable")]
+    log_disable: bool,
+}
+
+#[derive(Args, Debug, Clone)]
+struct SamplingArgs {
+    /// Temperature (0: greedy).
+    #[arg(long = "temp", default_value_t = 0.8)]
+    temp: f32,
+    /// Top-k sampling (0: off).
+    #[arg(long = "top-k", default_value_t = 40)]
+    top_k: usize,
+    /// Top-p (nucleus) sampling (1.0: off).
+    #[arg(long = "top-p", default_value_t = 0.95)]
+    top_p: f32,
+    /// Min-p sampling (0.0: off).
+    #[arg(long = "min-p", default_value_t = 0.05)]
+    min_p: f32,
+    /// Penalty for repeated tokens (1.0: off).
+    #[arg(long = "repeat-penalty", default_value_t = 1.0)]
+    repeat_penalty: f32,
+    /// How many recent tokens the repeat penalty considers.
+    #[arg(long = "repeat-last-n", default_value_t = 64)]
+    repeat_last_n: usize,
+    /// Random seed.
+    #[arg(short = 's', long = "seed", default_value_t = 0xFFFF_FFFF)]
+    seed: u64,
+}
+
+impl From<&SamplingArgs> for SamplingParams {
+    fn from(args: &SamplingArgs) -> SamplingParams {
+        SamplingParams {
+            temperature: args.temp,
+            top_k: args.top_k,
+            top_p: args.top_p,
+            min_p: args.min_p,
+            repeat_penalty: args.repeat_penalty,
+            repeat_last_n: args.repeat_last_n,
+            seed: args.seed,
+        }
+    }
+}
+
+#[derive(Args, Debug)]
+struct TokenizeArgs {
+    #[command(flatten)]
+    model: ModelArgs,
+    #[arg(short = 'p', long = "prompt")]
+    prompt: String,
+    /// Parse special tokens such as <start_of_turn> in the text.
+    #[arg(long = "special")]
+    special: bool,
+}
+
+#[derive(Args, Debug)]
+struct PerplexityArgs {
+    #[command(flatten)]
+    model: ModelArgs,
+    /// The text to score.
+    #[arg(short = 'f', long = "file")]
+    file: PathBuf,
+    /// Tokens per chunk.
+    #[arg(short = 'c', long = "ctx-size", default_value_t = 512)]
+    ctx_size: usize,
+}
+
+/// llama.cpp spells some long options with one dash (`-ngl 99`); clap reads a single dash as
+/// bundled short flags, so those spellings are rewritten to their long forms first.
+fn normalize_args(args: impl IntoIterator<Item = OsString>) -> Vec<OsString> {
+    args.into_iter()
+        .map(|arg| match arg.to_str() {
+            Some("-ngl") => "--n-gpu-layers".into(),
+            Some("-sp") => "--special".into(),
+            _ => arg,
+        })
+        .collect()
+}
+
+pub fn main_with_args(args: Vec<OsString>) -> Result<()> {
+    let cli = Cli::try_parse_from(normalize_args(args)).unwrap_or_else(|e| e.exit());
+    match cli.command {
+        Some(Command::Tokenize(args)) => tokenize(args),
+        Some(Command::Perplexity(args)) => perplexity::run(args),
+        None => generate::run(cli.run),
+    }
+}
+
+/// A mapped model file with its parsed header; the model borrows from it.
+struct LoadedFile {
+    path: PathBuf,
+    map: Mmap,
+}
+
+impl LoadedFile {
+    fn open(args: &ModelArgs) -> Result<LoadedFile> {
+        let Some(path) = args.model.clone() else {
+            bail!("no model given: pass -m MODEL.gguf");
+        };
+        let file = std::fs::File::open(&path).with_context(|| format!("{}", path.display()))?;
+        // SAFETY: the mapping is read-only and private to this process; a file truncated
+        // underneath a running process is outside what any mmap-based loader can defend against.
+        let map = unsafe { Mmap::map(&file) }.with_context(|| format!("{}", path.display()))?;
+        Ok(LoadedFile { path, map })
+    }
+
+    fn gguf(&self) -> Result<Gguf<'_>> {
+        Gguf::parse(&self.map).with_context(|| format!("{}", self.path.display()))
+    }
+}
+
+fn init_threads(args: &ModelArgs) -> Result<()> {
+    if let Some(threads) = args.threads {
+        if threads == 0 {
+            bail!("-t must be at least 1");
+        }
+        rayon::ThreadPoolBuilder::new()
+            .num_threads(threads)
+            .build_global()
+            .context("starting the thread pool")?;
+    }
+    Ok(())
+}
+
+fn load_model<'a>(
+    file: &'a LoadedFile,
+    args: &ModelArgs,
+) -> Result<(Gguf<'a>, Transformer<'a>, Tokenizer)> {
+    init_threads(args)?;
+    let gguf = file.gguf()?;
+    let model = model::load(&gguf, Kernels::from_env()?)
+        .with_context(|| format!("{}", file.path.display()))?;
+    let tokenizer =
+        Tokenizer::from_gguf(&gguf).with_context(|| format!("{}", file.path.display()))?;
+    Ok((gguf, model, tokenizer))
+}
+
+/// `-c`: 0 means the model's trained context; unset means 8192 or the model's, if smaller.
+fn context_size(requested: Option<usize>, trained: usize) -> usize {
+    match requested {
+        Some(0) => trained,
+        Some(n) => n,
+        None => DEFAULT_CONTEXT.min(trained),
+    }
+}
+
+fn tokenize(args: TokenizeArgs) -> Result<()> {
+    let file = LoadedFile::open(&args.model)?;
+    let gguf = file.gguf()?;
+    let tokenizer =
+        Tokenizer::from_gguf(&gguf).with_context(|| format!("{}", file.path.display()))?;
+    let ids = tokenizer.encode(&args.prompt, true, args.special)?;
+    println!("{}", serde_json::to_string(&ids)?);
+    Ok(())
+}

@@ -1,0 +1,17 @@
+//! `llmfile perplexity -m MODEL -f TEXT [-c 512]`.
+
+use super::{load_model, LoadedFile, PerplexityArgs};
+use anyhow::{Context, Result};
+
+pub(super) fn run(args: PerplexityArgs) -> Result<()> {
+    let text =
+        std::fs::read_to_string(&args.file).with_context(|| format!("{}", args.file.display()))?;
+    let file = LoadedFile::open(&args.model)?;
+    let (_gguf, model, tokenizer) = load_model(&file, &args.model)?;
+    let ppl = crate::perplexity::perplexity(&model, &tokenizer, &text, args.ctx_size, |i, ppl| {
+        eprintln!("[{}] {ppl:.4}", i + 1)
+    })
+    .with_context(|| format!("{}", args.file.display()))?;
+    println!("Final estimate: PPL = {ppl:.4}");
+    Ok(())
+}

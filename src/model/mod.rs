@@ -1,0 +1,209 @@
+//! Models: typed weights and hyperparameters read from a GGUF, and the forward pass.
+//!
+//! Every supported architecture is one recipe over the same decoder-only transformer: the
+//! per-architecture files read the metadata and say which optional steps (post-norms, soft caps,
+//! q/k norms, sliding windows, rope style) their layers use; `transformer.rs` runs them.
+
+mod gemma2;
+mod gemma3;
+mod llama;
+pub mod matmul;
+pub mod ops;
+mod transformer;
+
+use crate::gguf::{Gguf, GgufError};
+use kernels::Kernels;
+use matmul::Matrix;
+
+pub use transformer::{KvCache, Transformer};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ModelError {
+    #[error(transparent)]
+    Gguf(#[from] GgufError),
+    #[error("unsupported architecture '{0}' (supported: gemma2, gemma3, llama)")]
+    UnsupportedArchitecture(String),
+    #[error("missing tensor '{0}'")]
+    MissingTensor(String),
+    #[error("tensor '{name}' has shape {got:?}, expected {expected:?}")]
+    BadShape {
+        name: String,
+        expected: Vec<u64>,
+        got: Vec<u64>,
+    },
+    #[error("bad hyperparameter: {0}")]
+    BadHyperparameter(String),
+    #[error("context of {requested} tokens is too large for this machine's memory")]
+    ContextTooLarge { requested: usize },
+}
+
+/// Loads whichever supported architecture the file declares.
+pub fn load<'a>(gguf: &Gguf<'a>, kernels: Kernels) -> Result<Transformer<'a>, ModelError> {
+    let arch = gguf.architecture()?;
+    let recipe = match arch {
+        "gemma2" => gemma2::recipe(gguf)?,
+        "gemma3" => gemma3::recipe(gguf)?,
+        "llama" => llama::recipe(gguf)?,
+        other => return Err(ModelError::UnsupportedArchitecture(other.to_string())),
+    };
+    Transformer::load(gguf, recipe, kernels)
+}
+
+/// The hyperparameters every architecture shares, under `<arch>.` keys.
+struct Common {
+    n_embd: usize,
+    n_layer: usize,
+    n_ff: usize,
+    n_head: usize,
+    n_head_kv: usize,
+    head_dim: usize,
+    head_dim_v: usize,
+    rms_eps: f32,
+    rope_base: f32,
+    rope_freq_scale: f32,
+    context_length: usize,
+}
+
+impl Common {
+    fn read(gguf: &Gguf, arch: &str) -> Result<Common, ModelError> {
+        let key = |k: &str| format!("{arch}.{k}");
+        let n_embd = gguf.get_u32(&key("embedding_length"))? as usize;
+        let n_head = gguf.get_u32(&key("attention.head_count"))? as usize;
+        if n_head == 0 || n_embd == 0 {
+            return Err(ModelError::BadHyperparameter(
+                "embedding length and head count must be positive".into(),
+            ));
+        }
+        let n_head_kv = gguf
+            .get_u32_opt(&key("attention.head_count_kv"))?
+            .map_or(n_head, |v| v as usize);
+        if n_head_kv == 0 || n_head % n_head_kv != 0 {
+            return Err(ModelError::BadHyperparameter(format!(
+                "{n_head} attention heads cannot be shared among {n_head_kv} key/value heads"
+            )));
+        }
+        let head_dim = gguf
+            .get_u32_opt(&key("attention.key_length"))?
+            .map_or(n_embd / n_head, |v| v as usize);
+        let head_dim_v = gguf
+            .get_u32_opt(&key("attention.value_length"))?
+            .map_or(head_dim, |v| v as usize);
+        let rope_freq_scale = match gguf.get_f32_opt(&key("rope.scaling.factor"))? {
+            Some(factor) if factor != 0.0 => 1.0 / factor,
+            _ => 1.0,
+        };
+        Ok(Common {
+            n_embd,
+            n_layer: gguf.get_u32(&key("block_count"))? as usize,
+            n_ff: gguf.get_u32(&key("feed_forward_length"))? as usize,
+            n_head,
+            n_head_kv,
+            head_dim,
+            head_dim_v,
+            rms_eps: gguf.get_f32(&key("attention.layer_norm_rms_epsilon"))?,
+            rope_base: gguf.get_f32_opt(&key("rope.freq_base"))?.unwrap_or(10000.0),
+            rope_freq_scale,
+            context_length: gguf.get_u32(&key("context_length"))? as usize,
+        })
+    }
+}
+
+/// What an architecture's layers do beyond the plain pre-norm transformer.
+struct Recipe {
+    common: Common,
+    /// Gemma multiplies embeddings by sqrt(n_embd).
+    scale_embeddings: bool,
+    /// Gemma normalizes each sub-layer's output again before the residual add.
+    post_norms: bool,
+    /// Gemma 3 normalizes each head of q and k before rope.
+    qk_norms: bool,
+    ffn: FeedForward,
+    attn_soft_cap: Option<f32>,
+    final_soft_cap: Option<f32>,
+    query_scale: f32,
+    /// Per layer: the rope and the sliding window (None: attends to everything).
+    layers: Vec<LayerRecipe>,
+}
+
+#[derive(Clone, Copy)]
+struct LayerRecipe {
+    rope: ops::Rope,
+    window: Option<usize>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum FeedForward {
+    /// ffn_down(gelu(ffn_gate·x) ⊙ ffn_up·x)
+    GeluGated,
+    /// ffn_down(silu(ffn_gate·x) ⊙ ffn_up·x)
+    SiluGated,
+}
+
+/// Which layers slide, from `attention.sliding_window_pattern` when the file has it (a per-layer
+/// bool array, or a period n meaning every n-th layer is global), else the architecture's
+/// default period. llama.cpp's rule: layer `il` slides when `il % n < n - 1`.
+fn sliding_layers(
+    gguf: &Gguf,
+    arch: &str,
+    n_layer: usize,
+    default_period: usize,
+) -> Result<Vec<bool>, ModelError> {
+    let key = format!("{arch}.attention.sliding_window_pattern");
+    let period = match gguf.get(&key) {
+        Some(value) => {
+            if let Some(items) = value.as_array() {
+                let flags: Option<Vec<bool>> = items.iter().map(|v| v.as_bool()).collect();
+                return match flags {
+                    Some(flags) if flags.len() == n_layer => Ok(flags),
+                    _ => Err(ModelError::BadHyperparameter(format!(
+                        "{key} must hold one boolean per layer"
+                    ))),
+                };
+            }
+            value
+                .as_i64()
+                .and_then(|v| usize::try_from(v).ok())
+                .ok_or_else(|| ModelError::BadHyperparameter(format!("{key} is not a count")))?
+        }
+        None => default_period,
+    };
+    Ok((0..n_layer)
+        .map(|il| period == 0 || il % period < period - 1)
+        .collect())
+}
+
+fn matrix<'a>(
+    gguf: &Gguf<'a>,
+    name: &str,
+    cols: usize,
+    rows: usize,
+) -> Result<Matrix<'a>, ModelError> {
+    let tensor = gguf
+        .tensor(name)
+        .ok_or_else(|| ModelError::MissingTensor(name.to_string()))?;
+    let expected = vec![cols as u64, rows as u64];
+    if tensor.dims != expected {
+        return Err(ModelError::BadShape {
+            name: name.to_string(),
+            expected,
+            got: tensor.dims.clone(),
+        });
+    }
+    Ok(Matrix::from_tensor(tensor))
+}
+
+fn vector(gguf: &Gguf, kernels: &Kernels, name: &str, len: usize) -> Result<Vec<f32>, ModelError> {
+    let tensor = gguf
+        .tensor(name)
+        .ok_or_else(|| ModelError::MissingTensor(name.to_string()))?;
+    if tensor.dims != [len as u64] {
+        return Err(ModelError::BadShape {
+            name: name.to_string(),
+            expected: vec![len as u64],
+            got: tensor.dims.clone(),
+        });
+    }
+    let mut out = vec![0f32; len];
+    kernels.dequantize_row(tensor.ty, tensor.data, &mut out);
+    Ok(out)
+}

@@ -1,0 +1,351 @@
+//! The decoder-only transformer that every supported architecture is a recipe of.
+
+use super::matmul::Matrix;
+use super::ops::{self, Rope};
+use super::{matrix, vector, FeedForward, ModelError, Recipe};
+use crate::gguf::Gguf;
+use half::f16;
+use kernels::Kernels;
+use rayon::prelude::*;
+
+/// Shapes and constants of a loaded model.
+#[derive(Debug, Clone)]
+pub struct Hyperparameters {
+    pub architecture: String,
+    pub n_vocab: usize,
+    pub n_embd: usize,
+    pub n_layer: usize,
+    pub n_head: usize,
+    pub n_head_kv: usize,
+    pub head_dim: usize,
+    pub head_dim_v: usize,
+    pub n_ff: usize,
+    pub context_length: usize,
+}
+
+struct Layer<'a> {
+    attn_norm: Vec<f32>,
+    wq: Matrix<'a>,
+    wk: Matrix<'a>,
+    wv: Matrix<'a>,
+    wo: Matrix<'a>,
+    q_norm: Option<Vec<f32>>,
+    k_norm: Option<Vec<f32>>,
+    post_attn_norm: Option<Vec<f32>>,
+    ffn_norm: Vec<f32>,
+    gate: Matrix<'a>,
+    up: Matrix<'a>,
+    down: Matrix<'a>,
+    post_ffn_norm: Option<Vec<f32>>,
+    rope: Rope,
+    window: Option<usize>,
+}
+
+pub struct Transformer<'a> {
+    pub hparams: Hyperparameters,
+    kernels: Kernels,
+    token_embd: Matrix<'a>,
+    embed_scale: f32,
+    layers: Vec<Layer<'a>>,
+    output_norm: Vec<f32>,
+    output: Matrix<'a>,
+    rms_eps: f32,
+    query_scale: f32,
+    attn_soft_cap: Option<f32>,
+    final_soft_cap: Option<f32>,
+    ffn: FeedForward,
+}
+
+/// Keys and values of every layer for positions `0..n_ctx`, in f16 as llama.cpp keeps them:
+/// half the memory and bandwidth of f32, and the same rounding llama.cpp's attention sees.
+pub struct KvCache {
+    n_ctx: usize,
+    keys: Vec<Vec<f16>>,
+    values: Vec<Vec<f16>>,
+}
+
+impl KvCache {
+    pub fn n_ctx(&self) -> usize {
+        self.n_ctx
+    }
+
+    /// Bytes the cache takes when full.
+    pub fn bytes(&self) -> usize {
+        self.keys
+            .iter()
+            .chain(&self.values)
+            .map(|v| v.len() * 2)
+            .sum()
+    }
+}
+
+impl<'a> Transformer<'a> {
+    pub(super) fn load(
+        gguf: &Gguf<'a>,
+        recipe: Recipe,
+        kernels: Kernels,
+    ) -> Result<Transformer<'a>, ModelError> {
+        let c = &recipe.common;
+        let embd = gguf
+            .tensor("token_embd.weight")
+            .ok_or_else(|| ModelError::MissingTensor("token_embd.weight".into()))?;
+        if embd.dims.len() != 2 || embd.dims[0] != c.n_embd as u64 {
+            return Err(ModelError::BadShape {
+                name: "token_embd.weight".into(),
+                expected: vec![c.n_embd as u64, embd.dims.get(1).copied().unwrap_or(0)],
+                got: embd.dims.clone(),
+            });
+        }
+        let n_vocab = embd.dims[1] as usize;
+        let token_embd = Matrix::from_tensor(embd);
+        let output = match gguf.tensor("output.weight") {
+            Some(_) => matrix(gguf, "output.weight", c.n_embd, n_vocab)?,
+            None => token_embd,
+        };
+        let q_dim = c.n_head * c.head_dim;
+        let k_dim = c.n_head_kv * c.head_dim;
+        let v_dim = c.n_head_kv * c.head_dim_v;
+        let mut layers = Vec::with_capacity(c.n_layer);
+        for (il, layer) in recipe.layers.iter().enumerate() {
+            let name = |t: &str| format!("blk.{il}.{t}.weight");
+            let optional_norm = |present: bool, t: &str, len: usize| {
+                present
+                    .then(|| vector(gguf, &kernels, &name(t), len))
+                    .transpose()
+            };
+            layers.push(Layer {
+                attn_norm: vector(gguf, &kernels, &name("attn_norm"), c.n_embd)?,
+                wq: matrix(gguf, &name("attn_q"), c.n_embd, q_dim)?,
+                wk: matrix(gguf, &name("attn_k"), c.n_embd, k_dim)?,
+                wv: matrix(gguf, &name("attn_v"), c.n_embd, v_dim)?,
+                wo: matrix(
+                    gguf,
+                    &name("attn_output"),
+                    c.n_head * c.head_dim_v,
+                    c.n_embd,
+                )?,
+                q_norm: optional_norm(recipe.qk_norms, "attn_q_norm", c.head_dim)?,
+                k_norm: optional_norm(recipe.qk_norms, "attn_k_norm", c.head_dim)?,
+                post_attn_norm: optional_norm(recipe.post_norms, "post_attention_norm", c.n_embd)?,
+                ffn_norm: vector(gguf, &kernels, &name("ffn_norm"), c.n_embd)?,
+                gate: matrix(gguf, &name("ffn_gate"), c.n_embd, c.n_ff)?,
+                up: matrix(gguf, &name("ffn_up"), c.n_embd, c.n_ff)?,
+                down: matrix(gguf, &name("ffn_down"), c.n_ff, c.n_embd)?,
+                post_ffn_norm: optional_norm(recipe.post_norms, "post_ffw_norm", c.n_embd)?,
+                rope: layer.rope,
+                window: layer.window,
+            });
+        }
+        Ok(Transformer {
+            hparams: Hyperparameters {
+                architecture: gguf.architecture()?.to_string(),
+                n_vocab,
+                n_embd: c.n_embd,
+                n_layer: c.n_layer,
+                n_head: c.n_head,
+                n_head_kv: c.n_head_kv,
+                head_dim: c.head_dim,
+                head_dim_v: c.head_dim_v,
+                n_ff: c.n_ff,
+                context_length: c.context_length,
+            },
+            output_norm: vector(gguf, &kernels, "output_norm.weight", c.n_embd)?,
+            kernels,
+            token_embd,
+            embed_scale: if recipe.scale_embeddings {
+                (c.n_embd as f32).sqrt()
+            } else {
+                1.0
+            },
+            layers,
+            output,
+            rms_eps: c.rms_eps,
+            query_scale: recipe.query_scale,
+            attn_soft_cap: recipe.attn_soft_cap,
+            final_soft_cap: recipe.final_soft_cap,
+            ffn: recipe.ffn,
+        })
+    }
+
+    pub fn kernels(&self) -> &Kernels {
+        &self.kernels
+    }
+
+    /// A cache for `n_ctx` positions. Its pages are only touched as positions fill, so a large
+    /// context costs memory only as it is used.
+    pub fn new_cache(&self, n_ctx: usize) -> Result<KvCache, ModelError> {
+        let h = &self.hparams;
+        let per_layer = |dim: usize| {
+            n_ctx
+                .checked_mul(h.n_head_kv * dim)
+                .filter(|&n| n <= isize::MAX as usize / 2)
+                .ok_or(ModelError::ContextTooLarge { requested: n_ctx })
+        };
+        let k_len = per_layer(h.head_dim)?;
+        let v_len = per_layer(h.head_dim_v)?;
+        Ok(KvCache {
+            n_ctx,
+            keys: (0..h.n_layer).map(|_| vec![f16::ZERO; k_len]).collect(),
+            values: (0..h.n_layer).map(|_| vec![f16::ZERO; v_len]).collect(),
+        })
+    }
+
+    /// Runs `tokens` at positions `start..start + tokens.len()`, writing their keys and values
+    /// into `cache`, and returns the logits after each of `tokens[logits_from..]` (none when
+    /// `logits_from == tokens.len()`): the vocabulary projection is the largest matmul of a small
+    /// model, so it is only done where someone reads the result.
+    ///
+    /// The caller guarantees the positions fit the cache and the ids fit the vocabulary.
+    pub fn forward(
+        &self,
+        cache: &mut KvCache,
+        tokens: &[u32],
+        start: usize,
+        logits_from: usize,
+    ) -> Vec<f32> {
+        let h = &self.hparams;
+        let n = tokens.len();
+        assert!(start + n <= cache.n_ctx, "positions past the cache");
+        let mut x = vec![0f32; n * h.n_embd];
+        for (row, &token) in x.chunks_exact_mut(h.n_embd).zip(tokens) {
+            self.token_embd.row(&self.kernels, token as usize, row);
+            row.iter_mut().for_each(|v| *v *= self.embed_scale);
+        }
+
+        for (il, layer) in self.layers.iter().enumerate() {
+            let mut attn_in = x.clone();
+            ops::rms_norm(&mut attn_in, &layer.attn_norm, self.rms_eps);
+            let mut attn = self.attention(layer, &attn_in, cache, il, start);
+            if let Some(norm) = &layer.post_attn_norm {
+                ops::rms_norm(&mut attn, norm, self.rms_eps);
+            }
+            ops::add_in_place(&mut x, &attn);
+
+            let mut ffn_in = x.clone();
+            ops::rms_norm(&mut ffn_in, &layer.ffn_norm, self.rms_eps);
+            let mut ffn = self.feed_forward(layer, &ffn_in);
+            if let Some(norm) = &layer.post_ffn_norm {
+                ops::rms_norm(&mut ffn, norm, self.rms_eps);
+            }
+            ops::add_in_place(&mut x, &ffn);
+        }
+
+        let mut last = x.split_off(logits_from.min(n) * h.n_embd);
+        ops::rms_norm(&mut last, &self.output_norm, self.rms_eps);
+        let mut logits = vec![0f32; last.len() / h.n_embd * h.n_vocab];
+        self.output.matmul(&self.kernels, &last, &mut logits);
+        if let Some(cap) = self.final_soft_cap {
+            ops::soft_cap(&mut logits, cap);
+        }
+        logits
+    }
+
+    fn attention(
+        &self,
+        layer: &Layer,
+        input: &[f32],
+        cache: &mut KvCache,
+        il: usize,
+        start: usize,
+    ) -> Vec<f32> {
+        let h = &self.hparams;
+        let n = input.len() / h.n_embd;
+        let (q_dim, k_dim, v_dim) = (
+            h.n_head * h.head_dim,
+            h.n_head_kv * h.head_dim,
+            h.n_head_kv * h.head_dim_v,
+        );
+        let mut q = vec![0f32; n * q_dim];
+        let mut k = vec![0f32; n * k_dim];
+        let mut v = vec![0f32; n * v_dim];
+        layer.wq.matmul(&self.kernels, input, &mut q);
+        layer.wk.matmul(&self.kernels, input, &mut k);
+        layer.wv.matmul(&self.kernels, input, &mut v);
+        if let Some(norm) = &layer.q_norm {
+            ops::rms_norm(&mut q, norm, self.rms_eps);
+        }
+        if let Some(norm) = &layer.k_norm {
+            ops::rms_norm(&mut k, norm, self.rms_eps);
+        }
+        for t in 0..n {
+            layer
+                .rope
+                .apply(&mut q[t * q_dim..(t + 1) * q_dim], h.head_dim, start + t);
+            layer
+                .rope
+                .apply(&mut k[t * k_dim..(t + 1) * k_dim], h.head_dim, start + t);
+        }
+        // llama.cpp's attention converts queries to f16 before the dot with the f16 keys.
+        for value in q.iter_mut() {
+            *value = f16::from_f32(*value * self.query_scale).to_f32();
+        }
+
+        let keys = &mut cache.keys[il];
+        let values = &mut cache.values[il];
+        for (dst, &src) in keys[start * k_dim..(start + n) * k_dim].iter_mut().zip(&k) {
+            *dst = f16::from_f32(src);
+        }
+        for (dst, &src) in values[start * v_dim..(start + n) * v_dim]
+            .iter_mut()
+            .zip(&v)
+        {
+            *dst = f16::from_f32(src);
+        }
+
+        let keys = &*keys;
+        let values = &*values;
+        let group = h.n_head / h.n_head_kv;
+        let mut heads_out = vec![0f32; n * h.n_head * h.head_dim_v];
+        heads_out
+            .par_chunks_mut(h.head_dim_v)
+            .enumerate()
+            .for_each(|(index, out)| {
+                let (t, head) = (index / h.n_head, index % h.n_head);
+                let pos = start + t;
+                let kv_head = head / group;
+                let query = &q[t * q_dim + head * h.head_dim..][..h.head_dim];
+                // A sliding layer masks key position p0 for query position p when p - p0 >= window.
+                let first = layer.window.map_or(0, |w| (pos + 1).saturating_sub(w));
+                let mut scores: Vec<f32> = (first..=pos)
+                    .map(|p| {
+                        let key = &keys[p * k_dim + kv_head * h.head_dim..][..h.head_dim];
+                        dot_f16(query, key)
+                    })
+                    .collect();
+                if let Some(cap) = self.attn_soft_cap {
+                    ops::soft_cap(&mut scores, cap);
+                }
+                ops::softmax(&mut scores);
+                for (p, &weight) in (first..=pos).zip(&scores) {
+                    let value = &values[p * v_dim + kv_head * h.head_dim_v..][..h.head_dim_v];
+                    for (o, &v) in out.iter_mut().zip(value) {
+                        *o += weight * v.to_f32();
+                    }
+                }
+            });
+
+        let mut out = vec![0f32; n * h.n_embd];
+        layer.wo.matmul(&self.kernels, &heads_out, &mut out);
+        out
+    }
+
+    fn feed_forward(&self, layer: &Layer, input: &[f32]) -> Vec<f32> {
+        let n = input.len() / self.hparams.n_embd;
+        let mut gate = vec![0f32; n * self.hparams.n_ff];
+        let mut up = vec![0f32; n * self.hparams.n_ff];
+        layer.gate.matmul(&self.kernels, input, &mut gate);
+        layer.up.matmul(&self.kernels, input, &mut up);
+        match self.ffn {
+            FeedForward::GeluGated => ops::gelu_in_place(&mut gate),
+            FeedForward::SiluGated => ops::silu_in_place(&mut gate),
+        }
+        ops::mul_in_place(&mut gate, &up);
+        let mut out = vec![0f32; n * self.hparams.n_embd];
+        layer.down.matmul(&self.kernels, &gate, &mut out);
+        out
+    }
+}
+
+fn dot_f16(a: &[f32], b: &[f16]) -> f32 {
+    a.iter().zip(b).map(|(&x, &y)| x * y.to_f32()).sum()
+}

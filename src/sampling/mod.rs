@@ -1,0 +1,266 @@
+//! Choosing the next token from logits, in llama.cpp's order: repeat penalty, top-k, top-p,
+//! min-p, temperature, then a draw from a seeded generator (or argmax at temperature 0).
+
+use std::collections::VecDeque;
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct SamplingParams {
+    /// 0 (or below) means greedy: always the most likely token.
+    pub temperature: f32,
+    /// 0 keeps every candidate.
+    pub top_k: usize,
+    pub top_p: f32,
+    pub min_p: f32,
+    /// 1.0 is off.
+    pub repeat_penalty: f32,
+    /// How many of the latest tokens the penalty looks at.
+    pub repeat_last_n: usize,
+    pub seed: u64,
+}
+
+impl Default for SamplingParams {
+    /// llama.cpp's defaults.
+    fn default() -> Self {
+        SamplingParams {
+            temperature: 0.8,
+            top_k: 40,
+            top_p: 0.95,
+            min_p: 0.05,
+            repeat_penalty: 1.0,
+            repeat_last_n: 64,
+            seed: 0xFFFF_FFFF,
+        }
+    }
+}
+
+pub struct Sampler {
+    params: SamplingParams,
+    rng: SplitMix64,
+    recent: VecDeque<u32>,
+}
+
+impl Sampler {
+    pub fn new(params: SamplingParams) -> Sampler {
+        Sampler {
+            rng: SplitMix64(params.seed),
+            recent: VecDeque::with_capacity(params.repeat_last_n),
+            params,
+        }
+    }
+
+    pub fn params(&self) -> &SamplingParams {
+        &self.params
+    }
+
+    /// Records a token the model has seen (prompt or generated) for the repeat penalty.
+    pub fn accept(&mut self, token: u32) {
+        if self.params.repeat_last_n == 0 {
+            return;
+        }
+        if self.recent.len() == self.params.repeat_last_n {
+            self.recent.pop_front();
+        }
+        self.recent.push_back(token);
+    }
+
+    pub fn sample(&mut self, logits: &[f32]) -> u32 {
+        let mut logits = logits.to_vec();
+        self.apply_repeat_penalty(&mut logits);
+        if self.params.temperature <= 0.0 {
+            return argmax(&logits);
+        }
+
+        let mut candidates: Vec<(u32, f32)> = logits
+            .iter()
+            .enumerate()
+            .map(|(id, &logit)| (id as u32, logit))
+            .collect();
+        candidates.sort_unstable_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
+        if self.params.top_k > 0 {
+            candidates.truncate(self.params.top_k);
+        }
+        let probs = softmax(&candidates);
+        if self.params.top_p < 1.0 {
+            let mut cumulative = 0.0;
+            let keep = probs
+                .iter()
+                .position(|&p| {
+                    cumulative += p;
+                    cumulative >= self.params.top_p
+                })
+                .map_or(candidates.len(), |i| i + 1);
+            candidates.truncate(keep);
+        }
+        if self.params.min_p > 0.0 {
+            let floor = candidates[0].1 + self.params.min_p.ln();
+            let keep = candidates.iter().take_while(|c| c.1 >= floor).count();
+            candidates.truncate(keep.max(1));
+        }
+        for candidate in &mut candidates {
+            candidate.1 /= self.params.temperature;
+        }
+        let probs = softmax(&candidates);
+        let mut target = self.rng.next_f64() as f32;
+        for (candidate, p) in candidates.iter().zip(&probs) {
+            if target < *p {
+                return candidate.0;
+            }
+            target -= p;
+        }
+        candidates.last().expect("at least one candidate").0
+    }
+
+    /// Divides positive logits and multiplies negative ones, as llama.cpp does, so a repeated
+    /// token always becomes less likely.
+    fn apply_repeat_penalty(&self, logits: &mut [f32]) {
+        let penalty = self.params.repeat_penalty;
+        if penalty == 1.0 {
+            return;
+        }
+        let mut seen: Vec<u32> = self.recent.iter().copied().collect();
+        seen.sort_unstable();
+        seen.dedup();
+        for id in seen {
+            if let Some(logit) = logits.get_mut(id as usize) {
+                *logit = if *logit > 0.0 {
+                    *logit / penalty
+                } else {
+                    *logit * penalty
+                };
+            }
+        }
+    }
+}
+
+/// The lowest id wins a tie, as in llama.cpp's greedy sampler.
+pub fn argmax(logits: &[f32]) -> u32 {
+    let mut best = 0;
+    for (i, &v) in logits.iter().enumerate() {
+        if v > logits[best] {
+            best = i;
+        }
+    }
+    best as u32
+}
+
+/// Probabilities of candidates sorted by descending logit.
+fn softmax(candidates: &[(u32, f32)]) -> Vec<f32> {
+    let max = candidates[0].1;
+    let exps: Vec<f32> = candidates.iter().map(|c| (c.1 - max).exp()).collect();
+    let sum: f32 = exps.iter().sum();
+    exps.into_iter().map(|e| e / sum).collect()
+}
+
+/// A small, well-mixed generator: enough for sampling, and the same seed gives the same text on
+/// every platform.
+struct SplitMix64(u64);
+
+impl SplitMix64 {
+    fn next_u64(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+
+    /// Uniform in [0, 1).
+    fn next_f64(&mut self) -> f64 {
+        (self.next_u64() >> 11) as f64 / (1u64 << 53) as f64
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn params(temperature: f32) -> SamplingParams {
+        SamplingParams {
+            temperature,
+            ..SamplingParams::default()
+        }
+    }
+
+    #[test]
+    fn greedy_picks_the_largest_logit() {
+        let mut sampler = Sampler::new(params(0.0));
+        assert_eq!(sampler.sample(&[0.1, 3.0, -1.0, 2.9]), 1);
+    }
+
+    #[test]
+    fn same_seed_same_tokens_and_different_seeds_differ() {
+        let logits: Vec<f32> = (0..50).map(|i| (i % 7) as f32 * 0.3).collect();
+        let run = |seed| {
+            let mut sampler = Sampler::new(SamplingParams {
+                seed,
+                top_k: 0,
+                top_p: 1.0,
+                min_p: 0.0,
+                temperature: 1.5,
+                ..SamplingParams::default()
+            });
+            (0..40).map(|_| sampler.sample(&logits)).collect::<Vec<_>>()
+        };
+        assert_eq!(run(7), run(7));
+        assert_ne!(run(7), run(8));
+    }
+
+    #[test]
+    fn top_k_one_is_greedy() {
+        let mut sampler = Sampler::new(SamplingParams {
+            top_k: 1,
+            temperature: 5.0,
+            ..SamplingParams::default()
+        });
+        for _ in 0..20 {
+            assert_eq!(sampler.sample(&[1.0, 1.5, 0.2]), 1);
+        }
+    }
+
+    #[test]
+    fn min_p_removes_unlikely_tokens() {
+        let mut sampler = Sampler::new(SamplingParams {
+            min_p: 0.5,
+            top_k: 0,
+            top_p: 1.0,
+            temperature: 1.0,
+            ..SamplingParams::default()
+        });
+        // Token 1 has probability ratio e^-3 to token 0: below min_p, never drawn.
+        for _ in 0..200 {
+            assert_eq!(sampler.sample(&[0.0, -3.0]), 0);
+        }
+    }
+
+    #[test]
+    fn top_p_keeps_the_smallest_set_reaching_p() {
+        let mut sampler = Sampler::new(SamplingParams {
+            top_p: 0.5,
+            top_k: 0,
+            min_p: 0.0,
+            temperature: 1.0,
+            ..SamplingParams::default()
+        });
+        for _ in 0..200 {
+            assert_eq!(sampler.sample(&[2.0, 0.0, 0.0]), 0);
+        }
+    }
+
+    #[test]
+    fn repeat_penalty_discourages_recent_tokens() {
+        let mut sampler = Sampler::new(SamplingParams {
+            repeat_penalty: 2.0,
+            ..params(0.0)
+        });
+        sampler.accept(0);
+        assert_eq!(sampler.sample(&[3.0, 2.0]), 1);
+        let mut sampler = Sampler::new(SamplingParams {
+            repeat_penalty: 2.0,
+            repeat_last_n: 1,
+            ..params(0.0)
+        });
+        sampler.accept(0);
+        sampler.accept(1);
+        assert_eq!(sampler.sample(&[3.0, 2.0]), 0, "token 0 left the window");
+    }
+}
