@@ -170,7 +170,7 @@ fn check_logits(id: &str) {
     let n_vocab = model.hparams.n_vocab;
     let reference = read_json(&fixtures().join(id).join("logits.json"));
     let mut worst = 0f64;
-    for case in reference.as_array().unwrap() {
+    for case in reference["cases"].as_array().unwrap() {
         let prompt = ids(&case["prompt_ids"]);
         let mut session = Session::new(&model, prompt.len()).unwrap();
         let logits = session.eval_from(&prompt, 0).unwrap();

@@ -157,7 +157,16 @@ fn normalize_args(args: impl IntoIterator<Item = OsString>) -> Vec<OsString> {
 }
 
 pub fn main_with_args(args: Vec<OsString>) -> Result<()> {
-    let cli = Cli::try_parse_from(normalize_args(args)).unwrap_or_else(|e| e.exit());
+    let cli = match Cli::try_parse_from(normalize_args(args)) {
+        Ok(cli) => cli,
+        Err(e) if !e.use_stderr() => e.exit(),
+        // clap's own report spans several lines (usage, hints); one line is easier to act on.
+        Err(e) => {
+            let message = e.to_string();
+            let first = message.lines().next().unwrap_or_default();
+            bail!("{} (see --help)", first.trim_start_matches("error: "))
+        }
+    };
     match cli.command {
         Some(Command::Tokenize(args)) => tokenize(args),
         Some(Command::Perplexity(args)) => perplexity::run(args),

@@ -317,6 +317,9 @@ impl<'a> Transformer<'a> {
                 }
                 ops::softmax(&mut scores);
                 for (p, &weight) in (first..=pos).zip(&scores) {
+                    // llama.cpp multiplies the f16 values by f16 weights; Gemma 3's large
+                    // attention scores make the logits sensitive to that rounding.
+                    let weight = f16::from_f32(weight).to_f32();
                     let value = &values[p * v_dim + kv_head * h.head_dim_v..][..h.head_dim_v];
                     for (o, &v) in out.iter_mut().zip(value) {
                         *o += weight * v.to_f32();
