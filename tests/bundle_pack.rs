@@ -171,7 +171,7 @@ fn output_is_the_engine_then_aligned_entries() {
     let first = data_offsets[0] as usize;
     assert_eq!(&bytes[first..first + packed.gguf.len()], &packed.gguf[..]);
 
-    let model = resolve_model(Some(packed.output.to_str().unwrap())).unwrap();
+    let model = resolve_model(Some(&packed.output)).unwrap();
     assert_eq!(&model[..], &packed.gguf[..]);
     assert_eq!(model.offset(), data_offsets[0]);
 }
@@ -287,7 +287,7 @@ fn entries_over_4_gib_are_readable_by_python() {
     })
     .unwrap();
     std::fs::remove_file(&model).unwrap();
-    let mapped = resolve_model(Some(output.to_str().unwrap())).unwrap();
+    let mapped = resolve_model(Some(&output)).unwrap();
     assert_eq!(mapped.len() as u64, size);
     assert_eq!(&mapped[..4], b"GGUF");
     let script = "import zipfile, sys\n\

@@ -5,6 +5,7 @@
 //! `.args` before the command line is parsed, so a mode flag inside `.args` takes effect.
 
 mod args;
+mod info;
 mod model;
 mod pack;
 mod progress;
@@ -13,9 +14,11 @@ mod testing;
 mod zip;
 
 pub use args::expand_args;
+pub use info::info;
 pub use model::{resolve_model, MappedModel};
 pub use pack::{pack, PackOptions};
 
+use crate::gguf::GgufError;
 use args::ARGS_ENTRY;
 use std::ffi::{OsStr, OsString};
 use std::fs::File;
@@ -71,8 +74,10 @@ pub enum BundleError {
     ReservedEntryName,
     #[error("entry name {name} is longer than the 65535 bytes a zip allows")]
     NameTooLong { name: String },
-    #[error("cannot find this program's own executable file; pass it with --engine")]
+    #[error("cannot find this program's own executable file; name the file to use")]
     OwnExecutableNotFound,
+    #[error("{name}: {source}")]
+    Gguf { name: String, source: GgufError },
 }
 
 /// The file this program was started from: `current_exe` (on Linux, /proc/self/exe), else

@@ -6,7 +6,7 @@ use super::{gguf_entries, join_names, open, own_archive, BundleError};
 use memmap2::{Mmap, MmapOptions};
 use std::fmt;
 use std::fs::File;
-use std::io::{IsTerminal, Read};
+use std::io::{IsTerminal, Read, Seek, SeekFrom};
 use std::ops::Deref;
 use std::path::{Path, PathBuf};
 
@@ -93,7 +93,7 @@ impl fmt::Debug for MappedModel {
 /// The model for `-m NAME`: a file on disk (a GGUF, or an llmfile or zip holding exactly one
 /// GGUF); else the entry of that name inside this executable. Without `-m`, the single GGUF
 /// this executable carries.
-pub fn resolve_model(name: Option<&str>) -> Result<MappedModel, BundleError> {
+pub fn resolve_model(name: Option<&Path>) -> Result<MappedModel, BundleError> {
     let model = resolve_with(name, own_archive)?;
     model.advise_will_need();
     Ok(model)
@@ -101,15 +101,17 @@ pub fn resolve_model(name: Option<&str>) -> Result<MappedModel, BundleError> {
 
 /// `resolve_model` with the program's own archive supplied by `own`, read only when needed.
 fn resolve_with(
-    name: Option<&str>,
+    name: Option<&Path>,
     own: impl FnOnce() -> Result<Option<Archive>, BundleError>,
 ) -> Result<MappedModel, BundleError> {
     if let Some(name) = name {
-        if Path::new(name).is_file() {
-            return open_model_file(Path::new(name));
+        if name.is_file() {
+            return open_model_file(name);
         }
         let own = own()?;
-        if let Some((archive, entry)) = own.as_ref().and_then(|a| Some((a, a.find(name)?))) {
+        let entry_name = name.to_str();
+        let found = own.as_ref().and_then(|a| Some((a, a.find(entry_name?)?)));
+        if let Some((archive, entry)) = found {
             return map_entry(archive, entry);
         }
         let carried = own.as_ref().map(gguf_entries).unwrap_or_default();
@@ -119,7 +121,7 @@ fn resolve_with(
             format!(" (this executable carries {})", join_names(&carried))
         };
         return Err(BundleError::ModelNotFound {
-            name: name.to_string(),
+            name: name.display().to_string(),
             embedded,
         });
     }
@@ -136,21 +138,8 @@ fn resolve_with(
 /// A file named on the command line: a GGUF as is, or the single GGUF inside an llmfile/zip.
 fn open_model_file(path: &Path) -> Result<MappedModel, BundleError> {
     let file = open(path)?;
-    let mut magic = [0u8; 4];
-    let is_gguf = (&file).read_exact(&mut magic).is_ok() && &magic == b"GGUF";
-    if is_gguf {
-        let len = file
-            .metadata()
-            .map_err(|source| BundleError::Io {
-                path: path.to_path_buf(),
-                source,
-            })?
-            .len();
-        let name = path
-            .file_name()
-            .map(|n| n.to_string_lossy().into_owned())
-            .unwrap_or_else(|| path.display().to_string());
-        return map_range(&file, path, 0, len, name, false);
+    if let Some(model) = open_gguf_file(&file, path)? {
+        return Ok(model);
     }
     let archive = Archive::read(&file, path)?.ok_or_else(|| BundleError::NotAModel {
         path: path.to_path_buf(),
@@ -167,7 +156,31 @@ fn open_model_file(path: &Path) -> Result<MappedModel, BundleError> {
     }
 }
 
-fn map_entry(archive: &Archive, entry: &Entry) -> Result<MappedModel, BundleError> {
+/// The whole file mapped, if it is a bare GGUF; `None` if it does not start with the magic.
+pub(super) fn open_gguf_file(file: &File, path: &Path) -> Result<Option<MappedModel>, BundleError> {
+    let mut magic = [0u8; 4];
+    let mut reader = file;
+    let is_gguf = reader.seek(SeekFrom::Start(0)).is_ok()
+        && reader.read_exact(&mut magic).is_ok()
+        && &magic == b"GGUF";
+    if !is_gguf {
+        return Ok(None);
+    }
+    let len = file
+        .metadata()
+        .map_err(|source| BundleError::Io {
+            path: path.to_path_buf(),
+            source,
+        })?
+        .len();
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_else(|| path.display().to_string());
+    map_range(file, path, 0, len, name, false).map(Some)
+}
+
+pub(super) fn map_entry(archive: &Archive, entry: &Entry) -> Result<MappedModel, BundleError> {
     check_mappable(entry)?;
     let offset = archive.data_offset(entry)?;
     if offset % GGUF_ALIGNMENT != 0 {
@@ -248,7 +261,7 @@ mod tests {
         name: Option<&str>,
         own: impl FnOnce() -> Result<Option<Archive>, BundleError>,
     ) -> String {
-        resolve_with(name, own)
+        resolve_with(name.map(Path::new), own)
             .expect_err("resolution should fail")
             .to_string()
     }
@@ -258,7 +271,7 @@ mod tests {
         let dir = TempDir::new();
         let gguf = fake_gguf(10_000);
         let path = dir.write("plain.gguf", &gguf);
-        let model = resolve_with(Some(path.to_str().unwrap()), no_own_archive).unwrap();
+        let model = resolve_with(Some(&path), no_own_archive).unwrap();
         assert_eq!(&model[..], &gguf[..]);
         assert_eq!(
             (model.name(), model.offset(), model.path()),
@@ -275,7 +288,7 @@ mod tests {
             "other.llmfile",
             &bundle_bytes(b"engine", &[("m.gguf", &gguf), (".args", b"-n 1")]),
         );
-        let model = resolve_with(Some(path.to_str().unwrap()), no_own_archive).unwrap();
+        let model = resolve_with(Some(&path), no_own_archive).unwrap();
         assert_eq!(&model[..], &gguf[..]);
         assert_eq!(model.offset() % 65536, 0);
         assert_eq!(model.to_string(), format!("m.gguf (in {})", path.display()));
@@ -321,7 +334,7 @@ mod tests {
             "self",
             &bundle_bytes(b"engine", &[("gemma.gguf", &gguf), (".args", b"-n 1")]),
         );
-        let by_name = resolve_with(Some("gemma.gguf"), || archive_at(&own)).unwrap();
+        let by_name = resolve_with(Some(Path::new("gemma.gguf")), || archive_at(&own)).unwrap();
         assert_eq!(&by_name[..], &gguf[..]);
         let alone = resolve_with(None, || archive_at(&own)).unwrap();
         assert_eq!(alone.name(), "gemma.gguf");
@@ -341,7 +354,7 @@ mod tests {
             "self",
             &bundle_bytes(b"engine", &[("gemma.gguf", &fake_gguf(100))]),
         );
-        let model = resolve_with(Some(path.to_str().unwrap()), || archive_at(&own)).unwrap();
+        let model = resolve_with(Some(&path), || archive_at(&own)).unwrap();
         assert_eq!(&model[..], &on_disk[..]);
     }
 
