@@ -142,18 +142,18 @@ fn embedded_args_text(archive: &Archive) -> Result<Option<String>, BundleError> 
         })
 }
 
-/// The command line to parse: the program name, then the user's arguments expanded with this
-/// executable's `.args`. A program with nothing appended gets its arguments back unchanged.
-pub fn program_args() -> Result<Vec<OsString>, BundleError> {
-    let mut args = std::env::args_os();
-    let program = args.next().unwrap_or_default();
+/// The command line to parse: `argv` (the program name first) with this executable's `.args`
+/// expanded into it. A program with nothing appended gets `argv` back unchanged.
+pub fn expand_own_args(argv: Vec<OsString>) -> Result<Vec<OsString>, BundleError> {
+    let mut argv = argv.into_iter();
+    let program = argv.next().unwrap_or_default();
     let embedded = match own_archive()? {
         Some(archive) => embedded_args_text(&archive)?,
         None => None,
     };
-    let mut argv = vec![program];
-    argv.extend(expand_args(embedded.as_deref(), args.collect())?);
-    Ok(argv)
+    let mut expanded = vec![program];
+    expanded.extend(expand_args(embedded.as_deref(), argv.collect())?);
+    Ok(expanded)
 }
 
 fn is_gguf_name(name: &str) -> bool {
@@ -214,9 +214,7 @@ mod tests {
         // The test harness has nothing appended: no error, arguments pass through untouched.
         let exe = own_executable().expect("the test binary exists");
         assert!(Archive::read(&open(&exe).unwrap(), &exe).unwrap().is_none());
-        assert_eq!(
-            program_args().unwrap(),
-            std::env::args_os().collect::<Vec<_>>()
-        );
+        let argv: Vec<OsString> = ["llmfile", "-p", "hi"].map(OsString::from).into();
+        assert_eq!(expand_own_args(argv.clone()).unwrap(), argv);
     }
 }
