@@ -303,3 +303,34 @@ fn entries_over_4_gib_are_readable_by_python() {
         assert!(listing.contains(&format!("{size}  ")), "{listing}");
     }
 }
+
+#[test]
+fn zips_from_other_writers_with_a_stub_in_front_are_read() {
+    // `cat stub archive.zip`: Python writes a classic (non-ZIP64) zip whose offsets count from
+    // the archive's start. The name length puts the entry's data on a 32-byte boundary so it
+    // can be mapped: stub (64) + local header (30) + name (34) = 128.
+    let dir = TempDir::new();
+    let gguf = fake_gguf();
+    let name = format!("{}.gguf", "a".repeat(29));
+    let zip = dir.join("plain.zip");
+    let script = "import zipfile, sys\n\
+                  with zipfile.ZipFile(sys.argv[1], 'w', zipfile.ZIP_STORED) as z:\n\
+                  \x20   z.writestr(sys.argv[2], open(sys.argv[3], 'rb').read())";
+    let gguf_path = dir.write("source.gguf", &gguf);
+    let args = [
+        script,
+        zip.to_str().unwrap(),
+        &name,
+        gguf_path.to_str().unwrap(),
+    ];
+    if run_tool("python3", &["-c", args[0], args[1], args[2], args[3]]).is_none() {
+        return;
+    }
+    let mut bytes = vec![0x42u8; 64];
+    bytes.extend(std::fs::read(&zip).unwrap());
+    let stubbed = dir.write("stubbed.llmfile", &bytes);
+    let model = resolve_model(Some(&stubbed)).unwrap();
+    assert_eq!(model.name(), name);
+    assert_eq!(model.offset(), 128);
+    assert_eq!(&model[..], &gguf[..]);
+}
