@@ -317,13 +317,14 @@ fn zips_from_other_writers_with_a_stub_in_front_are_read() {
                   with zipfile.ZipFile(sys.argv[1], 'w', zipfile.ZIP_STORED) as z:\n\
                   \x20   z.writestr(sys.argv[2], open(sys.argv[3], 'rb').read())";
     let gguf_path = dir.write("source.gguf", &gguf);
-    let args = [
+    let python_args = [
+        "-c",
         script,
         zip.to_str().unwrap(),
         &name,
         gguf_path.to_str().unwrap(),
     ];
-    if run_tool("python3", &["-c", args[0], args[1], args[2], args[3]]).is_none() {
+    if run_tool("python3", &python_args).is_none() {
         return;
     }
     let mut bytes = vec![0x42u8; 64];
