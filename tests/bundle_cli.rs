@@ -1,8 +1,6 @@
 //! The bundle as a user meets it: pack the real binary with a real model, delete the model,
 //! run the bundle from another directory, and compare its greedy text with the engine run on
 //! the original GGUF. Skips (with a note) when the test model is not downloaded.
-//!
-//! Ignored until src/cli is wired to the bundle module; drop the `ignore` lines then.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
@@ -105,7 +103,7 @@ fn reference_text(model: &Path, elsewhere: &Path) -> String {
 }
 
 #[test]
-#[ignore = "needs the CLI to call the bundle (pack/info subcommands, expand_own_args, resolve_model)"]
+
 fn bundle_runs_without_the_original_gguf_and_matches_it() {
     let Some(model) = model_path() else { return };
     let elsewhere = TempDir::new("cwd");
@@ -142,7 +140,7 @@ fn bundle_runs_without_the_original_gguf_and_matches_it() {
 }
 
 #[test]
-#[ignore = "needs the CLI to call the bundle (pack/info subcommands, expand_own_args, resolve_model)"]
+
 fn mode_flags_inside_args_take_effect() {
     // llamafile issue #783: the mode was chosen before .args was read.
     let Some(model) = model_path() else { return };
@@ -154,7 +152,7 @@ fn mode_flags_inside_args_take_effect() {
 }
 
 #[test]
-#[ignore = "needs the CLI to call the bundle (pack/info subcommands, expand_own_args, resolve_model)"]
+
 fn user_flags_override_args_defaults() {
     // .args holds defaults: the user's later -n must win, as in llama.cpp, not be refused.
     let Some(model) = model_path() else { return };
@@ -172,7 +170,7 @@ fn user_flags_override_args_defaults() {
 }
 
 #[test]
-#[ignore = "needs the CLI to call the bundle (pack/info subcommands, expand_own_args, resolve_model)"]
+
 fn info_describes_the_bundle() {
     let Some(model) = model_path() else { return };
     let packed = pack("info", &model, "--temp 0 ...");
@@ -188,7 +186,7 @@ fn info_describes_the_bundle() {
 
 #[cfg(target_os = "linux")]
 #[test]
-#[ignore = "needs the CLI to call the bundle (pack/info subcommands, expand_own_args, resolve_model)"]
+
 fn weights_are_mapped_not_copied() {
     let Some(model) = model_path() else { return };
     let model_size = std::fs::metadata(&model).unwrap().len();
