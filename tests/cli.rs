@@ -74,7 +74,7 @@ fn gguf_string(s: &str) -> Vec<u8> {
 fn bad_magic() {
     let mut bytes = synthetic_model();
     bytes[..4].copy_from_slice(b"GGML");
-    assert_clean_failure("magic", &bytes, "not a GGUF file");
+    assert_clean_failure("magic", &bytes, "neither a GGUF file nor an llmfile");
 }
 
 #[test]

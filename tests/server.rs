@@ -51,11 +51,18 @@ impl Server {
     }
 
     fn start_on(model: &Path, port: u16, extra: &[&str]) -> Server {
-        let deadline = Instant::now() + TEST_DEADLINE;
-        let mut child = Command::new(env!("CARGO_BIN_EXE_llmfile"))
+        let mut command = Command::new(env!("CARGO_BIN_EXE_llmfile"));
+        command
             .args(["-m", model.to_str().unwrap(), "--server", "--nobrowser"])
             .args(["--host", "127.0.0.1", "--port", &port.to_string()])
-            .args(extra)
+            .args(extra);
+        Server::spawn(command)
+    }
+
+    /// Runs `command`, which must start a server on 127.0.0.1, and waits for its address.
+    fn spawn(mut command: Command) -> Server {
+        let deadline = Instant::now() + TEST_DEADLINE;
+        let mut child = command
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
@@ -1010,4 +1017,32 @@ fn smollm2_chat_uses_its_chatml_template() {
         !content.contains("<|im_end|>") && !content.contains("<|im_start|>"),
         "{content:?}"
     );
+}
+
+#[test]
+fn a_packed_bundle_run_without_arguments_serves_the_page() {
+    let dir = std::env::temp_dir().join(format!("llmfile-server-bundle-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let bundle = dir.join("synthetic.llmfile");
+    // The bundle's .args stand in for a user's machine: a free port, no browser in CI.
+    let packed = Command::new(env!("CARGO_BIN_EXE_llmfile"))
+        .args(["pack", "--quiet", "-m", synthetic_model().to_str().unwrap()])
+        .args(["-o", bundle.to_str().unwrap()])
+        .args(["--args", "--host 127.0.0.1 --port 0 --nobrowser"])
+        .output()
+        .unwrap();
+    assert!(
+        packed.status.success(),
+        "{}",
+        String::from_utf8_lossy(&packed.stderr)
+    );
+    let mut command = Command::new(&bundle);
+    command.current_dir(&dir);
+    let server = Server::spawn(command);
+    let page = server.get("/");
+    assert_eq!(page.status, 200);
+    assert!(page.text().contains("llmfile"));
+    assert_eq!(server.get("/props").json()["chat_format"], "gemma");
+    drop(server);
+    let _ = std::fs::remove_dir_all(&dir);
 }

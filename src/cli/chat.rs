@@ -13,7 +13,7 @@ use std::io::{BufRead, Write};
 pub(super) fn run(args: RunArgs) -> Result<()> {
     let file = LoadedFile::open(&args.model)?;
     let (gguf, model, tokenizer) = load_model(&file, &args.model)?;
-    let info = ModelInfo::from_gguf(&gguf).with_context(|| format!("{}", file.path.display()))?;
+    let info = ModelInfo::from_gguf(&gguf).with_context(|| file.path.clone())?;
     let format = &info.format;
     let n_ctx = context_size(args.ctx_size, model.hparams.context_length);
     let mut session = Session::new(&model, n_ctx)?;

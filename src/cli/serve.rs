@@ -10,7 +10,7 @@ pub(super) fn run(args: RunArgs) -> Result<()> {
     }
     let file = LoadedFile::open(&args.model)?;
     let (gguf, model, tokenizer) = load_model(&file, &args.model)?;
-    let info = ModelInfo::from_gguf(&gguf).with_context(|| format!("{}", file.path.display()))?;
+    let info = ModelInfo::from_gguf(&gguf).with_context(|| file.path.clone())?;
     let serve = args.serve;
     let config = ServerConfig {
         host: serve.host,
