@@ -111,6 +111,9 @@ pub(crate) type DotRowsFn = unsafe fn(rows: &[u8], act: &[u8], out: &mut [f32]);
 pub(crate) type DequantizeFn = unsafe fn(src: &[u8], dst: &mut [f32]);
 /// Conversion of an f32 row to an activation format; lengths checked by the caller.
 pub(crate) type QuantizeFn = unsafe fn(src: &[f32], dst: &mut [u8]);
+/// `out[d] += Σ_i weights[i] · rows[i][d]` over f16 rows of `out.len()` elements; lengths
+/// checked by the caller.
+pub(crate) type AccumulateFn = unsafe fn(weights: &[f32], rows: &[u8], out: &mut [f32]);
 
 const SLOTS: usize = 43;
 
@@ -121,6 +124,7 @@ pub(crate) struct Table {
     pub(crate) dot_rows: [Option<DotRowsFn>; SLOTS],
     pub(crate) dequantize: [Option<DequantizeFn>; SLOTS],
     pub(crate) quantize: [Option<QuantizeFn>; SLOTS],
+    pub(crate) accumulate_f16_rows: AccumulateFn,
 }
 
 impl Table {
@@ -129,6 +133,7 @@ impl Table {
             dot_rows: [None; SLOTS],
             dequantize: [None; SLOTS],
             quantize: [None; SLOTS],
+            accumulate_f16_rows: f16::accumulate_rows,
         };
         let weights: [(GgmlType, DotRowsFn, DequantizeFn); 11] = [
             (F32, f32::dot_rows, f32::dequantize),
@@ -290,6 +295,41 @@ impl Kernels {
         unsafe { dot(rows, act, out) }
     }
 
+    /// `scores[i]` = dot product of `query` with key row `i` of `keys` (`scores.len()` rows of
+    /// `query.len()` halves), in f32: the attention scores of one query.
+    ///
+    /// # Panics
+    /// If `keys.len() != scores.len() * query.len()`.
+    pub fn attention_scores(&self, query: &[half::f16], keys: &[half::f16], scores: &mut [f32]) {
+        assert_eq!(
+            Some(keys.len()),
+            scores.len().checked_mul(query.len()),
+            "key rows length"
+        );
+        self.dot_rows(
+            GgmlType::F16,
+            query.len(),
+            halves_as_bytes(keys),
+            halves_as_bytes(query),
+            scores,
+        );
+    }
+
+    /// `out[d] += Σ_i weights[i] · values[i][d]`, the rows of `values` being `out.len()` halves
+    /// long: the weighted sum of values of one query, accumulated in f32 in the order of `i`.
+    ///
+    /// # Panics
+    /// If `values.len() != weights.len() * out.len()`.
+    pub fn attention_values(&self, weights: &[f32], values: &[half::f16], out: &mut [f32]) {
+        assert_eq!(
+            Some(values.len()),
+            weights.len().checked_mul(out.len()),
+            "value rows length"
+        );
+        // SAFETY: as in `quantize_activation`.
+        unsafe { (self.table.accumulate_f16_rows)(weights, halves_as_bytes(values), out) }
+    }
+
     /// Converts one row of `ty` to f32 (embedding lookups). Supports every weight type plus
     /// the Q8_1 and Q8_K activation formats.
     ///
@@ -307,6 +347,12 @@ impl Kernels {
         // SAFETY: as in `quantize_activation`.
         unsafe { dequantize(src, dst) }
     }
+}
+
+fn halves_as_bytes(halves: &[half::f16]) -> &[u8] {
+    // SAFETY: `f16` is a transparent `u16`, which has no padding; any initialized memory is
+    // valid `u8`s, and `u8` needs no alignment. The byte view borrows the same memory.
+    unsafe { std::slice::from_raw_parts(halves.as_ptr().cast(), std::mem::size_of_val(halves)) }
 }
 
 #[cfg(test)]

@@ -220,3 +220,40 @@ fn activation_quantizers_match_scalar_bit_for_bit() {
         }
     }
 }
+
+/// Attention's weighted sum of f16 value rows: only the rounding of the products may differ
+/// (fused multiply-add), so |simd − scalar| ≤ 1e-6 · Σ_i |w_i · v_i[d]| per element.
+#[test]
+fn attention_values_match_scalar() {
+    let mut rng = Rng::new(103);
+    let reference = scalar();
+    for (dim, rows) in [(256, 37), (64, 1), (72, 5), (13, 4), (256, 0)] {
+        let values: Vec<half::f16> = rng
+            .normal_vec(dim * rows, 3.0)
+            .into_iter()
+            .map(half::f16::from_f32)
+            .collect();
+        let weights = rng.normal_vec(rows, 1.0);
+        let start = rng.normal_vec(dim, 1.0);
+        let mut expected = start.clone();
+        reference.attention_values(&weights, &values, &mut expected);
+        for k in simd_variants() {
+            let mut got = start.clone();
+            k.attention_values(&weights, &values, &mut got);
+            for d in 0..dim {
+                let magnitude: f64 = start[d].abs() as f64
+                    + (0..rows)
+                        .map(|i| (weights[i] * values[i * dim + d].to_f32()).abs() as f64)
+                        .sum::<f64>();
+                let bound = 1e-6 * magnitude;
+                assert!(
+                    (got[d] as f64 - expected[d] as f64).abs() <= bound,
+                    "{} dim {dim} rows {rows} element {d}: {} vs scalar {} (bound {bound})",
+                    k.isa(),
+                    got[d],
+                    expected[d]
+                );
+            }
+        }
+    }
+}

@@ -41,6 +41,7 @@ macro_rules! x86_kernels {
             table.dot_rows[GgmlType::BF16 as usize] = Some(dot_rows_bf16);
             table.quantize[GgmlType::Q8_0 as usize] = Some(quantize_q8_0);
             table.quantize[GgmlType::Q8_K as usize] = Some(quantize_q8_k);
+            table.accumulate_f16_rows = accumulate_f16_rows;
         }
 
         /// Two f16s to f32 with F16C (`half` would take its software path here). Both go in
@@ -402,6 +403,50 @@ macro_rules! x86_kernels {
                 let wide = _mm256_cvtepu16_epi32(_mm_loadu_si128(p.cast()));
                 _mm256_castsi256_ps(_mm256_slli_epi32::<16>(wide))
             })
+        }
+
+        /// Each group of 64 (then 8) output elements stays in registers while every row is
+        /// added to it, so `out` is read and written once.
+        #[target_feature(enable = $features)]
+        unsafe fn accumulate_f16_rows(weights: &[f32], rows: &[u8], out: &mut [f32]) {
+            let dim = out.len();
+            let at = |i: usize, d: usize| rows.as_ptr().add(2 * (i * dim + d));
+            let mut d = 0;
+            while d + 64 <= dim {
+                let mut acc = [_mm256_setzero_ps(); 8];
+                for (k, a) in acc.iter_mut().enumerate() {
+                    *a = _mm256_loadu_ps(out.as_ptr().add(d + 8 * k));
+                }
+                for (i, &w) in weights.iter().enumerate() {
+                    let w = _mm256_set1_ps(w);
+                    for (k, a) in acc.iter_mut().enumerate() {
+                        let v = _mm256_cvtph_ps(_mm_loadu_si128(at(i, d + 8 * k).cast()));
+                        *a = _mm256_fmadd_ps(w, v, *a);
+                    }
+                }
+                for (k, a) in acc.iter().enumerate() {
+                    _mm256_storeu_ps(out.as_mut_ptr().add(d + 8 * k), *a);
+                }
+                d += 64;
+            }
+            while d + 8 <= dim {
+                let mut acc = _mm256_loadu_ps(out.as_ptr().add(d));
+                for (i, &w) in weights.iter().enumerate() {
+                    let v = _mm256_cvtph_ps(_mm_loadu_si128(at(i, d).cast()));
+                    acc = _mm256_fmadd_ps(_mm256_set1_ps(w), v, acc);
+                }
+                _mm256_storeu_ps(out.as_mut_ptr().add(d), acc);
+                d += 8;
+            }
+            for (d, o) in out.iter_mut().enumerate().skip(d) {
+                for (i, &w) in weights.iter().enumerate() {
+                    let v = _mm_cvtph_ps(_mm_cvtsi32_si128(u16::from_le_bytes([
+                        *at(i, d),
+                        *at(i, d).add(1),
+                    ]) as i32));
+                    *o = _mm_cvtss_f32(_mm_fmadd_ss(_mm_set_ss(w), v, _mm_set_ss(*o)));
+                }
+            }
         }
 
         macro_rules! rows_fn {
