@@ -1,6 +1,7 @@
 //! llmfile: a CPU LLM engine whose weights can ride inside its own executable.
 
 pub mod bench;
+pub mod bundle;
 pub mod cli;
 pub mod gguf;
 pub mod model;

@@ -24,6 +24,7 @@ pub(super) fn run(args: RunArgs) -> Result<()> {
     }
 
     let file = LoadedFile::open(&args.model)?;
+    file.map.fault_in(args.log_disable);
     let (_gguf, model, tokenizer) = load_model(&file, &args.model)?;
     let n_ctx = context_size(args.ctx_size, model.hparams.context_length);
     let prompt_tokens = tokenizer.encode(&prompt, true, args.special)?;

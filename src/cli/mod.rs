@@ -4,14 +4,14 @@ mod escapes;
 mod generate;
 mod perplexity;
 
+use crate::bundle;
 use crate::gguf::Gguf;
 use crate::model::{self, Transformer};
 use crate::sampling::SamplingParams;
 use crate::tokenizer::Tokenizer;
 use anyhow::{bail, Context, Result};
-use clap::{Args, Parser, Subcommand};
+use clap::{Args, CommandFactory, Parser, Subcommand};
 use kernels::Kernels;
-use memmap2::Mmap;
 use std::ffi::OsString;
 use std::path::PathBuf;
 
@@ -23,7 +23,8 @@ const DEFAULT_CONTEXT: usize = 8192;
     name = "llmfile",
     version,
     about = "Run a GGUF language model on the CPU",
-    args_conflicts_with_subcommands = true
+    args_conflicts_with_subcommands = true,
+    args_override_self = true
 )]
 pub struct Cli {
     #[command(subcommand)]
@@ -40,6 +41,34 @@ enum Command {
     Perplexity(PerplexityArgs),
     /// Measure prompt and generation speed as llama-bench does.
     Bench(BenchArgs),
+    /// Make a single executable: this engine with the model (and default arguments) inside.
+    Pack(PackArgs),
+    /// Describe an llmfile, zip or GGUF (default: this executable).
+    Info(InfoArgs),
+}
+
+#[derive(Args, Debug)]
+struct PackArgs {
+    /// The GGUF to embed.
+    #[arg(short = 'm', long = "model")]
+    model: PathBuf,
+    /// The executable to write.
+    #[arg(short = 'o', long = "output")]
+    output: PathBuf,
+    /// Default arguments stored as .args (quotes, # comments, `...` for the user's arguments).
+    #[arg(long = "args", allow_hyphen_values = true)]
+    args: Option<String>,
+    /// The engine binary to copy (default: this one).
+    #[arg(long = "engine")]
+    engine: Option<PathBuf>,
+    /// No progress bar.
+    #[arg(long = "quiet")]
+    quiet: bool,
+}
+
+#[derive(Args, Debug)]
+struct InfoArgs {
+    file: Option<PathBuf>,
 }
 
 #[derive(Args, Debug)]
@@ -174,7 +203,28 @@ fn normalize_args(args: impl IntoIterator<Item = OsString>) -> Vec<OsString> {
 }
 
 pub fn main_with_args(args: Vec<OsString>) -> Result<()> {
-    let cli = Cli::try_parse_from(normalize_args(args)).unwrap_or_else(|e| e.exit());
+    // A bundle's .args hold flags for running the model, so they are expanded before the mode
+    // is chosen, but not in front of a subcommand, which they would not fit.
+    let is_subcommand = args.get(1).and_then(|a| a.to_str()).is_some_and(|a| {
+        Cli::command()
+            .get_subcommands()
+            .any(|command| command.get_name() == a)
+    });
+    let args = if is_subcommand {
+        args
+    } else {
+        bundle::expand_own_args(args)?
+    };
+    let cli = match Cli::try_parse_from(normalize_args(args)) {
+        Ok(cli) => cli,
+        Err(e) if !e.use_stderr() => e.exit(),
+        // clap's own report spans several lines (usage, hints); one line is easier to act on.
+        Err(e) => {
+            let message = e.to_string();
+            let first = message.lines().next().unwrap_or_default();
+            bail!("{} (see --help)", first.trim_start_matches("error: "))
+        }
+    };
     match cli.command {
         Some(Command::Tokenize(args)) => tokenize(args),
         Some(Command::Perplexity(args)) => perplexity::run(args),
@@ -184,30 +234,40 @@ pub fn main_with_args(args: Vec<OsString>) -> Result<()> {
             crate::bench::run(&gguf, &model, args.n_prompt, args.n_gen, args.repetitions)?;
             Ok(())
         }
+        Some(Command::Pack(args)) => bundle::pack(&bundle::PackOptions {
+            model: args.model,
+            output: args.output,
+            args: args.args,
+            engine: args.engine,
+            quiet: args.quiet,
+        })
+        .map_err(Into::into),
+        Some(Command::Info(args)) => {
+            print!("{}", bundle::info(args.file.as_deref())?);
+            println!("kernels: {} (this CPU)", Kernels::from_env()?.isa());
+            Ok(())
+        }
         None => generate::run(cli.run),
     }
 }
 
 /// A mapped model file with its parsed header; the model borrows from it.
 struct LoadedFile {
-    path: PathBuf,
-    map: Mmap,
+    path: String,
+    map: bundle::MappedModel,
 }
 
 impl LoadedFile {
     fn open(args: &ModelArgs) -> Result<LoadedFile> {
-        let Some(path) = args.model.clone() else {
-            bail!("no model given: pass -m MODEL.gguf");
-        };
-        let file = std::fs::File::open(&path).with_context(|| format!("{}", path.display()))?;
-        // SAFETY: the mapping is read-only and private to this process; a file truncated
-        // underneath a running process is outside what any mmap-based loader can defend against.
-        let map = unsafe { Mmap::map(&file) }.with_context(|| format!("{}", path.display()))?;
-        Ok(LoadedFile { path, map })
+        let map = bundle::resolve_model(args.model.as_deref())?;
+        Ok(LoadedFile {
+            path: map.to_string(),
+            map,
+        })
     }
 
     fn gguf(&self) -> Result<Gguf<'_>> {
-        Gguf::parse(&self.map).with_context(|| format!("{}", self.path.display()))
+        Gguf::parse(&self.map).with_context(|| self.path.clone())
     }
 }
 
@@ -230,10 +290,8 @@ fn load_model<'a>(
 ) -> Result<(Gguf<'a>, Transformer<'a>, Tokenizer)> {
     init_threads(args)?;
     let gguf = file.gguf()?;
-    let model = model::load(&gguf, Kernels::from_env()?)
-        .with_context(|| format!("{}", file.path.display()))?;
-    let tokenizer =
-        Tokenizer::from_gguf(&gguf).with_context(|| format!("{}", file.path.display()))?;
+    let model = model::load(&gguf, Kernels::from_env()?).with_context(|| file.path.clone())?;
+    let tokenizer = Tokenizer::from_gguf(&gguf).with_context(|| file.path.clone())?;
     Ok((gguf, model, tokenizer))
 }
 
@@ -249,8 +307,7 @@ fn context_size(requested: Option<usize>, trained: usize) -> usize {
 fn tokenize(args: TokenizeArgs) -> Result<()> {
     let file = LoadedFile::open(&args.model)?;
     let gguf = file.gguf()?;
-    let tokenizer =
-        Tokenizer::from_gguf(&gguf).with_context(|| format!("{}", file.path.display()))?;
+    let tokenizer = Tokenizer::from_gguf(&gguf).with_context(|| file.path.clone())?;
     let ids = tokenizer.encode(&args.prompt, true, args.special)?;
     println!("{}", serde_json::to_string(&ids)?);
     Ok(())

@@ -86,6 +86,12 @@ pub struct Tokenizer {
     piece_ends: Vec<usize>,
 }
 
+// The server's threads share one tokenizer.
+const _: fn() = || {
+    fn shareable<T: Send + Sync>() {}
+    shareable::<Tokenizer>();
+};
+
 enum Algorithm {
     Spm {
         /// The byte fallback: the token of each byte, for characters that are no token.

@@ -1,0 +1,192 @@
+//! `llmfile pack`: engine + zip(model, .args) = one executable file.
+
+use super::args::{self, ARGS_ENTRY};
+use super::progress::Progress;
+use super::zip::{copy_exact, Archive, ZipWriter};
+use super::{open, own_executable, BundleError};
+use std::fs::{self, File};
+use std::io::{BufWriter, Read, Seek, SeekFrom, Write};
+use std::path::{Path, PathBuf};
+
+#[derive(Debug, Clone)]
+pub struct PackOptions {
+    /// The GGUF to embed; its file name becomes the entry name.
+    pub model: PathBuf,
+    pub output: PathBuf,
+    /// Default arguments, stored as `.args`.
+    pub args: Option<String>,
+    /// The engine to copy; the running executable when `None`.
+    pub engine: Option<PathBuf>,
+    pub quiet: bool,
+}
+
+/// Writes `output`: the engine (without any zip it already carries), then a zip holding the
+/// model stored on a 64 KiB boundary and `.args` if given. The same inputs give the same bytes.
+/// The file appears whole or not at all (written beside it, then renamed), and is executable.
+pub fn pack(opts: &PackOptions) -> Result<(), BundleError> {
+    if let Some(text) = &opts.args {
+        args::validate(text)?;
+    }
+    let entry_name = opts
+        .model
+        .file_name()
+        .and_then(|n| n.to_str())
+        .ok_or_else(|| BundleError::BadEntryName {
+            path: opts.model.clone(),
+        })?
+        .to_string();
+    if entry_name == ARGS_ENTRY {
+        return Err(BundleError::ReservedEntryName);
+    }
+    let model = open(&opts.model)?;
+    let model_len = file_len(&model, &opts.model)?;
+    let mut magic = [0u8; 4];
+    if (&model).read_exact(&mut magic).is_err() || &magic != b"GGUF" {
+        return Err(BundleError::NotGguf {
+            path: opts.model.clone(),
+        });
+    }
+
+    let engine_path = match &opts.engine {
+        Some(path) => path.clone(),
+        None => own_executable().ok_or(BundleError::OwnExecutableNotFound)?,
+    };
+    let engine = open(&engine_path)?;
+    // Packing from a bundle (the usual case once llmfile ships as one) must copy only the
+    // engine, or every repack would nest the previous model inside the new file.
+    let engine_len = match Archive::read(&engine, &engine_path)? {
+        Some(archive) => archive.prefix_len,
+        None => file_len(&engine, &engine_path)?,
+    };
+    let inputs = Inputs {
+        engine: Input {
+            file: engine,
+            path: engine_path,
+            len: engine_len,
+        },
+        model: Input {
+            file: model,
+            path: opts.model.clone(),
+            len: model_len,
+        },
+        entry_name,
+    };
+
+    let temp = temp_path(&opts.output);
+    let result = write_bundle(opts, &inputs, &temp).and_then(|()| {
+        fs::rename(&temp, &opts.output).map_err(|source| BundleError::Io {
+            path: opts.output.clone(),
+            source,
+        })
+    });
+    if result.is_err() {
+        // The partial file is useless and may be gigabytes; the original error matters more.
+        let _ = fs::remove_file(&temp);
+    }
+    result
+}
+
+struct Input {
+    file: File,
+    path: PathBuf,
+    /// How many bytes to copy from its start.
+    len: u64,
+}
+
+impl Input {
+    fn reader_from_start(&self) -> Result<&File, BundleError> {
+        let mut reader = &self.file;
+        reader
+            .seek(SeekFrom::Start(0))
+            .map_err(|source| BundleError::Io {
+                path: self.path.clone(),
+                source,
+            })?;
+        Ok(reader)
+    }
+}
+
+struct Inputs {
+    engine: Input,
+    model: Input,
+    entry_name: String,
+}
+
+fn write_bundle(opts: &PackOptions, inputs: &Inputs, temp: &Path) -> Result<(), BundleError> {
+    let out_error = |source| BundleError::Io {
+        path: temp.to_path_buf(),
+        source,
+    };
+    let file = File::create(temp).map_err(out_error)?;
+    let mut out = BufWriter::with_capacity(1 << 20, file);
+    let (engine, model) = (&inputs.engine, &inputs.model);
+    let mut progress = Progress::new(
+        format!("packing {}", opts.output.display()),
+        engine.len + model.len,
+        opts.quiet,
+    );
+    let mut advance = |n| progress.advance(n);
+
+    let mut reader = engine.reader_from_start()?;
+    copy_exact(
+        &mut reader,
+        &engine.path,
+        &mut out,
+        temp,
+        engine.len,
+        &mut advance,
+    )?;
+
+    let mut zip = ZipWriter::new(out, temp, engine.len);
+    let mut reader = model.reader_from_start()?;
+    zip.add_stored(
+        &inputs.entry_name,
+        model.len,
+        &mut reader,
+        &model.path,
+        &mut advance,
+    )?;
+    if let Some(text) = &opts.args {
+        zip.add_stored(
+            ARGS_ENTRY,
+            text.len() as u64,
+            &mut text.as_bytes(),
+            Path::new(ARGS_ENTRY),
+            &mut |_| {},
+        )?;
+    }
+    let mut out = zip.finish(engine.len)?;
+    out.flush().map_err(out_error)?;
+    progress.finish();
+
+    let file = out.into_inner().map_err(|e| out_error(e.into_error()))?;
+    make_executable(&file).map_err(out_error)
+}
+
+#[cfg(unix)]
+fn make_executable(file: &File) -> std::io::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    file.set_permissions(fs::Permissions::from_mode(0o755))
+}
+
+#[cfg(not(unix))]
+fn make_executable(_file: &File) -> std::io::Result<()> {
+    Ok(())
+}
+
+fn file_len(file: &File, path: &Path) -> Result<u64, BundleError> {
+    file.metadata()
+        .map(|m| m.len())
+        .map_err(|source| BundleError::Io {
+            path: path.to_path_buf(),
+            source,
+        })
+}
+
+/// A sibling of `output`, so the final rename stays on one file system. Writing there also
+/// lets `output` name the running engine or the model being read.
+fn temp_path(output: &Path) -> PathBuf {
+    let mut name = output.file_name().unwrap_or_default().to_os_string();
+    name.push(format!(".pack-{}.tmp", std::process::id()));
+    output.with_file_name(name)
+}

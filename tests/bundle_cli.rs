@@ -1,0 +1,220 @@
+//! The bundle as a user meets it: pack the real binary with a real model, delete the model,
+//! run the bundle from another directory, and compare its greedy text with the engine run on
+//! the original GGUF. Skips (with a note) when the test model is not downloaded.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::time::Duration;
+
+const ENGINE: &str = env!("CARGO_BIN_EXE_llmfile");
+const MODEL_NAME: &str = "gemma-3-270m-q4_k_m.gguf";
+const PROMPT: &str = "The capital of France is";
+/// Greedy, short, quiet, and a small context so the KV cache stays far below the model size.
+const GENERATION: [&str; 7] = ["-n", "16", "--temp", "0", "-c", "256", "--log-disable"];
+
+fn model_path() -> Option<PathBuf> {
+    let home = std::env::var_os("HOME")?;
+    let path = Path::new(&home)
+        .join(".cache/llmfile/models")
+        .join(MODEL_NAME);
+    if path.is_file() {
+        Some(path)
+    } else {
+        eprintln!(
+            "note: skipping: {} is absent (bash scripts/fetch-models)",
+            path.display()
+        );
+        None
+    }
+}
+
+struct TempDir(PathBuf);
+
+impl TempDir {
+    fn new(tag: &str) -> TempDir {
+        let dir = std::env::temp_dir().join(format!("llmfile-cli-{tag}-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        TempDir(dir)
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+fn run(program: &Path, args: &[&str], cwd: &Path) -> Output {
+    let out = Command::new(program)
+        .args(args)
+        .current_dir(cwd)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{} {args:?} failed:\n{}",
+        program.display(),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
+fn stdout(out: Output) -> String {
+    String::from_utf8(out.stdout).unwrap()
+}
+
+/// A copy of the model that the test may delete, and the packed bundle made from it.
+struct Bundle {
+    dir: TempDir,
+    model_copy: PathBuf,
+    bundle: PathBuf,
+}
+
+fn pack(tag: &str, model: &Path, args: &str) -> Bundle {
+    let dir = TempDir::new(tag);
+    let model_copy = dir.0.join(MODEL_NAME);
+    std::fs::copy(model, &model_copy).unwrap();
+    let bundle = dir.0.join("gemma.llmfile");
+    run(
+        Path::new(ENGINE),
+        &[
+            "pack",
+            "-m",
+            model_copy.to_str().unwrap(),
+            "-o",
+            bundle.to_str().unwrap(),
+            "--args",
+            args,
+            "--quiet",
+        ],
+        &dir.0,
+    );
+    Bundle {
+        dir,
+        model_copy,
+        bundle,
+    }
+}
+
+fn reference_text(model: &Path, elsewhere: &Path) -> String {
+    let mut args = vec!["-m", model.to_str().unwrap(), "-p", PROMPT];
+    args.extend(GENERATION);
+    stdout(run(Path::new(ENGINE), &args, elsewhere))
+}
+
+#[test]
+
+fn bundle_runs_without_the_original_gguf_and_matches_it() {
+    let Some(model) = model_path() else { return };
+    let elsewhere = TempDir::new("cwd");
+    let expected = reference_text(&model, &elsewhere.0);
+    assert!(
+        expected.len() > PROMPT.len(),
+        "the reference generated nothing"
+    );
+
+    let packed = pack("plain", &model, &GENERATION.join(" "));
+    std::fs::remove_file(&packed.model_copy).unwrap();
+
+    // No -m: the one embedded model; the user's -p joins the .args defaults.
+    assert_eq!(
+        stdout(run(&packed.bundle, &["-p", PROMPT], &elsewhere.0)),
+        expected
+    );
+    // -m naming the entry finds it inside the executable.
+    assert_eq!(
+        stdout(run(
+            &packed.bundle,
+            &["-m", MODEL_NAME, "-p", PROMPT],
+            &elsewhere.0
+        )),
+        expected
+    );
+    // Another program reads the bundle as a model file: the plain engine with -m BUNDLE.
+    let mut args = vec!["-m", packed.bundle.to_str().unwrap(), "-p", PROMPT];
+    args.extend(GENERATION);
+    assert_eq!(
+        stdout(run(Path::new(ENGINE), &args, &elsewhere.0)),
+        expected
+    );
+}
+
+#[test]
+
+fn mode_flags_inside_args_take_effect() {
+    // llamafile issue #783: the mode was chosen before .args was read.
+    let Some(model) = model_path() else { return };
+    let elsewhere = TempDir::new("mode-cwd");
+    let expected = reference_text(&model, &elsewhere.0);
+    let args = format!("-p '{PROMPT}' {}", GENERATION.join(" "));
+    let packed = pack("mode", &model, &args);
+    assert_eq!(stdout(run(&packed.bundle, &[], &elsewhere.0)), expected);
+}
+
+#[test]
+
+fn user_flags_override_args_defaults() {
+    // .args holds defaults: the user's later -n must win, as in llama.cpp, not be refused.
+    let Some(model) = model_path() else { return };
+    let elsewhere = TempDir::new("override-cwd");
+    let expected = reference_text(&model, &elsewhere.0);
+    let packed = pack("override", &model, "-n 2 --temp 0 -c 256 --log-disable");
+    assert_eq!(
+        stdout(run(
+            &packed.bundle,
+            &["-p", PROMPT, "-n", "16"],
+            &elsewhere.0
+        )),
+        expected
+    );
+}
+
+#[test]
+
+fn info_describes_the_bundle() {
+    let Some(model) = model_path() else { return };
+    let packed = pack("info", &model, "--temp 0 ...");
+    let report = stdout(run(
+        Path::new(ENGINE),
+        &["info", packed.bundle.to_str().unwrap()],
+        &packed.dir.0,
+    ));
+    assert!(report.contains(MODEL_NAME), "{report}");
+    assert!(report.contains("architecture: gemma3"), "{report}");
+    assert!(report.contains(".args:\n  --temp 0 ..."), "{report}");
+}
+
+#[cfg(target_os = "linux")]
+#[test]
+
+fn weights_are_mapped_not_copied() {
+    let Some(model) = model_path() else { return };
+    let model_size = std::fs::metadata(&model).unwrap().len();
+    let packed = pack("rss", &model, "-n 64 --temp 0 -c 256 --log-disable");
+    let mut child = Command::new(&packed.bundle)
+        .args(["-p", PROMPT])
+        .current_dir(&packed.dir.0)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    // Anonymous memory (RssAnon) is what a copy of the weights would land in; the mapped file
+    // shows up in RssFile instead. Sample it for the whole run and keep the peak.
+    let status = format!("/proc/{}/status", child.id());
+    let mut peak_anon_kib = 0u64;
+    while child.try_wait().unwrap().is_none() {
+        if let Ok(text) = std::fs::read_to_string(&status) {
+            let anon = text
+                .lines()
+                .find_map(|l| l.strip_prefix("RssAnon:"))
+                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok());
+            peak_anon_kib = peak_anon_kib.max(anon.unwrap_or(0));
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(peak_anon_kib > 0, "never saw the process's memory");
+    assert!(
+        peak_anon_kib * 1024 < model_size,
+        "private memory peaked at {peak_anon_kib} KiB for a {model_size}-byte model"
+    );
+}
