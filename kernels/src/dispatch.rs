@@ -107,6 +107,11 @@ pub const ISA_ENV: &str = "LLMFILE_ISA";
 /// `out.len()` rows of equal length, `act` the activation row in the weight type's
 /// `vec_dot_type`; the caller has checked the lengths.
 pub(crate) type DotRowsFn = unsafe fn(rows: &[u8], act: &[u8], out: &mut [f32]);
+/// Dot products of several weight rows with several activation rows: `out[r * n_acts + t]` =
+/// row `r` · activation `t`, where `rows` holds `out.len() / n_acts` rows of `row_bytes` and
+/// `acts` holds `n_acts` rows; the caller has checked the lengths.
+pub(crate) type DotTileFn =
+    unsafe fn(rows: &[u8], row_bytes: usize, acts: &[u8], n_acts: usize, out: &mut [f32]);
 /// Conversion of a row to f32; lengths checked by the caller.
 pub(crate) type DequantizeFn = unsafe fn(src: &[u8], dst: &mut [f32]);
 /// Conversion of an f32 row to an activation format; lengths checked by the caller.
@@ -122,6 +127,9 @@ const SLOTS: usize = 43;
 #[derive(Clone, Copy)]
 pub(crate) struct Table {
     pub(crate) dot_rows: [Option<DotRowsFn>; SLOTS],
+    /// Kernels that read each weight block once for several activation rows; types without
+    /// one fall back to `dot_rows` per activation row.
+    pub(crate) dot_tile: [Option<DotTileFn>; SLOTS],
     pub(crate) dequantize: [Option<DequantizeFn>; SLOTS],
     pub(crate) quantize: [Option<QuantizeFn>; SLOTS],
     pub(crate) accumulate_f16_rows: AccumulateFn,
@@ -131,6 +139,7 @@ impl Table {
     fn scalar() -> Table {
         let mut t = Table {
             dot_rows: [None; SLOTS],
+            dot_tile: [None; SLOTS],
             dequantize: [None; SLOTS],
             quantize: [None; SLOTS],
             accumulate_f16_rows: f16::accumulate_rows,
@@ -293,6 +302,53 @@ impl Kernels {
         );
         // SAFETY: as in `quantize_activation`.
         unsafe { dot(rows, act, out) }
+    }
+
+    /// `out[r * n_acts + t]` = dot product of weight row `r` with activation row `t`, for every
+    /// row of `rows` and every one of the `n_acts` activation rows in `acts` (each quantized by
+    /// [`Kernels::quantize_activation`]). The same numbers as [`Kernels::dot_rows`] per
+    /// activation row, up to float rounding, but each weight block is read once for several
+    /// activation rows: the kernel of prompt processing.
+    ///
+    /// # Panics
+    /// As [`Kernels::dot_rows`], with `acts.len()` a multiple of the activation row length and
+    /// `out.len()` the number of weight rows times `n_acts`.
+    pub fn dot_rows_batch(
+        &self,
+        weight_ty: GgmlType,
+        n: usize,
+        rows: &[u8],
+        acts: &[u8],
+        out: &mut [f32],
+    ) {
+        let row_bytes = weight_ty
+            .row_bytes(n)
+            .unwrap_or_else(|| panic!("{} rows of {n} elements", weight_ty.name()));
+        let act_bytes = weight_ty
+            .vec_dot_type()
+            .row_bytes(n)
+            .expect("activation blocks match weight blocks");
+        if row_bytes == 0 || act_bytes == 0 {
+            out.fill(0.0);
+            return;
+        }
+        assert_eq!(rows.len() % row_bytes, 0, "weight rows length");
+        assert_eq!(acts.len() % act_bytes, 0, "activation rows length");
+        let n_acts = acts.len() / act_bytes;
+        assert_eq!(out.len(), rows.len() / row_bytes * n_acts, "output length");
+        match self.table.dot_tile[weight_ty as usize] {
+            // SAFETY: as in `quantize_activation`.
+            Some(tile) => unsafe { tile(rows, row_bytes, acts, n_acts, out) },
+            None => {
+                let mut column = vec![0f32; rows.len() / row_bytes];
+                for (t, act) in acts.chunks_exact(act_bytes).enumerate() {
+                    self.dot_rows(weight_ty, n, rows, act, &mut column);
+                    for (r, &v) in column.iter().enumerate() {
+                        out[r * n_acts + t] = v;
+                    }
+                }
+            }
+        }
     }
 
     /// `scores[i]` = dot product of `query` with key row `i` of `keys` (`scores.len()` rows of

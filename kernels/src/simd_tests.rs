@@ -257,3 +257,52 @@ fn attention_values_match_scalar() {
         }
     }
 }
+
+/// The batched kernels (tiled where a variant has them, else `dot_rows` per activation row)
+/// against scalar `dot_rows` one activation row at a time, with the bound of `compare_dots`;
+/// shapes cover every tile remainder and more activation rows than one cache group.
+#[test]
+fn dot_rows_batch_matches_scalar_dot_rows() {
+    let mut rng = Rng::new(104);
+    let reference = scalar();
+    let mut variants = simd_variants();
+    variants.push(scalar());
+    for ty in WEIGHT_TYPES {
+        let n = if ty.block_len() == 1 { 96 } else { 512 };
+        for (n_rows, n_acts) in [(1, 1), (4, 4), (5, 3), (9, 7), (8, 70), (3, 2)] {
+            let rows: Vec<u8> = (0..n_rows)
+                .flat_map(|_| random_weight_row(ty, n, &mut rng))
+                .collect();
+            let act_ty = ty.vec_dot_type();
+            let act_bytes = act_ty.row_bytes(n).unwrap();
+            let mut acts = vec![0u8; n_acts * act_bytes];
+            let mut xs = Vec::new();
+            for act in acts.chunks_exact_mut(act_bytes) {
+                let x = rng.normal_vec(n, 1.0);
+                reference.quantize_activation(ty, &x, act);
+                xs.push(dequantized(act_ty, act));
+            }
+            let row_bytes = ty.row_bytes(n).unwrap();
+            for k in &variants {
+                let mut got = vec![f32::NAN; n_rows * n_acts];
+                k.dot_rows_batch(ty, n, &rows, &acts, &mut got);
+                for (t, act) in acts.chunks_exact(act_bytes).enumerate() {
+                    let mut expected = vec![0f32; n_rows];
+                    reference.dot_rows(ty, n, &rows, act, &mut expected);
+                    for r in 0..n_rows {
+                        let row = &rows[r * row_bytes..][..row_bytes];
+                        let bound = 1e-5 * magnitude(ty, row, &xs[t]);
+                        let g = got[r * n_acts + t];
+                        assert!(
+                            (g as f64 - expected[r] as f64).abs() <= bound,
+                            "{} {} {n_rows}x{n_acts} row {r} act {t}: {g} vs scalar {} (bound {bound})",
+                            k.isa(),
+                            ty.name(),
+                            expected[r]
+                        );
+                    }
+                }
+            }
+        }
+    }
+}

@@ -11,7 +11,7 @@
 macro_rules! x86_kernels {
     ($features:literal) => {
         use crate::bf16::Bf16;
-        use crate::block::{as_blocks_mut, f32_to_f16, for_each_row};
+        use crate::block::{as_blocks, as_blocks_mut, f32_to_f16, for_each_row, Block};
         use crate::dispatch::Table;
         use crate::f16::F16;
         use crate::f32::F32;
@@ -42,6 +42,9 @@ macro_rules! x86_kernels {
             table.quantize[GgmlType::Q8_0 as usize] = Some(quantize_q8_0);
             table.quantize[GgmlType::Q8_K as usize] = Some(quantize_q8_k);
             table.accumulate_f16_rows = accumulate_f16_rows;
+            table.dot_tile[GgmlType::Q8_0 as usize] = Some(dot_tile_q8_0);
+            table.dot_tile[GgmlType::Q5_0 as usize] = Some(dot_tile_q5_0);
+            table.dot_tile[GgmlType::Q4_0 as usize] = Some(dot_tile_q4_0);
         }
 
         /// Two f16s to f32 with F16C (`half` would take its software path here). Both go in
@@ -403,6 +406,142 @@ macro_rules! x86_kernels {
                 let wide = _mm256_cvtepu16_epi32(_mm_loadu_si128(p.cast()));
                 _mm256_castsi256_ps(_mm256_slli_epi32::<16>(wide))
             })
+        }
+
+        /// `R` weight rows × `T` activation rows of a 32-element format with Q8_0 activations.
+        /// `signed(block)` gives a weight block's 32 quants as signed bytes and its f16 scale
+        /// (a −128 is read as magnitude 128, exact because Q8_0 activations stop at ±127). Each weight block is unpacked once for `T` activations and each
+        /// activation block loaded once for `R` rows; the R·T sums stay in registers.
+        #[inline(always)]
+        unsafe fn tile_q8_acts<W: Block, const R: usize, const T: usize>(
+            rows: [&[W]; R],
+            acts: [&[BlockQ8_0]; T],
+            signed: impl Fn(&W) -> (__m256i, [u8; 2]),
+            out: &mut [f32],
+            n_acts: usize,
+        ) {
+            let mut acc = [[_mm256_setzero_ps(); T]; R];
+            for b in 0..rows[0].len() {
+                let mut a = [_mm256_setzero_si256(); T];
+                let mut ad = [_mm256_setzero_ps(); T];
+                for t in 0..T {
+                    let block = acts[t].get_unchecked(b);
+                    a[t] = load(block.qs.as_ptr().cast());
+                    ad[t] = _mm256_set1_ps(halves(block.d, block.d).0);
+                }
+                for r in 0..R {
+                    let (w, wd) = signed(rows[r].get_unchecked(b));
+                    let wd = _mm256_set1_ps(halves(wd, wd).0);
+                    let w_abs = _mm256_sign_epi8(w, w);
+                    for t in 0..T {
+                        let s = dot_u8_i8(_mm256_setzero_si256(), w_abs, _mm256_sign_epi8(a[t], w));
+                        let scale = _mm256_mul_ps(wd, ad[t]);
+                        acc[r][t] = _mm256_fmadd_ps(scale, _mm256_cvtepi32_ps(s), acc[r][t]);
+                    }
+                }
+            }
+            for r in 0..R {
+                for t in 0..T {
+                    out[r * n_acts + t] = hsum_ps(acc[r][t]);
+                }
+            }
+        }
+
+        /// Drives `tile_q8_acts` over all rows × activations: tiles of 4 × 4, activations in
+        /// groups that stay in L2 while the rows pass over them.
+        #[inline(always)]
+        unsafe fn tiles_q8_acts<W: Block>(
+            rows: &[u8],
+            row_bytes: usize,
+            acts: &[u8],
+            n_acts: usize,
+            out: &mut [f32],
+            signed: impl Fn(&W) -> (__m256i, [u8; 2]) + Copy,
+        ) {
+            const ACT_GROUP: usize = 64;
+            let n_rows = rows.len() / row_bytes;
+            let act_bytes = acts.len() / n_acts;
+            let row = |r: usize| as_blocks::<W>(&rows[r * row_bytes..(r + 1) * row_bytes]);
+            let act = |t: usize| as_blocks::<BlockQ8_0>(&acts[t * act_bytes..(t + 1) * act_bytes]);
+            for group in (0..n_acts).step_by(ACT_GROUP) {
+                let group_end = (group + ACT_GROUP).min(n_acts);
+                for r0 in (0..n_rows).step_by(4) {
+                    let rr = (n_rows - r0).min(4);
+                    let mut t0 = group;
+                    while t0 < group_end {
+                        let tt = (group_end - t0).min(4);
+                        macro_rules! go {
+                            ($r:literal, $t:literal, $first_row:expr) => {
+                                tile_q8_acts::<W, $r, $t>(
+                                    std::array::from_fn(|i| row($first_row + i)),
+                                    std::array::from_fn(|i| act(t0 + i)),
+                                    signed,
+                                    &mut out[$first_row * n_acts + t0..],
+                                    n_acts,
+                                )
+                            };
+                        }
+                        if rr == 4 {
+                            match tt {
+                                4 => go!(4, 4, r0),
+                                3 => go!(4, 3, r0),
+                                2 => go!(4, 2, r0),
+                                _ => go!(4, 1, r0),
+                            }
+                        } else {
+                            for r in r0..r0 + rr {
+                                match tt {
+                                    4 => go!(1, 4, r),
+                                    3 => go!(1, 3, r),
+                                    2 => go!(1, 2, r),
+                                    _ => go!(1, 1, r),
+                                }
+                            }
+                        }
+                        t0 += tt;
+                    }
+                }
+            }
+        }
+
+        #[target_feature(enable = $features)]
+        unsafe fn dot_tile_q8_0(
+            rows: &[u8],
+            row_bytes: usize,
+            acts: &[u8],
+            n_acts: usize,
+            out: &mut [f32],
+        ) {
+            tiles_q8_acts(rows, row_bytes, acts, n_acts, out, |x: &BlockQ8_0| {
+                (load(x.qs.as_ptr().cast()), x.d)
+            });
+        }
+
+        #[target_feature(enable = $features)]
+        unsafe fn dot_tile_q5_0(
+            rows: &[u8],
+            row_bytes: usize,
+            acts: &[u8],
+            n_acts: usize,
+            out: &mut [f32],
+        ) {
+            tiles_q8_acts(rows, row_bytes, acts, n_acts, out, |x: &BlockQ5_0| {
+                let high = _mm256_andnot_si256(bytes_from_bits(x.qh), _mm256_set1_epi8(-16));
+                (_mm256_or_si256(nibbles(&x.qs), high), x.d)
+            });
+        }
+
+        #[target_feature(enable = $features)]
+        unsafe fn dot_tile_q4_0(
+            rows: &[u8],
+            row_bytes: usize,
+            acts: &[u8],
+            n_acts: usize,
+            out: &mut [f32],
+        ) {
+            tiles_q8_acts(rows, row_bytes, acts, n_acts, out, |x: &BlockQ4_0| {
+                (_mm256_sub_epi8(nibbles(&x.qs), _mm256_set1_epi8(8)), x.d)
+            });
         }
 
         /// Each group of 64 (then 8) output elements stays in registers while every row is
