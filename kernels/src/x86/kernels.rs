@@ -45,6 +45,8 @@ macro_rules! x86_kernels {
             table.dot_tile[GgmlType::Q8_0 as usize] = Some(dot_tile_q8_0);
             table.dot_tile[GgmlType::Q5_0 as usize] = Some(dot_tile_q5_0);
             table.dot_tile[GgmlType::Q4_0 as usize] = Some(dot_tile_q4_0);
+            table.dot_tile[GgmlType::Q4_K as usize] = Some(dot_tile_q4_k);
+            table.dot_tile[GgmlType::Q6_K as usize] = Some(dot_tile_q6_k);
         }
 
         /// Two f16s to f32 with F16C (`half` would take its software path here). Both go in
@@ -543,6 +545,167 @@ macro_rules! x86_kernels {
                 (_mm256_sub_epi8(nibbles(&x.qs), _mm256_set1_epi8(8)), x.d)
             });
         }
+
+        /// One Q4_K row × `T` activation rows: each block's quants and scales are unpacked
+        /// once, then multiplied with every activation row as `dot_q4_k` does.
+        #[inline(always)]
+        unsafe fn tile_q4_k<const T: usize>(x: &[BlockQ4K], y: [&[BlockQ8K]; T]) -> [f32; T] {
+            let m4 = _mm256_set1_epi8(0x0F);
+            let mut acc = [_mm256_setzero_ps(); T];
+            let mut acc_m = [_mm_setzero_ps(); T];
+            for (b, xb) in x.iter().enumerate() {
+                let (xd, xdmin) = halves(xb.d, xb.dmin);
+                let (sc, mins) = unpack_scales_mins(&xb.scales);
+                let mins16 = _mm_cvtepu8_epi16(_mm_loadl_epi64(mins.as_ptr().cast()));
+                let sc16 = _mm_cvtepu8_epi16(_mm_loadl_epi64(sc.as_ptr().cast()));
+                let sc16 = _mm256_set_m128i(sc16, sc16);
+                let mut quants = [_mm256_setzero_si256(); 8];
+                let mut scales = [_mm256_setzero_si256(); 8];
+                for c in 0..4 {
+                    let q4 = load(xb.qs.as_ptr().add(32 * c));
+                    quants[2 * c] = _mm256_and_si256(q4, m4);
+                    quants[2 * c + 1] = _mm256_and_si256(_mm256_srli_epi16::<4>(q4), m4);
+                    let j = 2 * c as i16;
+                    scales[2 * c] =
+                        _mm256_shuffle_epi8(sc16, _mm256_set1_epi16((2 * j + 1) << 8 | 2 * j));
+                    scales[2 * c + 1] = _mm256_shuffle_epi8(
+                        sc16,
+                        _mm256_set1_epi16((2 * j + 3) << 8 | (2 * j + 2)),
+                    );
+                }
+                for t in 0..T {
+                    let yb = y[t].get_unchecked(b);
+                    let bsums = load(yb.bsums.as_ptr());
+                    let pair_sums = _mm_hadd_epi16(
+                        _mm256_castsi256_si128(bsums),
+                        _mm256_extracti128_si256::<1>(bsums),
+                    );
+                    let min_prod = _mm_madd_epi16(mins16, pair_sums);
+                    let dmin = _mm_set1_ps(-xdmin * yb.d());
+                    acc_m[t] = _mm_fmadd_ps(dmin, _mm_cvtepi32_ps(min_prod), acc_m[t]);
+                    let mut sumi = _mm256_setzero_si256();
+                    for k in 0..8 {
+                        let p = _mm256_maddubs_epi16(
+                            quants[k],
+                            load(yb.qs.as_ptr().add(32 * k).cast()),
+                        );
+                        sumi = madd_acc(sumi, p, scales[k]);
+                    }
+                    let d = _mm256_set1_ps(xd * yb.d());
+                    acc[t] = _mm256_fmadd_ps(d, _mm256_cvtepi32_ps(sumi), acc[t]);
+                }
+            }
+            std::array::from_fn(|t| {
+                let m = _mm_add_ps(acc_m[t], _mm_movehl_ps(acc_m[t], acc_m[t]));
+                hsum_ps(acc[t]) + _mm_cvtss_f32(_mm_add_ss(m, _mm_movehdup_ps(m)))
+            })
+        }
+
+        /// One Q6_K row × `T` activation rows, unpacking each block once (see `dot_q6_k`).
+        #[inline(always)]
+        unsafe fn tile_q6_k<const T: usize>(x: &[BlockQ6K], y: [&[BlockQ8K]; T]) -> [f32; T] {
+            let m4 = _mm256_set1_epi8(0x0F);
+            let m2 = _mm256_set1_epi8(0x30);
+            let mut acc = [_mm256_setzero_ps(); T];
+            for (b, xb) in x.iter().enumerate() {
+                let xd = halves(xb.d, xb.d).0;
+                let sc8 = _mm_loadu_si128(xb.scales.as_ptr().cast());
+                let sc16 = _mm256_cvtepi8_epi16(sc8);
+                let mut quants = [_mm256_setzero_si256(); 8];
+                let mut scales = [_mm256_setzero_si256(); 8];
+                for h in 0..2 {
+                    let half_sc = _mm_cvtepi8_epi16(if h == 0 {
+                        sc8
+                    } else {
+                        _mm_unpackhi_epi64(sc8, sc8)
+                    });
+                    let half_sc = _mm256_set_m128i(half_sc, half_sc);
+                    let ql0 = load(xb.ql.as_ptr().add(64 * h));
+                    let ql1 = load(xb.ql.as_ptr().add(64 * h + 32));
+                    let qh = load(xb.qh.as_ptr().add(32 * h));
+                    quants[4 * h] = _mm256_or_si256(
+                        _mm256_and_si256(ql0, m4),
+                        _mm256_and_si256(_mm256_slli_epi16::<4>(qh), m2),
+                    );
+                    quants[4 * h + 1] = _mm256_or_si256(
+                        _mm256_and_si256(ql1, m4),
+                        _mm256_and_si256(_mm256_slli_epi16::<2>(qh), m2),
+                    );
+                    quants[4 * h + 2] = _mm256_or_si256(
+                        _mm256_and_si256(_mm256_srli_epi16::<4>(ql0), m4),
+                        _mm256_and_si256(qh, m2),
+                    );
+                    quants[4 * h + 3] = _mm256_or_si256(
+                        _mm256_and_si256(_mm256_srli_epi16::<4>(ql1), m4),
+                        _mm256_and_si256(_mm256_srli_epi16::<2>(qh), m2),
+                    );
+                    for k in 0..4 {
+                        let w = 2 * k as i16;
+                        let pick = _mm256_set_m128i(
+                            _mm_set1_epi16((2 * w + 3) << 8 | (2 * w + 2)),
+                            _mm_set1_epi16((2 * w + 1) << 8 | 2 * w),
+                        );
+                        scales[4 * h + k] = _mm256_shuffle_epi8(half_sc, pick);
+                    }
+                }
+                for t in 0..T {
+                    let yb = y[t].get_unchecked(b);
+                    let offset =
+                        _mm256_slli_epi32::<5>(_mm256_madd_epi16(sc16, load(yb.bsums.as_ptr())));
+                    let mut sumi = _mm256_setzero_si256();
+                    for k in 0..8 {
+                        let p = _mm256_maddubs_epi16(
+                            quants[k],
+                            load(yb.qs.as_ptr().add(32 * k).cast()),
+                        );
+                        sumi = madd_acc(sumi, p, scales[k]);
+                    }
+                    let sumi = _mm256_sub_epi32(sumi, offset);
+                    let d = _mm256_set1_ps(xd * yb.d());
+                    acc[t] = _mm256_fmadd_ps(d, _mm256_cvtepi32_ps(sumi), acc[t]);
+                }
+            }
+            std::array::from_fn(|t| hsum_ps(acc[t]))
+        }
+
+        /// Drives a one-row tile kernel over all rows × activations, activations in groups
+        /// that stay in L2 while the rows pass over them.
+        macro_rules! one_row_tiles {
+            ($name:ident, $block:ty, $tile:ident) => {
+                #[target_feature(enable = $features)]
+                unsafe fn $name(
+                    rows: &[u8],
+                    row_bytes: usize,
+                    acts: &[u8],
+                    n_acts: usize,
+                    out: &mut [f32],
+                ) {
+                    const ACT_GROUP: usize = 32;
+                    let n_rows = rows.len() / row_bytes;
+                    let act_bytes = acts.len() / n_acts;
+                    let act =
+                        |t: usize| as_blocks::<BlockQ8K>(&acts[t * act_bytes..(t + 1) * act_bytes]);
+                    for group in (0..n_acts).step_by(ACT_GROUP) {
+                        let group_end = (group + ACT_GROUP).min(n_acts);
+                        for r in 0..n_rows {
+                            let x = as_blocks::<$block>(&rows[r * row_bytes..(r + 1) * row_bytes]);
+                            let out = &mut out[r * n_acts..(r + 1) * n_acts];
+                            let mut t0 = group;
+                            while t0 + 4 <= group_end {
+                                let sums = $tile::<4>(x, std::array::from_fn(|i| act(t0 + i)));
+                                out[t0..t0 + 4].copy_from_slice(&sums);
+                                t0 += 4;
+                            }
+                            for t in t0..group_end {
+                                out[t] = $tile::<1>(x, [act(t)])[0];
+                            }
+                        }
+                    }
+                }
+            };
+        }
+        one_row_tiles!(dot_tile_q4_k, BlockQ4K, tile_q4_k);
+        one_row_tiles!(dot_tile_q6_k, BlockQ6K, tile_q6_k);
 
         /// Each group of 64 (then 8) output elements stays in registers while every row is
         /// added to it, so `out` is read and written once.
