@@ -1,5 +1,6 @@
 //! llmfile: a CPU LLM engine whose weights can ride inside its own executable.
 
+pub mod bench;
 pub mod bundle;
 pub mod chat_format;
 pub mod cli;

@@ -41,6 +41,8 @@ enum Command {
     Tokenize(TokenizeArgs),
     /// Compute perplexity over a text file, chunked as llama-perplexity does.
     Perplexity(PerplexityArgs),
+    /// Measure prompt and generation speed as llama-bench does.
+    Bench(BenchArgs),
     /// Make a single executable: this engine with the model (and default arguments) inside.
     Pack(PackArgs),
     /// Describe an llmfile, zip or GGUF (default: this executable).
@@ -203,6 +205,21 @@ struct PerplexityArgs {
     ctx_size: usize,
 }
 
+#[derive(Args, Debug)]
+struct BenchArgs {
+    #[command(flatten)]
+    model: ModelArgs,
+    /// Prompt tokens evaluated in one batch (0: no prompt test).
+    #[arg(short = 'p', long = "n-prompt", default_value_t = 512)]
+    n_prompt: usize,
+    /// Tokens generated one at a time (0: no generation test).
+    #[arg(short = 'n', long = "n-gen", default_value_t = 128)]
+    n_gen: usize,
+    /// Timed repetitions of each test.
+    #[arg(short = 'r', long = "repetitions", default_value_t = 5)]
+    repetitions: usize,
+}
+
 /// llama.cpp spells some long options with one dash (`-ngl 99`); clap reads a single dash as
 /// bundled short flags, so those spellings are rewritten to their long forms first.
 fn normalize_args(args: impl IntoIterator<Item = OsString>) -> Vec<OsString> {
@@ -242,6 +259,12 @@ pub fn main_with_args(args: Vec<OsString>) -> Result<()> {
     match cli.command {
         Some(Command::Tokenize(args)) => tokenize(args),
         Some(Command::Perplexity(args)) => perplexity::run(args),
+        Some(Command::Bench(args)) => {
+            let file = LoadedFile::open(&args.model)?;
+            let (gguf, model, _) = load_model(&file, &args.model)?;
+            crate::bench::run(&gguf, &model, args.n_prompt, args.n_gen, args.repetitions)?;
+            Ok(())
+        }
         Some(Command::Pack(args)) => bundle::pack(&bundle::PackOptions {
             model: args.model,
             output: args.output,
