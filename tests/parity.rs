@@ -12,7 +12,10 @@
 //!   valid evaluation order, and must not stray further than llama.cpp strays from itself.
 //! - greedy tokens: exact, except that a divergence is excused at a step where llama.cpp's top
 //!   two logits were closer than the spread (a near-tie that its own evaluation paths could swap);
-//!   the rest of that case is then not compared, since the texts have forked.
+//!   the rest of that case is then not compared, since the texts have forked. So that early
+//!   forks cannot hide a wrong model, the tokens matched before the forks, over all cases, must
+//!   be at least half of what llama.cpp with flash attention matches of its own default path
+//!   (`flash_attn_greedy_agreement` in `spread.json`).
 //! - perplexity: within 1% of llama-perplexity's.
 
 use llmfile::gguf::Gguf;
@@ -167,7 +170,19 @@ fn check_greedy(id: &str) {
             logits = session.eval(&[token]).unwrap();
         }
     }
-    eprintln!("{id}: {compared} of {total} greedy tokens equal llama.cpp's before any near-tie");
+    let llama_cpp_agreement =
+        read_json(&fixtures().join(id).join("spread.json"))["flash_attn_greedy_agreement"]
+            .as_u64()
+            .expect("spread.json has flash_attn_greedy_agreement") as usize;
+    eprintln!(
+        "{id}: {compared} of {total} greedy tokens equal llama.cpp's before any near-tie \
+         (llama.cpp with flash attention: {llama_cpp_agreement})"
+    );
+    assert!(
+        2 * compared >= llama_cpp_agreement,
+        "{id}: only {compared} greedy tokens agree before forks; llama.cpp's own flash-attention \
+         path agrees on {llama_cpp_agreement}"
+    );
 }
 
 fn check_logits(id: &str) {
