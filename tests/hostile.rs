@@ -630,3 +630,22 @@ fn generation_stops_cleanly_when_the_context_is_full() {
         assert_eq!(prompt + generated, 32, "{}", run.stderr);
     }
 }
+
+#[test]
+fn a_context_beyond_memory_is_refused() {
+    // 10^12 positions need 256 TB of keys per layer, more than any address space.
+    let bytes = std::fs::read(SYNTHETIC).unwrap();
+    let run = run(
+        "huge-context",
+        &bytes,
+        &["-c", "1000000000000", "-p", "Hello"],
+    );
+    assert_eq!(run.code, Some(1), "{}", run.stderr);
+    assert_eq!(run.stderr.lines().count(), 1, "{}", run.stderr);
+    assert!(
+        run.stderr
+            .contains("context of 1000000000000 tokens is too large"),
+        "{}",
+        run.stderr
+    );
+}

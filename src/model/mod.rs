@@ -287,6 +287,20 @@ mod tests {
     }
 
     #[test]
+    fn a_cache_beyond_the_address_space_is_an_error() {
+        // 2^40 positions of 2 x 64-dim f16 keys are 256 TiB per layer: the allocation used to
+        // abort the process.
+        let bytes = synthetic_model();
+        let gguf = Gguf::parse(&bytes).unwrap();
+        let model = load(&gguf, Kernels::detect()).unwrap();
+        assert!(matches!(
+            model.new_cache(1 << 40),
+            Err(ModelError::ContextTooLarge { requested }) if requested == 1 << 40
+        ));
+        assert_eq!(model.new_cache(8).unwrap().n_ctx(), 8);
+    }
+
+    #[test]
     fn a_vocabulary_of_another_size_than_the_embeddings_is_refused() {
         // One embedding row fewer than the 4096 tokens; the tied output projection follows it.
         let mut bytes = synthetic_model();
