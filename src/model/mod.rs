@@ -37,6 +37,8 @@ pub enum ModelError {
     ContextTooLarge { requested: usize },
     #[error("tokenizer.ggml.tokens lists {n_tokens} tokens but token_embd.weight has {n_rows} rows (one per token)")]
     VocabularyMismatch { n_tokens: usize, n_rows: usize },
+    #[error("token_embd.weight has no rows: the model has no vocabulary")]
+    EmptyVocabulary,
 }
 
 /// Loads whichever supported architecture the file declares.
@@ -49,6 +51,9 @@ pub fn load<'a>(gguf: &Gguf<'a>, kernels: Kernels) -> Result<Transformer<'a>, Mo
         other => return Err(ModelError::UnsupportedArchitecture(other.to_string())),
     };
     let model = Transformer::load(gguf, recipe, kernels)?;
+    if model.hparams.n_vocab == 0 {
+        return Err(ModelError::EmptyVocabulary);
+    }
     // Sampling picks among the embedding rows and the prompt's ids come from the vocabulary,
     // so the two must be the same set of ids, as llama.cpp also requires.
     if let Some(tokens) = gguf.get_array_opt("tokenizer.ggml.tokens")? {
@@ -313,5 +318,17 @@ mod tests {
                 n_rows: 4095
             }
         ));
+    }
+
+    #[test]
+    fn an_embedding_without_rows_is_refused() {
+        // Without tokenizer.ggml.tokens to compare against, a model with no token could load
+        // and then fail on the first token it was given.
+        let mut bytes = synthetic_model();
+        let rows = after_string(&bytes, "token_embd.weight") + 4 + 8;
+        bytes[rows..rows + 8].copy_from_slice(&0u64.to_le_bytes());
+        let key = after_string(&bytes, "tokenizer.ggml.tokens");
+        bytes[key - 1] = b'X';
+        assert!(matches!(load_error(&bytes), ModelError::EmptyVocabulary));
     }
 }
