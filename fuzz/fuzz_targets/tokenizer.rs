@@ -63,10 +63,9 @@ fuzz_target!(|data: &[u8]| {
         .encode(&text, add_special, parse_special)
         .expect("every text encodes");
     let n_vocab = tokenizer.n_vocab();
+    // Text may give no ids at all: SmolLM2 has no token for some control bytes and drops
+    // them, as llama.cpp does.
     assert!(ids.iter().all(|&id| (id as usize) < n_vocab));
-    if !text.is_empty() {
-        assert!(!ids.is_empty(), "non-empty text gives tokens");
-    }
 
     let streamed: String = {
         let mut decoder = tokenizer.decoder(parse_special);
