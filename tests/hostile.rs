@@ -581,7 +581,7 @@ fn absurd_lengths_are_refused_before_allocating() {
         let mut e = Model::synthetic().encode();
         let at = e.value_at(key) + 4;
         e.put_u64(at, len);
-        assert_refused_small(key, &e.bytes, "truncated");
+        assert_refused_small(&format!("{key}-length"), &e.bytes, "truncated");
     }
 
     let mut e = Model::synthetic().encode();
