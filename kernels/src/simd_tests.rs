@@ -306,3 +306,37 @@ fn dot_rows_batch_matches_scalar_dot_rows() {
         }
     }
 }
+
+#[test]
+fn activation_quantizers_skip_nan_like_scalar() {
+    // Found by tests/hostile.rs: NaN weight scales give NaN activations, whose vector maximum
+    // matched no element in the Q8_K quantizer and panicked. Every value the scalar quantizer
+    // gives for the numbers around the NaNs must come out the same.
+    let mut rng = Rng::new(103);
+    let n = 1024;
+    let mut x = rng.normal_vec(n, 1.0);
+    x[0] = f32::NAN;
+    x[300] = f32::NAN;
+    x[511] = -f32::NAN;
+    x[768..1024].fill(f32::NAN);
+    let reference = scalar();
+    for k in simd_variants() {
+        for weight_ty in WEIGHT_TYPES {
+            let act_ty = weight_ty.vec_dot_type();
+            let mut want = vec![0u8; act_ty.row_bytes(n).unwrap()];
+            let mut got = vec![0u8; want.len()];
+            reference.quantize_activation(weight_ty, &x, &mut want);
+            k.quantize_activation(weight_ty, &x, &mut got);
+            let (want, got) = (dequantized(act_ty, &want), dequantized(act_ty, &got));
+            for i in (0..n).filter(|&i| !x[i].is_nan()) {
+                assert_eq!(
+                    want[i].to_bits(),
+                    got[i].to_bits(),
+                    "{} {} element {i}",
+                    k.isa(),
+                    act_ty.name()
+                );
+            }
+        }
+    }
+}

@@ -162,8 +162,9 @@ impl Tensor<'_> {
         self.dims[0] as usize
     }
 
+    /// The product of the dimensions after the first; a tensor with empty rows still has them.
     pub fn n_rows(&self) -> usize {
-        (self.n_elements() / self.dims[0]) as usize
+        self.dims[1..].iter().product::<u64>() as usize
     }
 }
 

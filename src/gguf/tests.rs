@@ -90,6 +90,20 @@ fn parses_metadata_and_tensor_views() {
 }
 
 #[test]
+fn a_tensor_with_empty_rows_counts_its_rows() {
+    // Found by the gguf_parse fuzz target: n_rows divided by a zero row length.
+    let bytes = Builder::header(3, 1, 0)
+        .tensor_info("empty", &[0, 3], 0, 0)
+        .data(32, &[]);
+    let gguf = Gguf::parse(&bytes).unwrap();
+    let empty = gguf.tensor("empty").unwrap();
+    assert_eq!(
+        (empty.row_len(), empty.n_rows(), empty.data.len()),
+        (0, 3, 0)
+    );
+}
+
+#[test]
 fn typed_accessors_report_missing_and_mistyped_keys() {
     let bytes = valid_file();
     let gguf = Gguf::parse(&bytes).unwrap();

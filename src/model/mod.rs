@@ -35,6 +35,10 @@ pub enum ModelError {
     BadHyperparameter(String),
     #[error("context of {requested} tokens is too large for this machine's memory")]
     ContextTooLarge { requested: usize },
+    #[error("tokenizer.ggml.tokens lists {n_tokens} tokens but token_embd.weight has {n_rows} rows (one per token)")]
+    VocabularyMismatch { n_tokens: usize, n_rows: usize },
+    #[error("token_embd.weight has no rows: the model has no vocabulary")]
+    EmptyVocabulary,
 }
 
 /// Loads whichever supported architecture the file declares.
@@ -46,7 +50,21 @@ pub fn load<'a>(gguf: &Gguf<'a>, kernels: Kernels) -> Result<Transformer<'a>, Mo
         "llama" => llama::recipe(gguf)?,
         other => return Err(ModelError::UnsupportedArchitecture(other.to_string())),
     };
-    Transformer::load(gguf, recipe, kernels)
+    let model = Transformer::load(gguf, recipe, kernels)?;
+    if model.hparams.n_vocab == 0 {
+        return Err(ModelError::EmptyVocabulary);
+    }
+    // Sampling picks among the embedding rows and the prompt's ids come from the vocabulary,
+    // so the two must be the same set of ids, as llama.cpp also requires.
+    if let Some(tokens) = gguf.get_array_opt("tokenizer.ggml.tokens")? {
+        if tokens.len() != model.hparams.n_vocab {
+            return Err(ModelError::VocabularyMismatch {
+                n_tokens: tokens.len(),
+                n_rows: model.hparams.n_vocab,
+            });
+        }
+    }
+    Ok(model)
 }
 
 /// The hyperparameters every architecture shares, under `<arch>.` keys.
@@ -92,9 +110,19 @@ impl Common {
             Some(factor) if factor != 0.0 => 1.0 / factor,
             _ => 1.0,
         };
+        let n_layer = gguf.get_u32(&key("block_count"))? as usize;
+        // Per-layer plans are built before the tensors are looked up; each layer needs several
+        // tensors, so a count beyond the file's tensors is corrupt and must not size anything.
+        if n_layer > gguf.tensors().len() {
+            return Err(ModelError::BadHyperparameter(format!(
+                "{} is {n_layer}, but the file holds only {} tensors",
+                key("block_count"),
+                gguf.tensors().len()
+            )));
+        }
         Ok(Common {
             n_embd,
-            n_layer: gguf.get_u32(&key("block_count"))? as usize,
+            n_layer,
             n_ff: gguf.get_u32(&key("feed_forward_length"))? as usize,
             n_head,
             n_head_kv,
@@ -206,4 +234,101 @@ fn vector(gguf: &Gguf, kernels: &Kernels, name: &str, len: usize) -> Result<Vec<
     let mut out = vec![0f32; len];
     kernels.dequantize_row(tensor.ty, tensor.data, &mut out);
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn synthetic_model() -> Vec<u8> {
+        let path = concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/tests/fixtures/models/gemma2-synthetic-q4_k_m.gguf"
+        );
+        std::fs::read(path).expect("synthetic model in the repository")
+    }
+
+    /// Byte offset just past the GGUF string `s` (its length, then its bytes).
+    fn after_string(bytes: &[u8], s: &str) -> usize {
+        let mut needle = (s.len() as u64).to_le_bytes().to_vec();
+        needle.extend(s.as_bytes());
+        bytes
+            .windows(needle.len())
+            .position(|w| w == needle)
+            .expect("string present")
+            + needle.len()
+    }
+
+    fn load_error(bytes: &[u8]) -> ModelError {
+        let gguf = Gguf::parse(bytes).expect("still a well-formed GGUF");
+        match load(&gguf, Kernels::detect()) {
+            Ok(_) => panic!("the model loaded"),
+            Err(e) => e,
+        }
+    }
+
+    #[test]
+    fn the_synthetic_model_loads() {
+        let bytes = synthetic_model();
+        let gguf = Gguf::parse(&bytes).unwrap();
+        assert_eq!(
+            load(&gguf, Kernels::detect()).unwrap().hparams.n_vocab,
+            4096
+        );
+    }
+
+    #[test]
+    fn a_block_count_beyond_the_tensors_is_refused() {
+        // A block count of 2^32 - 1 used to size the per-layer plans (gigabytes) before any
+        // tensor was looked up, and the failed allocation aborted the process.
+        let mut bytes = synthetic_model();
+        let value = after_string(&bytes, "gemma2.block_count") + 4;
+        bytes[value..value + 4].copy_from_slice(&u32::MAX.to_le_bytes());
+        let error = load_error(&bytes).to_string();
+        assert!(
+            error.contains("gemma2.block_count is 4294967295, but the file holds only 46 tensors"),
+            "{error}"
+        );
+    }
+
+    #[test]
+    fn a_cache_beyond_the_address_space_is_an_error() {
+        // 2^40 positions of 2 x 64-dim f16 keys are 256 TiB per layer: the allocation used to
+        // abort the process.
+        let bytes = synthetic_model();
+        let gguf = Gguf::parse(&bytes).unwrap();
+        let model = load(&gguf, Kernels::detect()).unwrap();
+        assert!(matches!(
+            model.new_cache(1 << 40),
+            Err(ModelError::ContextTooLarge { requested }) if requested == 1 << 40
+        ));
+        assert_eq!(model.new_cache(8).unwrap().n_ctx(), 8);
+    }
+
+    #[test]
+    fn a_vocabulary_of_another_size_than_the_embeddings_is_refused() {
+        // One embedding row fewer than the 4096 tokens; the tied output projection follows it.
+        let mut bytes = synthetic_model();
+        let rows = after_string(&bytes, "token_embd.weight") + 4 + 8;
+        bytes[rows..rows + 8].copy_from_slice(&4095u64.to_le_bytes());
+        assert!(matches!(
+            load_error(&bytes),
+            ModelError::VocabularyMismatch {
+                n_tokens: 4096,
+                n_rows: 4095
+            }
+        ));
+    }
+
+    #[test]
+    fn an_embedding_without_rows_is_refused() {
+        // Without tokenizer.ggml.tokens to compare against, a model with no token could load
+        // and then fail on the first token it was given.
+        let mut bytes = synthetic_model();
+        let rows = after_string(&bytes, "token_embd.weight") + 4 + 8;
+        bytes[rows..rows + 8].copy_from_slice(&0u64.to_le_bytes());
+        let key = after_string(&bytes, "tokenizer.ggml.tokens");
+        bytes[key - 1] = b'X';
+        assert!(matches!(load_error(&bytes), ModelError::EmptyVocabulary));
+    }
 }

@@ -171,22 +171,33 @@ impl<'a> Transformer<'a> {
         &self.kernels
     }
 
-    /// A cache for `n_ctx` positions. Its pages are only touched as positions fill, so a large
-    /// context costs memory only as it is used.
+    /// A cache for `n_ctx` positions, or `ContextTooLarge` when the memory cannot be had.
     pub fn new_cache(&self, n_ctx: usize) -> Result<KvCache, ModelError> {
         let h = &self.hparams;
+        let too_large = || ModelError::ContextTooLarge { requested: n_ctx };
         let per_layer = |dim: usize| {
             n_ctx
                 .checked_mul(h.n_head_kv * dim)
                 .filter(|&n| n <= isize::MAX as usize / 2)
-                .ok_or(ModelError::ContextTooLarge { requested: n_ctx })
+                .ok_or_else(too_large)
+        };
+        // A failed allocation would abort the process; reserving first turns it into an error.
+        let zeroed = |len: usize| -> Result<Vec<f16>, ModelError> {
+            let mut cache = Vec::new();
+            cache.try_reserve_exact(len).map_err(|_| too_large())?;
+            cache.resize(len, f16::ZERO);
+            Ok(cache)
         };
         let k_len = per_layer(h.head_dim)?;
         let v_len = per_layer(h.head_dim_v)?;
         Ok(KvCache {
             n_ctx,
-            keys: (0..h.n_layer).map(|_| vec![f16::ZERO; k_len]).collect(),
-            values: (0..h.n_layer).map(|_| vec![f16::ZERO; v_len]).collect(),
+            keys: (0..h.n_layer)
+                .map(|_| zeroed(k_len))
+                .collect::<Result<_, _>>()?,
+            values: (0..h.n_layer)
+                .map(|_| zeroed(v_len))
+                .collect::<Result<_, _>>()?,
         })
     }
 

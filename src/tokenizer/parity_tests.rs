@@ -127,6 +127,10 @@ const SMOLLM2_CLI_CASES: &[CliCase] = &[
         true,
         &[33, 34, 35, 36, 37, 38, 39, 40, 41, 32],
     ),
+    // Found by the tokenizer fuzz target: the vocabulary has no token for this control byte,
+    // and llama-tokenize drops it.
+    ("a\u{14}b", true, &[81, 82]),
+    ("\u{14}", true, &[]),
     ("   leading spaces", true, &[256, 2899, 5600]),
     ("trailing spaces   ", true, &[4861, 4966, 5600, 333]),
     (

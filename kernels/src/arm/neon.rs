@@ -181,9 +181,10 @@ rows_fn!(dot_rows_bf16, dot_bf16);
 unsafe fn abs_max(x: &[f32]) -> f32 {
     let mut m = vdupq_n_f32(0.0);
     for c in x.chunks_exact(4) {
-        m = vmaxq_f32(m, vabsq_f32(vld1q_f32(c.as_ptr())));
+        // The "number" maximum skips NaNs, as the scalar references do.
+        m = vmaxnmq_f32(m, vabsq_f32(vld1q_f32(c.as_ptr())));
     }
-    vmaxvq_f32(m)
+    vmaxnmvq_f32(m)
 }
 
 /// Rounds 16 floats times `scale` to even, stores them as bytes and returns their sum.

@@ -801,7 +801,9 @@ macro_rules! x86_kernels {
             let sign = _mm256_set1_ps(-0.0);
             let mut m = _mm256_setzero_ps();
             for c in x.chunks_exact(8) {
-                m = _mm256_max_ps(m, _mm256_andnot_ps(sign, _mm256_loadu_ps(c.as_ptr())));
+                // maxps returns its second operand when either is NaN: with the running
+                // maximum second, NaNs are skipped as the scalar references skip them.
+                m = _mm256_max_ps(_mm256_andnot_ps(sign, _mm256_loadu_ps(c.as_ptr())), m);
             }
             let h = _mm_max_ps(_mm256_castps256_ps128(m), _mm256_extractf128_ps::<1>(m));
             let h = _mm_max_ps(h, _mm_movehl_ps(h, h));
