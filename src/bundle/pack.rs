@@ -104,7 +104,7 @@ const WINDOWS_EXE_LIMIT: u64 = 1 << 32;
 fn is_windows_executable(engine: &File) -> bool {
     let mut reader = engine;
     let mut magic = [0u8; 2];
-    reader.read_exact(&mut magic).is_ok() && &magic == b"MZ"
+    reader.read_exact(&mut magic).is_ok() && magic == *b"MZ"
 }
 
 /// The packed file is still useful past the limit, as a model for a plain engine, so this is a
