@@ -12,5 +12,6 @@ pub mod server;
 pub mod session;
 pub mod tokenizer;
 
-#[cfg(test)]
-pub(crate) mod test_models;
+/// Where tests find the downloaded models; public so the integration tests share it.
+#[doc(hidden)]
+pub mod test_models;

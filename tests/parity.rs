@@ -37,8 +37,10 @@ fn fixtures() -> PathBuf {
 /// the repository. None (with a note) when a downloaded model is missing.
 fn model_path(id: &str) -> Option<PathBuf> {
     let path = match id {
-        "gemma3-270m-q4_k_m" => models_dir().join("gemma-3-270m-q4_k_m.gguf"),
-        "smollm2-135m-q4_1" => models_dir().join("smollm2-135m-instruct-q4_1.gguf"),
+        "gemma3-270m-q4_k_m" => return llmfile::test_models::path("gemma-3-270m-q4_k_m.gguf"),
+        "smollm2-135m-q4_1" => {
+            return llmfile::test_models::path("smollm2-135m-instruct-q4_1.gguf")
+        }
         synthetic => fixtures().join(format!("models/{synthetic}.gguf")),
     };
     if path.exists() {
@@ -50,15 +52,6 @@ fn model_path(id: &str) -> Option<PathBuf> {
         );
         None
     }
-}
-
-fn models_dir() -> PathBuf {
-    std::env::var_os("LLMFILE_MODELS")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            PathBuf::from(std::env::var_os("HOME").expect("HOME is set"))
-                .join(".cache/llmfile/models")
-        })
 }
 
 fn read_json(path: &Path) -> Value {

@@ -22,21 +22,7 @@ fn synthetic_model() -> PathBuf {
 }
 
 fn downloaded_model(file_name: &str) -> Option<PathBuf> {
-    let dir = std::env::var_os("LLMFILE_MODELS")
-        .map(PathBuf::from)
-        .or_else(|| {
-            std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache/llmfile/models"))
-        })?;
-    let path = dir.join(file_name);
-    if path.exists() {
-        Some(path)
-    } else {
-        eprintln!(
-            "skipping: {} not found (run scripts/fetch-models)",
-            path.display()
-        );
-        None
-    }
+    llmfile::test_models::path(file_name)
 }
 
 struct Server {
