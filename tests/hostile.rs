@@ -649,3 +649,21 @@ fn a_context_beyond_memory_is_refused() {
         run.stderr
     );
 }
+
+#[test]
+fn a_large_context_costs_memory_only_for_the_tokens_used() {
+    // A million positions of this model's keys and values are 2 GB; a few tokens use kilobytes.
+    let bytes = std::fs::read(SYNTHETIC).unwrap();
+    let args = |n_ctx: &'static str| ["-p", "Hello", "-n", "4", "--temp", "0", "-c", n_ctx];
+    let small = assert_finishes("context-256", &bytes, &args("256"));
+    let large = assert_finishes("context-1m", &bytes, &args("1000000"));
+    assert_eq!(small.stdout, large.stdout);
+    let (Some(small_kb), Some(large_kb)) = (small.max_rss_kb, large.max_rss_kb) else {
+        eprintln!("note: {GNU_TIME} not found; the cache's memory was not measured");
+        return;
+    };
+    assert!(
+        large_kb < small_kb + 32 * 1024,
+        "peak RSS {large_kb} KiB at -c 1000000 against {small_kb} KiB at -c 256"
+    );
+}

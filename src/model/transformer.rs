@@ -58,10 +58,17 @@ pub struct Transformer<'a> {
 
 /// Keys and values of every layer for positions `0..n_ctx`, in f16 as llama.cpp keeps them:
 /// half the memory and bandwidth of f32, and the same rounding llama.cpp's attention sees.
+///
+/// One vector per layer and KV head, so the keys (and values) one query reads are contiguous
+/// rows for the kernels. Each is reserved for `n_ctx` positions up front but only grows as
+/// positions are written: the untouched reservation costs address space, not memory, so a
+/// large `-c` uses memory only for the tokens a conversation reaches.
 pub struct KvCache {
     n_ctx: usize,
-    keys: Vec<Vec<f16>>,
-    values: Vec<Vec<f16>>,
+    /// `[layer][kv head]`, each `positions × head_dim`.
+    keys: Vec<Vec<Vec<f16>>>,
+    /// `[layer][kv head]`, each `positions × head_dim_v`.
+    values: Vec<Vec<Vec<f16>>>,
 }
 
 impl KvCache {
@@ -74,8 +81,25 @@ impl KvCache {
         self.keys
             .iter()
             .chain(&self.values)
-            .map(|v| v.len() * 2)
+            .flatten()
+            .map(|v| v.capacity() * 2)
             .sum()
+    }
+}
+
+/// Writes one KV head's rows for positions `start..`, forgetting any rows after them: they
+/// belong to tokens the session has dropped. `new` holds `token_width` values per token, of
+/// which this head's are `head`.
+fn store_rows(
+    rows: &mut Vec<f16>,
+    new: &[f32],
+    token_width: usize,
+    head: std::ops::Range<usize>,
+    start: usize,
+) {
+    rows.truncate(start * head.len());
+    for token in new.chunks_exact(token_width) {
+        rows.extend(token[head.clone()].iter().map(|&v| f16::from_f32(v)));
     }
 }
 
@@ -175,28 +199,28 @@ impl<'a> Transformer<'a> {
     pub fn new_cache(&self, n_ctx: usize) -> Result<KvCache, ModelError> {
         let h = &self.hparams;
         let too_large = || ModelError::ContextTooLarge { requested: n_ctx };
-        let per_layer = |dim: usize| {
+        let per_head = |dim: usize| {
             n_ctx
-                .checked_mul(h.n_head_kv * dim)
+                .checked_mul(dim)
                 .filter(|&n| n <= isize::MAX as usize / 2)
                 .ok_or_else(too_large)
         };
         // A failed allocation would abort the process; reserving first turns it into an error.
-        let zeroed = |len: usize| -> Result<Vec<f16>, ModelError> {
-            let mut cache = Vec::new();
-            cache.try_reserve_exact(len).map_err(|_| too_large())?;
-            cache.resize(len, f16::ZERO);
-            Ok(cache)
+        let reserved = |len: usize| -> Result<Vec<f16>, ModelError> {
+            let mut rows = Vec::new();
+            rows.try_reserve_exact(len).map_err(|_| too_large())?;
+            Ok(rows)
         };
-        let k_len = per_layer(h.head_dim)?;
-        let v_len = per_layer(h.head_dim_v)?;
+        let layer = |len: usize| (0..h.n_head_kv).map(|_| reserved(len)).collect();
+        let k_len = per_head(h.head_dim)?;
+        let v_len = per_head(h.head_dim_v)?;
         Ok(KvCache {
             n_ctx,
             keys: (0..h.n_layer)
-                .map(|_| zeroed(k_len))
+                .map(|_| layer(k_len))
                 .collect::<Result<_, _>>()?,
             values: (0..h.n_layer)
-                .map(|_| zeroed(v_len))
+                .map(|_| layer(v_len))
                 .collect::<Result<_, _>>()?,
         })
     }
@@ -292,23 +316,11 @@ impl<'a> Transformer<'a> {
             .map(|&v| f16::from_f32(v * self.query_scale))
             .collect();
 
-        // Each layer's cache is head-major, [kv head][position][dim], so the keys (and values)
-        // one query reads are contiguous rows for the kernels.
-        let n_ctx = cache.n_ctx;
-        let key_rows = |kv_head: usize| (kv_head * n_ctx, h.head_dim);
-        let value_rows = |kv_head: usize| (kv_head * n_ctx, h.head_dim_v);
-        let store = |cache: &mut [f16], new: &[f32], (first_row, dim): (usize, usize), kv_head| {
-            for t in 0..n {
-                let src = &new[(t * h.n_head_kv + kv_head) * dim..][..dim];
-                let dst = &mut cache[(first_row + start + t) * dim..][..dim];
-                for (d, &s) in dst.iter_mut().zip(src) {
-                    *d = f16::from_f32(s);
-                }
-            }
-        };
         for kv_head in 0..h.n_head_kv {
-            store(&mut cache.keys[il], &k, key_rows(kv_head), kv_head);
-            store(&mut cache.values[il], &v, value_rows(kv_head), kv_head);
+            let (keys, values) = (&mut cache.keys[il][kv_head], &mut cache.values[il][kv_head]);
+            let (kd, vd) = (h.head_dim, h.head_dim_v);
+            store_rows(keys, &k, k_dim, kv_head * kd..(kv_head + 1) * kd, start);
+            store_rows(values, &v, v_dim, kv_head * vd..(kv_head + 1) * vd, start);
         }
 
         let keys = &cache.keys[il];
@@ -325,9 +337,9 @@ impl<'a> Transformer<'a> {
                 let query = &q[t * q_dim + head * h.head_dim..][..h.head_dim];
                 // A sliding layer masks key position p0 for query position p when p - p0 >= window.
                 let first = layer.window.map_or(0, |w| (pos + 1).saturating_sub(w));
-                let (row0, dim) = key_rows(kv_head);
+                let dim = h.head_dim;
                 scores.resize(pos + 1 - first, 0.0);
-                let keys = &keys[(row0 + first) * dim..(row0 + pos + 1) * dim];
+                let keys = &keys[kv_head][first * dim..(pos + 1) * dim];
                 self.kernels.attention_scores(query, keys, scores);
                 if let Some(cap) = self.attn_soft_cap {
                     ops::soft_cap(scores, cap);
@@ -338,8 +350,8 @@ impl<'a> Transformer<'a> {
                 for weight in scores.iter_mut() {
                     *weight = f16::from_f32(*weight).to_f32();
                 }
-                let (row0, dim) = value_rows(kv_head);
-                let values = &values[(row0 + first) * dim..(row0 + pos + 1) * dim];
+                let dim = h.head_dim_v;
+                let values = &values[kv_head][first * dim..(pos + 1) * dim];
                 self.kernels.attention_values(scores, values, out);
             });
 
