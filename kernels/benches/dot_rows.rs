@@ -1,14 +1,16 @@
 //! Single-core throughput of `Kernels::dot_rows` for each weight type and each instruction set
 //! the host can run, in GB/s of weights read. The weight matrix (4096 columns, at least 96 MiB)
 //! is larger than the last-level cache, so the fast variants are measured against memory
-//! bandwidth, as in token generation.
+//! bandwidth, as in token generation. `DOT_ROWS_KIB=512` shrinks the matrix to fit in L2,
+//! which measures the kernels' arithmetic alone: a type far slower there than from memory is
+//! bound by its instructions, not by bandwidth.
 
 use kernels::{GgmlType, Isa, Kernels};
 use std::hint::black_box;
 use std::time::{Duration, Instant};
 
 const COLS: usize = 4096;
-const MIN_BYTES: usize = 96 << 20;
+const DEFAULT_KIB: usize = 96 << 10;
 const TYPES: [GgmlType; 11] = [
     GgmlType::Q4_K,
     GgmlType::Q6_K,
@@ -38,6 +40,11 @@ fn weights(len: usize) -> Vec<u8> {
 }
 
 fn main() {
+    let min_bytes = std::env::var("DOT_ROWS_KIB")
+        .ok()
+        .and_then(|kib| kib.parse::<usize>().ok())
+        .unwrap_or(DEFAULT_KIB)
+        << 10;
     let only: Option<String> = std::env::args().nth(1).filter(|a| !a.starts_with('-'));
     let variants: Vec<Kernels> = Isa::ALL.into_iter().filter_map(Kernels::for_isa).collect();
     let x: Vec<f32> = (0..COLS)
@@ -53,7 +60,7 @@ fn main() {
             continue;
         }
         let row_bytes = ty.row_bytes(COLS).unwrap();
-        let rows = MIN_BYTES.div_ceil(row_bytes);
+        let rows = min_bytes.div_ceil(row_bytes);
         let w = weights(rows * row_bytes);
         let mut out = vec![0.0f32; rows];
         print!(

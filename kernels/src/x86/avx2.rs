@@ -16,3 +16,30 @@ unsafe fn dot_u8_i8(acc: __m256i, u: __m256i, s: __m256i) -> __m256i {
 unsafe fn madd_acc(acc: __m256i, a: __m256i, b: __m256i) -> __m256i {
     _mm256_add_epi32(acc, _mm256_madd_epi16(a, b))
 }
+
+/// Adds 16 to byte j of `q` where bit j of the little-endian `bits` is set.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn add_16_where_set(q: __m256i, bits: [u8; 4]) -> __m256i {
+    _mm256_or_si256(
+        q,
+        _mm256_and_si256(bytes_from_bits(bits), _mm256_set1_epi8(16)),
+    )
+}
+
+/// Byte j is 0xFF where bit j of the little-endian `bits` is set.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn bytes_from_bits(bits: [u8; 4]) -> __m256i {
+    let spread = _mm256_shuffle_epi8(
+        _mm256_set1_epi32(i32::from_le_bytes(bits)),
+        _mm256_set_epi64x(
+            0x0303030303030303,
+            0x0202020202020202,
+            0x0101010101010101,
+            0,
+        ),
+    );
+    let others = _mm256_set1_epi64x(0x7fbfdfeff7fbfdfe);
+    _mm256_cmpeq_epi8(_mm256_or_si256(spread, others), _mm256_set1_epi64x(-1))
+}

@@ -16,3 +16,10 @@ unsafe fn dot_u8_i8(acc: __m256i, u: __m256i, s: __m256i) -> __m256i {
 unsafe fn madd_acc(acc: __m256i, a: __m256i, b: __m256i) -> __m256i {
     _mm256_dpwssd_epi32(acc, a, b)
 }
+
+/// Adds 16 to byte j of `q` where bit j of the little-endian `bits` is set: one masked add.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+unsafe fn add_16_where_set(q: __m256i, bits: [u8; 4]) -> __m256i {
+    _mm256_mask_add_epi8(q, u32::from_le_bytes(bits), q, _mm256_set1_epi8(16))
+}

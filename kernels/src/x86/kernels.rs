@@ -6,7 +6,9 @@
 //! - `dot_u8_i8(acc, u, s)`: adds to each i32 lane of `acc` the sum of the four products of
 //!   unsigned bytes `u` and signed bytes `s` in that lane (no intermediate saturation for the
 //!   ranges used here: |u| ≤ 128, |s| ≤ 127);
-//! - `madd_acc(acc, a, b)`: adds to each i32 lane the two products of i16 pairs.
+//! - `madd_acc(acc, a, b)`: adds to each i32 lane the two products of i16 pairs;
+//! - `add_16_where_set(q, bits)`: adds 16 to each byte of `q` whose bit in `bits` is set (Q5_0
+//!   and Q5_K's fifth bit; AVX-512 does it with a mask register).
 
 macro_rules! x86_kernels {
     ($features:literal) => {
@@ -83,23 +85,6 @@ macro_rules! x86_kernels {
             _mm256_loadu_si256(p.cast())
         }
 
-        /// Byte j is 0xFF where bit j of the little-endian `bits` is set.
-        #[inline]
-        #[target_feature(enable = $features)]
-        unsafe fn bytes_from_bits(bits: [u8; 4]) -> __m256i {
-            let spread = _mm256_shuffle_epi8(
-                _mm256_set1_epi32(i32::from_le_bytes(bits)),
-                _mm256_set_epi64x(
-                    0x0303030303030303,
-                    0x0202020202020202,
-                    0x0101010101010101,
-                    0,
-                ),
-            );
-            let others = _mm256_set1_epi64x(0x7fbfdfeff7fbfdfe);
-            _mm256_cmpeq_epi8(_mm256_or_si256(spread, others), _mm256_set1_epi64x(-1))
-        }
-
         /// The 32 nibbles of a Q4_0/Q4_1 block in element order (low nibbles first).
         #[inline]
         #[target_feature(enable = $features)]
@@ -107,17 +92,6 @@ macro_rules! x86_kernels {
             let q = _mm_loadu_si128(qs.as_ptr().cast());
             let both = _mm256_set_m128i(_mm_srli_epi16::<4>(q), q);
             _mm256_and_si256(both, _mm256_set1_epi8(0x0F))
-        }
-
-        /// Σ x·y of two signed byte vectors, per i32 lane (`x` must not be −128 where `y` is).
-        #[inline]
-        #[target_feature(enable = $features)]
-        unsafe fn dot_i8(x: __m256i, y: __m256i) -> __m256i {
-            dot_u8_i8(
-                _mm256_setzero_si256(),
-                _mm256_sign_epi8(x, x),
-                _mm256_sign_epi8(y, x),
-            )
         }
 
         #[target_feature(enable = $features)]
@@ -286,46 +260,6 @@ macro_rules! x86_kernels {
         }
 
         #[target_feature(enable = $features)]
-        unsafe fn dot_q8_0(x: &[BlockQ8_0], y: &[BlockQ8_0]) -> f32 {
-            let mut acc = _mm256_setzero_ps();
-            for (xb, yb) in x.iter().zip(y) {
-                let (xd, yd) = halves(xb.d, yb.d);
-                let d = xd * yd;
-                let s = dot_i8(load(xb.qs.as_ptr().cast()), load(yb.qs.as_ptr().cast()));
-                acc = _mm256_fmadd_ps(_mm256_set1_ps(d), _mm256_cvtepi32_ps(s), acc);
-            }
-            hsum_ps(acc)
-        }
-
-        #[target_feature(enable = $features)]
-        unsafe fn dot_q4_0(x: &[BlockQ4_0], y: &[BlockQ8_0]) -> f32 {
-            let mut acc = _mm256_setzero_ps();
-            for (xb, yb) in x.iter().zip(y) {
-                let (xd, yd) = halves(xb.d, yb.d);
-                let d = xd * yd;
-                let q = _mm256_sub_epi8(nibbles(&xb.qs), _mm256_set1_epi8(8));
-                let s = dot_i8(q, load(yb.qs.as_ptr().cast()));
-                acc = _mm256_fmadd_ps(_mm256_set1_ps(d), _mm256_cvtepi32_ps(s), acc);
-            }
-            hsum_ps(acc)
-        }
-
-        #[target_feature(enable = $features)]
-        unsafe fn dot_q5_0(x: &[BlockQ5_0], y: &[BlockQ8_0]) -> f32 {
-            let mut acc = _mm256_setzero_ps();
-            for (xb, yb) in x.iter().zip(y) {
-                let (xd, yd) = halves(xb.d, yb.d);
-                let d = xd * yd;
-                // q − 16 is the nibble where the fifth bit is set and nibble | 0xF0 where not.
-                let high = _mm256_andnot_si256(bytes_from_bits(xb.qh), _mm256_set1_epi8(-16));
-                let q = _mm256_or_si256(nibbles(&xb.qs), high);
-                let s = dot_i8(q, load(yb.qs.as_ptr().cast()));
-                acc = _mm256_fmadd_ps(_mm256_set1_ps(d), _mm256_cvtepi32_ps(s), acc);
-            }
-            hsum_ps(acc)
-        }
-
-        #[target_feature(enable = $features)]
         unsafe fn dot_q4_1(x: &[BlockQ4_1], y: &[BlockQ8_1]) -> f32 {
             let mut acc = _mm256_setzero_ps();
             let mut offsets = 0.0f32;
@@ -410,33 +344,55 @@ macro_rules! x86_kernels {
             })
         }
 
-        /// `R` weight rows × `T` activation rows of a 32-element format with Q8_0 activations.
-        /// `signed(block)` gives a weight block's 32 quants as signed bytes and its f16 scale
-        /// (a −128 is read as magnitude 128, exact because Q8_0 activations stop at ±127). Each weight block is unpacked once for `T` activations and each
-        /// activation block loaded once for `R` rows; the R·T sums stay in registers.
+        /// An f16 scale, converted and broadcast to eight lanes.
         #[inline(always)]
-        unsafe fn tile_q8_acts<W: Block, const R: usize, const T: usize>(
+        unsafe fn broadcast_f16(d: [u8; 2]) -> __m256 {
+            _mm256_cvtph_ps(_mm_set1_epi16(i16::from_le_bytes(d)))
+        }
+
+        /// `R` weight rows × `T` activation rows of a 32-element format with Q8_0 activations.
+        /// Each weight block is unpacked once for `T` activations and each activation block
+        /// loaded once for `R` rows; the R·T sums stay in registers.
+        ///
+        /// `quants(block)` gives a weight block's 32 quants and its f16 scale. With `OFFSET` 0
+        /// the quants are signed bytes (a −128 is read as magnitude 128, exact because Q8_0
+        /// activations stop at ±127). Otherwise they are unsigned and stand for `q − OFFSET`
+        /// (Q4_0: 8, Q5_0: 16): they go into the unsigned side of the byte dot product as they
+        /// are, and the offset's share, −OFFSET·Σa, depends only on the activation block, so it
+        /// is computed once for all `R` rows and starts each row's sum.
+        #[inline(always)]
+        unsafe fn tile_q8_acts<W: Block, const R: usize, const T: usize, const OFFSET: i8>(
             rows: [&[W]; R],
             acts: [&[BlockQ8_0]; T],
-            signed: impl Fn(&W) -> (__m256i, [u8; 2]),
+            quants: impl Fn(&W) -> (__m256i, [u8; 2]),
             out: &mut [f32],
             n_acts: usize,
         ) {
+            let zero = _mm256_setzero_si256();
             let mut acc = [[_mm256_setzero_ps(); T]; R];
             for b in 0..rows[0].len() {
-                let mut a = [_mm256_setzero_si256(); T];
+                let mut a = [zero; T];
                 let mut ad = [_mm256_setzero_ps(); T];
+                let mut start = [zero; T];
                 for t in 0..T {
                     let block = acts[t].get_unchecked(b);
                     a[t] = load(block.qs.as_ptr().cast());
-                    ad[t] = _mm256_set1_ps(halves(block.d, block.d).0);
+                    ad[t] = broadcast_f16(block.d);
+                    if OFFSET != 0 {
+                        let offset_sum = dot_u8_i8(zero, _mm256_set1_epi8(OFFSET), a[t]);
+                        start[t] = _mm256_sub_epi32(zero, offset_sum);
+                    }
                 }
                 for r in 0..R {
-                    let (w, wd) = signed(rows[r].get_unchecked(b));
-                    let wd = _mm256_set1_ps(halves(wd, wd).0);
+                    let (w, wd) = quants(rows[r].get_unchecked(b));
+                    let wd = broadcast_f16(wd);
                     let w_abs = _mm256_sign_epi8(w, w);
                     for t in 0..T {
-                        let s = dot_u8_i8(_mm256_setzero_si256(), w_abs, _mm256_sign_epi8(a[t], w));
+                        let s = if OFFSET != 0 {
+                            dot_u8_i8(start[t], w, a[t])
+                        } else {
+                            dot_u8_i8(zero, w_abs, _mm256_sign_epi8(a[t], w))
+                        };
                         let scale = _mm256_mul_ps(wd, ad[t]);
                         acc[r][t] = _mm256_fmadd_ps(scale, _mm256_cvtepi32_ps(s), acc[r][t]);
                     }
@@ -452,13 +408,13 @@ macro_rules! x86_kernels {
         /// Drives `tile_q8_acts` over all rows × activations: tiles of 4 × 4, activations in
         /// groups that stay in L2 while the rows pass over them.
         #[inline(always)]
-        unsafe fn tiles_q8_acts<W: Block>(
+        unsafe fn tiles_q8_acts<W: Block, const OFFSET: i8>(
             rows: &[u8],
             row_bytes: usize,
             acts: &[u8],
             n_acts: usize,
             out: &mut [f32],
-            signed: impl Fn(&W) -> (__m256i, [u8; 2]) + Copy,
+            quants: impl Fn(&W) -> (__m256i, [u8; 2]) + Copy,
         ) {
             const ACT_GROUP: usize = 64;
             let n_rows = rows.len() / row_bytes;
@@ -474,10 +430,10 @@ macro_rules! x86_kernels {
                         let tt = (group_end - t0).min(4);
                         macro_rules! go {
                             ($r:literal, $t:literal, $first_row:expr) => {
-                                tile_q8_acts::<W, $r, $t>(
+                                tile_q8_acts::<W, $r, $t, OFFSET>(
                                     std::array::from_fn(|i| row($first_row + i)),
                                     std::array::from_fn(|i| act(t0 + i)),
-                                    signed,
+                                    quants,
                                     &mut out[$first_row * n_acts + t0..],
                                     n_acts,
                                 )
@@ -514,7 +470,7 @@ macro_rules! x86_kernels {
             n_acts: usize,
             out: &mut [f32],
         ) {
-            tiles_q8_acts(rows, row_bytes, acts, n_acts, out, |x: &BlockQ8_0| {
+            tiles_q8_acts::<_, 0>(rows, row_bytes, acts, n_acts, out, |x: &BlockQ8_0| {
                 (load(x.qs.as_ptr().cast()), x.d)
             });
         }
@@ -527,9 +483,8 @@ macro_rules! x86_kernels {
             n_acts: usize,
             out: &mut [f32],
         ) {
-            tiles_q8_acts(rows, row_bytes, acts, n_acts, out, |x: &BlockQ5_0| {
-                let high = _mm256_andnot_si256(bytes_from_bits(x.qh), _mm256_set1_epi8(-16));
-                (_mm256_or_si256(nibbles(&x.qs), high), x.d)
+            tiles_q8_acts::<_, 16>(rows, row_bytes, acts, n_acts, out, |x: &BlockQ5_0| {
+                (add_16_where_set(nibbles(&x.qs), x.qh), x.d)
             });
         }
 
@@ -541,8 +496,8 @@ macro_rules! x86_kernels {
             n_acts: usize,
             out: &mut [f32],
         ) {
-            tiles_q8_acts(rows, row_bytes, acts, n_acts, out, |x: &BlockQ4_0| {
-                (_mm256_sub_epi8(nibbles(&x.qs), _mm256_set1_epi8(8)), x.d)
+            tiles_q8_acts::<_, 8>(rows, row_bytes, acts, n_acts, out, |x: &BlockQ4_0| {
+                (nibbles(&x.qs), x.d)
             });
         }
 
@@ -761,12 +716,28 @@ macro_rules! x86_kernels {
                 }
             };
         }
+        /// One activation row against many weight rows, as tiles of four rows: the rows'
+        /// sums are independent chains, where one row alone would wait on its accumulator's
+        /// latency every block, and each activation block is loaded once for four rows.
+        macro_rules! rows_by_tiles {
+            ($name:ident, $tiles:ident) => {
+                #[target_feature(enable = $features)]
+                unsafe fn $name(rows: &[u8], act: &[u8], out: &mut [f32]) {
+                    let row_bytes = rows.len().checked_div(out.len()).unwrap_or(0);
+                    if row_bytes == 0 {
+                        out.fill(0.0);
+                        return;
+                    }
+                    $tiles(rows, row_bytes, act, 1, out);
+                }
+            };
+        }
+        rows_by_tiles!(dot_rows_q8_0, dot_tile_q8_0);
+        rows_by_tiles!(dot_rows_q5_0, dot_tile_q5_0);
+        rows_by_tiles!(dot_rows_q4_0, dot_tile_q4_0);
         rows_fn!(dot_rows_q4_k, dot_q4_k);
         rows_fn!(dot_rows_q5_k, dot_q5_k);
         rows_fn!(dot_rows_q6_k, dot_q6_k);
-        rows_fn!(dot_rows_q8_0, dot_q8_0);
-        rows_fn!(dot_rows_q4_0, dot_q4_0);
-        rows_fn!(dot_rows_q5_0, dot_q5_0);
         rows_fn!(dot_rows_q4_1, dot_q4_1);
         rows_fn!(dot_rows_f32, dot_f32);
         rows_fn!(dot_rows_f16, dot_f16);
