@@ -1,5 +1,9 @@
 //! AVX2 + FMA + F16C kernels.
 
+/// Activation rows per eight-row tile: with eight transposed quant registers, four
+/// accumulators are what the 16 vector registers hold without spilling.
+const ROW_LANE_ACTS: usize = 4;
+
 super::kernels::x86_kernels!("avx2,fma,f16c");
 
 #[inline]

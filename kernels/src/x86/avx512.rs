@@ -3,6 +3,10 @@
 //! 512-bit op costs two 256-bit ones, and these kernels are bound by memory bandwidth, so
 //! wider registers would add shuffles without adding speed.)
 
+/// Activation rows per eight-row tile: eight accumulators and eight transposed quant registers
+/// fit the 32 vector registers with room to spare.
+const ROW_LANE_ACTS: usize = 8;
+
 super::kernels::x86_kernels!("avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni");
 
 #[inline]

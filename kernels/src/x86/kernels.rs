@@ -462,44 +462,196 @@ macro_rules! x86_kernels {
             }
         }
 
-        #[target_feature(enable = $features)]
-        unsafe fn dot_tile_q8_0(
-            rows: &[u8],
-            row_bytes: usize,
-            acts: &[u8],
-            n_acts: usize,
-            out: &mut [f32],
-        ) {
-            tiles_q8_acts::<_, 0>(rows, row_bytes, acts, n_acts, out, |x: &BlockQ8_0| {
-                (load(x.qs.as_ptr().cast()), x.d)
-            });
+        /// Transposes eight vectors of eight 32-bit lanes: lane i of result k is lane k of
+        /// input i.
+        #[inline(always)]
+        unsafe fn transpose_dwords(v: [__m256i; 8]) -> [__m256i; 8] {
+            let t = [
+                _mm256_unpacklo_epi32(v[0], v[1]),
+                _mm256_unpackhi_epi32(v[0], v[1]),
+                _mm256_unpacklo_epi32(v[2], v[3]),
+                _mm256_unpackhi_epi32(v[2], v[3]),
+                _mm256_unpacklo_epi32(v[4], v[5]),
+                _mm256_unpackhi_epi32(v[4], v[5]),
+                _mm256_unpacklo_epi32(v[6], v[7]),
+                _mm256_unpackhi_epi32(v[6], v[7]),
+            ];
+            let u = [
+                _mm256_unpacklo_epi64(t[0], t[2]),
+                _mm256_unpackhi_epi64(t[0], t[2]),
+                _mm256_unpacklo_epi64(t[1], t[3]),
+                _mm256_unpackhi_epi64(t[1], t[3]),
+                _mm256_unpacklo_epi64(t[4], t[6]),
+                _mm256_unpackhi_epi64(t[4], t[6]),
+                _mm256_unpacklo_epi64(t[5], t[7]),
+                _mm256_unpackhi_epi64(t[5], t[7]),
+            ];
+            [
+                _mm256_permute2x128_si256::<0x20>(u[0], u[4]),
+                _mm256_permute2x128_si256::<0x20>(u[1], u[5]),
+                _mm256_permute2x128_si256::<0x20>(u[2], u[6]),
+                _mm256_permute2x128_si256::<0x20>(u[3], u[7]),
+                _mm256_permute2x128_si256::<0x31>(u[0], u[4]),
+                _mm256_permute2x128_si256::<0x31>(u[1], u[5]),
+                _mm256_permute2x128_si256::<0x31>(u[2], u[6]),
+                _mm256_permute2x128_si256::<0x31>(u[3], u[7]),
+            ]
         }
 
-        #[target_feature(enable = $features)]
-        unsafe fn dot_tile_q5_0(
-            rows: &[u8],
-            row_bytes: usize,
-            acts: &[u8],
-            n_acts: usize,
-            out: &mut [f32],
-        ) {
-            tiles_q8_acts::<_, 16>(rows, row_bytes, acts, n_acts, out, |x: &BlockQ5_0| {
-                (add_16_where_set(nibbles(&x.qs), x.qh), x.d)
-            });
+        /// Eight weight rows of a format with unsigned quants standing for `q − offset` against
+        /// `T` activation rows, one row per lane: the eight rows' blocks are transposed so that
+        /// register k holds quants 4k..4k+3 of every row, and each register meets those four
+        /// activation bytes broadcast. A block's eight row sums come out of eight `vpdpbusd`
+        /// in one register and are converted and scaled together, where row-by-row tiles
+        /// spend a conversion, a scale product and an FMA on every row and activation.
+        /// `offset_sums[t][b]` is −offset·Σa of activation block b, which starts its sum.
+        #[inline(always)]
+        unsafe fn tile_rows_in_lanes<W: Block, const T: usize>(
+            rows: [&[W]; 8],
+            acts: [&[BlockQ8_0]; T],
+            offset_sums: [&[i32]; T],
+            quants: impl Fn(&W) -> (__m256i, [u8; 2]),
+        ) -> [__m256; T] {
+            let mut acc = [_mm256_setzero_ps(); T];
+            for b in 0..rows[0].len() {
+                let mut w = [_mm256_setzero_si256(); 8];
+                let mut d = [0u16; 8];
+                for i in 0..8 {
+                    let (q, scale) = quants(rows[i].get_unchecked(b));
+                    w[i] = q;
+                    d[i] = u16::from_le_bytes(scale);
+                }
+                let wd = _mm256_cvtph_ps(_mm_loadu_si128(d.as_ptr().cast()));
+                let w = transpose_dwords(w);
+                for t in 0..T {
+                    let block = acts[t].get_unchecked(b);
+                    let a = block.qs.as_ptr();
+                    let mut s = _mm256_set1_epi32(*offset_sums[t].get_unchecked(b));
+                    for (k, wk) in w.iter().enumerate() {
+                        let four = i32::from_le_bytes(*a.add(4 * k).cast::<[u8; 4]>());
+                        s = dot_u8_i8(s, *wk, _mm256_set1_epi32(four));
+                    }
+                    let scale = _mm256_mul_ps(wd, broadcast_f16(block.d));
+                    acc[t] = _mm256_fmadd_ps(scale, _mm256_cvtepi32_ps(s), acc[t]);
+                }
+            }
+            acc
         }
 
-        #[target_feature(enable = $features)]
-        unsafe fn dot_tile_q4_0(
+        /// Drives `tile_rows_in_lanes` over all rows × activations, `ROW_LANE_ACTS` activation
+        /// rows at a time (as many accumulators as the ISA's registers hold beside the eight
+        /// transposed quant registers); rows beyond the last eight go through
+        /// `tiles_q8_acts`.
+        #[inline(always)]
+        unsafe fn tiles_rows_in_lanes<W: Block, const OFFSET: i8>(
             rows: &[u8],
             row_bytes: usize,
             acts: &[u8],
             n_acts: usize,
             out: &mut [f32],
+            quants: impl Fn(&W) -> (__m256i, [u8; 2]) + Copy,
         ) {
-            tiles_q8_acts::<_, 8>(rows, row_bytes, acts, n_acts, out, |x: &BlockQ4_0| {
-                (nibbles(&x.qs), x.d)
-            });
+            const ACT_GROUP: usize = 64;
+            let n_rows = rows.len() / row_bytes;
+            let act_bytes = acts.len() / n_acts;
+            let n_blocks = act_bytes / size_of::<BlockQ8_0>();
+            let offset = _mm256_set1_epi8(OFFSET);
+            let mut offset_sums = Vec::with_capacity(n_acts * n_blocks);
+            for block in as_blocks::<BlockQ8_0>(acts) {
+                let a = load(block.qs.as_ptr().cast());
+                offset_sums.push(-hsum_epi32(dot_u8_i8(_mm256_setzero_si256(), offset, a)));
+            }
+            let row = |r: usize| as_blocks::<W>(&rows[r * row_bytes..(r + 1) * row_bytes]);
+            let act = |t: usize| as_blocks::<BlockQ8_0>(&acts[t * act_bytes..(t + 1) * act_bytes]);
+            let sums = |t: usize| &offset_sums[t * n_blocks..(t + 1) * n_blocks];
+            let full_rows = n_rows / 8 * 8;
+            for group in (0..n_acts).step_by(ACT_GROUP) {
+                let group_end = (group + ACT_GROUP).min(n_acts);
+                for r0 in (0..full_rows).step_by(8) {
+                    let rows = std::array::from_fn(|i| row(r0 + i));
+                    let mut t0 = group;
+                    while t0 < group_end {
+                        macro_rules! go {
+                            ($t:expr) => {{
+                                let acc = tile_rows_in_lanes::<W, { $t }>(
+                                    rows,
+                                    std::array::from_fn(|i| act(t0 + i)),
+                                    std::array::from_fn(|i| sums(t0 + i)),
+                                    quants,
+                                );
+                                for (t, lanes) in acc.iter().enumerate() {
+                                    let mut by_row = [0f32; 8];
+                                    _mm256_storeu_ps(by_row.as_mut_ptr(), *lanes);
+                                    for (i, &v) in by_row.iter().enumerate() {
+                                        out[(r0 + i) * n_acts + t0 + t] = v;
+                                    }
+                                }
+                                t0 += $t;
+                            }};
+                        }
+                        if group_end - t0 >= ROW_LANE_ACTS {
+                            go!(ROW_LANE_ACTS)
+                        } else {
+                            go!(1)
+                        }
+                    }
+                }
+            }
+            if full_rows < n_rows {
+                tiles_q8_acts::<W, OFFSET>(
+                    &rows[full_rows * row_bytes..],
+                    row_bytes,
+                    acts,
+                    n_acts,
+                    &mut out[full_rows * n_acts..],
+                    quants,
+                );
+            }
         }
+
+        /// A Q8_0 block's quants, signed, and its scale.
+        #[inline(always)]
+        unsafe fn quants_q8_0(x: &BlockQ8_0) -> (__m256i, [u8; 2]) {
+            (load(x.qs.as_ptr().cast()), x.d)
+        }
+
+        /// A Q5_0 block's quants as unsigned `q + 16`, and its scale.
+        #[inline(always)]
+        unsafe fn quants_q5_0(x: &BlockQ5_0) -> (__m256i, [u8; 2]) {
+            (add_16_where_set(nibbles(&x.qs), x.qh), x.d)
+        }
+
+        /// A Q4_0 block's quants as unsigned `q + 8`, and its scale.
+        #[inline(always)]
+        unsafe fn quants_q4_0(x: &BlockQ4_0) -> (__m256i, [u8; 2]) {
+            (nibbles(&x.qs), x.d)
+        }
+
+        /// The batched products of the 32-element formats: Q8_0's signed quants in
+        /// row-by-row tiles, Q5_0's and Q4_0's unsigned ones with the rows in the lanes.
+        macro_rules! tiles_fn {
+            ($name:ident, $tiles:ident, $offset:literal, $quants:ident) => {
+                #[target_feature(enable = $features)]
+                unsafe fn $name(
+                    rows: &[u8],
+                    row_bytes: usize,
+                    acts: &[u8],
+                    n_acts: usize,
+                    out: &mut [f32],
+                ) {
+                    // SAFETY: reachable only through a table built after checking the CPU
+                    // has `$features`, which the quant unpacking needs.
+                    let quants = |x: &_| unsafe { $quants(x) };
+                    $tiles::<_, $offset>(rows, row_bytes, acts, n_acts, out, quants);
+                }
+            };
+        }
+        tiles_fn!(dot_tile_q8_0, tiles_q8_acts, 0, quants_q8_0);
+        tiles_fn!(dot_tile_q5_0, tiles_rows_in_lanes, 16, quants_q5_0);
+        tiles_fn!(dot_tile_q4_0, tiles_rows_in_lanes, 8, quants_q4_0);
+        // One activation row: the transposition would be paid for a single product.
+        tiles_fn!(dot_row_tiles_q5_0, tiles_q8_acts, 16, quants_q5_0);
+        tiles_fn!(dot_row_tiles_q4_0, tiles_q8_acts, 8, quants_q4_0);
 
         /// One Q4_K row × `T` activation rows: each block's quants and scales are unpacked
         /// once, then multiplied with every activation row as `dot_q4_k` does.
@@ -733,8 +885,8 @@ macro_rules! x86_kernels {
             };
         }
         rows_by_tiles!(dot_rows_q8_0, dot_tile_q8_0);
-        rows_by_tiles!(dot_rows_q5_0, dot_tile_q5_0);
-        rows_by_tiles!(dot_rows_q4_0, dot_tile_q4_0);
+        rows_by_tiles!(dot_rows_q5_0, dot_row_tiles_q5_0);
+        rows_by_tiles!(dot_rows_q4_0, dot_row_tiles_q4_0);
         rows_fn!(dot_rows_q4_k, dot_q4_k);
         rows_fn!(dot_rows_q5_k, dot_q5_k);
         rows_fn!(dot_rows_q6_k, dot_q6_k);
