@@ -304,9 +304,9 @@ impl Kernels {
         unsafe { dot(rows, act, out) }
     }
 
-    /// `out[r * n_acts + t]` = dot product of weight row `r` with activation row `t`, for every
-    /// row of `rows` and every one of the `n_acts` activation rows in `acts` (each quantized by
-    /// [`Kernels::quantize_activation`]). The same numbers as [`Kernels::dot_rows`] per
+    /// `out[t * n_rows + r]` = dot product of weight row `r` with activation row `t`, for every
+    /// one of the `n_rows` rows of `rows` and the `n_acts` activation rows in `acts` (each
+    /// quantized by [`Kernels::quantize_activation`]): token-major, as the next layer reads it. The same numbers as [`Kernels::dot_rows`] per
     /// activation row, up to float rounding, but each weight block is read once for several
     /// activation rows: the kernel of prompt processing.
     ///
@@ -340,12 +340,12 @@ impl Kernels {
             // SAFETY: as in `quantize_activation`.
             Some(tile) => unsafe { tile(rows, row_bytes, acts, n_acts, out) },
             None => {
-                let mut column = vec![0f32; rows.len() / row_bytes];
-                for (t, act) in acts.chunks_exact(act_bytes).enumerate() {
-                    self.dot_rows(weight_ty, n, rows, act, &mut column);
-                    for (r, &v) in column.iter().enumerate() {
-                        out[r * n_acts + t] = v;
-                    }
+                let n_rows = rows.len() / row_bytes;
+                for (act, out) in acts
+                    .chunks_exact(act_bytes)
+                    .zip(out.chunks_exact_mut(n_rows))
+                {
+                    self.dot_rows(weight_ty, n, rows, act, out);
                 }
             }
         }

@@ -292,7 +292,7 @@ fn dot_rows_batch_matches_scalar_dot_rows() {
                     for r in 0..n_rows {
                         let row = &rows[r * row_bytes..][..row_bytes];
                         let bound = 1e-5 * magnitude(ty, row, &xs[t]);
-                        let g = got[r * n_acts + t];
+                        let g = got[t * n_rows + r];
                         assert!(
                             (g as f64 - expected[r] as f64).abs() <= bound,
                             "{} {} {n_rows}x{n_acts} row {r} act {t}: {g} vs scalar {} (bound {bound})",

@@ -8,6 +8,11 @@ use rayon::prelude::*;
 /// the dot products even for one token, small enough that both cores get work on small matrices.
 const ROWS_PER_TASK: usize = 32;
 
+/// Prompt tokens per task at most: as many as the kernels keep in L2 while the weights pass.
+/// The tasks are made equal and a multiple of the thread count, so every thread gets the same
+/// work.
+const MAX_TOKENS_PER_TASK: usize = 64;
+
 /// A 2-D weight: `rows` rows of `cols` elements in the GGUF's block format, viewed in place.
 #[derive(Clone, Copy)]
 pub struct Matrix<'a> {
@@ -67,30 +72,16 @@ impl<'a> Matrix<'a> {
             return;
         }
 
-        // Row-major results per task (rows × n) keep each task's writes contiguous; one
-        // transpose at the end puts them in token-major order.
-        let mut by_row = vec![0f32; self.rows * n];
-        by_row
-            .par_chunks_mut(ROWS_PER_TASK * n)
-            .enumerate()
-            .for_each(|(task, out_rows)| {
-                let first = task * ROWS_PER_TASK;
-                let count = out_rows.len() / n;
-                let rows = &self.data[first * row_bytes..(first + count) * row_bytes];
-                kernels.dot_rows_batch(self.ty, self.cols, rows, &acts, out_rows);
-            });
-        // Sixteen tokens at a time: each by_row line read feeds sixteen sequential writers.
-        const TOKENS_PER_TASK: usize = 16;
-        out.par_chunks_mut(TOKENS_PER_TASK * self.rows)
-            .enumerate()
-            .for_each(|(task, out_tokens)| {
-                let first = task * TOKENS_PER_TASK;
-                let count = out_tokens.len() / self.rows;
-                for (r, row) in by_row.chunks_exact(n).enumerate() {
-                    for (t, &v) in row[first..first + count].iter().enumerate() {
-                        out_tokens[t * self.rows + r] = v;
-                    }
-                }
+        // Several tokens per task, every weight row for each: the kernels write token-major
+        // results, so each task's output is contiguous, and each weight block is read once for
+        // all the task's tokens.
+        let threads = rayon::current_num_threads().max(1);
+        let tasks = n.div_ceil(MAX_TOKENS_PER_TASK).div_ceil(threads) * threads;
+        let tokens_per_task = n.div_ceil(tasks);
+        out.par_chunks_mut(tokens_per_task * self.rows)
+            .zip(acts.par_chunks(tokens_per_task * act_bytes))
+            .for_each(|(out_tokens, acts)| {
+                kernels.dot_rows_batch(self.ty, self.cols, self.data, acts, out_tokens);
             });
     }
 }

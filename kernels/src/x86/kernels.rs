@@ -366,7 +366,7 @@ macro_rules! x86_kernels {
             acts: [&[BlockQ8_0]; T],
             quants: impl Fn(&W) -> (__m256i, [u8; 2]),
             out: &mut [f32],
-            n_acts: usize,
+            out_stride: usize,
         ) {
             let zero = _mm256_setzero_si256();
             let mut acc = [[_mm256_setzero_ps(); T]; R];
@@ -400,13 +400,14 @@ macro_rules! x86_kernels {
             }
             for r in 0..R {
                 for t in 0..T {
-                    out[r * n_acts + t] = hsum_ps(acc[r][t]);
+                    out[t * out_stride + r] = hsum_ps(acc[r][t]);
                 }
             }
         }
 
         /// Drives `tile_q8_acts` over all rows × activations: tiles of 4 × 4, activations in
-        /// groups that stay in L2 while the rows pass over them.
+        /// groups that stay in L2 while the rows pass over them. Activation row t's results
+        /// go to `out[t * out_stride..]`.
         #[inline(always)]
         unsafe fn tiles_q8_acts<W: Block, const OFFSET: i8>(
             rows: &[u8],
@@ -414,6 +415,7 @@ macro_rules! x86_kernels {
             acts: &[u8],
             n_acts: usize,
             out: &mut [f32],
+            out_stride: usize,
             quants: impl Fn(&W) -> (__m256i, [u8; 2]) + Copy,
         ) {
             const ACT_GROUP: usize = 64;
@@ -434,8 +436,8 @@ macro_rules! x86_kernels {
                                     std::array::from_fn(|i| row($first_row + i)),
                                     std::array::from_fn(|i| act(t0 + i)),
                                     quants,
-                                    &mut out[$first_row * n_acts + t0..],
-                                    n_acts,
+                                    &mut out[t0 * out_stride + $first_row..],
+                                    out_stride,
                                 )
                             };
                         }
@@ -549,6 +551,7 @@ macro_rules! x86_kernels {
             acts: &[u8],
             n_acts: usize,
             out: &mut [f32],
+            out_stride: usize,
             quants: impl Fn(&W) -> (__m256i, [u8; 2]) + Copy,
         ) {
             const ACT_GROUP: usize = 64;
@@ -580,11 +583,8 @@ macro_rules! x86_kernels {
                                     quants,
                                 );
                                 for (t, lanes) in acc.iter().enumerate() {
-                                    let mut by_row = [0f32; 8];
-                                    _mm256_storeu_ps(by_row.as_mut_ptr(), *lanes);
-                                    for (i, &v) in by_row.iter().enumerate() {
-                                        out[(r0 + i) * n_acts + t0 + t] = v;
-                                    }
+                                    let at = (t0 + t) * out_stride + r0;
+                                    _mm256_storeu_ps(out[at..at + 8].as_mut_ptr(), *lanes);
                                 }
                                 t0 += $t;
                             }};
@@ -603,7 +603,8 @@ macro_rules! x86_kernels {
                     row_bytes,
                     acts,
                     n_acts,
-                    &mut out[full_rows * n_acts..],
+                    &mut out[full_rows..],
+                    out_stride,
                     quants,
                 );
             }
@@ -642,7 +643,8 @@ macro_rules! x86_kernels {
                     // SAFETY: reachable only through a table built after checking the CPU
                     // has `$features`, which the quant unpacking needs.
                     let quants = |x: &_| unsafe { $quants(x) };
-                    $tiles::<_, $offset>(rows, row_bytes, acts, n_acts, out, quants);
+                    let n_rows = rows.len() / row_bytes;
+                    $tiles::<_, $offset>(rows, row_bytes, acts, n_acts, out, n_rows, quants);
                 }
             };
         }
@@ -796,15 +798,16 @@ macro_rules! x86_kernels {
                         let group_end = (group + ACT_GROUP).min(n_acts);
                         for r in 0..n_rows {
                             let x = as_blocks::<$block>(&rows[r * row_bytes..(r + 1) * row_bytes]);
-                            let out = &mut out[r * n_acts..(r + 1) * n_acts];
                             let mut t0 = group;
                             while t0 + 4 <= group_end {
                                 let sums = $tile::<4>(x, std::array::from_fn(|i| act(t0 + i)));
-                                out[t0..t0 + 4].copy_from_slice(&sums);
+                                for (i, sum) in sums.into_iter().enumerate() {
+                                    out[(t0 + i) * n_rows + r] = sum;
+                                }
                                 t0 += 4;
                             }
                             for t in t0..group_end {
-                                out[t] = $tile::<1>(x, [act(t)])[0];
+                                out[t * n_rows + r] = $tile::<1>(x, [act(t)])[0];
                             }
                         }
                     }
