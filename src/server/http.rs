@@ -8,7 +8,7 @@
 
 use serde_json::{json, Value};
 use std::io::{BufRead, BufReader, ErrorKind, Read, Write};
-use std::net::TcpStream;
+use std::net::{Shutdown, TcpStream};
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::time::{Duration, Instant};
 
@@ -519,10 +519,13 @@ pub fn serve_connection(stream: TcpStream, limits: &Limits, handle: &dyn Fn(&mut
                             "the server failed while handling this request; it goes on serving others",
                         ));
                     }
-                    if request.responded && request.keep_alive {
+                    if !request.responded {
+                        return;
+                    }
+                    if request.keep_alive {
                         continue;
                     }
-                    return;
+                    break;
                 }
                 Err(error) => error,
             },
@@ -538,8 +541,23 @@ pub fn serve_connection(stream: TcpStream, limits: &Limits, handle: &dyn Fn(&mut
             }
         };
         refuse(&reader.get_ref().stream, &refusal);
-        return;
+        break;
     }
+    linger(&mut reader);
+}
+
+/// How long a connection that is closing after its reply waits for the client to finish.
+const LINGER: Duration = Duration::from_secs(1);
+
+/// Closing a socket with input still unread makes the system reset the connection, which can
+/// destroy the reply before the client has read it (a 401 or 413 sent without reading the
+/// body); so the reply is ended with a FIN first and what the client still sends is read away,
+/// for a bounded time.
+fn linger(reader: &mut BufReader<Socket>) {
+    let socket = reader.get_mut();
+    let _ = socket.stream.shutdown(Shutdown::Write);
+    socket.deadline = Instant::now() + LINGER;
+    let _ = std::io::copy(&mut reader.take(MAX_BODY as u64), &mut std::io::sink());
 }
 
 /// Answers a connection that will get no request served, and closes it.
@@ -679,6 +697,21 @@ mod tests {
     }
 
     #[test]
+    fn a_reply_sent_before_the_body_is_read_reaches_the_client() {
+        let address = start(&LIMITS);
+        let mut stream = connect(address);
+        let body = vec![b'x'; 1 << 20];
+        let head = format!("POST / HTTP/1.1\r\nContent-Length: {}\r\n\r\n", body.len());
+        stream.write_all(head.as_bytes()).unwrap();
+        stream.write_all(&body).unwrap();
+        let mut reply = String::new();
+        stream.read_to_string(&mut reply).unwrap();
+        assert!(reply.starts_with("HTTP/1.1 200 OK"), "{reply}");
+        assert!(reply.contains("Connection: close\r\n"), "{reply}");
+        assert!(reply.ends_with("ok"), "{reply}");
+    }
+
+    #[test]
     fn a_panicking_handler_gets_a_500_and_the_server_goes_on() {
         let address = start(&LIMITS);
         let reply = exchange(address, b"GET /panic HTTP/1.1\r\n\r\n");
@@ -771,6 +804,15 @@ mod tests {
         let reply = exchange(address, chunked_too_large.as_bytes());
         assert!(reply.starts_with("HTTP/1.1 413 "), "{reply}");
         assert!(reply.contains("Connection: close\r\n"), "{reply}");
+        let mut exact = format!(
+            "POST /echo HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n{:X}\r\n",
+            MAX_BODY
+        )
+        .into_bytes();
+        exact.extend(std::iter::repeat_n(b' ', MAX_BODY));
+        exact.extend_from_slice(b"\r\n1\r\n");
+        let reply = exchange(address, &exact);
+        assert!(reply.starts_with("HTTP/1.1 413 "), "{reply}");
         let overflowing =
             b"POST /echo HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\nffffffffffffffffff\r\n";
         let reply = exchange(address, overflowing);

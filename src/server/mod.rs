@@ -117,14 +117,14 @@ pub fn serve(
         .local_addr()
         .map_err(|e| ServerError::Start(e.to_string()))?;
 
-    let url = page_url(address);
-    println!("llmfile: serving {} at {url}", info.name);
     if !address.ip().is_loopback() && config.api_key.is_none() {
         eprintln!(
             "llmfile: warning: listening on {} without --api-key: anyone who can reach this machine can use the model",
             address.ip()
         );
     }
+    let url = page_url(address);
+    println!("llmfile: serving {} at {url}", info.name);
     if config.open_browser {
         open_browser(&url);
     }
