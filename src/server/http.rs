@@ -21,11 +21,11 @@ const MAX_HEAD: usize = 16 << 10;
 /// a thread and a socket forever.
 pub struct Limits {
     /// For a request to start on a connection, new or kept alive.
-    pub idle: Duration,
+    idle: Duration,
     /// For a started request's head and body to arrive in full.
-    pub request: Duration,
+    request: Duration,
     /// For a client to take each write of a reply.
-    pub write: Duration,
+    write: Duration,
 }
 
 pub const LIMITS: Limits = Limits {

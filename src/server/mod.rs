@@ -154,28 +154,41 @@ pub fn serve(
                     continue;
                 }
             };
-            if connections.fetch_add(1, Ordering::SeqCst) >= MAX_CONNECTIONS {
-                connections.fetch_sub(1, Ordering::SeqCst);
+            let Some(counted) = Counted::take(&connections) else {
                 let busy = http::ApiError::new(
                     503,
                     format!("the server has {MAX_CONNECTIONS} connections open; try again later"),
                 );
                 http::refuse(&stream, &busy);
                 continue;
-            }
-            let (shared, connections) = (&shared, &connections);
-            let spawned = std::thread::Builder::new().spawn_scoped(scope, move || {
+            };
+            let shared = &shared;
+            // Without a thread the stream and the count are dropped, closing the connection.
+            let _ = std::thread::Builder::new().spawn_scoped(scope, move || {
+                let _counted = counted;
                 http::serve_connection(stream, &http::LIMITS, &|request| {
                     api::handle(shared, request)
                 });
-                connections.fetch_sub(1, Ordering::SeqCst);
             });
-            // Without a thread the stream is dropped, which closes the connection.
-            if spawned.is_err() {
-                connections.fetch_sub(1, Ordering::SeqCst);
-            }
         }
     })
+}
+
+/// One of the [`MAX_CONNECTIONS`], given back when dropped, however its connection ends.
+struct Counted<'a>(&'a AtomicUsize);
+
+impl<'a> Counted<'a> {
+    fn take(open: &'a AtomicUsize) -> Option<Counted<'a>> {
+        let before = open.fetch_add(1, Ordering::SeqCst);
+        let counted = Counted(open);
+        (before < MAX_CONNECTIONS).then_some(counted)
+    }
+}
+
+impl Drop for Counted<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
+    }
 }
 
 /// The requested port, or the next free one.
