@@ -11,7 +11,7 @@ use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
+use std::sync::{mpsc, Mutex};
 use std::time::{Duration, Instant};
 
 /// The longest any one test may run.
@@ -29,6 +29,8 @@ struct Server {
     child: Child,
     port: u16,
     deadline: Instant,
+    /// The server's stderr lines, which are also passed on to the test's stderr.
+    stderr: Mutex<mpsc::Receiver<String>>,
 }
 
 impl Server {
@@ -51,10 +53,18 @@ impl Server {
         let mut child = command
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
+            .stderr(Stdio::piped())
             .spawn()
             .expect("llmfile starts");
         let stdout = child.stdout.take().unwrap();
+        let stderr_pipe = child.stderr.take().unwrap();
+        let (errors, stderr) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr_pipe).lines().map_while(Result::ok) {
+                eprintln!("{line}");
+                let _ = errors.send(line);
+            }
+        });
         let (lines, received) = mpsc::channel();
         // Reads the address line, then keeps draining stdout so the server never blocks on it.
         std::thread::spawn(move || {
@@ -73,7 +83,17 @@ impl Server {
             child,
             port,
             deadline,
+            stderr: Mutex::new(stderr),
         }
+    }
+
+    /// The server's peak resident memory in KiB, where the system reports it.
+    fn peak_rss_kib(&self) -> Option<u64> {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).ok()?;
+        status
+            .lines()
+            .find_map(|line| line.strip_prefix("VmHWM:"))
+            .and_then(|value| value.trim().trim_end_matches("kB").trim().parse().ok())
     }
 
     fn connect(&self) -> TcpStream {
@@ -745,33 +765,74 @@ fn bad_input_gets_a_4xx_json_error_and_the_server_keeps_serving() {
     let _ = server.post_ok("/completion", &greedy("still here", 2));
 }
 
+/// Every API endpoint as the server lists it, with a request it accepts.
+const API_REQUESTS: [(&str, &str, &str); 10] = [
+    ("GET", "/props", ""),
+    ("POST", "/completion", r#"{"prompt": "Hi", "n_predict": 2}"#),
+    (
+        "POST",
+        "/completions",
+        r#"{"prompt": "Hi", "n_predict": 2}"#,
+    ),
+    ("POST", "/tokenize", r#"{"content": "Hi"}"#),
+    ("POST", "/detokenize", r#"{"tokens": [1]}"#),
+    ("GET", "/models", ""),
+    ("GET", "/v1/models", ""),
+    (
+        "POST",
+        "/chat/completions",
+        r#"{"messages": [{"role": "user", "content": "Hi"}], "max_tokens": 2}"#,
+    ),
+    (
+        "POST",
+        "/v1/chat/completions",
+        r#"{"messages": [{"role": "user", "content": "Hi"}], "max_tokens": 2}"#,
+    ),
+    (
+        "POST",
+        "/v1/completions",
+        r#"{"prompt": "Hi", "max_tokens": 2}"#,
+    ),
+];
+
+/// As llama.cpp: the key guards the API; `/health`, the page and CORS preflights stay public,
+/// since a browser sends no Authorization header with them.
 #[test]
-fn api_key_guards_the_api_but_not_the_page() {
+fn api_key_guards_every_api_endpoint_but_not_the_page() {
     let server = Server::start(&synthetic_model(), &["--api-key", "sesame"]);
-    assert_eq!(server.get("/health").status, 200);
-    assert_eq!(server.get("/").status, 200);
+    for path in ["/health", "/", "/index.html", "/app.js", "/style.css"] {
+        assert_eq!(server.get(path).status, 200, "{path}");
+    }
+    assert_eq!(
+        server.request("OPTIONS", "/completion", &[], b"").status,
+        204
+    );
+    let wrong_keys: [&[(&str, &str)]; 5] = [
+        &[],
+        &[("Authorization", "Bearer open")],
+        &[("Authorization", "Bearer sesamf")],
+        &[("Authorization", "Bearer sesame2")],
+        &[("Authorization", "sesame")],
+    ];
+    for (method, path, body) in API_REQUESTS {
+        for headers in wrong_keys {
+            let refused = server.request(method, path, headers, body.as_bytes());
+            assert_eq!(refused.status, 401, "{method} {path} {headers:?}");
+            assert_eq!(refused.json()["error"]["type"], "authentication_error");
+        }
+        let allowed = server.request(
+            method,
+            path,
+            &[("Authorization", "Bearer sesame")],
+            body.as_bytes(),
+        );
+        assert_eq!(allowed.status, 200, "{method} {path}: {}", allowed.text());
+    }
     let refused = server.get("/props");
-    assert_eq!(refused.status, 401);
     assert!(refused.json()["error"]["message"]
         .as_str()
         .unwrap()
         .contains("Authorization: Bearer"));
-    let wrong = server.request("GET", "/props", &[("Authorization", "Bearer open")], b"");
-    assert_eq!(wrong.status, 401);
-    let body = greedy("Hi", 2).to_string();
-    assert_eq!(
-        server
-            .request("POST", "/completion", &[], body.as_bytes())
-            .status,
-        401
-    );
-    let allowed = server.request(
-        "POST",
-        "/completion",
-        &[("Authorization", "Bearer sesame")],
-        body.as_bytes(),
-    );
-    assert_eq!(allowed.status, 200, "{}", allowed.text());
 }
 
 /// Opens a streaming completion and leaves it unread.
@@ -1031,4 +1092,381 @@ fn a_packed_bundle_run_without_arguments_serves_the_page() {
     assert_eq!(server.get("/props").json()["chat_format"], "gemma");
     drop(server);
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// Streams a greedy completion on a connection of its own and returns its text, checking that
+/// the stream ends as it should.
+fn streamed_text(server: &Server, prompt: &str, n_predict: i64) -> Result<String, String> {
+    let mut request = greedy(prompt, n_predict);
+    request["stream"] = json!(true);
+    request["ignore_eos"] = json!(true);
+    let reply = server.post("/completion", &request);
+    if reply.status != 200 {
+        return Err(format!(
+            "{prompt:?}: status {}: {}",
+            reply.status,
+            reply.text()
+        ));
+    }
+    let events: Vec<Value> = reply
+        .events()
+        .iter()
+        .map(|e| serde_json::from_str(e).map_err(|e| e.to_string()))
+        .collect::<Result<_, _>>()?;
+    let (last, tokens) = events.split_last().ok_or("no events")?;
+    if last["stop"] != true || last["tokens_predicted"] != n_predict {
+        return Err(format!("{prompt:?}: the stream ended with {last}"));
+    }
+    Ok(tokens
+        .iter()
+        .filter_map(|e| e["content"].as_str())
+        .collect())
+}
+
+/// Issue #7's load check: many streaming clients on a few slots each get the text their prompt
+/// gets alone, `/health` stays quick, and memory stays flat.
+#[test]
+fn sixteen_streaming_clients_on_four_slots_get_their_own_text() {
+    const CLIENTS: usize = 16;
+    const REQUESTS_EACH: usize = 3;
+    const N_PREDICT: i64 = 32;
+    const HEALTH_BOUND: Duration = Duration::from_secs(2);
+    const LOAD_DEADLINE: Duration = Duration::from_secs(120);
+    let server = Server::start(&synthetic_model(), &["-np", "4"]);
+    // Prompts that share their start, so that slots are chosen by cached prefix too.
+    let prompts: Vec<String> = (0..CLIENTS)
+        .map(|c| format!("Client number {c} tells a story about {}", c * 7 % 5))
+        .collect();
+    let alone: Vec<String> = prompts
+        .iter()
+        .map(|p| streamed_text(&server, p, N_PREDICT).unwrap())
+        .collect();
+    let rss_before = server.peak_rss_kib();
+
+    let done = std::sync::atomic::AtomicBool::new(false);
+    let started = Instant::now();
+    let (outcomes, health) = std::thread::scope(|scope| {
+        let poller = scope.spawn(|| {
+            let mut slowest = Duration::ZERO;
+            let mut most_busy = 0;
+            let mut failures = Vec::new();
+            while !done.load(std::sync::atomic::Ordering::SeqCst) {
+                let asked = Instant::now();
+                let mut stream = server.connect();
+                stream.set_read_timeout(Some(HEALTH_BOUND)).unwrap();
+                send_request(&mut stream, "GET", "/health", &[], b"");
+                let mut raw = Vec::new();
+                match stream.read_to_end(&mut raw) {
+                    Ok(_) if raw.starts_with(b"HTTP/1.1 200 ") => {
+                        let body = String::from_utf8_lossy(&raw);
+                        if let Some(busy) = body
+                            .split("\"slots_processing\":")
+                            .nth(1)
+                            .and_then(|rest| rest.split([',', '}']).next())
+                            .and_then(|n| n.trim().parse::<u64>().ok())
+                        {
+                            most_busy = most_busy.max(busy);
+                        }
+                    }
+                    outcome => failures.push(format!("/health: {outcome:?}")),
+                }
+                slowest = slowest.max(asked.elapsed());
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            (slowest, most_busy, failures)
+        });
+        let clients: Vec<_> = (0..CLIENTS)
+            .map(|c| {
+                let (server, prompt, expected) = (&server, &prompts[c], &alone[c]);
+                scope.spawn(move || {
+                    (0..REQUESTS_EACH)
+                        .map(|_| match streamed_text(server, prompt, N_PREDICT) {
+                            Ok(text) if text == *expected => Ok(()),
+                            Ok(text) => Err(format!(
+                                "client {c} got {text:?} where alone it gets {expected:?}"
+                            )),
+                            Err(error) => Err(error),
+                        })
+                        .collect::<Vec<_>>()
+                })
+            })
+            .collect();
+        let outcomes: Vec<Result<(), String>> = clients
+            .into_iter()
+            .flat_map(|client| {
+                client
+                    .join()
+                    .unwrap_or_else(|_| vec![Err("a client panicked".to_string())])
+            })
+            .collect();
+        done.store(true, std::sync::atomic::Ordering::SeqCst);
+        (outcomes, poller.join().unwrap())
+    });
+    let wall = started.elapsed();
+    let rss_after = server.peak_rss_kib();
+    let failures: Vec<&String> = outcomes.iter().filter_map(|o| o.as_ref().err()).collect();
+    let (slowest_health, most_busy, health_failures) = health;
+    eprintln!(
+        "load: {} streamed requests of {N_PREDICT} tokens, {CLIENTS} clients at once on 4 slots: \
+         {:.1} s wall, {} failures, {} /health failures, slowest /health {:.0} ms, \
+         at most {most_busy} slots busy, peak RSS {} KiB before and {} KiB after",
+        outcomes.len(),
+        wall.as_secs_f64(),
+        failures.len(),
+        health_failures.len(),
+        slowest_health.as_secs_f64() * 1e3,
+        rss_before.map_or("?".into(), |k| k.to_string()),
+        rss_after.map_or("?".into(), |k| k.to_string()),
+    );
+    assert!(failures.is_empty(), "{failures:#?}");
+    assert!(health_failures.is_empty(), "{health_failures:#?}");
+    assert!(slowest_health < HEALTH_BOUND);
+    assert_eq!(most_busy, 4, "the slots ran in parallel");
+    assert!(wall < LOAD_DEADLINE, "{wall:?}");
+    // The slots' KV caches are allocated whole at start, so load adds only connection threads
+    // (a few pages of stack each), request buffers and logits: far below 64 MiB for 16 clients.
+    if let (Some(before), Some(after)) = (rss_before, rss_after) {
+        assert!(after <= before + 64 * 1024, "{before} KiB -> {after} KiB");
+    }
+}
+
+#[test]
+fn clients_that_leave_mid_stream_free_every_slot() {
+    const SLOTS: usize = 4;
+    // A context far beyond the synthetic model's 512 keeps the slots busy for a while.
+    let server = Server::start(&synthetic_model(), &["-np", "4", "-c", "32768"]);
+    let mut streams: Vec<TcpStream> = (0..SLOTS)
+        .map(|i| open_stream(&server, &format!("leaving early {i}")))
+        .collect();
+    for stream in &mut streams {
+        let mut first = [0; 64];
+        let n = stream.read(&mut first).unwrap();
+        assert!(
+            first[..n].starts_with(b"HTTP/1.1 200 "),
+            "the stream started"
+        );
+    }
+    wait_for_health(&server, "every slot to run", |h| {
+        h["slots_processing"] == SLOTS
+    });
+    let left = Instant::now();
+    drop(streams);
+    wait_for_health(&server, "the slots to be freed", |h| {
+        h["slots_processing"] == 0 && h["requests_queued"] == 0
+    });
+    let freed = left.elapsed();
+    let served = Instant::now();
+    let replies: Vec<Value> = std::thread::scope(|scope| {
+        let requests: Vec<_> = (0..SLOTS)
+            .map(|slot| {
+                let server = &server;
+                scope.spawn(move || {
+                    let mut request = greedy("served after they left", 4);
+                    request["id_slot"] = json!(slot);
+                    server.post_ok("/completion", &request)
+                })
+            })
+            .collect();
+        requests.into_iter().map(|r| r.join().unwrap()).collect()
+    });
+    let served = served.elapsed();
+    eprintln!(
+        "{SLOTS} clients left mid-stream: slots free after {:.0} ms, then {SLOTS} requests, \
+         one per slot, served in {:.0} ms",
+        freed.as_secs_f64() * 1e3,
+        served.as_secs_f64() * 1e3
+    );
+    for (slot, reply) in replies.iter().enumerate() {
+        assert_eq!(reply["id_slot"], slot);
+        assert_eq!(reply["tokens_predicted"], 4);
+    }
+    assert!(freed < Duration::from_secs(10), "{freed:?}");
+    assert!(served < Duration::from_secs(30), "{served:?}");
+}
+
+/// Before the server had its own connections, nine clients that declared a body and never
+/// sent it stopped it for good at -np 1.
+#[test]
+fn silent_slow_and_bodiless_connections_do_not_starve_the_server() {
+    const EACH: usize = 20;
+    let server = Server::start(&synthetic_model(), &[]);
+    let silent: Vec<TcpStream> = (0..EACH).map(|_| server.connect()).collect();
+    let bodiless: Vec<TcpStream> = (0..EACH)
+        .map(|_| {
+            let mut stream = server.connect();
+            stream
+                .write_all(b"POST /completion HTTP/1.1\r\nHost: x\r\nContent-Length: 2000\r\n\r\n{\"prompt\"")
+                .unwrap();
+            stream
+        })
+        .collect();
+    let mut slow: Vec<TcpStream> = (0..EACH).map(|_| server.connect()).collect();
+    let done = std::sync::atomic::AtomicBool::new(false);
+    std::thread::scope(|scope| {
+        scope.spawn(|| {
+            let head = b"GET /health HTTP/1.1\r\nHost: x\r\nX-Slow: "
+                .iter()
+                .cycle();
+            for &byte in head {
+                if done.load(std::sync::atomic::Ordering::SeqCst) {
+                    return;
+                }
+                for stream in &mut slow {
+                    let _ = stream.write_all(&[byte]);
+                }
+                std::thread::sleep(Duration::from_millis(100));
+            }
+        });
+        std::thread::sleep(Duration::from_millis(500));
+        let asked = Instant::now();
+        assert_eq!(server.get("/health").status, 200);
+        let health_took = asked.elapsed();
+        let asked = Instant::now();
+        let reply = server.post_ok("/completion", &greedy("still served", 4));
+        let completion_took = asked.elapsed();
+        done.store(true, std::sync::atomic::Ordering::SeqCst);
+        eprintln!(
+            "with {EACH} silent, {EACH} slow-header and {EACH} body-less connections open: \
+             /health in {:.0} ms, a completion in {:.0} ms",
+            health_took.as_secs_f64() * 1e3,
+            completion_took.as_secs_f64() * 1e3
+        );
+        assert!(health_took < Duration::from_secs(2), "{health_took:?}");
+        assert_eq!(reply["tokens_predicted"], 4);
+    });
+    drop((silent, bodiless));
+}
+
+#[test]
+fn connections_beyond_the_limit_get_503_until_others_close() {
+    const MAX_CONNECTIONS: usize = 128;
+    let server = Server::start(&synthetic_model(), &[]);
+    let held: Vec<TcpStream> = (0..MAX_CONNECTIONS).map(|_| server.connect()).collect();
+    // The refusal comes without reading a request, so this client sends none: a request left
+    // unread would make the server's close a reset that can swallow the reply.
+    let refused = loop {
+        let mut raw = Vec::new();
+        server.connect().read_to_end(&mut raw).unwrap();
+        if !raw.is_empty() {
+            break String::from_utf8(raw).unwrap();
+        }
+        assert!(Instant::now() < server.deadline, "no 503 came");
+    };
+    assert!(refused.starts_with("HTTP/1.1 503 "), "{refused}");
+    assert!(refused.contains("128 connections open"), "{refused}");
+    drop(held);
+    // Asked without the helpers, whose requests a refusal could reset before they read it.
+    loop {
+        let mut stream = server.connect();
+        send_request(&mut stream, "GET", "/health", &[], b"");
+        let mut raw = Vec::new();
+        if stream.read_to_end(&mut raw).is_ok() && raw.starts_with(b"HTTP/1.1 200 ") {
+            break;
+        }
+        assert!(
+            Instant::now() < server.deadline,
+            "the server never recovered"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// On Linux all of 127.0.0.0/8 reaches this machine, but a socket bound to 127.0.0.1 answers
+/// only there, which tells a loopback server from one open to every address.
+#[cfg(target_os = "linux")]
+#[test]
+fn the_server_listens_on_loopback_unless_told_otherwise() {
+    let command = |extra: &[&str]| {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_llmfile"));
+        command
+            .args(["-m", synthetic_model().to_str().unwrap()])
+            .args(["--server", "--nobrowser", "--port", "0"])
+            .args(extra);
+        command
+    };
+    let warned = |server: &Server| {
+        // The warning comes before the address line, which the server has printed by now.
+        std::thread::sleep(Duration::from_millis(200));
+        server
+            .stderr
+            .lock()
+            .unwrap()
+            .try_iter()
+            .filter(|line| line.contains("warning"))
+            .collect::<Vec<_>>()
+    };
+    let default = Server::spawn(command(&[]));
+    assert_eq!(default.get("/health").status, 200);
+    assert!(TcpStream::connect(("127.0.0.2", default.port)).is_err());
+    assert_eq!(warned(&default), Vec::<String>::new());
+
+    let everywhere = Server::spawn(command(&["--host", "0.0.0.0"]));
+    assert!(TcpStream::connect(("127.0.0.2", everywhere.port)).is_ok());
+    let warning = warned(&everywhere);
+    assert_eq!(warning.len(), 1, "{warning:?}");
+    assert!(
+        warning[0].contains("0.0.0.0") && warning[0].contains("--api-key"),
+        "{warning:?}"
+    );
+
+    let keyed = Server::spawn(command(&["--host", "0.0.0.0", "--api-key", "k"]));
+    assert_eq!(keyed.get("/health").status, 200);
+    assert_eq!(warned(&keyed), Vec::<String>::new());
+}
+
+#[test]
+fn only_the_embedded_page_is_served() {
+    let server = Server::start(&synthetic_model(), &[]);
+    for path in [
+        "/../Cargo.toml",
+        "/%2e%2e/Cargo.toml",
+        "/%2e%2e/",
+        "/..%2fCargo.toml",
+        "/web/../src/main.rs",
+        "/web/index.html",
+        "//etc/passwd",
+        "/%2fetc%2fpasswd",
+        "/index.html/../../Cargo.toml",
+        "/app.js/..",
+        "/style.css%00.html",
+        "/Cargo.toml",
+        "/src/main.rs",
+        "/.git/config",
+        "http://127.0.0.1/../Cargo.toml",
+    ] {
+        let reply = server.get(path);
+        assert_eq!(reply.status, 404, "{path}: {}", reply.text());
+        assert!(!reply.text().contains("[package]"), "{path}");
+    }
+}
+
+#[test]
+fn huge_and_deeply_nested_bodies_are_refused_and_the_server_goes_on() {
+    let server = Server::start(&synthetic_model(), &[]);
+    let nested = "[".repeat(100_000) + &"]".repeat(100_000);
+    for body in [nested.clone(), format!(r#"{{"prompt": {nested}}}"#)] {
+        let reply = server.request("POST", "/completion", &[], body.as_bytes());
+        assert_eq!(reply.status, 400, "{}", reply.text());
+        let message = reply.json()["error"]["message"]
+            .as_str()
+            .unwrap()
+            .to_string();
+        assert!(message.contains("recursion limit"), "{message}");
+    }
+
+    // Sent in chunks, the body's size is known only as it comes: the chunk that would pass
+    // 4 MiB is refused from its size line.
+    let mut stream = server.connect();
+    let head = "POST /completion HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n";
+    stream.write_all(head.as_bytes()).unwrap();
+    stream
+        .write_all(format!("{:X}\r\n", 4 << 20).as_bytes())
+        .unwrap();
+    stream.write_all(&vec![b' '; 4 << 20]).unwrap();
+    stream.write_all(b"\r\n1\r\n").unwrap();
+    let reply = read_reply(stream);
+    assert_eq!(reply.status, 413, "{}", reply.text());
+
+    assert_eq!(server.get("/health").status, 200);
+    let _ = server.post_ok("/completion", &greedy("still here", 2));
 }

@@ -1,6 +1,6 @@
 //! Routing and llama.cpp's endpoints: /health, /props, /completion, /tokenize, /detokenize.
 
-use super::http::{self, ApiError, EventStream};
+use super::http::{ApiError, EventStream, Request};
 use super::request::Fields;
 use super::scheduler::{Event, Job, Settings, Status, Summary, TokenProbs};
 use super::{assets, openai, ModelInfo, ServerConfig};
@@ -9,7 +9,6 @@ use crate::tokenizer::Tokenizer;
 use serde_json::{json, Map, Value};
 use std::sync::atomic::Ordering;
 use std::sync::mpsc::{self, Receiver, Sender};
-use tiny_http::{Method, Request};
 
 /// The largest `n_probs` a request may ask for.
 const MAX_N_PROBS: i64 = 100;
@@ -53,32 +52,30 @@ pub enum Reply<'r> {
     Stream(WriteEvents<'r>),
 }
 
-pub fn handle(shared: &Shared, mut request: Request) {
-    let path = request.url().split('?').next().unwrap_or("").to_string();
-    match route(shared, &mut request, &path) {
-        Ok(Reply::Json(body)) => http::respond_json(request, 200, &body),
-        Ok(Reply::Asset(content_type, bytes)) => {
-            http::respond(request, 200, content_type, bytes.to_vec())
-        }
-        Ok(Reply::Preflight) => http::respond(request, 204, "text/plain", Vec::new()),
+pub fn handle(shared: &Shared, request: &mut Request) {
+    let path = request.path().to_string();
+    match route(shared, request, &path) {
+        Ok(Reply::Json(body)) => request.respond_json(200, &body),
+        Ok(Reply::Asset(content_type, bytes)) => request.respond(200, content_type, bytes),
+        Ok(Reply::Preflight) => request.respond(204, "text/plain", &[]),
         Ok(Reply::Stream(write_events)) => {
             // An error here means the client left; returning drops the receiver, which tells
             // the scheduler to free the slot.
-            let _ = EventStream::start(request).and_then(|mut stream| {
+            let _ = request.start_events().and_then(|mut stream| {
                 write_events(&mut stream)?;
                 stream.end()
             });
         }
-        Err(error) => http::respond_error(request, &error),
+        Err(error) => request.respond_error(&error),
     }
 }
 
 fn route<'r>(shared: &'r Shared, request: &mut Request, path: &str) -> Result<Reply<'r>, ApiError> {
-    let method = request.method().clone();
-    match (&method, path) {
-        (Method::Options, _) => return Ok(Reply::Preflight),
-        (Method::Get, "/health") => return Ok(Reply::Json(health(shared))),
-        (Method::Get, _) => {
+    let method = request.method().to_string();
+    match (method.as_str(), path) {
+        ("OPTIONS", _) => return Ok(Reply::Preflight),
+        ("GET", "/health") => return health(shared).map(Reply::Json),
+        ("GET", _) => {
             if let Some((content_type, bytes)) = assets::find(path) {
                 return Ok(Reply::Asset(content_type, bytes));
             }
@@ -86,18 +83,16 @@ fn route<'r>(shared: &'r Shared, request: &mut Request, path: &str) -> Result<Re
         _ => {}
     }
     authorize(shared, request)?;
-    match (&method, path) {
-        (Method::Get, "/props") => Ok(Reply::Json(props(shared))),
-        (Method::Get, "/v1/models" | "/models") => Ok(Reply::Json(openai::models(shared))),
-        (Method::Post, "/completion" | "/completions") => {
-            completion(shared, &read_fields(request)?)
-        }
-        (Method::Post, "/tokenize") => tokenize(shared, &read_fields(request)?),
-        (Method::Post, "/detokenize") => detokenize(shared, &read_fields(request)?),
-        (Method::Post, "/v1/chat/completions" | "/chat/completions") => {
+    match (method.as_str(), path) {
+        ("GET", "/props") => Ok(Reply::Json(props(shared))),
+        ("GET", "/v1/models" | "/models") => Ok(Reply::Json(openai::models(shared))),
+        ("POST", "/completion" | "/completions") => completion(shared, &read_fields(request)?),
+        ("POST", "/tokenize") => tokenize(shared, &read_fields(request)?),
+        ("POST", "/detokenize") => detokenize(shared, &read_fields(request)?),
+        ("POST", "/v1/chat/completions" | "/chat/completions") => {
             openai::chat_completions(shared, &read_fields(request)?)
         }
-        (Method::Post, "/v1/completions") => openai::completions(shared, &read_fields(request)?),
+        ("POST", "/v1/completions") => openai::completions(shared, &read_fields(request)?),
         (_, route) if API_PATHS.contains(&route) || assets::find(route).is_some() => Err(
             ApiError::new(405, format!("{route} does not take a {method} request")),
         ),
@@ -106,7 +101,7 @@ fn route<'r>(shared: &'r Shared, request: &mut Request, path: &str) -> Result<Re
 }
 
 fn read_fields(request: &mut Request) -> Result<Fields, ApiError> {
-    Fields::parse(&http::read_body(request)?)
+    Fields::parse(&request.read_body()?)
 }
 
 /// With `--api-key`, every endpoint but the page and `/health` wants `Authorization: Bearer KEY`.
@@ -115,10 +110,8 @@ fn authorize(shared: &Shared, request: &Request) -> Result<(), ApiError> {
         return Ok(());
     };
     let given = request
-        .headers()
-        .iter()
-        .find(|h| h.field.equiv("Authorization"))
-        .and_then(|h| h.value.as_str().strip_prefix("Bearer "))
+        .header("Authorization")
+        .and_then(|value| value.strip_prefix("Bearer "))
         .map(str::trim);
     match given {
         Some(given) if constant_time_eq(given.as_bytes(), key.as_bytes()) => Ok(()),
@@ -130,19 +123,37 @@ fn authorize(shared: &Shared, request: &Request) -> Result<(), ApiError> {
     }
 }
 
-/// Compares without stopping at the first difference, so timing does not reveal the key.
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0, |acc, (x, y)| acc | (x ^ y)) == 0
+/// Compares `given` with `key` in a time that depends on neither's content nor on where they
+/// differ, so timing reveals nothing of the key but its length.
+fn constant_time_eq(given: &[u8], key: &[u8]) -> bool {
+    let mut difference = u8::from(given.len() != key.len());
+    for (i, &byte) in given.iter().enumerate() {
+        let expected = key.get(i).copied().unwrap_or(!byte);
+        difference |= byte ^ expected;
+    }
+    // Keeps the optimizer from turning the loop into one that stops at the first difference.
+    std::hint::black_box(difference) == 0
 }
 
-fn health(shared: &Shared) -> Value {
+fn health(shared: &Shared) -> Result<Value, ApiError> {
+    if shared.status.stopped.load(Ordering::SeqCst) {
+        return Err(model_stopped());
+    }
     let busy = shared.status.busy.load(Ordering::SeqCst);
-    json!({
+    Ok(json!({
         "status": "ok",
         "slots_idle": shared.config.slots.saturating_sub(busy),
         "slots_processing": busy,
         "requests_queued": shared.status.queued.load(Ordering::SeqCst),
-    })
+    }))
+}
+
+/// Also what a client is told when its generation ends without a result: the scheduler is gone.
+pub fn model_stopped() -> ApiError {
+    ApiError::new(
+        500,
+        "the model's thread has stopped after an error (see the server's log); restart the server",
+    )
 }
 
 fn props(shared: &Shared) -> Value {
@@ -289,7 +300,7 @@ impl Shared<'_> {
             events,
         };
         if self.jobs.send(job).is_err() {
-            return Err(ApiError::new(500, "the model's thread has stopped"));
+            return Err(model_stopped());
         }
         Ok(receiver)
     }
@@ -321,7 +332,7 @@ pub fn collect(events: Receiver<Event>) -> Result<Collected, ApiError> {
             Event::Failed(message) => return Err(ApiError::new(500, message)),
         }
     }
-    Err(ApiError::new(500, "the generation ended without a result"))
+    Err(model_stopped())
 }
 
 /// llama.cpp's `timings` object.
@@ -435,7 +446,7 @@ fn completion<'r>(shared: &'r Shared, fields: &Fields) -> Result<Reply<'r>, ApiE
                 }
             }
         }
-        Ok(())
+        stream.send(&model_stopped().to_json().to_string())
     })))
 }
 
@@ -494,4 +505,45 @@ fn detokenize<'r>(shared: &'r Shared, fields: &Fields) -> Result<Reply<'r>, ApiE
     Ok(Reply::Json(
         json!({"content": shared.tokenizer.decode(&tokens, true)}),
     ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_the_exact_key_matches() {
+        let key = b"sesame-0123456789";
+        assert!(constant_time_eq(key, key));
+        for given in [
+            &b""[..],
+            b"sesame",
+            b"sesame-0123456788",
+            b"tesame-0123456789",
+            b"sesame-01234567890",
+            b"sesame-0123456789\0",
+        ] {
+            assert!(!constant_time_eq(given, key), "{given:?}");
+        }
+        assert!(constant_time_eq(b"", b""));
+    }
+
+    #[test]
+    fn a_generation_whose_scheduler_is_gone_ends_with_a_500() {
+        let (events, receiver) = mpsc::channel::<Event>();
+        events
+            .send(Event::Token {
+                text: "half".into(),
+                probs: None,
+            })
+            .unwrap();
+        drop(events);
+        let error = collect(receiver).err().expect("no result without Done");
+        assert_eq!(error.status, 500);
+        assert!(
+            error.message.contains("restart the server"),
+            "{}",
+            error.message
+        );
+    }
 }

@@ -1,10 +1,11 @@
 //! The HTTP server: the embedded chat page, llama.cpp's completion API and OpenAI's.
 //!
 //! One scheduler thread owns the slots (a `Session` each, so a KV cache each) and runs the
-//! model; HTTP worker threads parse requests, tokenize, and hand the scheduler a job with a
-//! channel of their own on which the tokens come back. A worker whose client has left drops
-//! its receiver, and the scheduler frees the slot when its next token finds nobody listening.
-//! The workers never wait for the model, so `/health` answers while generation runs.
+//! model; each connection has a thread that parses its requests, tokenizes, and hands the
+//! scheduler a job with a channel of its own on which the tokens come back. A connection whose
+//! client has left drops its receiver, and the scheduler frees the slot when its next token
+//! finds nobody listening. Connections never wait for the model, so `/health` answers while
+//! generation runs.
 
 mod api;
 mod assets;
@@ -21,15 +22,21 @@ use crate::sampling::SamplingParams;
 use crate::session::{Session, SessionError};
 use crate::tokenizer::Tokenizer;
 use std::net::{SocketAddr, TcpListener};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc;
 
 /// How many more ports are tried when the requested one is taken.
 const PORT_ATTEMPTS: u16 = 10;
 /// Requests that may wait for a slot, per slot; beyond that the server answers 503.
 const QUEUE_PER_SLOT: usize = 4;
-/// HTTP workers beyond those that streaming and queued requests can occupy, so that `/health`,
-/// `/props` and the page's assets are always served.
-const SPARE_WORKERS: usize = 4;
+/// Connections served at once, a thread each; more are answered 503. Each holds a file
+/// descriptor, and this stays well below the common limit of 256 (macOS) or 1024 (Linux), so
+/// the model file and the listening socket always have theirs. Silent or slow clients cannot
+/// hold one long: see [`http::LIMITS`].
+const MAX_CONNECTIONS: usize = 128;
+/// How long accepting pauses when it fails, as it does while the process is out of file
+/// descriptors: the connections open now will close within the limits of [`http::LIMITS`].
+const ACCEPT_RETRY: std::time::Duration = std::time::Duration::from_millis(100);
 
 #[derive(Debug, thiserror::Error)]
 pub enum ServerError {
@@ -109,9 +116,13 @@ pub fn serve(
     let address = listener
         .local_addr()
         .map_err(|e| ServerError::Start(e.to_string()))?;
-    let server = tiny_http::Server::from_listener(listener, None)
-        .map_err(|e| ServerError::Start(e.to_string()))?;
 
+    if !address.ip().is_loopback() && config.api_key.is_none() {
+        eprintln!(
+            "llmfile: warning: listening on {} without --api-key: anyone who can reach this machine can use the model",
+            address.ip()
+        );
+    }
     let url = page_url(address);
     println!("llmfile: serving {} at {url}", info.name);
     if config.open_browser {
@@ -132,18 +143,52 @@ pub fn serve(
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.as_secs()),
     };
-    let workers = config.slots + queue_limit + SPARE_WORKERS;
+    let connections = AtomicUsize::new(0);
     std::thread::scope(|scope| {
         scope.spawn(|| scheduler::run(sessions, tokenizer, job_receiver, &status));
-        for _ in 0..workers {
-            scope.spawn(|| {
-                while let Ok(request) = server.recv() {
-                    api::handle(&shared, request);
+        loop {
+            let stream = match listener.accept() {
+                Ok((stream, _)) => stream,
+                Err(_) => {
+                    std::thread::sleep(ACCEPT_RETRY);
+                    continue;
                 }
+            };
+            let Some(counted) = Counted::take(&connections) else {
+                let busy = http::ApiError::new(
+                    503,
+                    format!("the server has {MAX_CONNECTIONS} connections open; try again later"),
+                );
+                http::refuse(&stream, &busy);
+                continue;
+            };
+            let shared = &shared;
+            // Without a thread the stream and the count are dropped, closing the connection.
+            let _ = std::thread::Builder::new().spawn_scoped(scope, move || {
+                let _counted = counted;
+                http::serve_connection(stream, &http::LIMITS, &|request| {
+                    api::handle(shared, request)
+                });
             });
         }
-    });
-    Ok(())
+    })
+}
+
+/// One of the [`MAX_CONNECTIONS`], given back when dropped, however its connection ends.
+struct Counted<'a>(&'a AtomicUsize);
+
+impl<'a> Counted<'a> {
+    fn take(open: &'a AtomicUsize) -> Option<Counted<'a>> {
+        let before = open.fetch_add(1, Ordering::SeqCst);
+        let counted = Counted(open);
+        (before < MAX_CONNECTIONS).then_some(counted)
+    }
+}
+
+impl Drop for Counted<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
+    }
 }
 
 /// The requested port, or the next free one.

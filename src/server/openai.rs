@@ -230,7 +230,7 @@ impl Response {
                 }
             }
         }
-        Ok(())
+        send(api::model_stopped().to_json())
     }
 }
 

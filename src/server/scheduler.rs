@@ -7,7 +7,7 @@ use crate::session::Session;
 use crate::tokenizer::{Decoder, Tokenizer};
 use serde::Serialize;
 use std::collections::VecDeque;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::mpsc::{Receiver, Sender};
 use std::time::Instant;
 
@@ -16,6 +16,19 @@ use std::time::Instant;
 pub struct Status {
     pub busy: AtomicUsize,
     pub queued: AtomicUsize,
+    /// The scheduler has ended, which during serving means the model panicked: no request
+    /// can be served any more.
+    pub stopped: AtomicBool,
+}
+
+/// Marks the scheduler stopped however it ends, a panic included. Its jobs' channels close as
+/// the panic unwinds, which ends every waiting request with an error.
+struct StoppedOnDrop<'s>(&'s Status);
+
+impl Drop for StoppedOnDrop<'_> {
+    fn drop(&mut self) {
+        self.0.stopped.store(true, Ordering::SeqCst);
+    }
 }
 
 pub struct Job {
@@ -96,6 +109,7 @@ pub fn run<'a>(
     jobs: Receiver<Job>,
     status: &Status,
 ) {
+    let _stopped = StoppedOnDrop(status);
     let mut slots: Vec<Slot> = sessions
         .into_iter()
         .map(|session| Slot {
@@ -322,5 +336,26 @@ fn top_probs(logits: &[f32], chosen: u32, n: usize, tokenizer: &Tokenizer) -> To
                 prob: (logits[id as usize] - max).exp() / sum,
             })
             .collect(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_scheduler_that_panics_is_marked_stopped() {
+        let status = Status::default();
+        let ended = std::thread::scope(|scope| {
+            scope
+                .spawn(|| {
+                    let _stopped = StoppedOnDrop(&status);
+                    assert!(!status.stopped.load(Ordering::SeqCst));
+                    panic!("the model failed on purpose");
+                })
+                .join()
+        });
+        assert!(ended.is_err());
+        assert!(status.stopped.load(Ordering::SeqCst));
     }
 }
