@@ -344,6 +344,8 @@ macro_rules! x86_kernels {
             })
         }
 
+        const PREFETCH_BYTES: usize = 1024;
+
         /// An f16 scale, converted and broadcast to eight lanes.
         #[inline(always)]
         unsafe fn broadcast_f16(d: [u8; 2]) -> __m256 {
@@ -384,6 +386,8 @@ macro_rules! x86_kernels {
                     }
                 }
                 for r in 0..R {
+                    let ahead = (rows[r].as_ptr().add(b) as *const i8).add(PREFETCH_BYTES);
+                    _mm_prefetch::<_MM_HINT_T0>(ahead);
                     let (w, wd) = quants(rows[r].get_unchecked(b));
                     let wd = broadcast_f16(wd);
                     let w_abs = _mm256_sign_epi8(w, w);
