@@ -655,9 +655,6 @@ macro_rules! x86_kernels {
         tiles_fn!(dot_tile_q8_0, tiles_q8_acts, 0, quants_q8_0);
         tiles_fn!(dot_tile_q5_0, tiles_rows_in_lanes, 16, quants_q5_0);
         tiles_fn!(dot_tile_q4_0, tiles_rows_in_lanes, 8, quants_q4_0);
-        // One activation row: the transposition would be paid for a single product.
-        tiles_fn!(dot_row_tiles_q5_0, tiles_q8_acts, 16, quants_q5_0);
-        tiles_fn!(dot_row_tiles_q4_0, tiles_q8_acts, 8, quants_q4_0);
 
         /// One Q4_K row × `T` activation rows: each block's quants and scales are unpacked
         /// once, then multiplied with every activation row as `dot_q4_k` does.
@@ -875,25 +872,62 @@ macro_rules! x86_kernels {
                 }
             };
         }
-        /// One activation row against many weight rows, as tiles of four rows: the rows'
-        /// sums are independent chains, where one row alone would wait on its accumulator's
-        /// latency every block, and each activation block is loaded once for four rows.
-        macro_rules! rows_by_tiles {
-            ($name:ident, $tiles:ident) => {
+        /// One weight row of a 32-element format against one activation row, row after row
+        /// (one stream through memory reads faster than four rows side by side). Two
+        /// accumulators take alternate blocks, so each block does not wait on the previous
+        /// one's FMA.
+        #[inline(always)]
+        unsafe fn row_q8_acts<W: Block, const OFFSET: i8>(
+            rows: &[u8],
+            act: &[u8],
+            out: &mut [f32],
+            quants: impl Fn(&W) -> (__m256i, [u8; 2]),
+        ) {
+            let zero = _mm256_setzero_si256();
+            let block_sum = |w: &W, a: &BlockQ8_0| {
+                let (q, wd) = quants(w);
+                let y = load(a.qs.as_ptr().cast());
+                let s = if OFFSET != 0 {
+                    let offset_sum = dot_u8_i8(zero, _mm256_set1_epi8(OFFSET), y);
+                    _mm256_sub_epi32(dot_u8_i8(zero, q, y), offset_sum)
+                } else {
+                    dot_u8_i8(zero, _mm256_sign_epi8(q, q), _mm256_sign_epi8(y, q))
+                };
+                let scale = _mm256_mul_ps(broadcast_f16(wd), broadcast_f16(a.d));
+                (scale, _mm256_cvtepi32_ps(s))
+            };
+            for_each_row(rows, act, out, |x: &[W], act: &[BlockQ8_0]| {
+                let mut acc = [_mm256_setzero_ps(); 2];
+                let pairs = x.len() / 2;
+                for b in 0..pairs {
+                    for (k, acc) in acc.iter_mut().enumerate() {
+                        let (scale, sum) =
+                            block_sum(x.get_unchecked(2 * b + k), act.get_unchecked(2 * b + k));
+                        *acc = _mm256_fmadd_ps(scale, sum, *acc);
+                    }
+                }
+                if x.len() % 2 == 1 {
+                    let (scale, sum) =
+                        block_sum(x.get_unchecked(x.len() - 1), act.get_unchecked(x.len() - 1));
+                    acc[0] = _mm256_fmadd_ps(scale, sum, acc[0]);
+                }
+                hsum_ps(_mm256_add_ps(acc[0], acc[1]))
+            });
+        }
+
+        macro_rules! rows_by_stream {
+            ($name:ident, $offset:literal, $quants:ident) => {
                 #[target_feature(enable = $features)]
                 unsafe fn $name(rows: &[u8], act: &[u8], out: &mut [f32]) {
-                    let row_bytes = rows.len().checked_div(out.len()).unwrap_or(0);
-                    if row_bytes == 0 {
-                        out.fill(0.0);
-                        return;
-                    }
-                    $tiles(rows, row_bytes, act, 1, out);
+                    // SAFETY: reachable only through a table built after checking the CPU
+                    // has `$features`, which the quant unpacking needs.
+                    row_q8_acts::<_, $offset>(rows, act, out, |x: &_| unsafe { $quants(x) });
                 }
             };
         }
-        rows_by_tiles!(dot_rows_q8_0, dot_tile_q8_0);
-        rows_by_tiles!(dot_rows_q5_0, dot_row_tiles_q5_0);
-        rows_by_tiles!(dot_rows_q4_0, dot_row_tiles_q4_0);
+        rows_by_stream!(dot_rows_q8_0, 0, quants_q8_0);
+        rows_by_stream!(dot_rows_q5_0, 16, quants_q5_0);
+        rows_by_stream!(dot_rows_q4_0, 8, quants_q4_0);
         rows_fn!(dot_rows_q4_k, dot_q4_k);
         rows_fn!(dot_rows_q5_k, dot_q5_k);
         rows_fn!(dot_rows_q6_k, dot_q6_k);
