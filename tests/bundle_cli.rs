@@ -13,19 +13,7 @@ const PROMPT: &str = "The capital of France is";
 const GENERATION: [&str; 7] = ["-n", "16", "--temp", "0", "-c", "256", "--log-disable"];
 
 fn model_path() -> Option<PathBuf> {
-    let home = std::env::var_os("HOME")?;
-    let path = Path::new(&home)
-        .join(".cache/llmfile/models")
-        .join(MODEL_NAME);
-    if path.is_file() {
-        Some(path)
-    } else {
-        eprintln!(
-            "note: skipping: {} is absent (bash scripts/fetch-models)",
-            path.display()
-        );
-        None
-    }
+    llmfile::test_models::path(MODEL_NAME)
 }
 
 struct TempDir(PathBuf);

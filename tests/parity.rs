@@ -12,7 +12,10 @@
 //!   valid evaluation order, and must not stray further than llama.cpp strays from itself.
 //! - greedy tokens: exact, except that a divergence is excused at a step where llama.cpp's top
 //!   two logits were closer than the spread (a near-tie that its own evaluation paths could swap);
-//!   the rest of that case is then not compared, since the texts have forked.
+//!   the rest of that case is then not compared, since the texts have forked. So that early
+//!   forks cannot hide a wrong model, the tokens matched before the forks, over all cases, must
+//!   be at least half of what llama.cpp with flash attention matches of its own default path
+//!   (`flash_attn_greedy_agreement` in `spread.json`).
 //! - perplexity: within 1% of llama-perplexity's.
 
 use llmfile::gguf::Gguf;
@@ -34,8 +37,10 @@ fn fixtures() -> PathBuf {
 /// the repository. None (with a note) when a downloaded model is missing.
 fn model_path(id: &str) -> Option<PathBuf> {
     let path = match id {
-        "gemma3-270m-q4_k_m" => models_dir().join("gemma-3-270m-q4_k_m.gguf"),
-        "smollm2-135m-q4_1" => models_dir().join("smollm2-135m-instruct-q4_1.gguf"),
+        "gemma3-270m-q4_k_m" => return llmfile::test_models::path("gemma-3-270m-q4_k_m.gguf"),
+        "smollm2-135m-q4_1" => {
+            return llmfile::test_models::path("smollm2-135m-instruct-q4_1.gguf")
+        }
         synthetic => fixtures().join(format!("models/{synthetic}.gguf")),
     };
     if path.exists() {
@@ -47,15 +52,6 @@ fn model_path(id: &str) -> Option<PathBuf> {
         );
         None
     }
-}
-
-fn models_dir() -> PathBuf {
-    std::env::var_os("LLMFILE_MODELS")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            PathBuf::from(std::env::var_os("HOME").expect("HOME is set"))
-                .join(".cache/llmfile/models")
-        })
 }
 
 fn read_json(path: &Path) -> Value {
@@ -167,7 +163,19 @@ fn check_greedy(id: &str) {
             logits = session.eval(&[token]).unwrap();
         }
     }
-    eprintln!("{id}: {compared} of {total} greedy tokens equal llama.cpp's before any near-tie");
+    let llama_cpp_agreement =
+        read_json(&fixtures().join(id).join("spread.json"))["flash_attn_greedy_agreement"]
+            .as_u64()
+            .expect("spread.json has flash_attn_greedy_agreement") as usize;
+    eprintln!(
+        "{id}: {compared} of {total} greedy tokens equal llama.cpp's before any near-tie \
+         (llama.cpp with flash attention: {llama_cpp_agreement})"
+    );
+    assert!(
+        2 * compared >= llama_cpp_agreement,
+        "{id}: only {compared} greedy tokens agree before forks; llama.cpp's own flash-attention \
+         path agrees on {llama_cpp_agreement}"
+    );
 }
 
 fn check_logits(id: &str) {

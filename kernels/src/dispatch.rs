@@ -107,10 +107,18 @@ pub const ISA_ENV: &str = "LLMFILE_ISA";
 /// `out.len()` rows of equal length, `act` the activation row in the weight type's
 /// `vec_dot_type`; the caller has checked the lengths.
 pub(crate) type DotRowsFn = unsafe fn(rows: &[u8], act: &[u8], out: &mut [f32]);
+/// Dot products of several weight rows with several activation rows: `out[r * n_acts + t]` =
+/// row `r` · activation `t`, where `rows` holds `out.len() / n_acts` rows of `row_bytes` and
+/// `acts` holds `n_acts` rows; the caller has checked the lengths.
+pub(crate) type DotTileFn =
+    unsafe fn(rows: &[u8], row_bytes: usize, acts: &[u8], n_acts: usize, out: &mut [f32]);
 /// Conversion of a row to f32; lengths checked by the caller.
 pub(crate) type DequantizeFn = unsafe fn(src: &[u8], dst: &mut [f32]);
 /// Conversion of an f32 row to an activation format; lengths checked by the caller.
 pub(crate) type QuantizeFn = unsafe fn(src: &[f32], dst: &mut [u8]);
+/// `out[d] += Σ_i weights[i] · rows[i][d]` over f16 rows of `out.len()` elements; lengths
+/// checked by the caller.
+pub(crate) type AccumulateFn = unsafe fn(weights: &[f32], rows: &[u8], out: &mut [f32]);
 
 const SLOTS: usize = 43;
 
@@ -119,16 +127,22 @@ const SLOTS: usize = 43;
 #[derive(Clone, Copy)]
 pub(crate) struct Table {
     pub(crate) dot_rows: [Option<DotRowsFn>; SLOTS],
+    /// Kernels that read each weight block once for several activation rows; types without
+    /// one fall back to `dot_rows` per activation row.
+    pub(crate) dot_tile: [Option<DotTileFn>; SLOTS],
     pub(crate) dequantize: [Option<DequantizeFn>; SLOTS],
     pub(crate) quantize: [Option<QuantizeFn>; SLOTS],
+    pub(crate) accumulate_f16_rows: AccumulateFn,
 }
 
 impl Table {
     fn scalar() -> Table {
         let mut t = Table {
             dot_rows: [None; SLOTS],
+            dot_tile: [None; SLOTS],
             dequantize: [None; SLOTS],
             quantize: [None; SLOTS],
+            accumulate_f16_rows: f16::accumulate_rows,
         };
         let weights: [(GgmlType, DotRowsFn, DequantizeFn); 11] = [
             (F32, f32::dot_rows, f32::dequantize),
@@ -290,6 +304,88 @@ impl Kernels {
         unsafe { dot(rows, act, out) }
     }
 
+    /// `out[r * n_acts + t]` = dot product of weight row `r` with activation row `t`, for every
+    /// row of `rows` and every one of the `n_acts` activation rows in `acts` (each quantized by
+    /// [`Kernels::quantize_activation`]). The same numbers as [`Kernels::dot_rows`] per
+    /// activation row, up to float rounding, but each weight block is read once for several
+    /// activation rows: the kernel of prompt processing.
+    ///
+    /// # Panics
+    /// As [`Kernels::dot_rows`], with `acts.len()` a multiple of the activation row length and
+    /// `out.len()` the number of weight rows times `n_acts`.
+    pub fn dot_rows_batch(
+        &self,
+        weight_ty: GgmlType,
+        n: usize,
+        rows: &[u8],
+        acts: &[u8],
+        out: &mut [f32],
+    ) {
+        let row_bytes = weight_ty
+            .row_bytes(n)
+            .unwrap_or_else(|| panic!("{} rows of {n} elements", weight_ty.name()));
+        let act_bytes = weight_ty
+            .vec_dot_type()
+            .row_bytes(n)
+            .expect("activation blocks match weight blocks");
+        if row_bytes == 0 || act_bytes == 0 {
+            out.fill(0.0);
+            return;
+        }
+        assert_eq!(rows.len() % row_bytes, 0, "weight rows length");
+        assert_eq!(acts.len() % act_bytes, 0, "activation rows length");
+        let n_acts = acts.len() / act_bytes;
+        assert_eq!(out.len(), rows.len() / row_bytes * n_acts, "output length");
+        match self.table.dot_tile[weight_ty as usize] {
+            // SAFETY: as in `quantize_activation`.
+            Some(tile) => unsafe { tile(rows, row_bytes, acts, n_acts, out) },
+            None => {
+                let mut column = vec![0f32; rows.len() / row_bytes];
+                for (t, act) in acts.chunks_exact(act_bytes).enumerate() {
+                    self.dot_rows(weight_ty, n, rows, act, &mut column);
+                    for (r, &v) in column.iter().enumerate() {
+                        out[r * n_acts + t] = v;
+                    }
+                }
+            }
+        }
+    }
+
+    /// `scores[i]` = dot product of `query` with key row `i` of `keys` (`scores.len()` rows of
+    /// `query.len()` halves), in f32: the attention scores of one query.
+    ///
+    /// # Panics
+    /// If `keys.len() != scores.len() * query.len()`.
+    pub fn attention_scores(&self, query: &[half::f16], keys: &[half::f16], scores: &mut [f32]) {
+        assert_eq!(
+            Some(keys.len()),
+            scores.len().checked_mul(query.len()),
+            "key rows length"
+        );
+        self.dot_rows(
+            GgmlType::F16,
+            query.len(),
+            halves_as_bytes(keys),
+            halves_as_bytes(query),
+            scores,
+        );
+    }
+
+    /// `out[d] += Σ_i weights[i] · values[i][d]`, the rows of `values` being `out.len()` halves
+    /// long: the weighted sum of values of one query, accumulated in f32 in the order of `i`.
+    ///
+    /// # Panics
+    /// If `values.len() != weights.len() * out.len()`.
+    pub fn attention_values(&self, weights: &[f32], values: &[half::f16], out: &mut [f32]) {
+        assert_eq!(
+            Some(values.len()),
+            weights.len().checked_mul(out.len()),
+            "value rows length"
+        );
+        // SAFETY: as in `quantize_activation`.
+        unsafe { (self.table.accumulate_f16_rows)(weights, halves_as_bytes(values), out) }
+    }
+
     /// Converts one row of `ty` to f32 (embedding lookups). Supports every weight type plus
     /// the Q8_1 and Q8_K activation formats.
     ///
@@ -307,6 +403,12 @@ impl Kernels {
         // SAFETY: as in `quantize_activation`.
         unsafe { dequantize(src, dst) }
     }
+}
+
+fn halves_as_bytes(halves: &[half::f16]) -> &[u8] {
+    // SAFETY: `f16` is a transparent `u16`, which has no padding; any initialized memory is
+    // valid `u8`s, and `u8` needs no alignment. The byte view borrows the same memory.
+    unsafe { std::slice::from_raw_parts(halves.as_ptr().cast(), std::mem::size_of_val(halves)) }
 }
 
 #[cfg(test)]

@@ -35,6 +35,19 @@ pub(crate) fn dot_rows(rows: &[u8], act: &[u8], out: &mut [f32]) {
     for_each_row(rows, act, out, dot);
 }
 
+/// `out[d] += Σ_i weights[i] · rows[i][d]` over rows of `out.len()` halves, each element's sum
+/// taken over `i` in order: the weighted sum of values in attention.
+pub(crate) fn accumulate_rows(weights: &[f32], rows: &[u8], out: &mut [f32]) {
+    if out.is_empty() {
+        return;
+    }
+    for (&w, row) in weights.iter().zip(rows.chunks_exact(2 * out.len())) {
+        for (o, x) in out.iter_mut().zip(as_blocks::<F16>(row)) {
+            *o += w * f16_to_f32(x.0);
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -60,6 +73,15 @@ mod tests {
         assert!(back[2] == 0.0 && back[2].is_sign_negative());
         assert_eq!(back[3], 65504.0);
         assert_eq!(back[4], 2.0f32.powi(-24) * 2.0); // 1e-7 ≈ 1.68 subnormal steps → 2 steps
+    }
+
+    #[test]
+    fn accumulate_rows_sums_weighted_rows() {
+        let mut rows = [0u8; 12];
+        quantize(&[1.0, 2.0, 3.0, -1.0, 0.5, 4.0], &mut rows);
+        let mut out = [10.0f32, 20.0, 30.0];
+        accumulate_rows(&[2.0, -1.0], &rows, &mut out);
+        assert_eq!(out, [13.0, 23.5, 32.0]);
     }
 
     #[test]

@@ -221,6 +221,92 @@ fn activation_quantizers_match_scalar_bit_for_bit() {
     }
 }
 
+/// Attention's weighted sum of f16 value rows: only the rounding of the products may differ
+/// (fused multiply-add), so |simd − scalar| ≤ 1e-6 · Σ_i |w_i · v_i[d]| per element.
+#[test]
+fn attention_values_match_scalar() {
+    let mut rng = Rng::new(103);
+    let reference = scalar();
+    for (dim, rows) in [(256, 37), (64, 1), (72, 5), (13, 4), (256, 0)] {
+        let values: Vec<half::f16> = rng
+            .normal_vec(dim * rows, 3.0)
+            .into_iter()
+            .map(half::f16::from_f32)
+            .collect();
+        let weights = rng.normal_vec(rows, 1.0);
+        let start = rng.normal_vec(dim, 1.0);
+        let mut expected = start.clone();
+        reference.attention_values(&weights, &values, &mut expected);
+        for k in simd_variants() {
+            let mut got = start.clone();
+            k.attention_values(&weights, &values, &mut got);
+            for d in 0..dim {
+                let magnitude: f64 = start[d].abs() as f64
+                    + (0..rows)
+                        .map(|i| (weights[i] * values[i * dim + d].to_f32()).abs() as f64)
+                        .sum::<f64>();
+                let bound = 1e-6 * magnitude;
+                assert!(
+                    (got[d] as f64 - expected[d] as f64).abs() <= bound,
+                    "{} dim {dim} rows {rows} element {d}: {} vs scalar {} (bound {bound})",
+                    k.isa(),
+                    got[d],
+                    expected[d]
+                );
+            }
+        }
+    }
+}
+
+/// The batched kernels (tiled where a variant has them, else `dot_rows` per activation row)
+/// against scalar `dot_rows` one activation row at a time, with the bound of `compare_dots`;
+/// shapes cover every tile remainder and more activation rows than one cache group.
+#[test]
+fn dot_rows_batch_matches_scalar_dot_rows() {
+    let mut rng = Rng::new(104);
+    let reference = scalar();
+    let mut variants = simd_variants();
+    variants.push(scalar());
+    for ty in WEIGHT_TYPES {
+        let n = if ty.block_len() == 1 { 96 } else { 512 };
+        for (n_rows, n_acts) in [(1, 1), (4, 4), (5, 3), (9, 7), (8, 70), (3, 2)] {
+            let rows: Vec<u8> = (0..n_rows)
+                .flat_map(|_| random_weight_row(ty, n, &mut rng))
+                .collect();
+            let act_ty = ty.vec_dot_type();
+            let act_bytes = act_ty.row_bytes(n).unwrap();
+            let mut acts = vec![0u8; n_acts * act_bytes];
+            let mut xs = Vec::new();
+            for act in acts.chunks_exact_mut(act_bytes) {
+                let x = rng.normal_vec(n, 1.0);
+                reference.quantize_activation(ty, &x, act);
+                xs.push(dequantized(act_ty, act));
+            }
+            let row_bytes = ty.row_bytes(n).unwrap();
+            for k in &variants {
+                let mut got = vec![f32::NAN; n_rows * n_acts];
+                k.dot_rows_batch(ty, n, &rows, &acts, &mut got);
+                for (t, act) in acts.chunks_exact(act_bytes).enumerate() {
+                    let mut expected = vec![0f32; n_rows];
+                    reference.dot_rows(ty, n, &rows, act, &mut expected);
+                    for r in 0..n_rows {
+                        let row = &rows[r * row_bytes..][..row_bytes];
+                        let bound = 1e-5 * magnitude(ty, row, &xs[t]);
+                        let g = got[r * n_acts + t];
+                        assert!(
+                            (g as f64 - expected[r] as f64).abs() <= bound,
+                            "{} {} {n_rows}x{n_acts} row {r} act {t}: {g} vs scalar {} (bound {bound})",
+                            k.isa(),
+                            ty.name(),
+                            expected[r]
+                        );
+                    }
+                }
+            }
+        }
+    }
+}
+
 #[test]
 fn activation_quantizers_skip_nan_like_scalar() {
     // Found by tests/hostile.rs: NaN weight scales give NaN activations, whose vector maximum

@@ -52,6 +52,7 @@ pub fn pack(opts: &PackOptions) -> Result<(), BundleError> {
         None => own_executable().ok_or(BundleError::OwnExecutableNotFound)?,
     };
     let engine = open(&engine_path)?;
+    let windows_engine = is_windows_executable(&engine);
     // Packing from a bundle (the usual case once llmfile ships as one) must copy only the
     // engine, or every repack would nest the previous model inside the new file.
     let engine_len = match Archive::read(&engine, &engine_path)? {
@@ -83,7 +84,42 @@ pub fn pack(opts: &PackOptions) -> Result<(), BundleError> {
         // The partial file is useless and may be gigabytes; the original error matters more.
         let _ = fs::remove_file(&temp);
     }
-    result
+    result?;
+    if windows_engine {
+        let written = fs::metadata(&opts.output).map_err(|source| BundleError::Io {
+            path: opts.output.clone(),
+            source,
+        })?;
+        if let Some(warning) = windows_size_warning(&opts.output, written.len()) {
+            eprintln!("{warning}");
+        }
+    }
+    Ok(())
+}
+
+/// Windows refuses to start an executable file this large or larger, whatever it holds.
+const WINDOWS_EXE_LIMIT: u64 = 1 << 32;
+
+/// A PE file (what Windows runs) starts with the DOS header's "MZ".
+fn is_windows_executable(engine: &File) -> bool {
+    let mut reader = engine;
+    let mut magic = [0u8; 2];
+    reader.read_exact(&mut magic).is_ok() && magic == *b"MZ"
+}
+
+/// The packed file is still useful past the limit, as a model for a plain engine, so this is a
+/// warning and the file is kept.
+fn windows_size_warning(output: &Path, len: u64) -> Option<String> {
+    (len >= WINDOWS_EXE_LIMIT).then(|| {
+        format!(
+            "warning: {} is {:.1} GiB; Windows will not start an executable of 4 GiB or more. \
+             Run the model with the plain engine instead: llmfile.exe -m MODEL.gguf, or \
+             llmfile.exe -m {} (it reads the model inside)",
+            output.display(),
+            len as f64 / (1u64 << 30) as f64,
+            output.display()
+        )
+    })
 }
 
 struct Input {
@@ -189,4 +225,30 @@ fn temp_path(output: &Path) -> PathBuf {
     let mut name = output.file_name().unwrap_or_default().to_os_string();
     name.push(format!(".pack-{}.tmp", std::process::id()));
     output.with_file_name(name)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::bundle::testing::TempDir;
+
+    #[test]
+    fn windows_size_warning_starts_at_4_gib() {
+        let output = Path::new("big.llmfile.exe");
+        assert_eq!(windows_size_warning(output, WINDOWS_EXE_LIMIT - 1), None);
+        let warning = windows_size_warning(output, WINDOWS_EXE_LIMIT + (1 << 29)).unwrap();
+        assert!(warning.contains("big.llmfile.exe is 4.5 GiB"), "{warning}");
+        assert!(warning.contains("-m MODEL.gguf"), "{warning}");
+    }
+
+    #[test]
+    fn only_pe_engines_count_as_windows_executables() {
+        let dir = TempDir::new();
+        let pe = dir.write("engine.exe", b"MZ\x90\x00 rest of a PE header");
+        let elf = dir.write("engine", b"\x7fELF rest of an ELF header");
+        let tiny = dir.write("one-byte", b"M");
+        assert!(is_windows_executable(&open(&pe).unwrap()));
+        assert!(!is_windows_executable(&open(&elf).unwrap()));
+        assert!(!is_windows_executable(&open(&tiny).unwrap()));
+    }
 }

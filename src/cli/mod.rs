@@ -1,8 +1,10 @@
 //! The command line: llama.cpp's flag names, so what people already type works.
 
+mod chat;
 mod escapes;
 mod generate;
 mod perplexity;
+mod serve;
 
 use crate::bundle;
 use crate::gguf::Gguf;
@@ -39,6 +41,8 @@ enum Command {
     Tokenize(TokenizeArgs),
     /// Compute perplexity over a text file, chunked as llama-perplexity does.
     Perplexity(PerplexityArgs),
+    /// Measure prompt and generation speed as llama-bench does.
+    Bench(BenchArgs),
     /// Make a single executable: this engine with the model (and default arguments) inside.
     Pack(PackArgs),
     /// Describe an llmfile, zip or GGUF (default: this executable).
@@ -109,6 +113,34 @@ struct RunArgs {
     /// Print nothing but the generated text.
     #[arg(long = "log-disable")]
     log_disable: bool,
+    #[command(flatten)]
+    serve: ServeArgs,
+}
+
+/// The server and the terminal chat; the server is the mode when no -p, -f or --chat is given.
+#[derive(Args, Debug)]
+struct ServeArgs {
+    /// Serve the chat page and the HTTP API (the default without -p, -f or --chat).
+    #[arg(long = "server")]
+    server: bool,
+    /// Chat in the terminal, in the model's chat format (-p sets the system prompt).
+    #[arg(long = "chat", conflicts_with = "server")]
+    chat: bool,
+    /// Address the server listens on.
+    #[arg(long = "host", default_value = "127.0.0.1")]
+    host: String,
+    /// Port the server listens on; if it is taken, the next ones are tried (0: any free port).
+    #[arg(long = "port", default_value_t = 8080)]
+    port: u16,
+    /// Do not open the chat page in a browser.
+    #[arg(long = "nobrowser")]
+    nobrowser: bool,
+    /// Requests served at once, each with its own KV cache of -c tokens (-np).
+    #[arg(long = "parallel", default_value_t = 1)]
+    parallel: usize,
+    /// Require `Authorization: Bearer KEY` on the API.
+    #[arg(long = "api-key")]
+    api_key: Option<String>,
 }
 
 #[derive(Args, Debug, Clone)]
@@ -173,6 +205,21 @@ struct PerplexityArgs {
     ctx_size: usize,
 }
 
+#[derive(Args, Debug)]
+struct BenchArgs {
+    #[command(flatten)]
+    model: ModelArgs,
+    /// Prompt tokens evaluated in one batch (0: no prompt test).
+    #[arg(short = 'p', long = "n-prompt", default_value_t = 512)]
+    n_prompt: usize,
+    /// Tokens generated one at a time (0: no generation test).
+    #[arg(short = 'n', long = "n-gen", default_value_t = 128)]
+    n_gen: usize,
+    /// Timed repetitions of each test.
+    #[arg(short = 'r', long = "repetitions", default_value_t = 5)]
+    repetitions: usize,
+}
+
 /// llama.cpp spells some long options with one dash (`-ngl 99`); clap reads a single dash as
 /// bundled short flags, so those spellings are rewritten to their long forms first.
 fn normalize_args(args: impl IntoIterator<Item = OsString>) -> Vec<OsString> {
@@ -180,6 +227,7 @@ fn normalize_args(args: impl IntoIterator<Item = OsString>) -> Vec<OsString> {
         .map(|arg| match arg.to_str() {
             Some("-ngl") => "--n-gpu-layers".into(),
             Some("-sp") => "--special".into(),
+            Some("-np") => "--parallel".into(),
             _ => arg,
         })
         .collect()
@@ -211,6 +259,12 @@ pub fn main_with_args(args: Vec<OsString>) -> Result<()> {
     match cli.command {
         Some(Command::Tokenize(args)) => tokenize(args),
         Some(Command::Perplexity(args)) => perplexity::run(args),
+        Some(Command::Bench(args)) => {
+            let file = LoadedFile::open(&args.model)?;
+            let (gguf, model, _) = load_model(&file, &args.model)?;
+            crate::bench::run(&gguf, &model, args.n_prompt, args.n_gen, args.repetitions)?;
+            Ok(())
+        }
         Some(Command::Pack(args)) => bundle::pack(&bundle::PackOptions {
             model: args.model,
             output: args.output,
@@ -223,6 +277,10 @@ pub fn main_with_args(args: Vec<OsString>) -> Result<()> {
             print!("{}", bundle::info(args.file.as_deref())?);
             println!("kernels: {} (this CPU)", Kernels::from_env()?.isa());
             Ok(())
+        }
+        None if cli.run.serve.chat => chat::run(cli.run),
+        None if cli.run.serve.server || (cli.run.prompt.is_none() && cli.run.file.is_none()) => {
+            serve::run(cli.run)
         }
         None => generate::run(cli.run),
     }

@@ -73,24 +73,24 @@ impl<'a> Matrix<'a> {
         by_row
             .par_chunks_mut(ROWS_PER_TASK * n)
             .enumerate()
-            .for_each_init(
-                || vec![0f32; ROWS_PER_TASK],
-                |column, (task, out_rows)| {
-                    let first = task * ROWS_PER_TASK;
-                    let count = out_rows.len() / n;
-                    let rows = &self.data[first * row_bytes..(first + count) * row_bytes];
-                    for (t, act) in acts.chunks_exact(act_bytes).enumerate() {
-                        kernels.dot_rows(self.ty, self.cols, rows, act, &mut column[..count]);
-                        for (r, &v) in column[..count].iter().enumerate() {
-                            out_rows[r * n + t] = v;
-                        }
+            .for_each(|(task, out_rows)| {
+                let first = task * ROWS_PER_TASK;
+                let count = out_rows.len() / n;
+                let rows = &self.data[first * row_bytes..(first + count) * row_bytes];
+                kernels.dot_rows_batch(self.ty, self.cols, rows, &acts, out_rows);
+            });
+        // Sixteen tokens at a time: each by_row line read feeds sixteen sequential writers.
+        const TOKENS_PER_TASK: usize = 16;
+        out.par_chunks_mut(TOKENS_PER_TASK * self.rows)
+            .enumerate()
+            .for_each(|(task, out_tokens)| {
+                let first = task * TOKENS_PER_TASK;
+                let count = out_tokens.len() / self.rows;
+                for (r, row) in by_row.chunks_exact(n).enumerate() {
+                    for (t, &v) in row[first..first + count].iter().enumerate() {
+                        out_tokens[t * self.rows + r] = v;
                     }
-                },
-            );
-        for (r, row) in by_row.chunks_exact(n).enumerate() {
-            for (t, &v) in row.iter().enumerate() {
-                out[t * self.rows + r] = v;
-            }
-        }
+                }
+            });
     }
 }

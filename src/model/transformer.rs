@@ -287,55 +287,60 @@ impl<'a> Transformer<'a> {
                 .apply(&mut k[t * k_dim..(t + 1) * k_dim], h.head_dim, start + t);
         }
         // llama.cpp's attention converts queries to f16 before the dot with the f16 keys.
-        for value in q.iter_mut() {
-            *value = f16::from_f32(*value * self.query_scale).to_f32();
+        let q: Vec<f16> = q
+            .iter()
+            .map(|&v| f16::from_f32(v * self.query_scale))
+            .collect();
+
+        // Each layer's cache is head-major, [kv head][position][dim], so the keys (and values)
+        // one query reads are contiguous rows for the kernels.
+        let n_ctx = cache.n_ctx;
+        let key_rows = |kv_head: usize| (kv_head * n_ctx, h.head_dim);
+        let value_rows = |kv_head: usize| (kv_head * n_ctx, h.head_dim_v);
+        let store = |cache: &mut [f16], new: &[f32], (first_row, dim): (usize, usize), kv_head| {
+            for t in 0..n {
+                let src = &new[(t * h.n_head_kv + kv_head) * dim..][..dim];
+                let dst = &mut cache[(first_row + start + t) * dim..][..dim];
+                for (d, &s) in dst.iter_mut().zip(src) {
+                    *d = f16::from_f32(s);
+                }
+            }
+        };
+        for kv_head in 0..h.n_head_kv {
+            store(&mut cache.keys[il], &k, key_rows(kv_head), kv_head);
+            store(&mut cache.values[il], &v, value_rows(kv_head), kv_head);
         }
 
-        let keys = &mut cache.keys[il];
-        let values = &mut cache.values[il];
-        for (dst, &src) in keys[start * k_dim..(start + n) * k_dim].iter_mut().zip(&k) {
-            *dst = f16::from_f32(src);
-        }
-        for (dst, &src) in values[start * v_dim..(start + n) * v_dim]
-            .iter_mut()
-            .zip(&v)
-        {
-            *dst = f16::from_f32(src);
-        }
-
-        let keys = &*keys;
-        let values = &*values;
+        let keys = &cache.keys[il];
+        let values = &cache.values[il];
         let group = h.n_head / h.n_head_kv;
         let mut heads_out = vec![0f32; n * h.n_head * h.head_dim_v];
         heads_out
             .par_chunks_mut(h.head_dim_v)
             .enumerate()
-            .for_each(|(index, out)| {
+            .for_each_init(Vec::new, |scores, (index, out)| {
                 let (t, head) = (index / h.n_head, index % h.n_head);
                 let pos = start + t;
                 let kv_head = head / group;
                 let query = &q[t * q_dim + head * h.head_dim..][..h.head_dim];
                 // A sliding layer masks key position p0 for query position p when p - p0 >= window.
                 let first = layer.window.map_or(0, |w| (pos + 1).saturating_sub(w));
-                let mut scores: Vec<f32> = (first..=pos)
-                    .map(|p| {
-                        let key = &keys[p * k_dim + kv_head * h.head_dim..][..h.head_dim];
-                        dot_f16(query, key)
-                    })
-                    .collect();
+                let (row0, dim) = key_rows(kv_head);
+                scores.resize(pos + 1 - first, 0.0);
+                let keys = &keys[(row0 + first) * dim..(row0 + pos + 1) * dim];
+                self.kernels.attention_scores(query, keys, scores);
                 if let Some(cap) = self.attn_soft_cap {
-                    ops::soft_cap(&mut scores, cap);
+                    ops::soft_cap(scores, cap);
                 }
-                ops::softmax(&mut scores);
-                for (p, &weight) in (first..=pos).zip(&scores) {
-                    // llama.cpp multiplies the f16 values by f16 weights; Gemma 3's large
-                    // attention scores make the logits sensitive to that rounding.
-                    let weight = f16::from_f32(weight).to_f32();
-                    let value = &values[p * v_dim + kv_head * h.head_dim_v..][..h.head_dim_v];
-                    for (o, &v) in out.iter_mut().zip(value) {
-                        *o += weight * v.to_f32();
-                    }
+                ops::softmax(scores);
+                // llama.cpp multiplies the f16 values by f16 weights; Gemma 3's large attention
+                // scores make the logits sensitive to that rounding.
+                for weight in scores.iter_mut() {
+                    *weight = f16::from_f32(*weight).to_f32();
                 }
+                let (row0, dim) = value_rows(kv_head);
+                let values = &values[(row0 + first) * dim..(row0 + pos + 1) * dim];
+                self.kernels.attention_values(scores, values, out);
             });
 
         let mut out = vec![0f32; n * h.n_embd];
@@ -358,8 +363,4 @@ impl<'a> Transformer<'a> {
         layer.down.matmul(&self.kernels, &gate, &mut out);
         out
     }
-}
-
-fn dot_f16(a: &[f32], b: &[f16]) -> f32 {
-    a.iter().zip(b).map(|(&x, &y)| x * y.to_f32()).sum()
 }

@@ -11,7 +11,7 @@
 macro_rules! x86_kernels {
     ($features:literal) => {
         use crate::bf16::Bf16;
-        use crate::block::{as_blocks_mut, f32_to_f16, for_each_row};
+        use crate::block::{as_blocks, as_blocks_mut, f32_to_f16, for_each_row, Block};
         use crate::dispatch::Table;
         use crate::f16::F16;
         use crate::f32::F32;
@@ -41,6 +41,12 @@ macro_rules! x86_kernels {
             table.dot_rows[GgmlType::BF16 as usize] = Some(dot_rows_bf16);
             table.quantize[GgmlType::Q8_0 as usize] = Some(quantize_q8_0);
             table.quantize[GgmlType::Q8_K as usize] = Some(quantize_q8_k);
+            table.accumulate_f16_rows = accumulate_f16_rows;
+            table.dot_tile[GgmlType::Q8_0 as usize] = Some(dot_tile_q8_0);
+            table.dot_tile[GgmlType::Q5_0 as usize] = Some(dot_tile_q5_0);
+            table.dot_tile[GgmlType::Q4_0 as usize] = Some(dot_tile_q4_0);
+            table.dot_tile[GgmlType::Q4_K as usize] = Some(dot_tile_q4_k);
+            table.dot_tile[GgmlType::Q6_K as usize] = Some(dot_tile_q6_k);
         }
 
         /// Two f16s to f32 with F16C (`half` would take its software path here). Both go in
@@ -402,6 +408,347 @@ macro_rules! x86_kernels {
                 let wide = _mm256_cvtepu16_epi32(_mm_loadu_si128(p.cast()));
                 _mm256_castsi256_ps(_mm256_slli_epi32::<16>(wide))
             })
+        }
+
+        /// `R` weight rows × `T` activation rows of a 32-element format with Q8_0 activations.
+        /// `signed(block)` gives a weight block's 32 quants as signed bytes and its f16 scale
+        /// (a −128 is read as magnitude 128, exact because Q8_0 activations stop at ±127). Each weight block is unpacked once for `T` activations and each
+        /// activation block loaded once for `R` rows; the R·T sums stay in registers.
+        #[inline(always)]
+        unsafe fn tile_q8_acts<W: Block, const R: usize, const T: usize>(
+            rows: [&[W]; R],
+            acts: [&[BlockQ8_0]; T],
+            signed: impl Fn(&W) -> (__m256i, [u8; 2]),
+            out: &mut [f32],
+            n_acts: usize,
+        ) {
+            let mut acc = [[_mm256_setzero_ps(); T]; R];
+            for b in 0..rows[0].len() {
+                let mut a = [_mm256_setzero_si256(); T];
+                let mut ad = [_mm256_setzero_ps(); T];
+                for t in 0..T {
+                    let block = acts[t].get_unchecked(b);
+                    a[t] = load(block.qs.as_ptr().cast());
+                    ad[t] = _mm256_set1_ps(halves(block.d, block.d).0);
+                }
+                for r in 0..R {
+                    let (w, wd) = signed(rows[r].get_unchecked(b));
+                    let wd = _mm256_set1_ps(halves(wd, wd).0);
+                    let w_abs = _mm256_sign_epi8(w, w);
+                    for t in 0..T {
+                        let s = dot_u8_i8(_mm256_setzero_si256(), w_abs, _mm256_sign_epi8(a[t], w));
+                        let scale = _mm256_mul_ps(wd, ad[t]);
+                        acc[r][t] = _mm256_fmadd_ps(scale, _mm256_cvtepi32_ps(s), acc[r][t]);
+                    }
+                }
+            }
+            for r in 0..R {
+                for t in 0..T {
+                    out[r * n_acts + t] = hsum_ps(acc[r][t]);
+                }
+            }
+        }
+
+        /// Drives `tile_q8_acts` over all rows × activations: tiles of 4 × 4, activations in
+        /// groups that stay in L2 while the rows pass over them.
+        #[inline(always)]
+        unsafe fn tiles_q8_acts<W: Block>(
+            rows: &[u8],
+            row_bytes: usize,
+            acts: &[u8],
+            n_acts: usize,
+            out: &mut [f32],
+            signed: impl Fn(&W) -> (__m256i, [u8; 2]) + Copy,
+        ) {
+            const ACT_GROUP: usize = 64;
+            let n_rows = rows.len() / row_bytes;
+            let act_bytes = acts.len() / n_acts;
+            let row = |r: usize| as_blocks::<W>(&rows[r * row_bytes..(r + 1) * row_bytes]);
+            let act = |t: usize| as_blocks::<BlockQ8_0>(&acts[t * act_bytes..(t + 1) * act_bytes]);
+            for group in (0..n_acts).step_by(ACT_GROUP) {
+                let group_end = (group + ACT_GROUP).min(n_acts);
+                for r0 in (0..n_rows).step_by(4) {
+                    let rr = (n_rows - r0).min(4);
+                    let mut t0 = group;
+                    while t0 < group_end {
+                        let tt = (group_end - t0).min(4);
+                        macro_rules! go {
+                            ($r:literal, $t:literal, $first_row:expr) => {
+                                tile_q8_acts::<W, $r, $t>(
+                                    std::array::from_fn(|i| row($first_row + i)),
+                                    std::array::from_fn(|i| act(t0 + i)),
+                                    signed,
+                                    &mut out[$first_row * n_acts + t0..],
+                                    n_acts,
+                                )
+                            };
+                        }
+                        if rr == 4 {
+                            match tt {
+                                4 => go!(4, 4, r0),
+                                3 => go!(4, 3, r0),
+                                2 => go!(4, 2, r0),
+                                _ => go!(4, 1, r0),
+                            }
+                        } else {
+                            for r in r0..r0 + rr {
+                                match tt {
+                                    4 => go!(1, 4, r),
+                                    3 => go!(1, 3, r),
+                                    2 => go!(1, 2, r),
+                                    _ => go!(1, 1, r),
+                                }
+                            }
+                        }
+                        t0 += tt;
+                    }
+                }
+            }
+        }
+
+        #[target_feature(enable = $features)]
+        unsafe fn dot_tile_q8_0(
+            rows: &[u8],
+            row_bytes: usize,
+            acts: &[u8],
+            n_acts: usize,
+            out: &mut [f32],
+        ) {
+            tiles_q8_acts(rows, row_bytes, acts, n_acts, out, |x: &BlockQ8_0| {
+                (load(x.qs.as_ptr().cast()), x.d)
+            });
+        }
+
+        #[target_feature(enable = $features)]
+        unsafe fn dot_tile_q5_0(
+            rows: &[u8],
+            row_bytes: usize,
+            acts: &[u8],
+            n_acts: usize,
+            out: &mut [f32],
+        ) {
+            tiles_q8_acts(rows, row_bytes, acts, n_acts, out, |x: &BlockQ5_0| {
+                let high = _mm256_andnot_si256(bytes_from_bits(x.qh), _mm256_set1_epi8(-16));
+                (_mm256_or_si256(nibbles(&x.qs), high), x.d)
+            });
+        }
+
+        #[target_feature(enable = $features)]
+        unsafe fn dot_tile_q4_0(
+            rows: &[u8],
+            row_bytes: usize,
+            acts: &[u8],
+            n_acts: usize,
+            out: &mut [f32],
+        ) {
+            tiles_q8_acts(rows, row_bytes, acts, n_acts, out, |x: &BlockQ4_0| {
+                (_mm256_sub_epi8(nibbles(&x.qs), _mm256_set1_epi8(8)), x.d)
+            });
+        }
+
+        /// One Q4_K row × `T` activation rows: each block's quants and scales are unpacked
+        /// once, then multiplied with every activation row as `dot_q4_k` does.
+        #[inline(always)]
+        unsafe fn tile_q4_k<const T: usize>(x: &[BlockQ4K], y: [&[BlockQ8K]; T]) -> [f32; T] {
+            let m4 = _mm256_set1_epi8(0x0F);
+            let mut acc = [_mm256_setzero_ps(); T];
+            let mut acc_m = [_mm_setzero_ps(); T];
+            for (b, xb) in x.iter().enumerate() {
+                let (xd, xdmin) = halves(xb.d, xb.dmin);
+                let (sc, mins) = unpack_scales_mins(&xb.scales);
+                let mins16 = _mm_cvtepu8_epi16(_mm_loadl_epi64(mins.as_ptr().cast()));
+                let sc16 = _mm_cvtepu8_epi16(_mm_loadl_epi64(sc.as_ptr().cast()));
+                let sc16 = _mm256_set_m128i(sc16, sc16);
+                let mut quants = [_mm256_setzero_si256(); 8];
+                let mut scales = [_mm256_setzero_si256(); 8];
+                for c in 0..4 {
+                    let q4 = load(xb.qs.as_ptr().add(32 * c));
+                    quants[2 * c] = _mm256_and_si256(q4, m4);
+                    quants[2 * c + 1] = _mm256_and_si256(_mm256_srli_epi16::<4>(q4), m4);
+                    let j = 2 * c as i16;
+                    scales[2 * c] =
+                        _mm256_shuffle_epi8(sc16, _mm256_set1_epi16((2 * j + 1) << 8 | 2 * j));
+                    scales[2 * c + 1] = _mm256_shuffle_epi8(
+                        sc16,
+                        _mm256_set1_epi16((2 * j + 3) << 8 | (2 * j + 2)),
+                    );
+                }
+                for t in 0..T {
+                    let yb = y[t].get_unchecked(b);
+                    let bsums = load(yb.bsums.as_ptr());
+                    let pair_sums = _mm_hadd_epi16(
+                        _mm256_castsi256_si128(bsums),
+                        _mm256_extracti128_si256::<1>(bsums),
+                    );
+                    let min_prod = _mm_madd_epi16(mins16, pair_sums);
+                    let dmin = _mm_set1_ps(-xdmin * yb.d());
+                    acc_m[t] = _mm_fmadd_ps(dmin, _mm_cvtepi32_ps(min_prod), acc_m[t]);
+                    let mut sumi = _mm256_setzero_si256();
+                    for k in 0..8 {
+                        let p = _mm256_maddubs_epi16(
+                            quants[k],
+                            load(yb.qs.as_ptr().add(32 * k).cast()),
+                        );
+                        sumi = madd_acc(sumi, p, scales[k]);
+                    }
+                    let d = _mm256_set1_ps(xd * yb.d());
+                    acc[t] = _mm256_fmadd_ps(d, _mm256_cvtepi32_ps(sumi), acc[t]);
+                }
+            }
+            std::array::from_fn(|t| {
+                let m = _mm_add_ps(acc_m[t], _mm_movehl_ps(acc_m[t], acc_m[t]));
+                hsum_ps(acc[t]) + _mm_cvtss_f32(_mm_add_ss(m, _mm_movehdup_ps(m)))
+            })
+        }
+
+        /// One Q6_K row × `T` activation rows, unpacking each block once (see `dot_q6_k`).
+        #[inline(always)]
+        unsafe fn tile_q6_k<const T: usize>(x: &[BlockQ6K], y: [&[BlockQ8K]; T]) -> [f32; T] {
+            let m4 = _mm256_set1_epi8(0x0F);
+            let m2 = _mm256_set1_epi8(0x30);
+            let mut acc = [_mm256_setzero_ps(); T];
+            for (b, xb) in x.iter().enumerate() {
+                let xd = halves(xb.d, xb.d).0;
+                let sc8 = _mm_loadu_si128(xb.scales.as_ptr().cast());
+                let sc16 = _mm256_cvtepi8_epi16(sc8);
+                let mut quants = [_mm256_setzero_si256(); 8];
+                let mut scales = [_mm256_setzero_si256(); 8];
+                for h in 0..2 {
+                    let half_sc = _mm_cvtepi8_epi16(if h == 0 {
+                        sc8
+                    } else {
+                        _mm_unpackhi_epi64(sc8, sc8)
+                    });
+                    let half_sc = _mm256_set_m128i(half_sc, half_sc);
+                    let ql0 = load(xb.ql.as_ptr().add(64 * h));
+                    let ql1 = load(xb.ql.as_ptr().add(64 * h + 32));
+                    let qh = load(xb.qh.as_ptr().add(32 * h));
+                    quants[4 * h] = _mm256_or_si256(
+                        _mm256_and_si256(ql0, m4),
+                        _mm256_and_si256(_mm256_slli_epi16::<4>(qh), m2),
+                    );
+                    quants[4 * h + 1] = _mm256_or_si256(
+                        _mm256_and_si256(ql1, m4),
+                        _mm256_and_si256(_mm256_slli_epi16::<2>(qh), m2),
+                    );
+                    quants[4 * h + 2] = _mm256_or_si256(
+                        _mm256_and_si256(_mm256_srli_epi16::<4>(ql0), m4),
+                        _mm256_and_si256(qh, m2),
+                    );
+                    quants[4 * h + 3] = _mm256_or_si256(
+                        _mm256_and_si256(_mm256_srli_epi16::<4>(ql1), m4),
+                        _mm256_and_si256(_mm256_srli_epi16::<2>(qh), m2),
+                    );
+                    for k in 0..4 {
+                        let w = 2 * k as i16;
+                        let pick = _mm256_set_m128i(
+                            _mm_set1_epi16((2 * w + 3) << 8 | (2 * w + 2)),
+                            _mm_set1_epi16((2 * w + 1) << 8 | 2 * w),
+                        );
+                        scales[4 * h + k] = _mm256_shuffle_epi8(half_sc, pick);
+                    }
+                }
+                for t in 0..T {
+                    let yb = y[t].get_unchecked(b);
+                    let offset =
+                        _mm256_slli_epi32::<5>(_mm256_madd_epi16(sc16, load(yb.bsums.as_ptr())));
+                    let mut sumi = _mm256_setzero_si256();
+                    for k in 0..8 {
+                        let p = _mm256_maddubs_epi16(
+                            quants[k],
+                            load(yb.qs.as_ptr().add(32 * k).cast()),
+                        );
+                        sumi = madd_acc(sumi, p, scales[k]);
+                    }
+                    let sumi = _mm256_sub_epi32(sumi, offset);
+                    let d = _mm256_set1_ps(xd * yb.d());
+                    acc[t] = _mm256_fmadd_ps(d, _mm256_cvtepi32_ps(sumi), acc[t]);
+                }
+            }
+            std::array::from_fn(|t| hsum_ps(acc[t]))
+        }
+
+        /// Drives a one-row tile kernel over all rows × activations, activations in groups
+        /// that stay in L2 while the rows pass over them.
+        macro_rules! one_row_tiles {
+            ($name:ident, $block:ty, $tile:ident) => {
+                #[target_feature(enable = $features)]
+                unsafe fn $name(
+                    rows: &[u8],
+                    row_bytes: usize,
+                    acts: &[u8],
+                    n_acts: usize,
+                    out: &mut [f32],
+                ) {
+                    const ACT_GROUP: usize = 32;
+                    let n_rows = rows.len() / row_bytes;
+                    let act_bytes = acts.len() / n_acts;
+                    let act =
+                        |t: usize| as_blocks::<BlockQ8K>(&acts[t * act_bytes..(t + 1) * act_bytes]);
+                    for group in (0..n_acts).step_by(ACT_GROUP) {
+                        let group_end = (group + ACT_GROUP).min(n_acts);
+                        for r in 0..n_rows {
+                            let x = as_blocks::<$block>(&rows[r * row_bytes..(r + 1) * row_bytes]);
+                            let out = &mut out[r * n_acts..(r + 1) * n_acts];
+                            let mut t0 = group;
+                            while t0 + 4 <= group_end {
+                                let sums = $tile::<4>(x, std::array::from_fn(|i| act(t0 + i)));
+                                out[t0..t0 + 4].copy_from_slice(&sums);
+                                t0 += 4;
+                            }
+                            for t in t0..group_end {
+                                out[t] = $tile::<1>(x, [act(t)])[0];
+                            }
+                        }
+                    }
+                }
+            };
+        }
+        one_row_tiles!(dot_tile_q4_k, BlockQ4K, tile_q4_k);
+        one_row_tiles!(dot_tile_q6_k, BlockQ6K, tile_q6_k);
+
+        /// Each group of 64 (then 8) output elements stays in registers while every row is
+        /// added to it, so `out` is read and written once.
+        #[target_feature(enable = $features)]
+        unsafe fn accumulate_f16_rows(weights: &[f32], rows: &[u8], out: &mut [f32]) {
+            let dim = out.len();
+            let at = |i: usize, d: usize| rows.as_ptr().add(2 * (i * dim + d));
+            let mut d = 0;
+            while d + 64 <= dim {
+                let mut acc = [_mm256_setzero_ps(); 8];
+                for (k, a) in acc.iter_mut().enumerate() {
+                    *a = _mm256_loadu_ps(out.as_ptr().add(d + 8 * k));
+                }
+                for (i, &w) in weights.iter().enumerate() {
+                    let w = _mm256_set1_ps(w);
+                    for (k, a) in acc.iter_mut().enumerate() {
+                        let v = _mm256_cvtph_ps(_mm_loadu_si128(at(i, d + 8 * k).cast()));
+                        *a = _mm256_fmadd_ps(w, v, *a);
+                    }
+                }
+                for (k, a) in acc.iter().enumerate() {
+                    _mm256_storeu_ps(out.as_mut_ptr().add(d + 8 * k), *a);
+                }
+                d += 64;
+            }
+            while d + 8 <= dim {
+                let mut acc = _mm256_loadu_ps(out.as_ptr().add(d));
+                for (i, &w) in weights.iter().enumerate() {
+                    let v = _mm256_cvtph_ps(_mm_loadu_si128(at(i, d).cast()));
+                    acc = _mm256_fmadd_ps(_mm256_set1_ps(w), v, acc);
+                }
+                _mm256_storeu_ps(out.as_mut_ptr().add(d), acc);
+                d += 8;
+            }
+            for (d, o) in out.iter_mut().enumerate().skip(d) {
+                for (i, &w) in weights.iter().enumerate() {
+                    let v = _mm_cvtph_ps(_mm_cvtsi32_si128(u16::from_le_bytes([
+                        *at(i, d),
+                        *at(i, d).add(1),
+                    ]) as i32));
+                    *o = _mm_cvtss_f32(_mm_fmadd_ss(_mm_set_ss(w), v, _mm_set_ss(*o)));
+                }
+            }
         }
 
         macro_rules! rows_fn {

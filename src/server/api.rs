@@ -1,0 +1,497 @@
+//! Routing and llama.cpp's endpoints: /health, /props, /completion, /tokenize, /detokenize.
+
+use super::http::{self, ApiError, EventStream};
+use super::request::Fields;
+use super::scheduler::{Event, Job, Settings, Status, Summary, TokenProbs};
+use super::{assets, openai, ModelInfo, ServerConfig};
+use crate::sampling::SamplingParams;
+use crate::tokenizer::Tokenizer;
+use serde_json::{json, Map, Value};
+use std::sync::atomic::Ordering;
+use std::sync::mpsc::{self, Receiver, Sender};
+use tiny_http::{Method, Request};
+
+/// The largest `n_probs` a request may ask for.
+const MAX_N_PROBS: i64 = 100;
+
+const API_PATHS: [&str; 11] = [
+    "/health",
+    "/props",
+    "/completion",
+    "/completions",
+    "/tokenize",
+    "/detokenize",
+    "/models",
+    "/v1/models",
+    "/chat/completions",
+    "/v1/chat/completions",
+    "/v1/completions",
+];
+
+/// What every HTTP worker shares.
+pub struct Shared<'a> {
+    pub tokenizer: &'a Tokenizer,
+    pub info: &'a ModelInfo,
+    pub config: &'a ServerConfig,
+    pub jobs: Sender<Job>,
+    pub status: &'a Status,
+    pub queue_limit: usize,
+    /// Seconds since the epoch when the server started: OpenAI's `created` of the model.
+    pub started: u64,
+}
+
+/// Writes a reply's events as the tokens come; an error means the client has left.
+pub type WriteEvents<'r> = Box<dyn FnOnce(&mut EventStream) -> std::io::Result<()> + 'r>;
+
+/// What a handler answers.
+pub enum Reply<'r> {
+    Json(Value),
+    Asset(&'static str, &'static [u8]),
+    /// A CORS preflight: the headers every reply carries are the whole answer.
+    Preflight,
+    /// Server-sent events, written as the tokens come.
+    Stream(WriteEvents<'r>),
+}
+
+pub fn handle(shared: &Shared, mut request: Request) {
+    let path = request.url().split('?').next().unwrap_or("").to_string();
+    match route(shared, &mut request, &path) {
+        Ok(Reply::Json(body)) => http::respond_json(request, 200, &body),
+        Ok(Reply::Asset(content_type, bytes)) => {
+            http::respond(request, 200, content_type, bytes.to_vec())
+        }
+        Ok(Reply::Preflight) => http::respond(request, 204, "text/plain", Vec::new()),
+        Ok(Reply::Stream(write_events)) => {
+            // An error here means the client left; returning drops the receiver, which tells
+            // the scheduler to free the slot.
+            let _ = EventStream::start(request).and_then(|mut stream| {
+                write_events(&mut stream)?;
+                stream.end()
+            });
+        }
+        Err(error) => http::respond_error(request, &error),
+    }
+}
+
+fn route<'r>(shared: &'r Shared, request: &mut Request, path: &str) -> Result<Reply<'r>, ApiError> {
+    let method = request.method().clone();
+    match (&method, path) {
+        (Method::Options, _) => return Ok(Reply::Preflight),
+        (Method::Get, "/health") => return Ok(Reply::Json(health(shared))),
+        (Method::Get, _) => {
+            if let Some((content_type, bytes)) = assets::find(path) {
+                return Ok(Reply::Asset(content_type, bytes));
+            }
+        }
+        _ => {}
+    }
+    authorize(shared, request)?;
+    match (&method, path) {
+        (Method::Get, "/props") => Ok(Reply::Json(props(shared))),
+        (Method::Get, "/v1/models" | "/models") => Ok(Reply::Json(openai::models(shared))),
+        (Method::Post, "/completion" | "/completions") => {
+            completion(shared, &read_fields(request)?)
+        }
+        (Method::Post, "/tokenize") => tokenize(shared, &read_fields(request)?),
+        (Method::Post, "/detokenize") => detokenize(shared, &read_fields(request)?),
+        (Method::Post, "/v1/chat/completions" | "/chat/completions") => {
+            openai::chat_completions(shared, &read_fields(request)?)
+        }
+        (Method::Post, "/v1/completions") => openai::completions(shared, &read_fields(request)?),
+        (_, route) if API_PATHS.contains(&route) || assets::find(route).is_some() => Err(
+            ApiError::new(405, format!("{route} does not take a {method} request")),
+        ),
+        (_, route) => Err(ApiError::new(404, format!("there is no endpoint {route}"))),
+    }
+}
+
+fn read_fields(request: &mut Request) -> Result<Fields, ApiError> {
+    Fields::parse(&http::read_body(request)?)
+}
+
+/// With `--api-key`, every endpoint but the page and `/health` wants `Authorization: Bearer KEY`.
+fn authorize(shared: &Shared, request: &Request) -> Result<(), ApiError> {
+    let Some(key) = &shared.config.api_key else {
+        return Ok(());
+    };
+    let given = request
+        .headers()
+        .iter()
+        .find(|h| h.field.equiv("Authorization"))
+        .and_then(|h| h.value.as_str().strip_prefix("Bearer "))
+        .map(str::trim);
+    match given {
+        Some(given) if constant_time_eq(given.as_bytes(), key.as_bytes()) => Ok(()),
+        Some(_) => Err(ApiError::new(401, "invalid API key")),
+        None => Err(ApiError::new(
+            401,
+            "this server wants an API key: send the header Authorization: Bearer KEY",
+        )),
+    }
+}
+
+/// Compares without stopping at the first difference, so timing does not reveal the key.
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+fn health(shared: &Shared) -> Value {
+    let busy = shared.status.busy.load(Ordering::SeqCst);
+    json!({
+        "status": "ok",
+        "slots_idle": shared.config.slots.saturating_sub(busy),
+        "slots_processing": busy,
+        "requests_queued": shared.status.queued.load(Ordering::SeqCst),
+    })
+}
+
+fn props(shared: &Shared) -> Value {
+    let info = shared.info;
+    let page = info.format.page_templates();
+    json!({
+        "model": info.name,
+        "architecture": info.architecture,
+        "chat_format": info.format.name(),
+        "chat_template": info.chat_template.clone().unwrap_or_default(),
+        "n_ctx": shared.config.n_ctx,
+        "total_slots": shared.config.slots,
+        "default_generation_settings": generation_defaults(shared),
+        "user_name": page.user,
+        "bot_name": page.char,
+        "templates": page,
+        "presets": info.format.presets(),
+    })
+}
+
+fn generation_defaults(shared: &Shared) -> Value {
+    let config = shared.config;
+    let mut body = sampling_json(&config.sampling);
+    body.insert("n_ctx".into(), json!(config.n_ctx));
+    body.insert("n_predict".into(), json!(config.n_predict));
+    body.insert("model".into(), json!(shared.info.name));
+    Value::Object(body)
+}
+
+/// Sampling settings as JSON, with the f32s written as the decimals they were given as
+/// (0.95, not 0.949999988079071).
+fn sampling_json(s: &SamplingParams) -> Map<String, Value> {
+    let decimal = |x: f32| x.to_string().parse::<f64>().unwrap_or(f64::from(x));
+    let fields = [
+        ("temperature", json!(decimal(s.temperature))),
+        ("top_k", json!(s.top_k)),
+        ("top_p", json!(decimal(s.top_p))),
+        ("min_p", json!(decimal(s.min_p))),
+        ("repeat_penalty", json!(decimal(s.repeat_penalty))),
+        ("repeat_last_n", json!(s.repeat_last_n)),
+        ("seed", json!(s.seed)),
+    ];
+    fields
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v))
+        .collect()
+}
+
+/// A generation request after its fields are read: what the scheduler needs, plus `stream`.
+pub struct Generation {
+    pub prompt: Vec<u32>,
+    pub settings: Settings,
+    pub stream: bool,
+}
+
+impl Shared<'_> {
+    /// The text prompt as tokens, BOS first when the model wants one.
+    pub fn encode(
+        &self,
+        text: &str,
+        add_special: bool,
+        parse_special: bool,
+    ) -> Result<Vec<u32>, ApiError> {
+        self.tokenizer
+            .encode(text, add_special, parse_special)
+            .map_err(|e| ApiError::bad_request(format!("cannot tokenize the prompt: {e}")))
+    }
+
+    /// Reads the generation fields common to every endpoint. `n_predict_keys` are the names the
+    /// endpoint gives the token limit; `format_stops` are added to the request's stop strings.
+    pub fn generation(
+        &self,
+        fields: &Fields,
+        prompt: Vec<u32>,
+        n_predict_keys: &[&str],
+        format_stops: Vec<String>,
+    ) -> Result<Generation, ApiError> {
+        let n_ctx = self.config.n_ctx;
+        if prompt.is_empty() {
+            return Err(ApiError::bad_request(
+                "the prompt is empty and the model adds no BOS token to start from",
+            ));
+        }
+        if prompt.len() >= n_ctx {
+            return Err(ApiError::bad_request(format!(
+                "the prompt is {} tokens, which does not fit the context of {n_ctx} tokens",
+                prompt.len()
+            )));
+        }
+        let mut n_predict = self.config.n_predict;
+        for key in n_predict_keys {
+            if let Some(n) = fields.i64_in(key, -1..=i64::from(i32::MAX))? {
+                n_predict = n;
+            }
+        }
+        let room = n_ctx - prompt.len();
+        let n_predict = usize::try_from(n_predict).map_or(room, |n| n.min(room));
+        let slot_id = match fields.i64_in("id_slot", -1..=self.last_slot())? {
+            Some(id) => Some(id),
+            None => fields.i64_in("slot_id", -1..=self.last_slot())?,
+        };
+        let mut stop = fields.strings("stop")?;
+        stop.extend(format_stops);
+        let settings = Settings {
+            sampling: fields.sampling(&self.config.sampling, n_ctx)?,
+            n_predict,
+            stop,
+            n_probs: fields.i64_in("n_probs", 0..=MAX_N_PROBS)?.unwrap_or(0) as usize,
+            cache_prompt: fields.bool("cache_prompt")?.unwrap_or(true),
+            slot_id: slot_id.and_then(|id| usize::try_from(id).ok()),
+            ignore_eos: fields.bool("ignore_eos")?.unwrap_or(false),
+        };
+        Ok(Generation {
+            prompt,
+            settings,
+            stream: fields.bool("stream")?.unwrap_or(false),
+        })
+    }
+
+    fn last_slot(&self) -> i64 {
+        self.config.slots as i64 - 1
+    }
+
+    /// Queues the job, or answers 503 when the queue is full.
+    pub fn submit(
+        &self,
+        prompt: Vec<u32>,
+        settings: Settings,
+    ) -> Result<Receiver<Event>, ApiError> {
+        let queued = self.status.queued.fetch_add(1, Ordering::SeqCst);
+        if queued >= self.queue_limit {
+            self.status.queued.fetch_sub(1, Ordering::SeqCst);
+            return Err(ApiError::new(
+                503,
+                format!(
+                    "the server is busy: {queued} requests are already waiting for a slot; try again later"
+                ),
+            ));
+        }
+        let (events, receiver) = mpsc::channel();
+        let job = Job {
+            prompt,
+            settings,
+            events,
+        };
+        if self.jobs.send(job).is_err() {
+            return Err(ApiError::new(500, "the model's thread has stopped"));
+        }
+        Ok(receiver)
+    }
+}
+
+/// A finished generation, gathered for a reply that is not streamed.
+pub struct Collected {
+    pub content: String,
+    pub probs: Vec<TokenProbs>,
+    pub summary: Summary,
+}
+
+pub fn collect(events: Receiver<Event>) -> Result<Collected, ApiError> {
+    let mut content = String::new();
+    let mut probs = Vec::new();
+    for event in events {
+        match event {
+            Event::Token { text, probs: p } => {
+                content.push_str(&text);
+                probs.extend(p);
+            }
+            Event::Done(summary) => {
+                return Ok(Collected {
+                    content,
+                    probs,
+                    summary,
+                })
+            }
+            Event::Failed(message) => return Err(ApiError::new(500, message)),
+        }
+    }
+    Err(ApiError::new(500, "the generation ended without a result"))
+}
+
+/// llama.cpp's `timings` object.
+pub fn timings(summary: &Summary) -> Value {
+    let prompt_n = summary.tokens_evaluated - summary.tokens_cached;
+    let per_second = |n: usize, ms: f64| if ms > 0.0 { n as f64 * 1e3 / ms } else { 0.0 };
+    let per_token = |n: usize, ms: f64| if n > 0 { ms / n as f64 } else { 0.0 };
+    json!({
+        "prompt_n": prompt_n,
+        "prompt_ms": summary.prompt_ms,
+        "prompt_per_token_ms": per_token(prompt_n, summary.prompt_ms),
+        "prompt_per_second": per_second(prompt_n, summary.prompt_ms),
+        "predicted_n": summary.tokens_predicted,
+        "predicted_ms": summary.predicted_ms,
+        "predicted_per_token_ms": per_token(summary.tokens_predicted, summary.predicted_ms),
+        "predicted_per_second": per_second(summary.tokens_predicted, summary.predicted_ms),
+    })
+}
+
+/// The prompt of `/completion`: a string, token ids, or a mix of both.
+fn completion_prompt(shared: &Shared, fields: &Fields) -> Result<Vec<u32>, ApiError> {
+    let parse_special = fields.bool("parse_special")?.unwrap_or(false);
+    let n_vocab = shared.tokenizer.n_vocab();
+    let wrong =
+        || ApiError::bad_request("prompt must be a string or an array of strings and token ids");
+    match fields.get("prompt") {
+        None => Err(ApiError::bad_request("prompt is required")),
+        Some(Value::String(text)) => shared.encode(text, true, parse_special),
+        Some(Value::Array(parts)) => {
+            let mut tokens = Vec::new();
+            for (index, part) in parts.iter().enumerate() {
+                match part {
+                    Value::String(text) => {
+                        tokens.extend(shared.encode(text, index == 0, parse_special)?)
+                    }
+                    Value::Number(n) => {
+                        let id = n
+                            .as_u64()
+                            .filter(|&id| id < n_vocab as u64)
+                            .ok_or_else(|| {
+                                ApiError::bad_request(format!(
+                                    "prompt token {n} is not an id of this model's vocabulary of {n_vocab}"
+                                ))
+                            })?;
+                        tokens.push(id as u32);
+                    }
+                    _ => return Err(wrong()),
+                }
+            }
+            Ok(tokens)
+        }
+        Some(_) => Err(wrong()),
+    }
+}
+
+fn completion<'r>(shared: &'r Shared, fields: &Fields) -> Result<Reply<'r>, ApiError> {
+    let prompt = completion_prompt(shared, fields)?;
+    let generation = shared.generation(fields, prompt, &["n_predict", "max_tokens"], Vec::new())?;
+    let settings = generation.settings.clone();
+    let events = shared.submit(generation.prompt, generation.settings)?;
+    let final_json = move |content: String, probs: Vec<TokenProbs>, summary: &Summary| {
+        let mut body = json!({
+            "content": content,
+            "stop": true,
+            "model": shared.info.name,
+            "id_slot": summary.slot_id,
+            "slot_id": summary.slot_id,
+            "tokens_predicted": summary.tokens_predicted,
+            "tokens_evaluated": summary.tokens_evaluated,
+            "tokens_cached": summary.tokens_cached,
+            "stopped_eos": summary.stopped_eos,
+            "stopped_word": summary.stopped_word,
+            "stopped_limit": summary.stopped_limit,
+            "stopping_word": summary.stopping_word,
+            "truncated": false,
+            "generation_settings": settings_json(shared, &settings),
+            "timings": timings(summary),
+        });
+        if settings.n_probs > 0 {
+            body["completion_probabilities"] = json!(probs);
+        }
+        body
+    };
+    if !generation.stream {
+        let done = collect(events)?;
+        return Ok(Reply::Json(final_json(
+            done.content,
+            done.probs,
+            &done.summary,
+        )));
+    }
+    Ok(Reply::Stream(Box::new(move |stream| {
+        for event in events {
+            match event {
+                Event::Token { text, probs } => {
+                    if text.is_empty() && probs.is_none() {
+                        continue;
+                    }
+                    let mut body = json!({"content": text, "stop": false});
+                    if let Some(probs) = probs {
+                        body["completion_probabilities"] = json!([probs]);
+                    }
+                    stream.send(&body.to_string())?;
+                }
+                Event::Done(summary) => {
+                    return stream
+                        .send(&final_json(String::new(), Vec::new(), &summary).to_string());
+                }
+                Event::Failed(message) => {
+                    return stream.send(&ApiError::new(500, message).to_json().to_string());
+                }
+            }
+        }
+        Ok(())
+    })))
+}
+
+fn settings_json(shared: &Shared, settings: &Settings) -> Value {
+    let mut body = sampling_json(&settings.sampling);
+    body.insert("n_ctx".into(), json!(shared.config.n_ctx));
+    body.insert("n_predict".into(), json!(settings.n_predict));
+    body.insert("stop".into(), json!(settings.stop));
+    body.insert("n_probs".into(), json!(settings.n_probs));
+    body.insert("cache_prompt".into(), json!(settings.cache_prompt));
+    body.insert("ignore_eos".into(), json!(settings.ignore_eos));
+    body.insert("model".into(), json!(shared.info.name));
+    Value::Object(body)
+}
+
+fn tokenize<'r>(shared: &'r Shared, fields: &Fields) -> Result<Reply<'r>, ApiError> {
+    let content = fields
+        .str("content")?
+        .ok_or_else(|| ApiError::bad_request("content is required"))?;
+    let add_special = fields.bool("add_special")?.unwrap_or(false);
+    let parse_special = fields.bool("parse_special")?.unwrap_or(true);
+    let tokens = shared.encode(content, add_special, parse_special)?;
+    if fields.bool("with_pieces")?.unwrap_or(false) {
+        let pieces: Vec<Value> = tokens
+            .iter()
+            .map(|&id| {
+                let piece = String::from_utf8_lossy(shared.tokenizer.token_to_piece(id, true));
+                json!({"id": id, "piece": piece})
+            })
+            .collect();
+        return Ok(Reply::Json(json!({"tokens": pieces})));
+    }
+    Ok(Reply::Json(json!({"tokens": tokens})))
+}
+
+fn detokenize<'r>(shared: &'r Shared, fields: &Fields) -> Result<Reply<'r>, ApiError> {
+    let n_vocab = shared.tokenizer.n_vocab();
+    let wrong = || {
+        ApiError::bad_request(format!(
+            "tokens must be an array of token ids below {n_vocab}"
+        ))
+    };
+    let tokens = match fields.get("tokens") {
+        None => Vec::new(),
+        Some(Value::Array(items)) => items
+            .iter()
+            .map(|item| {
+                item.as_u64()
+                    .filter(|&id| id < n_vocab as u64)
+                    .map(|id| id as u32)
+                    .ok_or_else(wrong)
+            })
+            .collect::<Result<Vec<u32>, ApiError>>()?,
+        Some(_) => return Err(wrong()),
+    };
+    Ok(Reply::Json(
+        json!({"content": shared.tokenizer.decode(&tokens, true)}),
+    ))
+}

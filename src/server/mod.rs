@@ -1,0 +1,208 @@
+//! The HTTP server: the embedded chat page, llama.cpp's completion API and OpenAI's.
+//!
+//! One scheduler thread owns the slots (a `Session` each, so a KV cache each) and runs the
+//! model; HTTP worker threads parse requests, tokenize, and hand the scheduler a job with a
+//! channel of their own on which the tokens come back. A worker whose client has left drops
+//! its receiver, and the scheduler frees the slot when its next token finds nobody listening.
+//! The workers never wait for the model, so `/health` answers while generation runs.
+
+mod api;
+mod assets;
+mod http;
+mod openai;
+mod request;
+mod scheduler;
+pub mod stop;
+
+use crate::chat_format::ChatFormat;
+use crate::gguf::{Gguf, GgufError};
+use crate::model::Transformer;
+use crate::sampling::SamplingParams;
+use crate::session::{Session, SessionError};
+use crate::tokenizer::Tokenizer;
+use std::net::{SocketAddr, TcpListener};
+use std::sync::mpsc;
+
+/// How many more ports are tried when the requested one is taken.
+const PORT_ATTEMPTS: u16 = 10;
+/// Requests that may wait for a slot, per slot; beyond that the server answers 503.
+const QUEUE_PER_SLOT: usize = 4;
+/// HTTP workers beyond those that streaming and queued requests can occupy, so that `/health`,
+/// `/props` and the page's assets are always served.
+const SPARE_WORKERS: usize = 4;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ServerError {
+    #[error("cannot listen on {host}:{first_port} or the {more} ports after it: {source}")]
+    Bind {
+        host: String,
+        first_port: u16,
+        more: u16,
+        source: std::io::Error,
+    },
+    #[error("cannot start the HTTP server: {0}")]
+    Start(String),
+    #[error("cannot make the slots' KV caches: {0}")]
+    Slots(#[from] SessionError),
+    #[error("-np must be at least 1")]
+    NoSlots,
+}
+
+/// What requests get when they do not say otherwise: the command line's settings.
+#[derive(Debug, Clone)]
+pub struct ServerConfig {
+    pub host: String,
+    pub port: u16,
+    pub slots: usize,
+    /// Context size of each slot.
+    pub n_ctx: usize,
+    pub sampling: SamplingParams,
+    /// -1: until the end of text or a full context.
+    pub n_predict: i64,
+    pub api_key: Option<String>,
+    pub open_browser: bool,
+}
+
+/// What the API tells clients about the model.
+#[derive(Debug, Clone)]
+pub struct ModelInfo {
+    pub name: String,
+    pub architecture: String,
+    pub chat_template: Option<String>,
+    pub format: ChatFormat,
+}
+
+impl ModelInfo {
+    pub fn from_gguf(gguf: &Gguf) -> Result<ModelInfo, GgufError> {
+        let architecture = gguf.architecture()?.to_string();
+        let chat_template = gguf
+            .get_str_opt("tokenizer.chat_template")?
+            .map(str::to_string);
+        let name = gguf
+            .get_str_opt("general.name")?
+            .map_or_else(|| architecture.clone(), str::to_string);
+        let format = ChatFormat::detect(&architecture, chat_template.as_deref());
+        Ok(ModelInfo {
+            name,
+            architecture,
+            chat_template,
+            format,
+        })
+    }
+}
+
+/// Serves until the process ends. Prints the address it listens on to stdout, and opens it in
+/// a browser when asked to and a display is there.
+pub fn serve(
+    model: &Transformer,
+    tokenizer: &Tokenizer,
+    info: &ModelInfo,
+    config: &ServerConfig,
+) -> Result<(), ServerError> {
+    if config.slots == 0 {
+        return Err(ServerError::NoSlots);
+    }
+    let sessions = (0..config.slots)
+        .map(|_| Session::new(model, config.n_ctx))
+        .collect::<Result<Vec<_>, _>>()?;
+    let listener = bind(&config.host, config.port)?;
+    let address = listener
+        .local_addr()
+        .map_err(|e| ServerError::Start(e.to_string()))?;
+    let server = tiny_http::Server::from_listener(listener, None)
+        .map_err(|e| ServerError::Start(e.to_string()))?;
+
+    let url = page_url(address);
+    println!("llmfile: serving {} at {url}", info.name);
+    if config.open_browser {
+        open_browser(&url);
+    }
+
+    let (jobs, job_receiver) = mpsc::channel();
+    let status = scheduler::Status::default();
+    let queue_limit = QUEUE_PER_SLOT * config.slots;
+    let shared = api::Shared {
+        tokenizer,
+        info,
+        config,
+        jobs,
+        status: &status,
+        queue_limit,
+        started: std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs()),
+    };
+    let workers = config.slots + queue_limit + SPARE_WORKERS;
+    std::thread::scope(|scope| {
+        scope.spawn(|| scheduler::run(sessions, tokenizer, job_receiver, &status));
+        for _ in 0..workers {
+            scope.spawn(|| {
+                while let Ok(request) = server.recv() {
+                    api::handle(&shared, request);
+                }
+            });
+        }
+    });
+    Ok(())
+}
+
+/// The requested port, or the next free one.
+fn bind(host: &str, port: u16) -> Result<TcpListener, ServerError> {
+    let more = if port == 0 { 0 } else { PORT_ATTEMPTS };
+    let mut last_error = None;
+    for candidate in (0..=more).filter_map(|i| port.checked_add(i)) {
+        match TcpListener::bind((host, candidate)) {
+            Ok(listener) => return Ok(listener),
+            Err(error) => last_error = Some(error),
+        }
+    }
+    Err(ServerError::Bind {
+        host: host.to_string(),
+        first_port: port,
+        more,
+        source: last_error.unwrap_or_else(|| std::io::ErrorKind::AddrInUse.into()),
+    })
+}
+
+/// The address a browser on this machine can open: an unspecified listening address
+/// (0.0.0.0, ::) is reached through loopback.
+fn page_url(address: SocketAddr) -> String {
+    let host = match address {
+        SocketAddr::V4(a) if a.ip().is_unspecified() => "127.0.0.1".to_string(),
+        SocketAddr::V6(a) if a.ip().is_unspecified() => "[::1]".to_string(),
+        SocketAddr::V4(a) => a.ip().to_string(),
+        SocketAddr::V6(a) => format!("[{}]", a.ip()),
+    };
+    format!("http://{host}:{}/", address.port())
+}
+
+fn open_browser(url: &str) {
+    let command = if cfg!(target_os = "macos") {
+        Some(("open", vec![url]))
+    } else if cfg!(windows) {
+        Some(("cmd", vec!["/C", "start", "", url]))
+    } else if std::env::var_os("DISPLAY").is_some() || std::env::var_os("WAYLAND_DISPLAY").is_some()
+    {
+        Some(("xdg-open", vec![url]))
+    } else {
+        None
+    };
+    let Some((program, args)) = command else {
+        return;
+    };
+    let spawned = std::process::Command::new(program)
+        .args(args)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn();
+    match spawned {
+        // Reaped on a thread of its own so that it does not linger as a zombie.
+        Ok(mut child) => {
+            std::thread::spawn(move || child.wait());
+        }
+        Err(error) => {
+            eprintln!("llmfile: could not open a browser ({program}: {error}); open {url} yourself")
+        }
+    }
+}

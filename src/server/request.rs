@@ -1,0 +1,236 @@
+//! Reading request fields. Every field is checked for its type and range by name, so a bad
+//! request gets a 400 that says which field is wrong and why.
+
+use super::http::ApiError;
+use crate::sampling::SamplingParams;
+use serde_json::{Map, Value};
+
+/// The top-level object of a JSON request body.
+#[derive(Debug)]
+pub struct Fields(Map<String, Value>);
+
+impl Fields {
+    pub fn parse(body: &[u8]) -> Result<Fields, ApiError> {
+        let value: Value = serde_json::from_slice(body)
+            .map_err(|e| ApiError::bad_request(format!("the body is not valid JSON: {e}")))?;
+        match value {
+            Value::Object(map) => Ok(Fields(map)),
+            _ => Err(ApiError::bad_request("the body must be a JSON object")),
+        }
+    }
+
+    /// The field's value; `null` counts as absent, as OpenAI clients send it for unset fields.
+    pub fn get(&self, key: &str) -> Option<&Value> {
+        self.0.get(key).filter(|v| !v.is_null())
+    }
+
+    pub fn f32(&self, key: &str) -> Result<Option<f32>, ApiError> {
+        self.get(key)
+            .map(|v| {
+                v.as_f64()
+                    .map(|x| x as f32)
+                    .filter(|x| x.is_finite())
+                    .ok_or_else(|| wrong_type(key, "a number", v))
+            })
+            .transpose()
+    }
+
+    pub fn i64(&self, key: &str) -> Result<Option<i64>, ApiError> {
+        self.get(key)
+            .map(|v| {
+                v.as_i64()
+                    .or_else(|| {
+                        v.as_f64()
+                            .filter(|x| x.fract() == 0.0 && x.abs() < 1e15)
+                            .map(|x| x as i64)
+                    })
+                    .ok_or_else(|| wrong_type(key, "an integer", v))
+            })
+            .transpose()
+    }
+
+    pub fn bool(&self, key: &str) -> Result<Option<bool>, ApiError> {
+        self.get(key)
+            .map(|v| {
+                v.as_bool()
+                    .ok_or_else(|| wrong_type(key, "true or false", v))
+            })
+            .transpose()
+    }
+
+    pub fn str(&self, key: &str) -> Result<Option<&str>, ApiError> {
+        self.get(key)
+            .map(|v| v.as_str().ok_or_else(|| wrong_type(key, "a string", v)))
+            .transpose()
+    }
+
+    /// A string or an array of strings.
+    pub fn strings(&self, key: &str) -> Result<Vec<String>, ApiError> {
+        match self.get(key) {
+            None => Ok(Vec::new()),
+            Some(Value::String(s)) => Ok(vec![s.clone()]),
+            Some(Value::Array(items)) => items
+                .iter()
+                .map(|item| {
+                    item.as_str()
+                        .map(str::to_string)
+                        .ok_or_else(|| wrong_type(key, "a string or an array of strings", item))
+                })
+                .collect(),
+            Some(other) => Err(wrong_type(key, "a string or an array of strings", other)),
+        }
+    }
+
+    /// An integer within `range`, naming the range when it is not.
+    pub fn i64_in(
+        &self,
+        key: &str,
+        range: std::ops::RangeInclusive<i64>,
+    ) -> Result<Option<i64>, ApiError> {
+        match self.i64(key)? {
+            Some(n) if !range.contains(&n) => Err(ApiError::bad_request(format!(
+                "{key} must be between {} and {}, not {n}",
+                range.start(),
+                range.end()
+            ))),
+            other => Ok(other),
+        }
+    }
+
+    pub fn f32_in(
+        &self,
+        key: &str,
+        range: std::ops::RangeInclusive<f32>,
+    ) -> Result<Option<f32>, ApiError> {
+        match self.f32(key)? {
+            Some(x) if !range.contains(&x) => Err(ApiError::bad_request(format!(
+                "{key} must be between {} and {}, not {x}",
+                range.start(),
+                range.end()
+            ))),
+            other => Ok(other),
+        }
+    }
+
+    /// The sampling fields shared by every generation endpoint, over the server's defaults.
+    /// `n_ctx` bounds `repeat_last_n` (-1 means the whole context, as in llama.cpp).
+    pub fn sampling(
+        &self,
+        defaults: &SamplingParams,
+        n_ctx: usize,
+    ) -> Result<SamplingParams, ApiError> {
+        let mut params = defaults.clone();
+        if let Some(t) = self.f32_in("temperature", 0.0..=100.0)? {
+            params.temperature = t;
+        }
+        if let Some(k) = self.i64_in("top_k", -1..=i64::from(u32::MAX))? {
+            params.top_k = k.max(0) as usize;
+        }
+        if let Some(p) = self.f32_in("top_p", 0.0..=1.0)? {
+            params.top_p = p;
+        }
+        if let Some(p) = self.f32_in("min_p", 0.0..=1.0)? {
+            params.min_p = p;
+        }
+        if let Some(p) = self.f32_in("repeat_penalty", 0.0..=100.0)? {
+            params.repeat_penalty = p;
+        }
+        if let Some(n) = self.i64_in("repeat_last_n", -1..=i64::from(u32::MAX))? {
+            params.repeat_last_n = usize::try_from(n).map_or(n_ctx, |n| n.min(n_ctx));
+        }
+        if let Some(seed) = self.i64_in("seed", -1..=i64::from(u32::MAX))? {
+            params.seed = u64::try_from(seed).unwrap_or_else(|_| random_seed());
+        }
+        Ok(params)
+    }
+}
+
+fn wrong_type(key: &str, expected: &str, got: &Value) -> ApiError {
+    let got = match got {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "an array",
+        Value::Object(_) => "an object",
+    };
+    ApiError::bad_request(format!("{key} must be {expected}, not {got}"))
+}
+
+/// `seed: -1` asks for a different draw each time, as in llama.cpp.
+fn random_seed() -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
+    hasher.write_u128(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos()),
+    );
+    hasher.finish()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn fields(json: &str) -> Fields {
+        Fields::parse(json.as_bytes()).unwrap()
+    }
+
+    #[test]
+    fn rejects_bodies_that_are_not_objects() {
+        assert!(Fields::parse(b"{")
+            .unwrap_err()
+            .message
+            .contains("not valid JSON"));
+        assert!(Fields::parse(b"[1]")
+            .unwrap_err()
+            .message
+            .contains("JSON object"));
+    }
+
+    #[test]
+    fn names_the_field_with_the_wrong_type() {
+        let f = fields(r#"{"temperature": "hot", "stop": [1], "n": 2.5, "stream": 1}"#);
+        assert_eq!(
+            f.f32("temperature").unwrap_err().message,
+            "temperature must be a number, not a string"
+        );
+        assert_eq!(
+            f.strings("stop").unwrap_err().message,
+            "stop must be a string or an array of strings, not a number"
+        );
+        assert!(f.i64("n").unwrap_err().message.contains("an integer"));
+        assert!(f
+            .bool("stream")
+            .unwrap_err()
+            .message
+            .contains("true or false"));
+    }
+
+    #[test]
+    fn null_is_absent_and_ranges_are_checked() {
+        let f = fields(r#"{"top_p": null, "top_k": -5, "min_p": 0.1}"#);
+        assert_eq!(f.f32("top_p").unwrap(), None);
+        assert!(f
+            .i64_in("top_k", -1..=10)
+            .unwrap_err()
+            .message
+            .contains("between -1 and 10"));
+        assert_eq!(f.f32_in("min_p", 0.0..=1.0).unwrap(), Some(0.1));
+    }
+
+    #[test]
+    fn sampling_fields_override_the_defaults() {
+        let defaults = SamplingParams::default();
+        let f = fields(r#"{"temperature": 0, "top_k": 0, "repeat_last_n": -1, "seed": 7}"#);
+        let params = f.sampling(&defaults, 512).unwrap();
+        assert_eq!(params.temperature, 0.0);
+        assert_eq!(params.top_k, 0);
+        assert_eq!(params.repeat_last_n, 512);
+        assert_eq!(params.seed, 7);
+        assert_eq!(params.top_p, defaults.top_p);
+        let random = fields(r#"{"seed": -1}"#).sampling(&defaults, 512).unwrap();
+        assert_ne!(random.seed, defaults.seed);
+    }
+}

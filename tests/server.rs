@@ -1,0 +1,1034 @@
+//! The server over real HTTP: each test starts `llmfile --server` on a free port and talks to
+//! it with a small HTTP/1.1 client over a TCP socket. Every socket read has a timeout bounded by
+//! the test's deadline and the server process is killed when the test ends, so a bug fails a
+//! test instead of hanging CI.
+//!
+//! Most tests use the synthetic model in the repository (nonsense text, but deterministic);
+//! those that need sensible answers use Gemma 3 270M and skip when it is not downloaded.
+
+use serde_json::{json, Value};
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+/// The longest any one test may run.
+const TEST_DEADLINE: Duration = Duration::from_secs(180);
+
+fn synthetic_model() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/models/gemma2-synthetic-q4_k_m.gguf")
+}
+
+fn downloaded_model(file_name: &str) -> Option<PathBuf> {
+    llmfile::test_models::path(file_name)
+}
+
+struct Server {
+    child: Child,
+    port: u16,
+    deadline: Instant,
+}
+
+impl Server {
+    fn start(model: &Path, extra: &[&str]) -> Server {
+        Server::start_on(model, 0, extra)
+    }
+
+    fn start_on(model: &Path, port: u16, extra: &[&str]) -> Server {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_llmfile"));
+        command
+            .args(["-m", model.to_str().unwrap(), "--server", "--nobrowser"])
+            .args(["--host", "127.0.0.1", "--port", &port.to_string()])
+            .args(extra);
+        Server::spawn(command)
+    }
+
+    /// Runs `command`, which must start a server on 127.0.0.1, and waits for its address.
+    fn spawn(mut command: Command) -> Server {
+        let deadline = Instant::now() + TEST_DEADLINE;
+        let mut child = command
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("llmfile starts");
+        let stdout = child.stdout.take().unwrap();
+        let (lines, received) = mpsc::channel();
+        // Reads the address line, then keeps draining stdout so the server never blocks on it.
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                let _ = lines.send(line);
+            }
+        });
+        let line = received
+            .recv_timeout(Duration::from_secs(60))
+            .expect("the server prints its address within a minute");
+        let port = line
+            .rsplit_once("http://127.0.0.1:")
+            .and_then(|(_, rest)| rest.trim_end_matches('/').parse().ok())
+            .unwrap_or_else(|| panic!("no address in {line:?}"));
+        Server {
+            child,
+            port,
+            deadline,
+        }
+    }
+
+    fn connect(&self) -> TcpStream {
+        let stream = TcpStream::connect(("127.0.0.1", self.port)).expect("connects");
+        let left = self
+            .deadline
+            .checked_duration_since(Instant::now())
+            .expect("the test ran past its deadline");
+        stream
+            .set_read_timeout(Some(left.min(Duration::from_secs(60))))
+            .unwrap();
+        stream
+            .set_write_timeout(Some(Duration::from_secs(30)))
+            .unwrap();
+        stream
+    }
+
+    fn request(&self, method: &str, path: &str, headers: &[(&str, &str)], body: &[u8]) -> Reply {
+        let mut stream = self.connect();
+        send_request(&mut stream, method, path, headers, body);
+        read_reply(stream)
+    }
+
+    fn get(&self, path: &str) -> Reply {
+        self.request("GET", path, &[], b"")
+    }
+
+    fn post(&self, path: &str, body: &Value) -> Reply {
+        self.request("POST", path, &[], body.to_string().as_bytes())
+    }
+
+    /// A JSON reply that must be 200.
+    fn post_ok(&self, path: &str, body: &Value) -> Value {
+        let reply = self.post(path, body);
+        assert_eq!(reply.status, 200, "{path}: {}", reply.text());
+        reply.json()
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn send_request(
+    stream: &mut TcpStream,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &[u8],
+) {
+    let mut head = format!(
+        "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\nContent-Length: {}\r\n",
+        body.len()
+    );
+    if !body.is_empty() {
+        head.push_str("Content-Type: application/json\r\n");
+    }
+    for (name, value) in headers {
+        head.push_str(&format!("{name}: {value}\r\n"));
+    }
+    head.push_str("\r\n");
+    stream.write_all(head.as_bytes()).unwrap();
+    stream.write_all(body).unwrap();
+}
+
+struct Reply {
+    status: u16,
+    headers: Vec<(String, String)>,
+    body: Vec<u8>,
+}
+
+impl Reply {
+    fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+
+    fn text(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
+
+    fn json(&self) -> Value {
+        serde_json::from_slice(&self.body).unwrap_or_else(|e| panic!("{e}: {}", self.text()))
+    }
+
+    /// The `data:` payloads of an event stream, checking the framing on the way.
+    fn events(&self) -> Vec<String> {
+        let text = self.text();
+        assert!(
+            text.ends_with("\n\n"),
+            "events end with a blank line: {text:?}"
+        );
+        text.trim_end_matches("\n\n")
+            .split("\n\n")
+            .map(|event| {
+                event
+                    .strip_prefix("data: ")
+                    .unwrap_or_else(|| panic!("not a data event: {event:?}"))
+                    .to_string()
+            })
+            .collect()
+    }
+}
+
+/// Reads a whole reply (the request asked the server to close the connection after it).
+fn read_reply(mut stream: TcpStream) -> Reply {
+    let mut raw = Vec::new();
+    stream
+        .read_to_end(&mut raw)
+        .expect("the reply arrives before the timeout");
+    let split = raw
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .expect("a reply head");
+    let head = String::from_utf8(raw[..split].to_vec()).unwrap();
+    let mut lines = head.split("\r\n");
+    let status = lines
+        .next()
+        .unwrap()
+        .split(' ')
+        .nth(1)
+        .unwrap()
+        .parse()
+        .unwrap();
+    let headers: Vec<(String, String)> = lines
+        .filter_map(|l| l.split_once(':'))
+        .map(|(n, v)| (n.trim().to_string(), v.trim().to_string()))
+        .collect();
+    let mut body = raw[split + 4..].to_vec();
+    let chunked = headers.iter().any(|(n, v)| {
+        n.eq_ignore_ascii_case("transfer-encoding") && v.eq_ignore_ascii_case("chunked")
+    });
+    if chunked {
+        body = dechunk(&body);
+    }
+    Reply {
+        status,
+        headers,
+        body,
+    }
+}
+
+fn dechunk(mut data: &[u8]) -> Vec<u8> {
+    let mut body = Vec::new();
+    loop {
+        let line_end = data
+            .windows(2)
+            .position(|w| w == b"\r\n")
+            .expect("chunk size line");
+        let size =
+            usize::from_str_radix(std::str::from_utf8(&data[..line_end]).unwrap().trim(), 16)
+                .expect("hex chunk size");
+        data = &data[line_end + 2..];
+        if size == 0 {
+            return body;
+        }
+        body.extend_from_slice(&data[..size]);
+        assert_eq!(&data[size..size + 2], b"\r\n", "chunk ends with CRLF");
+        data = &data[size + 2..];
+    }
+}
+
+fn greedy(prompt: &str, n_predict: i64) -> Value {
+    json!({"prompt": prompt, "n_predict": n_predict, "temperature": 0})
+}
+
+#[test]
+fn health_props_page_and_cors() {
+    let server = Server::start(&synthetic_model(), &[]);
+    let health = server.get("/health");
+    assert_eq!(health.status, 200);
+    assert_eq!(health.json()["status"], "ok");
+    assert_eq!(health.header("Access-Control-Allow-Origin"), Some("*"));
+
+    let props = server.get("/props").json();
+    assert_eq!(props["chat_format"], "gemma");
+    assert_eq!(props["n_ctx"], 512, "the synthetic model's trained context");
+    assert_eq!(
+        props["templates"]["prompt"],
+        "<start_of_turn>system\n{{prompt}}<end_of_turn>\n{{history}}\n<start_of_turn>{{char}}\n"
+    );
+    assert_eq!(
+        props["templates"]["history"],
+        "<start_of_turn>{{name}}\n{{message}}<end_of_turn>"
+    );
+    assert_eq!(
+        (props["user_name"].as_str(), props["bot_name"].as_str()),
+        (Some("user"), Some("model"))
+    );
+    let presets: Vec<&str> = props["presets"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(presets, ["Gemma", "Alpaca", "ChatML", "Llama 3", "Plain"]);
+    assert_eq!(
+        props["default_generation_settings"]["temperature"]
+            .as_f64()
+            .map(|t| (t * 100.0).round()),
+        Some(80.0)
+    );
+
+    let page = server.get("/");
+    assert_eq!(page.status, 200);
+    assert!(page
+        .header("Content-Type")
+        .unwrap()
+        .starts_with("text/html"));
+    assert!(page.text().contains("<script src=\"/app.js\">"));
+    for (asset, kind) in [("/app.js", "text/javascript"), ("/style.css", "text/css")] {
+        let reply = server.get(asset);
+        assert_eq!(reply.status, 200, "{asset}");
+        assert!(
+            reply.header("Content-Type").unwrap().starts_with(kind),
+            "{asset}"
+        );
+        assert!(!reply.body.is_empty());
+    }
+
+    let preflight = server.request(
+        "OPTIONS",
+        "/completion",
+        &[("Origin", "http://example.com")],
+        b"",
+    );
+    assert_eq!(preflight.status, 204);
+    assert!(preflight
+        .header("Access-Control-Allow-Headers")
+        .unwrap()
+        .contains("Authorization"));
+
+    let models = server.get("/v1/models").json();
+    assert_eq!(models["object"], "list");
+    assert_eq!(
+        models["data"][0]["id"],
+        "Gemma 2 synthetic (llmfile test fixture)"
+    );
+}
+
+#[test]
+fn completion_streams_the_same_text_as_a_whole_reply() {
+    let server = Server::start(&synthetic_model(), &[]);
+    let whole = server.post_ok("/completion", &greedy("Hello", 12));
+    assert_eq!(whole["stop"], true);
+    assert_eq!(whole["tokens_predicted"], 12);
+    assert_eq!(whole["stopped_limit"], true);
+    assert_eq!(whole["stopped_eos"], false);
+    assert_eq!(whole["stopped_word"], false);
+    let content = whole["content"].as_str().unwrap();
+    assert!(!content.is_empty());
+
+    let mut request = greedy("Hello", 12);
+    request["stream"] = json!(true);
+    let reply = server.post("/completion", &request);
+    assert_eq!(reply.status, 200);
+    assert_eq!(reply.header("Content-Type"), Some("text/event-stream"));
+    let events: Vec<Value> = reply
+        .events()
+        .iter()
+        .map(|e| serde_json::from_str(e).unwrap())
+        .collect();
+    let (last, tokens) = events.split_last().unwrap();
+    assert!(tokens
+        .iter()
+        .all(|e| e["stop"] == false && e["content"].is_string()));
+    let streamed: String = tokens
+        .iter()
+        .map(|e| e["content"].as_str().unwrap())
+        .collect();
+    assert_eq!(streamed, content);
+    assert_eq!(last["stop"], true);
+    assert_eq!(last["tokens_predicted"], 12);
+    assert_eq!(last["stopped_limit"], true);
+    for key in [
+        "prompt_n",
+        "prompt_ms",
+        "prompt_per_second",
+        "predicted_n",
+        "predicted_ms",
+        "predicted_per_second",
+    ] {
+        assert!(last["timings"][key].is_number(), "timings.{key}: {last}");
+    }
+    assert_eq!(last["timings"]["predicted_n"], 12);
+}
+
+#[test]
+fn a_stop_string_ends_the_text_and_is_never_sent() {
+    let server = Server::start(&synthetic_model(), &[]);
+    let full = server.post_ok("/completion", &greedy("Once upon a time", 24));
+    let text = full["content"].as_str().unwrap().to_string();
+    // A stop string from the middle of what the model will say, crossing token boundaries.
+    let chars: Vec<(usize, char)> = text.char_indices().collect();
+    let (start, _) = chars[chars.len() / 2];
+    let end = chars
+        .get(chars.len() / 2 + 4)
+        .map_or(text.len(), |&(i, _)| i);
+    let stop = text[start..end].to_string();
+    let expected = &text[..text.find(&stop).unwrap()];
+
+    let mut request = greedy("Once upon a time", 24);
+    request["stop"] = json!(["never appears \u{1F600}", stop]);
+    request["stream"] = json!(true);
+    let events: Vec<Value> = server
+        .post("/completion", &request)
+        .events()
+        .iter()
+        .map(|e| serde_json::from_str(e).unwrap())
+        .collect();
+    let (last, tokens) = events.split_last().unwrap();
+    let streamed: String = tokens
+        .iter()
+        .map(|e| e["content"].as_str().unwrap())
+        .collect();
+    assert_eq!(streamed, expected, "stop {stop:?} in {text:?}");
+    assert_eq!(last["stopped_word"], true);
+    assert_eq!(last["stopping_word"], stop);
+    assert_eq!(last["stopped_limit"], false);
+
+    request["stream"] = json!(false);
+    let whole = server.post_ok("/completion", &request);
+    assert_eq!(whole["content"], expected);
+}
+
+#[test]
+fn prompts_as_token_ids_tokenize_and_detokenize() {
+    let server = Server::start(&synthetic_model(), &["-np", "2"]);
+    let tokens = server.post_ok("/tokenize", &json!({"content": "Hello world"}))["tokens"].clone();
+    let ids: Vec<u64> = tokens
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t.as_u64().unwrap())
+        .collect();
+    assert!(!ids.is_empty());
+    let with_bos = server.post_ok(
+        "/tokenize",
+        &json!({"content": "Hello world", "add_special": true}),
+    )["tokens"]
+        .clone();
+    assert_eq!(with_bos.as_array().unwrap().len(), ids.len() + 1);
+    let pieces = server.post_ok(
+        "/tokenize",
+        &json!({"content": "Hello world", "with_pieces": true}),
+    );
+    assert_eq!(pieces["tokens"][0]["id"], ids[0]);
+    let text = server.post_ok("/detokenize", &json!({"tokens": ids}));
+    assert_eq!(text["content"], "Hello world");
+
+    let by_text = server.post_ok("/completion", &greedy("Hello world", 6));
+    let by_ids = server.post_ok(
+        "/completion",
+        &json!({"prompt": with_bos, "n_predict": 6, "temperature": 0}),
+    );
+    assert_eq!(by_ids["content"], by_text["content"]);
+    let mixed = json!({"prompt": ["Hello", ids[1]], "n_predict": 6, "temperature": 0});
+    let _ = server.post_ok("/completion", &mixed);
+
+    let on_slot_1 = server.post_ok(
+        "/completion",
+        &json!({"prompt": "Hi", "n_predict": 2, "id_slot": 1}),
+    );
+    assert_eq!(on_slot_1["id_slot"], 1);
+    let with_probs = server.post_ok(
+        "/completion",
+        &json!({"prompt": "Hi", "n_predict": 2, "n_probs": 3}),
+    );
+    let probs = &with_probs["completion_probabilities"];
+    assert_eq!(probs.as_array().unwrap().len(), 2);
+    assert_eq!(probs[0]["probs"].as_array().unwrap().len(), 3);
+}
+
+#[test]
+fn cache_prompt_evaluates_only_the_new_text() {
+    let server = Server::start(&synthetic_model(), &[]);
+    let first = server.post_ok(
+        "/completion",
+        &greedy("The first turn of a long conversation", 4),
+    );
+    assert_eq!(first["tokens_cached"], 0);
+    let second = server.post_ok(
+        "/completion",
+        &greedy("The first turn of a long conversation, and the second", 4),
+    );
+    let evaluated = second["tokens_evaluated"].as_u64().unwrap();
+    let cached = second["tokens_cached"].as_u64().unwrap();
+    assert!(cached >= 7, "the shared prefix is reused: {second}");
+    assert_eq!(
+        second["timings"]["prompt_n"].as_u64().unwrap(),
+        evaluated - cached
+    );
+
+    let mut uncached = greedy("The first turn of a long conversation, and the second", 4);
+    uncached["cache_prompt"] = json!(false);
+    let third = server.post_ok("/completion", &uncached);
+    assert_eq!(third["tokens_cached"], 0);
+    assert_eq!(
+        third["content"], second["content"],
+        "the cache changes no result"
+    );
+}
+
+#[test]
+fn openai_chat_and_text_completions() {
+    let server = Server::start(&synthetic_model(), &[]);
+    let request = json!({
+        "model": "anything",
+        "messages": [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Hi"}],
+        "max_tokens": 5,
+        "temperature": 0,
+    });
+    let whole = server.post_ok("/v1/chat/completions", &request);
+    assert_eq!(whole["object"], "chat.completion");
+    assert_eq!(whole["choices"][0]["message"]["role"], "assistant");
+    assert_eq!(whole["choices"][0]["finish_reason"], "length");
+    assert_eq!(whole["usage"]["completion_tokens"], 5);
+    let prompt_tokens = whole["usage"]["prompt_tokens"].as_u64().unwrap();
+    assert_eq!(
+        whole["usage"]["total_tokens"].as_u64().unwrap(),
+        prompt_tokens + 5
+    );
+    // The prompt is Gemma's turns with the system text folded into the user turn, BOS first.
+    let rendered = server.post_ok(
+        "/tokenize",
+        &json!({"content": "<start_of_turn>user\nBe brief.\n\nHi<end_of_turn>\n<start_of_turn>model\n", "add_special": true}),
+    );
+    assert_eq!(
+        rendered["tokens"].as_array().unwrap().len() as u64,
+        prompt_tokens
+    );
+
+    let mut streamed_request = request.clone();
+    streamed_request["stream"] = json!(true);
+    let events = server
+        .post("/v1/chat/completions", &streamed_request)
+        .events();
+    assert_eq!(events.last().unwrap(), "[DONE]");
+    let chunks: Vec<Value> = events[..events.len() - 1]
+        .iter()
+        .map(|e| serde_json::from_str(e).unwrap())
+        .collect();
+    assert!(chunks
+        .iter()
+        .all(|c| c["object"] == "chat.completion.chunk" && c["id"] == chunks[0]["id"]));
+    assert_eq!(chunks[0]["choices"][0]["delta"]["role"], "assistant");
+    let text: String = chunks
+        .iter()
+        .filter_map(|c| c["choices"][0]["delta"]["content"].as_str())
+        .collect();
+    assert_eq!(
+        text,
+        whole["choices"][0]["message"]["content"].as_str().unwrap()
+    );
+    let last = chunks.last().unwrap();
+    assert_eq!(last["choices"][0]["finish_reason"], "length");
+    assert_eq!(last["usage"]["completion_tokens"], 5);
+
+    let text_completion = server.post_ok(
+        "/v1/completions",
+        &json!({"prompt": "Hello", "max_tokens": 3, "temperature": 0}),
+    );
+    assert_eq!(text_completion["object"], "text_completion");
+    assert_eq!(text_completion["choices"][0]["finish_reason"], "length");
+    let llama = server.post_ok("/completion", &greedy("Hello", 3));
+    assert_eq!(text_completion["choices"][0]["text"], llama["content"]);
+    let mut streamed =
+        json!({"prompt": "Hello", "max_tokens": 3, "temperature": 0, "stream": true});
+    let events = server.post("/v1/completions", &streamed).events();
+    assert_eq!(events.last().unwrap(), "[DONE]");
+    streamed["n"] = json!(2);
+    assert_eq!(server.post("/v1/completions", &streamed).status, 400);
+}
+
+#[test]
+fn bad_input_gets_a_4xx_json_error_and_the_server_keeps_serving() {
+    let server = Server::start(&synthetic_model(), &[]);
+    let long_prompt = "word ".repeat(1000);
+    let cases: Vec<(&str, &str, Vec<u8>, u16, &str)> = vec![
+        (
+            "POST",
+            "/completion",
+            b"{\"prompt\": ".to_vec(),
+            400,
+            "not valid JSON",
+        ),
+        (
+            "POST",
+            "/completion",
+            b"[1, 2]".to_vec(),
+            400,
+            "JSON object",
+        ),
+        (
+            "POST",
+            "/completion",
+            br#"{"prompt": "x", "temperature": "hot"}"#.to_vec(),
+            400,
+            "temperature must be a number",
+        ),
+        (
+            "POST",
+            "/completion",
+            br#"{"prompt": "x", "stream": "yes"}"#.to_vec(),
+            400,
+            "stream must be true or false",
+        ),
+        (
+            "POST",
+            "/completion",
+            br#"{"prompt": "x", "stop": [1]}"#.to_vec(),
+            400,
+            "stop must be",
+        ),
+        (
+            "POST",
+            "/completion",
+            br#"{"prompt": {"a": 1}}"#.to_vec(),
+            400,
+            "prompt must be",
+        ),
+        (
+            "POST",
+            "/completion",
+            br#"{"prompt": [999999999]}"#.to_vec(),
+            400,
+            "vocabulary",
+        ),
+        (
+            "POST",
+            "/completion",
+            br#"{"n_predict": 3}"#.to_vec(),
+            400,
+            "prompt is required",
+        ),
+        (
+            "POST",
+            "/completion",
+            br#"{"prompt": "x", "n_predict": -2}"#.to_vec(),
+            400,
+            "n_predict must be between -1",
+        ),
+        (
+            "POST",
+            "/completion",
+            br#"{"prompt": "x", "n_predict": 1e30}"#.to_vec(),
+            400,
+            "n_predict must be an integer",
+        ),
+        (
+            "POST",
+            "/completion",
+            br#"{"prompt": "x", "n_predict": 99999999999}"#.to_vec(),
+            400,
+            "n_predict must be between",
+        ),
+        (
+            "POST",
+            "/completion",
+            br#"{"prompt": "x", "top_p": 2}"#.to_vec(),
+            400,
+            "top_p must be between 0 and 1",
+        ),
+        (
+            "POST",
+            "/completion",
+            br#"{"prompt": "x", "id_slot": 5}"#.to_vec(),
+            400,
+            "id_slot must be between -1 and 0",
+        ),
+        (
+            "POST",
+            "/completion",
+            json!({"prompt": long_prompt}).to_string().into_bytes(),
+            400,
+            "does not fit the context of 512",
+        ),
+        (
+            "POST",
+            "/v1/chat/completions",
+            br#"{"max_tokens": 2}"#.to_vec(),
+            400,
+            "messages is required",
+        ),
+        (
+            "POST",
+            "/v1/chat/completions",
+            br#"{"messages": [{"role": "wizard", "content": "x"}]}"#.to_vec(),
+            400,
+            "is not system, user or assistant",
+        ),
+        (
+            "POST",
+            "/v1/chat/completions",
+            br#"{"messages": [{"role": "user", "content": 5}]}"#.to_vec(),
+            400,
+            "content must be",
+        ),
+        (
+            "POST",
+            "/tokenize",
+            br#"{"content": 5}"#.to_vec(),
+            400,
+            "content must be a string",
+        ),
+        (
+            "POST",
+            "/detokenize",
+            br#"{"tokens": [-1]}"#.to_vec(),
+            400,
+            "tokens must be an array of token ids",
+        ),
+        ("GET", "/nowhere", Vec::new(), 404, "no endpoint /nowhere"),
+        (
+            "GET",
+            "/completion",
+            Vec::new(),
+            405,
+            "does not take a GET request",
+        ),
+        (
+            "DELETE",
+            "/health",
+            Vec::new(),
+            405,
+            "does not take a DELETE request",
+        ),
+    ];
+    for (method, path, body, status, message) in cases {
+        let reply = server.request(method, path, &[], &body);
+        let shown = String::from_utf8_lossy(&body)
+            .chars()
+            .take(80)
+            .collect::<String>();
+        assert_eq!(
+            reply.status,
+            status,
+            "{method} {path} {shown}: {}",
+            reply.text()
+        );
+        let error = &reply.json()["error"];
+        assert_eq!(error["code"], status);
+        assert!(error["type"].is_string());
+        let text = error["message"].as_str().unwrap();
+        assert!(
+            text.contains(message),
+            "{method} {path} {shown}: {text:?} lacks {message:?}"
+        );
+    }
+
+    // A body over the limit is refused from its declared length, before it is sent.
+    let mut stream = server.connect();
+    stream
+        .write_all(b"POST /completion HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Length: 5000000\r\n\r\n")
+        .unwrap();
+    let reply = read_reply(stream);
+    assert_eq!(reply.status, 413);
+    assert!(reply.json()["error"]["message"]
+        .as_str()
+        .unwrap()
+        .contains("larger than the limit"));
+
+    assert_eq!(server.get("/health").json()["status"], "ok");
+    let _ = server.post_ok("/completion", &greedy("still here", 2));
+}
+
+#[test]
+fn api_key_guards_the_api_but_not_the_page() {
+    let server = Server::start(&synthetic_model(), &["--api-key", "sesame"]);
+    assert_eq!(server.get("/health").status, 200);
+    assert_eq!(server.get("/").status, 200);
+    let refused = server.get("/props");
+    assert_eq!(refused.status, 401);
+    assert!(refused.json()["error"]["message"]
+        .as_str()
+        .unwrap()
+        .contains("Authorization: Bearer"));
+    let wrong = server.request("GET", "/props", &[("Authorization", "Bearer open")], b"");
+    assert_eq!(wrong.status, 401);
+    let body = greedy("Hi", 2).to_string();
+    assert_eq!(
+        server
+            .request("POST", "/completion", &[], body.as_bytes())
+            .status,
+        401
+    );
+    let allowed = server.request(
+        "POST",
+        "/completion",
+        &[("Authorization", "Bearer sesame")],
+        body.as_bytes(),
+    );
+    assert_eq!(allowed.status, 200, "{}", allowed.text());
+}
+
+/// Opens a streaming completion and leaves it unread.
+fn open_stream(server: &Server, prompt: &str) -> TcpStream {
+    let mut stream = server.connect();
+    let body =
+        json!({"prompt": prompt, "n_predict": -1, "ignore_eos": true, "stream": true}).to_string();
+    send_request(&mut stream, "POST", "/completion", &[], body.as_bytes());
+    stream
+}
+
+fn wait_for_health(server: &Server, what: &str, done: impl Fn(&Value) -> bool) -> Value {
+    loop {
+        let health = server.get("/health").json();
+        if done(&health) {
+            return health;
+        }
+        assert!(
+            Instant::now() < server.deadline,
+            "waiting for {what}: {health}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn a_full_queue_answers_503_and_clients_that_leave_free_their_slots() {
+    // A context far beyond the synthetic model's 512 keeps its one slot busy for a while.
+    let server = Server::start(&synthetic_model(), &["-np", "1", "-c", "32768"]);
+    let mut streams = vec![open_stream(&server, "first")];
+    wait_for_health(&server, "the first request to run", |h| {
+        h["slots_processing"] == 1
+    });
+    for i in 0..4 {
+        streams.push(open_stream(&server, &format!("waiting {i}")));
+    }
+    let health = wait_for_health(&server, "four requests to queue", |h| {
+        h["requests_queued"] == 4
+    });
+    assert_eq!(
+        health["slots_idle"], 0,
+        "/health answers while the model runs"
+    );
+    let refused = server.post("/completion", &greedy("one too many", 2));
+    assert_eq!(refused.status, 503, "{}", refused.text());
+    assert!(refused.json()["error"]["message"]
+        .as_str()
+        .unwrap()
+        .contains("busy"));
+
+    drop(streams);
+    wait_for_health(&server, "the slot to be freed", |h| {
+        h["slots_processing"] == 0 && h["requests_queued"] == 0
+    });
+    let _ = server.post_ok("/completion", &greedy("served again", 2));
+}
+
+#[test]
+fn a_taken_port_moves_the_server_to_the_next_one() {
+    let taken = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = taken.local_addr().unwrap().port();
+    if port > u16::MAX - 20 {
+        eprintln!("skipping: the free port {port} is too close to the top of the range");
+        return;
+    }
+    let server = Server::start_on(&synthetic_model(), port, &[]);
+    assert!(
+        server.port > port && server.port <= port + 10,
+        "{} after {port}",
+        server.port
+    );
+    assert_eq!(server.get("/health").status, 200);
+}
+
+#[test]
+fn sampling_flags_become_the_request_defaults() {
+    let server = Server::start(
+        &synthetic_model(),
+        &["--temp", "0", "--top-k", "5", "-n", "3", "--seed", "42"],
+    );
+    let settings = &server.get("/props").json()["default_generation_settings"];
+    assert_eq!(settings["temperature"], 0.0);
+    assert_eq!(settings["top_k"], 5);
+    assert_eq!(settings["n_predict"], 3);
+    assert_eq!(settings["seed"], 42);
+    let reply = server.post_ok("/completion", &json!({"prompt": "Hello"}));
+    assert_eq!(reply["tokens_predicted"], 3);
+    assert_eq!(reply["generation_settings"]["top_k"], 5);
+    assert_eq!(
+        reply["content"],
+        server.post_ok("/completion", &greedy("Hello", 3))["content"]
+    );
+}
+
+#[test]
+fn terminal_chat_answers_turns_and_obeys_commands() {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_llmfile"))
+        .args([
+            "-m",
+            synthetic_model().to_str().unwrap(),
+            "--chat",
+            "-n",
+            "4",
+            "--temp",
+            "0",
+        ])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(b"Hello\n/clear\nHello\n/exit\nnever read\n")
+        .unwrap();
+    let (done, finished) = mpsc::channel();
+    std::thread::spawn(move || done.send(child.wait_with_output()));
+    let output = finished
+        .recv_timeout(Duration::from_secs(120))
+        .expect("the chat ends within two minutes")
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let stdout = String::from_utf8(output.stdout).unwrap();
+    let turns: Vec<&str> = stdout.split("> ").collect();
+    // Prompts: before each of "Hello", "/clear", "Hello", "/exit".
+    assert_eq!(turns.len(), 5, "{stdout:?}");
+    assert_eq!(
+        turns[1], turns[3],
+        "after /clear the same question gets the same answer"
+    );
+    assert!(turns[1].len() > 1, "a reply: {stdout:?}");
+    assert!(String::from_utf8_lossy(&output.stderr).contains("/clear"));
+}
+
+/// Gemma 3 270M is a base model: its chat answers are not sensible (llama.cpp gives the same
+/// text), so this checks the format, not the wisdom: the turns' markers are single special
+/// tokens going in and never appear in what comes out.
+#[test]
+fn gemma3_chat_reply_is_clean_text() {
+    let Some(model) = downloaded_model("gemma-3-270m-q4_k_m.gguf") else {
+        return;
+    };
+    let server = Server::start(&model, &[]);
+    let props = server.get("/props").json();
+    assert_eq!(props["chat_format"], "gemma");
+    let question = "What is the capital of France?";
+    let reply = server.post_ok(
+        "/v1/chat/completions",
+        &json!({
+            "messages": [{"role": "user", "content": question}],
+            "temperature": 0,
+            "max_tokens": 24,
+        }),
+    );
+    let content = reply["choices"][0]["message"]["content"].as_str().unwrap();
+    assert!(!content.trim().is_empty(), "{reply}");
+    let rendered = format!("<start_of_turn>user\n{question}<end_of_turn>\n<start_of_turn>model\n");
+    let tokens = server.post_ok(
+        "/tokenize",
+        &json!({"content": rendered, "add_special": true}),
+    );
+    assert_eq!(
+        reply["usage"]["prompt_tokens"],
+        tokens["tokens"].as_array().unwrap().len()
+    );
+    assert_eq!(tokens["tokens"][1], 105, "<start_of_turn> is one token");
+
+    // The chat page's request: its own template, special tokens parsed, streamed.
+    let page_prompt =
+        format!("<start_of_turn>system\nYou are a helpful assistant.<end_of_turn>\n{rendered}");
+    let events = server
+        .post(
+            "/completion",
+            &json!({"prompt": page_prompt, "parse_special": true, "temperature": 0, "n_predict": 48, "stream": true}),
+        )
+        .events();
+    let text: String = events
+        .iter()
+        .map(|e| {
+            serde_json::from_str::<Value>(e).unwrap()["content"]
+                .as_str()
+                .unwrap()
+                .to_string()
+        })
+        .collect();
+    assert!(!text.trim().is_empty());
+    for marker in ["<end_of_turn>", "<start_of_turn>", "<eos>", "<bos>"] {
+        assert!(
+            !content.contains(marker) && !text.contains(marker),
+            "{content:?} {text:?}"
+        );
+    }
+    let plain = server.post_ok("/completion", &greedy("The capital of France is", 12));
+    assert!(
+        plain["content"].as_str().unwrap().contains("capital"),
+        "{plain}"
+    );
+}
+
+#[test]
+fn smollm2_chat_uses_its_chatml_template() {
+    let Some(model) = downloaded_model("smollm2-135m-instruct-q4_1.gguf") else {
+        return;
+    };
+    let server = Server::start(&model, &[]);
+    let props = server.get("/props").json();
+    assert_eq!(props["chat_format"], "chatml");
+    assert_eq!(
+        props["templates"]["history"],
+        "<|im_start|>{{name}}\n{{message}}<|im_end|>"
+    );
+    assert!(props["templates"]["system"]
+        .as_str()
+        .unwrap()
+        .contains("SmolLM"));
+    let reply = server.post_ok(
+        "/v1/chat/completions",
+        &json!({"messages": [{"role": "user", "content": "Say hello."}], "temperature": 0, "max_tokens": 40}),
+    );
+    let content = reply["choices"][0]["message"]["content"].as_str().unwrap();
+    assert!(!content.trim().is_empty());
+    assert!(
+        !content.contains("<|im_end|>") && !content.contains("<|im_start|>"),
+        "{content:?}"
+    );
+}
+
+#[test]
+fn a_packed_bundle_run_without_arguments_serves_the_page() {
+    let dir = std::env::temp_dir().join(format!("llmfile-server-bundle-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let bundle = dir.join("synthetic.llmfile");
+    // The bundle's .args stand in for a user's machine: a free port, no browser in CI.
+    let packed = Command::new(env!("CARGO_BIN_EXE_llmfile"))
+        .args(["pack", "--quiet", "-m", synthetic_model().to_str().unwrap()])
+        .args(["-o", bundle.to_str().unwrap()])
+        .args(["--args", "--host 127.0.0.1 --port 0 --nobrowser"])
+        .output()
+        .unwrap();
+    assert!(
+        packed.status.success(),
+        "{}",
+        String::from_utf8_lossy(&packed.stderr)
+    );
+    let mut command = Command::new(&bundle);
+    command.current_dir(&dir);
+    let server = Server::spawn(command);
+    let page = server.get("/");
+    assert_eq!(page.status, 200);
+    assert!(page.text().contains("llmfile"));
+    assert_eq!(server.get("/props").json()["chat_format"], "gemma");
+    drop(server);
+    let _ = std::fs::remove_dir_all(&dir);
+}
