@@ -8,6 +8,8 @@
 
 mod api;
 mod assets;
+#[doc(hidden)]
+pub mod dry_run;
 mod http;
 mod openai;
 mod request;
