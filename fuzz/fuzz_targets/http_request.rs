@@ -38,7 +38,8 @@ fn tokenizer() -> &'static Tokenizer {
     static TOKENIZER: OnceLock<Tokenizer> = OnceLock::new();
     TOKENIZER.get_or_init(|| {
         let bytes = std::fs::read(SYNTHETIC).expect("the synthetic model is in the repository");
-        Tokenizer::from_gguf(&Gguf::parse(&bytes).expect("it parses")).expect("its vocabulary loads")
+        Tokenizer::from_gguf(&Gguf::parse(&bytes).expect("it parses"))
+            .expect("its vocabulary loads")
     })
 }
 
@@ -79,19 +80,25 @@ fn config(index: u8) -> ServerConfig {
 
 fn check_job(job: &QueuedJob, config: &ServerConfig, n_vocab: usize) {
     let prompt = job.prompt.len();
-    assert!(prompt > 0 && prompt < config.n_ctx, "prompt of {prompt} tokens");
+    assert!(
+        prompt > 0 && prompt < config.n_ctx,
+        "prompt of {prompt} tokens"
+    );
     assert!(job.prompt.iter().all(|&id| (id as usize) < n_vocab));
     let s = &job.settings;
     assert!(prompt + s.n_predict <= config.n_ctx);
     let p = &s.sampling;
     assert!((0.0..=100.0).contains(&p.temperature), "{p:?}");
-    assert!((0.0..=1.0).contains(&p.top_p) && (0.0..=1.0).contains(&p.min_p), "{p:?}");
+    assert!(
+        (0.0..=1.0).contains(&p.top_p) && (0.0..=1.0).contains(&p.min_p),
+        "{p:?}"
+    );
     assert!((0.0..=100.0).contains(&p.repeat_penalty), "{p:?}");
     assert!(p.top_k <= u32::MAX as usize);
     let default_last_n = config.sampling.repeat_last_n;
     assert!(p.repeat_last_n <= config.n_ctx.max(default_last_n), "{p:?}");
     assert!(s.n_probs <= 100);
-    assert!(s.slot_id.map_or(true, |id| id < config.slots));
+    assert!(s.slot_id.is_none_or(|id| id < config.slots));
 }
 
 fuzz_target!(|data: &[u8]| {
@@ -116,7 +123,11 @@ fuzz_target!(|data: &[u8]| {
         Err(error) => {
             assert_eq!(error.status, 400, "{error:?}");
             assert!(!error.message.is_empty());
-            assert!(done.jobs.is_empty(), "a refused request queued {:?}", done.jobs);
+            assert!(
+                done.jobs.is_empty(),
+                "a refused request queued {:?}",
+                done.jobs
+            );
         }
         Ok(reply) => {
             assert_eq!(done.jobs.len(), usize::from(generates));
