@@ -154,11 +154,17 @@ impl ChatFormat {
                 out.push_str("<|start_header_id|>assistant<|end_header_id|>\n\n");
             }
             ChatFormat::Alpaca => {
-                let system = messages
+                // Alpaca has one system text, before the turns: every system message goes there.
+                let systems: Vec<&str> = messages
                     .iter()
-                    .find(|m| m.role == Role::System)
-                    .map_or(ALPACA_SYSTEM, |m| m.content.as_str());
-                out.push_str(system);
+                    .filter(|m| m.role == Role::System)
+                    .map(|m| m.content.as_str())
+                    .collect();
+                if systems.is_empty() {
+                    out.push_str(ALPACA_SYSTEM);
+                } else {
+                    out.push_str(&systems.join("\n\n"));
+                }
                 out.push_str("\n\n");
                 for message in messages {
                     let heading = match message.role {
@@ -400,6 +406,19 @@ mod tests {
             "User: Hi\nAssistant:"
         );
         assert!(ChatFormat::Gemma.stop_strings().is_empty());
+    }
+
+    #[test]
+    fn alpaca_keeps_every_system_message() {
+        let prompt = ChatFormat::Alpaca.render(&[
+            message(Role::System, "Be brief."),
+            message(Role::User, "Hi"),
+            message(Role::System, "Answer in French."),
+        ]);
+        assert_eq!(
+            prompt,
+            "Be brief.\n\nAnswer in French.\n\n### Instruction:\nHi\n\n### Response:\n"
+        );
     }
 
     #[test]

@@ -15,45 +15,79 @@ let controller = null;
 
 // ---- templates -------------------------------------------------------------------------
 
-// Replaces {{key}} with vars[key], again and again, since a value may itself hold {{keys}}.
-// Messages are protected by placeholders so that text a user types is never expanded.
-function expand(text, vars, messages) {
-  for (let depth = 0; depth < 10; depth++) {
-    const next = text.replace(/\{\{(\w+)\}\}/g, (match, key) =>
-      Object.prototype.hasOwnProperty.call(vars, key) ? String(vars[key]) : match);
-    if (next === text) break;
-    text = next;
+// Characters one expansion may produce, counting each level of nesting: far beyond any real
+// prompt (the server refuses bodies over 4 MiB), and small enough that settings naming each
+// other many times over end in an error rather than a frozen tab.
+const EXPANSION_BUDGET = 16 << 20;
+
+// A template value inserted as it is, never expanded: what a user typed in the chat.
+class Literal {
+  constructor(text) {
+    this.text = text;
   }
-  return text.replace(/\u0000(\d+)\u0000/g, (_, i) => messages[Number(i)]);
 }
 
-function placeholder(i) {
-  return `\u0000${i}\u0000`;
+// Replaces each {{key}} of text with vars[key], itself expanded the same way, since a value
+// may name others ({{user}} in the system prompt). Inside its own expansion a key stays as it
+// is, so values that name themselves or each other end. Literal values are inserted untouched.
+// `budget.left` counts down the characters produced; past zero, this throws.
+function expand(text, vars, budget = { left: EXPANSION_BUDGET }) {
+  // The expansion of a key depends only on the keys being expanded around it.
+  const done = new Map();
+  const valueOf = (key, active) => {
+    const id = `${key}:${[...active].sort().join(" ")}`;
+    if (!done.has(id)) {
+      const value = vars[key];
+      done.set(id, value instanceof Literal ? value.text : expandIn(String(value), [...active, key]));
+    }
+    return done.get(id);
+  };
+  const produce = (part) => {
+    budget.left -= part.length;
+    if (budget.left < 0) {
+      throw new Error(`the templates expand to more than ${EXPANSION_BUDGET} characters: ` +
+        "check the settings for names that repeat one another");
+    }
+    return part;
+  };
+  const expandIn = (text, active) => {
+    const parts = [];
+    let last = 0;
+    for (const match of text.matchAll(/\{\{(\w+)\}\}/g)) {
+      const key = match[1];
+      if (!Object.prototype.hasOwnProperty.call(vars, key) || active.includes(key)) continue;
+      parts.push(produce(text.slice(last, match.index)), produce(valueOf(key, active)));
+      last = match.index + match[0].length;
+    }
+    parts.push(produce(text.slice(last)));
+    return parts.join("");
+  };
+  return expandIn(text, []);
 }
 
-function templateVars() {
+function templateVars(settings) {
   return { prompt: settings.prompt, user: settings.user, char: settings.char };
 }
 
 // The whole prompt: every turn rendered by the history template and joined by newlines,
 // inside the prompt template.
-function buildPrompt() {
-  const messages = transcript.map((turn) => turn.message);
+function buildPrompt(settings, transcript) {
+  const vars = templateVars(settings);
+  const budget = { left: EXPANSION_BUDGET };
   const history = transcript
-    .map((turn, i) => settings["history-template"]
-      .replaceAll("{{name}}", turn.name)
-      .replaceAll("{{message}}", placeholder(i)))
+    .map((turn) => expand(settings["history-template"],
+      { ...vars, name: turn.name, message: new Literal(turn.message) }, budget))
     .join("\n");
-  return expand(settings["prompt-template"], { ...templateVars(), history }, messages);
+  return expand(settings["prompt-template"], { ...vars, history: new Literal(history) }, budget);
 }
 
 // Text that starts a turn of either speaker ends the reply: the history template up to the
 // message, for each name ("User:" for llamafile's default, "### Instruction:" for Alpaca).
-function stopStrings() {
+function stopStrings(settings) {
   const stops = [];
   for (const name of ["{{user}}", "{{char}}"]) {
-    const head = settings["history-template"].split("{{message}}")[0].replaceAll("{{name}}", name);
-    const stop = expand(head, templateVars(), []).trim();
+    const head = settings["history-template"].split("{{message}}")[0];
+    const stop = expand(head, { ...templateVars(settings), name }).trim();
     if (stop) stops.push(stop);
   }
   return stops;
@@ -231,7 +265,7 @@ async function sendMessage(text) {
   setBusy(true);
   setStatus("");
   try {
-    const final = await complete(buildPrompt(), stopStrings(), (piece) => {
+    const final = await complete(buildPrompt(settings, transcript), stopStrings(settings), (piece) => {
       reply += piece;
       element.innerHTML = renderMarkdown(reply);
       element.scrollIntoView({ block: "end" });
@@ -359,4 +393,9 @@ async function start() {
   showSettings();
 }
 
-start();
+// Under node, for tests/web_templates.mjs, there is no page: the templates are all there is.
+if (typeof document === "undefined") {
+  module.exports = { expand, buildPrompt, stopStrings, Literal, EXPANSION_BUDGET };
+} else {
+  start();
+}

@@ -83,21 +83,34 @@ fn route<'r>(shared: &'r Shared, request: &mut Request, path: &str) -> Result<Re
         _ => {}
     }
     authorize(shared, request)?;
+    if method.as_str() == "POST" {
+        if let Some(endpoint) = post_endpoint(path) {
+            return endpoint(shared, &read_fields(request)?);
+        }
+    }
     match (method.as_str(), path) {
         ("GET", "/props") => Ok(Reply::Json(props(shared))),
         ("GET", "/v1/models" | "/models") => Ok(Reply::Json(openai::models(shared))),
-        ("POST", "/completion" | "/completions") => completion(shared, &read_fields(request)?),
-        ("POST", "/tokenize") => tokenize(shared, &read_fields(request)?),
-        ("POST", "/detokenize") => detokenize(shared, &read_fields(request)?),
-        ("POST", "/v1/chat/completions" | "/chat/completions") => {
-            openai::chat_completions(shared, &read_fields(request)?)
-        }
-        ("POST", "/v1/completions") => openai::completions(shared, &read_fields(request)?),
         (_, route) if API_PATHS.contains(&route) || assets::find(route).is_some() => Err(
             ApiError::new(405, format!("{route} does not take a {method} request")),
         ),
         (_, route) => Err(ApiError::new(404, format!("there is no endpoint {route}"))),
     }
+}
+
+/// A POST endpoint: it reads the request's JSON body and nothing else of the request.
+pub type Endpoint = for<'r> fn(&'r Shared, &Fields) -> Result<Reply<'r>, ApiError>;
+
+pub fn post_endpoint(path: &str) -> Option<Endpoint> {
+    let endpoint: Endpoint = match path {
+        "/completion" | "/completions" => completion,
+        "/tokenize" => tokenize,
+        "/detokenize" => detokenize,
+        "/v1/chat/completions" | "/chat/completions" => openai::chat_completions,
+        "/v1/completions" => openai::completions,
+        _ => return None,
+    };
+    Some(endpoint)
 }
 
 fn read_fields(request: &mut Request) -> Result<Fields, ApiError> {

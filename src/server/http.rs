@@ -253,10 +253,10 @@ impl Request<'_> {
         }
         let head = self.head(200, "text/event-stream", &extra);
         self.write(&head)?;
-        Ok(EventStream {
-            writer: &self.reader.get_ref().stream,
+        Ok(EventStream::to_writer(
+            &self.reader.get_ref().stream,
             chunked,
-        })
+        ))
     }
 
     /// The status line and headers of a reply, ending with the blank line. The connection is
@@ -579,11 +579,20 @@ pub fn refuse(mut stream: &TcpStream, error: &ApiError) {
 
 /// A `text/event-stream` reply, each event its own chunk, flushed at once.
 pub struct EventStream<'r> {
-    writer: &'r TcpStream,
+    writer: Box<dyn Write + 'r>,
     chunked: bool,
 }
 
-impl EventStream<'_> {
+impl<'r> EventStream<'r> {
+    /// Events written to `writer` rather than to a connection: the fuzzers' dry run writes
+    /// them to a sink, to run the code that formats them.
+    pub fn to_writer(writer: impl Write + 'r, chunked: bool) -> EventStream<'r> {
+        EventStream {
+            writer: Box::new(writer),
+            chunked,
+        }
+    }
+
     /// One `data: ...` event.
     pub fn send(&mut self, data: &str) -> std::io::Result<()> {
         self.write(format!("data: {data}\n\n").as_bytes())

@@ -9,6 +9,8 @@
 
 mod api;
 mod assets;
+#[doc(hidden)]
+pub mod dry_run;
 mod http;
 mod openai;
 mod request;

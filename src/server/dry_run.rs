@@ -1,0 +1,187 @@
+//! A request body through the endpoint that would serve it, with no model behind: a stand-in
+//! answers each queued job with one token, so everything the server does with a request's
+//! untrusted bytes runs, replies and streams included. For the `http_request` fuzz target.
+
+use super::api::{self, Reply, Shared};
+use super::http::EventStream;
+use super::request::Fields;
+use super::scheduler::{Event, Job, Status, Summary};
+use super::{ModelInfo, ServerConfig};
+use crate::tokenizer::Tokenizer;
+use serde_json::Value;
+use std::sync::atomic::Ordering;
+use std::sync::mpsc::{self, Receiver};
+
+pub use super::http::ApiError;
+pub use super::scheduler::Settings;
+
+/// What a request led to.
+#[derive(Debug)]
+pub struct DryRun {
+    /// The JSON reply; `None` for a streamed one, whose events were written and discarded.
+    pub reply: Result<Option<Value>, ApiError>,
+    /// The jobs the endpoint queued for the model, in order.
+    pub jobs: Vec<QueuedJob>,
+}
+
+#[derive(Debug)]
+pub struct QueuedJob {
+    pub prompt: Vec<u32>,
+    pub settings: Settings,
+}
+
+/// Serves a POST of `body` to `path` as the server would after authorization; `None` when no
+/// POST endpoint has that path.
+pub fn dry_run(
+    tokenizer: &Tokenizer,
+    info: &ModelInfo,
+    config: &ServerConfig,
+    path: &str,
+    body: &[u8],
+) -> Option<DryRun> {
+    let endpoint = api::post_endpoint(path)?;
+    let (jobs, queue) = mpsc::channel();
+    let status = Status::default();
+    let shared = Shared {
+        tokenizer,
+        info,
+        config,
+        jobs,
+        status: &status,
+        queue_limit: 1,
+        started: 0,
+    };
+    Some(std::thread::scope(|scope| {
+        let status = &status;
+        let model = scope.spawn(move || stand_in_model(queue, status));
+        let reply = Fields::parse(body)
+            .and_then(|fields| endpoint(&shared, &fields))
+            .map(finish);
+        // The last sender gone, the stand-in's queue ends.
+        drop(shared);
+        let jobs = model
+            .join()
+            .unwrap_or_else(|panic| std::panic::resume_unwind(panic));
+        DryRun { reply, jobs }
+    }))
+}
+
+fn stand_in_model(queue: Receiver<Job>, status: &Status) -> Vec<QueuedJob> {
+    queue
+        .into_iter()
+        .map(|job| {
+            status.queued.fetch_sub(1, Ordering::SeqCst);
+            let summary = Summary {
+                tokens_evaluated: job.prompt.len(),
+                tokens_predicted: 1,
+                stopped_limit: true,
+                ..Summary::default()
+            };
+            let token = Event::Token {
+                text: "x".into(),
+                probs: None,
+            };
+            // A worker that has already answered has dropped its receiver; nothing to free here.
+            let _ = job.events.send(token);
+            let _ = job.events.send(Event::Done(summary));
+            QueuedJob {
+                prompt: job.prompt,
+                settings: job.settings,
+            }
+        })
+        .collect()
+}
+
+fn finish(reply: Reply) -> Option<Value> {
+    match reply {
+        Reply::Json(value) => Some(value),
+        Reply::Stream(write_events) => {
+            let mut stream = EventStream::to_writer(std::io::sink(), true);
+            write_events(&mut stream).expect("a sink takes every event");
+            stream.end().expect("a sink takes the end");
+            None
+        }
+        Reply::Asset(..) | Reply::Preflight => {
+            unreachable!("POST endpoints answer with JSON or a stream")
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::chat_format::ChatFormat;
+    use crate::gguf::Gguf;
+    use crate::sampling::SamplingParams;
+
+    fn tokenizer() -> Tokenizer {
+        let path = concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/tests/fixtures/models/gemma2-synthetic-q4_k_m.gguf"
+        );
+        let bytes = std::fs::read(path).expect("synthetic model in the repository");
+        Tokenizer::from_gguf(&Gguf::parse(&bytes).unwrap()).unwrap()
+    }
+
+    fn info() -> ModelInfo {
+        ModelInfo {
+            name: "synthetic".into(),
+            architecture: "gemma2".into(),
+            chat_template: None,
+            format: ChatFormat::Gemma,
+        }
+    }
+
+    fn config() -> ServerConfig {
+        ServerConfig {
+            host: "127.0.0.1".into(),
+            port: 0,
+            slots: 2,
+            n_ctx: 64,
+            sampling: SamplingParams::default(),
+            n_predict: -1,
+            api_key: None,
+            open_browser: false,
+        }
+    }
+
+    fn run(path: &str, body: &str) -> Option<DryRun> {
+        dry_run(&tokenizer(), &info(), &config(), path, body.as_bytes())
+    }
+
+    #[test]
+    fn a_completion_queues_one_job_capped_to_the_context() {
+        let done = run(
+            "/completion",
+            r#"{"prompt": "Hi", "n_predict": 1000, "top_k": 5}"#,
+        )
+        .expect("/completion is a POST endpoint");
+        let reply = done.reply.unwrap().expect("not streamed");
+        assert_eq!(reply["content"], "x");
+        let [job] = &done.jobs[..] else {
+            panic!("one job, not {:?}", done.jobs);
+        };
+        assert_eq!(job.settings.sampling.top_k, 5);
+        assert_eq!(job.settings.n_predict, 64 - job.prompt.len());
+    }
+
+    #[test]
+    fn a_streamed_chat_is_written_and_bad_fields_queue_nothing() {
+        let chat = r#"{"messages": [{"role": "user", "content": "Hi"}], "stream": true}"#;
+        let done = run("/v1/chat/completions", chat).unwrap();
+        assert!(done.reply.unwrap().is_none());
+        assert_eq!(done.jobs.len(), 1);
+
+        let done = run("/completion", r#"{"prompt": "Hi", "temperature": -1}"#).unwrap();
+        assert_eq!(done.reply.unwrap_err().status, 400);
+        assert!(done.jobs.is_empty());
+    }
+
+    #[test]
+    fn only_post_endpoints_run() {
+        assert!(run("/props", "{}").is_none());
+        let tokenized = run("/tokenize", r#"{"content": "Hi"}"#).unwrap();
+        assert!(tokenized.reply.unwrap().unwrap()["tokens"].is_array());
+        assert!(tokenized.jobs.is_empty());
+    }
+}
