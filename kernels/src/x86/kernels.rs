@@ -884,16 +884,33 @@ macro_rules! x86_kernels {
             quants: impl Fn(&W) -> (__m256i, [u8; 2]),
         ) {
             let zero = _mm256_setzero_si256();
-            let block_sum = |w: &W, a: &BlockQ8_0| {
+            // What depends on the activation alone is worked out once for all rows: each
+            // block's scale and, for unsigned quants, its −OFFSET·Σa.
+            let act_blocks = as_blocks::<BlockQ8_0>(act);
+            let act_scales: Vec<f32> = act_blocks.iter().map(|a| halves(a.d, a.d).0).collect();
+            let starts: Vec<i32> = if OFFSET != 0 {
+                let offset = _mm256_set1_epi8(OFFSET);
+                act_blocks
+                    .iter()
+                    .map(|a| -hsum_epi32(dot_u8_i8(zero, offset, load(a.qs.as_ptr().cast()))))
+                    .collect()
+            } else {
+                Vec::new()
+            };
+            let block_sum = |w: &W, a: &BlockQ8_0, b: usize| {
                 let (q, wd) = quants(w);
                 let y = load(a.qs.as_ptr().cast());
                 let s = if OFFSET != 0 {
-                    let offset_sum = dot_u8_i8(zero, _mm256_set1_epi8(OFFSET), y);
-                    _mm256_sub_epi32(dot_u8_i8(zero, q, y), offset_sum)
+                    // The lanes are summed at the end, so the start goes in one lane only.
+                    let start = _mm256_zextsi128_si256(_mm_cvtsi32_si128(*starts.get_unchecked(b)));
+                    dot_u8_i8(start, q, y)
                 } else {
                     dot_u8_i8(zero, _mm256_sign_epi8(q, q), _mm256_sign_epi8(y, q))
                 };
-                let scale = _mm256_mul_ps(broadcast_f16(wd), broadcast_f16(a.d));
+                let scale = _mm256_mul_ps(
+                    broadcast_f16(wd),
+                    _mm256_set1_ps(*act_scales.get_unchecked(b)),
+                );
                 (scale, _mm256_cvtepi32_ps(s))
             };
             for_each_row(rows, act, out, |x: &[W], act: &[BlockQ8_0]| {
@@ -901,14 +918,14 @@ macro_rules! x86_kernels {
                 let pairs = x.len() / 2;
                 for b in 0..pairs {
                     for (k, acc) in acc.iter_mut().enumerate() {
-                        let (scale, sum) =
-                            block_sum(x.get_unchecked(2 * b + k), act.get_unchecked(2 * b + k));
+                        let i = 2 * b + k;
+                        let (scale, sum) = block_sum(x.get_unchecked(i), act.get_unchecked(i), i);
                         *acc = _mm256_fmadd_ps(scale, sum, *acc);
                     }
                 }
                 if x.len() % 2 == 1 {
-                    let (scale, sum) =
-                        block_sum(x.get_unchecked(x.len() - 1), act.get_unchecked(x.len() - 1));
+                    let i = x.len() - 1;
+                    let (scale, sum) = block_sum(x.get_unchecked(i), act.get_unchecked(i), i);
                     acc[0] = _mm256_fmadd_ps(scale, sum, acc[0]);
                 }
                 hsum_ps(_mm256_add_ps(acc[0], acc[1]))
