@@ -521,13 +521,15 @@ macro_rules! x86_kernels {
             let mut acc = [_mm256_setzero_ps(); T];
             for b in 0..rows[0].len() {
                 let mut w = [_mm256_setzero_si256(); 8];
-                let mut d = [0u16; 8];
+                let mut d = [0i16; 8];
                 for i in 0..8 {
                     let (q, scale) = quants(rows[i].get_unchecked(b));
                     w[i] = q;
-                    d[i] = u16::from_le_bytes(scale);
+                    d[i] = i16::from_le_bytes(scale);
                 }
-                let wd = _mm256_cvtph_ps(_mm_loadu_si128(d.as_ptr().cast()));
+                let wd = _mm256_cvtph_ps(_mm_set_epi16(
+                    d[7], d[6], d[5], d[4], d[3], d[2], d[1], d[0],
+                ));
                 let w = transpose_dwords(w);
                 for t in 0..T {
                     let block = acts[t].get_unchecked(b);
