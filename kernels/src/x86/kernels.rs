@@ -19,7 +19,7 @@ macro_rules! x86_kernels {
         use crate::f32::F32;
         use crate::q4_0::BlockQ4_0;
         use crate::q4_1::BlockQ4_1;
-        use crate::q4_k::{unpack_scales_mins, BlockQ4K};
+        use crate::q4_k::BlockQ4K;
         use crate::q5_0::BlockQ5_0;
         use crate::q5_k::BlockQ5K;
         use crate::q6_k::BlockQ6K;
@@ -94,6 +94,30 @@ macro_rules! x86_kernels {
             _mm256_and_si256(both, _mm256_set1_epi8(0x0F))
         }
 
+        /// The eight 6-bit scales and eight 6-bit mins of a Q4_K/Q5_K block as i16 lanes,
+        /// unpacked in general registers four at a time (the scalar reference's byte arrays,
+        /// read back by a vector load, would stall on store forwarding every block).
+        #[inline(always)]
+        unsafe fn scales_mins_k(packed: &[u8; 12]) -> (__m128i, __m128i) {
+            let word = |i: usize| {
+                u32::from_le_bytes([
+                    packed[4 * i],
+                    packed[4 * i + 1],
+                    packed[4 * i + 2],
+                    packed[4 * i + 3],
+                ])
+            };
+            let (w0, w1, w2) = (word(0), word(1), word(2));
+            let scales_lo = w0 & 0x3F3F_3F3F;
+            let mins_lo = w1 & 0x3F3F_3F3F;
+            let scales_hi = (w2 & 0x0F0F_0F0F) | ((w0 >> 6) & 0x0303_0303) << 4;
+            let mins_hi = ((w2 >> 4) & 0x0F0F_0F0F) | ((w1 >> 6) & 0x0303_0303) << 4;
+            let widen = |lo: u32, hi: u32| {
+                _mm_cvtepu8_epi16(_mm_cvtsi64_si128(((hi as u64) << 32 | lo as u64) as i64))
+            };
+            (widen(scales_lo, scales_hi), widen(mins_lo, mins_hi))
+        }
+
         #[target_feature(enable = $features)]
         unsafe fn dot_q4_k(x: &[BlockQ4K], y: &[BlockQ8K]) -> f32 {
             let m4 = _mm256_set1_epi8(0x0F);
@@ -103,18 +127,16 @@ macro_rules! x86_kernels {
                 let (xd, xdmin) = halves(xb.d, xb.dmin);
                 let d = xd * yb.d();
                 let dmin = -xdmin * yb.d();
-                let (sc, mins) = unpack_scales_mins(&xb.scales);
+                let (sc16, mins16) = scales_mins_k(&xb.scales);
 
                 let bsums = load(yb.bsums.as_ptr());
                 let pair_sums = _mm_hadd_epi16(
                     _mm256_castsi256_si128(bsums),
                     _mm256_extracti128_si256::<1>(bsums),
                 );
-                let mins16 = _mm_cvtepu8_epi16(_mm_loadl_epi64(mins.as_ptr().cast()));
                 let min_prod = _mm_madd_epi16(mins16, pair_sums);
                 acc_m = _mm_fmadd_ps(_mm_set1_ps(dmin), _mm_cvtepi32_ps(min_prod), acc_m);
 
-                let sc16 = _mm_cvtepu8_epi16(_mm_loadl_epi64(sc.as_ptr().cast()));
                 let sc16 = _mm256_set_m128i(sc16, sc16);
                 let mut sumi = _mm256_setzero_si256();
                 for c in 0..4 {
@@ -151,18 +173,16 @@ macro_rules! x86_kernels {
                 let (xd, xdmin) = halves(xb.d, xb.dmin);
                 let d = xd * yb.d();
                 let dmin = -xdmin * yb.d();
-                let (sc, mins) = unpack_scales_mins(&xb.scales);
+                let (sc16, mins16) = scales_mins_k(&xb.scales);
 
                 let bsums = load(yb.bsums.as_ptr());
                 let pair_sums = _mm_hadd_epi16(
                     _mm256_castsi256_si128(bsums),
                     _mm256_extracti128_si256::<1>(bsums),
                 );
-                let mins16 = _mm_cvtepu8_epi16(_mm_loadl_epi64(mins.as_ptr().cast()));
                 let min_prod = _mm_madd_epi16(mins16, pair_sums);
                 acc_m = _mm_fmadd_ps(_mm_set1_ps(dmin), _mm_cvtepi32_ps(min_prod), acc_m);
 
-                let sc16 = _mm_cvtepu8_epi16(_mm_loadl_epi64(sc.as_ptr().cast()));
                 let sc16 = _mm256_set_m128i(sc16, sc16);
                 // Bit 2c of each qh byte is the fifth bit for sub-block 2c, bit 2c+1 for 2c+1;
                 // shifting by two per chunk keeps the bits needed next at positions 0 and 1.
@@ -667,9 +687,7 @@ macro_rules! x86_kernels {
             let mut acc_m = [_mm_setzero_ps(); T];
             for (b, xb) in x.iter().enumerate() {
                 let (xd, xdmin) = halves(xb.d, xb.dmin);
-                let (sc, mins) = unpack_scales_mins(&xb.scales);
-                let mins16 = _mm_cvtepu8_epi16(_mm_loadl_epi64(mins.as_ptr().cast()));
-                let sc16 = _mm_cvtepu8_epi16(_mm_loadl_epi64(sc.as_ptr().cast()));
+                let (sc16, mins16) = scales_mins_k(&xb.scales);
                 let sc16 = _mm256_set_m128i(sc16, sc16);
                 let mut quants = [_mm256_setzero_si256(); 8];
                 let mut scales = [_mm256_setzero_si256(); 8];
