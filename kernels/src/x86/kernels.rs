@@ -124,6 +124,9 @@ macro_rules! x86_kernels {
             let mut acc = _mm256_setzero_ps();
             let mut acc_m = _mm_setzero_ps();
             for (xb, yb) in x.iter().zip(y) {
+                _mm_prefetch::<_MM_HINT_T0>(
+                    (xb as *const BlockQ4K).cast::<i8>().add(PREFETCH_BYTES),
+                );
                 let (xd, xdmin) = halves(xb.d, xb.dmin);
                 let d = xd * yb.d();
                 let dmin = -xdmin * yb.d();
@@ -364,6 +367,10 @@ macro_rules! x86_kernels {
             })
         }
 
+        /// How far ahead of the block being multiplied some dot products ask for the weights.
+        /// Measured per kernel (dot_rows bench): Q4_K rows from DRAM 17.6 -> 19.3 GB/s, the
+        /// 32-element tiles from L3 15 -> 17-20; Q6_K got slower and Q5_K no faster, so they
+        /// do without.
         const PREFETCH_BYTES: usize = 1024;
 
         /// An f16 scale, converted and broadcast to eight lanes.
