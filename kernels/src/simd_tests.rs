@@ -269,16 +269,40 @@ fn dot_rows_batch_matches_scalar_dot_rows() {
     variants.push(scalar());
     for ty in WEIGHT_TYPES {
         let n = if ty.block_len() == 1 { 96 } else { 512 };
-        for (n_rows, n_acts) in [(1, 1), (4, 4), (5, 3), (9, 7), (8, 70), (3, 2)] {
+        let shapes = [(1, 1), (4, 4), (5, 3), (9, 7), (8, 70), (3, 2), (10, 9)];
+        for (shape, (n_rows, n_acts)) in shapes.into_iter().enumerate() {
+            // The last shape has every row's quant bytes at one extreme (all bits set, 0x80,
+            // 0x7F) and activations of ±127: the largest integer products a kernel meets.
+            let extreme = shape == shapes.len() - 1 && ty.block_len() > 1;
             let rows: Vec<u8> = (0..n_rows)
-                .flat_map(|_| random_weight_row(ty, n, &mut rng))
+                .flat_map(|r| {
+                    let mut row = random_weight_row(ty, n, &mut rng);
+                    if extreme {
+                        let byte = [0xFF, 0x80, 0x7F][r % 3];
+                        for block in row.chunks_exact_mut(ty.block_bytes()) {
+                            let scales = f16_fields(ty);
+                            for (i, b) in block.iter_mut().enumerate() {
+                                if !scales.iter().any(|&at| (at..at + 2).contains(&i)) {
+                                    *b = byte;
+                                }
+                            }
+                        }
+                    }
+                    row
+                })
                 .collect();
             let act_ty = ty.vec_dot_type();
             let act_bytes = act_ty.row_bytes(n).unwrap();
             let mut acts = vec![0u8; n_acts * act_bytes];
             let mut xs = Vec::new();
-            for act in acts.chunks_exact_mut(act_bytes) {
-                let x = rng.normal_vec(n, 1.0);
+            for (t, act) in acts.chunks_exact_mut(act_bytes).enumerate() {
+                let x = if extreme {
+                    (0..n)
+                        .map(|i| if (i + t) % 3 == 0 { -1.0 } else { 1.0 })
+                        .collect()
+                } else {
+                    rng.normal_vec(n, 1.0)
+                };
                 reference.quantize_activation(ty, &x, act);
                 xs.push(dequantized(act_ty, act));
             }

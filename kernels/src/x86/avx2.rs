@@ -4,6 +4,10 @@
 /// accumulators are what the 16 vector registers hold without spilling.
 const ROW_LANE_ACTS: usize = 4;
 
+/// `vpmaddubsw` saturates each pair of byte products at 16 bits: unsigned bytes above
+/// 128 times activations near ±127 would clip.
+const UNSATURATED_BYTE_PRODUCTS: bool = false;
+
 super::kernels::x86_kernels!("avx2,fma,f16c");
 
 #[inline]

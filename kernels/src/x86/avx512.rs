@@ -7,6 +7,10 @@
 /// fit the 32 vector registers with room to spare.
 const ROW_LANE_ACTS: usize = 8;
 
+/// `vpdpbusd` adds its four byte products into 32 bits: any unsigned byte times any
+/// signed byte is exact.
+const UNSATURATED_BYTE_PRODUCTS: bool = true;
+
 super::kernels::x86_kernels!("avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni");
 
 #[inline]

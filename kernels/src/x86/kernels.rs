@@ -649,6 +649,13 @@ macro_rules! x86_kernels {
             (load(x.qs.as_ptr().cast()), x.d)
         }
 
+        /// A Q8_0 block's quants as unsigned `q + 128`, and its scale.
+        #[inline(always)]
+        unsafe fn quants_q8_0_offset(x: &BlockQ8_0) -> (__m256i, [u8; 2]) {
+            let q = load(x.qs.as_ptr().cast());
+            (_mm256_xor_si256(q, _mm256_set1_epi8(i8::MIN)), x.d)
+        }
+
         /// A Q5_0 block's quants as unsigned `q + 16`, and its scale.
         #[inline(always)]
         unsafe fn quants_q5_0(x: &BlockQ5_0) -> (__m256i, [u8; 2]) {
@@ -681,7 +688,32 @@ macro_rules! x86_kernels {
                 }
             };
         }
-        tiles_fn!(dot_tile_q8_0, tiles_q8_acts, 0, quants_q8_0);
+        tiles_fn!(dot_tile_q8_0_by_row, tiles_q8_acts, 0, quants_q8_0);
+        // −128 is the byte 0x80, read as the unsigned offset 128.
+        tiles_fn!(
+            dot_tile_q8_0_in_lanes,
+            tiles_rows_in_lanes,
+            -128,
+            quants_q8_0_offset
+        );
+
+        /// Q8_0 gets the rows-in-lanes tiles only where its quants plus 128 (up to 255) can
+        /// meet activations without saturating: AVX2's `vpmaddubsw` saturates pairs of
+        /// products at 32767 (2 × 255 × 127 is more), VNNI's `vpdpbusd` sums into 32 bits.
+        #[target_feature(enable = $features)]
+        unsafe fn dot_tile_q8_0(
+            rows: &[u8],
+            row_bytes: usize,
+            acts: &[u8],
+            n_acts: usize,
+            out: &mut [f32],
+        ) {
+            if UNSATURATED_BYTE_PRODUCTS {
+                dot_tile_q8_0_in_lanes(rows, row_bytes, acts, n_acts, out)
+            } else {
+                dot_tile_q8_0_by_row(rows, row_bytes, acts, n_acts, out)
+            }
+        }
         tiles_fn!(dot_tile_q5_0, tiles_rows_in_lanes, 16, quants_q5_0);
         tiles_fn!(dot_tile_q4_0, tiles_rows_in_lanes, 8, quants_q4_0);
 
