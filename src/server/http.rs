@@ -362,6 +362,11 @@ fn read_chunks(reader: &mut impl BufRead, body: &mut Vec<u8>) -> Result<(), Chun
     loop {
         let line = read_line(reader)?;
         let size = line.split(';').next().unwrap_or_default().trim();
+        // from_str_radix also takes a sign: "+5" would be a size here and an error to a proxy
+        // in front, which would then disagree with us on where the next request starts.
+        if !size.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return Err(ChunkError::Malformed);
+        }
         let size = usize::from_str_radix(size, 16).map_err(|_| ChunkError::Malformed)?;
         if size == 0 {
             // Trailer fields, which nothing here uses, up to the blank line.

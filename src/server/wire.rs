@@ -140,6 +140,23 @@ mod tests {
         }
     }
 
+    /// Found by the http_wire fuzz target: a chunk-size line of "+5" was read as 5.
+    #[test]
+    fn a_chunk_size_is_hex_digits_only() {
+        for size in ["+5", "-5", "0x5", "5g", "", "5 5"] {
+            let raw = format!(
+                "POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n{size}\r\nhello\r\n0\r\n\r\n"
+            );
+            let parsed = parse(raw.as_bytes());
+            assert_eq!(parsed.len(), 1, "{size:?}: {parsed:?}");
+            assert_eq!(refusal(&parsed), Some(400), "{size:?}: {parsed:?}");
+        }
+        let parsed = parse(
+            b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n05 ;a=b\r\nhello\r\n0\r\n\r\n",
+        );
+        assert_eq!(requests(&parsed)[0].body, b"hello", "{parsed:?}");
+    }
+
     #[test]
     fn a_head_cut_off_ends_the_connection_without_a_reply() {
         let parsed = parse(b"GET / HTTP/1.1\r\nHost: x\r\n");
