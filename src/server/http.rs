@@ -467,6 +467,21 @@ pub(super) fn read_head(reader: &mut impl BufRead) -> Result<Head, HeadError> {
 /// What a request's head says about its body and its connection.
 pub(super) fn framing(head: &Head) -> Result<Framing, ApiError> {
     let header = |name| find_header(&head.headers, name);
+    // Of two framing headers a proxy in front may honour the other one, and so disagree with
+    // us on where this body ends and the next request starts.
+    let single = |name: &str| {
+        let count = head
+            .headers
+            .iter()
+            .filter(|(n, _)| n.eq_ignore_ascii_case(name))
+            .count();
+        if count > 1 {
+            return Err(ApiError::bad_request(format!(
+                "a request cannot have more than one {name} header"
+            )));
+        }
+        Ok(find_header(&head.headers, name))
+    };
     let connection = header("Connection").unwrap_or_default();
     let has = |token: &str| {
         connection
@@ -479,7 +494,7 @@ pub(super) fn framing(head: &Head) -> Result<Framing, ApiError> {
         !has("close")
     };
     let expects_continue = header("Expect").is_some_and(|v| v.eq_ignore_ascii_case("100-continue"));
-    let body = match (header("Transfer-Encoding"), header("Content-Length")) {
+    let body = match (single("Transfer-Encoding")?, single("Content-Length")?) {
         (Some(_), Some(_)) => {
             return Err(ApiError::bad_request(
                 "a request cannot have both Transfer-Encoding and Content-Length",
@@ -494,9 +509,15 @@ pub(super) fn framing(head: &Head) -> Result<Framing, ApiError> {
             ),
             ))
         }
-        (None, Some(length)) => Body::Length(length.parse().map_err(|_| {
-            ApiError::bad_request(format!("Content-Length {length} is not a number"))
-        })?),
+        (None, Some(length)) => {
+            let not_a_number =
+                || ApiError::bad_request(format!("Content-Length {length} is not a number"));
+            // parse() also takes a sign, which the header's grammar does not.
+            if !length.bytes().all(|b| b.is_ascii_digit()) {
+                return Err(not_a_number());
+            }
+            Body::Length(length.parse().map_err(|_| not_a_number())?)
+        }
         (None, None) => Body::Length(0),
     };
     Ok(Framing {

@@ -157,6 +157,34 @@ mod tests {
         assert_eq!(requests(&parsed)[0].body, b"hello", "{parsed:?}");
     }
 
+    /// Found by the http_wire fuzz target: of two Content-Length headers the first was honoured.
+    #[test]
+    fn framing_headers_come_once() {
+        let repeated: [&[u8]; 4] = [
+            b"POSA / HTTP/1.1\r\nContent-Length: 1\r\nTran: chunked\r HTTP/1.1\r\n\
+              Content-Length: 1\r\nTran: chunk\n\r\n1",
+            b"POST / HTTP/1.1\r\nContent-Length: 1\r\ncontent-length: 2\r\n\r\nab",
+            b"POST / HTTP/1.1\r\nContent-Length: 2\r\nContent-Length: 2\r\n\r\nab",
+            b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\nTransfer-Encoding: gzip\r\n\r\n",
+        ];
+        for raw in repeated {
+            let parsed = parse(raw);
+            assert_eq!(parsed.len(), 1, "{parsed:?}");
+            assert_eq!(refusal(&parsed), Some(400), "{parsed:?}");
+        }
+    }
+
+    #[test]
+    fn a_content_length_is_digits_only() {
+        for length in ["+5", "-5", "5.0", "0x5", "", "5 5"] {
+            let raw = format!("POST / HTTP/1.1\r\nContent-Length: {length}\r\n\r\nhello");
+            let parsed = parse(raw.as_bytes());
+            assert_eq!(refusal(&parsed), Some(400), "{length:?}: {parsed:?}");
+        }
+        let parsed = parse(b"POST / HTTP/1.1\r\nContent-Length:  005 \r\n\r\nhello");
+        assert_eq!(requests(&parsed)[0].body, b"hello", "{parsed:?}");
+    }
+
     #[test]
     fn a_head_cut_off_ends_the_connection_without_a_reply() {
         let parsed = parse(b"GET / HTTP/1.1\r\nHost: x\r\n");
