@@ -147,8 +147,9 @@ fn structured(spec: &[u8]) {
         ]));
         let mut body = rest[..rest.len().min(usize::from(length_byte))].to_vec();
         input = &rest[body.len()..];
-        // Rarely, a body at the limit, to see the boundary held by both framings.
-        if control & 0xf0 == 0xf0 {
+        // Rarely, since each costs milliseconds: a body at the limit, to see the boundary held
+        // by both framings.
+        if control & 0xf0 == 0xf0 && seed == 0xff {
             body.resize(MAX_BODY, b'z');
         }
         let chunked = control & 1 != 0;
