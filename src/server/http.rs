@@ -505,8 +505,9 @@ pub(super) fn framing(head: &Head) -> Result<Framing, ApiError> {
             return Err(ApiError::new(
                 501,
                 format!(
-                "the transfer encoding {coding} is not supported; send chunked or a Content-Length"
-            ),
+                    "the transfer encoding {coding} is not supported; \
+                     send chunked or a Content-Length"
+                ),
             ))
         }
         (None, Some(length)) => {
