@@ -23,7 +23,7 @@ pub struct Limits {
     /// For a request to start on a connection, new or kept alive.
     idle: Duration,
     /// For a started request's head and body to arrive in full.
-    request: Duration,
+    pub(super) request: Duration,
     /// For a client to take each write of a reply.
     write: Duration,
 }
@@ -120,9 +120,16 @@ impl Read for Socket {
     }
 }
 
-enum Body {
+pub(super) enum Body {
     Length(usize),
     Chunked,
+}
+
+/// How a request's body is delimited and what its client asked of the connection, from its head.
+pub(super) struct Framing {
+    pub(super) body: Body,
+    pub(super) expects_continue: bool,
+    pub(super) keep_alive: bool,
 }
 
 /// One request on a connection; the connection's thread keeps it, so that a handler that
@@ -151,10 +158,7 @@ impl Request<'_> {
     }
 
     pub fn header(&self, name: &str) -> Option<&str> {
-        self.headers
-            .iter()
-            .find(|(n, _)| n.eq_ignore_ascii_case(name))
-            .map(|(_, v)| v.as_str())
+        find_header(&self.headers, name)
     }
 
     /// The request body, refused beyond [`MAX_BODY`] before reading it when the client says its
@@ -170,50 +174,16 @@ impl Request<'_> {
 
     fn read_body_once(&mut self) -> Result<Vec<u8>, ApiError> {
         let limit = self.reader.get_ref().request_limit;
-        let read_error = |error: std::io::Error| {
-            if is_timeout(&error) {
-                too_slow(limit)
-            } else {
-                ApiError::bad_request(format!("cannot read the request body: {error}"))
-            }
-        };
-        let too_large = || {
-            ApiError::new(
-                413,
-                format!("the request body is larger than the limit of {MAX_BODY} bytes"),
-            )
-        };
-        if matches!(self.body, Body::Length(n) if n > MAX_BODY) {
-            return Err(too_large());
-        }
+        refuse_declared_too_large(&self.body)?;
         if self.body_read {
             return Ok(Vec::new());
         }
         self.body_read = true;
         if self.expects_continue {
             self.write(b"HTTP/1.1 100 Continue\r\n\r\n")
-                .map_err(read_error)?;
+                .map_err(|error| body_read_error(error, limit))?;
         }
-        let mut body = Vec::new();
-        match self.body {
-            Body::Length(n) => {
-                (&mut *self.reader)
-                    .take(n as u64)
-                    .read_to_end(&mut body)
-                    .map_err(read_error)?;
-                if body.len() < n {
-                    return Err(read_error(ErrorKind::UnexpectedEof.into()));
-                }
-            }
-            Body::Chunked => read_chunks(self.reader, &mut body).map_err(|e| match e {
-                ChunkError::Io(e) => read_error(e),
-                ChunkError::TooLarge => too_large(),
-                ChunkError::Malformed => {
-                    ApiError::bad_request("the chunked request body is malformed")
-                }
-            })?,
-        }
-        Ok(body)
+        read_body(self.reader, &self.body, limit)
     }
 
     /// Sends a reply; a client that has already gone is no error of ours.
@@ -296,6 +266,67 @@ fn is_timeout(error: &std::io::Error) -> bool {
     matches!(error.kind(), ErrorKind::TimedOut | ErrorKind::WouldBlock)
 }
 
+fn find_header<'h>(headers: &'h [(String, String)], name: &str) -> Option<&'h str> {
+    headers
+        .iter()
+        .find(|(n, _)| n.eq_ignore_ascii_case(name))
+        .map(|(_, v)| v.as_str())
+}
+
+fn body_too_large() -> ApiError {
+    ApiError::new(
+        413,
+        format!("the request body is larger than the limit of {MAX_BODY} bytes"),
+    )
+}
+
+/// A declared length beyond [`MAX_BODY`] is refused before a byte of it is read.
+fn refuse_declared_too_large(body: &Body) -> Result<(), ApiError> {
+    match body {
+        Body::Length(n) if *n > MAX_BODY => Err(body_too_large()),
+        _ => Ok(()),
+    }
+}
+
+fn body_read_error(error: std::io::Error, request_limit: Duration) -> ApiError {
+    if is_timeout(&error) {
+        too_slow(request_limit)
+    } else {
+        ApiError::bad_request(format!("cannot read the request body: {error}"))
+    }
+}
+
+/// A request's body as `body` frames it, within [`MAX_BODY`]; a read that times out is told
+/// `request_limit`.
+pub(super) fn read_body(
+    reader: &mut impl BufRead,
+    body: &Body,
+    request_limit: Duration,
+) -> Result<Vec<u8>, ApiError> {
+    refuse_declared_too_large(body)?;
+    let mut bytes = Vec::new();
+    match *body {
+        Body::Length(n) => {
+            reader
+                .take(n as u64)
+                .read_to_end(&mut bytes)
+                .map_err(|error| body_read_error(error, request_limit))?;
+            if bytes.len() < n {
+                return Err(body_read_error(
+                    ErrorKind::UnexpectedEof.into(),
+                    request_limit,
+                ));
+            }
+        }
+        Body::Chunked => read_chunks(reader, &mut bytes).map_err(|error| match error {
+            ChunkError::Io(error) => body_read_error(error, request_limit),
+            ChunkError::TooLarge => body_too_large(),
+            ChunkError::Malformed => ApiError::bad_request("the chunked request body is malformed"),
+        })?,
+    }
+    Ok(bytes)
+}
+
 fn too_slow(limit: Duration) -> ApiError {
     ApiError::new(
         408,
@@ -331,6 +362,11 @@ fn read_chunks(reader: &mut impl BufRead, body: &mut Vec<u8>) -> Result<(), Chun
     loop {
         let line = read_line(reader)?;
         let size = line.split(';').next().unwrap_or_default().trim();
+        // from_str_radix also takes a sign: "+5" would be a size here and an error to a proxy
+        // in front, which would then disagree with us on where the next request starts.
+        if !size.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return Err(ChunkError::Malformed);
+        }
         let size = usize::from_str_radix(size, 16).map_err(|_| ChunkError::Malformed)?;
         if size == 0 {
             // Trailer fields, which nothing here uses, up to the blank line.
@@ -349,7 +385,7 @@ fn read_chunks(reader: &mut impl BufRead, body: &mut Vec<u8>) -> Result<(), Chun
     }
 }
 
-enum HeadError {
+pub(super) enum HeadError {
     Io(std::io::Error),
     TooLarge,
     Malformed(String),
@@ -378,14 +414,14 @@ fn read_line(reader: &mut impl BufRead) -> Result<String, HeadError> {
         .map_err(|_| HeadError::Malformed("the request head is not UTF-8".into()))
 }
 
-struct Head {
-    method: String,
-    path: String,
-    http_1_0: bool,
-    headers: Vec<(String, String)>,
+pub(super) struct Head {
+    pub(super) method: String,
+    pub(super) path: String,
+    pub(super) http_1_0: bool,
+    pub(super) headers: Vec<(String, String)>,
 }
 
-fn read_head(reader: &mut impl BufRead) -> Result<Head, HeadError> {
+pub(super) fn read_head(reader: &mut impl BufRead) -> Result<Head, HeadError> {
     let malformed = |what: &str| HeadError::Malformed(what.to_string());
     let request_line = read_line(reader)?;
     let mut parts = request_line.split(' ');
@@ -428,60 +464,112 @@ fn read_head(reader: &mut impl BufRead) -> Result<Head, HeadError> {
     })
 }
 
+/// What a request's head says about its body and its connection.
+pub(super) fn framing(head: &Head) -> Result<Framing, ApiError> {
+    let header = |name| find_header(&head.headers, name);
+    // Of two framing headers a proxy in front may honour the other one, and so disagree with
+    // us on where this body ends and the next request starts.
+    let single = |name: &str| {
+        let count = head
+            .headers
+            .iter()
+            .filter(|(n, _)| n.eq_ignore_ascii_case(name))
+            .count();
+        if count > 1 {
+            return Err(ApiError::bad_request(format!(
+                "a request cannot have more than one {name} header"
+            )));
+        }
+        Ok(find_header(&head.headers, name))
+    };
+    let connection = header("Connection").unwrap_or_default();
+    let has = |token: &str| {
+        connection
+            .split(',')
+            .any(|t| t.trim().eq_ignore_ascii_case(token))
+    };
+    let keep_alive = if head.http_1_0 {
+        has("keep-alive")
+    } else {
+        !has("close")
+    };
+    let expects_continue = header("Expect").is_some_and(|v| v.eq_ignore_ascii_case("100-continue"));
+    let body = match (single("Transfer-Encoding")?, single("Content-Length")?) {
+        (Some(_), Some(_)) => {
+            return Err(ApiError::bad_request(
+                "a request cannot have both Transfer-Encoding and Content-Length",
+            ))
+        }
+        (Some(coding), None) if coding.eq_ignore_ascii_case("chunked") => Body::Chunked,
+        (Some(coding), None) => {
+            return Err(ApiError::new(
+                501,
+                format!(
+                    "the transfer encoding {coding} is not supported; \
+                     send chunked or a Content-Length"
+                ),
+            ))
+        }
+        (None, Some(length)) => {
+            let not_a_number =
+                || ApiError::bad_request(format!("Content-Length {length} is not a number"));
+            // parse() also takes a sign, which the header's grammar does not.
+            if !length.bytes().all(|b| b.is_ascii_digit()) {
+                return Err(not_a_number());
+            }
+            Body::Length(length.parse().map_err(|_| not_a_number())?)
+        }
+        (None, None) => Body::Length(0),
+    };
+    Ok(Framing {
+        body,
+        expects_continue,
+        keep_alive,
+    })
+}
+
+/// What the client is answered for a head that cannot be read; `None` when it has gone.
+pub(super) fn head_refusal(error: HeadError, request_limit: Duration) -> Option<ApiError> {
+    match error {
+        HeadError::Io(error) if is_timeout(&error) => Some(too_slow(request_limit)),
+        HeadError::Io(_) => None,
+        HeadError::TooLarge => Some(ApiError::new(
+            431,
+            format!("the request head is larger than the limit of {MAX_HEAD} bytes"),
+        )),
+        HeadError::Malformed(message) => Some(ApiError::bad_request(message)),
+        HeadError::Version => Some(ApiError::new(
+            505,
+            "this server speaks HTTP/1.0 and HTTP/1.1",
+        )),
+    }
+}
+
 impl<'c> Request<'c> {
     fn new(reader: &'c mut BufReader<Socket>, head: Head) -> Result<Request<'c>, ApiError> {
+        let Framing {
+            body,
+            expects_continue,
+            keep_alive,
+        } = framing(&head)?;
         let Head {
             method,
             path,
             http_1_0,
             headers,
         } = head;
-        let mut request = Request {
+        Ok(Request {
             reader,
             method,
             path,
             http_1_0,
             headers,
-            body: Body::Length(0),
-            expects_continue: false,
+            body,
+            expects_continue,
             body_read: false,
             responded: false,
-            keep_alive: false,
-        };
-        let connection = request.header("Connection").unwrap_or_default();
-        let has = |token: &str| {
-            connection
-                .split(',')
-                .any(|t| t.trim().eq_ignore_ascii_case(token))
-        };
-        request.keep_alive = if http_1_0 {
-            has("keep-alive")
-        } else {
-            !has("close")
-        };
-        request.expects_continue = request
-            .header("Expect")
-            .is_some_and(|v| v.eq_ignore_ascii_case("100-continue"));
-        let length = request.header("Content-Length");
-        request.body = match (request.header("Transfer-Encoding"), length) {
-            (Some(_), Some(_)) => {
-                return Err(ApiError::bad_request(
-                    "a request cannot have both Transfer-Encoding and Content-Length",
-                ))
-            }
-            (Some(coding), None) if coding.eq_ignore_ascii_case("chunked") => Body::Chunked,
-            (Some(coding), None) => {
-                return Err(ApiError::new(
-                    501,
-                    format!("the transfer encoding {coding} is not supported; send chunked or a Content-Length"),
-                ))
-            }
-            (None, Some(length)) => Body::Length(length.parse().map_err(|_| {
-                ApiError::bad_request(format!("Content-Length {length} is not a number"))
-            })?),
-            (None, None) => Body::Length(0),
-        };
-        Ok(request)
+            keep_alive,
+        })
     }
 }
 
@@ -529,16 +617,10 @@ pub fn serve_connection(stream: TcpStream, limits: &Limits, handle: &dyn Fn(&mut
                 }
                 Err(error) => error,
             },
-            Err(HeadError::Io(error)) if is_timeout(&error) => too_slow(limits.request),
-            Err(HeadError::Io(_)) => return,
-            Err(HeadError::TooLarge) => ApiError::new(
-                431,
-                format!("the request head is larger than the limit of {MAX_HEAD} bytes"),
-            ),
-            Err(HeadError::Malformed(message)) => ApiError::bad_request(message),
-            Err(HeadError::Version) => {
-                ApiError::new(505, "this server speaks HTTP/1.0 and HTTP/1.1")
-            }
+            Err(error) => match head_refusal(error, limits.request) {
+                Some(refusal) => refusal,
+                None => return,
+            },
         };
         refuse(&reader.get_ref().stream, &refusal);
         break;

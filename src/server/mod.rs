@@ -16,6 +16,8 @@ mod openai;
 mod request;
 mod scheduler;
 pub mod stop;
+#[doc(hidden)]
+pub mod wire;
 
 use crate::chat_format::ChatFormat;
 use crate::gguf::{Gguf, GgufError};
