@@ -5,10 +5,21 @@
 //! table), because greedy parity with llama.cpp is what the tests hold us to.
 
 use half::f16;
+use rayon::prelude::*;
 use std::sync::OnceLock;
+
+/// Elements per task of the element-wise operations: large enough that rayon's cost per task
+/// is small beside the work, so one token's vectors stay on one thread.
+const ELEMENTS_PER_TASK: usize = 16 * 1024;
 
 /// `x / sqrt(mean(x²) + eps) * weight`, row by row.
 pub fn rms_norm(x: &mut [f32], weight: &[f32], eps: f32) {
+    let rows_per_task = (ELEMENTS_PER_TASK / weight.len()).max(1);
+    x.par_chunks_mut(rows_per_task * weight.len())
+        .for_each(|rows| rms_norm_rows(rows, weight, eps));
+}
+
+fn rms_norm_rows(x: &mut [f32], weight: &[f32], eps: f32) {
     for row in x.chunks_exact_mut(weight.len()) {
         let sum_sq: f64 = row.iter().map(|&v| f64::from(v) * f64::from(v)).sum();
         let mean = (sum_sq / row.len() as f64) as f32;
@@ -71,9 +82,11 @@ impl Rope {
 
 /// `cap · tanh(x / cap)`: Gemma's soft limit on attention scores and logits.
 pub fn soft_cap(x: &mut [f32], cap: f32) {
-    for v in x {
-        *v = cap * (*v / cap).tanh();
-    }
+    x.par_chunks_mut(ELEMENTS_PER_TASK).for_each(|x| {
+        for v in x {
+            *v = cap * (*v / cap).tanh();
+        }
+    });
 }
 
 /// Numerically stable softmax in place; the sum is kept in f64 as ggml does.
@@ -94,15 +107,17 @@ pub fn softmax(x: &mut [f32]) {
 /// f16 and reads a precomputed f16 result, and matching that keeps our activations bit-close.
 pub fn gelu_in_place(x: &mut [f32]) {
     let table = gelu_table();
-    for v in x {
-        *v = if *v <= -10.0 {
-            0.0
-        } else if *v >= 10.0 {
-            *v
-        } else {
-            table[f16::from_f32(*v).to_bits() as usize].to_f32()
-        };
-    }
+    x.par_chunks_mut(ELEMENTS_PER_TASK).for_each(|x| {
+        for v in x {
+            *v = if *v <= -10.0 {
+                0.0
+            } else if *v >= 10.0 {
+                *v
+            } else {
+                table[f16::from_f32(*v).to_bits() as usize].to_f32()
+            };
+        }
+    });
 }
 
 fn gelu_table() -> &'static [f16] {
@@ -121,21 +136,31 @@ fn gelu_tanh(x: f32) -> f32 {
 }
 
 pub fn silu_in_place(x: &mut [f32]) {
-    for v in x {
-        *v /= 1.0 + (-*v).exp();
-    }
+    x.par_chunks_mut(ELEMENTS_PER_TASK).for_each(|x| {
+        for v in x {
+            *v /= 1.0 + (-*v).exp();
+        }
+    });
 }
 
 pub fn add_in_place(x: &mut [f32], y: &[f32]) {
-    for (a, &b) in x.iter_mut().zip(y) {
-        *a += b;
-    }
+    x.par_chunks_mut(ELEMENTS_PER_TASK)
+        .zip(y.par_chunks(ELEMENTS_PER_TASK))
+        .for_each(|(x, y)| {
+            for (a, &b) in x.iter_mut().zip(y) {
+                *a += b;
+            }
+        });
 }
 
 pub fn mul_in_place(x: &mut [f32], y: &[f32]) {
-    for (a, &b) in x.iter_mut().zip(y) {
-        *a *= b;
-    }
+    x.par_chunks_mut(ELEMENTS_PER_TASK)
+        .zip(y.par_chunks(ELEMENTS_PER_TASK))
+        .for_each(|(x, y)| {
+            for (a, &b) in x.iter_mut().zip(y) {
+                *a *= b;
+            }
+        });
 }
 
 #[cfg(test)]

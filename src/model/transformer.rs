@@ -316,17 +316,16 @@ impl<'a> Transformer<'a> {
         if let Some(norm) = &layer.k_norm {
             ops::rms_norm(&mut k, norm, self.rms_eps);
         }
-        for t in 0..n {
-            layer
-                .rope
-                .apply(&mut q[t * q_dim..(t + 1) * q_dim], h.head_dim, start + t);
-            layer
-                .rope
-                .apply(&mut k[t * k_dim..(t + 1) * k_dim], h.head_dim, start + t);
-        }
+        q.par_chunks_mut(q_dim)
+            .zip(k.par_chunks_mut(k_dim))
+            .enumerate()
+            .for_each(|(t, (q, k))| {
+                layer.rope.apply(q, h.head_dim, start + t);
+                layer.rope.apply(k, h.head_dim, start + t);
+            });
         // llama.cpp's attention converts queries to f16 before the dot with the f16 keys.
         let q: Vec<f16> = q
-            .iter()
+            .par_iter()
             .map(|&v| f16::from_f32(v * self.query_scale))
             .collect();
 
