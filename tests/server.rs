@@ -387,6 +387,18 @@ fn completion_streams_the_same_text_as_a_whole_reply() {
 }
 
 #[test]
+fn generation_that_fills_the_context_stops_with_the_limit_flag() {
+    let server = Server::start(&synthetic_model(), &["-c", "32"]);
+    let mut request = greedy("Hello", -1);
+    request["ignore_eos"] = json!(true);
+    let reply = server.post_ok("/completion", &request);
+    assert_eq!(reply["stopped_limit"], true, "{reply}");
+    let evaluated = reply["tokens_evaluated"].as_u64().unwrap();
+    let predicted = reply["tokens_predicted"].as_u64().unwrap();
+    assert_eq!(evaluated + predicted, 32, "{reply}");
+}
+
+#[test]
 fn a_stop_string_ends_the_text_and_is_never_sent() {
     let server = Server::start(&synthetic_model(), &[]);
     let full = server.post_ok("/completion", &greedy("Once upon a time", 24));
