@@ -396,7 +396,7 @@ fn tensor_view<'a>(
         .try_fold(1u64, |acc, &d| acc.checked_mul(d))
         .ok_or_else(bad_shape)?;
     let size = row_bytes.checked_mul(n_rows).ok_or_else(bad_shape)?;
-    if offset % alignment != 0 {
+    if !offset.is_multiple_of(alignment) {
         return Err(GgufError::Misaligned {
             name,
             offset,

@@ -47,7 +47,7 @@ impl Builder {
     }
 
     fn data(mut self, alignment: usize, data: &[u8]) -> Vec<u8> {
-        while self.bytes.len() % alignment != 0 {
+        while !self.bytes.len().is_multiple_of(alignment) {
             self.bytes.push(0);
         }
         self.bytes.extend(data);

@@ -95,7 +95,7 @@ impl Common {
         let n_head_kv = gguf
             .get_u32_opt(&key("attention.head_count_kv"))?
             .map_or(n_head, |v| v as usize);
-        if n_head_kv == 0 || n_head % n_head_kv != 0 {
+        if n_head_kv == 0 || !n_head.is_multiple_of(n_head_kv) {
             return Err(ModelError::BadHyperparameter(format!(
                 "{n_head} attention heads cannot be shared among {n_head_kv} key/value heads"
             )));
