@@ -874,8 +874,187 @@ macro_rules! x86_kernels {
                 }
             };
         }
-        one_row_tiles!(dot_tile_q4_k, BlockQ4K, tile_q4_k);
         one_row_tiles!(dot_tile_q6_k, BlockQ6K, tile_q6_k);
+
+        /// Transposes eight vectors of eight 16-bit lanes: lane i of result j is lane j of
+        /// input i.
+        #[inline(always)]
+        unsafe fn transpose_words(r: [__m128i; 8]) -> [__m128i; 8] {
+            let a: [__m128i; 8] = std::array::from_fn(|i| {
+                let (x, y) = (r[i / 2 * 2], r[i / 2 * 2 + 1]);
+                if i % 2 == 0 {
+                    _mm_unpacklo_epi16(x, y)
+                } else {
+                    _mm_unpackhi_epi16(x, y)
+                }
+            });
+            // b[0..4]: rows 0-3, words (0,1), (2,3), (4,5), (6,7); b[4..8]: rows 4-7.
+            let b: [__m128i; 8] = std::array::from_fn(|i| {
+                let base = i / 4 * 4;
+                let (x, y) = (a[base + (i % 4) / 2], a[base + 2 + (i % 4) / 2]);
+                if i % 2 == 0 {
+                    _mm_unpacklo_epi32(x, y)
+                } else {
+                    _mm_unpackhi_epi32(x, y)
+                }
+            });
+            std::array::from_fn(|j| {
+                let (x, y) = (b[j / 2], b[4 + j / 2]);
+                if j % 2 == 0 {
+                    _mm_unpacklo_epi64(x, y)
+                } else {
+                    _mm_unpackhi_epi64(x, y)
+                }
+            })
+        }
+
+        /// Eight Q4_K rows against `T` activation rows, one row per lane, as the 32-element
+        /// formats' `tile_rows_in_lanes`: each 32-quant sub-block's eight row sums come out of
+        /// eight `vpdpbusd` in one register and are scaled by a vector of the eight rows'
+        /// `d·scale`, shared by every activation; the mins are a vector of `dmin·min` against
+        /// the activation's sub-block sums. Returns, per activation, the eight rows' sums.
+        /// `pair_sums[t][8b + j]` is Σa over sub-block j of block b, as f32.
+        #[inline(always)]
+        unsafe fn tile_q4_k_rows_in_lanes<const T: usize>(
+            rows: [&[BlockQ4K]; 8],
+            acts: [&[BlockQ8K]; T],
+            pair_sums: [&[f32]; T],
+        ) -> [__m256; T] {
+            let m4 = _mm256_set1_epi8(0x0F);
+            let mut acc = [_mm256_setzero_ps(); T];
+            for b in 0..rows[0].len() {
+                let blocks: [&BlockQ4K; 8] = std::array::from_fn(|i| rows[i].get_unchecked(b));
+                let f16s = |f: fn(&BlockQ4K) -> [u8; 2]| {
+                    let h = |i: usize| i16::from_le_bytes(f(blocks[i]));
+                    _mm256_cvtph_ps(_mm_set_epi16(
+                        h(7),
+                        h(6),
+                        h(5),
+                        h(4),
+                        h(3),
+                        h(2),
+                        h(1),
+                        h(0),
+                    ))
+                };
+                let d = f16s(|x| x.d);
+                let dmin = f16s(|x| x.dmin);
+                let unpacked: [(__m128i, __m128i); 8] =
+                    std::array::from_fn(|i| scales_mins_k(&blocks[i].scales));
+                let scales = transpose_words(std::array::from_fn(|i| unpacked[i].0));
+                let mins = transpose_words(std::array::from_fn(|i| unpacked[i].1));
+                let per_row = |v: __m128i, by: __m256| {
+                    _mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_cvtepi16_epi32(v)), by)
+                };
+                let mins: [__m256; 8] = std::array::from_fn(|j| per_row(mins[j], dmin));
+                let mut sums = [_mm256_setzero_ps(); T];
+                for t in 0..T {
+                    let pairs = pair_sums[t].as_ptr().add(8 * b);
+                    for (j, min) in mins.iter().enumerate() {
+                        sums[t] = _mm256_fnmadd_ps(*min, _mm256_set1_ps(*pairs.add(j)), sums[t]);
+                    }
+                }
+                for c in 0..4 {
+                    let raw = transpose_dwords(std::array::from_fn(|i| {
+                        load(blocks[i].qs.as_ptr().add(32 * c))
+                    }));
+                    for half in 0..2 {
+                        let j = 2 * c + half;
+                        let scale = per_row(scales[j], d);
+                        let w: [__m256i; 8] = std::array::from_fn(|k| {
+                            let q = if half == 0 {
+                                raw[k]
+                            } else {
+                                _mm256_srli_epi16::<4>(raw[k])
+                            };
+                            _mm256_and_si256(q, m4)
+                        });
+                        for t in 0..T {
+                            let a = acts[t].get_unchecked(b).qs.as_ptr().add(32 * j);
+                            let mut s = _mm256_setzero_si256();
+                            for (k, wk) in w.iter().enumerate() {
+                                let four = i32::from_le_bytes(*a.add(4 * k).cast::<[u8; 4]>());
+                                s = dot_u8_i8(s, *wk, _mm256_set1_epi32(four));
+                            }
+                            sums[t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(s), scale, sums[t]);
+                        }
+                    }
+                }
+                for t in 0..T {
+                    let ad = _mm256_set1_ps(acts[t].get_unchecked(b).d());
+                    acc[t] = _mm256_fmadd_ps(sums[t], ad, acc[t]);
+                }
+            }
+            acc
+        }
+
+        /// Q4_K's batched products: groups of eight rows with the rows in the lanes, and the
+        /// rows after the last group one at a time against four activations.
+        #[target_feature(enable = $features)]
+        unsafe fn dot_tile_q4_k(
+            rows: &[u8],
+            row_bytes: usize,
+            acts: &[u8],
+            n_acts: usize,
+            out: &mut [f32],
+        ) {
+            const ACT_GROUP: usize = 32;
+            let n_rows = rows.len() / row_bytes;
+            let act_bytes = acts.len() / n_acts;
+            let n_blocks = act_bytes / size_of::<BlockQ8K>();
+            let pair_sums: Vec<f32> = as_blocks::<BlockQ8K>(acts)
+                .iter()
+                .flat_map(|a| {
+                    (0..8).map(move |j| f32::from(a.bsum(2 * j)) + f32::from(a.bsum(2 * j + 1)))
+                })
+                .collect();
+            let row = |r: usize| as_blocks::<BlockQ4K>(&rows[r * row_bytes..(r + 1) * row_bytes]);
+            let act = |t: usize| as_blocks::<BlockQ8K>(&acts[t * act_bytes..(t + 1) * act_bytes]);
+            let sums = |t: usize| &pair_sums[8 * t * n_blocks..8 * (t + 1) * n_blocks];
+            let full_rows = n_rows / 8 * 8;
+            for group in (0..n_acts).step_by(ACT_GROUP) {
+                let group_end = (group + ACT_GROUP).min(n_acts);
+                for r0 in (0..full_rows).step_by(8) {
+                    let rows = std::array::from_fn(|i| row(r0 + i));
+                    let mut t0 = group;
+                    while t0 < group_end {
+                        macro_rules! go {
+                            ($t:expr) => {{
+                                let acc = tile_q4_k_rows_in_lanes::<{ $t }>(
+                                    rows,
+                                    std::array::from_fn(|i| act(t0 + i)),
+                                    std::array::from_fn(|i| sums(t0 + i)),
+                                );
+                                for (t, lanes) in acc.iter().enumerate() {
+                                    let at = (t0 + t) * n_rows + r0;
+                                    _mm256_storeu_ps(out[at..at + 8].as_mut_ptr(), *lanes);
+                                }
+                                t0 += $t;
+                            }};
+                        }
+                        if group_end - t0 >= ROW_LANE_ACTS {
+                            go!(ROW_LANE_ACTS)
+                        } else {
+                            go!(1)
+                        }
+                    }
+                }
+                for r in full_rows..n_rows {
+                    let x = row(r);
+                    let mut t0 = group;
+                    while t0 + 4 <= group_end {
+                        let sums = tile_q4_k::<4>(x, std::array::from_fn(|i| act(t0 + i)));
+                        for (i, sum) in sums.into_iter().enumerate() {
+                            out[(t0 + i) * n_rows + r] = sum;
+                        }
+                        t0 += 4;
+                    }
+                    for t in t0..group_end {
+                        out[t * n_rows + r] = tile_q4_k::<1>(x, [act(t)])[0];
+                    }
+                }
+            }
+        }
 
         /// Each group of 64 (then 8) output elements stays in registers while every row is
         /// added to it, so `out` is read and written once.
