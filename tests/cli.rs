@@ -196,3 +196,42 @@ fn greedy_completion_on_the_synthetic_model() {
     assert!(stderr.contains("tokens/s"), "{stderr}");
     assert_eq!(run().stdout, first.stdout, "greedy output is deterministic");
 }
+
+#[test]
+fn mapped_and_copied_weights_give_the_same_text() {
+    let file = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures/models/gemma2-synthetic-q4_k_m.gguf");
+    let run = |placement: &str| {
+        let output = llmfile(&[
+            "-m",
+            file.to_str().unwrap(),
+            "-p",
+            "Hello",
+            "-n",
+            "8",
+            "--temp",
+            "0",
+            placement,
+        ]);
+        assert!(
+            output.status.success(),
+            "{placement}: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        output.stdout
+    };
+    assert_eq!(run("--mmap"), run("--no-mmap"));
+
+    let both = llmfile(&[
+        "-m",
+        file.to_str().unwrap(),
+        "-p",
+        "hi",
+        "--mmap",
+        "--no-mmap",
+    ]);
+    let stderr = String::from_utf8_lossy(&both.stderr);
+    assert_eq!(both.status.code(), Some(1));
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    assert!(stderr.contains("--no-mmap"), "{stderr}");
+}

@@ -15,7 +15,7 @@ mod zip;
 
 pub use args::expand_args;
 pub use info::info;
-pub use model::{resolve_model, MappedModel};
+pub use model::{resolve_model, MappedModel, Placement};
 pub use pack::{pack, PackOptions};
 
 use crate::gguf::GgufError;

@@ -11,7 +11,7 @@ use anyhow::{Context, Result};
 use std::io::{BufRead, Write};
 
 pub(super) fn run(args: RunArgs) -> Result<()> {
-    let file = LoadedFile::open(&args.model)?;
+    let file = LoadedFile::open(&args.model, false)?;
     let (gguf, model, tokenizer) = load_model(&file, &args.model)?;
     let info = ModelInfo::from_gguf(&gguf).with_context(|| file.path.clone())?;
     let format = &info.format;

@@ -23,7 +23,7 @@ pub(super) fn run(args: RunArgs) -> Result<()> {
         eprintln!("llmfile: -ngl {layers} ignored: this engine runs on the CPU");
     }
 
-    let file = LoadedFile::open(&args.model)?;
+    let file = LoadedFile::open(&args.model, args.log_disable)?;
     file.map.fault_in(args.log_disable);
     let (_gguf, model, tokenizer) = load_model(&file, &args.model)?;
     let n_ctx = context_size(args.ctx_size, model.hparams.context_length);

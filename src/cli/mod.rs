@@ -81,6 +81,24 @@ struct ModelArgs {
     /// Threads for computation (default: all cores).
     #[arg(short = 't', long = "threads")]
     threads: Option<usize>,
+    /// Keep the weights mapped from the file (the default only for models over half the
+    /// available memory, or where the system has no huge pages).
+    #[arg(long = "mmap", conflicts_with = "no_mmap")]
+    mmap: bool,
+    /// Copy the weights into memory with huge pages, which generation reads faster (the
+    /// default for models that take at most half the available memory).
+    #[arg(long = "no-mmap")]
+    no_mmap: bool,
+}
+
+impl ModelArgs {
+    fn placement(&self) -> bundle::Placement {
+        match (self.mmap, self.no_mmap) {
+            (true, _) => bundle::Placement::Mapped,
+            (_, true) => bundle::Placement::Memory,
+            _ => bundle::Placement::Auto,
+        }
+    }
 }
 
 #[derive(Args, Debug)]
@@ -260,7 +278,7 @@ pub fn main_with_args(args: Vec<OsString>) -> Result<()> {
         Some(Command::Tokenize(args)) => tokenize(args),
         Some(Command::Perplexity(args)) => perplexity::run(args),
         Some(Command::Bench(args)) => {
-            let file = LoadedFile::open(&args.model)?;
+            let file = LoadedFile::open(&args.model, false)?;
             let (gguf, model, _) = load_model(&file, &args.model)?;
             crate::bench::run(&gguf, &model, args.n_prompt, args.n_gen, args.repetitions)?;
             Ok(())
@@ -293,8 +311,11 @@ struct LoadedFile {
 }
 
 impl LoadedFile {
-    fn open(args: &ModelArgs) -> Result<LoadedFile> {
-        let map = bundle::resolve_model(args.model.as_deref())?;
+    /// Finds the model and puts its weights where `args` ask; `quiet` hides the progress bar.
+    fn open(args: &ModelArgs, quiet: bool) -> Result<LoadedFile> {
+        let mut map = bundle::resolve_model(args.model.as_deref())?;
+        map.place(args.placement(), quiet)
+            .with_context(|| format!("loading {map} into memory (--mmap maps it instead)"))?;
         Ok(LoadedFile {
             path: map.to_string(),
             map,
@@ -340,7 +361,7 @@ fn context_size(requested: Option<usize>, trained: usize) -> usize {
 }
 
 fn tokenize(args: TokenizeArgs) -> Result<()> {
-    let file = LoadedFile::open(&args.model)?;
+    let file = LoadedFile::open(&args.model, false)?;
     let gguf = file.gguf()?;
     let tokenizer = Tokenizer::from_gguf(&gguf).with_context(|| file.path.clone())?;
     let ids = tokenizer.encode(&args.prompt, true, args.special)?;

@@ -6,7 +6,7 @@ use anyhow::{Context, Result};
 pub(super) fn run(args: PerplexityArgs) -> Result<()> {
     let text =
         std::fs::read_to_string(&args.file).with_context(|| format!("{}", args.file.display()))?;
-    let file = LoadedFile::open(&args.model)?;
+    let file = LoadedFile::open(&args.model, false)?;
     let (_gguf, model, tokenizer) = load_model(&file, &args.model)?;
     let ppl = crate::perplexity::perplexity(&model, &tokenizer, &text, args.ctx_size, |i, ppl| {
         eprintln!("[{}] {ppl:.4}", i + 1)

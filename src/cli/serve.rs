@@ -8,7 +8,7 @@ pub(super) fn run(args: RunArgs) -> Result<()> {
     if let Some(layers) = args.n_gpu_layers {
         eprintln!("llmfile: -ngl {layers} ignored: this engine runs on the CPU");
     }
-    let file = LoadedFile::open(&args.model)?;
+    let file = LoadedFile::open(&args.model, false)?;
     let (gguf, model, tokenizer) = load_model(&file, &args.model)?;
     let info = ModelInfo::from_gguf(&gguf).with_context(|| file.path.clone())?;
     let serve = args.serve;
