@@ -837,44 +837,6 @@ macro_rules! x86_kernels {
             std::array::from_fn(|t| hsum_ps(acc[t]))
         }
 
-        /// Drives a one-row tile kernel over all rows × activations, activations in groups
-        /// that stay in L2 while the rows pass over them.
-        macro_rules! one_row_tiles {
-            ($name:ident, $block:ty, $tile:ident) => {
-                #[target_feature(enable = $features)]
-                unsafe fn $name(
-                    rows: &[u8],
-                    row_bytes: usize,
-                    acts: &[u8],
-                    n_acts: usize,
-                    out: &mut [f32],
-                ) {
-                    const ACT_GROUP: usize = 32;
-                    let n_rows = rows.len() / row_bytes;
-                    let act_bytes = acts.len() / n_acts;
-                    let act =
-                        |t: usize| as_blocks::<BlockQ8K>(&acts[t * act_bytes..(t + 1) * act_bytes]);
-                    for group in (0..n_acts).step_by(ACT_GROUP) {
-                        let group_end = (group + ACT_GROUP).min(n_acts);
-                        for r in 0..n_rows {
-                            let x = as_blocks::<$block>(&rows[r * row_bytes..(r + 1) * row_bytes]);
-                            let mut t0 = group;
-                            while t0 + 4 <= group_end {
-                                let sums = $tile::<4>(x, std::array::from_fn(|i| act(t0 + i)));
-                                for (i, sum) in sums.into_iter().enumerate() {
-                                    out[(t0 + i) * n_rows + r] = sum;
-                                }
-                                t0 += 4;
-                            }
-                            for t in t0..group_end {
-                                out[t * n_rows + r] = $tile::<1>(x, [act(t)])[0];
-                            }
-                        }
-                    }
-                }
-            };
-        }
-        one_row_tiles!(dot_tile_q6_k, BlockQ6K, tile_q6_k);
 
         /// Transposes eight vectors of eight 16-bit lanes: lane i of result j is lane j of
         /// input i.
@@ -988,73 +950,182 @@ macro_rules! x86_kernels {
             acc
         }
 
-        /// Q4_K's batched products: groups of eight rows with the rows in the lanes, and the
-        /// rows after the last group one at a time against four activations.
-        #[target_feature(enable = $features)]
-        unsafe fn dot_tile_q4_k(
-            rows: &[u8],
-            row_bytes: usize,
-            acts: &[u8],
-            n_acts: usize,
-            out: &mut [f32],
-        ) {
-            const ACT_GROUP: usize = 32;
-            let n_rows = rows.len() / row_bytes;
-            let act_bytes = acts.len() / n_acts;
-            let n_blocks = act_bytes / size_of::<BlockQ8K>();
-            let pair_sums: Vec<f32> = as_blocks::<BlockQ8K>(acts)
-                .iter()
-                .flat_map(|a| {
-                    (0..8).map(move |j| f32::from(a.bsum(2 * j)) + f32::from(a.bsum(2 * j + 1)))
-                })
-                .collect();
-            let row = |r: usize| as_blocks::<BlockQ4K>(&rows[r * row_bytes..(r + 1) * row_bytes]);
-            let act = |t: usize| as_blocks::<BlockQ8K>(&acts[t * act_bytes..(t + 1) * act_bytes]);
-            let sums = |t: usize| &pair_sums[8 * t * n_blocks..8 * (t + 1) * n_blocks];
-            let full_rows = n_rows / 8 * 8;
-            for group in (0..n_acts).step_by(ACT_GROUP) {
-                let group_end = (group + ACT_GROUP).min(n_acts);
-                for r0 in (0..full_rows).step_by(8) {
-                    let rows = std::array::from_fn(|i| row(r0 + i));
-                    let mut t0 = group;
-                    while t0 < group_end {
-                        macro_rules! go {
-                            ($t:expr) => {{
-                                let acc = tile_q4_k_rows_in_lanes::<{ $t }>(
-                                    rows,
-                                    std::array::from_fn(|i| act(t0 + i)),
-                                    std::array::from_fn(|i| sums(t0 + i)),
-                                );
-                                for (t, lanes) in acc.iter().enumerate() {
-                                    let at = (t0 + t) * n_rows + r0;
-                                    _mm256_storeu_ps(out[at..at + 8].as_mut_ptr(), *lanes);
+        /// Eight Q6_K rows against `T` activation rows, one row per lane, as
+        /// `tile_q4_k_rows_in_lanes`: the raw low and high bits of the eight rows are
+        /// transposed together, each 16-quant sub-block's eight row sums come out of four
+        /// `vpdpbusd` in one register, and a vector of the eight rows' `d·scale` scales them.
+        /// The quants go in unsigned (0..63); `starts[t][16b + s]` is −32·Σa over sub-block s
+        /// of block b, which starts that sub-block's sum and so takes the offset back out.
+        #[inline(always)]
+        unsafe fn tile_q6_k_rows_in_lanes<const T: usize>(
+            rows: [&[BlockQ6K]; 8],
+            acts: [&[BlockQ8K]; T],
+            starts: [&[i32]; T],
+        ) -> [__m256; T] {
+            let m4 = _mm256_set1_epi8(0x0F);
+            let m2 = _mm256_set1_epi8(0x30);
+            let mut acc = [_mm256_setzero_ps(); T];
+            for b in 0..rows[0].len() {
+                let blocks: [&BlockQ6K; 8] = std::array::from_fn(|i| rows[i].get_unchecked(b));
+                let h = |i: usize| i16::from_le_bytes(blocks[i].d);
+                let d = _mm256_cvtph_ps(_mm_set_epi16(
+                    h(7),
+                    h(6),
+                    h(5),
+                    h(4),
+                    h(3),
+                    h(2),
+                    h(1),
+                    h(0),
+                ));
+                let raw_scales: [__m128i; 8] =
+                    std::array::from_fn(|i| _mm_loadu_si128(blocks[i].scales.as_ptr().cast()));
+                let low = transpose_words(std::array::from_fn(|i| _mm_cvtepi8_epi16(raw_scales[i])));
+                let high = transpose_words(std::array::from_fn(|i| {
+                    _mm_cvtepi8_epi16(_mm_unpackhi_epi64(raw_scales[i], raw_scales[i]))
+                }));
+                let scales: [__m256; 16] = std::array::from_fn(|s| {
+                    let v = if s < 8 { low[s] } else { high[s - 8] };
+                    _mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_cvtepi16_epi32(v)), d)
+                });
+                let mut sums = [_mm256_setzero_ps(); T];
+                // One pass per 32-byte stretch of `ql` (half, l): its low nibbles are chunk
+                // 4·half + l of 32 quants, its high nibbles chunk 4·half + l + 2. Chunk c
+                // (counted within its half) keeps its two high bits at bits 2c..2c+1 of each
+                // `qh` byte, shifted to bits 4-5 here. The pass is a plain loop: unrolled, the
+                // block is too big for the compiler to keep the sums in registers.
+                for pass in 0..4 {
+                    let (half, l) = (pass / 2, pass % 2);
+                    let qh = transpose_dwords(std::array::from_fn(|i| {
+                        load(blocks[i].qh.as_ptr().add(32 * half))
+                    }));
+                    let ql = transpose_dwords(std::array::from_fn(|i| {
+                        load(blocks[i].ql.as_ptr().add(64 * half + 32 * l))
+                    }));
+                    for nibble in 0..2 {
+                        let chunk = 4 * half + l + 2 * nibble;
+                        let nibble_shift = _mm_cvtsi32_si128(4 * nibble as i32);
+                        let high_shift = _mm_cvtsi32_si128(2 * (l + 2 * nibble) as i32);
+                        let w: [__m256i; 8] = std::array::from_fn(|k| {
+                            let q = _mm256_and_si256(_mm256_srl_epi16(ql[k], nibble_shift), m4);
+                            let bits = _mm256_slli_epi16::<4>(_mm256_srl_epi16(qh[k], high_shift));
+                            _mm256_or_si256(q, _mm256_and_si256(bits, m2))
+                        });
+                        for sub in 0..2 {
+                            let s_index = 2 * chunk + sub;
+                            let scale = scales[s_index];
+                            for t in 0..T {
+                                let a = acts[t].get_unchecked(b).qs.as_ptr().add(16 * s_index);
+                                let mut s =
+                                    _mm256_set1_epi32(*starts[t].get_unchecked(16 * b + s_index));
+                                for k in 0..4 {
+                                    let four = i32::from_le_bytes(*a.add(4 * k).cast::<[u8; 4]>());
+                                    s = dot_u8_i8(s, w[4 * sub + k], _mm256_set1_epi32(four));
                                 }
-                                t0 += $t;
-                            }};
-                        }
-                        if group_end - t0 >= ROW_LANE_ACTS {
-                            go!(ROW_LANE_ACTS)
-                        } else {
-                            go!(1)
+                                sums[t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(s), scale, sums[t]);
+                            }
                         }
                     }
                 }
-                for r in full_rows..n_rows {
-                    let x = row(r);
-                    let mut t0 = group;
-                    while t0 + 4 <= group_end {
-                        let sums = tile_q4_k::<4>(x, std::array::from_fn(|i| act(t0 + i)));
-                        for (i, sum) in sums.into_iter().enumerate() {
-                            out[(t0 + i) * n_rows + r] = sum;
-                        }
-                        t0 += 4;
-                    }
-                    for t in t0..group_end {
-                        out[t * n_rows + r] = tile_q4_k::<1>(x, [act(t)])[0];
-                    }
+                for t in 0..T {
+                    let ad = _mm256_set1_ps(acts[t].get_unchecked(b).d());
+                    acc[t] = _mm256_fmadd_ps(sums[t], ad, acc[t]);
                 }
             }
+            acc
         }
+
+        /// The K-quants' batched products: groups of eight rows with the rows in the lanes
+        /// (`$tile8`), `ROW_LANE_ACTS` activations at a time, and the rows after the last
+        /// group one at a time against four activations (`$tile1`). `$per_block` gives the
+        /// `$count` values per activation block that `$tile8` reads beside the quants, worked
+        /// out once for every row group.
+        macro_rules! k_quant_tiles {
+            ($name:ident, $block:ty, $tile8:ident, $tile1:ident, $count:literal, $per_block:expr) => {
+                #[target_feature(enable = $features)]
+                unsafe fn $name(
+                    rows: &[u8],
+                    row_bytes: usize,
+                    acts: &[u8],
+                    n_acts: usize,
+                    out: &mut [f32],
+                ) {
+                    const ACT_GROUP: usize = 32;
+                    let n_rows = rows.len() / row_bytes;
+                    let act_bytes = acts.len() / n_acts;
+                    let n_blocks = act_bytes / size_of::<BlockQ8K>();
+                    let prepared: Vec<_> =
+                        as_blocks::<BlockQ8K>(acts).iter().flat_map($per_block).collect();
+                    let row =
+                        |r: usize| as_blocks::<$block>(&rows[r * row_bytes..(r + 1) * row_bytes]);
+                    let act =
+                        |t: usize| as_blocks::<BlockQ8K>(&acts[t * act_bytes..(t + 1) * act_bytes]);
+                    let per_act = $count * n_blocks;
+                    let extra = |t: usize| &prepared[t * per_act..(t + 1) * per_act];
+                    let full_rows = n_rows / 8 * 8;
+                    for group in (0..n_acts).step_by(ACT_GROUP) {
+                        let group_end = (group + ACT_GROUP).min(n_acts);
+                        for r0 in (0..full_rows).step_by(8) {
+                            let rows = std::array::from_fn(|i| row(r0 + i));
+                            let mut t0 = group;
+                            while t0 < group_end {
+                                macro_rules! go {
+                                    ($t:expr) => {{
+                                        let acc = $tile8::<{ $t }>(
+                                            rows,
+                                            std::array::from_fn(|i| act(t0 + i)),
+                                            std::array::from_fn(|i| extra(t0 + i)),
+                                        );
+                                        for (t, lanes) in acc.iter().enumerate() {
+                                            let at = (t0 + t) * n_rows + r0;
+                                            _mm256_storeu_ps(out[at..at + 8].as_mut_ptr(), *lanes);
+                                        }
+                                        t0 += $t;
+                                    }};
+                                }
+                                if group_end - t0 >= ROW_LANE_ACTS {
+                                    go!(ROW_LANE_ACTS)
+                                } else {
+                                    go!(1)
+                                }
+                            }
+                        }
+                        for r in full_rows..n_rows {
+                            let x = row(r);
+                            let mut t0 = group;
+                            while t0 + 4 <= group_end {
+                                let sums = $tile1::<4>(x, std::array::from_fn(|i| act(t0 + i)));
+                                for (i, sum) in sums.into_iter().enumerate() {
+                                    out[(t0 + i) * n_rows + r] = sum;
+                                }
+                                t0 += 4;
+                            }
+                            for t in t0..group_end {
+                                out[t * n_rows + r] = $tile1::<1>(x, [act(t)])[0];
+                            }
+                        }
+                    }
+                }
+            };
+        }
+        k_quant_tiles!(
+            dot_tile_q4_k,
+            BlockQ4K,
+            tile_q4_k_rows_in_lanes,
+            tile_q4_k,
+            8,
+            |a: &BlockQ8K| {
+                (0..8).map(move |j| f32::from(a.bsum(2 * j)) + f32::from(a.bsum(2 * j + 1)))
+            }
+        );
+        k_quant_tiles!(
+            dot_tile_q6_k,
+            BlockQ6K,
+            tile_q6_k_rows_in_lanes,
+            tile_q6_k,
+            16,
+            |a: &BlockQ8K| (0..16).map(move |s| -32 * i32::from(a.bsum(s)))
+        );
 
         /// Each group of 64 (then 8) output elements stays in registers while every row is
         /// added to it, so `out` is read and written once.
