@@ -261,22 +261,23 @@ impl<'a> Transformer<'a> {
             row.iter_mut().for_each(|v| *v *= self.embed_scale);
         }
 
+        let mut scratch = Scratch::new(h, n);
         for (il, layer) in self.layers.iter().enumerate() {
-            let mut attn_in = x.clone();
-            ops::rms_norm(&mut attn_in, &layer.attn_norm, self.rms_eps);
-            let mut attn = self.attention(layer, &attn_in, cache, il, start);
+            scratch.normed.copy_from_slice(&x);
+            ops::rms_norm(&mut scratch.normed, &layer.attn_norm, self.rms_eps);
+            self.attention(layer, &mut scratch, cache, il, start);
             if let Some(norm) = &layer.post_attn_norm {
-                ops::rms_norm(&mut attn, norm, self.rms_eps);
+                ops::rms_norm(&mut scratch.out, norm, self.rms_eps);
             }
-            ops::add_in_place(&mut x, &attn);
+            ops::add_in_place(&mut x, &scratch.out);
 
-            let mut ffn_in = x.clone();
-            ops::rms_norm(&mut ffn_in, &layer.ffn_norm, self.rms_eps);
-            let mut ffn = self.feed_forward(layer, &ffn_in);
+            scratch.normed.copy_from_slice(&x);
+            ops::rms_norm(&mut scratch.normed, &layer.ffn_norm, self.rms_eps);
+            self.feed_forward(layer, &mut scratch);
             if let Some(norm) = &layer.post_ffn_norm {
-                ops::rms_norm(&mut ffn, norm, self.rms_eps);
+                ops::rms_norm(&mut scratch.out, norm, self.rms_eps);
             }
-            ops::add_in_place(&mut x, &ffn);
+            ops::add_in_place(&mut x, &scratch.out);
         }
 
         let mut last = x.split_off(logits_from.min(n) * h.n_embd);
@@ -289,32 +290,38 @@ impl<'a> Transformer<'a> {
         logits
     }
 
+    /// Attention over `scratch.normed`, leaving the result in `scratch.out`.
     fn attention(
         &self,
         layer: &Layer,
-        input: &[f32],
+        scratch: &mut Scratch,
         cache: &mut KvCache,
         il: usize,
         start: usize,
-    ) -> Vec<f32> {
+    ) {
         let h = &self.hparams;
-        let n = input.len() / h.n_embd;
         let (q_dim, k_dim, v_dim) = (
             h.n_head * h.head_dim,
             h.n_head_kv * h.head_dim,
             h.n_head_kv * h.head_dim_v,
         );
-        let mut q = vec![0f32; n * q_dim];
-        let mut k = vec![0f32; n * k_dim];
-        let mut v = vec![0f32; n * v_dim];
-        layer.wq.matmul(&self.kernels, input, &mut q);
-        layer.wk.matmul(&self.kernels, input, &mut k);
-        layer.wv.matmul(&self.kernels, input, &mut v);
+        let Scratch {
+            normed: input,
+            q,
+            k,
+            v,
+            heads_out,
+            out,
+            ..
+        } = scratch;
+        layer.wq.matmul(&self.kernels, input, q);
+        layer.wk.matmul(&self.kernels, input, k);
+        layer.wv.matmul(&self.kernels, input, v);
         if let Some(norm) = &layer.q_norm {
-            ops::rms_norm(&mut q, norm, self.rms_eps);
+            ops::rms_norm(q, norm, self.rms_eps);
         }
         if let Some(norm) = &layer.k_norm {
-            ops::rms_norm(&mut k, norm, self.rms_eps);
+            ops::rms_norm(k, norm, self.rms_eps);
         }
         q.par_chunks_mut(q_dim)
             .zip(k.par_chunks_mut(k_dim))
@@ -332,14 +339,13 @@ impl<'a> Transformer<'a> {
         for kv_head in 0..h.n_head_kv {
             let (keys, values) = (&mut cache.keys[il][kv_head], &mut cache.values[il][kv_head]);
             let (kd, vd) = (h.head_dim, h.head_dim_v);
-            store_rows(keys, &k, k_dim, kv_head * kd..(kv_head + 1) * kd, start);
-            store_rows(values, &v, v_dim, kv_head * vd..(kv_head + 1) * vd, start);
+            store_rows(keys, k, k_dim, kv_head * kd..(kv_head + 1) * kd, start);
+            store_rows(values, v, v_dim, kv_head * vd..(kv_head + 1) * vd, start);
         }
 
         let keys = &cache.keys[il];
         let values = &cache.values[il];
         let group = h.n_head / h.n_head_kv;
-        let mut heads_out = vec![0f32; n * h.n_head * h.head_dim_v];
         heads_out
             .par_chunks_mut(h.head_dim_v)
             .enumerate()
@@ -365,27 +371,61 @@ impl<'a> Transformer<'a> {
                 }
                 let dim = h.head_dim_v;
                 let values = &values[kv_head][first * dim..(pos + 1) * dim];
+                // The values are added to what `out` holds, left from the layer before.
+                out.fill(0.0);
                 self.kernels.attention_values(scores, values, out);
             });
 
-        let mut out = vec![0f32; n * h.n_embd];
-        layer.wo.matmul(&self.kernels, &heads_out, &mut out);
-        out
+        layer.wo.matmul(&self.kernels, heads_out, out);
     }
 
-    fn feed_forward(&self, layer: &Layer, input: &[f32]) -> Vec<f32> {
-        let n = input.len() / self.hparams.n_embd;
-        let mut gate = vec![0f32; n * self.hparams.n_ff];
-        let mut up = vec![0f32; n * self.hparams.n_ff];
-        layer.gate.matmul(&self.kernels, input, &mut gate);
-        layer.up.matmul(&self.kernels, input, &mut up);
+    /// The gated feed-forward over `scratch.normed`, leaving the result in `scratch.out`.
+    fn feed_forward(&self, layer: &Layer, scratch: &mut Scratch) {
+        let Scratch {
+            normed: input,
+            gate,
+            up,
+            out,
+            ..
+        } = scratch;
+        layer.gate.matmul(&self.kernels, input, gate);
+        layer.up.matmul(&self.kernels, input, up);
         match self.ffn {
-            FeedForward::GeluGated => ops::gelu_in_place(&mut gate),
-            FeedForward::SiluGated => ops::silu_in_place(&mut gate),
+            FeedForward::GeluGated => ops::gelu_in_place(gate),
+            FeedForward::SiluGated => ops::silu_in_place(gate),
         }
-        ops::mul_in_place(&mut gate, &up);
-        let mut out = vec![0f32; n * self.hparams.n_embd];
-        layer.down.matmul(&self.kernels, &gate, &mut out);
-        out
+        ops::mul_in_place(gate, up);
+        layer.down.matmul(&self.kernels, gate, out);
+    }
+}
+
+/// The activations one forward pass works in, allocated once per pass rather than once per
+/// layer: zeroing fresh buffers on every layer was serial work that kept the other threads
+/// waiting.
+struct Scratch {
+    /// The normalized input of the current attention or feed-forward block.
+    normed: Vec<f32>,
+    q: Vec<f32>,
+    k: Vec<f32>,
+    v: Vec<f32>,
+    heads_out: Vec<f32>,
+    gate: Vec<f32>,
+    up: Vec<f32>,
+    /// The output of the current block.
+    out: Vec<f32>,
+}
+
+impl Scratch {
+    fn new(h: &Hyperparameters, n: usize) -> Scratch {
+        Scratch {
+            normed: vec![0.0; n * h.n_embd],
+            q: vec![0.0; n * h.n_head * h.head_dim],
+            k: vec![0.0; n * h.n_head_kv * h.head_dim],
+            v: vec![0.0; n * h.n_head_kv * h.head_dim_v],
+            heads_out: vec![0.0; n * h.n_head * h.head_dim_v],
+            gate: vec![0.0; n * h.n_ff],
+            up: vec![0.0; n * h.n_ff],
+            out: vec![0.0; n * h.n_embd],
+        }
     }
 }
