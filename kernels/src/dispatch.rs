@@ -214,7 +214,10 @@ impl Kernels {
             #[cfg(target_arch = "x86_64")]
             Isa::Avx2 => crate::x86::avx2::install(&mut table),
             #[cfg(target_arch = "x86_64")]
-            Isa::Avx512 => crate::x86::avx512::install(&mut table),
+            Isa::Avx512 => {
+                crate::x86::avx512::install(&mut table);
+                crate::x86::avx512::install_wide(&mut table);
+            }
             #[cfg(target_arch = "aarch64")]
             Isa::Neon => crate::arm::neon::install(&mut table),
             #[allow(unreachable_patterns)]

@@ -269,7 +269,18 @@ fn dot_rows_batch_matches_scalar_dot_rows() {
     variants.push(scalar());
     for ty in WEIGHT_TYPES {
         let n = if ty.block_len() == 1 { 96 } else { 512 };
-        let shapes = [(1, 1), (4, 4), (5, 3), (9, 7), (8, 70), (3, 2), (10, 9)];
+        // Sixteen-row tiles (AVX-512's 512-bit ones) need shapes of 16 rows and more.
+        let shapes = [
+            (1, 1),
+            (4, 4),
+            (5, 3),
+            (9, 7),
+            (8, 70),
+            (3, 2),
+            (35, 11),
+            (16, 40),
+            (19, 9),
+        ];
         for (shape, (n_rows, n_acts)) in shapes.into_iter().enumerate() {
             // The last shape has every row's quant bytes at one extreme (all bits set, 0x80,
             // 0x7F) and activations of ±127: the largest integer products a kernel meets.

@@ -1052,13 +1052,21 @@ macro_rules! x86_kernels {
             acc
         }
 
-        /// The K-quants' batched products: groups of eight rows with the rows in the lanes
-        /// (`$tile8`), `ROW_LANE_ACTS` activations at a time, and the rows after the last
-        /// group one at a time against four activations (`$tile1`). `$per_block` gives the
-        /// `$count` values per activation block that `$tile8` reads beside the quants, worked
-        /// out once for every row group.
+        /// The K-quants' batched products: groups of `$lanes` rows with the rows in the lanes
+        /// (`$tile`, whose sums `$store` writes), `$acts` activations at a time, and the rows
+        /// after the last group one at a time against four activations (`$tile1`).
+        /// `$per_block` gives the `$count` values per activation block that `$tile` reads
+        /// beside the quants, worked out once for every row group.
         macro_rules! k_quant_tiles {
-            ($name:ident, $block:ty, $tile8:ident, $tile1:ident, $count:literal, $per_block:expr) => {
+            (
+                $name:ident,
+                $block:ty,
+                $tile:ident rows $lanes:literal by $acts:expr,
+                $store:ident,
+                $tile1:ident,
+                $count:literal,
+                $per_block:expr
+            ) => {
                 #[target_feature(enable = $features)]
                 unsafe fn $name(
                     rows: &[u8],
@@ -1079,29 +1087,29 @@ macro_rules! x86_kernels {
                         |t: usize| as_blocks::<BlockQ8K>(&acts[t * act_bytes..(t + 1) * act_bytes]);
                     let per_act = $count * n_blocks;
                     let extra = |t: usize| &prepared[t * per_act..(t + 1) * per_act];
-                    let full_rows = n_rows / 8 * 8;
+                    let full_rows = n_rows / $lanes * $lanes;
                     for group in (0..n_acts).step_by(ACT_GROUP) {
                         let group_end = (group + ACT_GROUP).min(n_acts);
-                        for r0 in (0..full_rows).step_by(8) {
+                        for r0 in (0..full_rows).step_by($lanes) {
                             let rows = std::array::from_fn(|i| row(r0 + i));
                             let mut t0 = group;
                             while t0 < group_end {
                                 macro_rules! go {
                                     ($t:expr) => {{
-                                        let acc = $tile8::<{ $t }>(
+                                        let acc = $tile::<{ $t }>(
                                             rows,
                                             std::array::from_fn(|i| act(t0 + i)),
                                             std::array::from_fn(|i| extra(t0 + i)),
                                         );
                                         for (t, lanes) in acc.iter().enumerate() {
                                             let at = (t0 + t) * n_rows + r0;
-                                            _mm256_storeu_ps(out[at..at + 8].as_mut_ptr(), *lanes);
+                                            $store(out[at..at + $lanes].as_mut_ptr(), *lanes);
                                         }
                                         t0 += $t;
                                     }};
                                 }
-                                if group_end - t0 >= ROW_LANE_ACTS {
-                                    go!(ROW_LANE_ACTS)
+                                if group_end - t0 >= $acts {
+                                    go!($acts)
                                 } else {
                                     go!(1)
                                 }
@@ -1125,23 +1133,33 @@ macro_rules! x86_kernels {
                 }
             };
         }
+        /// Σa over each 32-quant sub-block of a Q8_K block, as Q4_K's mins want it.
+        fn pair_sums(a: &BlockQ8K) -> impl Iterator<Item = f32> + '_ {
+            (0..8).map(move |j| f32::from(a.bsum(2 * j)) + f32::from(a.bsum(2 * j + 1)))
+        }
+
+        /// −32·Σa over each 16-quant sub-block of a Q8_K block: Q6_K's offset.
+        fn q6_k_starts(a: &BlockQ8K) -> impl Iterator<Item = i32> + '_ {
+            (0..16).map(move |s| -32 * i32::from(a.bsum(s)))
+        }
+
         k_quant_tiles!(
             dot_tile_q4_k,
             BlockQ4K,
-            tile_q4_k_rows_in_lanes,
+            tile_q4_k_rows_in_lanes rows 8 by ROW_LANE_ACTS,
+            _mm256_storeu_ps,
             tile_q4_k,
             8,
-            |a: &BlockQ8K| {
-                (0..8).map(move |j| f32::from(a.bsum(2 * j)) + f32::from(a.bsum(2 * j + 1)))
-            }
+            pair_sums
         );
         k_quant_tiles!(
             dot_tile_q6_k,
             BlockQ6K,
-            tile_q6_k_rows_in_lanes,
+            tile_q6_k_rows_in_lanes rows 8 by ROW_LANE_ACTS,
+            _mm256_storeu_ps,
             tile_q6_k,
             16,
-            |a: &BlockQ8K| (0..16).map(move |s| -32 * i32::from(a.bsum(s)))
+            q6_k_starts
         );
 
         /// Each group of 64 (then 8) output elements stays in registers while every row is
