@@ -39,6 +39,36 @@ unsafe fn add_16_where_set(q: __m256i, bits: [u8; 4]) -> __m256i {
     _mm256_mask_add_epi8(q, u32::from_le_bytes(bits), q, _mm256_set1_epi8(16))
 }
 
+/// `dots_in_lanes` on sixteen lanes.
+#[inline(always)]
+unsafe fn dots_in_wide_lanes<const T: usize, const K: usize>(
+    starts: [__m512i; T],
+    w: &[__m512i],
+    acts: [*const i8; T],
+) -> [__m512i; T] {
+    let mut s = starts;
+    for k in 0..K {
+        for t in 0..T {
+            let four = i32::from_le_bytes(*acts[t].add(4 * k).cast::<[u8; 4]>());
+            s[t] = _mm512_dpbusd_epi32(s[t], w[k], _mm512_set1_epi32(four));
+        }
+    }
+    s
+}
+
+/// Two eight-row halves' transposed vectors joined: rows 0-7 in the low 256 bits.
+#[inline(always)]
+unsafe fn join_halves(low: __m256i, high: __m256i) -> __m512i {
+    _mm512_inserti64x4::<1>(_mm512_castsi256_si512(low), high)
+}
+
+/// Sixteen f16s, one per row, to f32.
+#[inline(always)]
+unsafe fn f16_lanes<B>(blocks: &[&B; 16], f: impl Fn(&B) -> [u8; 2]) -> __m512 {
+    let h: [u16; 16] = std::array::from_fn(|i| u16::from_le_bytes(f(blocks[i])));
+    _mm512_cvtph_ps(_mm256_loadu_si256(h.as_ptr().cast()))
+}
+
 /// Sixteen Q4_K rows against `T` activation rows, one row per lane of a 512-bit register: as
 /// `tile_q4_k_rows_in_lanes`, with each broadcast activation word meeting sixteen rows in one
 /// `vpdpbusd` instead of eight. The two 256-bit halves are transposed as there and joined.
@@ -52,12 +82,8 @@ unsafe fn tile_q4_k_16_rows<const T: usize>(
     let mut acc = [_mm512_setzero_ps(); T];
     for b in 0..rows[0].len() {
         let blocks: [&BlockQ4K; 16] = std::array::from_fn(|i| rows[i].get_unchecked(b));
-        let f16s = |f: fn(&BlockQ4K) -> [u8; 2]| {
-            let h: [u16; 16] = std::array::from_fn(|i| u16::from_le_bytes(f(blocks[i])));
-            _mm512_cvtph_ps(_mm256_loadu_si256(h.as_ptr().cast()))
-        };
-        let d = f16s(|x| x.d);
-        let dmin = f16s(|x| x.dmin);
+        let d = f16_lanes(&blocks, |x| x.d);
+        let dmin = f16_lanes(&blocks, |x| x.dmin);
         let unpacked: [(__m128i, __m128i); 16] =
             std::array::from_fn(|i| scales_mins_k(&blocks[i].scales));
         let join = |lo: [__m128i; 8], hi: [__m128i; 8], by: __m512| -> [__m512; 8] {
@@ -90,9 +116,7 @@ unsafe fn tile_q4_k_16_rows<const T: usize>(
             let high = transpose_dwords(std::array::from_fn(|i| {
                 load(blocks[8 + i].qs.as_ptr().add(32 * c))
             }));
-            let raw: [__m512i; 8] = std::array::from_fn(|k| {
-                _mm512_inserti64x4::<1>(_mm512_castsi256_si512(low[k]), high[k])
-            });
+            let raw: [__m512i; 8] = std::array::from_fn(|k| join_halves(low[k], high[k]));
             for half in 0..2 {
                 let j = 2 * c + half;
                 let w: [__m512i; 8] = std::array::from_fn(|k| {
@@ -103,14 +127,11 @@ unsafe fn tile_q4_k_16_rows<const T: usize>(
                     };
                     _mm512_and_si512(q, m4)
                 });
-                let mut s = [_mm512_setzero_si512(); T];
-                for (k, wk) in w.iter().enumerate() {
-                    for t in 0..T {
-                        let a = acts[t].get_unchecked(b).qs.as_ptr().add(32 * j + 4 * k);
-                        let four = i32::from_le_bytes(*a.cast::<[u8; 4]>());
-                        s[t] = _mm512_dpbusd_epi32(s[t], *wk, _mm512_set1_epi32(four));
-                    }
-                }
+                let s = dots_in_wide_lanes::<T, 8>(
+                    [_mm512_setzero_si512(); T],
+                    &w,
+                    std::array::from_fn(|t| acts[t].get_unchecked(b).qs.as_ptr().add(32 * j)),
+                );
                 for t in 0..T {
                     sums[t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(s[t]), scales[j], sums[t]);
                 }
