@@ -5,6 +5,7 @@ use super::ops::{self, Rope};
 use super::{matrix, vector, FeedForward, ModelError, Recipe};
 use crate::gguf::Gguf;
 use half::f16;
+use half::slice::HalfFloatSliceExt;
 use kernels::Kernels;
 use rayon::prelude::*;
 
@@ -99,7 +100,9 @@ fn store_rows(
 ) {
     rows.truncate(start * head.len());
     for token in new.chunks_exact(token_width) {
-        rows.extend(token[head.clone()].iter().map(|&v| f16::from_f32(v)));
+        let at = rows.len();
+        rows.resize(at + head.len(), f16::ZERO);
+        rows[at..].convert_from_f32_slice(&token[head.clone()]);
     }
 }
 
@@ -331,10 +334,15 @@ impl<'a> Transformer<'a> {
                 layer.rope.apply(k, h.head_dim, start + t);
             });
         // llama.cpp's attention converts queries to f16 before the dot with the f16 keys.
-        let q: Vec<f16> = q
-            .par_iter()
-            .map(|&v| f16::from_f32(v * self.query_scale))
-            .collect();
+        let mut q_f16 = vec![f16::ZERO; q.len()];
+        q_f16
+            .par_chunks_mut(q_dim)
+            .zip(q.par_chunks_mut(q_dim))
+            .for_each(|(to, from)| {
+                from.iter_mut().for_each(|v| *v *= self.query_scale);
+                to.convert_from_f32_slice(from);
+            });
+        let q = q_f16;
 
         for kv_head in 0..h.n_head_kv {
             let (keys, values) = (&mut cache.keys[il][kv_head], &mut cache.values[il][kv_head]);
@@ -349,32 +357,35 @@ impl<'a> Transformer<'a> {
         heads_out
             .par_chunks_mut(h.head_dim_v)
             .enumerate()
-            .for_each_init(Vec::new, |scores, (index, out)| {
-                let (t, head) = (index / h.n_head, index % h.n_head);
-                let pos = start + t;
-                let kv_head = head / group;
-                let query = &q[t * q_dim + head * h.head_dim..][..h.head_dim];
-                // A sliding layer masks key position p0 for query position p when p - p0 >= window.
-                let first = layer.window.map_or(0, |w| (pos + 1).saturating_sub(w));
-                let dim = h.head_dim;
-                scores.resize(pos + 1 - first, 0.0);
-                let keys = &keys[kv_head][first * dim..(pos + 1) * dim];
-                self.kernels.attention_scores(query, keys, scores);
-                if let Some(cap) = self.attn_soft_cap {
-                    ops::soft_cap(scores, cap);
-                }
-                ops::softmax(scores);
-                // llama.cpp multiplies the f16 values by f16 weights; Gemma 3's large attention
-                // scores make the logits sensitive to that rounding.
-                for weight in scores.iter_mut() {
-                    *weight = f16::from_f32(*weight).to_f32();
-                }
-                let dim = h.head_dim_v;
-                let values = &values[kv_head][first * dim..(pos + 1) * dim];
-                // The values are added to what `out` holds, left from the layer before.
-                out.fill(0.0);
-                self.kernels.attention_values(scores, values, out);
-            });
+            .for_each_init(
+                || (Vec::<f32>::new(), Vec::<f16>::new()),
+                |(scores, rounded), (index, out)| {
+                    let (t, head) = (index / h.n_head, index % h.n_head);
+                    let pos = start + t;
+                    let kv_head = head / group;
+                    let query = &q[t * q_dim + head * h.head_dim..][..h.head_dim];
+                    // A sliding layer masks key position p0 for query position p when p - p0 >= window.
+                    let first = layer.window.map_or(0, |w| (pos + 1).saturating_sub(w));
+                    let dim = h.head_dim;
+                    scores.resize(pos + 1 - first, 0.0);
+                    let keys = &keys[kv_head][first * dim..(pos + 1) * dim];
+                    self.kernels.attention_scores(query, keys, scores);
+                    if let Some(cap) = self.attn_soft_cap {
+                        ops::soft_cap(scores, cap);
+                    }
+                    ops::softmax(scores);
+                    // llama.cpp multiplies the f16 values by f16 weights; Gemma 3's large attention
+                    // scores make the logits sensitive to that rounding.
+                    rounded.resize(scores.len(), f16::ZERO);
+                    rounded.convert_from_f32_slice(scores);
+                    rounded.convert_to_f32_slice(scores);
+                    let dim = h.head_dim_v;
+                    let values = &values[kv_head][first * dim..(pos + 1) * dim];
+                    // The values are added to what `out` holds, left from the layer before.
+                    out.fill(0.0);
+                    self.kernels.attention_values(scores, values, out);
+                },
+            );
 
         layer.wo.matmul(&self.kernels, heads_out, out);
     }
