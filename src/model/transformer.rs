@@ -308,15 +308,17 @@ impl<'a> Transformer<'a> {
             h.n_head_kv * h.head_dim,
             h.n_head_kv * h.head_dim_v,
         );
+        let n = scratch.normed.len() / h.n_embd;
         let Scratch {
             normed: input,
-            q,
-            k,
-            v,
-            heads_out,
+            first,
+            second,
             out,
-            ..
         } = scratch;
+        let (q, rest) = first.split_at_mut(n * q_dim);
+        let (k, rest) = rest.split_at_mut(n * k_dim);
+        let v = &mut rest[..n * v_dim];
+        let heads_out = &mut second[..n * h.n_head * h.head_dim_v];
         layer.wq.matmul(&self.kernels, input, q);
         layer.wk.matmul(&self.kernels, input, k);
         layer.wv.matmul(&self.kernels, input, v);
@@ -392,13 +394,15 @@ impl<'a> Transformer<'a> {
 
     /// The gated feed-forward over `scratch.normed`, leaving the result in `scratch.out`.
     fn feed_forward(&self, layer: &Layer, scratch: &mut Scratch) {
+        let n = scratch.normed.len() / self.hparams.n_embd;
         let Scratch {
             normed: input,
-            gate,
-            up,
+            first,
+            second,
             out,
-            ..
         } = scratch;
+        let gate = &mut first[..n * self.hparams.n_ff];
+        let up = &mut second[..n * self.hparams.n_ff];
         layer.gate.matmul(&self.kernels, input, gate);
         layer.up.matmul(&self.kernels, input, up);
         match self.ffn {
@@ -412,30 +416,26 @@ impl<'a> Transformer<'a> {
 
 /// The activations one forward pass works in, allocated once per pass rather than once per
 /// layer: zeroing fresh buffers on every layer was serial work that kept the other threads
-/// waiting.
+/// waiting. Attention and the feed-forward block take turns with `first` and `second`, so
+/// the pass holds the larger of their buffers, not both.
 struct Scratch {
     /// The normalized input of the current attention or feed-forward block.
     normed: Vec<f32>,
-    q: Vec<f32>,
-    k: Vec<f32>,
-    v: Vec<f32>,
-    heads_out: Vec<f32>,
-    gate: Vec<f32>,
-    up: Vec<f32>,
+    /// Attention's queries, keys and values, or the feed-forward gate.
+    first: Vec<f32>,
+    /// Attention's per-head outputs, or the feed-forward up projection.
+    second: Vec<f32>,
     /// The output of the current block.
     out: Vec<f32>,
 }
 
 impl Scratch {
     fn new(h: &Hyperparameters, n: usize) -> Scratch {
+        let qkv = h.n_head * h.head_dim + h.n_head_kv * (h.head_dim + h.head_dim_v);
         Scratch {
             normed: vec![0.0; n * h.n_embd],
-            q: vec![0.0; n * h.n_head * h.head_dim],
-            k: vec![0.0; n * h.n_head_kv * h.head_dim],
-            v: vec![0.0; n * h.n_head_kv * h.head_dim_v],
-            heads_out: vec![0.0; n * h.n_head * h.head_dim_v],
-            gate: vec![0.0; n * h.n_ff],
-            up: vec![0.0; n * h.n_ff],
+            first: vec![0.0; n * qkv.max(h.n_ff)],
+            second: vec![0.0; n * (h.n_head * h.head_dim_v).max(h.n_ff)],
             out: vec![0.0; n * h.n_embd],
         }
     }

@@ -3,8 +3,6 @@
 //! (`llama_vocab::impl::load` in src/llama-vocab.cpp), since those decide which tokens are split
 //! out of the text as specials, which ones print, and which ones end generation.
 
-use std::collections::HashMap;
-
 use super::TokenizerError;
 
 /// Token attributes as llama.cpp derives them from `tokenizer.ggml.token_type`.
@@ -200,7 +198,9 @@ pub(super) struct Vocab {
     pub texts: Vec<String>,
     pub scores: Vec<f32>,
     pub attrs: Vec<u8>,
-    pub ids_by_text: HashMap<String, u32>,
+    /// Every id, ordered by its text, for binary search: a hash map of the texts held a
+    /// second copy of every string (25 MB more resident memory for Gemma's 262,144 tokens).
+    ids_by_text: Vec<u32>,
     roles: [Option<u32>; N_ROLES],
     pub end_of_generation: Vec<u32>,
     pub add_bos: bool,
@@ -242,24 +242,32 @@ impl Vocab {
             None => vec![attr::NORMAL; n_tokens],
         };
 
-        let mut texts = Vec::with_capacity(n_tokens);
-        let mut ids_by_text = HashMap::with_capacity(n_tokens);
-        for (id, text) in (0u32..).zip(spec.tokens) {
-            // llama.cpp's name for an empty token; an empty special text would match everywhere.
-            let text = if text.is_empty() {
-                format!("[EMPTY_{id}]")
-            } else {
-                text
-            };
-            if let Some(first) = ids_by_text.insert(text.clone(), id) {
-                return Err(TokenizerError::DuplicateToken {
-                    text,
-                    first,
-                    second: id,
-                });
-            }
-            texts.push(text);
+        let texts: Vec<String> = (0u32..)
+            .zip(spec.tokens)
+            .map(|(id, text)| {
+                // llama.cpp's name for an empty token; an empty special text would match
+                // everywhere.
+                if text.is_empty() {
+                    format!("[EMPTY_{id}]")
+                } else {
+                    text
+                }
+            })
+            .collect();
+        let mut ids_by_text: Vec<u32> = (0..n_tokens as u32).collect();
+        ids_by_text
+            .sort_unstable_by(|&a, &b| texts[a as usize].cmp(&texts[b as usize]).then(a.cmp(&b)));
+        if let Some(pair) = ids_by_text
+            .windows(2)
+            .find(|pair| texts[pair[0] as usize] == texts[pair[1] as usize])
+        {
+            return Err(TokenizerError::DuplicateToken {
+                text: texts[pair[1] as usize].clone(),
+                first: pair[0],
+                second: pair[1],
+            });
         }
+        let id_of = |text: &str| lookup(&texts, &ids_by_text, text);
 
         let mut roles = [None; N_ROLES];
         let (bos, eos, unk) = match kind {
@@ -283,10 +291,7 @@ impl Vocab {
             if roles[role as usize].is_some() {
                 continue;
             }
-            let found = candidates
-                .iter()
-                .filter_map(|text| ids_by_text.get(*text).copied())
-                .min();
+            let found = candidates.iter().filter_map(|text| id_of(text)).min();
             if let Some(id) = found {
                 roles[role as usize] = Some(id);
                 attrs[id as usize] |= attr::CONTROL;
@@ -298,7 +303,7 @@ impl Vocab {
             .filter_map(|&role| roles[role as usize])
             .collect();
         for text in END_OF_GENERATION_TEXTS {
-            if let Some(&id) = ids_by_text.get(text) {
+            if let Some(id) = id_of(text) {
                 end_of_generation.push(id);
                 attrs[id as usize] |= attr::CONTROL;
             }
@@ -347,12 +352,20 @@ impl Vocab {
     }
 
     pub fn id(&self, text: &str) -> Option<u32> {
-        self.ids_by_text.get(text).copied()
+        lookup(&self.texts, &self.ids_by_text, text)
     }
 
     pub fn attr(&self, id: u32) -> u8 {
         self.attrs.get(id as usize).copied().unwrap_or(0)
     }
+}
+
+/// The id whose text is `text`, searching `ids_by_text` (ids ordered by text).
+fn lookup(texts: &[String], ids_by_text: &[u32], text: &str) -> Option<u32> {
+    ids_by_text
+        .binary_search_by(|&id| texts[id as usize].as_str().cmp(text))
+        .ok()
+        .map(|at| ids_by_text[at])
 }
 
 fn check_len(key: &'static str, len: usize, n_tokens: usize) -> Result<(), TokenizerError> {
