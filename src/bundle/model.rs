@@ -25,11 +25,8 @@ const COPY_CHUNK: usize = 64 << 20;
 /// Where the weights stay while the model runs.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Placement {
-    /// In memory where the system backs it with huge pages and the model takes at most half
-    /// of the memory available; mapped otherwise.
-    Auto,
-    /// Mapped from the file in place (`--mmap`): shared between processes, and the kernel may
-    /// drop pages under memory pressure and read them again later.
+    /// Mapped from the file in place, never copied (the default): shared between processes,
+    /// and the kernel may drop pages under memory pressure and read them again later.
     Mapped,
     /// Copied into anonymous memory (`--no-mmap`), asking for transparent huge pages.
     Memory,
@@ -89,16 +86,10 @@ impl MappedModel {
     /// Moves the GGUF into memory if `placement` asks for it. Generation reads every weight
     /// once per token, and reads from huge pages run faster than from the file's 4 KiB pages
     /// (fewer TLB misses): on the 2B-shaped Gemma 2, 10.8 → 12.4 tokens/s with one thread and
-    /// 16.1 → 18.7 with two. The cost is a copy at start and memory that is the process's own.
+    /// 16.1 → 18.7 with two. The cost is a copy at start and memory that is the process's own,
+    /// so it is asked for, never the default.
     pub fn place(&mut self, placement: Placement, quiet: bool) -> io::Result<()> {
-        let copy = match placement {
-            Placement::Mapped => false,
-            Placement::Memory => true,
-            Placement::Auto => {
-                huge_pages_on_request() && memory_available().is_some_and(|m| self.len <= m / 2)
-            }
-        };
-        if copy && !self.in_memory {
+        if placement == Placement::Memory && !self.in_memory {
             self.map = self.copy_to_memory(quiet)?;
             self.in_memory = true;
         }
@@ -137,20 +128,6 @@ impl MappedModel {
         progress.finish();
         memory.make_read_only()
     }
-}
-
-/// Whether the kernel gives transparent huge pages to memory that asks for them.
-fn huge_pages_on_request() -> bool {
-    std::fs::read_to_string("/sys/kernel/mm/transparent_hugepage/enabled")
-        .is_ok_and(|modes| !modes.contains("[never]"))
-}
-
-/// `MemAvailable` from /proc/meminfo, in bytes.
-fn memory_available() -> Option<usize> {
-    let meminfo = std::fs::read_to_string("/proc/meminfo").ok()?;
-    let line = meminfo.lines().find(|l| l.starts_with("MemAvailable:"))?;
-    let kib: usize = line.split_whitespace().nth(1)?.parse().ok()?;
-    kib.checked_mul(1024)
 }
 
 impl Deref for MappedModel {

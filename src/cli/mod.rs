@@ -81,22 +81,22 @@ struct ModelArgs {
     /// Threads for computation (default: all cores).
     #[arg(short = 't', long = "threads")]
     threads: Option<usize>,
-    /// Keep the weights mapped from the file (the default only for models over half the
-    /// available memory, or where the system has no huge pages).
-    #[arg(long = "mmap", conflicts_with = "no_mmap")]
+    /// Keep the weights mapped from the file, never copied (the default; overrides an
+    /// earlier --no-mmap, such as one in a bundle's .args).
+    #[arg(long = "mmap", overrides_with = "no_mmap")]
     mmap: bool,
-    /// Copy the weights into memory with huge pages, which generation reads faster (the
-    /// default for models that take at most half the available memory).
-    #[arg(long = "no-mmap")]
+    /// Copy the weights into memory backed by huge pages, which generation reads 15-20%
+    /// faster; costs a copy at start and memory of the process's own.
+    #[arg(long = "no-mmap", overrides_with = "mmap")]
     no_mmap: bool,
 }
 
 impl ModelArgs {
     fn placement(&self) -> bundle::Placement {
-        match (self.mmap, self.no_mmap) {
-            (true, _) => bundle::Placement::Mapped,
-            (_, true) => bundle::Placement::Memory,
-            _ => bundle::Placement::Auto,
+        if self.no_mmap {
+            bundle::Placement::Memory
+        } else {
+            bundle::Placement::Mapped
         }
     }
 }
