@@ -268,20 +268,22 @@ fn dot_rows_batch_matches_scalar_dot_rows() {
     let mut variants = simd_variants();
     variants.push(scalar());
     for ty in WEIGHT_TYPES {
-        let n = if ty.block_len() == 1 { 96 } else { 512 };
-        // Sixteen-row tiles (AVX-512's 512-bit ones) need shapes of 16 rows and more.
+        let short = if ty.block_len() == 1 { 96 } else { 512 };
+        // Sixteen-row tiles (AVX-512's 512-bit ones) need shapes of 16 rows and more; rows of
+        // 10240 make activation groups sized by bytes (512 KiB) end before the last activation.
         let shapes = [
-            (1, 1),
-            (4, 4),
-            (5, 3),
-            (9, 7),
-            (8, 70),
-            (3, 2),
-            (35, 11),
-            (16, 40),
-            (19, 9),
+            (1, 1, short),
+            (4, 4, short),
+            (5, 3, short),
+            (9, 7, short),
+            (8, 70, short),
+            (3, 2, short),
+            (35, 11, short),
+            (16, 40, short),
+            (17, 53, 10240),
+            (19, 9, short),
         ];
-        for (shape, (n_rows, n_acts)) in shapes.into_iter().enumerate() {
+        for (shape, (n_rows, n_acts, n)) in shapes.into_iter().enumerate() {
             // The last shape has every row's quant bytes at one extreme (all bits set, 0x80,
             // 0x7F) and activations of ±127: the largest integer products a kernel meets.
             let extreme = shape == shapes.len() - 1 && ty.block_len() > 1;
