@@ -507,10 +507,10 @@ macro_rules! x86_kernels {
             acts: [*const i8; T],
         ) -> [__m256i; T] {
             let mut s = starts;
-            for k in 0..K {
+            for (k, wk) in w[..K].iter().enumerate() {
                 for t in 0..T {
                     let four = i32::from_le_bytes(*acts[t].add(4 * k).cast::<[u8; 4]>());
-                    s[t] = dot_u8_i8(s[t], w[k], _mm256_set1_epi32(four));
+                    s[t] = dot_u8_i8(s[t], *wk, _mm256_set1_epi32(four));
                 }
             }
             s
@@ -889,64 +889,80 @@ macro_rules! x86_kernels {
             })
         }
 
-        /// Eight Q4_K rows against `T` activation rows, one row per lane, as the 32-element
-        /// formats' `tile_rows_in_lanes`: each 32-quant sub-block's eight row sums come out of
-        /// eight `vpdpbusd` in one register and are scaled by a vector of the eight rows'
-        /// `d·scale`, shared by every activation; the mins are a vector of `dmin·min` against
-        /// the activation's sub-block sums. Returns, per activation, the eight rows' sums.
+        /// Eight Q4_K rows of one block laid out for `tile_q4_k_rows_in_lanes`: the quant
+        /// dwords transposed so that lane i holds row i, and the rows' `d·scale` and
+        /// `dmin·min` multiplied out. A row group is packed once per activation group instead
+        /// of in every tile of activations.
+        #[derive(Clone, Copy)]
+        #[repr(C)]
+        struct PackedQ4K8 {
+            quants: [[__m256i; 8]; 4],
+            scales: [__m256; 8],
+            mins: [__m256; 8],
+        }
+
+        /// Eight f16s, one per row, to f32.
+        #[inline(always)]
+        unsafe fn f16_lanes_8<B>(blocks: &[&B], f: impl Fn(&B) -> [u8; 2]) -> __m256 {
+            let h: [u16; 8] = std::array::from_fn(|i| u16::from_le_bytes(f(blocks[i])));
+            _mm256_cvtph_ps(_mm_loadu_si128(h.as_ptr().cast()))
+        }
+
+        /// Eight rows' 16-bit scales, transposed to a word per row, times `by` as f32.
+        #[inline(always)]
+        unsafe fn per_row(v: __m128i, by: __m256) -> __m256 {
+            _mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_cvtepi16_epi32(v)), by)
+        }
+
+        #[inline(always)]
+        unsafe fn pack_q4_k_8_rows(rows: &[&[BlockQ4K]], b: usize, packed: &mut PackedQ4K8) {
+            let blocks: [&BlockQ4K; 8] = std::array::from_fn(|i| rows[i].get_unchecked(b));
+            let d = f16_lanes_8(&blocks, |x| x.d);
+            let dmin = f16_lanes_8(&blocks, |x| x.dmin);
+            let unpacked: [(__m128i, __m128i); 8] =
+                std::array::from_fn(|i| scales_mins_k(&blocks[i].scales));
+            let scales = transpose_words(std::array::from_fn(|i| unpacked[i].0));
+            let mins = transpose_words(std::array::from_fn(|i| unpacked[i].1));
+            packed.scales = std::array::from_fn(|j| per_row(scales[j], d));
+            packed.mins = std::array::from_fn(|j| per_row(mins[j], dmin));
+            for c in 0..4 {
+                packed.quants[c] = transpose_dwords(std::array::from_fn(|i| {
+                    load(blocks[i].qs.as_ptr().add(32 * c))
+                }));
+            }
+        }
+
+        /// Eight packed Q4_K rows against `T` activation rows, one row per lane, as the
+        /// 32-element formats' `tile_rows_in_lanes`: each 32-quant sub-block's eight row sums
+        /// come out of eight `vpdpbusd` in one register and are scaled by the rows' `d·scale`,
+        /// shared by every activation; the mins are the rows' `dmin·min` against the
+        /// activation's sub-block sums. Returns, per activation, the eight rows' sums.
         /// `pair_sums[t][8b + j]` is Σa over sub-block j of block b, as f32.
         #[inline(always)]
         unsafe fn tile_q4_k_rows_in_lanes<const T: usize>(
-            rows: [&[BlockQ4K]; 8],
+            packed: &[PackedQ4K8],
             acts: [&[BlockQ8K]; T],
             pair_sums: [&[f32]; T],
         ) -> [__m256; T] {
             let m4 = _mm256_set1_epi8(0x0F);
             let mut acc = [_mm256_setzero_ps(); T];
-            for b in 0..rows[0].len() {
-                let blocks: [&BlockQ4K; 8] = std::array::from_fn(|i| rows[i].get_unchecked(b));
-                let f16s = |f: fn(&BlockQ4K) -> [u8; 2]| {
-                    let h = |i: usize| i16::from_le_bytes(f(blocks[i]));
-                    _mm256_cvtph_ps(_mm_set_epi16(
-                        h(7),
-                        h(6),
-                        h(5),
-                        h(4),
-                        h(3),
-                        h(2),
-                        h(1),
-                        h(0),
-                    ))
-                };
-                let d = f16s(|x| x.d);
-                let dmin = f16s(|x| x.dmin);
-                let unpacked: [(__m128i, __m128i); 8] =
-                    std::array::from_fn(|i| scales_mins_k(&blocks[i].scales));
-                let scales = transpose_words(std::array::from_fn(|i| unpacked[i].0));
-                let mins = transpose_words(std::array::from_fn(|i| unpacked[i].1));
-                let per_row = |v: __m128i, by: __m256| {
-                    _mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_cvtepi16_epi32(v)), by)
-                };
-                let mins: [__m256; 8] = std::array::from_fn(|j| per_row(mins[j], dmin));
+            for (b, p) in packed.iter().enumerate() {
                 let mut sums = [_mm256_setzero_ps(); T];
                 for t in 0..T {
                     let pairs = pair_sums[t].as_ptr().add(8 * b);
-                    for (j, min) in mins.iter().enumerate() {
+                    for (j, min) in p.mins.iter().enumerate() {
                         sums[t] = _mm256_fnmadd_ps(*min, _mm256_set1_ps(*pairs.add(j)), sums[t]);
                     }
                 }
                 for c in 0..4 {
-                    let raw = transpose_dwords(std::array::from_fn(|i| {
-                        load(blocks[i].qs.as_ptr().add(32 * c))
-                    }));
                     for half in 0..2 {
                         let j = 2 * c + half;
-                        let scale = per_row(scales[j], d);
                         let w: [__m256i; 8] = std::array::from_fn(|k| {
+                            let raw = p.quants[c][k];
                             let q = if half == 0 {
-                                raw[k]
+                                raw
                             } else {
-                                _mm256_srli_epi16::<4>(raw[k])
+                                _mm256_srli_epi16::<4>(raw)
                             };
                             _mm256_and_si256(q, m4)
                         });
@@ -958,7 +974,8 @@ macro_rules! x86_kernels {
                             }),
                         );
                         for t in 0..T {
-                            sums[t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(dots[t]), scale, sums[t]);
+                            sums[t] =
+                                _mm256_fmadd_ps(_mm256_cvtepi32_ps(dots[t]), p.scales[j], sums[t]);
                         }
                     }
                 }
@@ -970,66 +987,64 @@ macro_rules! x86_kernels {
             acc
         }
 
-        /// Eight Q6_K rows against `T` activation rows, one row per lane, as
-        /// `tile_q4_k_rows_in_lanes`: each row's 32-quant chunk is unpacked to six-bit values
-        /// and the eight rows transposed, each 16-quant sub-block's eight row sums come out of
-        /// four `vpdpbusd` in one register, and a vector of the eight rows' `d·scale` scales
-        /// them.
+        /// Eight Q6_K rows of one block laid out for `tile_q6_k_rows_in_lanes`: each 32-quant
+        /// chunk unpacked to six-bit values (0..63) and transposed so that lane i holds row i,
+        /// and the rows' `d·scale` per 16-quant sub-block multiplied out.
+        #[derive(Clone, Copy)]
+        #[repr(C)]
+        struct PackedQ6K8 {
+            quants: [[__m256i; 8]; 8],
+            scales: [__m256; 16],
+        }
+
+        #[inline(always)]
+        unsafe fn pack_q6_k_8_rows(rows: &[&[BlockQ6K]], b: usize, packed: &mut PackedQ6K8) {
+            let m4 = _mm256_set1_epi8(0x0F);
+            let m2 = _mm256_set1_epi8(0x30);
+            let blocks: [&BlockQ6K; 8] = std::array::from_fn(|i| rows[i].get_unchecked(b));
+            let d = f16_lanes_8(&blocks, |x| x.d);
+            let raw_scales: [__m128i; 8] =
+                std::array::from_fn(|i| _mm_loadu_si128(blocks[i].scales.as_ptr().cast()));
+            let low = transpose_words(std::array::from_fn(|i| _mm_cvtepi8_epi16(raw_scales[i])));
+            let high = transpose_words(std::array::from_fn(|i| {
+                _mm_cvtepi8_epi16(_mm_unpackhi_epi64(raw_scales[i], raw_scales[i]))
+            }));
+            packed.scales =
+                std::array::from_fn(|s| per_row(if s < 8 { low[s] } else { high[s - 8] }, d));
+            // Chunk c of 32 quants (c4 = c mod 4 within its half of 128) takes its low four
+            // bits from nibble c4 / 2 of `ql`'s 32-byte stretch c4 mod 2, and its high two
+            // from bits 2·c4..2·c4+1 of each `qh` byte, shifted here to bits 4-5.
+            for chunk in 0..8 {
+                let (half, c4) = (chunk / 4, chunk % 4);
+                let nibble_shift = _mm_cvtsi32_si128(4 * (c4 / 2) as i32);
+                let high_shift = _mm_cvtsi32_si128(2 * c4 as i32);
+                packed.quants[chunk] = transpose_dwords(std::array::from_fn(|i| {
+                    let ql = load(blocks[i].ql.as_ptr().add(64 * half + 32 * (c4 % 2)));
+                    let qh = load(blocks[i].qh.as_ptr().add(32 * half));
+                    let low = _mm256_and_si256(_mm256_srl_epi16(ql, nibble_shift), m4);
+                    let high = _mm256_slli_epi16::<4>(_mm256_srl_epi16(qh, high_shift));
+                    _mm256_or_si256(low, _mm256_and_si256(high, m2))
+                }));
+            }
+        }
+
+        /// Eight packed Q6_K rows against `T` activation rows, one row per lane, as
+        /// `tile_q4_k_rows_in_lanes`: each 16-quant sub-block's eight row sums come out of four
+        /// `vpdpbusd` in one register, and the rows' `d·scale` scales them.
         /// The quants go in unsigned (0..63); `starts[t][16b + s]` is −32·Σa over sub-block s
         /// of block b, which starts that sub-block's sum and so takes the offset back out.
         #[inline(always)]
         unsafe fn tile_q6_k_rows_in_lanes<const T: usize>(
-            rows: [&[BlockQ6K]; 8],
+            packed: &[PackedQ6K8],
             acts: [&[BlockQ8K]; T],
             starts: [&[i32]; T],
         ) -> [__m256; T] {
-            let m4 = _mm256_set1_epi8(0x0F);
-            let m2 = _mm256_set1_epi8(0x30);
             let mut acc = [_mm256_setzero_ps(); T];
-            for b in 0..rows[0].len() {
-                let blocks: [&BlockQ6K; 8] = std::array::from_fn(|i| rows[i].get_unchecked(b));
-                let h = |i: usize| i16::from_le_bytes(blocks[i].d);
-                let d = _mm256_cvtph_ps(_mm_set_epi16(
-                    h(7),
-                    h(6),
-                    h(5),
-                    h(4),
-                    h(3),
-                    h(2),
-                    h(1),
-                    h(0),
-                ));
-                let raw_scales: [__m128i; 8] =
-                    std::array::from_fn(|i| _mm_loadu_si128(blocks[i].scales.as_ptr().cast()));
-                let low = transpose_words(std::array::from_fn(|i| _mm_cvtepi8_epi16(raw_scales[i])));
-                let high = transpose_words(std::array::from_fn(|i| {
-                    _mm_cvtepi8_epi16(_mm_unpackhi_epi64(raw_scales[i], raw_scales[i]))
-                }));
-                let scales: [__m256; 16] = std::array::from_fn(|s| {
-                    let v = if s < 8 { low[s] } else { high[s - 8] };
-                    _mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_cvtepi16_epi32(v)), d)
-                });
+            for (b, p) in packed.iter().enumerate() {
                 let mut sums = [_mm256_setzero_ps(); T];
-                // Chunk c of 32 quants (c4 = c mod 4 within its half of 128) takes its low four
-                // bits from nibble c4 / 2 of `ql`'s 32-byte stretch c4 mod 2, and its high two
-                // from bits 2·c4..2·c4+1 of each `qh` byte, shifted here to bits 4-5. Each row's
-                // chunk is unpacked before the transpose, so only the eight transposed vectors
-                // and the sums stay live, and the chunk loop stays rolled: unrolled, the block
-                // is too big for the compiler to keep the sums in registers.
-                for chunk in 0..8 {
-                    let (half, c4) = (chunk / 4, chunk % 4);
-                    let nibble_shift = _mm_cvtsi32_si128(4 * (c4 / 2) as i32);
-                    let high_shift = _mm_cvtsi32_si128(2 * c4 as i32);
-                    let w = transpose_dwords(std::array::from_fn(|i| {
-                        let ql = load(blocks[i].ql.as_ptr().add(64 * half + 32 * (c4 % 2)));
-                        let qh = load(blocks[i].qh.as_ptr().add(32 * half));
-                        let low = _mm256_and_si256(_mm256_srl_epi16(ql, nibble_shift), m4);
-                        let high = _mm256_slli_epi16::<4>(_mm256_srl_epi16(qh, high_shift));
-                        _mm256_or_si256(low, _mm256_and_si256(high, m2))
-                    }));
+                for (chunk, w) in p.quants.iter().enumerate() {
                     for sub in 0..2 {
                         let s_index = 2 * chunk + sub;
-                        let scale = scales[s_index];
                         let dots = dots_in_lanes::<T, 4>(
                             std::array::from_fn(|t| {
                                 _mm256_set1_epi32(*starts[t].get_unchecked(16 * b + s_index))
@@ -1040,7 +1055,11 @@ macro_rules! x86_kernels {
                             }),
                         );
                         for t in 0..T {
-                            sums[t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(dots[t]), scale, sums[t]);
+                            sums[t] = _mm256_fmadd_ps(
+                                _mm256_cvtepi32_ps(dots[t]),
+                                p.scales[s_index],
+                                sums[t],
+                            );
                         }
                     }
                 }
@@ -1052,16 +1071,23 @@ macro_rules! x86_kernels {
             acc
         }
 
-        /// The K-quants' batched products: groups of `$lanes` rows with the rows in the lanes
-        /// (`$tile`, whose sums `$store` writes), `$acts` activations at a time, and the rows
-        /// after the last group one at a time against four activations (`$tile1`).
+        /// Activation bytes an activation group may span, so that it stays in L2 while every
+        /// packed row group meets it: larger groups pack each row group fewer times.
+        const ACT_GROUP_BYTES: usize = 512 << 10;
+
+        /// The K-quants' batched products: groups of `$lanes` rows with the rows in the lanes,
+        /// each group packed once per activation group into `$packed` blocks by `$pack` and
+        /// met by `$tile`, `$acts` activations at a time, whose sums `$store` writes; the
+        /// rows after the last group go one at a time against four activations (`$tile1`).
         /// `$per_block` gives the `$count` values per activation block that `$tile` reads
         /// beside the quants, worked out once for every row group.
         macro_rules! k_quant_tiles {
             (
                 $name:ident,
                 $block:ty,
-                $tile:ident rows $lanes:literal by $acts:expr,
+                $packed:ty,
+                $pack:ident rows $lanes:literal,
+                $tile:ident by $acts:expr,
                 $store:ident,
                 $tile1:ident,
                 $count:literal,
@@ -1075,7 +1101,6 @@ macro_rules! x86_kernels {
                     n_acts: usize,
                     out: &mut [f32],
                 ) {
-                    const ACT_GROUP: usize = 32;
                     let n_rows = rows.len() / row_bytes;
                     let act_bytes = acts.len() / n_acts;
                     let n_blocks = act_bytes / size_of::<BlockQ8K>();
@@ -1088,16 +1113,22 @@ macro_rules! x86_kernels {
                     let per_act = $count * n_blocks;
                     let extra = |t: usize| &prepared[t * per_act..(t + 1) * per_act];
                     let full_rows = n_rows / $lanes * $lanes;
-                    for group in (0..n_acts).step_by(ACT_GROUP) {
-                        let group_end = (group + ACT_GROUP).min(n_acts);
+                    let act_group = (ACT_GROUP_BYTES / act_bytes / $acts).max(1) * $acts;
+                    // All zero bits are a valid value of every SIMD type the packed blocks hold.
+                    let mut packed: Vec<$packed> = vec![std::mem::zeroed(); n_blocks];
+                    for group in (0..n_acts).step_by(act_group) {
+                        let group_end = (group + act_group).min(n_acts);
                         for r0 in (0..full_rows).step_by($lanes) {
-                            let rows = std::array::from_fn(|i| row(r0 + i));
+                            let rows: [&[$block]; $lanes] = std::array::from_fn(|i| row(r0 + i));
+                            for (b, p) in packed.iter_mut().enumerate() {
+                                $pack(&rows, b, p);
+                            }
                             let mut t0 = group;
                             while t0 < group_end {
                                 macro_rules! go {
                                     ($t:expr) => {{
                                         let acc = $tile::<{ $t }>(
-                                            rows,
+                                            &packed,
                                             std::array::from_fn(|i| act(t0 + i)),
                                             std::array::from_fn(|i| extra(t0 + i)),
                                         );
@@ -1146,7 +1177,9 @@ macro_rules! x86_kernels {
         k_quant_tiles!(
             dot_tile_q4_k,
             BlockQ4K,
-            tile_q4_k_rows_in_lanes rows 8 by ROW_LANE_ACTS,
+            PackedQ4K8,
+            pack_q4_k_8_rows rows 8,
+            tile_q4_k_rows_in_lanes by ROW_LANE_ACTS,
             _mm256_storeu_ps,
             tile_q4_k,
             8,
@@ -1155,13 +1188,14 @@ macro_rules! x86_kernels {
         k_quant_tiles!(
             dot_tile_q6_k,
             BlockQ6K,
-            tile_q6_k_rows_in_lanes rows 8 by ROW_LANE_ACTS,
+            PackedQ6K8,
+            pack_q6_k_8_rows rows 8,
+            tile_q6_k_rows_in_lanes by ROW_LANE_ACTS,
             _mm256_storeu_ps,
             tile_q6_k,
             16,
             q6_k_starts
         );
-
         /// Each group of 64 (then 8) output elements stays in registers while every row is
         /// added to it, so `out` is read and written once.
         #[target_feature(enable = $features)]
