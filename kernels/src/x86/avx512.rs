@@ -97,11 +97,14 @@ unsafe fn pack_q4_k_16_rows(rows: &[&[BlockQ4K]], b: usize, packed: &mut PackedQ
     pack_q4_k_8_rows(&rows[..8], b, &mut low);
     pack_q4_k_8_rows(&rows[8..], b, &mut high);
     for c in 0..4 {
-        packed.quants[c] =
-            std::array::from_fn(|k| join_halves(low.quants[c][k], high.quants[c][k]));
+        for k in 0..8 {
+            packed.quants[c][k] = join_halves(low.quants[c][k], high.quants[c][k]);
+        }
     }
-    packed.scales = std::array::from_fn(|j| join_f32_halves(low.scales[j], high.scales[j]));
-    packed.mins = std::array::from_fn(|j| join_f32_halves(low.mins[j], high.mins[j]));
+    for j in 0..8 {
+        packed.scales[j] = join_f32_halves(low.scales[j], high.scales[j]);
+        packed.mins[j] = join_f32_halves(low.mins[j], high.mins[j]);
+    }
 }
 
 #[inline(always)]
@@ -111,10 +114,13 @@ unsafe fn pack_q6_k_16_rows(rows: &[&[BlockQ6K]], b: usize, packed: &mut PackedQ
     pack_q6_k_8_rows(&rows[..8], b, &mut low);
     pack_q6_k_8_rows(&rows[8..], b, &mut high);
     for chunk in 0..8 {
-        packed.quants[chunk] =
-            std::array::from_fn(|k| join_halves(low.quants[chunk][k], high.quants[chunk][k]));
+        for k in 0..8 {
+            packed.quants[chunk][k] = join_halves(low.quants[chunk][k], high.quants[chunk][k]);
+        }
     }
-    packed.scales = std::array::from_fn(|s| join_f32_halves(low.scales[s], high.scales[s]));
+    for s in 0..16 {
+        packed.scales[s] = join_f32_halves(low.scales[s], high.scales[s]);
+    }
 }
 
 /// `tile_q4_k_rows_in_lanes` on sixteen rows: each broadcast of four activation bytes meets

@@ -919,16 +919,24 @@ macro_rules! x86_kernels {
             let blocks: [&BlockQ4K; 8] = std::array::from_fn(|i| rows[i].get_unchecked(b));
             let d = f16_lanes_8(&blocks, |x| x.d);
             let dmin = f16_lanes_8(&blocks, |x| x.dmin);
-            let unpacked: [(__m128i, __m128i); 8] =
-                std::array::from_fn(|i| scales_mins_k(&blocks[i].scales));
-            let scales = transpose_words(std::array::from_fn(|i| unpacked[i].0));
-            let mins = transpose_words(std::array::from_fn(|i| unpacked[i].1));
-            packed.scales = std::array::from_fn(|j| per_row(scales[j], d));
-            packed.mins = std::array::from_fn(|j| per_row(mins[j], dmin));
+            // Plain loops, not closures, around the intrinsics: a closure does not inherit
+            // this function's target features, so an intrinsic inside one stays a call.
+            let mut scales = [_mm_setzero_si128(); 8];
+            let mut mins = [_mm_setzero_si128(); 8];
+            for i in 0..8 {
+                (scales[i], mins[i]) = scales_mins_k(&blocks[i].scales);
+            }
+            let (scales, mins) = (transpose_words(scales), transpose_words(mins));
+            for j in 0..8 {
+                packed.scales[j] = per_row(scales[j], d);
+                packed.mins[j] = per_row(mins[j], dmin);
+            }
             for c in 0..4 {
-                packed.quants[c] = transpose_dwords(std::array::from_fn(|i| {
-                    load(blocks[i].qs.as_ptr().add(32 * c))
-                }));
+                let mut quants = [_mm256_setzero_si256(); 8];
+                for (i, q) in quants.iter_mut().enumerate() {
+                    *q = load(blocks[i].qs.as_ptr().add(32 * c));
+                }
+                packed.quants[c] = transpose_dwords(quants);
             }
         }
 
@@ -1003,14 +1011,18 @@ macro_rules! x86_kernels {
             let m2 = _mm256_set1_epi8(0x30);
             let blocks: [&BlockQ6K; 8] = std::array::from_fn(|i| rows[i].get_unchecked(b));
             let d = f16_lanes_8(&blocks, |x| x.d);
-            let raw_scales: [__m128i; 8] =
-                std::array::from_fn(|i| _mm_loadu_si128(blocks[i].scales.as_ptr().cast()));
-            let low = transpose_words(std::array::from_fn(|i| _mm_cvtepi8_epi16(raw_scales[i])));
-            let high = transpose_words(std::array::from_fn(|i| {
-                _mm_cvtepi8_epi16(_mm_unpackhi_epi64(raw_scales[i], raw_scales[i]))
-            }));
-            packed.scales =
-                std::array::from_fn(|s| per_row(if s < 8 { low[s] } else { high[s - 8] }, d));
+            let mut low = [_mm_setzero_si128(); 8];
+            let mut high = [_mm_setzero_si128(); 8];
+            for i in 0..8 {
+                let raw = _mm_loadu_si128(blocks[i].scales.as_ptr().cast());
+                low[i] = _mm_cvtepi8_epi16(raw);
+                high[i] = _mm_cvtepi8_epi16(_mm_unpackhi_epi64(raw, raw));
+            }
+            let (low, high) = (transpose_words(low), transpose_words(high));
+            for j in 0..8 {
+                packed.scales[j] = per_row(low[j], d);
+                packed.scales[8 + j] = per_row(high[j], d);
+            }
             // Chunk c of 32 quants (c4 = c mod 4 within its half of 128) takes its low four
             // bits from nibble c4 / 2 of `ql`'s 32-byte stretch c4 mod 2, and its high two
             // from bits 2·c4..2·c4+1 of each `qh` byte, shifted here to bits 4-5.
@@ -1018,13 +1030,15 @@ macro_rules! x86_kernels {
                 let (half, c4) = (chunk / 4, chunk % 4);
                 let nibble_shift = _mm_cvtsi32_si128(4 * (c4 / 2) as i32);
                 let high_shift = _mm_cvtsi32_si128(2 * c4 as i32);
-                packed.quants[chunk] = transpose_dwords(std::array::from_fn(|i| {
+                let mut quants = [_mm256_setzero_si256(); 8];
+                for (i, q) in quants.iter_mut().enumerate() {
                     let ql = load(blocks[i].ql.as_ptr().add(64 * half + 32 * (c4 % 2)));
                     let qh = load(blocks[i].qh.as_ptr().add(32 * half));
                     let low = _mm256_and_si256(_mm256_srl_epi16(ql, nibble_shift), m4);
                     let high = _mm256_slli_epi16::<4>(_mm256_srl_epi16(qh, high_shift));
-                    _mm256_or_si256(low, _mm256_and_si256(high, m2))
-                }));
+                    *q = _mm256_or_si256(low, _mm256_and_si256(high, m2));
+                }
+                packed.quants[chunk] = transpose_dwords(quants);
             }
         }
 
