@@ -204,31 +204,127 @@ unsafe fn tile_q6_k_16_rows<const T: usize>(
     acc
 }
 
-k_quant_tiles!(
+packed_tiles!(
     dot_tile_q4_k_wide,
     BlockQ4K,
+    BlockQ8K,
     PackedQ4K16,
     pack_q4_k_16_rows rows 16,
     tile_q4_k_16_rows by WIDE_ACTS,
     _mm512_storeu_ps,
-    tile_q4_k,
+    tail_q4_k,
     8,
     pair_sums
 );
-k_quant_tiles!(
+packed_tiles!(
     dot_tile_q6_k_wide,
     BlockQ6K,
+    BlockQ8K,
     PackedQ6K16,
     pack_q6_k_16_rows rows 16,
     tile_q6_k_16_rows by WIDE_ACTS,
     _mm512_storeu_ps,
-    tile_q6_k,
+    tail_q6_k,
     16,
     q6_k_starts
+);
+
+/// Sixteen rows of one block of a 32-element format, laid out for `tile_32_16_rows` as
+/// `Packed32x8` is for eight.
+#[derive(Clone, Copy)]
+#[repr(C)]
+struct Packed32x16 {
+    quants: [__m512i; 8],
+    scales: __m512,
+}
+
+/// A 32-element format's sixteen-row pack: two eight-row packs joined.
+macro_rules! wide_rows_in_lanes_pack {
+    ($name:ident, $block:ty, $pack8:ident) => {
+        #[inline(always)]
+        unsafe fn $name(rows: &[&[$block]], b: usize, packed: &mut Packed32x16) {
+            let mut low: Packed32x8 = std::mem::zeroed();
+            let mut high: Packed32x8 = std::mem::zeroed();
+            $pack8(&rows[..8], b, &mut low);
+            $pack8(&rows[8..], b, &mut high);
+            for k in 0..8 {
+                packed.quants[k] = join_halves(low.quants[k], high.quants[k]);
+            }
+            packed.scales = join_f32_halves(low.scales, high.scales);
+        }
+    };
+}
+wide_rows_in_lanes_pack!(pack_q8_0_16_rows, BlockQ8_0, pack_q8_0_8_rows);
+wide_rows_in_lanes_pack!(pack_q5_0_16_rows, BlockQ5_0, pack_q5_0_8_rows);
+wide_rows_in_lanes_pack!(pack_q4_0_16_rows, BlockQ4_0, pack_q4_0_8_rows);
+
+/// `tile_32_rows_in_lanes` on sixteen rows.
+#[inline(always)]
+unsafe fn tile_32_16_rows<const T: usize>(
+    packed: &[Packed32x16],
+    acts: [&[BlockQ8_0]; T],
+    offset_sums: [&[i32]; T],
+) -> [__m512; T] {
+    let mut acc = [_mm512_setzero_ps(); T];
+    for (b, p) in packed.iter().enumerate() {
+        let mut starts = [_mm512_setzero_si512(); T];
+        let mut qs = [std::ptr::null(); T];
+        for t in 0..T {
+            starts[t] = _mm512_set1_epi32(*offset_sums[t].get_unchecked(b));
+            qs[t] = acts[t].get_unchecked(b).qs.as_ptr();
+        }
+        let sums = dots_in_wide_lanes::<T, 8>(starts, &p.quants, qs);
+        for t in 0..T {
+            let d = i16::from_le_bytes(acts[t].get_unchecked(b).d);
+            let scale = _mm512_mul_ps(p.scales, _mm512_cvtph_ps(_mm256_set1_epi16(d)));
+            acc[t] = _mm512_fmadd_ps(scale, _mm512_cvtepi32_ps(sums[t]), acc[t]);
+        }
+    }
+    acc
+}
+
+packed_tiles!(
+    dot_tile_q8_0_wide,
+    BlockQ8_0,
+    BlockQ8_0,
+    Packed32x16,
+    pack_q8_0_16_rows rows 16,
+    tile_32_16_rows by WIDE_ACTS,
+    _mm512_storeu_ps,
+    tail_q8_0,
+    1,
+    offset_sum::<-128>
+);
+packed_tiles!(
+    dot_tile_q5_0_wide,
+    BlockQ5_0,
+    BlockQ8_0,
+    Packed32x16,
+    pack_q5_0_16_rows rows 16,
+    tile_32_16_rows by WIDE_ACTS,
+    _mm512_storeu_ps,
+    tail_q5_0,
+    1,
+    offset_sum::<16>
+);
+packed_tiles!(
+    dot_tile_q4_0_wide,
+    BlockQ4_0,
+    BlockQ8_0,
+    Packed32x16,
+    pack_q4_0_16_rows rows 16,
+    tile_32_16_rows by WIDE_ACTS,
+    _mm512_storeu_ps,
+    tail_q4_0,
+    1,
+    offset_sum::<8>
 );
 
 /// Puts the 512-bit kernels over the 256-bit ones `install` put into `table`.
 pub(crate) fn install_wide(table: &mut crate::dispatch::Table) {
     table.dot_tile[GgmlType::Q4_K as usize] = Some(dot_tile_q4_k_wide);
     table.dot_tile[GgmlType::Q6_K as usize] = Some(dot_tile_q6_k_wide);
+    table.dot_tile[GgmlType::Q8_0 as usize] = Some(dot_tile_q8_0_wide);
+    table.dot_tile[GgmlType::Q5_0 as usize] = Some(dot_tile_q5_0_wide);
+    table.dot_tile[GgmlType::Q4_0 as usize] = Some(dot_tile_q4_0_wide);
 }

@@ -552,114 +552,99 @@ macro_rules! x86_kernels {
             ]
         }
 
-        /// Eight weight rows of a format with unsigned quants standing for `q − offset` against
-        /// `T` activation rows, one row per lane: the eight rows' blocks are transposed so that
-        /// register k holds quants 4k..4k+3 of every row, and each register meets those four
-        /// activation bytes broadcast. A block's eight row sums come out of eight `vpdpbusd`
-        /// in one register and are converted and scaled together, where row-by-row tiles
-        /// spend a conversion, a scale product and an FMA on every row and activation.
-        /// `offset_sums[t][b]` is −offset·Σa of activation block b, which starts its sum.
+        /// Eight rows of one block of a format with unsigned quants standing for
+        /// `q − offset`, laid out for `tile_32_rows_in_lanes`: register k holds quants
+        /// 4k..4k+3 of every row, and the rows' scales are f32 lanes.
+        #[derive(Clone, Copy)]
+        #[repr(C)]
+        struct Packed32x8 {
+            quants: [__m256i; 8],
+            scales: __m256,
+        }
+
         #[inline(always)]
-        unsafe fn tile_rows_in_lanes<W: Block, const T: usize>(
-            rows: [&[W]; 8],
+        unsafe fn pack_32_8_rows<W: Block>(
+            rows: &[&[W]],
+            b: usize,
+            packed: &mut Packed32x8,
+            quants: impl Fn(&W) -> (__m256i, [u8; 2]),
+        ) {
+            let mut w = [_mm256_setzero_si256(); 8];
+            let mut d = [0u16; 8];
+            for i in 0..8 {
+                let (q, scale) = quants(rows[i].get_unchecked(b));
+                w[i] = q;
+                d[i] = u16::from_le_bytes(scale);
+            }
+            packed.quants = transpose_dwords(w);
+            packed.scales = _mm256_cvtph_ps(_mm_loadu_si128(d.as_ptr().cast()));
+        }
+
+        /// Eight packed rows of a 32-element format against `T` activation rows, one row per
+        /// lane: each quant register meets four activation bytes broadcast, a block's eight
+        /// row sums come out of eight `vpdpbusd` in one register and are converted and scaled
+        /// together, where row-by-row tiles spend a conversion, a scale product and an FMA on
+        /// every row and activation. `offset_sums[t][b]` is −offset·Σa of activation block b,
+        /// which starts its sum.
+        #[inline(always)]
+        unsafe fn tile_32_rows_in_lanes<const T: usize>(
+            packed: &[Packed32x8],
             acts: [&[BlockQ8_0]; T],
             offset_sums: [&[i32]; T],
-            quants: impl Fn(&W) -> (__m256i, [u8; 2]),
         ) -> [__m256; T] {
             let mut acc = [_mm256_setzero_ps(); T];
-            for b in 0..rows[0].len() {
-                let mut w = [_mm256_setzero_si256(); 8];
-                let mut d = [0i16; 8];
-                for i in 0..8 {
-                    let (q, scale) = quants(rows[i].get_unchecked(b));
-                    w[i] = q;
-                    d[i] = i16::from_le_bytes(scale);
-                }
-                let wd = _mm256_cvtph_ps(_mm_set_epi16(
-                    d[7], d[6], d[5], d[4], d[3], d[2], d[1], d[0],
-                ));
-                let w = transpose_dwords(w);
-                let sums = dots_in_lanes::<T, 8>(
-                    std::array::from_fn(|t| _mm256_set1_epi32(*offset_sums[t].get_unchecked(b))),
-                    &w,
-                    std::array::from_fn(|t| acts[t].get_unchecked(b).qs.as_ptr()),
-                );
+            for (b, p) in packed.iter().enumerate() {
+                let mut starts = [_mm256_setzero_si256(); T];
+                let mut qs = [std::ptr::null(); T];
                 for t in 0..T {
-                    let scale = _mm256_mul_ps(wd, broadcast_f16(acts[t].get_unchecked(b).d));
+                    starts[t] = _mm256_set1_epi32(*offset_sums[t].get_unchecked(b));
+                    qs[t] = acts[t].get_unchecked(b).qs.as_ptr();
+                }
+                let sums = dots_in_lanes::<T, 8>(starts, &p.quants, qs);
+                for t in 0..T {
+                    let scale = _mm256_mul_ps(p.scales, broadcast_f16(acts[t].get_unchecked(b).d));
                     acc[t] = _mm256_fmadd_ps(scale, _mm256_cvtepi32_ps(sums[t]), acc[t]);
                 }
             }
             acc
         }
 
-        /// Drives `tile_rows_in_lanes` over all rows × activations, `ROW_LANE_ACTS` activation
-        /// rows at a time (as many accumulators as the ISA's registers hold beside the eight
-        /// transposed quant registers); rows beyond the last eight go through
-        /// `tiles_q8_acts`.
-        #[inline(always)]
-        unsafe fn tiles_rows_in_lanes<W: Block, const OFFSET: i8>(
-            rows: &[u8],
-            row_bytes: usize,
-            acts: &[u8],
-            n_acts: usize,
-            out: &mut [f32],
-            out_stride: usize,
-            quants: impl Fn(&W) -> (__m256i, [u8; 2]) + Copy,
-        ) {
-            const ACT_GROUP: usize = 64;
-            let n_rows = rows.len() / row_bytes;
-            let act_bytes = acts.len() / n_acts;
-            let n_blocks = act_bytes / size_of::<BlockQ8_0>();
-            let offset = _mm256_set1_epi8(OFFSET);
-            let mut offset_sums = Vec::with_capacity(n_acts * n_blocks);
-            for block in as_blocks::<BlockQ8_0>(acts) {
-                let a = load(block.qs.as_ptr().cast());
-                offset_sums.push(-hsum_epi32(dot_u8_i8(_mm256_setzero_si256(), offset, a)));
-            }
-            let row = |r: usize| as_blocks::<W>(&rows[r * row_bytes..(r + 1) * row_bytes]);
-            let act = |t: usize| as_blocks::<BlockQ8_0>(&acts[t * act_bytes..(t + 1) * act_bytes]);
-            let sums = |t: usize| &offset_sums[t * n_blocks..(t + 1) * n_blocks];
-            let full_rows = n_rows / 8 * 8;
-            for group in (0..n_acts).step_by(ACT_GROUP) {
-                let group_end = (group + ACT_GROUP).min(n_acts);
-                for r0 in (0..full_rows).step_by(8) {
-                    let rows = std::array::from_fn(|i| row(r0 + i));
-                    let mut t0 = group;
-                    while t0 < group_end {
-                        macro_rules! go {
-                            ($t:expr) => {{
-                                let acc = tile_rows_in_lanes::<W, { $t }>(
-                                    rows,
-                                    std::array::from_fn(|i| act(t0 + i)),
-                                    std::array::from_fn(|i| sums(t0 + i)),
-                                    quants,
-                                );
-                                for (t, lanes) in acc.iter().enumerate() {
-                                    let at = (t0 + t) * out_stride + r0;
-                                    _mm256_storeu_ps(out[at..at + 8].as_mut_ptr(), *lanes);
-                                }
-                                t0 += $t;
-                            }};
-                        }
-                        if group_end - t0 >= ROW_LANE_ACTS {
-                            go!(ROW_LANE_ACTS)
-                        } else {
-                            go!(1)
-                        }
-                    }
+        /// −offset·Σa of a Q8_0 activation block, the offset read as an unsigned byte (as
+        /// `vpdpbusd` reads the quants): it starts the block's sum in the rows-in-lanes tiles.
+        fn offset_sum<const OFFSET: i8>(a: &BlockQ8_0) -> std::iter::Once<i32> {
+            let sum: i32 = a.qs.iter().map(|&q| i32::from(q)).sum();
+            std::iter::once(-i32::from(OFFSET as u8) * sum)
+        }
+
+        /// A 32-element format's pack for the rows-in-lanes tiles, and the row-by-row tiles
+        /// that take the rows after the last group of eight.
+        macro_rules! rows_in_lanes_format {
+            ($pack:ident, $tail:ident, $block:ty, $offset:literal, $quants:ident) => {
+                #[inline(always)]
+                unsafe fn $pack(rows: &[&[$block]], b: usize, packed: &mut Packed32x8) {
+                    pack_32_8_rows(rows, b, packed, |x: &$block| unsafe { $quants(x) });
                 }
-            }
-            if full_rows < n_rows {
-                tiles_q8_acts::<W, OFFSET>(
-                    &rows[full_rows * row_bytes..],
-                    row_bytes,
-                    acts,
-                    n_acts,
-                    &mut out[full_rows..],
-                    out_stride,
-                    quants,
-                );
-            }
+
+                #[inline(always)]
+                unsafe fn $tail(
+                    rows: &[u8],
+                    row_bytes: usize,
+                    acts: &[u8],
+                    n_acts: usize,
+                    out: &mut [f32],
+                    out_stride: usize,
+                ) {
+                    tiles_q8_acts::<$block, $offset>(
+                        rows,
+                        row_bytes,
+                        acts,
+                        n_acts,
+                        out,
+                        out_stride,
+                        |x: &$block| unsafe { $quants(x) },
+                    );
+                }
+            };
         }
 
         /// A Q8_0 block's quants, signed, and its scale.
@@ -687,34 +672,25 @@ macro_rules! x86_kernels {
             (nibbles(&x.qs), x.d)
         }
 
-        /// The batched products of the 32-element formats: Q8_0's signed quants in
-        /// row-by-row tiles, Q5_0's and Q4_0's unsigned ones with the rows in the lanes.
-        macro_rules! tiles_fn {
-            ($name:ident, $tiles:ident, $offset:literal, $quants:ident) => {
-                #[target_feature(enable = $features)]
-                unsafe fn $name(
-                    rows: &[u8],
-                    row_bytes: usize,
-                    acts: &[u8],
-                    n_acts: usize,
-                    out: &mut [f32],
-                ) {
-                    // SAFETY: reachable only through a table built after checking the CPU
-                    // has `$features`, which the quant unpacking needs.
-                    let quants = |x: &_| unsafe { $quants(x) };
-                    let n_rows = rows.len() / row_bytes;
-                    $tiles::<_, $offset>(rows, row_bytes, acts, n_acts, out, n_rows, quants);
-                }
-            };
+        /// Q8_0's signed quants in row-by-row tiles.
+        #[target_feature(enable = $features)]
+        unsafe fn dot_tile_q8_0_by_row(
+            rows: &[u8],
+            row_bytes: usize,
+            acts: &[u8],
+            n_acts: usize,
+            out: &mut [f32],
+        ) {
+            let n_rows = rows.len() / row_bytes;
+            // SAFETY: reachable only through a table built after checking the CPU has
+            // `$features`, which the quant unpacking needs.
+            let quants = |x: &BlockQ8_0| unsafe { quants_q8_0(x) };
+            tiles_q8_acts::<_, 0>(rows, row_bytes, acts, n_acts, out, n_rows, quants);
         }
-        tiles_fn!(dot_tile_q8_0_by_row, tiles_q8_acts, 0, quants_q8_0);
         // −128 is the byte 0x80, read as the unsigned offset 128.
-        tiles_fn!(
-            dot_tile_q8_0_in_lanes,
-            tiles_rows_in_lanes,
-            -128,
-            quants_q8_0_offset
-        );
+        rows_in_lanes_format!(pack_q8_0_8_rows, tail_q8_0, BlockQ8_0, -128, quants_q8_0_offset);
+        rows_in_lanes_format!(pack_q5_0_8_rows, tail_q5_0, BlockQ5_0, 16, quants_q5_0);
+        rows_in_lanes_format!(pack_q4_0_8_rows, tail_q4_0, BlockQ4_0, 8, quants_q4_0);
 
         /// Q8_0 gets the rows-in-lanes tiles only where its quants plus 128 (up to 255) can
         /// meet activations without saturating: AVX2's `vpmaddubsw` saturates pairs of
@@ -733,8 +709,6 @@ macro_rules! x86_kernels {
                 dot_tile_q8_0_by_row(rows, row_bytes, acts, n_acts, out)
             }
         }
-        tiles_fn!(dot_tile_q5_0, tiles_rows_in_lanes, 16, quants_q5_0);
-        tiles_fn!(dot_tile_q4_0, tiles_rows_in_lanes, 8, quants_q4_0);
 
         /// One Q4_K row × `T` activation rows: each block's quants and scales are unpacked
         /// once, then multiplied with every activation row as `dot_q4_k` does.
@@ -1089,21 +1063,22 @@ macro_rules! x86_kernels {
         /// packed row group meets it: larger groups pack each row group fewer times.
         const ACT_GROUP_BYTES: usize = 512 << 10;
 
-        /// The K-quants' batched products: groups of `$lanes` rows with the rows in the lanes,
-        /// each group packed once per activation group into `$packed` blocks by `$pack` and
-        /// met by `$tile`, `$acts` activations at a time, whose sums `$store` writes; the
-        /// rows after the last group go one at a time against four activations (`$tile1`).
-        /// `$per_block` gives the `$count` values per activation block that `$tile` reads
-        /// beside the quants, worked out once for every row group.
-        macro_rules! k_quant_tiles {
+        /// Batched products with the rows in the lanes: groups of `$lanes` rows, each packed
+        /// once per activation group into `$packed` blocks by `$pack` and met by `$tile`,
+        /// `$acts` activations (of block type `$act`) at a time, whose sums `$store` writes;
+        /// `$tail` takes the rows after the last group. `$per_block` gives the `$count` values
+        /// per activation block that `$tile` reads beside the quants, worked out once for
+        /// every row group.
+        macro_rules! packed_tiles {
             (
                 $name:ident,
                 $block:ty,
+                $act:ty,
                 $packed:ty,
                 $pack:ident rows $lanes:literal,
                 $tile:ident by $acts:expr,
                 $store:ident,
-                $tile1:ident,
+                $tail:ident,
                 $count:literal,
                 $per_block:expr
             ) => {
@@ -1117,13 +1092,13 @@ macro_rules! x86_kernels {
                 ) {
                     let n_rows = rows.len() / row_bytes;
                     let act_bytes = acts.len() / n_acts;
-                    let n_blocks = act_bytes / size_of::<BlockQ8K>();
+                    let n_blocks = act_bytes / size_of::<$act>();
                     let prepared: Vec<_> =
-                        as_blocks::<BlockQ8K>(acts).iter().flat_map($per_block).collect();
+                        as_blocks::<$act>(acts).iter().flat_map($per_block).collect();
                     let row =
                         |r: usize| as_blocks::<$block>(&rows[r * row_bytes..(r + 1) * row_bytes]);
                     let act =
-                        |t: usize| as_blocks::<BlockQ8K>(&acts[t * act_bytes..(t + 1) * act_bytes]);
+                        |t: usize| as_blocks::<$act>(&acts[t * act_bytes..(t + 1) * act_bytes]);
                     let per_act = $count * n_blocks;
                     let extra = |t: usize| &prepared[t * per_act..(t + 1) * per_act];
                     let full_rows = n_rows / $lanes * $lanes;
@@ -1160,24 +1135,57 @@ macro_rules! x86_kernels {
                                 }
                             }
                         }
-                        for r in full_rows..n_rows {
-                            let x = row(r);
-                            let mut t0 = group;
-                            while t0 + 4 <= group_end {
-                                let sums = $tile1::<4>(x, std::array::from_fn(|i| act(t0 + i)));
-                                for (i, sum) in sums.into_iter().enumerate() {
-                                    out[(t0 + i) * n_rows + r] = sum;
-                                }
-                                t0 += 4;
+                    }
+                    if full_rows < n_rows {
+                        $tail(
+                            &rows[full_rows * row_bytes..],
+                            row_bytes,
+                            acts,
+                            n_acts,
+                            &mut out[full_rows..],
+                            n_rows,
+                        );
+                    }
+                }
+            };
+        }
+
+        /// A K-quant's rows one at a time against four activations (`$tile1`): the rows after
+        /// the last group of the rows-in-lanes tiles.
+        macro_rules! k_quant_tail {
+            ($name:ident, $block:ty, $tile1:ident) => {
+                #[inline(always)]
+                unsafe fn $name(
+                    rows: &[u8],
+                    row_bytes: usize,
+                    acts: &[u8],
+                    n_acts: usize,
+                    out: &mut [f32],
+                    out_stride: usize,
+                ) {
+                    let act_bytes = acts.len() / n_acts;
+                    let act =
+                        |t: usize| as_blocks::<BlockQ8K>(&acts[t * act_bytes..(t + 1) * act_bytes]);
+                    for (r, x) in rows.chunks_exact(row_bytes).enumerate() {
+                        let x = as_blocks::<$block>(x);
+                        let mut t0 = 0;
+                        while t0 + 4 <= n_acts {
+                            let sums = $tile1::<4>(x, std::array::from_fn(|i| act(t0 + i)));
+                            for (i, sum) in sums.into_iter().enumerate() {
+                                out[(t0 + i) * out_stride + r] = sum;
                             }
-                            for t in t0..group_end {
-                                out[t * n_rows + r] = $tile1::<1>(x, [act(t)])[0];
-                            }
+                            t0 += 4;
+                        }
+                        for t in t0..n_acts {
+                            out[t * out_stride + r] = $tile1::<1>(x, [act(t)])[0];
                         }
                     }
                 }
             };
         }
+        k_quant_tail!(tail_q4_k, BlockQ4K, tile_q4_k);
+        k_quant_tail!(tail_q6_k, BlockQ6K, tile_q6_k);
+
         /// Σa over each 32-quant sub-block of a Q8_K block, as Q4_K's mins want it.
         fn pair_sums(a: &BlockQ8K) -> impl Iterator<Item = f32> + '_ {
             (0..8).map(move |j| f32::from(a.bsum(2 * j)) + f32::from(a.bsum(2 * j + 1)))
@@ -1188,27 +1196,65 @@ macro_rules! x86_kernels {
             (0..16).map(move |s| -32 * i32::from(a.bsum(s)))
         }
 
-        k_quant_tiles!(
+        packed_tiles!(
             dot_tile_q4_k,
             BlockQ4K,
+            BlockQ8K,
             PackedQ4K8,
             pack_q4_k_8_rows rows 8,
             tile_q4_k_rows_in_lanes by ROW_LANE_ACTS,
             _mm256_storeu_ps,
-            tile_q4_k,
+            tail_q4_k,
             8,
             pair_sums
         );
-        k_quant_tiles!(
+        packed_tiles!(
             dot_tile_q6_k,
             BlockQ6K,
+            BlockQ8K,
             PackedQ6K8,
             pack_q6_k_8_rows rows 8,
             tile_q6_k_rows_in_lanes by ROW_LANE_ACTS,
             _mm256_storeu_ps,
-            tile_q6_k,
+            tail_q6_k,
             16,
             q6_k_starts
+        );
+        packed_tiles!(
+            dot_tile_q8_0_in_lanes,
+            BlockQ8_0,
+            BlockQ8_0,
+            Packed32x8,
+            pack_q8_0_8_rows rows 8,
+            tile_32_rows_in_lanes by ROW_LANE_ACTS,
+            _mm256_storeu_ps,
+            tail_q8_0,
+            1,
+            offset_sum::<-128>
+        );
+        packed_tiles!(
+            dot_tile_q5_0,
+            BlockQ5_0,
+            BlockQ8_0,
+            Packed32x8,
+            pack_q5_0_8_rows rows 8,
+            tile_32_rows_in_lanes by ROW_LANE_ACTS,
+            _mm256_storeu_ps,
+            tail_q5_0,
+            1,
+            offset_sum::<16>
+        );
+        packed_tiles!(
+            dot_tile_q4_0,
+            BlockQ4_0,
+            BlockQ8_0,
+            Packed32x8,
+            pack_q4_0_8_rows rows 8,
+            tile_32_rows_in_lanes by ROW_LANE_ACTS,
+            _mm256_storeu_ps,
+            tail_q4_0,
+            1,
+            offset_sum::<8>
         );
         /// Each group of 64 (then 8) output elements stays in registers while every row is
         /// added to it, so `out` is read and written once.
