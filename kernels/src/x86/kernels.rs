@@ -915,7 +915,7 @@ macro_rules! x86_kernels {
         }
 
         /// Eight packed Q4_K rows against `T` activation rows, one row per lane, as the
-        /// 32-element formats' `tile_rows_in_lanes`: each 32-quant sub-block's eight row sums
+        /// 32-element formats' `tile_32_rows_in_lanes`: each 32-quant sub-block's eight row sums
         /// come out of eight `vpdpbusd` in one register and are scaled by the rows' `d·scale`,
         /// shared by every activation; the mins are the rows' `dmin·min` against the
         /// activation's sub-block sums. Returns, per activation, the eight rows' sums.
