@@ -298,7 +298,7 @@ fn map_range(
     // page cache read the weights in 2 MiB folios that map as huge pages: one TLB entry per
     // 2 MiB of a generation pass's reads. Cold-cache 2B-shaped Gemma 2 tg16 -t 1: 11.3 -> 12.6
     // t/s (1.6 GB of huge file pages instead of 0.4 GB). Purely advisory, like `WillNeed`.
-    #[cfg(unix)]
+    #[cfg(target_os = "linux")]
     let _ = map.advise(memmap2::Advice::HugePage);
     Ok(MappedModel {
         map,
