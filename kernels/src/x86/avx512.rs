@@ -1,10 +1,11 @@
 //! AVX-512 kernels: the AVX2 algorithms on 256-bit registers with the VNNI instructions
 //! `vpdpbusd` and `vpdpwssd`, which fuse the multiply-adds and the accumulation, and 512-bit
-//! prompt tiles for Q4_K. On Zen 4 a 512-bit op costs two 256-bit ones, so wider registers
-//! pay only where the instruction count, not the multipliers, sets the pace: the generation
-//! kernels are bound by memory bandwidth, but the rows-in-lanes prompt tiles spend a
-//! broadcast of four activation bytes per `vpdpbusd`, and at 512 bits each broadcast meets
-//! sixteen rows instead of eight.
+//! prompt tiles for the K-quants and the 32-element formats. On Zen 4 a 512-bit op costs two
+//! 256-bit ones, so wider registers pay only where the instruction count, not the
+//! multipliers, sets the pace: the rows-in-lanes prompt tiles spend a broadcast of four
+//! activation bytes per `vpdpbusd`, and at 512 bits each broadcast meets sixteen rows instead
+//! of eight. Generation stays at 256 bits: a 512-bit Q4_K row kernel ran 14% faster from L2
+//! but 9% slower from memory, and the 2B-shaped Gemma 2's tg64 -t 1 fell from 11.9 to 10.5 t/s.
 
 /// Activation rows per eight-row tile: eight accumulators and eight transposed quant registers
 /// fit the 32 vector registers with room to spare.
