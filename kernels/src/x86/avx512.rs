@@ -83,45 +83,38 @@ struct PackedQ6K16 {
     scales: [__m512; 16],
 }
 
+/// A sixteen-row pack made of two eight-row packs: each 256-bit vector of the first (rows
+/// 0-7) becomes the low half of the matching 512-bit vector, and the second's the high half.
+/// `P8` and `P16` hold nothing but vectors, the same fields in the same order, 256 and 512
+/// bits wide.
 #[inline(always)]
-unsafe fn join_f32_halves(low: __m256, high: __m256) -> __m512 {
-    _mm512_castsi512_ps(join_halves(
-        _mm256_castps_si256(low),
-        _mm256_castps_si256(high),
-    ))
+unsafe fn pack_16_rows<B, P8, P16>(
+    rows: &[&[B]],
+    b: usize,
+    packed: &mut P16,
+    pack8: unsafe fn(&[&[B]], usize, &mut P8),
+) {
+    const { assert!(size_of::<P16>() == 2 * size_of::<P8>() && size_of::<P8>().is_multiple_of(32)) };
+    let mut low: P8 = std::mem::zeroed();
+    let mut high: P8 = std::mem::zeroed();
+    pack8(&rows[..8], b, &mut low);
+    pack8(&rows[8..], b, &mut high);
+    let low = (&low as *const P8).cast::<__m256i>();
+    let high = (&high as *const P8).cast::<__m256i>();
+    let joined = (packed as *mut P16).cast::<__m512i>();
+    for k in 0..size_of::<P8>() / 32 {
+        *joined.add(k) = join_halves(*low.add(k), *high.add(k));
+    }
 }
 
 #[inline(always)]
 unsafe fn pack_q4_k_16_rows(rows: &[&[BlockQ4K]], b: usize, packed: &mut PackedQ4K16) {
-    let mut low: PackedQ4K8 = std::mem::zeroed();
-    let mut high: PackedQ4K8 = std::mem::zeroed();
-    pack_q4_k_8_rows(&rows[..8], b, &mut low);
-    pack_q4_k_8_rows(&rows[8..], b, &mut high);
-    for c in 0..4 {
-        for k in 0..8 {
-            packed.quants[c][k] = join_halves(low.quants[c][k], high.quants[c][k]);
-        }
-    }
-    for j in 0..8 {
-        packed.scales[j] = join_f32_halves(low.scales[j], high.scales[j]);
-        packed.mins[j] = join_f32_halves(low.mins[j], high.mins[j]);
-    }
+    pack_16_rows(rows, b, packed, pack_q4_k_8_rows);
 }
 
 #[inline(always)]
 unsafe fn pack_q6_k_16_rows(rows: &[&[BlockQ6K]], b: usize, packed: &mut PackedQ6K16) {
-    let mut low: PackedQ6K8 = std::mem::zeroed();
-    let mut high: PackedQ6K8 = std::mem::zeroed();
-    pack_q6_k_8_rows(&rows[..8], b, &mut low);
-    pack_q6_k_8_rows(&rows[8..], b, &mut high);
-    for chunk in 0..8 {
-        for k in 0..8 {
-            packed.quants[chunk][k] = join_halves(low.quants[chunk][k], high.quants[chunk][k]);
-        }
-    }
-    for s in 0..16 {
-        packed.scales[s] = join_f32_halves(low.scales[s], high.scales[s]);
-    }
+    pack_16_rows(rows, b, packed, pack_q6_k_8_rows);
 }
 
 /// `tile_q4_k_rows_in_lanes` on sixteen rows: each broadcast of four activation bytes meets
@@ -239,25 +232,20 @@ struct Packed32x16 {
     scales: __m512,
 }
 
-/// A 32-element format's sixteen-row pack: two eight-row packs joined.
-macro_rules! wide_rows_in_lanes_pack {
-    ($name:ident, $block:ty, $pack8:ident) => {
-        #[inline(always)]
-        unsafe fn $name(rows: &[&[$block]], b: usize, packed: &mut Packed32x16) {
-            let mut low: Packed32x8 = std::mem::zeroed();
-            let mut high: Packed32x8 = std::mem::zeroed();
-            $pack8(&rows[..8], b, &mut low);
-            $pack8(&rows[8..], b, &mut high);
-            for k in 0..8 {
-                packed.quants[k] = join_halves(low.quants[k], high.quants[k]);
-            }
-            packed.scales = join_f32_halves(low.scales, high.scales);
-        }
-    };
+#[inline(always)]
+unsafe fn pack_q8_0_16_rows(rows: &[&[BlockQ8_0]], b: usize, packed: &mut Packed32x16) {
+    pack_16_rows(rows, b, packed, pack_q8_0_8_rows);
 }
-wide_rows_in_lanes_pack!(pack_q8_0_16_rows, BlockQ8_0, pack_q8_0_8_rows);
-wide_rows_in_lanes_pack!(pack_q5_0_16_rows, BlockQ5_0, pack_q5_0_8_rows);
-wide_rows_in_lanes_pack!(pack_q4_0_16_rows, BlockQ4_0, pack_q4_0_8_rows);
+
+#[inline(always)]
+unsafe fn pack_q5_0_16_rows(rows: &[&[BlockQ5_0]], b: usize, packed: &mut Packed32x16) {
+    pack_16_rows(rows, b, packed, pack_q5_0_8_rows);
+}
+
+#[inline(always)]
+unsafe fn pack_q4_0_16_rows(rows: &[&[BlockQ4_0]], b: usize, packed: &mut Packed32x16) {
+    pack_16_rows(rows, b, packed, pack_q4_0_8_rows);
+}
 
 /// `tile_32_rows_in_lanes` on sixteen rows.
 #[inline(always)]
