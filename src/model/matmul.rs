@@ -50,10 +50,16 @@ impl<'a> Matrix<'a> {
     /// `out[t] = self · input[t]` for each of the `n` input rows: `input` is `n × cols`, `out`
     /// is `n × rows`. Each input row is quantized once to the format the weight's dot product
     /// wants, then every weight row is read once for all `n` inputs.
+    ///
+    /// No inputs, or a matrix of no rows, is no work: the task split below would otherwise
+    /// divide by a task count of zero or chunk by zero bytes.
     pub fn matmul(&self, kernels: &Kernels, input: &[f32], out: &mut [f32]) {
         let n = input.len() / self.cols;
         debug_assert_eq!(input.len(), n * self.cols);
         debug_assert_eq!(out.len(), n * self.rows);
+        if n == 0 || self.rows == 0 {
+            return;
+        }
         let act_type = self.ty.vec_dot_type();
         let act_bytes = act_type
             .row_bytes(self.cols)

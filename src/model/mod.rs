@@ -106,6 +106,18 @@ impl Common {
         let head_dim_v = gguf
             .get_u32_opt(&key("attention.value_length"))?
             .map_or(head_dim, |v| v as usize);
+        if head_dim == 0 || head_dim_v == 0 {
+            return Err(ModelError::BadHyperparameter(
+                "key and value lengths must be positive".into(),
+            ));
+        }
+        let n_ff = gguf.get_u32(&key("feed_forward_length"))? as usize;
+        if n_ff == 0 {
+            return Err(ModelError::BadHyperparameter(format!(
+                "{} must be positive",
+                key("feed_forward_length")
+            )));
+        }
         let rope_freq_scale = match gguf.get_f32_opt(&key("rope.scaling.factor"))? {
             Some(factor) if factor != 0.0 => 1.0 / factor,
             _ => 1.0,
@@ -123,7 +135,7 @@ impl Common {
         Ok(Common {
             n_embd,
             n_layer,
-            n_ff: gguf.get_u32(&key("feed_forward_length"))? as usize,
+            n_ff,
             n_head,
             n_head_kv,
             head_dim,

@@ -283,7 +283,10 @@ impl<'a> Transformer<'a> {
             ops::add_in_place(&mut x, &scratch.out);
         }
 
-        let mut last = x.split_off(logits_from.min(n) * h.n_embd);
+        if logits_from >= n {
+            return Vec::new();
+        }
+        let mut last = x.split_off(logits_from * h.n_embd);
         ops::rms_norm(&mut last, &self.output_norm, self.rms_eps);
         let mut logits = vec![0f32; last.len() / h.n_embd * h.n_vocab];
         self.output.matmul(&self.kernels, &last, &mut logits);
