@@ -7,6 +7,7 @@
 //! and page in the weights (a full prompt, or one generated token, as llama-bench does), then
 //! `repetitions` timed times.
 
+use crate::engine::Engine;
 use crate::gguf::Gguf;
 use crate::model::{ModelError, Transformer};
 use std::fmt;
@@ -116,13 +117,13 @@ pub fn measure(
 /// Prints the table for a prompt test of `n_prompt` tokens and a generation test of `n_gen`
 /// tokens (a zero skips that test), each line as soon as it is measured.
 pub fn run(
-    gguf: &Gguf,
-    model: &Transformer,
+    engine: &Engine,
     n_prompt: usize,
     n_gen: usize,
     repetitions: usize,
 ) -> Result<(), ModelError> {
-    let summary = ModelSummary::of(gguf);
+    let model = engine.model();
+    let summary = ModelSummary::of(&engine.gguf());
     let isa = model.kernels().isa().name();
     let threads = rayon::current_num_threads();
     println!("{}", header());
@@ -139,20 +140,20 @@ pub fn run(
 
 /// Token ids drawn uniformly from the vocabulary (xorshift64*: no dependency, and the ids only
 /// have to be spread over the embedding table).
-struct RandomTokens {
+pub(crate) struct RandomTokens {
     state: u64,
     n_vocab: u64,
 }
 
 impl RandomTokens {
-    fn new(n_vocab: usize) -> RandomTokens {
+    pub(crate) fn new(n_vocab: usize) -> RandomTokens {
         RandomTokens {
             state: 0x9E37_79B9_7F4A_7C15,
             n_vocab: n_vocab as u64,
         }
     }
 
-    fn next(&mut self) -> u32 {
+    pub(crate) fn next(&mut self) -> u32 {
         self.state ^= self.state >> 12;
         self.state ^= self.state << 25;
         self.state ^= self.state >> 27;
@@ -297,10 +298,9 @@ mod tests {
             return;
         };
         let bytes = std::fs::read(path).unwrap();
-        let gguf = Gguf::parse(&bytes).unwrap();
-        let model = crate::model::load(&gguf, kernels::Kernels::detect()).unwrap();
+        let engine = Engine::from_bytes(bytes, kernels::Kernels::detect()).unwrap();
         for test in [Test::Prompt(8), Test::Generation(2)] {
-            let m = measure(&model, test, 2).unwrap();
+            let m = measure(engine.model(), test, 2).unwrap();
             assert_eq!(m.tokens_per_second.len(), 2);
             assert!(m
                 .tokens_per_second

@@ -1,9 +1,12 @@
 //! llmfile: a CPU LLM engine whose weights can ride inside its own executable.
 
+pub mod batched_bench;
 pub mod bench;
 pub mod bundle;
 pub mod chat_format;
 pub mod cli;
+pub mod engine;
+pub mod generation;
 pub mod gguf;
 pub mod model;
 pub mod perplexity;

@@ -4,9 +4,10 @@
 //! evaluated from an empty cache with its first token replaced by BOS, and only the second half
 //! of each chunk is scored, so every scored token has at least half a context of history.
 
-use crate::model::Transformer;
-use crate::session::{Session, SessionError};
-use crate::tokenizer::{Tokenizer, TokenizerError};
+use crate::engine::Engine;
+use crate::session::SessionError;
+use crate::tokenizer::TokenizerError;
+use std::sync::Arc;
 
 #[derive(Debug, thiserror::Error)]
 pub enum PerplexityError {
@@ -22,8 +23,7 @@ pub enum PerplexityError {
 
 /// Returns the perplexity; `progress` sees each chunk's index and the running estimate.
 pub fn perplexity(
-    model: &Transformer,
-    tokenizer: &Tokenizer,
+    engine: &Arc<Engine>,
     text: &str,
     n_ctx: usize,
     mut progress: impl FnMut(usize, f64),
@@ -31,6 +31,7 @@ pub fn perplexity(
     if n_ctx < 4 {
         return Err(PerplexityError::ContextTooSmall(n_ctx));
     }
+    let tokenizer = engine.tokenizer();
     let tokens = tokenizer.encode(text, true, false)?;
     if tokens.len() < 2 * n_ctx {
         return Err(PerplexityError::TooShort {
@@ -38,11 +39,11 @@ pub fn perplexity(
             n_ctx,
         });
     }
-    let n_vocab = model.hparams.n_vocab;
+    let n_vocab = engine.model().hparams.n_vocab;
     let first = n_ctx / 2;
     let mut nll = 0f64;
     let mut count = 0usize;
-    let mut session = Session::new(model, n_ctx)?;
+    let mut session = engine.session(n_ctx)?;
     for (index, chunk) in tokens.chunks_exact(n_ctx).enumerate() {
         let mut input = chunk.to_vec();
         if let Some(bos) = tokenizer.bos().filter(|_| tokenizer.add_bos()) {

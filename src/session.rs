@@ -1,6 +1,8 @@
 //! A conversation with a model: its KV cache and the tokens the cache holds.
 
-use crate::model::{KvCache, ModelError, Transformer};
+use crate::engine::Engine;
+use crate::model::{KvCache, ModelError, Sequence};
+use std::sync::Arc;
 
 /// Prompt tokens run through the model in one pass; bounds the activations' memory.
 const PROMPT_BATCH: usize = 256;
@@ -15,32 +17,51 @@ pub enum SessionError {
     Model(#[from] ModelError),
 }
 
-pub struct Session<'m> {
-    model: &'m Transformer<'m>,
+pub struct Session {
+    engine: Arc<Engine>,
     cache: KvCache,
     tokens: Vec<u32>,
 }
 
-impl<'m> Session<'m> {
-    pub fn new(model: &'m Transformer<'m>, n_ctx: usize) -> Result<Session<'m>, SessionError> {
+/// One session's share of a batched evaluation: see [`Session::eval_batch`].
+pub struct Part<'s> {
+    pub session: &'s mut Session,
+    pub tokens: &'s [u32],
+    pub logits_from: usize,
+}
+
+impl Session {
+    pub fn new(engine: Arc<Engine>, n_ctx: usize) -> Result<Session, SessionError> {
         Ok(Session {
-            cache: model.new_cache(n_ctx)?,
-            model,
+            cache: engine.model().new_cache(n_ctx)?,
+            engine,
             tokens: Vec::new(),
         })
     }
 
-    pub fn model(&self) -> &'m Transformer<'m> {
-        self.model
+    pub fn engine(&self) -> &Arc<Engine> {
+        &self.engine
     }
 
     pub fn n_ctx(&self) -> usize {
         self.cache.n_ctx()
     }
 
+    /// Bytes of keys and values the cache holds now.
+    pub fn cache_bytes(&self) -> usize {
+        self.cache.used_bytes()
+    }
+
     /// The tokens whose keys and values the cache holds, in order.
     pub fn tokens(&self) -> &[u32] {
         &self.tokens
+    }
+
+    /// Makes this session hold what `other` holds, as llama.cpp's copy of one sequence's cache
+    /// to another: a prompt read once and continued several ways.
+    pub fn copy_from(&mut self, other: &Session) {
+        self.cache.clone_from(&other.cache);
+        self.tokens.clone_from(&other.tokens);
     }
 
     /// Forgets everything after the first `len` tokens.
@@ -80,17 +101,54 @@ impl<'m> Session<'m> {
             let from = first_logits
                 .saturating_sub(index * PROMPT_BATCH)
                 .min(batch.len());
-            logits.extend(
-                self.model
-                    .forward(&mut self.cache, batch, self.tokens.len(), from),
-            );
+            logits.extend(self.engine.model().forward(
+                &mut self.cache,
+                batch,
+                self.tokens.len(),
+                from,
+            ));
             self.tokens.extend_from_slice(batch);
         }
         Ok(logits)
     }
 
+    /// Appends each part's tokens to its session in one forward pass, whose weights are read
+    /// once for all of them, and returns the logits each part asks for (after each of
+    /// `tokens[logits_from..]`), part after part. The caller bounds the total number of tokens
+    /// (the pass's activations grow with it). Nothing is evaluated when any part does not fit.
+    ///
+    /// # Panics
+    /// If the sessions are not all of one engine.
+    pub fn eval_batch(parts: &mut [Part]) -> Result<Vec<f32>, SessionError> {
+        for part in parts.iter() {
+            part.session.check(part.tokens)?;
+        }
+        let Some(first) = parts.first() else {
+            return Ok(Vec::new());
+        };
+        let engine = Arc::clone(&first.session.engine);
+        assert!(
+            parts.iter().all(|p| Arc::ptr_eq(&p.session.engine, &engine)),
+            "one forward pass runs one model"
+        );
+        let mut batch: Vec<Sequence> = parts
+            .iter_mut()
+            .map(|part| Sequence {
+                start: part.session.tokens.len(),
+                cache: &mut part.session.cache,
+                tokens: part.tokens,
+                logits_from: part.logits_from,
+            })
+            .collect();
+        let logits = engine.model().forward_batch(&mut batch);
+        for part in parts.iter_mut() {
+            part.session.tokens.extend_from_slice(part.tokens);
+        }
+        Ok(logits)
+    }
+
     fn check(&self, tokens: &[u32]) -> Result<(), SessionError> {
-        let n_vocab = self.model.hparams.n_vocab;
+        let n_vocab = self.engine.model().hparams.n_vocab;
         if let Some(&id) = tokens.iter().find(|&&id| id as usize >= n_vocab) {
             return Err(SessionError::BadToken { id, n_vocab });
         }

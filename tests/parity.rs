@@ -16,15 +16,15 @@
 //!   forks cannot hide a wrong model, the tokens matched before the forks, over all cases, must
 //!   be at least half of what llama.cpp with flash attention matches of its own default path
 //!   (`flash_attn_greedy_agreement` in `spread.json`).
-//! - perplexity: within 1% of llama-perplexity's.
+//! - perplexity: within 1% of llama-perplexity's, the final estimate and the running one after
+//!   every chunk, at -c 128, 512 and 1024 (512 at most for the synthetic Gemma 2, whose trained
+//!   context it is).
 
-use llmfile::gguf::Gguf;
-use llmfile::model::{self, Transformer};
+use llmfile::engine::Engine;
 use llmfile::sampling::argmax;
-use llmfile::session::Session;
-use llmfile::tokenizer::Tokenizer;
 use serde_json::Value;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 const SPREAD_MARGIN: f64 = 1.25;
 const PERPLEXITY_TOLERANCE: f64 = 0.01;
@@ -75,32 +75,18 @@ fn ids(value: &Value) -> Vec<u32> {
         .collect()
 }
 
-struct Loaded {
-    bytes: Vec<u8>,
-}
-
-impl Loaded {
-    fn open(id: &str) -> Option<Loaded> {
-        let path = model_path(id)?;
-        Some(Loaded {
-            bytes: std::fs::read(path).expect("model readable"),
-        })
-    }
-
-    fn parts(&self) -> (Transformer<'_>, Tokenizer) {
-        let gguf = Gguf::parse(&self.bytes).expect("valid GGUF");
-        let model = model::load(&gguf, kernels::Kernels::detect()).expect("model loads");
-        let tokenizer = Tokenizer::from_gguf(&gguf).expect("tokenizer loads");
-        (model, tokenizer)
-    }
+/// The fixture's model, opened as every front end opens one.
+fn open_engine(id: &str) -> Option<Arc<Engine>> {
+    let path = model_path(id)?;
+    let bytes = std::fs::read(path).expect("model readable");
+    Some(Engine::from_bytes(bytes, kernels::Kernels::detect()).expect("model loads"))
 }
 
 fn check_tokens(id: &str) {
-    let Some(loaded) = Loaded::open(id) else {
+    let Some(engine) = open_engine(id) else {
         return;
     };
-    let gguf = Gguf::parse(&loaded.bytes).unwrap();
-    let tokenizer = Tokenizer::from_gguf(&gguf).unwrap();
+    let tokenizer = engine.tokenizer();
     let cases = read_json(&fixtures().join(id).join("tokens.json"));
     let cases = cases.as_array().unwrap();
     assert!(cases.len() >= 200, "corpus too small: {}", cases.len());
@@ -126,10 +112,9 @@ fn check_tokens(id: &str) {
 }
 
 fn check_greedy(id: &str) {
-    let Some(loaded) = Loaded::open(id) else {
+    let Some(engine) = open_engine(id) else {
         return;
     };
-    let (model, _) = loaded.parts();
     let reference = read_json(&fixtures().join(id).join("greedy.json"));
     let n_ctx = reference["n_ctx"].as_u64().unwrap() as usize;
     let cases = reference["cases"].as_array().unwrap();
@@ -140,7 +125,7 @@ fn check_greedy(id: &str) {
         let prompt = ids(&case["prompt_ids"]);
         let want = ids(&case["tokens"]);
         let top2 = case["top2"].as_array().unwrap();
-        let mut session = Session::new(&model, n_ctx).unwrap();
+        let mut session = engine.session(n_ctx).unwrap();
         let mut logits = session.eval(&prompt).unwrap();
         total += want.len();
         for (step, &expected) in want.iter().enumerate() {
@@ -179,17 +164,16 @@ fn check_greedy(id: &str) {
 }
 
 fn check_logits(id: &str) {
-    let Some(loaded) = Loaded::open(id) else {
+    let Some(engine) = open_engine(id) else {
         return;
     };
-    let (model, _) = loaded.parts();
-    let n_vocab = model.hparams.n_vocab;
+    let n_vocab = engine.model().hparams.n_vocab;
     let reference = read_json(&fixtures().join(id).join("logits.json"));
     let tolerance = SPREAD_MARGIN * spread(id);
     let mut worst = 0f64;
     for case in reference["cases"].as_array().unwrap() {
         let prompt = ids(&case["prompt_ids"]);
-        let mut session = Session::new(&model, prompt.len()).unwrap();
+        let mut session = engine.session(prompt.len()).unwrap();
         let logits = session.eval_from(&prompt, 0).unwrap();
         for (pos, top5) in case["top5"].as_array().unwrap().iter().enumerate() {
             let row = &logits[pos * n_vocab..(pos + 1) * n_vocab];
@@ -209,24 +193,53 @@ fn check_logits(id: &str) {
     eprintln!("{id}: largest top-5 logit difference {worst:.5} (tolerance {tolerance:.5})");
 }
 
-fn check_perplexity(id: &str) {
-    let Some(loaded) = Loaded::open(id) else {
+/// Perplexity against one of llama-perplexity's runs (`perplexity.json` at -c 128,
+/// `perplexity-512.json`, `perplexity-1024.json`): the final estimate and the running estimate
+/// after every chunk, so that a wrong chunk cannot hide in the average.
+fn check_perplexity(id: &str, fixture: &str) {
+    let Some(engine) = open_engine(id) else {
         return;
     };
-    let (model, tokenizer) = loaded.parts();
-    let reference = read_json(&fixtures().join(id).join("perplexity.json"));
+    let reference = read_json(&fixtures().join(id).join(fixture));
     let n_ctx = reference["n_ctx"].as_u64().unwrap() as usize;
     let want = reference["ppl"].as_f64().unwrap();
-    let text = std::fs::read_to_string(fixtures().join("perplexity.txt")).unwrap();
-    let got = llmfile::perplexity::perplexity(&model, &tokenizer, &text, n_ctx, |_, _| {}).unwrap();
-    let relative = (got - want).abs() / want;
-    eprintln!(
-        "{id}: perplexity {got:.4}, llama.cpp {want:.4} ({:.3}%)",
-        relative * 100.0
+    let want_running: Vec<f64> = reference["running_ppl"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_f64().unwrap())
+        .collect();
+    assert_eq!(
+        want_running.len() as u64,
+        reference["n_chunks"].as_u64().unwrap()
     );
+    let text_path = Path::new(env!("CARGO_MANIFEST_DIR")).join(reference["text"].as_str().unwrap());
+    let text = std::fs::read_to_string(text_path).unwrap();
+    let mut running = Vec::new();
+    let got = llmfile::perplexity::perplexity(&engine, &text, n_ctx, |chunk, ppl| {
+        assert_eq!(chunk, running.len(), "chunks in order");
+        running.push(ppl);
+    })
+    .unwrap();
+    let relative = |got: f64, want: f64| (got - want).abs() / want;
+    eprintln!(
+        "{id}: perplexity at -c {n_ctx} {got:.4}, llama.cpp {want:.4} ({:.3}%)",
+        relative(got, want) * 100.0
+    );
+    assert_eq!(
+        running.len(),
+        want_running.len(),
+        "{id} -c {n_ctx}: chunks scored"
+    );
+    for (chunk, (&got, &want)) in running.iter().zip(&want_running).enumerate() {
+        assert!(
+            relative(got, want) <= PERPLEXITY_TOLERANCE,
+            "{id} -c {n_ctx}: running perplexity after chunk {chunk} {got} vs llama.cpp {want}"
+        );
+    }
     assert!(
-        relative <= PERPLEXITY_TOLERANCE,
-        "{id}: perplexity {got} vs llama.cpp {want}"
+        relative(got, want) <= PERPLEXITY_TOLERANCE,
+        "{id} -c {n_ctx}: perplexity {got} vs llama.cpp {want}"
     );
 }
 
@@ -242,7 +255,19 @@ macro_rules! parity_tests {
             $(#[test] fn $name() { super::check_logits($id) })*
         }
         mod perplexity {
-            $(#[test] fn $name() { super::check_perplexity($id) })*
+            $(#[test] fn $name() { super::check_perplexity($id, "perplexity.json") })*
+        }
+        mod perplexity_512 {
+            $(#[test] fn $name() { super::check_perplexity($id, "perplexity-512.json") })*
+        }
+    };
+}
+
+/// -c 1024 only for the models trained for it: the synthetic Gemma 2's context is 512.
+macro_rules! perplexity_1024_tests {
+    ($($name:ident => $id:literal),* $(,)?) => {
+        mod perplexity_1024 {
+            $(#[test] fn $name() { super::check_perplexity($id, "perplexity-1024.json") })*
         }
     };
 }
@@ -252,4 +277,9 @@ parity_tests! {
     smollm2_135m => "smollm2-135m-q4_1",
     gemma2_synthetic_q4_k_m => "gemma2-synthetic-q4_k_m",
     gemma2_synthetic_q6_k => "gemma2-synthetic-q6_k",
+}
+
+perplexity_1024_tests! {
+    gemma3_270m => "gemma3-270m-q4_k_m",
+    smollm2_135m => "smollm2-135m-q4_1",
 }

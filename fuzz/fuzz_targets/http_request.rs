@@ -75,6 +75,9 @@ fn config(index: u8) -> ServerConfig {
         n_predict,
         api_key: None,
         open_browser: false,
+        batch_size: 2048,
+        ubatch_size: 512,
+        slots_endpoint: false,
     }
 }
 

@@ -271,8 +271,13 @@ fn dot_rows_batch_matches_scalar_dot_rows() {
         let short = if ty.block_len() == 1 { 96 } else { 512 };
         // Sixteen-row tiles (AVX-512's 512-bit ones) need shapes of 16 rows and more; rows of
         // 10240 make activation groups sized by bytes (512 KiB) end before the last activation.
+        // Fewer activations than a tile over many rows (48 x 1, 48 x 5, 33 x 7): generation
+        // batches, which skip the packing.
         let shapes = [
             (1, 1, short),
+            (48, 1, short),
+            (48, 5, short),
+            (33, 7, short),
             (4, 4, short),
             (5, 3, short),
             (9, 7, short),

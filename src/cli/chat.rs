@@ -1,22 +1,18 @@
 //! `llmfile --chat`: a conversation in the terminal, in the model's own chat format. Each turn
 //! re-renders the whole conversation and evaluates only what the KV cache does not yet hold.
 
-use super::{context_size, escapes, load_model, LoadedFile, RunArgs};
+use super::{context_size, escapes, open_engine, RunArgs};
 use crate::chat_format::{Message, Role};
-use crate::sampling::Sampler;
-use crate::server::stop::StopMatcher;
-use crate::server::ModelInfo;
-use crate::session::Session;
-use anyhow::{Context, Result};
+use crate::generation::{Generation, Limits};
+use anyhow::Result;
 use std::io::{BufRead, Write};
 
 pub(super) fn run(args: RunArgs) -> Result<()> {
-    let file = LoadedFile::open(&args.model, false)?;
-    let (gguf, model, tokenizer) = load_model(&file, &args.model)?;
-    let info = ModelInfo::from_gguf(&gguf).with_context(|| file.path.clone())?;
+    let engine = open_engine(&args.model, false)?;
+    let (tokenizer, info) = (engine.tokenizer(), engine.info());
     let format = &info.format;
-    let n_ctx = context_size(args.ctx_size, model.hparams.context_length);
-    let mut session = Session::new(&model, n_ctx)?;
+    let n_ctx = context_size(args.ctx_size, engine.model().hparams.context_length);
+    let mut session = engine.session(n_ctx)?;
 
     let system: Vec<Message> = args
         .prompt
@@ -68,39 +64,28 @@ pub(super) fn run(args: RunArgs) -> Result<()> {
             );
             continue;
         }
-        let mut sampler = Sampler::new((&args.sampling).into());
-        prompt.iter().for_each(|&t| sampler.accept(t));
+        let room = n_ctx - prompt.len();
+        let limits = Limits {
+            sampling: (&args.sampling).into(),
+            n_predict: usize::try_from(args.n_predict).map_or(room, |n| n.min(room)),
+            stop: format.stop_strings(),
+            ignore_eos: false,
+            special: false,
+            n_probs: 0,
+        };
+        let mut generation = Generation::new(tokenizer, limits, &prompt);
         let remaining = session.reuse_prefix(&prompt);
         let mut logits = session.eval(remaining)?;
-
-        let room = n_ctx - prompt.len();
-        let n_predict = usize::try_from(args.n_predict).map_or(room, |n| n.min(room));
-        let mut decoder = tokenizer.decoder(false);
-        let mut matcher = StopMatcher::new(format.stop_strings());
         let mut reply = String::new();
-        let mut stopped_by_word = false;
-        for generated in 1..=n_predict {
-            let token = sampler.sample(&logits);
-            if tokenizer.is_end_of_generation(token) {
-                break;
-            }
-            sampler.accept(token);
-            let released = matcher.push(&decoder.push(token));
-            write!(stdout, "{}", released.text)?;
+        loop {
+            let step = generation.step(&logits);
+            write!(stdout, "{}", step.text)?;
             stdout.flush()?;
-            reply.push_str(&released.text);
-            if released.stop.is_some() {
-                stopped_by_word = true;
-                break;
+            reply.push_str(&step.text);
+            match (step.finished, step.token) {
+                (None, Some(token)) => logits = session.eval(&[token])?,
+                _ => break,
             }
-            if generated < n_predict {
-                logits = session.eval(&[token])?;
-            }
-        }
-        if !stopped_by_word {
-            let rest = matcher.finish() + &decoder.finish();
-            write!(stdout, "{rest}")?;
-            reply.push_str(&rest);
         }
         writeln!(stdout)?;
         messages.push(Message {

@@ -1,8 +1,7 @@
 //! `llmfile -p PROMPT`: one completion streamed to stdout, timings on stderr.
 
-use super::{context_size, escapes, load_model, LoadedFile, RunArgs};
-use crate::sampling::Sampler;
-use crate::session::Session;
+use super::{context_size, escapes, open_engine, RunArgs};
+use crate::generation::{Generation, Limits};
 use anyhow::{bail, Context, Result};
 use std::io::Write;
 use std::time::Instant;
@@ -23,10 +22,9 @@ pub(super) fn run(args: RunArgs) -> Result<()> {
         eprintln!("llmfile: -ngl {layers} ignored: this engine runs on the CPU");
     }
 
-    let file = LoadedFile::open(&args.model, args.log_disable)?;
-    file.map.fault_in(args.log_disable);
-    let (_gguf, model, tokenizer) = load_model(&file, &args.model)?;
-    let n_ctx = context_size(args.ctx_size, model.hparams.context_length);
+    let engine = open_engine(&args.model, args.log_disable)?;
+    let tokenizer = engine.tokenizer();
+    let n_ctx = context_size(args.ctx_size, engine.model().hparams.context_length);
     let prompt_tokens = tokenizer.encode(&prompt, true, args.special)?;
     if prompt_tokens.is_empty() {
         bail!("the prompt is empty and the model adds no BOS token to start from");
@@ -37,15 +35,18 @@ pub(super) fn run(args: RunArgs) -> Result<()> {
             prompt_tokens.len()
         );
     }
-    let budget = n_ctx - prompt_tokens.len();
-    let n_predict = match usize::try_from(args.n_predict) {
-        Ok(n) => n.min(budget),
-        Err(_) => budget,
+    let room = n_ctx - prompt_tokens.len();
+    let limits = Limits {
+        sampling: (&args.sampling).into(),
+        n_predict: usize::try_from(args.n_predict).map_or(room, |n| n.min(room)),
+        stop: Vec::new(),
+        ignore_eos: false,
+        special: args.special,
+        n_probs: 0,
     };
 
-    let mut session = Session::new(&model, n_ctx)?;
-    let mut sampler = Sampler::new((&args.sampling).into());
-    prompt_tokens.iter().for_each(|&t| sampler.accept(t));
+    let mut session = engine.session(n_ctx)?;
+    let mut generation = Generation::new(tokenizer, limits, &prompt_tokens);
 
     let mut stdout = std::io::stdout().lock();
     write!(stdout, "{prompt}")?;
@@ -56,25 +57,18 @@ pub(super) fn run(args: RunArgs) -> Result<()> {
     let prompt_time = prompt_start.elapsed();
 
     let generation_start = Instant::now();
-    let mut decoder = tokenizer.decoder(args.special);
-    let mut generated = 0;
-    while generated < n_predict {
-        let token = sampler.sample(&logits);
-        generated += 1;
-        if tokenizer.is_end_of_generation(token) {
-            break;
-        }
-        sampler.accept(token);
-        write!(stdout, "{}", decoder.push(token))?;
+    loop {
+        let step = generation.step(&logits);
+        write!(stdout, "{}", step.text)?;
         stdout.flush()?;
-        if generated == n_predict {
-            break;
+        match (step.finished, step.token) {
+            (None, Some(token)) => logits = session.eval(&[token])?,
+            _ => break,
         }
-        logits = session.eval(&[token])?;
     }
-    write!(stdout, "{}", decoder.finish())?;
     writeln!(stdout)?;
     let generation_time = generation_start.elapsed();
+    let generated = generation.generated();
 
     if !args.log_disable {
         let rate = |n: usize, secs: f64| if secs > 0.0 { n as f64 / secs } else { 0.0 };
@@ -87,7 +81,7 @@ pub(super) fn run(args: RunArgs) -> Result<()> {
             generation_time.as_secs_f64() * 1e3,
             rate(generated, generation_time.as_secs_f64()),
             rayon::current_num_threads(),
-            model.kernels().isa(),
+            engine.model().kernels().isa(),
         );
     }
     Ok(())

@@ -7,15 +7,14 @@ mod perplexity;
 mod serve;
 
 use crate::bundle;
-use crate::gguf::Gguf;
-use crate::model::{self, Transformer};
+use crate::engine::{Engine, OpenOptions};
 use crate::sampling::SamplingParams;
-use crate::tokenizer::Tokenizer;
 use anyhow::{bail, Context, Result};
 use clap::{Args, CommandFactory, Parser, Subcommand};
 use kernels::Kernels;
 use std::ffi::OsString;
 use std::path::PathBuf;
+use std::sync::Arc;
 
 /// The context used when `-c` is not given, unless the model's own is smaller.
 const DEFAULT_CONTEXT: usize = 8192;
@@ -43,6 +42,8 @@ enum Command {
     Perplexity(PerplexityArgs),
     /// Measure prompt and generation speed as llama-bench does.
     Bench(BenchArgs),
+    /// Measure the throughput of several sequences decoded together, as llama-batched-bench.
+    BatchedBench(BatchedBenchArgs),
     /// Make a single executable: this engine with the model (and default arguments) inside.
     Pack(PackArgs),
     /// Describe an llmfile, zip or GGUF (default: this executable).
@@ -153,12 +154,26 @@ struct ServeArgs {
     /// Do not open the chat page in a browser.
     #[arg(long = "nobrowser")]
     nobrowser: bool,
-    /// Requests served at once, each with its own KV cache of -c tokens (-np).
+    /// Requests served at once, each with its own KV cache of -c tokens (-np); the busy ones
+    /// share every forward pass.
     #[arg(long = "parallel", default_value_t = 1)]
     parallel: usize,
     /// Require `Authorization: Bearer KEY` on the API.
     #[arg(long = "api-key")]
     api_key: Option<String>,
+    /// Tokens one scheduler step may evaluate across all slots (-b).
+    #[arg(short = 'b', long = "batch-size", default_value_t = 2048)]
+    batch_size: usize,
+    /// Tokens in one forward pass (-ub); a step is one pass, so a long prompt holds the
+    /// generating slots back by at most this many tokens' work.
+    #[arg(long = "ubatch-size", default_value_t = 512)]
+    ubatch_size: usize,
+    /// Answer GET /slots with each slot's state (behind --api-key when one is set).
+    #[arg(long = "slots", overrides_with = "no_slots")]
+    slots: bool,
+    /// Do not answer GET /slots (the default).
+    #[arg(long = "no-slots", overrides_with = "slots")]
+    no_slots: bool,
 }
 
 #[derive(Args, Debug, Clone)]
@@ -238,6 +253,34 @@ struct BenchArgs {
     repetitions: usize,
 }
 
+#[derive(Args, Debug)]
+struct BatchedBenchArgs {
+    #[command(flatten)]
+    model: ModelArgs,
+    /// Prompt lengths, comma-separated.
+    #[arg(long = "npp", value_delimiter = ',', default_value = "128")]
+    prompt_lengths: Vec<usize>,
+    /// Tokens generated per sequence, comma-separated.
+    #[arg(long = "ntg", value_delimiter = ',', default_value = "128")]
+    generation_lengths: Vec<usize>,
+    /// Numbers of parallel sequences, comma-separated.
+    #[arg(long = "npl", value_delimiter = ',', default_value = "1,2,4")]
+    parallel: Vec<usize>,
+    /// One prompt read once and shared by all sequences.
+    #[arg(long = "pps")]
+    shared_prompt: bool,
+    /// Tokens in one forward pass at most (-ub).
+    #[arg(long = "ubatch-size", default_value_t = 512)]
+    ubatch_size: usize,
+    /// Accepted for llama-batched-bench's command lines: each pass is at most -ub tokens (-b).
+    #[arg(short = 'b', long = "batch-size", default_value_t = 2048)]
+    batch_size: usize,
+    /// Accepted for llama-batched-bench's command lines: each sequence gets the context it
+    /// needs (-c).
+    #[arg(short = 'c', long = "ctx-size")]
+    ctx_size: Option<usize>,
+}
+
 /// llama.cpp spells some long options with one dash (`-ngl 99`); clap reads a single dash as
 /// bundled short flags, so those spellings are rewritten to their long forms first.
 fn normalize_args(args: impl IntoIterator<Item = OsString>) -> Vec<OsString> {
@@ -246,6 +289,11 @@ fn normalize_args(args: impl IntoIterator<Item = OsString>) -> Vec<OsString> {
             Some("-ngl") => "--n-gpu-layers".into(),
             Some("-sp") => "--special".into(),
             Some("-np") => "--parallel".into(),
+            Some("-npp") => "--npp".into(),
+            Some("-ntg") => "--ntg".into(),
+            Some("-npl") => "--npl".into(),
+            Some("-pps") => "--pps".into(),
+            Some("-ub") => "--ubatch-size".into(),
             _ => arg,
         })
         .collect()
@@ -278,9 +326,23 @@ pub fn main_with_args(args: Vec<OsString>) -> Result<()> {
         Some(Command::Tokenize(args)) => tokenize(args),
         Some(Command::Perplexity(args)) => perplexity::run(args),
         Some(Command::Bench(args)) => {
-            let file = LoadedFile::open(&args.model, false)?;
-            let (gguf, model, _) = load_model(&file, &args.model)?;
-            crate::bench::run(&gguf, &model, args.n_prompt, args.n_gen, args.repetitions)?;
+            let engine = open_engine(&args.model, false)?;
+            crate::bench::run(&engine, args.n_prompt, args.n_gen, args.repetitions)?;
+            Ok(())
+        }
+        Some(Command::BatchedBench(args)) => {
+            if args.ubatch_size == 0 || args.parallel.contains(&0) {
+                bail!("-ub and every -npl must be at least 1");
+            }
+            let engine = open_engine(&args.model, false)?;
+            let settings = crate::batched_bench::Settings {
+                prompt_lengths: args.prompt_lengths,
+                generation_lengths: args.generation_lengths,
+                parallel: args.parallel,
+                shared_prompt: args.shared_prompt,
+                ubatch: args.ubatch_size.min(args.batch_size.max(1)),
+            };
+            crate::batched_bench::run(&engine, &settings)?;
             Ok(())
         }
         Some(Command::Pack(args)) => bundle::pack(&bundle::PackOptions {
@@ -304,29 +366,6 @@ pub fn main_with_args(args: Vec<OsString>) -> Result<()> {
     }
 }
 
-/// A mapped model file with its parsed header; the model borrows from it.
-struct LoadedFile {
-    path: String,
-    map: bundle::MappedModel,
-}
-
-impl LoadedFile {
-    /// Finds the model and puts its weights where `args` ask; `quiet` hides the progress bar.
-    fn open(args: &ModelArgs, quiet: bool) -> Result<LoadedFile> {
-        let mut map = bundle::resolve_model(args.model.as_deref())?;
-        map.place(args.placement(), quiet)
-            .with_context(|| format!("loading {map} into memory (--mmap maps it instead)"))?;
-        Ok(LoadedFile {
-            path: map.to_string(),
-            map,
-        })
-    }
-
-    fn gguf(&self) -> Result<Gguf<'_>> {
-        Gguf::parse(&self.map).with_context(|| self.path.clone())
-    }
-}
-
 fn init_threads(args: &ModelArgs) -> Result<()> {
     if let Some(threads) = args.threads {
         if threads == 0 {
@@ -340,15 +379,15 @@ fn init_threads(args: &ModelArgs) -> Result<()> {
     Ok(())
 }
 
-fn load_model<'a>(
-    file: &'a LoadedFile,
-    args: &ModelArgs,
-) -> Result<(Gguf<'a>, Transformer<'a>, Tokenizer)> {
+/// Starts the thread pool `-t` asks for and opens the model; `quiet` hides the progress bar.
+fn open_engine(args: &ModelArgs, quiet: bool) -> Result<Arc<Engine>> {
     init_threads(args)?;
-    let gguf = file.gguf()?;
-    let model = model::load(&gguf, Kernels::from_env()?).with_context(|| file.path.clone())?;
-    let tokenizer = Tokenizer::from_gguf(&gguf).with_context(|| file.path.clone())?;
-    Ok((gguf, model, tokenizer))
+    let options = OpenOptions {
+        placement: args.placement(),
+        quiet,
+        kernels: Kernels::from_env()?,
+    };
+    Ok(Engine::open(args.model.as_deref(), &options)?)
 }
 
 /// `-c`: 0 means the model's trained context; unset means 8192 or the model's, if smaller.
@@ -361,10 +400,8 @@ fn context_size(requested: Option<usize>, trained: usize) -> usize {
 }
 
 fn tokenize(args: TokenizeArgs) -> Result<()> {
-    let file = LoadedFile::open(&args.model, false)?;
-    let gguf = file.gguf()?;
-    let tokenizer = Tokenizer::from_gguf(&gguf).with_context(|| file.path.clone())?;
-    let ids = tokenizer.encode(&args.prompt, true, args.special)?;
+    let engine = open_engine(&args.model, false)?;
+    let ids = engine.tokenizer().encode(&args.prompt, true, args.special)?;
     println!("{}", serde_json::to_string(&ids)?);
     Ok(())
 }

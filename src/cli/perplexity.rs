@@ -1,14 +1,13 @@
 //! `llmfile perplexity -m MODEL -f TEXT [-c 512]`.
 
-use super::{load_model, LoadedFile, PerplexityArgs};
+use super::{open_engine, PerplexityArgs};
 use anyhow::{Context, Result};
 
 pub(super) fn run(args: PerplexityArgs) -> Result<()> {
     let text =
         std::fs::read_to_string(&args.file).with_context(|| format!("{}", args.file.display()))?;
-    let file = LoadedFile::open(&args.model, false)?;
-    let (_gguf, model, tokenizer) = load_model(&file, &args.model)?;
-    let ppl = crate::perplexity::perplexity(&model, &tokenizer, &text, args.ctx_size, |i, ppl| {
+    let engine = open_engine(&args.model, false)?;
+    let ppl = crate::perplexity::perplexity(&engine, &text, args.ctx_size, |i, ppl| {
         eprintln!("[{}] {ppl:.4}", i + 1)
     })
     .with_context(|| format!("{}", args.file.display()))?;

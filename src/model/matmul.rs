@@ -9,6 +9,12 @@ use rayon::prelude::*;
 /// tasks per thread still let a thread that finishes early take over another's work.
 const ROWS_PER_TASK: usize = 128;
 
+/// Up to this many tokens (generation, one token from each of a few sequences), the weight
+/// rows are split among the tasks and each task runs the one-token kernel for every token over
+/// its rows while they are in cache: the weights are read from memory once per pass, as for one
+/// token, and each token's result is the one it would get alone.
+const MAX_TOKENS_BY_ROWS: usize = 8;
+
 /// Prompt tokens per task at most. The prompt kernels themselves cut a task's tokens into
 /// groups that stay in L2, and pack each group of weight rows once per group, so larger tasks
 /// pack less often: 256 instead of 64 took pp512 from 57.2 to 60.4 t/s (2B-shaped Gemma 2,
@@ -69,19 +75,12 @@ impl<'a> Matrix<'a> {
             .zip(input.par_chunks(self.cols))
             .for_each(|(dst, src)| kernels.quantize_activation(self.ty, src, dst));
 
-        let row_bytes = self.row_bytes();
-        if n == 1 {
-            out.par_chunks_mut(ROWS_PER_TASK)
-                .enumerate()
-                .for_each(|(task, out_rows)| {
-                    let first = task * ROWS_PER_TASK;
-                    let rows = &self.data[first * row_bytes..(first + out_rows.len()) * row_bytes];
-                    kernels.dot_rows(self.ty, self.cols, rows, &acts, out_rows);
-                });
+        if n <= MAX_TOKENS_BY_ROWS {
+            self.matmul_by_rows(kernels, &acts, act_bytes, out);
             return;
         }
 
-        // Several tokens per task, every weight row for each: the kernels write token-major
+        // Many tokens per task, every weight row for each: the kernels write token-major
         // results, so each task's output is contiguous, and each weight block is read once for
         // all the task's tokens.
         let threads = rayon::current_num_threads().max(1);
@@ -92,5 +91,65 @@ impl<'a> Matrix<'a> {
             .for_each(|(out_tokens, acts)| {
                 kernels.dot_rows_batch(self.ty, self.cols, self.data, acts, out_tokens);
             });
+    }
+
+    /// `out[t] = self · acts[t]`, the rows split among tasks of [`ROWS_PER_TASK`]. One token
+    /// goes through the one-token kernel; several go through the prompt tiles, which unpack
+    /// each weight block once for all of them.
+    fn matmul_by_rows(&self, kernels: &Kernels, acts: &[u8], act_bytes: usize, out: &mut [f32]) {
+        let row_bytes = self.row_bytes();
+        let n = acts.len() / act_bytes;
+        let out = TokenRows {
+            start: out.as_mut_ptr(),
+            len: out.len(),
+            rows: self.rows,
+        };
+        let tasks = self.rows.div_ceil(ROWS_PER_TASK);
+        (0..tasks).into_par_iter().for_each_init(Vec::new, |block, task| {
+            let first = task * ROWS_PER_TASK;
+            let count = ROWS_PER_TASK.min(self.rows - first);
+            let rows = &self.data[first * row_bytes..(first + count) * row_bytes];
+            if n == 1 {
+                // SAFETY: each task writes only its own rows `first..first + count`.
+                let out_rows = unsafe { out.rows_of(0, first, count) };
+                kernels.dot_rows(self.ty, self.cols, rows, acts, out_rows);
+                return;
+            }
+            block.resize(n * count, 0.0);
+            kernels.dot_rows_batch(self.ty, self.cols, rows, acts, block);
+            for (t, results) in block.chunks_exact(count).enumerate() {
+                // SAFETY: each task writes only its own rows `first..first + count` of each
+                // token's output, so no two tasks touch the same element.
+                unsafe { out.rows_of(t, first, count) }.copy_from_slice(results);
+            }
+        });
+    }
+}
+
+/// A token-major output (`tokens × rows`) that tasks split by rows write into at once: each
+/// task's share of a token's output is contiguous, but its shares of different tokens are not,
+/// so they cannot be handed out as disjoint slices up front.
+struct TokenRows {
+    start: *mut f32,
+    len: usize,
+    rows: usize,
+}
+
+// SAFETY: `TokenRows` is only a way to reach one `&mut [f32]` that its creator holds for the
+// whole parallel loop; the loop's tasks write disjoint parts of it (see `rows_of`).
+unsafe impl Sync for TokenRows {}
+
+impl TokenRows {
+    /// Rows `first..first + count` of token `t`'s output.
+    ///
+    /// # Safety
+    /// No two live slices from this value may overlap.
+    #[allow(clippy::mut_from_ref)]
+    unsafe fn rows_of(&self, t: usize, first: usize, count: usize) -> &mut [f32] {
+        let at = t * self.rows + first;
+        assert!(first + count <= self.rows && at + count <= self.len);
+        // SAFETY: in bounds (checked above) of the slice this was made from, which outlives
+        // the loop; exclusivity is the caller's promise.
+        unsafe { std::slice::from_raw_parts_mut(self.start.add(at), count) }
     }
 }

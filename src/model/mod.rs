@@ -15,7 +15,7 @@ use crate::gguf::{Gguf, GgufError};
 use kernels::Kernels;
 use matmul::Matrix;
 
-pub use transformer::{KvCache, Transformer};
+pub use transformer::{KvCache, Sequence, Transformer};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ModelError {

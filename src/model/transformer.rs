@@ -64,6 +64,7 @@ pub struct Transformer<'a> {
 /// rows for the kernels. Each is reserved for `n_ctx` positions up front but only grows as
 /// positions are written: the untouched reservation costs address space, not memory, so a
 /// large `-c` uses memory only for the tokens a conversation reaches.
+#[derive(Clone)]
 pub struct KvCache {
     n_ctx: usize,
     /// `[layer][kv head]`, each `positions × head_dim`.
@@ -75,6 +76,16 @@ pub struct KvCache {
 impl KvCache {
     pub fn n_ctx(&self) -> usize {
         self.n_ctx
+    }
+
+    /// Bytes the cache holds now: only the positions written so far take memory.
+    pub fn used_bytes(&self) -> usize {
+        self.keys
+            .iter()
+            .chain(&self.values)
+            .flatten()
+            .map(|v| v.len() * 2)
+            .sum()
     }
 
     /// Bytes the cache takes when full.
@@ -241,24 +252,35 @@ impl<'a> Transformer<'a> {
         start: usize,
         logits_from: usize,
     ) -> Vec<f32> {
+        self.forward_batch(&mut [Sequence {
+            cache,
+            tokens,
+            start,
+            logits_from,
+        }])
+    }
+
+    /// One forward pass over the tokens of several sequences: every weight matrix is multiplied
+    /// once for all of them (generation reads the weights once per pass, whatever the number
+    /// of sequences), and each token attends to its own sequence's cache. Returns the logits
+    /// each sequence asks for, sequence after sequence.
+    ///
+    /// The caller guarantees each sequence's positions fit its cache, the ids fit the
+    /// vocabulary, and no cache appears twice.
+    pub fn forward_batch(&self, batch: &mut [Sequence]) -> Vec<f32> {
         // Run on one of rayon's threads: a parallel loop started from any other thread hands
         // its work over and sleeps until it is done, and a forward pass starts hundreds of
         // them. One hand-over per pass instead of one per matmul (at one token and -t 1 those
         // were 8% of the time, in futex waits and wake-ups).
-        rayon::scope(|_| self.forward_in_pool(cache, tokens, start, logits_from))
+        rayon::scope(|_| self.forward_in_pool(batch))
     }
 
-    fn forward_in_pool(
-        &self,
-        cache: &mut KvCache,
-        tokens: &[u32],
-        start: usize,
-        logits_from: usize,
-    ) -> Vec<f32> {
+    fn forward_in_pool(&self, batch: &mut [Sequence]) -> Vec<f32> {
         let h = &self.hparams;
-        let n = tokens.len();
-        assert!(start + n <= cache.n_ctx, "positions past the cache");
+        let rows = Rows::of(batch);
+        let n = rows.positions.len();
         let mut x = vec![0f32; n * h.n_embd];
+        let tokens = batch.iter().flat_map(|s| s.tokens);
         for (row, &token) in x.chunks_exact_mut(h.n_embd).zip(tokens) {
             self.token_embd.row(&self.kernels, token as usize, row);
             row.iter_mut().for_each(|v| *v *= self.embed_scale);
@@ -268,7 +290,7 @@ impl<'a> Transformer<'a> {
         for (il, layer) in self.layers.iter().enumerate() {
             scratch.normed.copy_from_slice(&x);
             ops::rms_norm(&mut scratch.normed, &layer.attn_norm, self.rms_eps);
-            self.attention(layer, &mut scratch, cache, il, start);
+            self.attention(layer, &mut scratch, batch, &rows, il);
             if let Some(norm) = &layer.post_attn_norm {
                 ops::rms_norm(&mut scratch.out, norm, self.rms_eps);
             }
@@ -283,13 +305,18 @@ impl<'a> Transformer<'a> {
             ops::add_in_place(&mut x, &scratch.out);
         }
 
-        if logits_from >= n {
+        let mut wanted = Vec::new();
+        for (sequence, first) in batch.iter().zip(&rows.first_row) {
+            let from = first + sequence.logits_from.min(sequence.tokens.len());
+            let to = first + sequence.tokens.len();
+            wanted.extend_from_slice(&x[from * h.n_embd..to * h.n_embd]);
+        }
+        if wanted.is_empty() {
             return Vec::new();
         }
-        let mut last = x.split_off(logits_from * h.n_embd);
-        ops::rms_norm(&mut last, &self.output_norm, self.rms_eps);
-        let mut logits = vec![0f32; last.len() / h.n_embd * h.n_vocab];
-        self.output.matmul(&self.kernels, &last, &mut logits);
+        ops::rms_norm(&mut wanted, &self.output_norm, self.rms_eps);
+        let mut logits = vec![0f32; wanted.len() / h.n_embd * h.n_vocab];
+        self.output.matmul(&self.kernels, &wanted, &mut logits);
         if let Some(cap) = self.final_soft_cap {
             ops::soft_cap(&mut logits, cap);
         }
@@ -301,9 +328,9 @@ impl<'a> Transformer<'a> {
         &self,
         layer: &Layer,
         scratch: &mut Scratch,
-        cache: &mut KvCache,
+        batch: &mut [Sequence],
+        rows: &Rows,
         il: usize,
-        start: usize,
     ) {
         let h = &self.hparams;
         let (q_dim, k_dim, v_dim) = (
@@ -333,10 +360,10 @@ impl<'a> Transformer<'a> {
         }
         q.par_chunks_mut(q_dim)
             .zip(k.par_chunks_mut(k_dim))
-            .enumerate()
-            .for_each(|(t, (q, k))| {
-                layer.rope.apply(q, h.head_dim, start + t);
-                layer.rope.apply(k, h.head_dim, start + t);
+            .zip(&rows.positions)
+            .for_each(|((q, k), &(_, pos))| {
+                layer.rope.apply(q, h.head_dim, pos);
+                layer.rope.apply(k, h.head_dim, pos);
             });
         // llama.cpp's attention converts queries to f16 before the dot with the f16 keys.
         let mut q_f16 = vec![f16::ZERO; q.len()];
@@ -349,15 +376,22 @@ impl<'a> Transformer<'a> {
             });
         let q = q_f16;
 
-        for kv_head in 0..h.n_head_kv {
-            let (keys, values) = (&mut cache.keys[il][kv_head], &mut cache.values[il][kv_head]);
-            let (kd, vd) = (h.head_dim, h.head_dim_v);
-            store_rows(keys, k, k_dim, kv_head * kd..(kv_head + 1) * kd, start);
-            store_rows(values, v, v_dim, kv_head * vd..(kv_head + 1) * vd, start);
+        for (sequence, &first_row) in batch.iter_mut().zip(&rows.first_row) {
+            let own = first_row..first_row + sequence.tokens.len();
+            let (k, v) = (
+                &k[own.start * k_dim..own.end * k_dim],
+                &v[own.start * v_dim..own.end * v_dim],
+            );
+            let cache = &mut *sequence.cache;
+            for kv_head in 0..h.n_head_kv {
+                let (keys, values) = (&mut cache.keys[il][kv_head], &mut cache.values[il][kv_head]);
+                let (kd, vd) = (h.head_dim, h.head_dim_v);
+                store_rows(keys, k, k_dim, kv_head * kd..(kv_head + 1) * kd, sequence.start);
+                store_rows(values, v, v_dim, kv_head * vd..(kv_head + 1) * vd, sequence.start);
+            }
         }
 
-        let keys = &cache.keys[il];
-        let values = &cache.values[il];
+        let caches: Vec<&KvCache> = batch.iter().map(|sequence| &*sequence.cache).collect();
         let group = h.n_head / h.n_head_kv;
         heads_out
             .par_chunks_mut(h.head_dim_v)
@@ -366,7 +400,8 @@ impl<'a> Transformer<'a> {
                 || (Vec::<f32>::new(), Vec::<f16>::new()),
                 |(scores, rounded), (index, out)| {
                     let (t, head) = (index / h.n_head, index % h.n_head);
-                    let pos = start + t;
+                    let (sequence, pos) = rows.positions[t];
+                    let (keys, values) = (&caches[sequence].keys[il], &caches[sequence].values[il]);
                     let kv_head = head / group;
                     let query = &q[t * q_dim + head * h.head_dim..][..h.head_dim];
                     // A sliding layer masks key position p0 for query position p when p - p0 >= window.
@@ -414,6 +449,44 @@ impl<'a> Transformer<'a> {
         }
         ops::mul_in_place(gate, up);
         layer.down.matmul(&self.kernels, gate, out);
+    }
+}
+
+/// One sequence's share of a forward pass: `tokens` at positions `start..start + tokens.len()`,
+/// their keys and values written into `cache` (anything it held from `start` on is forgotten),
+/// and logits wanted after each of `tokens[logits_from..]`.
+pub struct Sequence<'b> {
+    pub cache: &'b mut KvCache,
+    pub tokens: &'b [u32],
+    pub start: usize,
+    pub logits_from: usize,
+}
+
+/// Where each row of a pass comes from: the batch's tokens one after another, sequence by
+/// sequence.
+struct Rows {
+    /// Per row: the index of its sequence in the batch, and its position in that sequence.
+    positions: Vec<(usize, usize)>,
+    /// Per sequence: its first row.
+    first_row: Vec<usize>,
+}
+
+impl Rows {
+    fn of(batch: &[Sequence]) -> Rows {
+        let mut positions = Vec::new();
+        let mut first_row = Vec::with_capacity(batch.len());
+        for (index, sequence) in batch.iter().enumerate() {
+            assert!(
+                sequence.start + sequence.tokens.len() <= sequence.cache.n_ctx,
+                "positions past the cache"
+            );
+            first_row.push(positions.len());
+            positions.extend((0..sequence.tokens.len()).map(|t| (index, sequence.start + t)));
+        }
+        Rows {
+            positions,
+            first_row,
+        }
     }
 }
 

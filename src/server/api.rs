@@ -1,19 +1,26 @@
 //! Routing and llama.cpp's endpoints: /health, /props, /completion, /tokenize, /detokenize.
 
-use super::http::{ApiError, EventStream, Request};
+use super::http::{ApiError, Client, EventStream, Request};
 use super::request::Fields;
 use super::scheduler::{Event, Job, Settings, Status, Summary, TokenProbs};
 use super::{assets, openai, ModelInfo, ServerConfig};
 use crate::sampling::SamplingParams;
 use crate::tokenizer::Tokenizer;
 use serde_json::{json, Map, Value};
-use std::sync::atomic::Ordering;
-use std::sync::mpsc::{self, Receiver, Sender};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
+use std::sync::Arc;
+use std::time::Duration;
 
 /// The largest `n_probs` a request may ask for.
 const MAX_N_PROBS: i64 = 100;
+/// How often a reply waiting for the model looks whether its client is still there: a client
+/// that leaves while queued or while its prompt is read frees its place within this time and
+/// the step after it.
+const CLIENT_CHECK: Duration = Duration::from_millis(50);
 
-const API_PATHS: [&str; 11] = [
+const API_PATHS: [&str; 12] = [
+    "/slots",
     "/health",
     "/props",
     "/completion",
@@ -85,11 +92,12 @@ fn route<'r>(shared: &'r Shared, request: &mut Request, path: &str) -> Result<Re
     authorize(shared, request)?;
     if method.as_str() == "POST" {
         if let Some(endpoint) = post_endpoint(path) {
-            return endpoint(shared, &read_fields(request)?);
+            return endpoint(shared, &read_fields(request)?, request.client());
         }
     }
     match (method.as_str(), path) {
         ("GET", "/props") => Ok(Reply::Json(props(shared))),
+        ("GET", "/slots") => slots(shared).map(Reply::Json),
         ("GET", "/v1/models" | "/models") => Ok(Reply::Json(openai::models(shared))),
         (_, route) if API_PATHS.contains(&route) || assets::find(route).is_some() => Err(
             ApiError::new(405, format!("{route} does not take a {method} request")),
@@ -99,7 +107,7 @@ fn route<'r>(shared: &'r Shared, request: &mut Request, path: &str) -> Result<Re
 }
 
 /// A POST endpoint: it reads the request's JSON body and nothing else of the request.
-pub type Endpoint = for<'r> fn(&'r Shared, &Fields) -> Result<Reply<'r>, ApiError>;
+pub type Endpoint = for<'r> fn(&'r Shared, &Fields, Client) -> Result<Reply<'r>, ApiError>;
 
 pub fn post_endpoint(path: &str) -> Option<Endpoint> {
     let endpoint: Endpoint = match path {
@@ -161,6 +169,23 @@ fn health(shared: &Shared) -> Result<Value, ApiError> {
     }))
 }
 
+/// llama-server's `GET /slots`, when `--slots` allows it.
+fn slots(shared: &Shared) -> Result<Value, ApiError> {
+    if !shared.config.slots_endpoint {
+        return Err(ApiError::new(
+            501,
+            "this server does not show its slots; start it with --slots",
+        ));
+    }
+    let views = shared
+        .status
+        .slots
+        .lock()
+        .map_err(|_| model_stopped())?
+        .clone();
+    Ok(json!(views))
+}
+
 /// Also what a client is told when its generation ends without a result: the scheduler is gone.
 pub fn model_stopped() -> ApiError {
     ApiError::new(
@@ -216,7 +241,7 @@ fn sampling_json(s: &SamplingParams) -> Map<String, Value> {
 }
 
 /// A generation request after its fields are read: what the scheduler needs, plus `stream`.
-pub struct Generation {
+pub struct Prepared {
     pub prompt: Vec<u32>,
     pub settings: Settings,
     pub stream: bool,
@@ -243,7 +268,7 @@ impl Shared<'_> {
         prompt: Vec<u32>,
         n_predict_keys: &[&str],
         format_stops: Vec<String>,
-    ) -> Result<Generation, ApiError> {
+    ) -> Result<Prepared, ApiError> {
         let n_ctx = self.config.n_ctx;
         if prompt.is_empty() {
             return Err(ApiError::bad_request(
@@ -279,7 +304,7 @@ impl Shared<'_> {
             slot_id: slot_id.and_then(|id| usize::try_from(id).ok()),
             ignore_eos: fields.bool("ignore_eos")?.unwrap_or(false),
         };
-        Ok(Generation {
+        Ok(Prepared {
             prompt,
             settings,
             stream: fields.bool("stream")?.unwrap_or(false),
@@ -290,12 +315,14 @@ impl Shared<'_> {
         self.config.slots as i64 - 1
     }
 
-    /// Queues the job, or answers 503 when the queue is full.
+    /// Queues the job, or answers 503 when the queue is full. The job is cancelled when the
+    /// returned [`Pending`] is dropped or finds `client` gone.
     pub fn submit(
         &self,
         prompt: Vec<u32>,
         settings: Settings,
-    ) -> Result<Receiver<Event>, ApiError> {
+        client: Client,
+    ) -> Result<Pending, ApiError> {
         let queued = self.status.queued.fetch_add(1, Ordering::SeqCst);
         if queued >= self.queue_limit {
             self.status.queued.fetch_sub(1, Ordering::SeqCst);
@@ -307,15 +334,48 @@ impl Shared<'_> {
             ));
         }
         let (events, receiver) = mpsc::channel();
+        let cancelled = Arc::new(AtomicBool::new(false));
         let job = Job {
             prompt,
             settings,
             events,
+            cancelled: Arc::clone(&cancelled),
         };
         if self.jobs.send(job).is_err() {
             return Err(model_stopped());
         }
-        Ok(receiver)
+        Ok(Pending {
+            events: receiver,
+            cancelled,
+            client,
+        })
+    }
+}
+
+/// A queued job's events as they come. Ends early, cancelling the job, when the client goes.
+pub struct Pending {
+    events: Receiver<Event>,
+    cancelled: Arc<AtomicBool>,
+    client: Client,
+}
+
+impl Iterator for Pending {
+    type Item = Event;
+
+    fn next(&mut self) -> Option<Event> {
+        loop {
+            match self.events.recv_timeout(CLIENT_CHECK) {
+                Ok(event) => return Some(event),
+                Err(RecvTimeoutError::Timeout) if !self.client.gone() => {}
+                Err(_) => return None,
+            }
+        }
+    }
+}
+
+impl Drop for Pending {
+    fn drop(&mut self) {
+        self.cancelled.store(true, Ordering::SeqCst);
     }
 }
 
@@ -326,7 +386,7 @@ pub struct Collected {
     pub summary: Summary,
 }
 
-pub fn collect(events: Receiver<Event>) -> Result<Collected, ApiError> {
+pub fn collect(events: Pending) -> Result<Collected, ApiError> {
     let mut content = String::new();
     let mut probs = Vec::new();
     for event in events {
@@ -401,11 +461,15 @@ fn completion_prompt(shared: &Shared, fields: &Fields) -> Result<Vec<u32>, ApiEr
     }
 }
 
-fn completion<'r>(shared: &'r Shared, fields: &Fields) -> Result<Reply<'r>, ApiError> {
+fn completion<'r>(
+    shared: &'r Shared,
+    fields: &Fields,
+    client: Client,
+) -> Result<Reply<'r>, ApiError> {
     let prompt = completion_prompt(shared, fields)?;
     let generation = shared.generation(fields, prompt, &["n_predict", "max_tokens"], Vec::new())?;
     let settings = generation.settings.clone();
-    let events = shared.submit(generation.prompt, generation.settings)?;
+    let events = shared.submit(generation.prompt, generation.settings, client)?;
     let final_json = move |content: String, probs: Vec<TokenProbs>, summary: &Summary| {
         let mut body = json!({
             "content": content,
@@ -475,7 +539,7 @@ fn settings_json(shared: &Shared, settings: &Settings) -> Value {
     Value::Object(body)
 }
 
-fn tokenize<'r>(shared: &'r Shared, fields: &Fields) -> Result<Reply<'r>, ApiError> {
+fn tokenize<'r>(shared: &'r Shared, fields: &Fields, _: Client) -> Result<Reply<'r>, ApiError> {
     let content = fields
         .str("content")?
         .ok_or_else(|| ApiError::bad_request("content is required"))?;
@@ -495,7 +559,11 @@ fn tokenize<'r>(shared: &'r Shared, fields: &Fields) -> Result<Reply<'r>, ApiErr
     Ok(Reply::Json(json!({"tokens": tokens})))
 }
 
-fn detokenize<'r>(shared: &'r Shared, fields: &Fields) -> Result<Reply<'r>, ApiError> {
+fn detokenize<'r>(
+    shared: &'r Shared,
+    fields: &Fields,
+    _: Client,
+) -> Result<Reply<'r>, ApiError> {
     let n_vocab = shared.tokenizer.n_vocab();
     let wrong = || {
         ApiError::bad_request(format!(
@@ -551,7 +619,12 @@ mod tests {
             })
             .unwrap();
         drop(events);
-        let error = collect(receiver).err().expect("no result without Done");
+        let pending = Pending {
+            events: receiver,
+            cancelled: Arc::new(AtomicBool::new(false)),
+            client: Client::detached(),
+        };
+        let error = collect(pending).err().expect("no result without Done");
         assert_eq!(error.status, 500);
         assert!(
             error.message.contains("restart the server"),

@@ -3,7 +3,7 @@
 //! untrusted bytes runs, replies and streams included. For the `http_request` fuzz target.
 
 use super::api::{self, Reply, Shared};
-use super::http::EventStream;
+use super::http::{Client, EventStream};
 use super::request::Fields;
 use super::scheduler::{Event, Job, Status, Summary};
 use super::{ModelInfo, ServerConfig};
@@ -55,7 +55,7 @@ pub fn dry_run(
         let status = &status;
         let model = scope.spawn(move || stand_in_model(queue, status));
         let reply = Fields::parse(body)
-            .and_then(|fields| endpoint(&shared, &fields))
+            .and_then(|fields| endpoint(&shared, &fields, Client::detached()))
             .map(finish);
         // The last sender gone, the stand-in's queue ends.
         drop(shared);
@@ -142,6 +142,9 @@ mod tests {
             n_predict: -1,
             api_key: None,
             open_browser: false,
+            batch_size: 2048,
+            ubatch_size: 512,
+            slots_endpoint: false,
         }
     }
 

@@ -132,6 +132,38 @@ pub(super) struct Framing {
     pub(super) keep_alive: bool,
 }
 
+/// A way to tell, while a reply waits for the model, whether its client has gone.
+pub struct Client(Option<TcpStream>);
+
+impl Client {
+    /// A client that never goes: for requests served without a connection.
+    pub fn detached() -> Client {
+        Client(None)
+    }
+
+    /// Whether the client has closed or reset its connection. Looks at the socket without
+    /// reading from it, so a request the client has already pipelined stays where it is.
+    pub fn gone(&self) -> bool {
+        let Some(stream) = &self.0 else {
+            return false;
+        };
+        if stream.set_nonblocking(true).is_err() {
+            return false;
+        }
+        let mut byte = [0u8; 1];
+        let gone = match stream.peek(&mut byte) {
+            Ok(0) => true,
+            Ok(_) => false,
+            Err(error) => !matches!(
+                error.kind(),
+                ErrorKind::WouldBlock | ErrorKind::Interrupted
+            ),
+        };
+        let _ = stream.set_nonblocking(false);
+        gone
+    }
+}
+
 /// One request on a connection; the connection's thread keeps it, so that a handler that
 /// panics can still be answered.
 pub struct Request<'c> {
@@ -155,6 +187,11 @@ impl Request<'_> {
     /// The path without its query string.
     pub fn path(&self) -> &str {
         self.path.split('?').next().unwrap_or_default()
+    }
+
+    /// The client of this request, to watch while its reply waits.
+    pub fn client(&self) -> Client {
+        Client(self.reader.get_ref().stream.try_clone().ok())
     }
 
     pub fn header(&self, name: &str) -> Option<&str> {

@@ -15,19 +15,17 @@ mod http;
 mod openai;
 mod request;
 mod scheduler;
-pub mod stop;
 #[doc(hidden)]
 pub mod wire;
 
-use crate::chat_format::ChatFormat;
-use crate::gguf::{Gguf, GgufError};
-use crate::model::Transformer;
+pub use crate::engine::ModelInfo;
+
+use crate::engine::Engine;
 use crate::sampling::SamplingParams;
-use crate::session::{Session, SessionError};
-use crate::tokenizer::Tokenizer;
+use crate::session::SessionError;
 use std::net::{SocketAddr, TcpListener};
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::mpsc;
+use std::sync::{mpsc, Arc};
 
 /// How many more ports are tried when the requested one is taken.
 const PORT_ATTEMPTS: u16 = 10;
@@ -57,6 +55,8 @@ pub enum ServerError {
     Slots(#[from] SessionError),
     #[error("-np must be at least 1")]
     NoSlots,
+    #[error("-b and -ub must be at least 1")]
+    NoBatch,
 }
 
 /// What requests get when they do not say otherwise: the command line's settings.
@@ -72,50 +72,28 @@ pub struct ServerConfig {
     pub n_predict: i64,
     pub api_key: Option<String>,
     pub open_browser: bool,
-}
-
-/// What the API tells clients about the model.
-#[derive(Debug, Clone)]
-pub struct ModelInfo {
-    pub name: String,
-    pub architecture: String,
-    pub chat_template: Option<String>,
-    pub format: ChatFormat,
-}
-
-impl ModelInfo {
-    pub fn from_gguf(gguf: &Gguf) -> Result<ModelInfo, GgufError> {
-        let architecture = gguf.architecture()?.to_string();
-        let chat_template = gguf
-            .get_str_opt("tokenizer.chat_template")?
-            .map(str::to_string);
-        let name = gguf
-            .get_str_opt("general.name")?
-            .map_or_else(|| architecture.clone(), str::to_string);
-        let format = ChatFormat::detect(&architecture, chat_template.as_deref());
-        Ok(ModelInfo {
-            name,
-            architecture,
-            chat_template,
-            format,
-        })
-    }
+    /// Tokens one step may evaluate (`-b`), and one forward pass (`-ub`): the scheduler runs
+    /// one pass per step, so the smaller of the two bounds how long a prompt chunk holds the
+    /// generating slots back.
+    pub batch_size: usize,
+    pub ubatch_size: usize,
+    /// Whether `GET /slots` answers (`--slots`).
+    pub slots_endpoint: bool,
 }
 
 /// Serves until the process ends. Prints the address it listens on to stdout, and opens it in
 /// a browser when asked to and a display is there.
-pub fn serve(
-    model: &Transformer,
-    tokenizer: &Tokenizer,
-    info: &ModelInfo,
-    config: &ServerConfig,
-) -> Result<(), ServerError> {
+pub fn serve(engine: &Arc<Engine>, config: &ServerConfig) -> Result<(), ServerError> {
     if config.slots == 0 {
         return Err(ServerError::NoSlots);
     }
+    if config.batch_size == 0 || config.ubatch_size == 0 {
+        return Err(ServerError::NoBatch);
+    }
     let sessions = (0..config.slots)
-        .map(|_| Session::new(model, config.n_ctx))
+        .map(|_| engine.session(config.n_ctx))
         .collect::<Result<Vec<_>, _>>()?;
+    let info = engine.info();
     let listener = bind(&config.host, config.port)?;
     let address = listener
         .local_addr()
@@ -137,7 +115,7 @@ pub fn serve(
     let status = scheduler::Status::default();
     let queue_limit = QUEUE_PER_SLOT * config.slots;
     let shared = api::Shared {
-        tokenizer,
+        tokenizer: engine.tokenizer(),
         info,
         config,
         jobs,
@@ -148,8 +126,9 @@ pub fn serve(
             .map_or(0, |d| d.as_secs()),
     };
     let connections = AtomicUsize::new(0);
+    let step_tokens = config.batch_size.min(config.ubatch_size);
     std::thread::scope(|scope| {
-        scope.spawn(|| scheduler::run(sessions, tokenizer, job_receiver, &status));
+        scope.spawn(|| scheduler::run(engine, sessions, step_tokens, job_receiver, &status));
         loop {
             let stream = match listener.accept() {
                 Ok((stream, _)) => stream,

@@ -1,14 +1,13 @@
 //! OpenAI's shapes: /v1/models, /v1/chat/completions and /v1/completions, streamed as chunks
 //! that end with `data: [DONE]`, as OpenAI's clients expect.
 
-use super::api::{self, Reply, Shared};
-use super::http::ApiError;
+use super::api::{self, Pending, Reply, Shared};
+use super::http::{ApiError, Client};
 use super::request::Fields;
 use super::scheduler::{Event, Summary};
 use crate::chat_format::{Message, Role};
 use serde_json::{json, Value};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::mpsc::Receiver;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 pub fn models(shared: &Shared) -> Value {
@@ -28,7 +27,11 @@ pub fn models(shared: &Shared) -> Value {
     })
 }
 
-pub fn chat_completions<'r>(shared: &'r Shared, fields: &Fields) -> Result<Reply<'r>, ApiError> {
+pub fn chat_completions<'r>(
+    shared: &'r Shared,
+    fields: &Fields,
+    client: Client,
+) -> Result<Reply<'r>, ApiError> {
     let messages = messages(fields)?;
     let format = &shared.info.format;
     let text = format.render(&messages);
@@ -41,10 +44,14 @@ pub fn chat_completions<'r>(shared: &'r Shared, fields: &Fields) -> Result<Reply
         format.stop_strings(),
     )?;
     let shape = Shape::Chat;
-    respond(shared, shape, generation, fields)
+    respond(shared, shape, generation, fields, client)
 }
 
-pub fn completions<'r>(shared: &'r Shared, fields: &Fields) -> Result<Reply<'r>, ApiError> {
+pub fn completions<'r>(
+    shared: &'r Shared,
+    fields: &Fields,
+    client: Client,
+) -> Result<Reply<'r>, ApiError> {
     let prompt = match fields.get("prompt") {
         Some(Value::Array(items)) if items.len() == 1 && items[0].is_string() => {
             items[0].as_str().unwrap_or_default().to_string()
@@ -56,7 +63,7 @@ pub fn completions<'r>(shared: &'r Shared, fields: &Fields) -> Result<Reply<'r>,
     let parse_special = fields.bool("parse_special")?.unwrap_or(false);
     let prompt = shared.encode(&prompt, true, parse_special)?;
     let generation = shared.generation(fields, prompt, &["max_tokens", "n_predict"], Vec::new())?;
-    respond(shared, Shape::Text, generation, fields)
+    respond(shared, Shape::Text, generation, fields, client)
 }
 
 #[derive(Clone, Copy)]
@@ -68,8 +75,9 @@ enum Shape {
 fn respond<'r>(
     shared: &'r Shared,
     shape: Shape,
-    generation: api::Generation,
+    generation: api::Prepared,
     fields: &Fields,
+    client: Client,
 ) -> Result<Reply<'r>, ApiError> {
     if let Some(n) = fields.i64("n")? {
         if n != 1 {
@@ -79,7 +87,7 @@ fn respond<'r>(
         }
     }
     let stream = generation.stream;
-    let events = shared.submit(generation.prompt, generation.settings)?;
+    let events = shared.submit(generation.prompt, generation.settings, client)?;
     let response = Response {
         shape,
         id: new_id(shape),
@@ -205,7 +213,7 @@ impl Response {
 
     fn stream(
         &self,
-        events: Receiver<Event>,
+        events: Pending,
         mut send: impl FnMut(Value) -> std::io::Result<()>,
     ) -> std::io::Result<()> {
         let mut first = true;

@@ -1,24 +1,50 @@
-//! The one thread that runs the model: it owns the slots, takes jobs in arrival order, and
-//! advances every busy slot one token at a time so that parallel requests share the CPU.
+//! The one thread that runs the model. It owns the slots (a KV cache each), takes jobs in
+//! arrival order, and advances every busy slot at once: each step is one forward pass holding
+//! the next token of every generating slot and, up to the step's token budget, the next chunk
+//! of the prompts still being read. The weights are read once per pass whatever the number of
+//! slots, so parallel requests share that cost, and a long prompt holds the others back by one
+//! chunk, not by itself.
 
-use super::stop::StopMatcher;
-use crate::sampling::{Sampler, SamplingParams};
-use crate::session::Session;
-use crate::tokenizer::{Decoder, Tokenizer};
+use crate::engine::Engine;
+use crate::generation::{Finish, Generation, Limits};
+use crate::sampling::SamplingParams;
+use crate::session::{Part, Session, SessionError};
 use serde::Serialize;
 use std::collections::VecDeque;
+use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::mpsc::{Receiver, Sender};
+use std::sync::{Arc, Mutex};
 use std::time::Instant;
+
+pub use crate::generation::TokenProbs;
 
 /// What the HTTP side can see of the scheduler without asking it.
 #[derive(Default)]
 pub struct Status {
     pub busy: AtomicUsize,
     pub queued: AtomicUsize,
-    /// The scheduler has ended, which during serving means the model panicked: no request
-    /// can be served any more.
+    /// The scheduler has ended, which during serving means it failed outside the model: no
+    /// request can be served any more.
     pub stopped: AtomicBool,
+    /// Each slot as `GET /slots` shows it, updated every step.
+    pub slots: Mutex<Vec<SlotView>>,
+}
+
+/// One slot, in llama-server's `/slots` shape.
+#[derive(Debug, Clone, Serialize, Default)]
+pub struct SlotView {
+    pub id: usize,
+    pub n_ctx: usize,
+    pub is_processing: bool,
+    /// Tokens of the current (or last) prompt.
+    pub n_prompt_tokens: usize,
+    /// Of those, already evaluated (cached ones included).
+    pub n_prompt_tokens_processed: usize,
+    /// Tokens generated so far for the current (or last) request.
+    pub n_decoded: usize,
+    /// Tokens the slot's KV cache holds.
+    pub n_past: usize,
 }
 
 /// Marks the scheduler stopped however it ends, a panic included. Its jobs' channels close as
@@ -35,6 +61,9 @@ pub struct Job {
     pub prompt: Vec<u32>,
     pub settings: Settings,
     pub events: Sender<Event>,
+    /// Set by the HTTP side when its client has gone: the job is dropped at the next step,
+    /// queued, reading its prompt or generating.
+    pub cancelled: Arc<AtomicBool>,
 }
 
 #[derive(Debug, Clone)]
@@ -50,6 +79,19 @@ pub struct Settings {
     pub ignore_eos: bool,
 }
 
+impl Settings {
+    fn limits(&self) -> Limits {
+        Limits {
+            sampling: self.sampling.clone(),
+            n_predict: self.n_predict,
+            stop: self.stop.clone(),
+            ignore_eos: self.ignore_eos,
+            special: false,
+            n_probs: self.n_probs,
+        }
+    }
+}
+
 pub enum Event {
     Token {
         text: String,
@@ -57,18 +99,6 @@ pub enum Event {
     },
     Done(Summary),
     Failed(String),
-}
-
-#[derive(Debug, Clone, Serialize)]
-pub struct TokenProbs {
-    pub content: String,
-    pub probs: Vec<Candidate>,
-}
-
-#[derive(Debug, Clone, Serialize)]
-pub struct Candidate {
-    pub tok_str: String,
-    pub prob: f32,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -85,34 +115,73 @@ pub struct Summary {
     pub predicted_ms: f64,
 }
 
-struct Slot<'a> {
-    session: Session<'a>,
-    task: Option<Task<'a>>,
+/// The forward pass the scheduler runs: [`Session::eval_batch`], or in tests one that fails.
+pub type Forward = dyn Fn(&mut [Part]) -> Result<Vec<f32>, SessionError> + Sync;
+
+struct Slot<'e> {
+    session: Session,
+    task: Option<Task<'e>>,
     /// When the slot last finished a task: among slots that share no prefix with a new prompt,
     /// the least recently used one is overwritten.
     last_used: Instant,
+    view: SlotView,
 }
 
-struct Task<'a> {
+struct Task<'e> {
     job: Job,
-    sampler: Sampler,
-    decoder: Decoder<'a>,
-    matcher: StopMatcher,
-    logits: Option<Vec<f32>>,
+    generation: Generation<'e>,
+    /// What the slot evaluates next.
+    next: Next,
     summary: Summary,
+    prompt_start: Instant,
     generation_start: Instant,
 }
 
-pub fn run<'a>(
-    sessions: Vec<Session<'a>>,
-    tokenizer: &'a Tokenizer,
+#[derive(Clone, Copy)]
+enum Next {
+    /// The prompt from this index on.
+    Prompt(usize),
+    /// The token the last step sampled.
+    Token(u32),
+}
+
+/// One slot's share of a step: which tokens, and whether its logits come back.
+struct Share {
+    slot: usize,
+    tokens: Vec<u32>,
+    wants_logits: bool,
+}
+
+/// Serves jobs on one slot per session until every sender of `jobs` is gone; each step is
+/// one forward pass of at most `step_tokens` tokens.
+pub fn run(
+    engine: &Engine,
+    sessions: Vec<Session>,
+    step_tokens: usize,
     jobs: Receiver<Job>,
     status: &Status,
+) {
+    run_with(engine, sessions, step_tokens, jobs, status, &Session::eval_batch)
+}
+
+fn run_with(
+    engine: &Engine,
+    sessions: Vec<Session>,
+    step_tokens: usize,
+    jobs: Receiver<Job>,
+    status: &Status,
+    forward: &Forward,
 ) {
     let _stopped = StoppedOnDrop(status);
     let mut slots: Vec<Slot> = sessions
         .into_iter()
-        .map(|session| Slot {
+        .enumerate()
+        .map(|(id, session)| Slot {
+            view: SlotView {
+                id,
+                n_ctx: session.n_ctx(),
+                ..SlotView::default()
+            },
             session,
             task: None,
             last_used: Instant::now(),
@@ -122,29 +191,44 @@ pub fn run<'a>(
     loop {
         let idle = slots.iter().all(|slot| slot.task.is_none());
         if idle && pending.is_empty() {
+            publish(&slots, status);
             match jobs.recv() {
                 Ok(job) => pending.push_back(job),
                 Err(_) => return,
             }
         }
         pending.extend(jobs.try_iter());
-        assign(&mut slots, &mut pending, tokenizer, status);
-        for (slot_id, slot) in slots.iter_mut().enumerate() {
-            if slot.task.is_some() && !step(slot, slot_id, tokenizer) {
-                slot.task = None;
-                slot.last_used = Instant::now();
-                status.busy.fetch_sub(1, Ordering::SeqCst);
+        pending.retain(|job| {
+            let wanted = !job.cancelled.load(Ordering::SeqCst);
+            if !wanted {
+                status.queued.fetch_sub(1, Ordering::SeqCst);
+            }
+            wanted
+        });
+        assign(&mut slots, &mut pending, engine, status);
+        for slot in &mut slots {
+            if slot
+                .task
+                .as_ref()
+                .is_some_and(|task| task.job.cancelled.load(Ordering::SeqCst))
+            {
+                end_task(slot, status);
             }
         }
+        let shares = plan_step(&mut slots, step_tokens);
+        if !shares.is_empty() {
+            step(&mut slots, &shares, forward, status);
+        }
+        publish(&slots, status);
     }
 }
 
 /// Starts waiting jobs on free slots: the slot a job asks for, else the one whose cache shares
 /// the longest prefix with its prompt.
-fn assign<'a>(
-    slots: &mut [Slot<'a>],
+fn assign<'e>(
+    slots: &mut [Slot<'e>],
     pending: &mut VecDeque<Job>,
-    tokenizer: &'a Tokenizer,
+    engine: &'e Engine,
     status: &Status,
 ) {
     let mut waiting = VecDeque::new();
@@ -165,7 +249,7 @@ fn assign<'a>(
             Some(slot) => {
                 status.queued.fetch_sub(1, Ordering::SeqCst);
                 status.busy.fetch_add(1, Ordering::SeqCst);
-                slot.task = Some(Task::new(job, tokenizer));
+                start_task(slot, job, engine);
             }
             None => waiting.push_back(job),
         }
@@ -173,175 +257,236 @@ fn assign<'a>(
     *pending = waiting;
 }
 
+fn start_task<'e>(slot: &mut Slot<'e>, job: Job, engine: &'e Engine) {
+    let cached = if job.settings.cache_prompt {
+        let remaining = slot.session.reuse_prefix(&job.prompt).len();
+        job.prompt.len() - remaining
+    } else {
+        slot.session.truncate(0);
+        0
+    };
+    slot.view.is_processing = true;
+    slot.view.n_prompt_tokens = job.prompt.len();
+    slot.view.n_decoded = 0;
+    slot.task = Some(Task {
+        generation: Generation::new(engine.tokenizer(), job.settings.limits(), &job.prompt),
+        next: Next::Prompt(cached),
+        summary: Summary {
+            slot_id: slot.view.id,
+            tokens_evaluated: job.prompt.len(),
+            tokens_cached: cached,
+            ..Summary::default()
+        },
+        prompt_start: Instant::now(),
+        generation_start: Instant::now(),
+        job,
+    });
+}
+
 fn common_prefix(a: &[u32], b: &[u32]) -> usize {
     a.iter().zip(b).take_while(|(x, y)| x == y).count()
 }
 
-impl<'a> Task<'a> {
-    fn new(job: Job, tokenizer: &'a Tokenizer) -> Task<'a> {
-        let mut sampler = Sampler::new(job.settings.sampling.clone());
-        job.prompt.iter().for_each(|&t| sampler.accept(t));
-        Task {
-            matcher: StopMatcher::new(job.settings.stop.iter().cloned()),
-            decoder: tokenizer.decoder(false),
-            sampler,
-            logits: None,
-            summary: Summary {
-                tokens_evaluated: job.prompt.len(),
-                ..Summary::default()
-            },
-            generation_start: Instant::now(),
+/// The step's shares: first one token for every generating slot, then prompt chunks in slot
+/// order while the budget lasts (at least one token, so a prompt always moves).
+fn plan_step(slots: &mut [Slot], step_tokens: usize) -> Vec<Share> {
+    let mut shares = Vec::new();
+    for (index, slot) in slots.iter().enumerate() {
+        if let Some(Task {
+            next: Next::Token(token),
+            ..
+        }) = slot.task
+        {
+            shares.push(Share {
+                slot: index,
+                tokens: vec![token],
+                wants_logits: true,
+            });
+        }
+    }
+    let mut budget = step_tokens.saturating_sub(shares.len());
+    for (index, slot) in slots.iter().enumerate() {
+        let Some(Task {
+            next: Next::Prompt(from),
             job,
+            ..
+        }) = &slot.task
+        else {
+            continue;
+        };
+        if budget == 0 && !shares.is_empty() {
+            break;
+        }
+        let take = (job.prompt.len() - from).min(budget.max(1));
+        budget = budget.saturating_sub(take);
+        shares.push(Share {
+            slot: index,
+            tokens: job.prompt[*from..from + take].to_vec(),
+            wants_logits: from + take == job.prompt.len(),
+        });
+    }
+    shares
+}
+
+/// Runs one forward pass over the shares and hands each slot its logits. A panic inside the
+/// model fails the requests of this pass only: the model itself is read-only, so only these
+/// slots' caches are suspect, and they are emptied.
+fn step(slots: &mut [Slot], shares: &[Share], forward: &Forward, status: &Status) {
+    let n_vocab = slots[0].session.engine().model().hparams.n_vocab;
+    let mut sessions: Vec<Option<&mut Session>> =
+        slots.iter_mut().map(|slot| Some(&mut slot.session)).collect();
+    let mut parts: Vec<Part> = shares
+        .iter()
+        .map(|share| Part {
+            session: sessions[share.slot]
+                .take()
+                .expect("a slot has one share per step"),
+            tokens: &share.tokens,
+            logits_from: if share.wants_logits {
+                share.tokens.len() - 1
+            } else {
+                share.tokens.len()
+            },
+        })
+        .collect();
+    let outcome = catch_unwind(AssertUnwindSafe(|| forward(&mut parts)));
+    drop(parts);
+    let logits = match outcome {
+        Ok(Ok(logits)) => logits,
+        Ok(Err(error)) => {
+            fail_all(slots, shares, &error.to_string(), status);
+            return;
+        }
+        Err(_) => {
+            eprintln!("llmfile: the model failed during a step; its requests get an error and the server goes on");
+            fail_all(
+                slots,
+                shares,
+                "the model failed on this request (see the server's log); other requests go on",
+                status,
+            );
+            return;
+        }
+    };
+    let mut rows = logits.chunks_exact(n_vocab);
+    for share in shares {
+        let slot = &mut slots[share.slot];
+        let task = slot.task.as_mut().expect("a share belongs to a busy slot");
+        match task.next {
+            Next::Prompt(from) => {
+                let next = from + share.tokens.len();
+                task.next = Next::Prompt(next);
+                slot.view.n_prompt_tokens_processed = next;
+            }
+            Next::Token(_) => {}
+        }
+        if !share.wants_logits {
+            continue;
+        }
+        let logits = rows.next().expect("one row of logits per share that wants them");
+        if let Next::Prompt(_) = task.next {
+            task.summary.prompt_ms = task.prompt_start.elapsed().as_secs_f64() * 1e3;
+            task.generation_start = Instant::now();
+        }
+        let progress = advance(task, logits);
+        slot.view.n_decoded = task.generation.generated();
+        match progress {
+            Progress::Continues => {}
+            Progress::ClientGone => {
+                end_task(slot, status);
+            }
+            // The slot is free before the client hears it is done, so that what it asks next
+            // (`/health`, another request) finds the slot free.
+            Progress::Finished(summary) => {
+                if let Some(task) = end_task(slot, status) {
+                    let _ = task.job.events.send(Event::Done(summary));
+                }
+            }
         }
     }
 }
 
 enum Progress {
     Continues,
-    Finished,
+    Finished(Summary),
     ClientGone,
-    Failed(String),
 }
 
-/// Advances a slot by its prompt or by one token; false when its task is over.
-fn step(slot: &mut Slot, slot_id: usize, tokenizer: &Tokenizer) -> bool {
-    let Some(mut task) = slot.task.take() else {
-        return false;
-    };
-    match advance(&mut slot.session, &mut task, slot_id, tokenizer) {
-        Progress::Continues => {
-            slot.task = Some(task);
-            true
-        }
-        Progress::Finished => {
-            finish(task);
-            false
-        }
-        Progress::ClientGone => false,
-        Progress::Failed(message) => {
-            let _ = task.job.events.send(Event::Failed(message));
-            false
-        }
-    }
-}
-
-fn advance(
-    session: &mut Session,
-    task: &mut Task,
-    slot_id: usize,
-    tokenizer: &Tokenizer,
-) -> Progress {
-    let Some(logits) = task.logits.take() else {
-        return evaluate_prompt(session, task, slot_id);
-    };
-    let settings = &task.job.settings;
-    let summary = &mut task.summary;
-    if summary.tokens_predicted == settings.n_predict {
-        summary.stopped_limit = true;
-        return Progress::Finished;
-    }
-    let token = task.sampler.sample(&logits);
-    summary.tokens_predicted += 1;
-    if !settings.ignore_eos && tokenizer.is_end_of_generation(token) {
-        summary.stopped_eos = true;
-        return Progress::Finished;
-    }
-    task.sampler.accept(token);
-    let probs =
-        (settings.n_probs > 0).then(|| top_probs(&logits, token, settings.n_probs, tokenizer));
-    let released = task.matcher.push(&task.decoder.push(token));
+/// Samples the slot's next token and sends its text.
+fn advance(task: &mut Task, logits: &[f32]) -> Progress {
+    let step = task.generation.step(logits);
+    task.summary.tokens_predicted = task.generation.generated();
     // An event goes out for every token, even one whose text is held back, so that a client
     // that has left is noticed at the next token.
-    let event = Event::Token {
-        text: released.text,
-        probs,
-    };
-    if task.job.events.send(event).is_err() {
+    let sent = step.token.is_none() && step.text.is_empty()
+        || task
+            .job
+            .events
+            .send(Event::Token {
+                text: step.text,
+                probs: step.probs,
+            })
+            .is_ok();
+    if !sent {
         return Progress::ClientGone;
     }
-    if let Some(word) = released.stop {
-        summary.stopped_word = true;
-        summary.stopping_word = word;
-        return Progress::Finished;
-    }
-    if summary.tokens_predicted == settings.n_predict {
-        summary.stopped_limit = true;
-        return Progress::Finished;
-    }
-    match session.eval(&[token]) {
-        Ok(next) => {
-            task.logits = Some(next);
-            Progress::Continues
+    let finished = match (step.finished, step.token) {
+        (None, Some(token)) => {
+            task.next = Next::Token(token);
+            return Progress::Continues;
         }
-        Err(error) => Progress::Failed(error.to_string()),
-    }
-}
-
-fn evaluate_prompt(session: &mut Session, task: &mut Task, slot_id: usize) -> Progress {
-    let start = Instant::now();
-    let prompt = &task.job.prompt;
-    let remaining = if task.job.settings.cache_prompt {
-        session.reuse_prefix(prompt)
-    } else {
-        session.truncate(0);
-        prompt
+        (finished, _) => finished,
     };
-    task.summary.slot_id = slot_id;
-    task.summary.tokens_cached = prompt.len() - remaining.len();
-    match session.eval(remaining) {
-        Ok(logits) => {
-            task.summary.prompt_ms = start.elapsed().as_secs_f64() * 1e3;
-            task.logits = Some(logits);
-            task.generation_start = Instant::now();
-            Progress::Continues
+    let summary = &mut task.summary;
+    match finished {
+        Some(Finish::StopString(word)) => {
+            summary.stopped_word = true;
+            summary.stopping_word = word;
         }
-        Err(error) => Progress::Failed(error.to_string()),
+        Some(Finish::EndOfGeneration) => summary.stopped_eos = true,
+        Some(Finish::Limit) | None => summary.stopped_limit = true,
+    }
+    summary.predicted_ms = task.generation_start.elapsed().as_secs_f64() * 1e3;
+    Progress::Finished(summary.clone())
+}
+
+/// Frees the slot, returning the task it held.
+fn end_task<'e>(slot: &mut Slot<'e>, status: &Status) -> Option<Task<'e>> {
+    let task = slot.task.take()?;
+    slot.last_used = Instant::now();
+    slot.view.is_processing = false;
+    status.busy.fetch_sub(1, Ordering::SeqCst);
+    Some(task)
+}
+
+fn fail_all(slots: &mut [Slot], shares: &[Share], message: &str, status: &Status) {
+    for share in shares {
+        let slot = &mut slots[share.slot];
+        slot.session.truncate(0);
+        if let Some(task) = end_task(slot, status) {
+            let _ = task.job.events.send(Event::Failed(message.to_string()));
+        }
     }
 }
 
-/// Sends what was held back (text that turned out to be no stop string, an unfinished UTF-8
-/// character) and the summary.
-fn finish(mut task: Task) {
-    if !task.summary.stopped_word {
-        let rest = task.matcher.finish() + &task.decoder.finish();
-        if !rest.is_empty() {
-            let _ = task.job.events.send(Event::Token {
-                text: rest,
-                probs: None,
-            });
-        }
-    }
-    task.summary.predicted_ms = task.generation_start.elapsed().as_secs_f64() * 1e3;
-    let _ = task.job.events.send(Event::Done(task.summary));
-}
-
-/// The `n` most likely tokens after the softmax of the raw logits, and the chosen token's text.
-fn top_probs(logits: &[f32], chosen: u32, n: usize, tokenizer: &Tokenizer) -> TokenProbs {
-    let max = logits.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-    let sum: f32 = logits.iter().map(|&l| (l - max).exp()).sum();
-    let mut order: Vec<u32> = (0..logits.len() as u32).collect();
-    let n = n.min(order.len());
-    order.select_nth_unstable_by(n.saturating_sub(1), |&a, &b| {
-        logits[b as usize].total_cmp(&logits[a as usize])
-    });
-    order.truncate(n);
-    order.sort_by(|&a, &b| logits[b as usize].total_cmp(&logits[a as usize]));
-    let piece = |id: u32| String::from_utf8_lossy(tokenizer.token_to_piece(id, true)).into_owned();
-    TokenProbs {
-        content: piece(chosen),
-        probs: order
-            .into_iter()
-            .map(|id| Candidate {
-                tok_str: piece(id),
-                prob: (logits[id as usize] - max).exp() / sum,
-            })
-            .collect(),
+fn publish(slots: &[Slot], status: &Status) {
+    let views = slots
+        .iter()
+        .map(|slot| SlotView {
+            n_past: slot.session.tokens().len(),
+            ..slot.view.clone()
+        })
+        .collect();
+    if let Ok(mut shown) = status.slots.lock() {
+        *shown = views;
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::sync::mpsc;
+    use std::time::Duration;
 
     #[test]
     fn a_scheduler_that_panics_is_marked_stopped() {
@@ -357,5 +502,95 @@ mod tests {
         });
         assert!(ended.is_err());
         assert!(status.stopped.load(Ordering::SeqCst));
+    }
+
+    fn synthetic_engine() -> Arc<Engine> {
+        let path = concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/tests/fixtures/models/gemma2-synthetic-q4_k_m.gguf"
+        );
+        let bytes = std::fs::read(path).expect("synthetic model in the repository");
+        Engine::from_bytes(bytes, kernels::Kernels::detect()).expect("the synthetic model loads")
+    }
+
+    fn greedy(n_predict: usize) -> Settings {
+        Settings {
+            sampling: SamplingParams {
+                temperature: 0.0,
+                ..SamplingParams::default()
+            },
+            n_predict,
+            stop: Vec::new(),
+            n_probs: 0,
+            cache_prompt: true,
+            slot_id: None,
+            ignore_eos: true,
+        }
+    }
+
+    /// Sends a job and returns its events' receiver and its cancel flag.
+    fn submit(
+        jobs: &Sender<Job>,
+        status: &Status,
+        prompt: Vec<u32>,
+        settings: Settings,
+    ) -> (Receiver<Event>, Arc<AtomicBool>) {
+        let (events, receiver) = mpsc::channel();
+        let cancelled = Arc::new(AtomicBool::new(false));
+        status.queued.fetch_add(1, Ordering::SeqCst);
+        jobs.send(Job {
+            prompt,
+            settings,
+            events,
+            cancelled: Arc::clone(&cancelled),
+        })
+        .unwrap();
+        (receiver, cancelled)
+    }
+
+    /// The text and summary of a job, or its failure.
+    fn outcome(events: &Receiver<Event>) -> Result<(String, Summary), String> {
+        let mut text = String::new();
+        loop {
+            match events.recv_timeout(Duration::from_secs(60)) {
+                Ok(Event::Token { text: piece, .. }) => text.push_str(&piece),
+                Ok(Event::Done(summary)) => return Ok((text, summary)),
+                Ok(Event::Failed(message)) => return Err(message),
+                Err(error) => return Err(format!("no end: {error}")),
+            }
+        }
+    }
+
+    /// Token 7 makes the stand-in model panic, as a fault inside a forward pass would.
+    const POISON: u32 = 7;
+
+    fn poisoned_forward(parts: &mut [Part]) -> Result<Vec<f32>, SessionError> {
+        if parts.iter().any(|part| part.tokens.contains(&POISON)) {
+            panic!("a fault inside the model, on purpose");
+        }
+        Session::eval_batch(parts)
+    }
+
+    #[test]
+    fn a_panic_in_the_model_fails_its_request_and_the_server_goes_on() {
+        let engine = synthetic_engine();
+        let status = Status::default();
+        let sessions = (0..2).map(|_| engine.session(128).unwrap()).collect();
+        let (jobs, receiver) = mpsc::channel();
+        std::thread::scope(|scope| {
+            let (engine, status) = (&engine, &status);
+            scope.spawn(move || run_with(engine, sessions, 512, receiver, status, &poisoned_forward));
+            let before = submit(&jobs, status, vec![2, 10, 11, 12], greedy(8));
+            let before = outcome(&before.0).expect("a healthy request");
+            let poisoned = submit(&jobs, status, vec![2, 10, POISON, 12], greedy(8));
+            let failure = outcome(&poisoned.0).expect_err("the poisoned request fails");
+            assert!(failure.contains("the model failed"), "{failure}");
+            let after = submit(&jobs, status, vec![2, 10, 11, 12], greedy(8));
+            let after = outcome(&after.0).expect("the next request is served");
+            assert_eq!(after.0, before.0, "the same answer as before the fault");
+            assert!(!status.stopped.load(Ordering::SeqCst));
+            assert_eq!(status.busy.load(Ordering::SeqCst), 0);
+            drop(jobs);
+        });
     }
 }

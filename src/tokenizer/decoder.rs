@@ -55,7 +55,9 @@ impl<'t> Decoder<'t> {
     }
 
     /// Ends the stream: whatever is still held back, with U+FFFD for an unfinished character.
-    pub fn finish(self) -> String {
-        String::from_utf8_lossy(&self.pending).into_owned()
+    pub fn finish(&mut self) -> String {
+        let text = String::from_utf8_lossy(&self.pending).into_owned();
+        self.pending.clear();
+        text
     }
 }

@@ -1091,6 +1091,13 @@ macro_rules! x86_kernels {
                     out: &mut [f32],
                 ) {
                     let n_rows = rows.len() / row_bytes;
+                    // Fewer activations than one tile (generation, a token from each of a few
+                    // sequences): packing would cost more than the tiles save. The by-row
+                    // tiles unpack each block once for all of them.
+                    if n_acts < $acts {
+                        $tail(rows, row_bytes, acts, n_acts, out, n_rows);
+                        return;
+                    }
                     let act_bytes = acts.len() / n_acts;
                     let n_blocks = act_bytes / size_of::<$act>();
                     let prepared: Vec<_> =

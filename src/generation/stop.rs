@@ -55,8 +55,8 @@ impl StopMatcher {
     }
 
     /// The text held back when generation ends for another reason: it was no stop string.
-    pub fn finish(self) -> String {
-        self.held
+    pub fn finish(&mut self) -> String {
+        std::mem::take(&mut self.held)
     }
 }
 

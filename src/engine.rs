@@ -1,0 +1,200 @@
+//! A model opened once: the weights (mapped from a file, from inside a bundle, or held in
+//! memory), the transformer that reads them, the tokenizer and the chat format. Every front
+//! end, benchmark, test and fuzz target opens its model here, so the load chain exists once.
+//!
+//! An `Engine` is shared by `Arc`: the server's scheduler and its HTTP workers, the CLI and the
+//! tests hold the same one without threading a borrowed lifetime through their types.
+
+use crate::bundle::{self, BundleError, MappedModel, Placement};
+use crate::chat_format::ChatFormat;
+use crate::gguf::{Gguf, GgufError};
+use crate::model::{self, ModelError, Transformer};
+use crate::session::{Session, SessionError};
+use crate::tokenizer::{Tokenizer, TokenizerError};
+use kernels::Kernels;
+use std::path::Path;
+use std::sync::Arc;
+
+#[derive(Debug, thiserror::Error)]
+pub enum EngineError {
+    #[error(transparent)]
+    Bundle(#[from] BundleError),
+    #[error("loading {source_name} into memory (--mmap maps it instead): {error}")]
+    Placement {
+        source_name: String,
+        error: std::io::Error,
+    },
+    #[error("{source_name}: {error}")]
+    Gguf {
+        source_name: String,
+        error: GgufError,
+    },
+    #[error("{source_name}: {error}")]
+    Model {
+        source_name: String,
+        error: ModelError,
+    },
+    #[error("{source_name}: {error}")]
+    Tokenizer {
+        source_name: String,
+        error: TokenizerError,
+    },
+}
+
+/// How to open a model file.
+#[derive(Clone, Copy)]
+pub struct OpenOptions {
+    pub placement: Placement,
+    /// No progress bar while copying or faulting in the weights.
+    pub quiet: bool,
+    pub kernels: Kernels,
+}
+
+/// What the API tells clients about the model.
+#[derive(Debug, Clone)]
+pub struct ModelInfo {
+    pub name: String,
+    pub architecture: String,
+    pub chat_template: Option<String>,
+    pub format: ChatFormat,
+}
+
+impl ModelInfo {
+    pub fn from_gguf(gguf: &Gguf) -> Result<ModelInfo, GgufError> {
+        let architecture = gguf.architecture()?.to_string();
+        let chat_template = gguf
+            .get_str_opt("tokenizer.chat_template")?
+            .map(str::to_string);
+        let name = gguf
+            .get_str_opt("general.name")?
+            .map_or_else(|| architecture.clone(), str::to_string);
+        let format = ChatFormat::detect(&architecture, chat_template.as_deref());
+        Ok(ModelInfo {
+            name,
+            architecture,
+            chat_template,
+            format,
+        })
+    }
+}
+
+/// The bytes of a GGUF, wherever they live. Both kinds keep their bytes at one address for
+/// as long as they exist, however the value itself moves.
+enum Weights {
+    Mapped(MappedModel),
+    Owned(Vec<u8>),
+}
+
+impl std::ops::Deref for Weights {
+    type Target = [u8];
+
+    fn deref(&self) -> &[u8] {
+        match self {
+            Weights::Mapped(map) => map,
+            Weights::Owned(bytes) => bytes,
+        }
+    }
+}
+
+pub struct Engine {
+    /// Borrows from `weights`, which is why it is declared (and so dropped) before them.
+    model: Transformer<'static>,
+    tokenizer: Tokenizer,
+    info: ModelInfo,
+    /// Where the model came from, for messages: a path, or an entry and its bundle.
+    source_name: String,
+    weights: Weights,
+}
+
+impl Engine {
+    /// Opens the model `-m NAME` names (see [`bundle::resolve_model`]: a file, an entry of this
+    /// executable, or this executable's single GGUF when `name` is None) and places its
+    /// weights as `options` ask.
+    pub fn open(name: Option<&Path>, options: &OpenOptions) -> Result<Arc<Engine>, EngineError> {
+        let mut map = bundle::resolve_model(name)?;
+        let source_name = map.to_string();
+        map.place(options.placement, options.quiet)
+            .map_err(|error| EngineError::Placement {
+                source_name: source_name.clone(),
+                error,
+            })?;
+        map.fault_in(options.quiet);
+        Engine::load(Weights::Mapped(map), source_name, options.kernels)
+    }
+
+    /// A model from bytes in memory: tests, fuzz targets and GGUFs made on the fly.
+    pub fn from_bytes(bytes: Vec<u8>, kernels: Kernels) -> Result<Arc<Engine>, EngineError> {
+        Engine::load(Weights::Owned(bytes), "the GGUF in memory".into(), kernels)
+    }
+
+    fn load(
+        weights: Weights,
+        source_name: String,
+        kernels: Kernels,
+    ) -> Result<Arc<Engine>, EngineError> {
+        // SAFETY: the bytes of `weights` stay at one address, unchanged, until `weights` is
+        // dropped (a read-only mapping, or a Vec that is never touched again), and the engine
+        // drops `model`, the only holder of this borrow, before `weights`. The 'static never
+        // leaves the engine: `model()` hands it out shortened to a borrow of the engine.
+        let bytes: &'static [u8] = unsafe { std::slice::from_raw_parts(weights.as_ptr(), weights.len()) };
+        let gguf = Gguf::parse(bytes).map_err(|error| EngineError::Gguf {
+            source_name: source_name.clone(),
+            error,
+        })?;
+        let with_name = |error| EngineError::Gguf {
+            source_name: source_name.clone(),
+            error,
+        };
+        let info = ModelInfo::from_gguf(&gguf).map_err(with_name)?;
+        let model = model::load(&gguf, kernels).map_err(|error| EngineError::Model {
+            source_name: source_name.clone(),
+            error,
+        })?;
+        let tokenizer = Tokenizer::from_gguf(&gguf).map_err(|error| EngineError::Tokenizer {
+            source_name: source_name.clone(),
+            error,
+        })?;
+        Ok(Arc::new(Engine {
+            model,
+            tokenizer,
+            info,
+            source_name,
+            weights,
+        }))
+    }
+
+    pub fn model(&self) -> &Transformer<'_> {
+        &self.model
+    }
+
+    pub fn tokenizer(&self) -> &Tokenizer {
+        &self.tokenizer
+    }
+
+    pub fn info(&self) -> &ModelInfo {
+        &self.info
+    }
+
+    /// A path, or an entry and the bundle holding it.
+    pub fn source_name(&self) -> &str {
+        &self.source_name
+    }
+
+    /// The GGUF's header again, for what only the file describes (tensor sizes, metadata).
+    pub fn gguf(&self) -> Gguf<'_> {
+        Gguf::parse(&self.weights).expect("the same bytes parsed when the engine opened")
+    }
+
+    /// Whether the weights were copied into memory rather than mapped.
+    pub fn in_memory(&self) -> bool {
+        match &self.weights {
+            Weights::Mapped(map) => map.in_memory(),
+            Weights::Owned(_) => true,
+        }
+    }
+
+    /// A conversation with a KV cache of `n_ctx` positions.
+    pub fn session(self: &Arc<Self>, n_ctx: usize) -> Result<Session, SessionError> {
+        Session::new(Arc::clone(self), n_ctx)
+    }
+}
