@@ -10,13 +10,14 @@
 
 use libfuzzer_sys::fuzz_target;
 use llmfile::chat_format::ChatFormat;
-use llmfile::gguf::Gguf;
+use kernels::Kernels;
+use llmfile::engine::Engine;
 use llmfile::sampling::SamplingParams;
 use llmfile::server::dry_run::{dry_run, QueuedJob};
 use llmfile::server::{ModelInfo, ServerConfig};
 use llmfile::tokenizer::Tokenizer;
 use serde_json::Value;
-use std::sync::OnceLock;
+use std::sync::{Arc, OnceLock};
 
 const SYNTHETIC: &str = concat!(
     env!("CARGO_MANIFEST_DIR"),
@@ -35,12 +36,14 @@ const PATHS: [&str; 8] = [
 ];
 
 fn tokenizer() -> &'static Tokenizer {
-    static TOKENIZER: OnceLock<Tokenizer> = OnceLock::new();
-    TOKENIZER.get_or_init(|| {
-        let bytes = std::fs::read(SYNTHETIC).expect("the synthetic model is in the repository");
-        Tokenizer::from_gguf(&Gguf::parse(&bytes).expect("it parses"))
-            .expect("its vocabulary loads")
-    })
+    static ENGINE: OnceLock<Arc<Engine>> = OnceLock::new();
+    ENGINE
+        .get_or_init(|| {
+            let bytes =
+                std::fs::read(SYNTHETIC).expect("the synthetic model is in the repository");
+            Engine::from_bytes(bytes, Kernels::detect()).expect("the synthetic model loads")
+        })
+        .tokenizer()
 }
 
 fn format(index: u8) -> ChatFormat {

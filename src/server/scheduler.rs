@@ -287,42 +287,51 @@ fn common_prefix(a: &[u32], b: &[u32]) -> usize {
     a.iter().zip(b).take_while(|(x, y)| x == y).count()
 }
 
-/// The step's shares: first one token for every generating slot, then prompt chunks in slot
-/// order while the budget lasts (at least one token, so a prompt always moves).
+/// The step's shares: first one token for every generating slot, then prompt chunks while the
+/// budget lasts (at least one token, so a prompt always moves), the prompts with the least
+/// left first: a short request that arrives while a long prompt is read starts at the next
+/// step instead of after the whole long prompt.
 fn plan_step(slots: &mut [Slot], step_tokens: usize) -> Vec<Share> {
     let mut shares = Vec::new();
+    let mut reading = Vec::new();
     for (index, slot) in slots.iter().enumerate() {
-        if let Some(Task {
-            next: Next::Token(token),
-            ..
-        }) = slot.task
-        {
-            shares.push(Share {
+        match &slot.task {
+            Some(Task {
+                next: Next::Token(token),
+                ..
+            }) => shares.push(Share {
                 slot: index,
-                tokens: vec![token],
+                tokens: vec![*token],
                 wants_logits: true,
-            });
+            }),
+            Some(Task {
+                next: Next::Prompt(from),
+                job,
+                ..
+            }) => reading.push((job.prompt.len() - from, index)),
+            None => {}
         }
     }
+    reading.sort_unstable();
     let mut budget = step_tokens.saturating_sub(shares.len());
-    for (index, slot) in slots.iter().enumerate() {
+    for (left, index) in reading {
+        if budget == 0 && !shares.is_empty() {
+            break;
+        }
         let Some(Task {
             next: Next::Prompt(from),
             job,
             ..
-        }) = &slot.task
+        }) = &slots[index].task
         else {
-            continue;
+            unreachable!("a slot reading its prompt");
         };
-        if budget == 0 && !shares.is_empty() {
-            break;
-        }
-        let take = (job.prompt.len() - from).min(budget.max(1));
+        let take = left.min(budget.max(1));
         budget = budget.saturating_sub(take);
         shares.push(Share {
             slot: index,
             tokens: job.prompt[*from..from + take].to_vec(),
-            wants_logits: from + take == job.prompt.len(),
+            wants_logits: take == left,
         });
     }
     shares
@@ -559,6 +568,44 @@ mod tests {
                 Err(error) => return Err(format!("no end: {error}")),
             }
         }
+    }
+
+    #[test]
+    fn a_step_takes_every_generating_token_then_the_shortest_prompts_first() {
+        let engine = synthetic_engine();
+        let mut slots: Vec<Slot> = (0..3)
+            .map(|id| Slot {
+                session: engine.session(256).unwrap(),
+                task: None,
+                last_used: Instant::now(),
+                view: SlotView {
+                    id,
+                    ..SlotView::default()
+                },
+            })
+            .collect();
+        let job = |prompt: Vec<u32>| Job {
+            prompt,
+            settings: greedy(4),
+            events: mpsc::channel().0,
+            cancelled: Arc::new(AtomicBool::new(false)),
+        };
+        start_task(&mut slots[0], job((0..100).map(|i| 300 + i).collect()), &engine);
+        start_task(&mut slots[1], job(vec![2, 10, 11, 12, 13]), &engine);
+        start_task(&mut slots[2], job(vec![2, 20]), &engine);
+        slots[2].task.as_mut().unwrap().next = Next::Token(42);
+
+        let shares = plan_step(&mut slots, 16);
+        let summary: Vec<(usize, usize, bool)> = shares
+            .iter()
+            .map(|share| (share.slot, share.tokens.len(), share.wants_logits))
+            .collect();
+        assert_eq!(summary, [(2, 1, true), (1, 5, true), (0, 10, false)]);
+        assert_eq!(shares[0].tokens, [42]);
+
+        // With the budget spent by generating tokens, a prompt still moves by one token.
+        let shares = plan_step(&mut slots[..1], 0);
+        assert_eq!(shares[0].tokens.len(), 1);
     }
 
     /// Token 7 makes the stand-in model panic, as a fault inside a forward pass would.

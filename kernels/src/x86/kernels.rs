@@ -413,7 +413,14 @@ macro_rules! x86_kernels {
                     }
                 }
                 for r in 0..R {
-                    let ahead = (rows[r].as_ptr().add(b) as *const i8).add(PREFETCH_BYTES);
+                    // The same block of the row R rows on, which the next tile reads: rows
+                    // lie one after another, and a row of a small model (640 Q8_0 quants,
+                    // 680 bytes) is shorter than a fixed distance ahead would have to be.
+                    let ahead = rows[r]
+                        .as_ptr()
+                        .add(b)
+                        .cast::<i8>()
+                        .wrapping_add(R * size_of_val(rows[r]));
                     _mm_prefetch::<_MM_HINT_T0>(ahead);
                     let (w, wd) = quants(rows[r].get_unchecked(b));
                     let wd = broadcast_f16(wd);
