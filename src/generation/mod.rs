@@ -172,16 +172,7 @@ fn top_probs(logits: &[f32], chosen: u32, n: usize, tokenizer: &Tokenizer) -> To
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::gguf::Gguf;
-
-    fn tokenizer() -> Tokenizer {
-        let path = concat!(
-            env!("CARGO_MANIFEST_DIR"),
-            "/tests/fixtures/models/gemma2-synthetic-q4_k_m.gguf"
-        );
-        let bytes = std::fs::read(path).expect("synthetic model in the repository");
-        Tokenizer::from_gguf(&Gguf::parse(&bytes).unwrap()).unwrap()
-    }
+    use crate::test_models::synthetic_engine;
 
     fn limits(n_predict: usize, stop: &[&str]) -> Limits {
         Limits {
@@ -221,9 +212,10 @@ mod tests {
 
     #[test]
     fn ends_at_the_limit_with_everything_released() {
-        let tokenizer = tokenizer();
+        let engine = synthetic_engine();
+        let tokenizer = engine.tokenizer();
         let ids = tokenizer.encode("one two three", false, false).unwrap();
-        let (text, finished, generated) = run(&tokenizer, limits(ids.len(), &[]), &ids);
+        let (text, finished, generated) = run(tokenizer, limits(ids.len(), &[]), &ids);
         assert_eq!(finished, Some(Finish::Limit));
         assert_eq!(generated, ids.len());
         assert_eq!(text, tokenizer.decode(&ids, false));
@@ -231,9 +223,10 @@ mod tests {
 
     #[test]
     fn a_limit_of_zero_samples_nothing() {
-        let tokenizer = tokenizer();
-        let mut generation = Generation::new(&tokenizer, limits(0, &[]), &[]);
-        let step = generation.step(&choosing(&tokenizer, 5));
+        let engine = synthetic_engine();
+        let tokenizer = engine.tokenizer();
+        let mut generation = Generation::new(tokenizer, limits(0, &[]), &[]);
+        let step = generation.step(&choosing(tokenizer, 5));
         assert_eq!(step.token, None);
         assert_eq!(step.finished, Some(Finish::Limit));
         assert_eq!(generation.generated(), 0);
@@ -241,26 +234,28 @@ mod tests {
 
     #[test]
     fn a_stop_string_ends_it_and_is_never_released() {
-        let tokenizer = tokenizer();
+        let engine = synthetic_engine();
+        let tokenizer = engine.tokenizer();
         let ids = tokenizer.encode("one two three four", false, false).unwrap();
-        let (text, finished, _) = run(&tokenizer, limits(100, &["three"]), &ids);
+        let (text, finished, _) = run(tokenizer, limits(100, &["three"]), &ids);
         assert_eq!(finished, Some(Finish::StopString("three".into())));
         assert_eq!(text.trim_end(), "one two");
     }
 
     #[test]
     fn an_end_of_generation_token_ends_it_unless_ignored() {
-        let tokenizer = tokenizer();
+        let engine = synthetic_engine();
+        let tokenizer = engine.tokenizer();
         let eos = (0..tokenizer.n_vocab() as u32)
             .find(|&id| tokenizer.is_end_of_generation(id))
             .expect("the vocabulary has an end-of-generation token");
-        let (text, finished, generated) = run(&tokenizer, limits(10, &[]), &[eos]);
+        let (text, finished, generated) = run(tokenizer, limits(10, &[]), &[eos]);
         assert_eq!((text.as_str(), finished, generated), ("", Some(Finish::EndOfGeneration), 1));
         let ignoring = Limits {
             ignore_eos: true,
             ..limits(2, &[])
         };
-        let (text, finished, generated) = run(&tokenizer, ignoring, &[eos, eos]);
+        let (text, finished, generated) = run(tokenizer, ignoring, &[eos, eos]);
         assert_eq!((text.as_str(), finished, generated), ("", Some(Finish::Limit), 2));
     }
 }

@@ -80,22 +80,16 @@ impl KvCache {
 
     /// Bytes the cache holds now: only the positions written so far take memory.
     pub fn used_bytes(&self) -> usize {
-        self.keys
-            .iter()
-            .chain(&self.values)
-            .flatten()
-            .map(|v| v.len() * 2)
-            .sum()
+        self.halves(Vec::len) * 2
     }
 
     /// Bytes the cache takes when full.
     pub fn bytes(&self) -> usize {
-        self.keys
-            .iter()
-            .chain(&self.values)
-            .flatten()
-            .map(|v| v.capacity() * 2)
-            .sum()
+        self.halves(Vec::capacity) * 2
+    }
+
+    fn halves(&self, count: impl Fn(&Vec<f16>) -> usize) -> usize {
+        self.keys.iter().chain(&self.values).flatten().map(count).sum()
     }
 }
 

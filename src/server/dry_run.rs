@@ -111,17 +111,8 @@ fn finish(reply: Reply) -> Option<Value> {
 mod tests {
     use super::*;
     use crate::chat_format::ChatFormat;
-    use crate::gguf::Gguf;
+    use crate::test_models::synthetic_engine;
     use crate::sampling::SamplingParams;
-
-    fn tokenizer() -> Tokenizer {
-        let path = concat!(
-            env!("CARGO_MANIFEST_DIR"),
-            "/tests/fixtures/models/gemma2-synthetic-q4_k_m.gguf"
-        );
-        let bytes = std::fs::read(path).expect("synthetic model in the repository");
-        Tokenizer::from_gguf(&Gguf::parse(&bytes).unwrap()).unwrap()
-    }
 
     fn info() -> ModelInfo {
         ModelInfo {
@@ -149,7 +140,13 @@ mod tests {
     }
 
     fn run(path: &str, body: &str) -> Option<DryRun> {
-        dry_run(&tokenizer(), &info(), &config(), path, body.as_bytes())
+        dry_run(
+            synthetic_engine().tokenizer(),
+            &info(),
+            &config(),
+            path,
+            body.as_bytes(),
+        )
     }
 
     #[test]

@@ -494,6 +494,7 @@ fn publish(slots: &[Slot], status: &Status) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::test_models::synthetic_engine;
     use std::sync::mpsc;
     use std::time::Duration;
 
@@ -511,15 +512,6 @@ mod tests {
         });
         assert!(ended.is_err());
         assert!(status.stopped.load(Ordering::SeqCst));
-    }
-
-    fn synthetic_engine() -> Arc<Engine> {
-        let path = concat!(
-            env!("CARGO_MANIFEST_DIR"),
-            "/tests/fixtures/models/gemma2-synthetic-q4_k_m.gguf"
-        );
-        let bytes = std::fs::read(path).expect("synthetic model in the repository");
-        Engine::from_bytes(bytes, kernels::Kernels::detect()).expect("the synthetic model loads")
     }
 
     fn greedy(n_predict: usize) -> Settings {
