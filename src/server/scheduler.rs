@@ -289,8 +289,8 @@ fn common_prefix(a: &[u32], b: &[u32]) -> usize {
 
 /// The step's shares: first one token for every generating slot, then prompt chunks while the
 /// budget lasts (at least one token, so a prompt always moves), the prompts with the least
-/// left first: a short request that arrives while a long prompt is read starts at the next
-/// step instead of after the whole long prompt.
+/// left first: a short request that arrives while a long prompt is read gets its first token
+/// from the next step, a short one, instead of after the whole long prompt.
 fn plan_step(slots: &mut [Slot], step_tokens: usize) -> Vec<Share> {
     let mut shares = Vec::new();
     let mut reading = Vec::new();
@@ -314,8 +314,14 @@ fn plan_step(slots: &mut [Slot], step_tokens: usize) -> Vec<Share> {
     }
     reading.sort_unstable();
     let mut budget = step_tokens.saturating_sub(shares.len());
+    let mut finishes_a_prompt = false;
     for (left, index) in reading {
         if budget == 0 && !shares.is_empty() {
+            break;
+        }
+        // A step that completes a prompt leaves the chunk of a longer one to the next step,
+        // so the new request's first token waits for a short pass, not a full chunk.
+        if finishes_a_prompt && left > budget {
             break;
         }
         let Some(Task {
@@ -328,6 +334,7 @@ fn plan_step(slots: &mut [Slot], step_tokens: usize) -> Vec<Share> {
         };
         let take = left.min(budget.max(1));
         budget = budget.saturating_sub(take);
+        finishes_a_prompt |= take == left;
         shares.push(Share {
             slot: index,
             tokens: job.prompt[*from..from + take].to_vec(),
@@ -592,8 +599,17 @@ mod tests {
             .iter()
             .map(|share| (share.slot, share.tokens.len(), share.wants_logits))
             .collect();
-        assert_eq!(summary, [(2, 1, true), (1, 5, true), (0, 10, false)]);
+        assert_eq!(summary, [(2, 1, true), (1, 5, true)], "the long chunk waits");
         assert_eq!(shares[0].tokens, [42]);
+
+        // Without a short prompt to finish, the long one takes what the budget leaves.
+        slots[1].task = None;
+        let shares = plan_step(&mut slots, 16);
+        let summary: Vec<(usize, usize, bool)> = shares
+            .iter()
+            .map(|share| (share.slot, share.tokens.len(), share.wants_logits))
+            .collect();
+        assert_eq!(summary, [(2, 1, true), (0, 15, false)]);
 
         // With the budget spent by generating tokens, a prompt still moves by one token.
         let shares = plan_step(&mut slots[..1], 0);
