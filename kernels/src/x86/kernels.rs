@@ -1164,8 +1164,9 @@ macro_rules! x86_kernels {
             };
         }
 
-        /// A K-quant's rows one at a time against four activations (`$tile1`): the rows after
-        /// the last group of the rows-in-lanes tiles.
+        /// A K-quant's rows one at a time against up to four activations (`$tile1`): the rows
+        /// after the last group of the rows-in-lanes tiles, and every row of a batch of fewer
+        /// activations than one such tile.
         macro_rules! k_quant_tail {
             ($name:ident, $block:ty, $tile1:ident) => {
                 #[inline(always)]
@@ -1183,15 +1184,24 @@ macro_rules! x86_kernels {
                     for (r, x) in rows.chunks_exact(row_bytes).enumerate() {
                         let x = as_blocks::<$block>(x);
                         let mut t0 = 0;
-                        while t0 + 4 <= n_acts {
-                            let sums = $tile1::<4>(x, std::array::from_fn(|i| act(t0 + i)));
-                            for (i, sum) in sums.into_iter().enumerate() {
-                                out[(t0 + i) * out_stride + r] = sum;
+                        // The last one to three activations share one pass over the row too:
+                        // a few sequences generating together are often fewer than four.
+                        while t0 < n_acts {
+                            macro_rules! go {
+                                ($t:literal) => {{
+                                    let sums = $tile1::<$t>(x, std::array::from_fn(|i| act(t0 + i)));
+                                    for (i, sum) in sums.into_iter().enumerate() {
+                                        out[(t0 + i) * out_stride + r] = sum;
+                                    }
+                                    t0 += $t;
+                                }};
                             }
-                            t0 += 4;
-                        }
-                        for t in t0..n_acts {
-                            out[t * out_stride + r] = $tile1::<1>(x, [act(t)])[0];
+                            match n_acts - t0 {
+                                1 => go!(1),
+                                2 => go!(2),
+                                3 => go!(3),
+                                _ => go!(4),
+                            }
                         }
                     }
                 }
