@@ -1,8 +1,12 @@
 //! The command line as a user meets it: bad files and bad flags get one line on stderr naming
-//! the problem and exit code 1, never a panic.
+//! the problem and exit code 1, never a panic; prompts of any length get a completion.
 
+use llmfile::chat_format::{Message, Role};
+use llmfile::engine::Engine;
+use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::{Command, Output, Stdio};
+use std::sync::Arc;
 
 fn llmfile(args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_llmfile"))
@@ -225,4 +229,174 @@ fn mapped_and_copied_weights_give_the_same_text() {
     assert_eq!(run(&["--no-mmap"]), mapped);
     // Both may be given, the last winning, so a user's flag overrides one in a bundle's .args.
     assert_eq!(run(&["--no-mmap", "--mmap"]), mapped);
+}
+
+/// Prompt lengths in tokens on both sides of one and two of the session's 256-token prompt
+/// batches. Any prompt of more than 256 tokens once crashed every front end (issue #13): its
+/// first batch asked for no logits.
+const BOUNDARY_PROMPTS: [usize; 6] = [255, 256, 257, 511, 512, 513];
+
+/// A prompt of many batches, at the default context.
+const LONG_PROMPT: usize = 3000;
+
+/// Text whose prompt is exactly `n` tokens by `count`: the longest run of words from the
+/// fixture prose that fits, then one-token words until it is full. One line, so that the
+/// terminal chat reads it as one turn.
+fn exact_prompt(n: usize, count: impl Fn(&str) -> usize) -> String {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/perplexity-long.txt");
+    let prose = std::fs::read_to_string(path).unwrap();
+    let words: Vec<&str> = prose.split_whitespace().collect();
+    let (mut fits, mut too_many) = (0, words.len());
+    while too_many - fits > 1 {
+        let middle = (fits + too_many) / 2;
+        if count(&words[..middle].join(" ")) <= n {
+            fits = middle;
+        } else {
+            too_many = middle;
+        }
+    }
+    let mut text = words[..fits].join(" ");
+    while count(&text) < n {
+        text.push_str(" a");
+    }
+    assert_eq!(count(&text), n, "no text of exactly {n} tokens");
+    text
+}
+
+/// Counts tokens as the command line does.
+struct Tokens(Arc<Engine>);
+
+impl Tokens {
+    fn of(model: &Path) -> Tokens {
+        let bytes = std::fs::read(model).unwrap();
+        Tokens(Engine::from_bytes(bytes, kernels::Kernels::detect()).unwrap())
+    }
+
+    /// Tokens of a completion prompt, as `-f` tokenizes it.
+    fn plain(&self, text: &str) -> usize {
+        self.0.tokenizer().encode(text, true, false).unwrap().len()
+    }
+
+    /// Tokens of a first chat turn saying `line`, as `--chat` renders and tokenizes it.
+    fn chat(&self, line: &str) -> usize {
+        let turn = Message {
+            role: Role::User,
+            content: line.to_string(),
+        };
+        let rendered = self.0.info().format.render(&[turn]);
+        self.0
+            .tokenizer()
+            .encode(&rendered, true, true)
+            .unwrap()
+            .len()
+    }
+}
+
+fn long_prompts_complete(file_name: &str) {
+    let Some(model) = llmfile::test_models::path(file_name) else {
+        return;
+    };
+    let tokens = Tokens::of(&model);
+    let complete = |n: usize, context: &[&str]| {
+        let text = exact_prompt(n, |t| tokens.plain(t));
+        let file = TempFile::with(&format!("{file_name}-{n}.txt"), text.as_bytes());
+        let mut args = vec!["-m", model.to_str().unwrap(), "-f", file.path()];
+        args.extend_from_slice(&["-n", "4", "--temp", "0"]);
+        args.extend_from_slice(context);
+        let output = llmfile(&args);
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(output.status.success(), "{n} tokens, {context:?}: {stderr}");
+        assert!(
+            stderr.contains(&format!("prompt {n} tokens")),
+            "{n} tokens: {stderr}"
+        );
+        let stdout = String::from_utf8(output.stdout).unwrap();
+        let generated = stdout
+            .strip_prefix(&text)
+            .unwrap_or_else(|| panic!("{n} tokens: the prompt is echoed first"));
+        assert!(
+            !generated.trim().is_empty(),
+            "{n} tokens: nothing generated: {stderr}"
+        );
+    };
+    for n in BOUNDARY_PROMPTS {
+        complete(n, &["-c", "1024"]);
+    }
+    // No -c: the default context of 8192 tokens.
+    complete(LONG_PROMPT, &[]);
+}
+
+#[test]
+fn long_prompts_complete_on_gemma3() {
+    long_prompts_complete("gemma-3-270m-q4_k_m.gguf");
+}
+
+#[test]
+fn long_prompts_complete_on_smollm2() {
+    long_prompts_complete("smollm2-135m-instruct-q4_1.gguf");
+}
+
+/// Each long first turn is followed by a short second one, which the chat evaluates after the
+/// cached first turn, then `/clear` for the next length; EOF ends the chat. The default
+/// context. The many-batch prompt is left to `long_prompts_complete`: past 513 tokens the chat
+/// meets no batch edge of its own, and a turn of 3000 tokens costs the slow model a minute in
+/// the test profile.
+fn long_chat_turns_are_answered(file_name: &str) {
+    let Some(model) = llmfile::test_models::path(file_name) else {
+        return;
+    };
+    let tokens = Tokens::of(&model);
+    let mut input = String::new();
+    for n in BOUNDARY_PROMPTS {
+        input.push_str(&exact_prompt(n, |line| tokens.chat(line)));
+        input.push_str("\nAnd then what happened?\n/clear\n");
+    }
+    let mut child = Command::new(env!("CARGO_BIN_EXE_llmfile"))
+        .args([
+            "-m",
+            model.to_str().unwrap(),
+            "--chat",
+            "-n",
+            "4",
+            "--temp",
+            "0",
+        ])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    // Written from another thread: the chat answers as it reads, and a full stdout pipe
+    // would otherwise stop both.
+    let writer = std::thread::spawn(move || stdin.write_all(input.as_bytes()));
+    let output = child.wait_with_output().unwrap();
+    writer.join().unwrap().unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{stderr}");
+    assert!(!stderr.contains("no longer fits"), "{stderr}");
+    let stdout = String::from_utf8(output.stdout).unwrap();
+    // Before each long turn, short turn and /clear, and the last one met by EOF.
+    let prompts: Vec<&str> = stdout.split("> ").skip(1).collect();
+    assert_eq!(prompts.len(), 3 * BOUNDARY_PROMPTS.len() + 1, "{stdout:?}");
+    for (n, turn) in BOUNDARY_PROMPTS.iter().zip(prompts.chunks(3)) {
+        for reply in &turn[..2] {
+            assert!(
+                reply.ends_with('\n') && !reply.trim().is_empty(),
+                "{n}-token first turn: reply {reply:?} in {stdout:?}"
+            );
+        }
+        assert_eq!(turn[2], "", "/clear answers nothing");
+    }
+    assert_eq!(prompts[prompts.len() - 1], "\n", "EOF ends the chat");
+}
+
+#[test]
+fn long_chat_turns_are_answered_on_gemma3() {
+    long_chat_turns_are_answered("gemma-3-270m-q4_k_m.gguf");
+}
+
+#[test]
+fn long_chat_turns_are_answered_on_smollm2() {
+    long_chat_turns_are_answered("smollm2-135m-instruct-q4_1.gguf");
 }

@@ -1482,3 +1482,121 @@ fn huge_and_deeply_nested_bodies_are_refused_and_the_server_goes_on() {
     assert_eq!(server.get("/health").status, 200);
     let _ = server.post_ok("/completion", &greedy("still here", 2));
 }
+
+/// Prompt lengths in tokens on both sides of the session's 256-token prompt batches and of the
+/// server's steps (512 tokens by default, the smaller of -b and -ub). Any prompt longer than
+/// one of them once crashed the server's model thread (issue #13): its first part asked for
+/// no logits.
+const BOUNDARY_PROMPTS: [usize; 6] = [255, 256, 257, 511, 512, 513];
+
+/// A prompt of many batches.
+const LONG_PROMPT: usize = 3000;
+
+/// Text whose prompt is exactly `n` tokens by `count`: the longest run of words from the
+/// fixture prose that fits, then one-token words until it is full.
+fn exact_prompt(n: usize, count: impl Fn(&str) -> usize) -> String {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/perplexity-long.txt");
+    let prose = std::fs::read_to_string(path).unwrap();
+    let words: Vec<&str> = prose.split_whitespace().collect();
+    let (mut fits, mut too_many) = (0, words.len());
+    while too_many - fits > 1 {
+        let middle = (fits + too_many) / 2;
+        if count(&words[..middle].join(" ")) <= n {
+            fits = middle;
+        } else {
+            too_many = middle;
+        }
+    }
+    let mut text = words[..fits].join(" ");
+    while count(&text) < n {
+        text.push_str(" a");
+    }
+    assert_eq!(count(&text), n, "no text of exactly {n} tokens");
+    text
+}
+
+/// Every long request is evaluated from an empty cache (`cache_prompt: false`), so each one
+/// meets the batch boundaries at its own length, and each is followed by `/health`; a short
+/// request at the end shows the model's thread still works. The default context (8192) holds
+/// them all. The many-batch prompt goes to `/completion` only: the chat endpoint differs from
+/// it in rendering the prompt, not in evaluating it.
+fn long_prompts_are_served(file_name: &str) {
+    let Some(model) = downloaded_model(file_name) else {
+        return;
+    };
+    let server = Server::start(&model, &[]);
+    let count = |content: &str| {
+        let tokens = server.post_ok(
+            "/tokenize",
+            &json!({"content": content, "add_special": true}),
+        );
+        tokens["tokens"].as_array().unwrap().len()
+    };
+    for n in BOUNDARY_PROMPTS.into_iter().chain([LONG_PROMPT]) {
+        let mut request = greedy(&exact_prompt(n, count), 4);
+        request["cache_prompt"] = json!(false);
+        let reply = server.post_ok("/completion", &request);
+        assert_eq!(reply["tokens_evaluated"], n, "{reply}");
+        assert_eq!(reply["timings"]["prompt_n"], n, "{reply}");
+        assert!(reply["tokens_predicted"].as_u64().unwrap() >= 1, "{reply}");
+        assert!(reply["content"].is_string(), "{reply}");
+        assert_eq!(
+            server.get("/health").json()["status"],
+            "ok",
+            "after {n} tokens"
+        );
+    }
+
+    // The chat template's own tokens, learnt from a short chat, so that the rendered prompts
+    // land exactly on the lengths without this test knowing the format.
+    let chat = |content: &str| {
+        json!({
+            "messages": [{"role": "user", "content": content}],
+            "max_tokens": 4,
+            "temperature": 0,
+            "cache_prompt": false,
+        })
+    };
+    let short = server.post_ok("/v1/chat/completions", &chat("Hello"));
+    let hello = server.post_ok("/tokenize", &json!({"content": "Hello"}))["tokens"]
+        .as_array()
+        .unwrap()
+        .len();
+    let template = short["usage"]["prompt_tokens"].as_u64().unwrap() as usize - hello;
+    let content_tokens = |content: &str| {
+        let tokens = server.post_ok("/tokenize", &json!({"content": content}));
+        template + tokens["tokens"].as_array().unwrap().len()
+    };
+    for n in BOUNDARY_PROMPTS {
+        let reply = server.post_ok(
+            "/v1/chat/completions",
+            &chat(&exact_prompt(n, content_tokens)),
+        );
+        assert_eq!(reply["usage"]["prompt_tokens"], n, "{reply}");
+        assert!(
+            reply["usage"]["completion_tokens"].as_u64().unwrap() >= 1,
+            "{reply}"
+        );
+        assert!(
+            reply["choices"][0]["message"]["content"].is_string(),
+            "{reply}"
+        );
+        assert_eq!(
+            server.get("/health").json()["status"],
+            "ok",
+            "after {n} tokens"
+        );
+    }
+    let short = server.post_ok("/completion", &greedy("The capital of France is", 4));
+    assert_eq!(short["tokens_predicted"], 4, "{short}");
+}
+
+#[test]
+fn long_prompts_are_served_on_gemma3() {
+    long_prompts_are_served("gemma-3-270m-q4_k_m.gguf");
+}
+
+#[test]
+fn long_prompts_are_served_on_smollm2() {
+    long_prompts_are_served("smollm2-135m-instruct-q4_1.gguf");
+}
