@@ -1108,10 +1108,16 @@ fn a_packed_bundle_run_without_arguments_serves_the_page() {
 
 /// Streams a greedy completion on a connection of its own and returns its text, checking that
 /// the stream ends as it should.
-fn streamed_text(server: &Server, prompt: &str, n_predict: i64) -> Result<String, String> {
+/// A streamed greedy reply's tokens, each with the gap between its top two logits.
+fn streamed_tokens(
+    server: &Server,
+    prompt: &str,
+    n_predict: i64,
+) -> Result<Vec<(String, f64)>, String> {
     let mut request = greedy(prompt, n_predict);
     request["stream"] = json!(true);
     request["ignore_eos"] = json!(true);
+    request["n_probs"] = json!(2);
     let reply = server.post("/completion", &request);
     if reply.status != 200 {
         return Err(format!(
@@ -1131,12 +1137,30 @@ fn streamed_text(server: &Server, prompt: &str, n_predict: i64) -> Result<String
     }
     Ok(tokens
         .iter()
-        .filter_map(|e| e["content"].as_str())
+        .flat_map(|e| e["completion_probabilities"].as_array().cloned().unwrap_or_default())
+        .map(|token| {
+            let p = |i: usize| token["probs"][i]["prob"].as_f64().unwrap_or(0.0);
+            let gap = (p(0) / p(1)).ln();
+            (token["content"].as_str().unwrap_or_default().to_string(), gap)
+        })
         .collect())
 }
 
+/// Whether a reply served among others is the one served alone: token for token, or parting
+/// only where the lone reply's top two logits nearly tie. Requests batched together go through
+/// other kernels than a request alone, whose rounding may swap such a pair (tests/batching.rs
+/// says by how much); text from another client's slot would part anywhere.
+fn same_until_near_tie(together: &[(String, f64)], alone: &[(String, f64)]) -> bool {
+    const NEAR_TIE: f64 = 0.5;
+    match together.iter().zip(alone).position(|(a, b)| a.0 != b.0) {
+        Some(i) => alone[i].1 < NEAR_TIE,
+        None => together.len() == alone.len(),
+    }
+}
+
 /// Issue #7's load check: many streaming clients on a few slots each get the text their prompt
-/// gets alone, `/health` stays quick, and memory stays flat.
+/// gets alone (up to a near-tie: see `same_until_near_tie`), `/health` stays quick, and memory
+/// stays flat.
 #[test]
 fn sixteen_streaming_clients_on_four_slots_get_their_own_text() {
     const CLIENTS: usize = 16;
@@ -1149,9 +1173,9 @@ fn sixteen_streaming_clients_on_four_slots_get_their_own_text() {
     let prompts: Vec<String> = (0..CLIENTS)
         .map(|c| format!("Client number {c} tells a story about {}", c * 7 % 5))
         .collect();
-    let alone: Vec<String> = prompts
+    let alone: Vec<Vec<(String, f64)>> = prompts
         .iter()
-        .map(|p| streamed_text(&server, p, N_PREDICT).unwrap())
+        .map(|p| streamed_tokens(&server, p, N_PREDICT).unwrap())
         .collect();
     let rss_before = server.peak_rss_kib();
 
@@ -1192,10 +1216,10 @@ fn sixteen_streaming_clients_on_four_slots_get_their_own_text() {
                 let (server, prompt, expected) = (&server, &prompts[c], &alone[c]);
                 scope.spawn(move || {
                     (0..REQUESTS_EACH)
-                        .map(|_| match streamed_text(server, prompt, N_PREDICT) {
-                            Ok(text) if text == *expected => Ok(()),
-                            Ok(text) => Err(format!(
-                                "client {c} got {text:?} where alone it gets {expected:?}"
+                        .map(|_| match streamed_tokens(server, prompt, N_PREDICT) {
+                            Ok(tokens) if same_until_near_tie(&tokens, expected) => Ok(()),
+                            Ok(tokens) => Err(format!(
+                                "client {c} got {tokens:?} where alone it gets {expected:?}"
                             )),
                             Err(error) => Err(error),
                         })

@@ -335,6 +335,12 @@ impl Kernels {
             out.fill(0.0);
             return;
         }
+        // No rows or no activations: nothing to compute, and the tiles would divide by the
+        // activation count or chunk by a row count of zero.
+        if rows.is_empty() || acts.is_empty() {
+            assert!(out.is_empty(), "output length");
+            return;
+        }
         assert_eq!(rows.len() % row_bytes, 0, "weight rows length");
         assert_eq!(acts.len() % act_bytes, 0, "activation rows length");
         let n_acts = acts.len() / act_bytes;

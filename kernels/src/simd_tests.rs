@@ -382,3 +382,20 @@ fn activation_quantizers_skip_nan_like_scalar() {
         }
     }
 }
+
+/// A batch of no weight rows or no activations is no work for any variant (issue #13's class:
+/// a task split whose count is zero).
+#[test]
+fn dot_rows_batch_of_nothing_is_nothing() {
+    let mut variants = simd_variants();
+    variants.push(scalar());
+    for k in &variants {
+        for ty in WEIGHT_TYPES {
+            let n = if ty.block_len() == 1 { 32 } else { 256 };
+            let row = vec![0u8; ty.row_bytes(n).unwrap()];
+            let act = vec![0u8; ty.vec_dot_type().row_bytes(n).unwrap()];
+            k.dot_rows_batch(ty, n, &[], &act, &mut []);
+            k.dot_rows_batch(ty, n, &row, &[], &mut []);
+        }
+    }
+}

@@ -13,6 +13,12 @@ pub(super) fn recipe(gguf: &Gguf) -> Result<Recipe, ModelError> {
     let window = gguf
         .get_u32_opt("gemma2.attention.sliding_window")?
         .map_or(DEFAULT_WINDOW, |w| w as usize);
+    // A window of no positions would leave the sliding layers nothing to attend to.
+    if window == 0 {
+        return Err(ModelError::BadHyperparameter(
+            "gemma2.attention.sliding_window must be positive".into(),
+        ));
+    }
     let base_swa = gguf
         .get_f32_opt("gemma2.rope.freq_base_swa")?
         .unwrap_or(common.rope_base);
