@@ -136,7 +136,8 @@ impl Engine {
         // dropped (a read-only mapping, or a Vec that is never touched again), and the engine
         // drops `model`, the only holder of this borrow, before `weights`. The 'static never
         // leaves the engine: `model()` hands it out shortened to a borrow of the engine.
-        let bytes: &'static [u8] = unsafe { std::slice::from_raw_parts(weights.as_ptr(), weights.len()) };
+        let bytes: &'static [u8] =
+            unsafe { std::slice::from_raw_parts(weights.as_ptr(), weights.len()) };
         let gguf = Gguf::parse(bytes).map_err(|error| EngineError::Gguf {
             source_name: source_name.clone(),
             error,

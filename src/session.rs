@@ -128,7 +128,9 @@ impl Session {
         };
         let engine = Arc::clone(&first.session.engine);
         assert!(
-            parts.iter().all(|p| Arc::ptr_eq(&p.session.engine, &engine)),
+            parts
+                .iter()
+                .all(|p| Arc::ptr_eq(&p.session.engine, &engine)),
             "one forward pass runs one model"
         );
         let mut batch: Vec<Sequence> = parts

@@ -75,14 +75,14 @@ fn assert_close(got: &[f32], want: &[f32], exact: bool, what: &str) {
 /// Sequences at different positions, some past the synthetic Gemma 2's sliding window of 32,
 /// one generating a token, one reading a prompt chunk, one taking a few tokens with every
 /// logit: one pass gives each what it gets alone, and each cache grows by its tokens only.
-fn check_mixed_batch(
-    engine: &Arc<Engine>,
-    prefixes: [usize; 3],
-    chunk: [usize; 3],
-    exact: bool,
-) {
+fn check_mixed_batch(engine: &Arc<Engine>, prefixes: [usize; 3], chunk: [usize; 3], exact: bool) {
     let n_vocab = engine.model().hparams.n_vocab;
-    let total = prefixes.iter().zip(&chunk).map(|(p, c)| p + c).max().unwrap();
+    let total = prefixes
+        .iter()
+        .zip(&chunk)
+        .map(|(p, c)| p + c)
+        .max()
+        .unwrap();
     let mut batched: Vec<Session> = Vec::new();
     let mut alone: Vec<Session> = Vec::new();
     let mut inputs = Vec::new();
@@ -336,7 +336,10 @@ fn concurrent_greedy_requests_answer_as_they_do_alone() {
     for ((together, alone), prompt) in together.iter().zip(&alone).zip(prompts) {
         assert_same_until_near_tie(together, alone, prompt);
     }
-    let slots: Vec<u64> = together.iter().map(|r| r["id_slot"].as_u64().unwrap()).collect();
+    let slots: Vec<u64> = together
+        .iter()
+        .map(|r| r["id_slot"].as_u64().unwrap())
+        .collect();
     assert!(
         slots.iter().any(|&s| s != slots[0]),
         "the requests ran on several slots: {slots:?}"
@@ -355,7 +358,9 @@ fn a_prompt_chunk_and_generating_slots_share_passes() {
         // The long prompt arrives while the first request generates, and is read in chunks
         // of 16 tokens between its tokens.
         server.wait_for("/slots", |slots| {
-            slots.as_array().is_some_and(|s| s.iter().any(|s| s["n_decoded"].as_u64() > Some(2)))
+            slots
+                .as_array()
+                .is_some_and(|s| s.iter().any(|s| s["n_decoded"].as_u64() > Some(2)))
         });
         let reading = scope.spawn(|| server.post("/completion", greedy(&long_prompt, 4)));
         (generating.join().unwrap(), reading.join().unwrap())
@@ -379,13 +384,18 @@ fn a_client_that_leaves_while_queued_or_reading_its_prompt_frees_its_place() {
         "/completion",
         &json!({"prompt": long_prompt, "n_predict": 8}),
     );
-    server.wait_for("/slots", |slots| slots[0]["n_prompt_tokens_processed"].as_u64() > Some(0));
+    server.wait_for("/slots", |slots| {
+        slots[0]["n_prompt_tokens_processed"].as_u64() > Some(0)
+    });
     drop(leaving);
     let slots = server.wait_for("/slots", |slots| slots[0]["is_processing"] == false);
     let read = slots[0]["n_prompt_tokens_processed"].as_u64().unwrap();
     let total = slots[0]["n_prompt_tokens"].as_u64().unwrap();
     assert!(total > 2000, "{total} prompt tokens");
-    assert!(read < total, "the abandoned prompt was read whole ({read} of {total})");
+    assert!(
+        read < total,
+        "the abandoned prompt was read whole ({read} of {total})"
+    );
 
     // Leaves while queued behind a busy slot: it never runs.
     let busy = server.send(
@@ -394,7 +404,11 @@ fn a_client_that_leaves_while_queued_or_reading_its_prompt_frees_its_place() {
         &json!({"prompt": "Count to a hundred:", "n_predict": 64, "ignore_eos": true}),
     );
     server.wait_for("/slots", |slots| slots[0]["is_processing"] == true);
-    let queued = server.send("POST", "/completion", &json!({"prompt": "Hi", "n_predict": 4}));
+    let queued = server.send(
+        "POST",
+        "/completion",
+        &json!({"prompt": "Hi", "n_predict": 4}),
+    );
     server.wait_for("/health", |health| health["requests_queued"] == 1);
     drop(queued);
     server.wait_for("/health", |health| health["requests_queued"] == 0);
@@ -426,7 +440,10 @@ fn the_prompt_cache_serves_a_slot_while_another_generates() {
         assert_eq!(reply["id_slot"], cached_slot);
         let evaluated = reply["tokens_evaluated"].as_u64().unwrap();
         let cached = reply["tokens_cached"].as_u64().unwrap();
-        assert!(cached >= 10 && cached < evaluated, "{cached} of {evaluated} cached");
+        assert!(
+            cached >= 10 && cached < evaluated,
+            "{cached} of {evaluated} cached"
+        );
         other.join().unwrap();
     });
 }
@@ -446,7 +463,10 @@ fn slots_are_shown_only_when_asked_for() {
         assert_eq!(slot["n_ctx"], 256);
         assert_eq!(slot["is_processing"], false);
     }
-    shown.post("/completion", json!({"prompt": "Hi", "n_predict": 3, "id_slot": 2}));
+    shown.post(
+        "/completion",
+        json!({"prompt": "Hi", "n_predict": 3, "id_slot": 2}),
+    );
     let (_, slots) = shown.get("/slots");
     assert_eq!(slots[2]["n_decoded"], 3);
     assert!(slots[2]["n_past"].as_u64().unwrap() >= 3);

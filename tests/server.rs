@@ -1137,11 +1137,19 @@ fn streamed_tokens(
     }
     Ok(tokens
         .iter()
-        .flat_map(|e| e["completion_probabilities"].as_array().cloned().unwrap_or_default())
+        .flat_map(|e| {
+            e["completion_probabilities"]
+                .as_array()
+                .cloned()
+                .unwrap_or_default()
+        })
         .map(|token| {
             let p = |i: usize| token["probs"][i]["prob"].as_f64().unwrap_or(0.0);
             let gap = (p(0) / p(1)).ln();
-            (token["content"].as_str().unwrap_or_default().to_string(), gap)
+            (
+                token["content"].as_str().unwrap_or_default().to_string(),
+                gap,
+            )
         })
         .collect())
 }

@@ -401,7 +401,9 @@ fn context_size(requested: Option<usize>, trained: usize) -> usize {
 
 fn tokenize(args: TokenizeArgs) -> Result<()> {
     let engine = open_engine(&args.model, false)?;
-    let ids = engine.tokenizer().encode(&args.prompt, true, args.special)?;
+    let ids = engine
+        .tokenizer()
+        .encode(&args.prompt, true, args.special)?;
     println!("{}", serde_json::to_string(&ids)?);
     Ok(())
 }

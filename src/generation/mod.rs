@@ -236,7 +236,9 @@ mod tests {
     fn a_stop_string_ends_it_and_is_never_released() {
         let engine = synthetic_engine();
         let tokenizer = engine.tokenizer();
-        let ids = tokenizer.encode("one two three four", false, false).unwrap();
+        let ids = tokenizer
+            .encode("one two three four", false, false)
+            .unwrap();
         let (text, finished, _) = run(tokenizer, limits(100, &["three"]), &ids);
         assert_eq!(finished, Some(Finish::StopString("three".into())));
         assert_eq!(text.trim_end(), "one two");
@@ -250,12 +252,18 @@ mod tests {
             .find(|&id| tokenizer.is_end_of_generation(id))
             .expect("the vocabulary has an end-of-generation token");
         let (text, finished, generated) = run(tokenizer, limits(10, &[]), &[eos]);
-        assert_eq!((text.as_str(), finished, generated), ("", Some(Finish::EndOfGeneration), 1));
+        assert_eq!(
+            (text.as_str(), finished, generated),
+            ("", Some(Finish::EndOfGeneration), 1)
+        );
         let ignoring = Limits {
             ignore_eos: true,
             ..limits(2, &[])
         };
         let (text, finished, generated) = run(tokenizer, ignoring, &[eos, eos]);
-        assert_eq!((text.as_str(), finished, generated), ("", Some(Finish::Limit), 2));
+        assert_eq!(
+            (text.as_str(), finished, generated),
+            ("", Some(Finish::Limit), 2)
+        );
     }
 }

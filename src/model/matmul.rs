@@ -105,24 +105,26 @@ impl<'a> Matrix<'a> {
             rows: self.rows,
         };
         let tasks = self.rows.div_ceil(ROWS_PER_TASK);
-        (0..tasks).into_par_iter().for_each_init(Vec::new, |block, task| {
-            let first = task * ROWS_PER_TASK;
-            let count = ROWS_PER_TASK.min(self.rows - first);
-            let rows = &self.data[first * row_bytes..(first + count) * row_bytes];
-            if n == 1 {
-                // SAFETY: each task writes only its own rows `first..first + count`.
-                let out_rows = unsafe { out.rows_of(0, first, count) };
-                kernels.dot_rows(self.ty, self.cols, rows, acts, out_rows);
-                return;
-            }
-            block.resize(n * count, 0.0);
-            kernels.dot_rows_batch(self.ty, self.cols, rows, acts, block);
-            for (t, results) in block.chunks_exact(count).enumerate() {
-                // SAFETY: each task writes only its own rows `first..first + count` of each
-                // token's output, so no two tasks touch the same element.
-                unsafe { out.rows_of(t, first, count) }.copy_from_slice(results);
-            }
-        });
+        (0..tasks)
+            .into_par_iter()
+            .for_each_init(Vec::new, |block, task| {
+                let first = task * ROWS_PER_TASK;
+                let count = ROWS_PER_TASK.min(self.rows - first);
+                let rows = &self.data[first * row_bytes..(first + count) * row_bytes];
+                if n == 1 {
+                    // SAFETY: each task writes only its own rows `first..first + count`.
+                    let out_rows = unsafe { out.rows_of(0, first, count) };
+                    kernels.dot_rows(self.ty, self.cols, rows, acts, out_rows);
+                    return;
+                }
+                block.resize(n * count, 0.0);
+                kernels.dot_rows_batch(self.ty, self.cols, rows, acts, block);
+                for (t, results) in block.chunks_exact(count).enumerate() {
+                    // SAFETY: each task writes only its own rows `first..first + count` of each
+                    // token's output, so no two tasks touch the same element.
+                    unsafe { out.rows_of(t, first, count) }.copy_from_slice(results);
+                }
+            });
     }
 }
 

@@ -89,7 +89,12 @@ impl KvCache {
     }
 
     fn halves(&self, count: impl Fn(&Vec<f16>) -> usize) -> usize {
-        self.keys.iter().chain(&self.values).flatten().map(count).sum()
+        self.keys
+            .iter()
+            .chain(&self.values)
+            .flatten()
+            .map(count)
+            .sum()
     }
 }
 
@@ -380,8 +385,20 @@ impl<'a> Transformer<'a> {
             for kv_head in 0..h.n_head_kv {
                 let (keys, values) = (&mut cache.keys[il][kv_head], &mut cache.values[il][kv_head]);
                 let (kd, vd) = (h.head_dim, h.head_dim_v);
-                store_rows(keys, k, k_dim, kv_head * kd..(kv_head + 1) * kd, sequence.start);
-                store_rows(values, v, v_dim, kv_head * vd..(kv_head + 1) * vd, sequence.start);
+                store_rows(
+                    keys,
+                    k,
+                    k_dim,
+                    kv_head * kd..(kv_head + 1) * kd,
+                    sequence.start,
+                );
+                store_rows(
+                    values,
+                    v,
+                    v_dim,
+                    kv_head * vd..(kv_head + 1) * vd,
+                    sequence.start,
+                );
             }
         }
 

@@ -559,11 +559,7 @@ fn tokenize<'r>(shared: &'r Shared, fields: &Fields, _: Client) -> Result<Reply<
     Ok(Reply::Json(json!({"tokens": tokens})))
 }
 
-fn detokenize<'r>(
-    shared: &'r Shared,
-    fields: &Fields,
-    _: Client,
-) -> Result<Reply<'r>, ApiError> {
+fn detokenize<'r>(shared: &'r Shared, fields: &Fields, _: Client) -> Result<Reply<'r>, ApiError> {
     let n_vocab = shared.tokenizer.n_vocab();
     let wrong = || {
         ApiError::bad_request(format!(

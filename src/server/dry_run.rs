@@ -111,8 +111,8 @@ fn finish(reply: Reply) -> Option<Value> {
 mod tests {
     use super::*;
     use crate::chat_format::ChatFormat;
-    use crate::test_models::synthetic_engine;
     use crate::sampling::SamplingParams;
+    use crate::test_models::synthetic_engine;
 
     fn info() -> ModelInfo {
         ModelInfo {

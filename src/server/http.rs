@@ -154,10 +154,7 @@ impl Client {
         let gone = match stream.peek(&mut byte) {
             Ok(0) => true,
             Ok(_) => false,
-            Err(error) => !matches!(
-                error.kind(),
-                ErrorKind::WouldBlock | ErrorKind::Interrupted
-            ),
+            Err(error) => !matches!(error.kind(), ErrorKind::WouldBlock | ErrorKind::Interrupted),
         };
         let _ = stream.set_nonblocking(false);
         gone

@@ -161,7 +161,14 @@ pub fn run(
     jobs: Receiver<Job>,
     status: &Status,
 ) {
-    run_with(engine, sessions, step_tokens, jobs, status, &Session::eval_batch)
+    run_with(
+        engine,
+        sessions,
+        step_tokens,
+        jobs,
+        status,
+        &Session::eval_batch,
+    )
 }
 
 fn run_with(
@@ -349,8 +356,10 @@ fn plan_step(slots: &mut [Slot], step_tokens: usize) -> Vec<Share> {
 /// slots' caches are suspect, and they are emptied.
 fn step(slots: &mut [Slot], shares: &[Share], forward: &Forward, status: &Status) {
     let n_vocab = slots[0].session.engine().model().hparams.n_vocab;
-    let mut sessions: Vec<Option<&mut Session>> =
-        slots.iter_mut().map(|slot| Some(&mut slot.session)).collect();
+    let mut sessions: Vec<Option<&mut Session>> = slots
+        .iter_mut()
+        .map(|slot| Some(&mut slot.session))
+        .collect();
     let mut parts: Vec<Part> = shares
         .iter()
         .map(|share| Part {
@@ -399,7 +408,9 @@ fn step(slots: &mut [Slot], shares: &[Share], forward: &Forward, status: &Status
         if !share.wants_logits {
             continue;
         }
-        let logits = rows.next().expect("one row of logits per share that wants them");
+        let logits = rows
+            .next()
+            .expect("one row of logits per share that wants them");
         if let Next::Prompt(_) = task.next {
             task.summary.prompt_ms = task.prompt_start.elapsed().as_secs_f64() * 1e3;
             task.generation_start = Instant::now();
@@ -589,7 +600,11 @@ mod tests {
             events: mpsc::channel().0,
             cancelled: Arc::new(AtomicBool::new(false)),
         };
-        start_task(&mut slots[0], job((0..100).map(|i| 300 + i).collect()), &engine);
+        start_task(
+            &mut slots[0],
+            job((0..100).map(|i| 300 + i).collect()),
+            &engine,
+        );
         start_task(&mut slots[1], job(vec![2, 10, 11, 12, 13]), &engine);
         start_task(&mut slots[2], job(vec![2, 20]), &engine);
         slots[2].task.as_mut().unwrap().next = Next::Token(42);
@@ -599,7 +614,11 @@ mod tests {
             .iter()
             .map(|share| (share.slot, share.tokens.len(), share.wants_logits))
             .collect();
-        assert_eq!(summary, [(2, 1, true), (1, 5, true)], "the long chunk waits");
+        assert_eq!(
+            summary,
+            [(2, 1, true), (1, 5, true)],
+            "the long chunk waits"
+        );
         assert_eq!(shares[0].tokens, [42]);
 
         // Without a short prompt to finish, the long one takes what the budget leaves.
@@ -634,7 +653,9 @@ mod tests {
         let (jobs, receiver) = mpsc::channel();
         std::thread::scope(|scope| {
             let (engine, status) = (&engine, &status);
-            scope.spawn(move || run_with(engine, sessions, 512, receiver, status, &poisoned_forward));
+            scope.spawn(move || {
+                run_with(engine, sessions, 512, receiver, status, &poisoned_forward)
+            });
             let before = submit(&jobs, status, vec![2, 10, 11, 12], greedy(8));
             let before = outcome(&before.0).expect("a healthy request");
             let poisoned = submit(&jobs, status, vec![2, 10, POISON, 12], greedy(8));
