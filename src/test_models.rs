@@ -34,3 +34,38 @@ pub fn path(file_name: &str) -> Option<PathBuf> {
         None
     }
 }
+
+/// Prompt lengths in tokens on both sides of the session's 256-token prompt batches and of the
+/// server's default 512-token steps. Any prompt longer than 256 tokens once crashed every front
+/// end (issue #13): its first batch asked for no logits.
+pub const BOUNDARY_PROMPTS: [usize; 6] = [255, 256, 257, 511, 512, 513];
+
+/// A prompt of many batches.
+pub const LONG_PROMPT: usize = 3000;
+
+/// Text whose prompt is exactly `n` tokens by `count`: the longest run of words from the
+/// fixture prose that fits, then one-token words until it is full. One line, so that the
+/// terminal chat reads it as one turn.
+pub fn exact_prompt(n: usize, count: impl Fn(&str) -> usize) -> String {
+    let path = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/fixtures/perplexity-long.txt"
+    );
+    let prose = std::fs::read_to_string(path).expect("fixture prose in the repository");
+    let words: Vec<&str> = prose.split_whitespace().collect();
+    let (mut fits, mut too_many) = (0, words.len());
+    while too_many - fits > 1 {
+        let middle = (fits + too_many) / 2;
+        if count(&words[..middle].join(" ")) <= n {
+            fits = middle;
+        } else {
+            too_many = middle;
+        }
+    }
+    let mut text = words[..fits].join(" ");
+    while count(&text) < n {
+        text.push_str(" a");
+    }
+    assert_eq!(count(&text), n, "no text of exactly {n} tokens");
+    text
+}

@@ -3,6 +3,7 @@
 
 use llmfile::chat_format::{Message, Role};
 use llmfile::engine::Engine;
+use llmfile::test_models::{exact_prompt, BOUNDARY_PROMPTS, LONG_PROMPT};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
@@ -229,38 +230,6 @@ fn mapped_and_copied_weights_give_the_same_text() {
     assert_eq!(run(&["--no-mmap"]), mapped);
     // Both may be given, the last winning, so a user's flag overrides one in a bundle's .args.
     assert_eq!(run(&["--no-mmap", "--mmap"]), mapped);
-}
-
-/// Prompt lengths in tokens on both sides of one and two of the session's 256-token prompt
-/// batches. Any prompt of more than 256 tokens once crashed every front end (issue #13): its
-/// first batch asked for no logits.
-const BOUNDARY_PROMPTS: [usize; 6] = [255, 256, 257, 511, 512, 513];
-
-/// A prompt of many batches, at the default context.
-const LONG_PROMPT: usize = 3000;
-
-/// Text whose prompt is exactly `n` tokens by `count`: the longest run of words from the
-/// fixture prose that fits, then one-token words until it is full. One line, so that the
-/// terminal chat reads it as one turn.
-fn exact_prompt(n: usize, count: impl Fn(&str) -> usize) -> String {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/perplexity-long.txt");
-    let prose = std::fs::read_to_string(path).unwrap();
-    let words: Vec<&str> = prose.split_whitespace().collect();
-    let (mut fits, mut too_many) = (0, words.len());
-    while too_many - fits > 1 {
-        let middle = (fits + too_many) / 2;
-        if count(&words[..middle].join(" ")) <= n {
-            fits = middle;
-        } else {
-            too_many = middle;
-        }
-    }
-    let mut text = words[..fits].join(" ");
-    while count(&text) < n {
-        text.push_str(" a");
-    }
-    assert_eq!(count(&text), n, "no text of exactly {n} tokens");
-    text
 }
 
 /// Counts tokens as the command line does.

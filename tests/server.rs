@@ -6,6 +6,7 @@
 //! Most tests use the synthetic model in the repository (nonsense text, but deterministic);
 //! those that need sensible answers use Gemma 3 270M and skip when it is not downloaded.
 
+use llmfile::test_models::{exact_prompt, BOUNDARY_PROMPTS, LONG_PROMPT};
 use serde_json::{json, Value};
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
@@ -1513,38 +1514,6 @@ fn huge_and_deeply_nested_bodies_are_refused_and_the_server_goes_on() {
 
     assert_eq!(server.get("/health").status, 200);
     let _ = server.post_ok("/completion", &greedy("still here", 2));
-}
-
-/// Prompt lengths in tokens on both sides of the session's 256-token prompt batches and of the
-/// server's steps (512 tokens by default, the smaller of -b and -ub). Any prompt longer than
-/// one of them once crashed the server's model thread (issue #13): its first part asked for
-/// no logits.
-const BOUNDARY_PROMPTS: [usize; 6] = [255, 256, 257, 511, 512, 513];
-
-/// A prompt of many batches.
-const LONG_PROMPT: usize = 3000;
-
-/// Text whose prompt is exactly `n` tokens by `count`: the longest run of words from the
-/// fixture prose that fits, then one-token words until it is full.
-fn exact_prompt(n: usize, count: impl Fn(&str) -> usize) -> String {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/perplexity-long.txt");
-    let prose = std::fs::read_to_string(path).unwrap();
-    let words: Vec<&str> = prose.split_whitespace().collect();
-    let (mut fits, mut too_many) = (0, words.len());
-    while too_many - fits > 1 {
-        let middle = (fits + too_many) / 2;
-        if count(&words[..middle].join(" ")) <= n {
-            fits = middle;
-        } else {
-            too_many = middle;
-        }
-    }
-    let mut text = words[..fits].join(" ");
-    while count(&text) < n {
-        text.push_str(" a");
-    }
-    assert_eq!(count(&text), n, "no text of exactly {n} tokens");
-    text
 }
 
 /// Every long request is evaluated from an empty cache (`cache_prompt: false`), so each one
