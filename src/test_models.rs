@@ -69,3 +69,8 @@ pub fn exact_prompt(n: usize, count: impl Fn(&str) -> usize) -> String {
     assert_eq!(count(&text), n, "no text of exactly {n} tokens");
     text
 }
+
+/// Top-two logits closer than this may swap between two kernels' roundings: a pass of many
+/// rows, a few rows and one row add the same products in other orders, and a difference that
+/// crosses an f16 rounding step grows through the layers (tests/batching.rs says by how much).
+pub const NEAR_TIE: f32 = 0.5;

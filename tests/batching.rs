@@ -15,6 +15,7 @@
 use llmfile::engine::Engine;
 use llmfile::sampling::argmax;
 use llmfile::session::{Part, Session};
+use llmfile::test_models::NEAR_TIE;
 use serde_json::{json, Value};
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
@@ -23,8 +24,6 @@ use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-/// Top-two logits closer than this may swap between two kernels' roundings.
-const NEAR_TIE: f32 = 0.5;
 /// A logit row further than this from the lone one is wrong, not rounded: a wrong position or
 /// another sequence's cache moves logits by several units.
 const LOOSE: f32 = 1.0;

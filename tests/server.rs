@@ -6,7 +6,7 @@
 //! Most tests use the synthetic model in the repository (nonsense text, but deterministic);
 //! those that need sensible answers use Gemma 3 270M and skip when it is not downloaded.
 
-use llmfile::test_models::{exact_prompt, BOUNDARY_PROMPTS, LONG_PROMPT};
+use llmfile::test_models::{exact_prompt, BOUNDARY_PROMPTS, LONG_PROMPT, NEAR_TIE};
 use serde_json::{json, Value};
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
@@ -1160,9 +1160,8 @@ fn streamed_tokens(
 /// other kernels than a request alone, whose rounding may swap such a pair (tests/batching.rs
 /// says by how much); text from another client's slot would part anywhere.
 fn same_until_near_tie(together: &[(String, f64)], alone: &[(String, f64)]) -> bool {
-    const NEAR_TIE: f64 = 0.5;
     match together.iter().zip(alone).position(|(a, b)| a.0 != b.0) {
-        Some(i) => alone[i].1 < NEAR_TIE,
+        Some(i) => alone[i].1 < f64::from(NEAR_TIE),
         None => together.len() == alone.len(),
     }
 }
