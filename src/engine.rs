@@ -101,8 +101,6 @@ pub struct Engine {
     model: Transformer<'static>,
     tokenizer: Tokenizer,
     info: ModelInfo,
-    /// Where the model came from, for messages: a path, or an entry and its bundle.
-    source_name: String,
     weights: Weights,
 }
 
@@ -159,7 +157,6 @@ impl Engine {
             model,
             tokenizer,
             info,
-            source_name,
             weights,
         }))
     }
@@ -176,22 +173,9 @@ impl Engine {
         &self.info
     }
 
-    /// A path, or an entry and the bundle holding it.
-    pub fn source_name(&self) -> &str {
-        &self.source_name
-    }
-
     /// The GGUF's header again, for what only the file describes (tensor sizes, metadata).
     pub fn gguf(&self) -> Gguf<'_> {
         Gguf::parse(&self.weights).expect("the same bytes parsed when the engine opened")
-    }
-
-    /// Whether the weights were copied into memory rather than mapped.
-    pub fn in_memory(&self) -> bool {
-        match &self.weights {
-            Weights::Mapped(map) => map.in_memory(),
-            Weights::Owned(_) => true,
-        }
     }
 
     /// A conversation with a KV cache of `n_ctx` positions.

@@ -92,10 +92,6 @@ impl<'t> Generation<'t> {
         self.generated
     }
 
-    pub fn limits(&self) -> &Limits {
-        &self.limits
-    }
-
     /// Chooses the next token from the logits after the last token evaluated.
     pub fn step(&mut self, logits: &[f32]) -> Step {
         if self.generated >= self.limits.n_predict {
