@@ -8,6 +8,7 @@ pub mod cli;
 pub mod engine;
 pub mod generation;
 pub mod gguf;
+pub mod grammar;
 pub mod model;
 pub mod perplexity;
 pub mod sampling;

@@ -64,20 +64,33 @@ impl Sampler {
     }
 
     pub fn sample(&mut self, logits: &[f32]) -> u32 {
+        match self.sample_constrained(logits, &mut Unconstrained(logits.len())) {
+            Ok(Some(token)) => token,
+            Ok(None) => unreachable!("with no constraint every token is allowed"),
+            Err(never) => match never {},
+        }
+    }
+
+    /// Samples among the tokens `constraint` allows, as if every other token had been removed
+    /// before the chain ran; None when it allows none.
+    pub fn sample_constrained<C: Constraint>(
+        &mut self,
+        logits: &[f32],
+        constraint: &mut C,
+    ) -> Result<Option<u32>, C::Error> {
         let mut logits = logits.to_vec();
         self.apply_repeat_penalty(&mut logits);
         if self.params.temperature <= 0.0 {
-            return argmax(&logits);
+            let best = argmax(&logits);
+            if constraint.allows(best)? {
+                return Ok(Some(best));
+            }
+            let candidates = most_likely_allowed(&logits, 1, constraint)?;
+            return Ok(candidates.first().map(|c| c.0));
         }
-
-        let mut candidates: Vec<(u32, f32)> = logits
-            .iter()
-            .enumerate()
-            .map(|(id, &logit)| (id as u32, logit))
-            .collect();
-        candidates.sort_unstable_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
-        if self.params.top_k > 0 {
-            candidates.truncate(self.params.top_k);
+        let mut candidates = most_likely_allowed(&logits, self.params.top_k, constraint)?;
+        if candidates.is_empty() {
+            return Ok(None);
         }
         let probs = softmax(&candidates);
         if self.params.top_p < 1.0 {
@@ -103,11 +116,11 @@ impl Sampler {
         let mut target = self.rng.next_f64() as f32;
         for (candidate, p) in candidates.iter().zip(&probs) {
             if target < *p {
-                return candidate.0;
+                return Ok(Some(candidate.0));
             }
             target -= p;
         }
-        candidates.last().expect("at least one candidate").0
+        Ok(candidates.last().map(|c| c.0))
     }
 
     /// Divides positive logits and multiplies negative ones, as llama.cpp does, so a repeated
@@ -130,6 +143,84 @@ impl Sampler {
             }
         }
     }
+}
+
+/// What may be sampled next, asked of single tokens or of the whole vocabulary at once (which
+/// a grammar answers far faster than token by token).
+pub trait Constraint {
+    type Error;
+    fn allows(&mut self, token: u32) -> Result<bool, Self::Error>;
+    /// Every allowed token, in id order.
+    fn allowed(&mut self) -> Result<Vec<u32>, Self::Error>;
+}
+
+/// Every token of a vocabulary of this size.
+struct Unconstrained(usize);
+
+impl Constraint for Unconstrained {
+    type Error = std::convert::Infallible;
+
+    fn allows(&mut self, _: u32) -> Result<bool, Self::Error> {
+        Ok(true)
+    }
+
+    fn allowed(&mut self) -> Result<Vec<u32>, Self::Error> {
+        Ok((0..self.0 as u32).collect())
+    }
+}
+
+/// Descending logit, the lowest id first among equals: a total order, so the top `k` found by
+/// selection are the same as by a full sort.
+fn by_rank(a: &(u32, f32), b: &(u32, f32)) -> std::cmp::Ordering {
+    b.1.total_cmp(&a.1).then(a.0.cmp(&b.0))
+}
+
+/// The `wanted` most likely allowed tokens (every allowed token when 0), best first. The
+/// likeliest few are asked about one by one, as most of them pass under most grammars; only
+/// when too few do is the whole vocabulary asked.
+fn most_likely_allowed<C: Constraint>(
+    logits: &[f32],
+    wanted: usize,
+    constraint: &mut C,
+) -> Result<Vec<(u32, f32)>, C::Error> {
+    let all = || {
+        logits
+            .iter()
+            .enumerate()
+            .map(|(id, &logit)| (id as u32, logit))
+    };
+    if wanted > 0 {
+        let look = (wanted * 4 + 60).min(logits.len());
+        let mut candidates: Vec<(u32, f32)> = all().collect();
+        if look < candidates.len() {
+            candidates.select_nth_unstable_by(look - 1, by_rank);
+            candidates.truncate(look);
+        }
+        candidates.sort_unstable_by(by_rank);
+        let mut kept = Vec::with_capacity(wanted);
+        for candidate in candidates {
+            if constraint.allows(candidate.0)? {
+                kept.push(candidate);
+                if kept.len() == wanted {
+                    return Ok(kept);
+                }
+            }
+        }
+        if look == logits.len() {
+            return Ok(kept);
+        }
+    }
+    let allowed = constraint.allowed()?;
+    let mut candidates: Vec<(u32, f32)> = allowed
+        .iter()
+        .filter_map(|&id| Some((id, *logits.get(id as usize)?)))
+        .collect();
+    if wanted > 0 && wanted < candidates.len() {
+        candidates.select_nth_unstable_by(wanted - 1, by_rank);
+        candidates.truncate(wanted);
+    }
+    candidates.sort_unstable_by(by_rank);
+    Ok(candidates)
 }
 
 /// The lowest id wins a tie, as in llama.cpp's greedy sampler.

@@ -8,6 +8,7 @@
 mod bpe;
 mod decoder;
 mod spm;
+mod trie;
 mod vocab;
 
 #[cfg(test)]
@@ -18,6 +19,7 @@ mod tests;
 use std::ops::Range;
 
 pub use decoder::Decoder;
+pub use trie::PieceTrie;
 
 use crate::gguf::{Gguf, GgufError, Value};
 use bpe::BpeEncoder;
@@ -84,6 +86,8 @@ pub struct Tokenizer {
     /// token `i` is `pieces[piece_ends[i - 1]..piece_ends[i]]`.
     pieces: Vec<u8>,
     piece_ends: Vec<usize>,
+    /// Built the first time a grammar asks, as most runs never constrain their output.
+    trie: std::sync::OnceLock<PieceTrie>,
 }
 
 // The server's threads share one tokenizer.
@@ -168,6 +172,7 @@ impl Tokenizer {
             specials,
             pieces,
             piece_ends,
+            trie: std::sync::OnceLock::new(),
         })
     }
 
@@ -311,6 +316,16 @@ impl Tokenizer {
     /// `<end_of_turn>` and ChatML's `<|im_end|>`, and the others llama.cpp lists.
     pub fn is_end_of_generation(&self, id: u32) -> bool {
         self.vocab.end_of_generation.binary_search(&id).is_ok()
+    }
+
+    /// The printing tokens as a prefix tree of their pieces.
+    pub fn piece_trie(&self) -> &PieceTrie {
+        self.trie.get_or_init(|| PieceTrie::new(self))
+    }
+
+    /// Every token [`Tokenizer::is_end_of_generation`] holds for, in id order.
+    pub fn end_of_generation_tokens(&self) -> &[u32] {
+        &self.vocab.end_of_generation
     }
 
     pub fn n_vocab(&self) -> usize {
