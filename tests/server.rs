@@ -701,7 +701,7 @@ fn bad_input_gets_a_4xx_json_error_and_the_server_keeps_serving() {
             "/v1/chat/completions",
             br#"{"messages": [{"role": "wizard", "content": "x"}]}"#.to_vec(),
             400,
-            "is not system, user or assistant",
+            "is not system, user, assistant or tool",
         ),
         (
             "POST",
@@ -1599,4 +1599,169 @@ fn long_prompts_are_served_on_gemma3() {
 #[test]
 fn long_prompts_are_served_on_smollm2() {
     long_prompts_are_served("smollm2-135m-instruct-q4_1.gguf");
+}
+
+/// Samples at temperature 1 from the synthetic model (random weights, so anything the grammar
+/// leaves open is taken sooner or later) and checks each whole reply against the grammar's
+/// language, written here as a plain check.
+#[test]
+fn grammars_and_schemas_hold_every_sample() {
+    let server = Server::start(&synthetic_model(), &["-c", "512"]);
+    let sample = |field: &str, value: Value, seed: u64| {
+        let reply = server.post_ok(
+            "/completion",
+            &json!({"prompt": "Answer:", "n_predict": 200, "temperature": 1.0, "top_k": 0,
+                    "seed": seed, field: value}),
+        );
+        assert_eq!(reply["stop_type"], "eos", "{reply}");
+        reply["content"].as_str().unwrap().to_string()
+    };
+    for seed in 1..=8 {
+        let answer = sample("grammar", json!(r#"root ::= "yes" | "no""#), seed);
+        assert!(answer == "yes" || answer == "no", "{answer:?}");
+        let list = sample(
+            "grammar",
+            json!("root ::= \"[\" num (\", \" num){0,3} \"]\"\nnum ::= [0-9]{1,3}"),
+            seed,
+        );
+        let inner = list
+            .strip_prefix('[')
+            .and_then(|l| l.strip_suffix(']'))
+            .unwrap();
+        assert!(
+            inner
+                .split(", ")
+                .all(|n| (1..=3).contains(&n.len()) && n.bytes().all(|b| b.is_ascii_digit())),
+            "{list:?}"
+        );
+        let object = sample(
+            "json_schema",
+            json!({"type": "object", "properties": {
+                "unit": {"enum": ["c", "f"]}, "count": {"type": "integer", "minimum": 1, "maximum": 9},
+                "ok": {"type": "boolean"}},
+                "required": ["unit", "count", "ok"], "additionalProperties": false}),
+            seed,
+        );
+        let object: Value =
+            serde_json::from_str(&object).unwrap_or_else(|e| panic!("{e}: {object}"));
+        assert!(object["unit"] == "c" || object["unit"] == "f", "{object}");
+        assert!(
+            (1..=9).contains(&object["count"].as_i64().unwrap()),
+            "{object}"
+        );
+        assert!(
+            object["ok"].is_boolean() && object.as_object().unwrap().len() == 3,
+            "{object}"
+        );
+    }
+    let refused = [
+        (
+            json!({"grammar": "root ::= ("}),
+            "grammar: grammar syntax error",
+        ),
+        (json!({"grammar": "root ::= item"}), "never defined"),
+        (
+            json!({"grammar": "root ::= root \"a\" | \"a\""}),
+            "left-recursive",
+        ),
+        (json!({"grammar": "root ::= \"a\"{1000000}"}), "too large"),
+        (json!({"json_schema": {"not": {"type": "string"}}}), "not"),
+        (
+            json!({"grammar": "root ::= \"a\"", "json_schema": {}}),
+            "only one of",
+        ),
+        (
+            json!({"response_format": {"type": "xml"}}),
+            "response_format.type",
+        ),
+    ];
+    for (fields, message) in refused {
+        let mut body = json!({"prompt": "x", "n_predict": 4});
+        body.as_object_mut()
+            .unwrap()
+            .extend(fields.as_object().unwrap().clone());
+        let reply = server.post("/completion", &body);
+        assert_eq!(reply.status, 400, "{body}: {}", reply.text());
+        let error = reply.json()["error"]["message"]
+            .as_str()
+            .unwrap()
+            .to_string();
+        assert!(error.contains(message), "{body}: {error}");
+    }
+    assert_eq!(server.get("/health").status, 200);
+}
+
+/// A call under `tool_choice: required`, whole and streamed, and text under `none`.
+#[test]
+fn tools_answer_with_calls_in_openais_shape() {
+    let server = Server::start(&synthetic_model(), &["-c", "1024"]);
+    let tools = json!([{"type": "function", "function": {"name": "set_unit", "parameters": {
+        "type": "object", "properties": {"unit": {"enum": ["c", "f"]}},
+        "required": ["unit"], "additionalProperties": false}}}]);
+    let request = json!({"messages": [{"role": "user", "content": "Use Celsius."}],
+        "tools": tools, "tool_choice": "required", "max_tokens": 100, "temperature": 1.0, "seed": 3});
+    let whole = server.post_ok("/v1/chat/completions", &request);
+    let choice = &whole["choices"][0];
+    assert_eq!(choice["finish_reason"], "tool_calls", "{whole}");
+    assert!(choice["message"]["content"].is_null());
+    let call = &choice["message"]["tool_calls"][0];
+    assert_eq!(call["type"], "function");
+    assert_eq!(call["function"]["name"], "set_unit");
+    assert!(call["id"].as_str().unwrap().starts_with("call_"));
+    let arguments: Value =
+        serde_json::from_str(call["function"]["arguments"].as_str().unwrap()).unwrap();
+    assert!(
+        arguments["unit"] == "c" || arguments["unit"] == "f",
+        "{arguments}"
+    );
+
+    let mut streamed = request.clone();
+    streamed["stream"] = json!(true);
+    let events = server.post("/v1/chat/completions", &streamed).events();
+    assert_eq!(events.last().unwrap(), "[DONE]");
+    let chunks: Vec<Value> = events[..events.len() - 1]
+        .iter()
+        .map(|e| serde_json::from_str(e).unwrap())
+        .collect();
+    let mut name = String::new();
+    let mut streamed_arguments = String::new();
+    for chunk in &chunks {
+        for call in chunk["choices"][0]["delta"]["tool_calls"]
+            .as_array()
+            .into_iter()
+            .flatten()
+        {
+            assert_eq!(call["index"], 0);
+            name += call["function"]["name"].as_str().unwrap_or_default();
+            streamed_arguments += call["function"]["arguments"].as_str().unwrap_or_default();
+        }
+    }
+    assert_eq!(name, "set_unit");
+    assert_eq!(
+        streamed_arguments,
+        call["function"]["arguments"].as_str().unwrap(),
+        "same seed"
+    );
+    assert_eq!(
+        chunks.last().unwrap()["choices"][0]["finish_reason"],
+        "tool_calls"
+    );
+
+    let mut none = request.clone();
+    none["tool_choice"] = json!("none");
+    none["max_tokens"] = json!(4);
+    let text = server.post_ok("/v1/chat/completions", &none);
+    assert!(text["choices"][0]["message"]["tool_calls"].is_null());
+    assert!(text["choices"][0]["message"]["content"].is_string());
+
+    let follow_up = json!({"messages": [
+        {"role": "user", "content": "Use Celsius."},
+        {"role": "assistant", "content": null, "tool_calls": [{"id": call["id"], "type": "function",
+            "function": {"name": "set_unit", "arguments": "{\"unit\": \"c\"}"}}]},
+        {"role": "tool", "tool_call_id": call["id"], "content": "done"}],
+        "tools": tools, "max_tokens": 4});
+    server.post_ok("/v1/chat/completions", &follow_up);
+    let unknown = json!({"messages": [{"role": "user", "content": "x"}], "tools": tools,
+        "tool_choice": {"type": "function", "function": {"name": "nope"}}});
+    assert_eq!(server.post("/v1/chat/completions", &unknown).status, 400);
 }

@@ -3,11 +3,12 @@
 
 use super::{context_size, escapes, open_engine, RunArgs};
 use crate::chat_format::{Message, Role};
-use crate::generation::{Generation, Limits};
-use anyhow::Result;
+use crate::generation::{Finish, Generation, Limits};
+use anyhow::{bail, Result};
 use std::io::{BufRead, Write};
 
 pub(super) fn run(args: RunArgs) -> Result<()> {
+    let grammar = args.sampling.grammar()?;
     let engine = open_engine(&args.model, false)?;
     let (tokenizer, info) = (engine.tokenizer(), engine.info());
     let format = &info.format;
@@ -72,6 +73,7 @@ pub(super) fn run(args: RunArgs) -> Result<()> {
             ignore_eos: false,
             special: false,
             n_probs: 0,
+            grammar: grammar.clone(),
         };
         let mut generation = Generation::new(tokenizer, limits, &prompt);
         let remaining = session.reuse_prefix(&prompt);
@@ -84,6 +86,7 @@ pub(super) fn run(args: RunArgs) -> Result<()> {
             reply.push_str(&step.text);
             match (step.finished, step.token) {
                 (None, Some(token)) => logits = session.eval(&[token])?,
+                (Some(Finish::Failed(message)), _) => bail!("{message}"),
                 _ => break,
             }
         }

@@ -1,7 +1,7 @@
 //! `llmfile -p PROMPT`: one completion streamed to stdout, timings on stderr.
 
 use super::{context_size, escapes, open_engine, RunArgs};
-use crate::generation::{Generation, Limits};
+use crate::generation::{Finish, Generation, Limits};
 use anyhow::{bail, Context, Result};
 use std::io::Write;
 use std::time::Instant;
@@ -22,6 +22,7 @@ pub(super) fn run(args: RunArgs) -> Result<()> {
         eprintln!("llmfile: -ngl {layers} ignored: this engine runs on the CPU");
     }
 
+    let grammar = args.sampling.grammar()?;
     let engine = open_engine(&args.model, args.log_disable)?;
     let tokenizer = engine.tokenizer();
     let n_ctx = context_size(args.ctx_size, engine.model().hparams.context_length);
@@ -43,6 +44,7 @@ pub(super) fn run(args: RunArgs) -> Result<()> {
         ignore_eos: false,
         special: args.special,
         n_probs: 0,
+        grammar,
     };
 
     let mut session = engine.session(n_ctx)?;
@@ -63,6 +65,7 @@ pub(super) fn run(args: RunArgs) -> Result<()> {
         stdout.flush()?;
         match (step.finished, step.token) {
             (None, Some(token)) => logits = session.eval(&[token])?,
+            (Some(Finish::Failed(message)), _) => bail!("{message}"),
             _ => break,
         }
     }

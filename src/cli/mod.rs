@@ -8,6 +8,7 @@ mod serve;
 
 use crate::bundle;
 use crate::engine::{Engine, OpenOptions};
+use crate::grammar::{json_schema, Grammar};
 use crate::sampling::SamplingParams;
 use anyhow::{bail, Context, Result};
 use clap::{Args, CommandFactory, Parser, Subcommand};
@@ -199,6 +200,51 @@ struct SamplingArgs {
     /// Random seed.
     #[arg(short = 's', long = "seed", default_value_t = 0xFFFF_FFFF)]
     seed: u64,
+    /// Constrain the output to a GBNF grammar (llama.cpp's syntax).
+    #[arg(long = "grammar", group = "constraint")]
+    grammar: Option<String>,
+    /// Constrain the output to the GBNF grammar in this file.
+    #[arg(long = "grammar-file", group = "constraint")]
+    grammar_file: Option<PathBuf>,
+    /// Constrain the output to JSON that this JSON schema accepts (`{}`: any JSON object).
+    #[arg(short = 'j', long = "json-schema", group = "constraint")]
+    json_schema: Option<String>,
+    /// Constrain the output to the JSON schema in this file.
+    #[arg(long = "json-schema-file", group = "constraint")]
+    json_schema_file: Option<PathBuf>,
+}
+
+impl SamplingArgs {
+    /// The grammar the flags ask for, parsed; errors name the flag.
+    fn grammar(&self) -> Result<Option<Arc<Grammar>>> {
+        let read = |path: &PathBuf| {
+            std::fs::read_to_string(path).with_context(|| format!("{}", path.display()))
+        };
+        let (flag, text) = match (
+            &self.grammar,
+            &self.grammar_file,
+            &self.json_schema,
+            &self.json_schema_file,
+        ) {
+            (Some(text), ..) => ("--grammar", text.clone()),
+            (_, Some(path), ..) => ("--grammar-file", read(path)?),
+            (_, _, Some(schema), _) => ("--json-schema", schema_grammar(schema, "--json-schema")?),
+            (.., Some(path)) => (
+                "--json-schema-file",
+                schema_grammar(&read(path)?, "--json-schema-file")?,
+            ),
+            _ => return Ok(None),
+        };
+        Grammar::parse(&text)
+            .map(Some)
+            .with_context(|| format!("{flag}: cannot use the grammar"))
+    }
+}
+
+fn schema_grammar(schema: &str, flag: &str) -> Result<String> {
+    let schema: serde_json::Value = serde_json::from_str(schema)
+        .with_context(|| format!("{flag}: the schema is not valid JSON"))?;
+    json_schema::schema_to_gbnf(&schema).with_context(|| format!("{flag}: cannot use the schema"))
 }
 
 impl From<&SamplingArgs> for SamplingParams {

@@ -8,6 +8,7 @@ pub(super) fn run(args: RunArgs) -> Result<()> {
     if let Some(layers) = args.n_gpu_layers {
         eprintln!("llmfile: -ngl {layers} ignored: this engine runs on the CPU");
     }
+    let grammar = args.sampling.grammar()?;
     let engine = open_engine(&args.model, false)?;
     let serve = args.serve;
     let config = ServerConfig {
@@ -16,6 +17,7 @@ pub(super) fn run(args: RunArgs) -> Result<()> {
         slots: serve.parallel,
         n_ctx: context_size(args.ctx_size, engine.model().hparams.context_length),
         sampling: (&args.sampling).into(),
+        grammar,
         n_predict: args.n_predict,
         api_key: serve.api_key,
         open_browser: !serve.nobrowser,

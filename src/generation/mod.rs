@@ -10,9 +10,11 @@ mod stop;
 
 pub use stop::{Released, StopMatcher};
 
+use crate::grammar::{Grammar, GrammarError, GrammarFilter};
 use crate::sampling::{Sampler, SamplingParams};
 use crate::tokenizer::{Decoder, Tokenizer};
 use serde::Serialize;
+use std::sync::Arc;
 
 /// What one generation may do.
 #[derive(Debug, Clone)]
@@ -27,6 +29,8 @@ pub struct Limits {
     pub special: bool,
     /// The most likely tokens to report with each token's probability (0: none).
     pub n_probs: usize,
+    /// Only text this grammar allows is generated, and it may end only where the grammar may.
+    pub grammar: Option<Arc<Grammar>>,
 }
 
 /// Why a generation ended.
@@ -37,6 +41,8 @@ pub enum Finish {
     StopString(String),
     /// `n_predict` tokens were generated.
     Limit,
+    /// The grammar could not be followed (it grew too ambiguous); the message says why.
+    Failed(String),
 }
 
 /// What one step did.
@@ -68,6 +74,7 @@ pub struct Generation<'t> {
     sampler: Sampler,
     decoder: Decoder<'t>,
     matcher: StopMatcher,
+    grammar: Option<GrammarFilter>,
     limits: Limits,
     generated: usize,
 }
@@ -82,6 +89,11 @@ impl<'t> Generation<'t> {
             sampler,
             decoder: tokenizer.decoder(limits.special),
             matcher: StopMatcher::new(limits.stop.iter().cloned()),
+            // `Grammar::parse` has already expanded the start once, so this cannot fail.
+            grammar: limits
+                .grammar
+                .as_ref()
+                .map(|g| GrammarFilter::new(g).expect("a parsed grammar starts")),
             limits,
             generated: 0,
         }
@@ -97,8 +109,24 @@ impl<'t> Generation<'t> {
         if self.generated >= self.limits.n_predict {
             return self.finish(None, String::new(), Finish::Limit);
         }
-        let token = self.sampler.sample(logits);
+        let token = match &mut self.grammar {
+            None => self.sampler.sample(logits),
+            Some(grammar) => {
+                let mut tokens = grammar.tokens(self.tokenizer);
+                match self.sampler.sample_constrained(logits, &mut tokens) {
+                    Ok(Some(token)) => token,
+                    // Only where the grammar is complete and end-of-generation is ignored.
+                    Ok(None) => return self.finish(None, String::new(), Finish::EndOfGeneration),
+                    Err(error) => return self.fail(None, &error),
+                }
+            }
+        };
         self.generated += 1;
+        if let Some(grammar) = &mut self.grammar {
+            if let Err(error) = grammar.accept(token, self.tokenizer) {
+                return self.fail(Some(token), &error);
+            }
+        }
         if !self.limits.ignore_eos && self.tokenizer.is_end_of_generation(token) {
             return self.finish(Some(token), String::new(), Finish::EndOfGeneration);
         }
@@ -125,6 +153,10 @@ impl<'t> Generation<'t> {
             probs,
             finished: None,
         }
+    }
+
+    fn fail(&mut self, token: Option<u32>, error: &GrammarError) -> Step {
+        self.finish(token, String::new(), Finish::Failed(error.to_string()))
     }
 
     /// Ends for a reason other than a stop string: what was held back (text that turned out
@@ -181,6 +213,7 @@ mod tests {
             ignore_eos: false,
             special: false,
             n_probs: 0,
+            grammar: None,
         }
     }
 

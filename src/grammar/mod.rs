@@ -9,7 +9,7 @@ pub mod json_schema;
 mod parse;
 mod vocabulary;
 
-pub use vocabulary::TokenFilter;
+pub use vocabulary::{GrammarFilter, TokenFilter};
 
 use parse::Symbol;
 use std::collections::HashSet;
@@ -209,17 +209,22 @@ impl Stacks {
 const EXPANSION_BUDGET: usize = 1 << 16;
 
 /// A character whose first bytes have been seen: its value so far and the bytes still to come.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
 struct PartialChar {
     value: u32,
     remaining: u8,
+    /// The smallest character a sequence of this length may encode; below it is an overlong
+    /// encoding, which is no UTF-8 (`E0 80 A0` is not a space).
+    minimum: u32,
 }
 
 impl PartialChar {
     /// The characters this one may still become.
     fn range(self) -> (u32, u32) {
         let shift = 6 * u32::from(self.remaining);
-        (self.value << shift, ((self.value + 1) << shift) - 1)
+        let lo = (self.value << shift).max(self.minimum);
+        let hi = (((self.value + 1) << shift) - 1).min(char::MAX as u32);
+        (lo, hi)
     }
 }
 
@@ -329,19 +334,28 @@ fn next_partial(partial: PartialChar, byte: u8) -> Option<PartialChar> {
         if byte & 0xC0 != 0x80 {
             return None;
         }
-        return Some(PartialChar {
+        let next = PartialChar {
             value: (partial.value << 6) | u32::from(byte & 0x3F),
             remaining: partial.remaining - 1,
-        });
+            minimum: partial.minimum,
+        };
+        let (lo, hi) = next.range();
+        let overlong_or_too_large = lo > hi;
+        let surrogate = (0xD800..=0xDFFF).contains(&lo) && hi <= 0xDFFF;
+        return (!overlong_or_too_large && !surrogate).then_some(next);
     }
-    let (value, remaining) = match byte {
-        0x00..=0x7F => (u32::from(byte), 0),
-        0xC2..=0xDF => (u32::from(byte & 0x1F), 1),
-        0xE0..=0xEF => (u32::from(byte & 0x0F), 2),
-        0xF0..=0xF4 => (u32::from(byte & 0x07), 3),
+    let (value, remaining, minimum) = match byte {
+        0x00..=0x7F => (u32::from(byte), 0, 0),
+        0xC2..=0xDF => (u32::from(byte & 0x1F), 1, 0x80),
+        0xE0..=0xEF => (u32::from(byte & 0x0F), 2, 0x800),
+        0xF0..=0xF4 => (u32::from(byte & 0x07), 3, 0x1_0000),
         _ => return None,
     };
-    Some(PartialChar { value, remaining })
+    Some(PartialChar {
+        value,
+        remaining,
+        minimum,
+    })
 }
 
 #[cfg(test)]

@@ -202,6 +202,17 @@ fn characters_cut_between_tokens() {
     assert!(!any.allows_bytes(&[0xC3, 0x41]).unwrap());
     assert!(!any.allows_bytes(&[0xFF]).unwrap());
     assert!(any.allows_bytes(&[0xE6, 0x97]).unwrap());
+    // Overlong encodings, surrogates and characters past U+10FFFF are no UTF-8 either.
+    assert!(!any.allows_bytes(&[0xE0, 0x80, 0xA0]).unwrap());
+    assert!(!any.allows_bytes(&[0xF0, 0x80]).unwrap());
+    assert!(!any.allows_bytes(&[0xED, 0xA0, 0x80]).unwrap());
+    assert!(!any.allows_bytes(&[0xF4, 0x90]).unwrap());
+    assert!(any.allows_bytes("\u{10FFFF}".as_bytes()).unwrap());
+    // A lead byte never stands for a character it cannot start: 0xE0 starts U+0800 and up.
+    let space = GrammarState::new(&grammar("root ::= \" \"")).unwrap();
+    for lead in [0xC2, 0xE0, 0xF0] {
+        assert!(!space.allows_bytes(&[lead]).unwrap(), "{lead:#x}");
+    }
     // A negated class accepts a cut character unless one range covers all it may become.
     let not_e = GrammarState::new(&grammar("root ::= [^é]")).unwrap();
     assert!(not_e.allows_bytes(&e_acute[..1]).unwrap());
@@ -225,28 +236,28 @@ fn the_vocabulary_walk_agrees_with_each_token_asked_alone() {
     let engine = synthetic_engine();
     let tokenizer = engine.tokenizer();
     let g = grammar("root ::= \"<\" [a-z]+ \">\" (\" \" | \"é\" | \"日本\")* [0-9]{1,3}\n");
-    let mut state = GrammarState::new(&g).unwrap();
-    for piece in ["<", "div", ">", " ", "é", "日", "本", "12"] {
-        let mut filter = TokenFilter {
-            state: &state,
-            tokenizer,
-        };
-        let walked = filter.allowed().unwrap();
+    let mut filter = GrammarFilter::new(&g).unwrap();
+    let pieces = ["<", "div", ">", " ", "é", "日", "本", " ", " ", "12"];
+    for piece in pieces {
+        let mut tokens = filter.tokens(tokenizer);
+        let walked = tokens.allowed().unwrap();
+        assert_eq!(
+            walked,
+            tokens.allowed().unwrap(),
+            "the second answer is remembered"
+        );
         let asked: Vec<u32> = (0..tokenizer.n_vocab() as u32)
-            .filter(|&id| filter.allows(id).unwrap())
+            .filter(|&id| tokens.allows(id).unwrap())
             .collect();
-        assert_eq!(walked, asked, "after {piece:?}");
+        assert_eq!(walked, asked, "before {piece:?}");
         assert!(!walked.is_empty());
-        state.advance_bytes(piece.as_bytes()).unwrap();
+        let ids = tokenizer.encode(piece, false, false).unwrap();
+        for id in ids {
+            filter.accept(id, tokenizer).unwrap();
+        }
     }
-    assert!(state.can_end());
-    let filter_end = TokenFilter {
-        state: &state,
-        tokenizer,
-    }
-    .allowed()
-    .unwrap();
-    assert!(filter_end.contains(&tokenizer.eos().unwrap()));
+    let at_end = filter.tokens(tokenizer).allowed().unwrap();
+    assert!(at_end.contains(&tokenizer.eos().unwrap()));
 }
 
 /// Sampling under a grammar draws from the allowed tokens in proportion to what the chain

@@ -303,6 +303,10 @@ impl Shared<'_> {
             cache_prompt: fields.bool("cache_prompt")?.unwrap_or(true),
             slot_id: slot_id.and_then(|id| usize::try_from(id).ok()),
             ignore_eos: fields.bool("ignore_eos")?.unwrap_or(false),
+            grammar: match fields.grammar()? {
+                Some(grammar) => Some(grammar),
+                None => self.config.grammar.clone(),
+            },
         };
         Ok(Prepared {
             prompt,
@@ -480,6 +484,7 @@ fn completion<'r>(
             "tokens_predicted": summary.tokens_predicted,
             "tokens_evaluated": summary.tokens_evaluated,
             "tokens_cached": summary.tokens_cached,
+            "stop_type": summary.stop_type(),
             "stopped_eos": summary.stopped_eos,
             "stopped_word": summary.stopped_word,
             "stopped_limit": summary.stopped_limit,

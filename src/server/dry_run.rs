@@ -130,6 +130,7 @@ mod tests {
             slots: 2,
             n_ctx: 64,
             sampling: SamplingParams::default(),
+            grammar: None,
             n_predict: -1,
             api_key: None,
             open_browser: false,

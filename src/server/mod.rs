@@ -15,10 +15,12 @@ mod http;
 mod openai;
 mod request;
 mod scheduler;
+mod tools;
 #[doc(hidden)]
 pub mod wire;
 
-pub use crate::engine::ModelInfo;
+use crate::engine::ModelInfo;
+pub use crate::grammar::Grammar;
 
 use crate::engine::Engine;
 use crate::sampling::SamplingParams;
@@ -68,6 +70,8 @@ pub struct ServerConfig {
     /// Context size of each slot.
     pub n_ctx: usize,
     pub sampling: SamplingParams,
+    /// The grammar of requests that name none (`--grammar`, `--json-schema`).
+    pub grammar: Option<Arc<Grammar>>,
     /// -1: until the end of text or a full context.
     pub n_predict: i64,
     pub api_key: Option<String>,

@@ -3,9 +3,11 @@
 
 use super::api::{self, Pending, Reply, Shared};
 use super::http::{ApiError, Client};
-use super::request::Fields;
+use super::request::{schema_grammar, Fields};
 use super::scheduler::{Event, Summary};
+use super::tools::{self, Answer, ToolCall, ToolPlan};
 use crate::chat_format::{Message, Role};
+use crate::grammar::Grammar;
 use serde_json::{json, Value};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -32,19 +34,48 @@ pub fn chat_completions<'r>(
     fields: &Fields,
     client: Client,
 ) -> Result<Reply<'r>, ApiError> {
-    let messages = messages(fields)?;
+    let mut messages = messages(fields)?;
+    let plan = ToolPlan::from_request(
+        fields.get("tools"),
+        fields.get("tool_choice"),
+        fields.bool("parallel_tool_calls")?,
+    )?;
+    if let Some(plan) = &plan {
+        if fields.grammar()?.is_some() {
+            return Err(ApiError::bad_request(
+                "tools cannot be combined with grammar, json_schema or response_format: the tools' schema constrains the answer",
+            ));
+        }
+        match messages.first_mut() {
+            Some(first) if first.role == Role::System => {
+                first.content = format!("{}\n\n{}", first.content, plan.instructions());
+            }
+            _ => messages.insert(
+                0,
+                Message {
+                    role: Role::System,
+                    content: plan.instructions(),
+                },
+            ),
+        }
+    }
     let format = &shared.info.format;
     let text = format.render(&messages);
     // The rendered turns' markers are special tokens; llama.cpp's chat endpoint parses them too.
     let prompt = shared.encode(&text, true, true)?;
-    let generation = shared.generation(
+    let mut generation = shared.generation(
         fields,
         prompt,
         &["max_tokens", "max_completion_tokens", "n_predict"],
         format.stop_strings(),
     )?;
-    let shape = Shape::Chat;
-    respond(shared, shape, generation, fields, client)
+    if let Some(plan) = &plan {
+        let grammar = schema_grammar("tools", &plan.schema())?;
+        generation.settings.grammar = Some(
+            Grammar::parse(&grammar).map_err(|e| ApiError::bad_request(format!("tools: {e}")))?,
+        );
+    }
+    respond(shared, Shape::Chat, generation, fields, client, plan)
 }
 
 pub fn completions<'r>(
@@ -63,7 +94,7 @@ pub fn completions<'r>(
     let parse_special = fields.bool("parse_special")?.unwrap_or(false);
     let prompt = shared.encode(&prompt, true, parse_special)?;
     let generation = shared.generation(fields, prompt, &["max_tokens", "n_predict"], Vec::new())?;
-    respond(shared, Shape::Text, generation, fields, client)
+    respond(shared, Shape::Text, generation, fields, client, None)
 }
 
 #[derive(Clone, Copy)]
@@ -78,6 +109,7 @@ fn respond<'r>(
     generation: api::Prepared,
     fields: &Fields,
     client: Client,
+    plan: Option<ToolPlan>,
 ) -> Result<Reply<'r>, ApiError> {
     if let Some(n) = fields.i64("n")? {
         if n != 1 {
@@ -94,6 +126,9 @@ fn respond<'r>(
         created: now(),
         model: shared.info.name.clone(),
     };
+    if let Some(plan) = plan {
+        return response.with_tools(plan, events, stream);
+    }
     if !stream {
         let done = api::collect(events)?;
         return Ok(Reply::Json(response.whole(&done.content, &done.summary)));
@@ -117,31 +152,37 @@ fn messages(fields: &Fields) -> Result<Vec<Message>, ApiError> {
         .iter()
         .enumerate()
         .map(|(index, item)| {
+            let content = message_content(index, item)?;
+            if let Some(message) = tools::message_with_tools(index, item, content.clone())? {
+                return Ok(message);
+            }
             let role_name = item.get("role").and_then(Value::as_str).ok_or_else(|| {
                 ApiError::bad_request(format!("messages[{index}].role must be a string"))
             })?;
             let role = Role::parse(role_name).ok_or_else(|| {
                 ApiError::bad_request(format!(
-                    "messages[{index}].role '{role_name}' is not system, user or assistant"
+                    "messages[{index}].role '{role_name}' is not system, user, assistant or tool"
                 ))
             })?;
-            let content = match item.get("content") {
-                Some(Value::String(text)) => text.clone(),
-                Some(Value::Array(parts)) => parts
-                    .iter()
-                    .filter_map(|part| part.get("text").and_then(Value::as_str))
-                    .collect::<Vec<_>>()
-                    .join(""),
-                None | Some(Value::Null) => String::new(),
-                Some(_) => {
-                    return Err(ApiError::bad_request(format!(
-                        "messages[{index}].content must be a string or an array of parts"
-                    )))
-                }
-            };
             Ok(Message { role, content })
         })
         .collect()
+}
+
+/// A message's text: a string or OpenAI's list of parts, of which the text parts are read.
+fn message_content(index: usize, item: &Value) -> Result<String, ApiError> {
+    match item.get("content") {
+        Some(Value::String(text)) => Ok(text.clone()),
+        Some(Value::Array(parts)) => Ok(parts
+            .iter()
+            .filter_map(|part| part.get("text").and_then(Value::as_str))
+            .collect::<Vec<_>>()
+            .join("")),
+        None | Some(Value::Null) => Ok(String::new()),
+        Some(_) => Err(ApiError::bad_request(format!(
+            "messages[{index}].content must be a string or an array of parts"
+        ))),
+    }
 }
 
 struct Response {
@@ -240,6 +281,94 @@ impl Response {
         }
         send(api::model_stopped().to_json())
     }
+}
+
+impl Response {
+    /// A chat reply under tools: the answer is known only once its JSON is whole, so a stream
+    /// sends it at the end, in OpenAI's chunks (the call with its name, then its arguments).
+    fn with_tools<'r>(
+        self,
+        plan: ToolPlan,
+        events: Pending,
+        stream: bool,
+    ) -> Result<Reply<'r>, ApiError> {
+        let answer = move |done: &api::Collected| match plan.parse(&done.content) {
+            Some(answer) => answer,
+            None => Answer::Text(done.content.clone()),
+        };
+        if !stream {
+            let done = api::collect(events)?;
+            let mut body = self.whole("", &done.summary);
+            let choice = &mut body["choices"][0];
+            match answer(&done) {
+                Answer::Calls(calls) => {
+                    choice["message"]["content"] = Value::Null;
+                    choice["message"]["tool_calls"] = json!(calls
+                        .iter()
+                        .map(|call| call_json(call, None))
+                        .collect::<Vec<_>>());
+                    choice["finish_reason"] = json!("tool_calls");
+                }
+                Answer::Text(text) => choice["message"]["content"] = json!(text),
+            }
+            return Ok(Reply::Json(body));
+        }
+        Ok(Reply::Stream(Box::new(move |out| {
+            let done = match api::collect(events) {
+                Ok(done) => done,
+                Err(error) => return out.send(&error.to_json().to_string()),
+            };
+            let mut send = |delta: Value, finish: Option<&str>| {
+                let choice = json!({"index": 0, "delta": delta, "finish_reason": finish});
+                out.send(&self.envelope(true, choice).to_string())
+            };
+            let finish = match answer(&done) {
+                Answer::Calls(calls) => {
+                    for (index, call) in calls.iter().enumerate() {
+                        let mut opening = json!({"tool_calls": [call_json(
+                            &ToolCall { arguments: String::new(), ..call.clone() },
+                            Some(index),
+                        )]});
+                        if index == 0 {
+                            opening["role"] = json!("assistant");
+                            opening["content"] = Value::Null;
+                        }
+                        send(opening, None)?;
+                        let arguments = json!({"tool_calls": [
+                            {"index": index, "function": {"arguments": call.arguments}}
+                        ]});
+                        send(arguments, None)?;
+                    }
+                    "tool_calls"
+                }
+                Answer::Text(text) => {
+                    send(json!({"role": "assistant", "content": text}), None)?;
+                    finish_reason(&done.summary)
+                }
+            };
+            let mut last = self.envelope(
+                true,
+                json!({"index": 0, "delta": {}, "finish_reason": finish}),
+            );
+            last["usage"] = usage(&done.summary);
+            last["timings"] = api::timings(&done.summary);
+            out.send(&last.to_string())?;
+            out.send("[DONE]")
+        })))
+    }
+}
+
+/// One call in OpenAI's shape; streamed calls carry their index.
+fn call_json(call: &ToolCall, index: Option<usize>) -> Value {
+    let mut value = json!({
+        "id": call.id,
+        "type": "function",
+        "function": {"name": call.name, "arguments": call.arguments},
+    });
+    if let Some(index) = index {
+        value["index"] = json!(index);
+    }
+    value
 }
 
 fn finish_reason(summary: &Summary) -> &'static str {

@@ -2,8 +2,10 @@
 //! request gets a 400 that says which field is wrong and why.
 
 use super::http::ApiError;
+use crate::grammar::{json_schema, Grammar};
 use crate::sampling::SamplingParams;
 use serde_json::{Map, Value};
+use std::sync::Arc;
 
 /// The top-level object of a JSON request body.
 #[derive(Debug)]
@@ -143,6 +145,70 @@ impl Fields {
         }
         Ok(params)
     }
+}
+
+impl Fields {
+    /// The constraint on the output: llama.cpp's `grammar` (GBNF) or `json_schema`, or
+    /// OpenAI's `response_format`. Asking for more than one is an error, as no one output
+    /// could be meant.
+    pub fn grammar(&self) -> Result<Option<Arc<Grammar>>, ApiError> {
+        let mut asked: Vec<(&str, String)> = Vec::new();
+        if let Some(text) = self.str("grammar")?.filter(|t| !t.trim().is_empty()) {
+            asked.push(("grammar", text.to_string()));
+        }
+        if let Some(schema) = self.get("json_schema") {
+            asked.push(("json_schema", schema_grammar("json_schema", schema)?));
+        }
+        if let Some(format) = self.get("response_format") {
+            if let Some(text) = response_format_grammar(format)? {
+                asked.push(("response_format", text));
+            }
+        }
+        match asked.as_slice() {
+            [] => Ok(None),
+            [(key, text)] => Grammar::parse(text)
+                .map(Some)
+                .map_err(|e| ApiError::bad_request(format!("{key}: {e}"))),
+            _ => Err(ApiError::bad_request(format!(
+                "pass only one of {}: each constrains the whole output",
+                asked
+                    .iter()
+                    .map(|(key, _)| *key)
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ))),
+        }
+    }
+}
+
+/// OpenAI's `{"type": "text"}`, `{"type": "json_object"}` or `{"type": "json_schema",
+/// "json_schema": {"schema": ...}}`; llama-server's `{"type": "json_object", "schema": ...}`
+/// too.
+fn response_format_grammar(format: &Value) -> Result<Option<String>, ApiError> {
+    let kind = format.get("type").and_then(Value::as_str).ok_or_else(|| {
+        ApiError::bad_request("response_format.type must be text, json_object or json_schema")
+    })?;
+    let schema = match kind {
+        "text" => return Ok(None),
+        "json_object" => format.get("schema"),
+        "json_schema" => format
+            .get("json_schema")
+            .and_then(|j| j.get("schema"))
+            .or_else(|| format.get("schema")),
+        other => {
+            return Err(ApiError::bad_request(format!(
+                "response_format.type must be text, json_object or json_schema, not {other:?}"
+            )))
+        }
+    };
+    match schema.filter(|s| !s.is_null()) {
+        Some(schema) => schema_grammar("response_format", schema).map(Some),
+        None => Ok(Some(json_schema::JSON_OBJECT_GRAMMAR.to_string())),
+    }
+}
+
+pub fn schema_grammar(key: &str, schema: &Value) -> Result<String, ApiError> {
+    json_schema::schema_to_gbnf(schema).map_err(|e| ApiError::bad_request(format!("{key}: {e}")))
 }
 
 fn wrong_type(key: &str, expected: &str, got: &Value) -> ApiError {

@@ -7,6 +7,7 @@
 
 use crate::engine::Engine;
 use crate::generation::{Finish, Generation, Limits};
+use crate::grammar::Grammar;
 use crate::sampling::SamplingParams;
 use crate::session::{Part, Session, SessionError};
 use serde::Serialize;
@@ -77,6 +78,7 @@ pub struct Settings {
     pub slot_id: Option<usize>,
     /// Generate through end-of-generation tokens (their text is empty), as llama.cpp's field.
     pub ignore_eos: bool,
+    pub grammar: Option<Arc<Grammar>>,
 }
 
 impl Settings {
@@ -88,6 +90,7 @@ impl Settings {
             ignore_eos: self.ignore_eos,
             special: false,
             n_probs: self.n_probs,
+            grammar: self.grammar.clone(),
         }
     }
 }
@@ -113,6 +116,21 @@ pub struct Summary {
     pub stopping_word: String,
     pub prompt_ms: f64,
     pub predicted_ms: f64,
+}
+
+impl Summary {
+    /// llama-server's `stop_type`.
+    pub fn stop_type(&self) -> &'static str {
+        if self.stopped_eos {
+            "eos"
+        } else if self.stopped_word {
+            "word"
+        } else if self.stopped_limit {
+            "limit"
+        } else {
+            "none"
+        }
+    }
 }
 
 /// The forward pass the scheduler runs: [`Session::eval_batch`], or in tests one that fails.
@@ -429,6 +447,11 @@ fn step(slots: &mut [Slot], shares: &[Share], forward: &Forward, status: &Status
                     let _ = task.job.events.send(Event::Done(summary));
                 }
             }
+            Progress::Failed(message) => {
+                if let Some(task) = end_task(slot, status) {
+                    let _ = task.job.events.send(Event::Failed(message));
+                }
+            }
         }
     }
 }
@@ -436,6 +459,7 @@ fn step(slots: &mut [Slot], shares: &[Share], forward: &Forward, status: &Status
 enum Progress {
     Continues,
     Finished(Summary),
+    Failed(String),
     ClientGone,
 }
 
@@ -472,6 +496,7 @@ fn advance(task: &mut Task, logits: &[f32]) -> Progress {
         }
         Some(Finish::EndOfGeneration) => summary.stopped_eos = true,
         Some(Finish::Limit) | None => summary.stopped_limit = true,
+        Some(Finish::Failed(message)) => return Progress::Failed(message),
     }
     summary.predicted_ms = task.generation_start.elapsed().as_secs_f64() * 1e3;
     Progress::Finished(summary.clone())
@@ -544,6 +569,7 @@ mod tests {
             cache_prompt: true,
             slot_id: None,
             ignore_eos: true,
+            grammar: None,
         }
     }
 
