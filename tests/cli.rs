@@ -369,3 +369,61 @@ fn long_chat_turns_are_answered_on_gemma3() {
 fn long_chat_turns_are_answered_on_smollm2() {
     long_chat_turns_are_answered("smollm2-135m-instruct-q4_1.gguf");
 }
+
+#[test]
+fn grammar_and_schema_flags_constrain_the_completion() {
+    let file = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures/models/gemma2-synthetic-q4_k_m.gguf");
+    let model = file.to_str().unwrap();
+    let schema = r#"{"type": "object", "properties": {"n": {"type": "integer", "minimum": 10, "maximum": 99}}, "required": ["n"], "additionalProperties": false}"#;
+    let grammar_file =
+        std::env::temp_dir().join(format!("llmfile-cli-{}.gbnf", std::process::id()));
+    std::fs::write(&grammar_file, "# digits\nroot ::= [0-9]{3}\n").unwrap();
+    let cases: [(&[&str], fn(&str) -> bool); 3] = [
+        (&["--grammar", r#"root ::= "yes" | "no""#], |t| {
+            t == "yes" || t == "no"
+        }),
+        (&["--grammar-file", grammar_file.to_str().unwrap()], |t| {
+            t.len() == 3 && t.bytes().all(|b| b.is_ascii_digit())
+        }),
+        (&["-j", schema], |t| {
+            let value: serde_json::Value = serde_json::from_str(t).unwrap();
+            (10..=99).contains(&value["n"].as_i64().unwrap())
+                && value.as_object().unwrap().len() == 1
+        }),
+    ];
+    for seed in ["1", "2", "3"] {
+        for (flags, valid) in &cases {
+            let mut args = vec![
+                "-m", model, "-p", "Q:", "-n", "100", "--temp", "1", "-s", seed,
+            ];
+            args.extend_from_slice(flags);
+            let output = llmfile(&args);
+            let stderr = String::from_utf8_lossy(&output.stderr);
+            assert!(output.status.success(), "{flags:?}: {stderr}");
+            let stdout = String::from_utf8(output.stdout).unwrap();
+            let text = stdout.strip_prefix("Q:").unwrap().trim_end_matches('\n');
+            assert!(valid(text), "{flags:?} seed {seed}: {text:?}");
+        }
+    }
+    std::fs::remove_file(&grammar_file).unwrap();
+
+    let refused: [(&[&str], &str); 4] = [
+        (&["--grammar", "root ::= ("], "--grammar"),
+        (&["-j", "{\"not\": {}}"], "\"not\""),
+        (&["-j", "{nope"], "not valid JSON"),
+        (
+            &["--grammar", "root ::= \"a\"", "-j", "{}"],
+            "cannot be used with",
+        ),
+    ];
+    for (flags, expected) in refused {
+        let mut args = vec!["-m", model, "-p", "Q:", "-n", "4"];
+        args.extend_from_slice(flags);
+        let output = llmfile(&args);
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert_ne!(output.status.code(), Some(0), "{flags:?}");
+        assert_eq!(stderr.lines().count(), 1, "{flags:?}: {stderr}");
+        assert!(stderr.contains(expected), "{flags:?}: {stderr}");
+    }
+}

@@ -14,7 +14,8 @@ use kernels::Kernels;
 use llmfile::engine::Engine;
 use llmfile::sampling::SamplingParams;
 use llmfile::server::dry_run::{dry_run, QueuedJob};
-use llmfile::server::{ModelInfo, ServerConfig};
+use llmfile::engine::ModelInfo;
+use llmfile::server::ServerConfig;
 use llmfile::tokenizer::Tokenizer;
 use serde_json::Value;
 use std::sync::{Arc, OnceLock};
@@ -75,6 +76,7 @@ fn config(index: u8) -> ServerConfig {
         slots,
         n_ctx,
         sampling: SamplingParams::default(),
+        grammar: None,
         n_predict,
         api_key: None,
         open_browser: false,

@@ -24,6 +24,14 @@ const MAX_RULE_NAME: usize = 64;
 /// Largest magnitude of an integral part: llama.cpp's `integral-part` has at most 16 digits,
 /// so bounds beyond it are clamped to it.
 const MAX_INTEGRAL: i128 = 9_999_999_999_999_999;
+/// Most digits after the point of a bounded number, as llama.cpp's `decimal-part`.
+const FRACTION_DIGITS: u32 = 16;
+/// Largest bounded number in units of its last fraction digit: 16 nines on both sides of
+/// the point.
+const MAX_UNITS: i128 = (MAX_INTEGRAL + 1) * 10i128.pow(FRACTION_DIGITS) - 1;
+/// Most significant digits of a number bound: serde_json reads numbers as doubles, and
+/// every decimal this short survives the round trip, so the bound is the one written.
+const MAX_BOUND_DIGITS: usize = 15;
 
 /// GBNF for any JSON value (the grammar of `response_format: {"type": "json_object"}`, whose
 /// root is an object).
@@ -766,82 +774,141 @@ impl<'s> Converter<'s> {
         map: &Map<String, Value>,
         path: &str,
     ) -> Result<String, SchemaError> {
-        let mut low: Option<i128> = None;
-        let mut high: Option<i128> = None;
-        let mut raise = |v: i128| low = Some(low.map_or(v, |l| l.max(v)));
-        let exclusive_min = draft4_exclusive(map, "exclusiveMinimum", path)?;
-        let exclusive_max = draft4_exclusive(map, "exclusiveMaximum", path)?;
-        if let Some(v) = number(map, "minimum", path)? {
-            raise(if exclusive_min {
-                v.floor() + 1.0
-            } else {
-                v.ceil()
-            } as i128);
-        }
-        if let Some(v) = exclusive_bound(map, "exclusiveMinimum", path)? {
-            raise((v.floor() as i128).saturating_add(1));
-        }
-        let mut lower = |v: i128| high = Some(high.map_or(v, |h| h.min(v)));
-        if let Some(v) = number(map, "maximum", path)? {
-            lower(if exclusive_max {
-                v.ceil() - 1.0
-            } else {
-                v.floor()
-            } as i128);
-        }
-        if let Some(v) = exclusive_bound(map, "exclusiveMaximum", path)? {
-            lower((v.ceil() as i128).saturating_sub(1));
-        }
+        let (low, high) = number_bounds(map, path)?;
         if low.is_none() && high.is_none() {
             return Ok(self.primitive("integer").into());
         }
-        let (low, high) = clamp_bounds(low, high, path)?;
-        Ok(format!("( {} ) space", signed_range(low, high)))
-    }
-
-    /// Numbers with bounds are written without exponent, and only whole-number bounds are
-    /// exact, so anything else is refused.
-    fn number_body(&mut self, map: &Map<String, Value>, path: &str) -> Result<String, SchemaError> {
-        for keyword in ["exclusiveMinimum", "exclusiveMaximum"] {
-            if map.contains_key(keyword) {
-                return Err(unsupported(
+        let low_int = low.as_ref().map(|b| {
+            if b.exclusive {
+                (b.value.floor() as i128).saturating_add(1)
+            } else {
+                b.value.ceil() as i128
+            }
+        });
+        let high_int = high.as_ref().map(|b| {
+            if b.exclusive {
+                (b.value.ceil() as i128).saturating_sub(1)
+            } else {
+                b.value.floor() as i128
+            }
+        });
+        if let (Some(l), Some(h), Some(low), Some(high)) = (low_int, high_int, &low, &high) {
+            if l > h {
+                return Err(unsatisfiable(
                     path,
-                    format!("\"{keyword}\" on a number (use \"minimum\"/\"maximum\", or type \"integer\")"),
+                    format!(
+                        "no integer lies between {} and {}",
+                        low.shown(),
+                        high.shown()
+                    ),
                 ));
             }
         }
-        let whole = |keyword: &str| -> Result<Option<i128>, SchemaError> {
-            match number(map, keyword, path)? {
-                Some(v) if v.fract() != 0.0 => Err(unsupported(
-                    path,
-                    format!(
-                        "\"{keyword}\" {v} on a number: only whole-number bounds are supported"
-                    ),
-                )),
-                Some(v) => Ok(Some(v as i128)),
-                None => Ok(None),
-            }
-        };
-        let (low, high) = (whole("minimum")?, whole("maximum")?);
+        let low = low_int.unwrap_or(-MAX_INTEGRAL);
+        let high = high_int.unwrap_or(MAX_INTEGRAL);
+        if low > MAX_INTEGRAL || high < -MAX_INTEGRAL {
+            return Err(unsupported(
+                path,
+                format!(
+                    "bounds beyond the {} digits a grammar number may have",
+                    MAX_INTEGRAL.to_string().len()
+                ),
+            ));
+        }
+        let (low, high) = (low.max(-MAX_INTEGRAL), high.min(MAX_INTEGRAL));
+        Ok(format!("( {} ) space", signed_range(low, high)))
+    }
+
+    /// Bounded numbers are written in decimal notation, without exponent, with at most
+    /// `FRACTION_DIGITS` digits after the point: every such number in the range is accepted,
+    /// in every spelling (trailing zeros, "-0"), and no other.
+    fn number_body(&mut self, map: &Map<String, Value>, path: &str) -> Result<String, SchemaError> {
+        let (low, high) = number_bounds(map, path)?;
         if low.is_none() && high.is_none() {
             return Ok(self.primitive("number").into());
         }
-        self.primitive("decimal-part");
-        let (low_c, high_c) = clamp_bounds(low, high, path)?;
-        let low = low.map(|_| low_c);
-        let high = high.map(|_| high_c);
-        let mut alternatives = Vec::new();
-        if high.is_none_or(|h| h >= 0) {
-            alternatives.push(magnitude(low.map_or(0, |l| l.max(0)), high));
+        let low_units = low
+            .as_ref()
+            .map_or(Ok(-MAX_UNITS), |b| b.inner_units(true, path))?;
+        let high_units = high
+            .as_ref()
+            .map_or(Ok(MAX_UNITS), |b| b.inner_units(false, path))?;
+        if let (Some(low), Some(high)) = (&low, &high) {
+            if low_units > high_units {
+                return Err(unsupported(
+                    path,
+                    format!(
+                        "no number with at most {FRACTION_DIGITS} digits after the point lies between {} and {}",
+                        low.shown(),
+                        high.shown()
+                    ),
+                ));
+            }
         }
-        if low.is_none_or(|l| l < 0) {
-            let smallest = high.map_or(0, |h| if h < 0 { -h } else { 0 });
+        let mut alternatives = Vec::new();
+        if high_units >= 0 {
+            alternatives.push(self.magnitude(low_units.max(0), high_units));
+        }
+        // "-0" and "-0.0" are zero too.
+        if low_units <= 0 {
             alternatives.push(format!(
                 "\"-\" ( {} )",
-                magnitude(smallest, low.map(|l| -l))
+                self.magnitude((-high_units).max(0), -low_units)
             ));
         }
         Ok(format!("( {} ) space", alternatives.join(" | ")))
+    }
+
+    /// Non-negative numbers from `low` to `high` units (of the last fraction digit), without
+    /// exponent: an integral part strictly between the bounds' takes any fraction, the bounds'
+    /// own integral parts only the fractions on the inside.
+    fn magnitude(&mut self, low: i128, high: i128) -> String {
+        let scale = 10i128.pow(FRACTION_DIGITS);
+        let split = |units: i128| {
+            let fraction = format!(
+                "{:0width$}",
+                units % scale,
+                width = FRACTION_DIGITS as usize
+            );
+            ((units / scale) as u64, fraction.into_bytes())
+        };
+        let ((low_int, low_fraction), (high_int, high_fraction)) = (split(low), split(high));
+        if low_int == high_int {
+            return join_terms(&[
+                &format!("\"{low_int}\""),
+                &fraction_between(&low_fraction, &high_fraction, 0),
+            ]);
+        }
+        let mut alternatives = Vec::new();
+        let mut first_any = low_int;
+        if !all(&low_fraction, b'0') {
+            alternatives.push(join_terms(&[
+                &format!("\"{low_int}\""),
+                &fraction_at_least(&low_fraction, 0),
+            ]));
+            first_any += 1;
+        }
+        let high_is_ceiling = all(&high_fraction, b'9');
+        let last_any = if high_is_ceiling {
+            high_int
+        } else {
+            high_int - 1
+        };
+        if first_any <= last_any {
+            let integral = if first_any == 0 && last_any == MAX_INTEGRAL as u64 {
+                self.primitive("integral-part").to_string()
+            } else {
+                group(unsigned_range(first_any, last_any))
+            };
+            alternatives.push(format!("{integral} {}", fraction_run(0, "[0-9]")));
+        }
+        if !high_is_ceiling {
+            alternatives.push(join_terms(&[
+                &format!("\"{high_int}\""),
+                &fraction_at_most(&high_fraction, 0),
+            ]));
+        }
+        alternatives.join(" | ")
     }
 
     fn string_body(&mut self, map: &Map<String, Value>, path: &str) -> Result<String, SchemaError> {
@@ -882,7 +949,13 @@ impl<'s> Converter<'s> {
             let min = count(map, "minLength", path)?.unwrap_or(0);
             let max = count(map, "maxLength", path)?;
             if max.is_some_and(|m| m < min) {
-                return Err(unsatisfiable(path, "\"minLength\" is above \"maxLength\""));
+                return Err(unsatisfiable(
+                    path,
+                    format!(
+                        "\"minLength\" {min} is above \"maxLength\" {}",
+                        max.unwrap_or(0)
+                    ),
+                ));
             }
             let chars = repetition(self.primitive("char"), min, max);
             return Ok(join_terms(&[r#""\"""#, &chars, r#""\"""#, "space"]));
@@ -1608,32 +1681,154 @@ fn exclusive_bound(
     }
 }
 
-/// Integer bounds clamped to what `integral-part` can write; an empty range is an error.
-fn clamp_bounds(
-    low: Option<i128>,
-    high: Option<i128>,
+/// A lower or upper bound on a number, as the schema wrote it.
+struct Bound {
+    keyword: &'static str,
+    value: f64,
+    exclusive: bool,
+    text: String,
+}
+
+impl Bound {
+    /// The bound as errors show it, e.g. `"exclusiveMinimum" 3`.
+    fn shown(&self) -> String {
+        let draft4 = if self.exclusive && !self.keyword.starts_with("exclusive") {
+            " (exclusive)"
+        } else {
+            ""
+        };
+        format!("\"{}\" {}{draft4}", self.keyword, self.text)
+    }
+
+    /// The number a grammar writes nearest the bound on its inside (of a `lower` bound,
+    /// above it), in units of the last fraction digit; a bound that leaves nothing a grammar
+    /// writes on its inside is an error.
+    fn inner_units(&self, lower: bool, path: &str) -> Result<i128, SchemaError> {
+        let (floor, exact) = self.scaled(path)?;
+        let (units, side) = if lower {
+            (floor + i128::from(self.exclusive || !exact), "above")
+        } else {
+            (floor - i128::from(self.exclusive && exact), "below")
+        };
+        if units.abs() > MAX_UNITS && (units > 0) == lower {
+            return Err(unsupported(
+                path,
+                format!(
+                    "{} is {side} any number a grammar writes (at most {} digits before the point)",
+                    self.shown(),
+                    MAX_INTEGRAL.to_string().len()
+                ),
+            ));
+        }
+        Ok(units.clamp(-MAX_UNITS, MAX_UNITS))
+    }
+
+    /// The bound in units of the last fraction digit a grammar writes, rounded down, and
+    /// whether that is exact; beyond the numbers a grammar writes it is clamped to just
+    /// outside them.
+    fn scaled(&self, path: &str) -> Result<(i128, bool), SchemaError> {
+        // The shortest decimal that reads back as `value`: with at most
+        // `MAX_BOUND_DIGITS` significant digits, it is the decimal the schema wrote.
+        let text = format!("{:e}", self.value);
+        let (mantissa, exponent) = text.split_once('e').expect("`{:e}` writes an exponent");
+        let exponent: i32 = exponent.parse().expect("`{:e}` writes a whole exponent");
+        let digits: String = mantissa.chars().filter(char::is_ascii_digit).collect();
+        if digits.len() > MAX_BOUND_DIGITS {
+            return Err(unsupported(
+                path,
+                format!(
+                    "{} has more than {MAX_BOUND_DIGITS} significant digits, more than a JSON number read as a double keeps exactly",
+                    self.shown()
+                ),
+            ));
+        }
+        let mut mantissa: i128 = digits.parse().expect("at most 15 ASCII digits");
+        if self.value < 0.0 {
+            mantissa = -mantissa;
+        }
+        let shift = exponent - (digits.len() as i32 - 1) + FRACTION_DIGITS as i32;
+        let outside = MAX_UNITS + 1;
+        Ok(if shift >= 0 {
+            let units = 10i128
+                .checked_pow(shift as u32)
+                .and_then(|p| p.checked_mul(mantissa))
+                .unwrap_or(mantissa.signum() * outside);
+            (units.clamp(-outside, outside), true)
+        } else {
+            match 10i128.checked_pow(shift.unsigned_abs()) {
+                Some(p) => (mantissa.div_euclid(p), mantissa.rem_euclid(p) == 0),
+                // Smaller in magnitude than one unit.
+                None => (-i128::from(mantissa < 0), mantissa == 0),
+            }
+        })
+    }
+}
+
+/// The tightest lower and upper bounds on a number; bounds that leave no number between
+/// them are an error.
+fn number_bounds(
+    map: &Map<String, Value>,
     path: &str,
-) -> Result<(i128, i128), SchemaError> {
-    if let (Some(l), Some(h)) = (low, high) {
-        if l > h {
+) -> Result<(Option<Bound>, Option<Bound>), SchemaError> {
+    let exclusive_min = draft4_exclusive(map, "exclusiveMinimum", path)?;
+    let exclusive_max = draft4_exclusive(map, "exclusiveMaximum", path)?;
+    let bound = |keyword: &'static str, exclusive: bool| -> Result<Option<Bound>, SchemaError> {
+        let value = if keyword.starts_with("exclusive") {
+            exclusive_bound(map, keyword, path)?
+        } else {
+            number(map, keyword, path)?
+        };
+        Ok(value.map(|value| Bound {
+            keyword,
+            value,
+            exclusive,
+            text: map[keyword].to_string(),
+        }))
+    };
+    let low = tighter(
+        bound("minimum", exclusive_min)?,
+        bound("exclusiveMinimum", true)?,
+        true,
+    );
+    let high = tighter(
+        bound("maximum", exclusive_max)?,
+        bound("exclusiveMaximum", true)?,
+        false,
+    );
+    if let (Some(l), Some(h)) = (&low, &high) {
+        if l.value > h.value {
             return Err(unsatisfiable(
                 path,
-                format!("the lower bound {l} is above the upper bound {h}"),
+                format!("{} is above {}", l.shown(), h.shown()),
+            ));
+        }
+        if l.value == h.value && (l.exclusive || h.exclusive) {
+            return Err(unsatisfiable(
+                path,
+                format!(
+                    "{} and {} leave no number between them",
+                    l.shown(),
+                    h.shown()
+                ),
             ));
         }
     }
-    let low = low.unwrap_or(-MAX_INTEGRAL);
-    let high = high.unwrap_or(MAX_INTEGRAL);
-    if low > MAX_INTEGRAL || high < -MAX_INTEGRAL {
-        return Err(unsupported(
-            path,
-            format!(
-                "bounds beyond the {} digits a grammar number may have",
-                MAX_INTEGRAL.to_string().len()
-            ),
-        ));
+    Ok((low, high))
+}
+
+/// The stricter of two lower (or upper) bounds: at equal values, the exclusive one.
+fn tighter(a: Option<Bound>, b: Option<Bound>, lower: bool) -> Option<Bound> {
+    match (a, b) {
+        (Some(a), Some(b)) => {
+            let keep_a = if a.value == b.value {
+                a.exclusive || !b.exclusive
+            } else {
+                (a.value > b.value) == lower
+            };
+            Some(if keep_a { a } else { b })
+        }
+        (a, b) => a.or(b),
     }
-    Ok((low.max(-MAX_INTEGRAL), high.min(MAX_INTEGRAL)))
 }
 
 /// Integers in `low..=high` without leading zeros (and without "-0").
@@ -1683,13 +1878,6 @@ fn same_length_range(low: &[u8], high: &[u8]) -> String {
     let (first, last) = (low[common], high[common]);
     let (low_rest, high_rest) = (&low[common + 1..], &high[common + 1..]);
     let width = low_rest.len();
-    let digit_class = |a: u8, b: u8| {
-        if a == b {
-            format!("[{}]", a as char)
-        } else {
-            format!("[{}-{}]", a as char, b as char)
-        }
-    };
     let mut alternatives = Vec::new();
     if width == 0 {
         alternatives.push(digit_class(first, last));
@@ -1728,6 +1916,15 @@ fn same_length_range(low: &[u8], high: &[u8]) -> String {
     }
 }
 
+/// The digits from `low` to `high` (ASCII).
+fn digit_class(low: u8, high: u8) -> String {
+    if low == high {
+        format!("[{}]", low as char)
+    } else {
+        format!("[{}-{}]", low as char, high as char)
+    }
+}
+
 /// `expr` made one term in a sequence.
 fn group(expr: String) -> String {
     if expr.contains('|') {
@@ -1737,21 +1934,135 @@ fn group(expr: String) -> String {
     }
 }
 
-/// Non-negative numbers in `low..=high` (`high` None: up to the digit limit), without
-/// exponent: a whole part below `high` takes any fraction, `high` itself only zeros.
-fn magnitude(low: i128, high: Option<i128>) -> String {
-    let fraction = r#"( "." decimal-part )?"#;
-    let zero_fraction = r#"( "." [0]{1,16} )?"#;
-    match high {
-        None => format!(
-            "( {} ) {fraction}",
-            unsigned_range(low as u64, MAX_INTEGRAL as u64)
-        ),
-        Some(high) if high == low => format!("\"{high}\" {zero_fraction}"),
-        Some(high) => format!(
-            "( {} ) {fraction} | \"{high}\" {zero_fraction}",
-            unsigned_range(low as u64, (high - 1) as u64)
-        ),
+fn all(digits: &[u8], digit: u8) -> bool {
+    digits.iter().all(|&d| d == digit)
+}
+
+/// The fraction digits from position `i` on (with the point, at 0), any number of them
+/// up to `FRACTION_DIGITS`, each in `class`.
+fn fraction_run(i: usize, class: &str) -> String {
+    let room = FRACTION_DIGITS as u64 - i as u64;
+    if i == 0 {
+        format!("( \".\" {class}{{1,{room}}} )?")
+    } else {
+        repetition(class, 0, Some(room))
+    }
+}
+
+/// Fraction digits from position `i` on whose value, padded with zeros, is at least
+/// `low[i..]`; `low` holds all `FRACTION_DIGITS` digits.
+fn fraction_at_least(low: &[u8], i: usize) -> String {
+    if all(&low[i..], b'0') {
+        return fraction_run(i, "[0-9]");
+    }
+    let digit = low[i];
+    let mut alternatives = Vec::new();
+    // A shorter fraction reads as if padded with zeros, so it must pass `low` before it ends.
+    let mut first_any = digit;
+    if !all(&low[i + 1..], b'0') {
+        alternatives.push(join_terms(&[
+            &format!("\"{}\"", digit as char),
+            &fraction_at_least(low, i + 1),
+        ]));
+        first_any += 1;
+    }
+    if first_any <= b'9' {
+        alternatives.push(join_terms(&[
+            &digit_class(first_any, b'9'),
+            &repetition("[0-9]", 0, Some(FRACTION_DIGITS as u64 - 1 - i as u64)),
+        ]));
+    }
+    fraction_choice(i, alternatives, false)
+}
+
+/// Fraction digits from position `i` on whose value, padded with zeros, is at most
+/// `high[i..]`.
+fn fraction_at_most(high: &[u8], i: usize) -> String {
+    if all(&high[i..], b'9') {
+        return fraction_run(i, "[0-9]");
+    }
+    if all(&high[i..], b'0') {
+        return fraction_run(i, "[0]");
+    }
+    let digit = high[i];
+    let rest_is_ceiling = all(&high[i + 1..], b'9');
+    let mut alternatives = Vec::new();
+    if rest_is_ceiling || digit > b'0' {
+        let last_any = if rest_is_ceiling { digit } else { digit - 1 };
+        alternatives.push(join_terms(&[
+            &digit_class(b'0', last_any),
+            &repetition("[0-9]", 0, Some(FRACTION_DIGITS as u64 - 1 - i as u64)),
+        ]));
+    }
+    if !rest_is_ceiling {
+        alternatives.push(join_terms(&[
+            &format!("\"{}\"", digit as char),
+            &fraction_at_most(high, i + 1),
+        ]));
+    }
+    fraction_choice(i, alternatives, true)
+}
+
+/// Fraction digits from position `i` on whose value, padded with zeros, lies from
+/// `low[i..]` to `high[i..]`.
+fn fraction_between(low: &[u8], high: &[u8], i: usize) -> String {
+    if all(&low[i..], b'0') {
+        return fraction_at_most(high, i);
+    }
+    if all(&high[i..], b'9') {
+        return fraction_at_least(low, i);
+    }
+    let (first, last) = (low[i], high[i]);
+    let alternatives = if first == last {
+        vec![join_terms(&[
+            &format!("\"{}\"", first as char),
+            &fraction_between(low, high, i + 1),
+        ])]
+    } else {
+        let mut alternatives = Vec::new();
+        let mut first_any = first;
+        if !all(&low[i + 1..], b'0') {
+            alternatives.push(join_terms(&[
+                &format!("\"{}\"", first as char),
+                &fraction_at_least(low, i + 1),
+            ]));
+            first_any += 1;
+        }
+        let high_is_ceiling = all(&high[i + 1..], b'9');
+        let last_any = if high_is_ceiling { last } else { last - 1 };
+        if first_any <= last_any {
+            alternatives.push(join_terms(&[
+                &digit_class(first_any, last_any),
+                &repetition("[0-9]", 0, Some(FRACTION_DIGITS as u64 - 1 - i as u64)),
+            ]));
+        }
+        if !high_is_ceiling {
+            alternatives.push(join_terms(&[
+                &format!("\"{}\"", last as char),
+                &fraction_at_most(high, i + 1),
+            ]));
+        }
+        alternatives
+    };
+    // `low[i..]` is not zero, so the fraction cannot end here.
+    fraction_choice(i, alternatives, false)
+}
+
+/// One digit position's `alternatives` as one term, after the point at position 0, and
+/// optional where the fraction `may_end` there.
+fn fraction_choice(i: usize, alternatives: Vec<String>, may_end: bool) -> String {
+    let choice = alternatives.join(" | ");
+    let digits = if i == 0 {
+        format!("\".\" {}", group(choice))
+    } else {
+        choice
+    };
+    if may_end {
+        format!("( {digits} )?")
+    } else if i == 0 {
+        digits
+    } else {
+        group(digits)
     }
 }
 
@@ -2780,12 +3091,27 @@ mod tests {
         let g = gbnf(json!({"type": "number", "minimum": 0, "maximum": 1}));
         assert_eq!(
             rule(&g, "root"),
-            r#"( ( "0" ) ( "." decimal-part )? | "1" ( "." [0]{1,16} )? ) space"#
+            r#"( "0" ( "." [0-9]{1,16} )? | "1" ( "." [0]{1,16} )? | "-" ( "0" ( "." [0]{1,16} )? ) ) space"#
         );
         let g = gbnf(json!({"type": "number", "minimum": -1, "maximum": -1}));
         assert_eq!(
             rule(&g, "root"),
             r#"( "-" ( "1" ( "." [0]{1,16} )? ) ) space"#
+        );
+        let g = gbnf(json!({"type": "number", "minimum": -1.5, "maximum": 2.25}));
+        assert_eq!(
+            rule(&g, "root"),
+            concat!(
+                r#"( [0-1] ( "." [0-9]{1,16} )? "#,
+                r#"| "2" ( "." ( [0-1] [0-9]{0,15} | "2" ( [0-4] [0-9]{0,14} | "5" [0]{0,14} )? ) )? "#,
+                r#"| "-" ( "0" ( "." [0-9]{1,16} )? | "1" ( "." ( [0-4] [0-9]{0,15} | "5" [0]{0,15} ) )? ) ) space"#
+            )
+        );
+        // Without an upper bound, any integral part above the lower bound's.
+        let g = gbnf(json!({"type": "number", "maximum": 1e300}));
+        assert_eq!(
+            rule(&g, "root"),
+            r#"( integral-part ( "." [0-9]{1,16} )? | "-" ( integral-part ( "." [0-9]{1,16} )? ) ) space"#
         );
     }
 
@@ -2864,10 +3190,6 @@ mod tests {
             error(json!({"type": "string", "format": "email"})).contains("\"format\" \"email\"")
         );
         assert!(
-            error(json!({"type": "number", "exclusiveMinimum": 0})).contains("exclusiveMinimum")
-        );
-        assert!(error(json!({"type": "number", "minimum": 0.5})).contains("whole-number"));
-        assert!(
             error(json!({"type": "string", "pattern": "^a$", "maxLength": 3}))
                 .contains("only one of")
         );
@@ -2936,7 +3258,53 @@ mod tests {
     #[test]
     fn unsatisfiable_schemas() {
         assert!(error(json!(false)).contains("false"));
-        assert!(error(json!({"type": "integer", "minimum": 5, "maximum": 3})).contains("above"));
+        for kind in ["integer", "number"] {
+            for (bounds, reason) in [
+                (
+                    json!({"minimum": 5, "maximum": 3}),
+                    r#""minimum" 5 is above "maximum" 3"#,
+                ),
+                (
+                    json!({"minimum": 2.5, "exclusiveMaximum": -1}),
+                    r#""minimum" 2.5 is above "exclusiveMaximum" -1"#,
+                ),
+                (
+                    json!({"exclusiveMinimum": 3, "exclusiveMaximum": 3}),
+                    r#""exclusiveMinimum" 3 and "exclusiveMaximum" 3 leave no number between them"#,
+                ),
+                (
+                    json!({"minimum": 0.5, "exclusiveMaximum": 0.5}),
+                    r#""minimum" 0.5 and "exclusiveMaximum" 0.5 leave no number between them"#,
+                ),
+                (
+                    json!({"minimum": 1, "exclusiveMinimum": true, "maximum": 1}),
+                    r#""minimum" 1 (exclusive) and "maximum" 1 leave no number between them"#,
+                ),
+                // The tighter of "minimum" and "exclusiveMinimum" counts.
+                (
+                    json!({"minimum": 0, "exclusiveMinimum": 2, "maximum": 1}),
+                    r#""exclusiveMinimum" 2 is above "maximum" 1"#,
+                ),
+            ] {
+                let mut schema = bounds;
+                schema["type"] = json!(kind);
+                let mut nested = json!({"properties": {"a": schema.clone()}});
+                assert_eq!(
+                    error(schema),
+                    format!("no JSON value satisfies the schema at /: {reason}")
+                );
+                nested["type"] = json!("object");
+                assert!(error(nested).contains("at /properties/a"));
+            }
+        }
+        assert_eq!(
+            error(json!({"type": "integer", "exclusiveMinimum": 3, "exclusiveMaximum": 4})),
+            r#"no JSON value satisfies the schema at /: no integer lies between "exclusiveMinimum" 3 and "exclusiveMaximum" 4"#
+        );
+        assert!(
+            error(json!({"type": "string", "minLength": 3, "maxLength": 2}))
+                .contains(r#""minLength" 3 is above "maxLength" 2"#)
+        );
         assert!(error(json!({"type": "array", "minItems": 3, "maxItems": 2})).contains("minItems"));
         assert!(
             error(json!({"prefixItems": [{}], "items": false, "minItems": 2})).contains("minItems")
@@ -3283,6 +3651,187 @@ mod tests {
             json!({"type": "number", "maximum": -2}),
             &["-2", "-2.5", "-300"],
             &["-1.5", "0", "2", "-1.99"],
+        );
+    }
+
+    /// A JSON number without exponent in units of its 16th fraction digit, or None where
+    /// a bounded grammar cannot write it (more than 16 digits on either side of the point).
+    fn units(text: &str) -> Option<i128> {
+        let (negative, digits) = match text.strip_prefix('-') {
+            Some(rest) => (true, rest),
+            None => (false, text),
+        };
+        let (integral, fraction) = digits.split_once('.').unwrap_or((digits, ""));
+        if integral.len() > 16 || fraction.len() > 16 {
+            return None;
+        }
+        let value = integral.parse::<i128>().unwrap() * 10i128.pow(16)
+            + format!("{fraction:0<16}").parse::<i128>().unwrap();
+        Some(if negative { -value } else { value })
+    }
+
+    /// `units` written with all 16 fraction digits.
+    fn spelled(units: i128) -> String {
+        let sign = if units < 0 { "-" } else { "" };
+        let scale = 10i128.pow(16);
+        let magnitude = units.abs();
+        format!("{sign}{}.{:016}", magnitude / scale, magnitude % scale)
+    }
+
+    #[test]
+    fn matcher_number_ranges_exhaustively() {
+        // (bound keyword, bound as written): draft 6 exclusive bounds, or draft 4's.
+        let cases: &[&[(&str, &str)]] = &[
+            &[("minimum", "-1.5"), ("maximum", "2.25")],
+            &[("exclusiveMinimum", "0.1"), ("maximum", "0.3")],
+            &[("minimum", "-10.05"), ("exclusiveMaximum", "-9.5")],
+            &[("minimum", "0"), ("maximum", "0.001")],
+            &[("minimum", "-0.5"), ("maximum", "0.5")],
+            &[("minimum", "3.14")],
+            &[("maximum", "-2.5")],
+            &[("exclusiveMinimum", "-0.001"), ("exclusiveMaximum", "0")],
+            &[("exclusiveMinimum", "0"), ("maximum", "1")],
+            &[("minimum", "2.5"), ("maximum", "2.50")],
+            &[("minimum", "-0.0"), ("maximum", "0.0")],
+            &[("minimum", "9.999"), ("exclusiveMaximum", "10.001")],
+            &[("minimum", "0.0625"), ("maximum", "0.5")],
+            &[
+                ("minimum", "-0.25"),
+                ("exclusiveMinimum", "true"),
+                ("maximum", "0.75"),
+                ("exclusiveMaximum", "true"),
+            ],
+            // The tighter of two lower bounds, at equal values the exclusive one.
+            &[("minimum", "1.25"), ("exclusiveMinimum", "1.25")],
+            &[("minimum", "1.75"), ("exclusiveMinimum", "1.25")],
+        ];
+        let fractions: Vec<String> = (1..=3)
+            .flat_map(|len| {
+                (0..10u32.pow(len)).map(move |n| format!("{n:0width$}", width = len as usize))
+            })
+            .collect();
+        for bounds in cases {
+            let mut schema = json!({"type": "number"});
+            let (mut low, mut high) = (i128::MIN, i128::MAX);
+            let draft4 = bounds.iter().any(|(_, v)| *v == "true");
+            for &(keyword, text) in *bounds {
+                schema[keyword] = serde_json::from_str(text).unwrap();
+                if text == "true" {
+                    continue;
+                }
+                let bound = units(text).unwrap();
+                let exclusive = keyword.starts_with("exclusive") || draft4;
+                if keyword.ends_with("inimum") {
+                    low = low.max(bound + i128::from(exclusive));
+                } else {
+                    high = high.min(bound - i128::from(exclusive));
+                }
+            }
+            let text = gbnf(schema.clone());
+            let grammar = Grammar::parse(&text).unwrap();
+            let written: Vec<i128> = bounds
+                .iter()
+                .filter(|(_, t)| *t != "true")
+                .map(|(_, t)| units(t).unwrap())
+                .collect();
+            // Every decimal with up to 3 fraction digits whose integral part is next to a
+            // bound's, and the far ends.
+            let mut window: Vec<u64> = vec![0, 1];
+            for bound in &written {
+                let integral = (bound.abs() / 10i128.pow(16)) as u64;
+                window.extend(integral.saturating_sub(1)..=integral + 1);
+            }
+            window.sort();
+            window.dedup();
+            let mut candidates: Vec<String> = Vec::new();
+            for sign in ["", "-"] {
+                for integral in &window {
+                    candidates.push(format!("{sign}{integral}"));
+                    for fraction in &fractions {
+                        candidates.push(format!("{sign}{integral}.{fraction}"));
+                    }
+                }
+                for far in ["99", "99.5", "9999999999999999.9999999999999999"] {
+                    candidates.push(format!("{sign}{far}"));
+                }
+                // More digits than a bounded grammar writes.
+                candidates.push(format!("{sign}10000000000000000"));
+                candidates.push(format!("{sign}1.00000000000000000"));
+            }
+            for bound in bounds
+                .iter()
+                .filter(|(_, t)| *t != "true")
+                .map(|(_, t)| units(t).unwrap())
+            {
+                for near in bound - 1..=bound + 1 {
+                    candidates.push(spelled(near));
+                    candidates.push(format!("{}0", spelled(near)));
+                }
+            }
+            for candidate in &candidates {
+                let expected = units(candidate).is_some_and(|v| (low..=high).contains(&v));
+                assert_eq!(
+                    grammar.matches(candidate),
+                    expected,
+                    "{schema}: {candidate}\n{text}"
+                );
+            }
+            // Spellings no JSON number has, or only with an exponent.
+            for bad in ["01", "-01.5", "1.", ".5", "+1", "1e0", "0.5e0", "--1", ""] {
+                assert!(!grammar.matches(bad), "{schema} accepts {bad:?}\n{text}");
+            }
+        }
+    }
+
+    #[test]
+    fn number_bounds_beyond_what_a_grammar_writes() {
+        // Bounds finer than 16 fraction digits round to the nearest number inside.
+        check(
+            json!({"type": "number", "minimum": 1.5e-20, "maximum": 1}),
+            &["0.0000000000000001", "1", "0.5"],
+            &[
+                "0",
+                "0.0",
+                "-0",
+                "0.00000000000000001",
+                "1.0000000000000001",
+            ],
+        );
+        check(
+            json!({"type": "number", "exclusiveMaximum": -2.5e-17}),
+            &["-0.0000000000000001", "-5"],
+            &["0", "-0", "-0.0000000000000000"],
+        );
+        // Bounds above what a grammar writes leave the whole side open.
+        check(
+            json!({"type": "number", "minimum": -1e300, "exclusiveMaximum": 1e20}),
+            &[
+                "9999999999999999.9999999999999999",
+                "-9999999999999999.9999999999999999",
+            ],
+            &["10000000000000000"],
+        );
+        assert_eq!(
+            error(json!({"type": "number", "minimum": 1e20})),
+            r#"unsupported JSON schema at /: "minimum" 1e+20 is above any number a grammar writes (at most 16 digits before the point)"#
+        );
+        assert!(error(json!({"type": "number", "exclusiveMaximum": -1e17}))
+            .contains(r#""exclusiveMaximum" -1e+17 is below any number"#));
+        assert_eq!(
+            error(json!({"type": "number", "minimum": 1e-17, "maximum": 2e-17})),
+            r#"unsupported JSON schema at /: no number with at most 16 digits after the point lies between "minimum" 1e-17 and "maximum" 2e-17"#
+        );
+        for (keyword, value) in [("minimum", 0.1 + 0.2), ("maximum", 1.0 / 3.0)] {
+            let e = error(json!({"properties": {"x": {"type": "number", keyword: value}}}));
+            assert!(e.contains(&format!("\"{keyword}\" {value}")), "{e}");
+            assert!(e.contains("at /properties/x"), "{e}");
+            assert!(e.contains("more than 15 significant digits"), "{e}");
+        }
+        // 15 digits are kept exactly.
+        check(
+            json!({"type": "number", "minimum": 0.123456789012345}),
+            &["0.123456789012345", "0.1234567890123450", "1"],
+            &["0.1234567890123449", "0.12345678901234"],
         );
     }
 
