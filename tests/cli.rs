@@ -379,7 +379,8 @@ fn grammar_and_schema_flags_constrain_the_completion() {
     let grammar_file =
         std::env::temp_dir().join(format!("llmfile-cli-{}.gbnf", std::process::id()));
     std::fs::write(&grammar_file, "# digits\nroot ::= [0-9]{3}\n").unwrap();
-    let cases: [(&[&str], fn(&str) -> bool); 3] = [
+    type Check = fn(&str) -> bool;
+    let cases: [(&[&str], Check); 3] = [
         (&["--grammar", r#"root ::= "yes" | "no""#], |t| {
             t == "yes" || t == "no"
         }),
