@@ -240,12 +240,11 @@ fn the_vocabulary_walk_agrees_with_each_token_asked_alone() {
     let pieces = ["<", "div", ">", " ", "é", "日", "本", " ", " ", "12"];
     for piece in pieces {
         let mut tokens = filter.tokens(tokenizer);
-        let walked = tokens.allowed().unwrap();
-        assert_eq!(
-            walked,
-            tokens.allowed().unwrap(),
-            "the second answer is remembered"
-        );
+        let mut walked = tokens.allowed().unwrap();
+        walked.sort_unstable();
+        let mut again = tokens.allowed().unwrap();
+        again.sort_unstable();
+        assert_eq!(walked, again, "the second answer is remembered");
         let asked: Vec<u32> = (0..tokenizer.n_vocab() as u32)
             .filter(|&id| tokens.allows(id).unwrap())
             .collect();

@@ -84,45 +84,53 @@ impl Constraint for TokenFilter<'_> {
     }
 }
 
-/// Every token `state` allows, in id order. The states met on the way are numbered and each
-/// (state, byte) step is worked out once: the trie has about a million nodes for a large
-/// vocabulary, but a grammar passes through few distinct states.
+/// Every token `state` allows, in no particular order. The trie is read front to back, a
+/// refused subtree skipped whole. The states met on the way are numbered and each (state, byte)
+/// step is worked out once, in a table per state: a grammar passes through few distinct
+/// states, so nearly every node costs one table lookup.
 fn walk(state: &GrammarState, tokenizer: &Tokenizer) -> Result<Vec<u32>, GrammarError> {
+    const UNKNOWN: u32 = u32::MAX;
+    const REFUSED: u32 = u32::MAX - 1;
     let trie = tokenizer.piece_trie();
     let mut states = vec![state.clone()];
+    let mut steps: Vec<[u32; 256]> = vec![[UNKNOWN; 256]];
     let mut numbers: HashMap<StateKey, u32> = HashMap::new();
-    let mut steps: HashMap<(u32, u8), Option<u32>> = HashMap::new();
     let mut allowed = Vec::new();
-    let mut pending = vec![(trie.root(), 0u32)];
-    while let Some((node, number)) = pending.pop() {
-        for child in trie.children(node) {
-            let byte = trie.node(child).byte;
-            let next = match steps.get(&(number, byte)) {
-                Some(&next) => next,
-                None => {
-                    let mut next = states[number as usize].clone();
-                    next.advance_bytes(&[byte])?;
-                    let next = (!next.is_dead()).then(|| {
-                        let key = (next.stacks.clone(), next.partial);
-                        *numbers.entry(key).or_insert_with(|| {
-                            states.push(next);
-                            states.len() as u32 - 1
-                        })
-                    });
-                    steps.insert((number, byte), next);
-                    next
-                }
-            };
-            if let Some(next) = next {
-                allowed.extend_from_slice(trie.tokens_at(child));
-                pending.push((child, next));
-            }
+    // The current node's ancestors: where each one's subtree ends, and its state.
+    let mut ancestors = vec![(trie.node_count() as u32, 0u32)];
+    let mut index = 1;
+    while (index as usize) < trie.node_count() {
+        while ancestors.last().is_some_and(|&(end, _)| end <= index) {
+            ancestors.pop();
         }
+        let parent = ancestors.last().expect("the root spans the trie").1;
+        let node = trie.node(index);
+        let mut next = steps[parent as usize][usize::from(node.byte)];
+        if next == UNKNOWN {
+            let mut moved = states[parent as usize].clone();
+            moved.advance_bytes(&[node.byte])?;
+            next = if moved.is_dead() {
+                REFUSED
+            } else {
+                let key = (moved.stacks.clone(), moved.partial);
+                *numbers.entry(key).or_insert_with(|| {
+                    states.push(moved);
+                    steps.push([UNKNOWN; 256]);
+                    states.len() as u32 - 1
+                })
+            };
+            steps[parent as usize][usize::from(node.byte)] = next;
+        }
+        if next == REFUSED {
+            index = node.subtree_end;
+            continue;
+        }
+        allowed.extend_from_slice(trie.tokens_at(index));
+        ancestors.push((node.subtree_end, next));
+        index += 1;
     }
-    allowed.retain(|&id| !tokenizer.is_end_of_generation(id));
     if state.can_end() {
         allowed.extend_from_slice(tokenizer.end_of_generation_tokens());
     }
-    allowed.sort_unstable();
     Ok(allowed)
 }

@@ -88,26 +88,28 @@ impl Sampler {
             let candidates = most_likely_allowed(&logits, 1, constraint)?;
             return Ok(candidates.first().map(|c| c.0));
         }
-        let mut candidates = most_likely_allowed(&logits, self.params.top_k, constraint)?;
-        if candidates.is_empty() {
+        // With top-k the candidates come sorted; without, they stay as the constraint lists
+        // them and only the part top-p and min-p can keep is ever sorted.
+        let mut candidates = match self.params.top_k {
+            0 => allowed_candidates(&logits, constraint)?,
+            k => most_likely_allowed(&logits, k, constraint)?,
+        };
+        let Some(max) = candidates.iter().map(|c| c.1).reduce(f32::max) else {
             return Ok(None);
-        }
-        let probs = softmax(&candidates);
+        };
+        // Min-p keeps what is at least min_p times as likely as the best: a floor on the logit.
+        let floor = match self.params.min_p {
+            p if p > 0.0 => max + p.ln(),
+            _ => f32::NEG_INFINITY,
+        };
         if self.params.top_p < 1.0 {
-            let mut cumulative = 0.0;
-            let keep = probs
-                .iter()
-                .position(|&p| {
-                    cumulative += p;
-                    cumulative >= self.params.top_p
-                })
-                .map_or(candidates.len(), |i| i + 1);
-            candidates.truncate(keep);
-        }
-        if self.params.min_p > 0.0 {
-            let floor = candidates[0].1 + self.params.min_p.ln();
-            let keep = candidates.iter().take_while(|c| c.1 >= floor).count();
-            candidates.truncate(keep.max(1));
+            // Top-p's probabilities are over every candidate, so the sum is taken before the
+            // floor removes any; whatever lies under the floor would go after top-p anyway.
+            let sum: f32 = candidates.iter().map(|c| (c.1 - max).exp()).sum();
+            candidates.retain(|c| c.1 >= floor);
+            keep_top_p(&mut candidates, max, sum, self.params.top_p);
+        } else if self.params.min_p > 0.0 {
+            candidates.retain(|c| c.1 >= floor);
         }
         for candidate in &mut candidates {
             candidate.1 /= self.params.temperature;
@@ -150,7 +152,7 @@ impl Sampler {
 pub trait Constraint {
     type Error;
     fn allows(&mut self, token: u32) -> Result<bool, Self::Error>;
-    /// Every allowed token, in id order.
+    /// Every allowed token, each once, in any order.
     fn allowed(&mut self) -> Result<Vec<u32>, Self::Error>;
 }
 
@@ -210,17 +212,56 @@ fn most_likely_allowed<C: Constraint>(
             return Ok(kept);
         }
     }
-    let allowed = constraint.allowed()?;
-    let mut candidates: Vec<(u32, f32)> = allowed
-        .iter()
-        .filter_map(|&id| Some((id, *logits.get(id as usize)?)))
-        .collect();
+    let mut candidates = allowed_candidates(logits, constraint)?;
     if wanted > 0 && wanted < candidates.len() {
         candidates.select_nth_unstable_by(wanted - 1, by_rank);
         candidates.truncate(wanted);
     }
     candidates.sort_unstable_by(by_rank);
     Ok(candidates)
+}
+
+/// Every allowed token with its logit.
+fn allowed_candidates<C: Constraint>(
+    logits: &[f32],
+    constraint: &mut C,
+) -> Result<Vec<(u32, f32)>, C::Error> {
+    Ok(constraint
+        .allowed()?
+        .iter()
+        .filter_map(|&id| Some((id, *logits.get(id as usize)?)))
+        .collect())
+}
+
+/// Sorts `candidates` and keeps the likeliest ones whose probabilities (`exp(logit - max) /
+/// sum`) reach `top_p`. A few hundred tokens usually carry that mass, so the likeliest are
+/// selected and sorted in growing batches rather than sorting a whole vocabulary.
+fn keep_top_p(candidates: &mut Vec<(u32, f32)>, max: f32, sum: f32, top_p: f32) {
+    let mut batch = 256;
+    loop {
+        let whole = batch >= candidates.len();
+        let end = if whole {
+            candidates.sort_unstable_by(by_rank);
+            candidates.len()
+        } else {
+            candidates.select_nth_unstable_by(batch - 1, by_rank);
+            candidates[..batch].sort_unstable_by(by_rank);
+            batch
+        };
+        let mut cumulative = 0.0;
+        let reached = candidates[..end].iter().position(|c| {
+            cumulative += (c.1 - max).exp() / sum;
+            cumulative >= top_p
+        });
+        if let Some(last) = reached {
+            candidates.truncate(last + 1);
+            return;
+        }
+        if whole {
+            return;
+        }
+        batch *= 8;
+    }
 }
 
 /// The lowest id wins a tie, as in llama.cpp's greedy sampler.
@@ -234,9 +275,12 @@ pub fn argmax(logits: &[f32]) -> u32 {
     best as u32
 }
 
-/// Probabilities of candidates sorted by descending logit.
+/// Probabilities of the candidates, in their order.
 fn softmax(candidates: &[(u32, f32)]) -> Vec<f32> {
-    let max = candidates[0].1;
+    let max = candidates
+        .iter()
+        .map(|c| c.1)
+        .fold(f32::NEG_INFINITY, f32::max);
     let exps: Vec<f32> = candidates.iter().map(|c| (c.1 - max).exp()).collect();
     let sum: f32 = exps.iter().sum();
     exps.into_iter().map(|e| e / sum).collect()
@@ -353,5 +397,39 @@ mod tests {
         sampler.accept(0);
         sampler.accept(1);
         assert_eq!(sampler.sample(&[3.0, 2.0]), 0, "token 0 left the window");
+    }
+
+    /// Top-p by growing batches keeps exactly what sorting everything and cutting keeps, for
+    /// vocabularies and kept sets on both sides of the batch sizes (256, 2048, 16384).
+    #[test]
+    fn top_p_in_batches_keeps_what_a_full_sort_keeps() {
+        let mut rng = SplitMix64(5);
+        for n in [1, 2, 255, 256, 257, 2047, 2048, 2049, 20_000] {
+            for (spread, top_p) in [
+                (0.1, 0.95),
+                (1.0, 0.9),
+                (8.0, 0.5),
+                (0.01, 0.999),
+                (3.0, 1.0),
+            ] {
+                let logits: Vec<(u32, f32)> = (0..n)
+                    .map(|id| (id, (rng.next_f64() as f32 - 0.5) * spread * 10.0))
+                    .collect();
+                let max = logits.iter().map(|c| c.1).fold(f32::NEG_INFINITY, f32::max);
+                let sum: f32 = logits.iter().map(|c| (c.1 - max).exp()).sum();
+                let mut expected = logits.clone();
+                expected.sort_unstable_by(by_rank);
+                let mut cumulative = 0.0;
+                if let Some(last) = expected.iter().position(|c| {
+                    cumulative += (c.1 - max).exp() / sum;
+                    cumulative >= top_p
+                }) {
+                    expected.truncate(last + 1);
+                }
+                let mut kept = logits;
+                keep_top_p(&mut kept, max, sum, top_p);
+                assert_eq!(kept, expected, "n {n}, spread {spread}, top_p {top_p}");
+            }
+        }
     }
 }

@@ -1,21 +1,24 @@
 //! The vocabulary's printed pieces as a prefix tree, so a question asked of every token ("may
 //! this come next?") is asked once per shared prefix: a grammar walks the tree and skips every
 //! token under a prefix it refuses.
+//!
+//! The nodes are stored in pre-order (each node before its children, each subtree contiguous),
+//! so a walk reads them front to back and skips a refused subtree by jumping to its end: a
+//! large vocabulary has about a million nodes, and reading them in order is what keeps a walk
+//! over all of them to a few milliseconds.
 
 use super::Tokenizer;
 
-/// A node is one byte below its parent; the tokens whose piece ends here are a run of
-/// `tokens`, which is sorted by piece.
+/// One byte below its parent. The tokens whose piece ends here are a run of `tokens`, which
+/// is sorted by piece.
 #[derive(Debug, Clone, Copy)]
 pub struct Node {
     pub byte: u8,
-    first_child: u32,
-    next_sibling: u32,
+    /// The index after this node's subtree.
+    pub subtree_end: u32,
     tokens_start: u32,
     tokens_end: u32,
 }
-
-const NONE: u32 = u32::MAX;
 
 #[derive(Debug)]
 pub struct PieceTrie {
@@ -24,27 +27,31 @@ pub struct PieceTrie {
 }
 
 impl PieceTrie {
-    /// Every token that prints something (`token_to_piece` without special tokens); control
-    /// tokens print nothing and are left out.
+    /// Every token that prints something (`token_to_piece` without special tokens) and does
+    /// not end the generation: control tokens print nothing, and end-of-generation tokens are
+    /// asked about on their own.
     pub fn new(tokenizer: &Tokenizer) -> PieceTrie {
         let mut ids: Vec<u32> = (0..tokenizer.n_vocab() as u32)
-            .filter(|&id| !tokenizer.token_to_piece(id, false).is_empty())
+            .filter(|&id| {
+                !tokenizer.token_to_piece(id, false).is_empty()
+                    && !tokenizer.is_end_of_generation(id)
+            })
             .collect();
-        ids.sort_by(|&a, &b| {
+        ids.sort_unstable_by(|&a, &b| {
             tokenizer
                 .token_to_piece(a, false)
                 .cmp(tokenizer.token_to_piece(b, false))
+                .then(a.cmp(&b))
         });
         let root = Node {
             byte: 0,
-            first_child: NONE,
-            next_sibling: NONE,
+            subtree_end: 0,
             tokens_start: 0,
             tokens_end: 0,
         };
         let mut nodes = vec![root];
-        let mut last_child = vec![NONE];
-        // The nodes of the previous piece's bytes, root first.
+        // The nodes of the previous piece's bytes, root first; a node leaves the path when the
+        // sorted pieces have left its prefix for good, and its subtree ends there.
         let mut path: Vec<u32> = vec![0];
         let mut previous: &[u8] = &[];
         for (index, &id) in ids.iter().enumerate() {
@@ -54,24 +61,17 @@ impl PieceTrie {
                 .zip(previous)
                 .take_while(|(a, b)| a == b)
                 .count();
-            path.truncate(shared + 1);
+            for closed in path.drain(shared + 1..) {
+                nodes[closed as usize].subtree_end = nodes.len() as u32;
+            }
             for &byte in &piece[shared..] {
-                let parent = *path.last().expect("the root stays on the path") as usize;
-                let node = nodes.len() as u32;
+                path.push(nodes.len() as u32);
                 nodes.push(Node {
                     byte,
-                    first_child: NONE,
-                    next_sibling: NONE,
+                    subtree_end: 0,
                     tokens_start: index as u32,
                     tokens_end: index as u32,
                 });
-                last_child.push(NONE);
-                match last_child[parent] {
-                    NONE => nodes[parent].first_child = node,
-                    sibling => nodes[sibling as usize].next_sibling = node,
-                }
-                last_child[parent] = node;
-                path.push(node);
             }
             let end = *path.last().expect("a piece has at least one byte") as usize;
             if nodes[end].tokens_start == nodes[end].tokens_end {
@@ -80,27 +80,19 @@ impl PieceTrie {
             nodes[end].tokens_end = index as u32 + 1;
             previous = piece;
         }
+        for open in path {
+            nodes[open as usize].subtree_end = nodes.len() as u32;
+        }
         PieceTrie { nodes, tokens: ids }
     }
 
-    pub fn root(&self) -> u32 {
-        0
+    /// Node 0 is the root, the empty prefix; it has no byte and no tokens.
+    pub fn node_count(&self) -> usize {
+        self.nodes.len()
     }
 
     pub fn node(&self, node: u32) -> &Node {
         &self.nodes[node as usize]
-    }
-
-    /// The node's children, in byte order.
-    pub fn children(&self, node: u32) -> impl Iterator<Item = u32> + '_ {
-        let mut next = self.nodes[node as usize].first_child;
-        std::iter::from_fn(move || {
-            let current = next;
-            (current != NONE).then(|| {
-                next = self.nodes[current as usize].next_sibling;
-                current
-            })
-        })
     }
 
     /// The tokens whose piece is the bytes from the root down to `node`.
@@ -115,35 +107,46 @@ mod tests {
     use super::*;
     use crate::test_models::synthetic_engine;
 
-    /// Every printing token is found by walking its piece's bytes, and nowhere else.
+    /// Every printing token is found by reading its piece down the tree, and nowhere else;
+    /// every subtree is contiguous and its children's bytes are in order.
     #[test]
     fn every_piece_leads_to_its_token() {
         let engine = synthetic_engine();
         let tokenizer = engine.tokenizer();
         let trie = PieceTrie::new(tokenizer);
         let mut found = Vec::new();
-        let mut pending = vec![(trie.root(), Vec::new())];
-        while let Some((node, bytes)) = pending.pop() {
-            for &id in trie.tokens_at(node) {
+        // The bytes down to each node on the current path, with the subtree each ends.
+        let mut path: Vec<(u32, Vec<u8>)> = vec![(trie.node_count() as u32, Vec::new())];
+        let mut last_child_byte: Vec<Option<u8>> = vec![None];
+        assert!(trie.tokens_at(0).is_empty());
+        for index in 1..trie.node_count() as u32 {
+            while path.last().unwrap().0 <= index {
+                path.pop();
+                last_child_byte.pop();
+            }
+            let node = trie.node(index);
+            assert!(node.subtree_end > index && node.subtree_end <= path.last().unwrap().0);
+            let sibling_byte = last_child_byte.last_mut().unwrap();
+            assert!(
+                *sibling_byte < Some(node.byte),
+                "children in byte order, each byte once"
+            );
+            *sibling_byte = Some(node.byte);
+            let mut bytes = path.last().unwrap().1.clone();
+            bytes.push(node.byte);
+            for &id in trie.tokens_at(index) {
                 assert_eq!(tokenizer.token_to_piece(id, false), &bytes[..]);
                 found.push(id);
             }
-            let mut last_byte = None;
-            for child in trie.children(node) {
-                let byte = trie.node(child).byte;
-                assert!(
-                    last_byte < Some(byte),
-                    "children in byte order, each byte once"
-                );
-                last_byte = Some(byte);
-                let mut longer = bytes.clone();
-                longer.push(byte);
-                pending.push((child, longer));
-            }
+            path.push((node.subtree_end, bytes));
+            last_child_byte.push(None);
         }
         found.sort_unstable();
         let printing: Vec<u32> = (0..tokenizer.n_vocab() as u32)
-            .filter(|&id| !tokenizer.token_to_piece(id, false).is_empty())
+            .filter(|&id| {
+                !tokenizer.token_to_piece(id, false).is_empty()
+                    && !tokenizer.is_end_of_generation(id)
+            })
             .collect();
         assert_eq!(found, printing);
     }
