@@ -6,7 +6,7 @@
 //! tests hold the same one without threading a borrowed lifetime through their types.
 
 use crate::bundle::{self, BundleError, MappedModel, Placement};
-use crate::chat_format::ChatFormat;
+use crate::chat_template::{ChatTemplate, TemplateError, TemplateTokens};
 use crate::gguf::{Gguf, GgufError};
 use crate::model::{self, ModelError, Transformer};
 use crate::session::{Session, SessionError};
@@ -39,15 +39,22 @@ pub enum EngineError {
         source_name: String,
         error: TokenizerError,
     },
+    #[error(transparent)]
+    ChatTemplate(#[from] TemplateError),
 }
 
 /// How to open a model file.
-#[derive(Clone, Copy)]
+#[derive(Clone)]
 pub struct OpenOptions {
     pub placement: Placement,
     /// No progress bar while copying or faulting in the weights.
     pub quiet: bool,
+    /// Read the mapped weights in before returning (llama.cpp's warm-up), so the first
+    /// request does not pay for the page faults.
+    pub warm_up: bool,
     pub kernels: Kernels,
+    /// `--chat-template`: a built-in format's name or a Jinja file, over the model's own.
+    pub chat_template: Option<String>,
 }
 
 /// What the API tells clients about the model.
@@ -55,25 +62,49 @@ pub struct OpenOptions {
 pub struct ModelInfo {
     pub name: String,
     pub architecture: String,
-    pub chat_template: Option<String>,
-    pub format: ChatFormat,
+    pub template: Arc<ChatTemplate>,
 }
 
 impl ModelInfo {
-    pub fn from_gguf(gguf: &Gguf) -> Result<ModelInfo, GgufError> {
-        let architecture = gguf.architecture()?.to_string();
-        let chat_template = gguf
-            .get_str_opt("tokenizer.chat_template")?
-            .map(str::to_string);
+    /// `chat_template` (a built-in name or a Jinja file) replaces the GGUF's own template;
+    /// `source_name` names the file in errors.
+    pub fn new(
+        gguf: &Gguf,
+        tokenizer: &Tokenizer,
+        chat_template: Option<&str>,
+        source_name: &str,
+    ) -> Result<ModelInfo, EngineError> {
+        let in_file = |error| EngineError::Gguf {
+            source_name: source_name.to_string(),
+            error,
+        };
+        let architecture = gguf.architecture().map_err(in_file)?.to_string();
         let name = gguf
-            .get_str_opt("general.name")?
+            .get_str_opt("general.name")
+            .map_err(in_file)?
             .map_or_else(|| architecture.clone(), str::to_string);
-        let format = ChatFormat::detect(&architecture, chat_template.as_deref());
+        let text = |id: Option<u32>| {
+            id.map(|id| String::from_utf8_lossy(tokenizer.token_to_piece(id, true)).into_owned())
+                .unwrap_or_default()
+        };
+        let tokens = TemplateTokens {
+            bos: text(tokenizer.bos()),
+            eos: text(tokenizer.eos()),
+            tokenizer_adds_bos: tokenizer.add_bos(),
+        };
+        let template = match chat_template {
+            Some(name) => ChatTemplate::named(name, &architecture, &tokens)?,
+            None => ChatTemplate::for_model(
+                &architecture,
+                gguf.get_str_opt("tokenizer.chat_template")
+                    .map_err(in_file)?,
+                &tokens,
+            ),
+        };
         Ok(ModelInfo {
             name,
             architecture,
-            chat_template,
-            format,
+            template: Arc::new(template),
         })
     }
 }
@@ -116,19 +147,32 @@ impl Engine {
                 source_name: source_name.clone(),
                 error,
             })?;
-        map.fault_in(options.quiet);
-        Engine::load(Weights::Mapped(map), source_name, options.kernels)
+        if options.warm_up {
+            map.fault_in(options.quiet);
+        }
+        Engine::load(
+            Weights::Mapped(map),
+            source_name,
+            options.kernels,
+            options.chat_template.as_deref(),
+        )
     }
 
     /// A model from bytes in memory: tests, fuzz targets and GGUFs made on the fly.
     pub fn from_bytes(bytes: Vec<u8>, kernels: Kernels) -> Result<Arc<Engine>, EngineError> {
-        Engine::load(Weights::Owned(bytes), "the GGUF in memory".into(), kernels)
+        Engine::load(
+            Weights::Owned(bytes),
+            "the GGUF in memory".into(),
+            kernels,
+            None,
+        )
     }
 
     fn load(
         weights: Weights,
         source_name: String,
         kernels: Kernels,
+        chat_template: Option<&str>,
     ) -> Result<Arc<Engine>, EngineError> {
         // SAFETY: the bytes of `weights` stay at one address, unchanged, until `weights` is
         // dropped (a read-only mapping, or a Vec that is never touched again), and the engine
@@ -140,11 +184,6 @@ impl Engine {
             source_name: source_name.clone(),
             error,
         })?;
-        let with_name = |error| EngineError::Gguf {
-            source_name: source_name.clone(),
-            error,
-        };
-        let info = ModelInfo::from_gguf(&gguf).map_err(with_name)?;
         let model = model::load(&gguf, kernels).map_err(|error| EngineError::Model {
             source_name: source_name.clone(),
             error,
@@ -153,6 +192,7 @@ impl Engine {
             source_name: source_name.clone(),
             error,
         })?;
+        let info = ModelInfo::new(&gguf, &tokenizer, chat_template, &source_name)?;
         Ok(Arc::new(Engine {
             model,
             tokenizer,
@@ -178,8 +218,33 @@ impl Engine {
         Gguf::parse(&self.weights).expect("the same bytes parsed when the engine opened")
     }
 
+    /// Locks the weights in memory (`--mlock`), so the system never pages them out.
+    pub fn lock_in_memory(&self) -> std::io::Result<()> {
+        lock_memory(&self.weights)
+    }
+
     /// A conversation with a KV cache of `n_ctx` positions.
     pub fn session(self: &Arc<Self>, n_ctx: usize) -> Result<Session, SessionError> {
         Session::new(Arc::clone(self), n_ctx)
     }
+}
+
+#[cfg(unix)]
+fn lock_memory(bytes: &[u8]) -> std::io::Result<()> {
+    // SAFETY: mlock only changes how the kernel pages the range, which is the live allocation
+    // or mapping `bytes` borrows.
+    let status = unsafe { libc::mlock(bytes.as_ptr().cast(), bytes.len()) };
+    if status == 0 {
+        Ok(())
+    } else {
+        Err(std::io::Error::last_os_error())
+    }
+}
+
+#[cfg(not(unix))]
+fn lock_memory(_: &[u8]) -> std::io::Result<()> {
+    Err(std::io::Error::new(
+        std::io::ErrorKind::Unsupported,
+        "locking memory is supported on Linux and macOS only",
+    ))
 }

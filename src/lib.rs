@@ -4,6 +4,7 @@ pub mod batched_bench;
 pub mod bench;
 pub mod bundle;
 pub mod chat_format;
+pub mod chat_template;
 pub mod cli;
 pub mod engine;
 pub mod generation;

@@ -252,7 +252,7 @@ impl Tokens {
             role: Role::User,
             content: line.to_string(),
         };
-        let rendered = self.0.info().format.render(&[turn]);
+        let rendered = self.0.info().template.render(&[turn]).unwrap();
         self.0
             .tokenizer()
             .encode(&rendered, true, true)

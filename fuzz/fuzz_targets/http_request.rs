@@ -14,6 +14,7 @@ use kernels::Kernels;
 use llmfile::engine::Engine;
 use llmfile::sampling::SamplingParams;
 use llmfile::server::dry_run::{dry_run, QueuedJob};
+use llmfile::chat_template::ChatTemplate;
 use llmfile::engine::ModelInfo;
 use llmfile::server::ServerConfig;
 use llmfile::tokenizer::Tokenizer;
@@ -118,8 +119,7 @@ fuzz_target!(|data: &[u8]| {
     let info = ModelInfo {
         name: "synthetic".into(),
         architecture: "gemma2".into(),
-        chat_template: None,
-        format: format((selector >> 3) & 7),
+        template: std::sync::Arc::new(ChatTemplate::from_format(format((selector >> 3) & 7))),
     };
     let tokenizer = tokenizer();
     let Some(done) = dry_run(tokenizer, &info, &config, path, body) else {

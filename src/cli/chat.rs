@@ -1,23 +1,26 @@
-//! `llmfile --chat`: a conversation in the terminal, in the model's own chat format. Each turn
-//! re-renders the whole conversation and evaluates only what the KV cache does not yet hold.
+//! `llmfile --chat`: a conversation in the terminal, in the model's own chat template. Each turn
+//! re-renders the whole conversation and evaluates only what the KV cache does not yet hold;
+//! when it outgrows the context, its oldest turns are left out.
 
-use super::{context_size, escapes, open_engine, RunArgs};
+use super::{context_size, escapes, open_run_engine, RunArgs};
 use crate::chat_format::{Message, Role};
+use crate::chat_template::DEFAULT_RESERVE;
 use crate::generation::{Finish, Generation, Limits};
 use anyhow::{bail, Result};
 use std::io::{BufRead, Write};
 
 pub(super) fn run(args: RunArgs) -> Result<()> {
     let grammar = args.sampling.grammar()?;
-    let engine = open_engine(&args.model, false)?;
+    let engine = open_run_engine(&args, false)?;
     let (tokenizer, info) = (engine.tokenizer(), engine.info());
-    let format = &info.format;
+    let template = &info.template;
     let n_ctx = context_size(args.ctx_size, engine.model().hparams.context_length);
     let mut session = engine.session(n_ctx)?;
 
     let system: Vec<Message> = args
-        .prompt
+        .system_prompt
         .iter()
+        .chain(&args.prompt)
         .map(|text| Message {
             role: Role::System,
             content: if args.escape {
@@ -30,9 +33,9 @@ pub(super) fn run(args: RunArgs) -> Result<()> {
     let mut messages = system.clone();
 
     eprintln!(
-        "llmfile: chatting with {} ({} format). /clear starts over, /exit quits.",
+        "llmfile: chatting with {} ({} template). /clear starts over, /exit quits.",
         info.name,
-        format.name()
+        template.format().name()
     );
     let mut stdout = std::io::stdout().lock();
     let mut lines = std::io::stdin().lock().lines();
@@ -57,19 +60,29 @@ pub(super) fn run(args: RunArgs) -> Result<()> {
             role: Role::User,
             content: line,
         });
-        let prompt = tokenizer.encode(&format.render(&messages), true, true)?;
-        if prompt.len() >= n_ctx {
-            messages.pop();
+        let reserve = usize::try_from(args.n_predict).unwrap_or(DEFAULT_RESERVE);
+        let fitted = match template.fit(tokenizer, &messages, n_ctx, reserve) {
+            Ok(fitted) => fitted,
+            Err(error) => {
+                messages.pop();
+                eprintln!(
+                    "llmfile: {error}; /clear starts over (or use -c to enlarge the context)"
+                );
+                continue;
+            }
+        };
+        if fitted.dropped_turns > 0 {
             eprintln!(
-                "llmfile: the conversation no longer fits the context of {n_ctx} tokens; /clear starts over (or use -c to enlarge it)"
+                "llmfile: ({} earlier turns no longer fit the context of {n_ctx} tokens and are left out)",
+                fitted.dropped_turns
             );
-            continue;
         }
+        let prompt = fitted.tokens;
         let room = n_ctx - prompt.len();
         let limits = Limits {
             sampling: (&args.sampling).into(),
             n_predict: usize::try_from(args.n_predict).map_or(room, |n| n.min(room)),
-            stop: format.stop_strings(),
+            stop: template.stop_strings(),
             ignore_eos: false,
             special: false,
             n_probs: 0,

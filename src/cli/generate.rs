@@ -1,6 +1,6 @@
 //! `llmfile -p PROMPT`: one completion streamed to stdout, timings on stderr.
 
-use super::{context_size, escapes, open_engine, RunArgs};
+use super::{context_size, escapes, open_run_engine, RunArgs};
 use crate::generation::{Finish, Generation, Limits};
 use anyhow::{bail, Context, Result};
 use std::io::Write;
@@ -23,7 +23,7 @@ pub(super) fn run(args: RunArgs) -> Result<()> {
     }
 
     let grammar = args.sampling.grammar()?;
-    let engine = open_engine(&args.model, args.log_disable)?;
+    let engine = open_run_engine(&args, args.log_disable)?;
     let tokenizer = engine.tokenizer();
     let n_ctx = context_size(args.ctx_size, engine.model().hparams.context_length);
     let prompt_tokens = tokenizer.encode(&prompt, true, args.special)?;

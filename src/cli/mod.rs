@@ -133,6 +133,25 @@ struct RunArgs {
     /// Print nothing but the generated text.
     #[arg(long = "log-disable")]
     log_disable: bool,
+    /// The chat template: gemma, alpaca, chatml, llama3, plain, or a Jinja file; replaces the
+    /// model's own for the API, --chat and the chat page.
+    #[arg(long = "chat-template", value_name = "NAME|FILE")]
+    chat_template: Option<String>,
+    /// The system prompt of --chat.
+    #[arg(long = "system-prompt", value_name = "TEXT")]
+    system_prompt: Option<String>,
+    /// Accepted for llama.cpp's command lines: attention here always reads the KV cache in one
+    /// fused pass per head, so on, off and auto run the same code.
+    #[arg(long = "flash-attn", value_name = "on|off|auto", num_args = 0..=1,
+          default_missing_value = "on", value_parser = ["on", "off", "auto"])]
+    flash_attn: Option<String>,
+    /// Lock the weights in memory so the system never pages them out.
+    #[arg(long = "mlock")]
+    mlock: bool,
+    /// Start at once, without reading the weights in first: the first request then pays for
+    /// the page faults.
+    #[arg(long = "no-warmup")]
+    no_warmup: bool,
     #[command(flatten)]
     serve: ServeArgs,
 }
@@ -143,8 +162,12 @@ struct ServeArgs {
     /// Serve the chat page and the HTTP API (the default without -p, -f or --chat).
     #[arg(long = "server")]
     server: bool,
-    /// Chat in the terminal, in the model's chat format (-p sets the system prompt).
-    #[arg(long = "chat", conflicts_with = "server")]
+    /// Chat in the terminal, in the model's chat template (-sys or -p sets the system prompt).
+    #[arg(
+        long = "chat",
+        visible_alias = "conversation",
+        conflicts_with = "server"
+    )]
     chat: bool,
     /// Address the server listens on.
     #[arg(long = "host", default_value = "127.0.0.1")]
@@ -340,9 +363,62 @@ fn normalize_args(args: impl IntoIterator<Item = OsString>) -> Vec<OsString> {
             Some("-npl") => "--npl".into(),
             Some("-pps") => "--pps".into(),
             Some("-ub") => "--ubatch-size".into(),
+            Some("-fa") => "--flash-attn".into(),
+            Some("-cnv") => "--chat".into(),
+            Some("-sys") => "--system-prompt".into(),
             _ => arg,
         })
         .collect()
+}
+
+/// The known flag closest to `unknown` in edit distance, llama.cpp's one-dash spellings
+/// included.
+fn nearest_flag(unknown: &str) -> String {
+    let unknown = unknown.split('=').next().unwrap_or(unknown);
+    let command = Cli::command();
+    let flags = command.get_arguments().flat_map(|arg| {
+        let long = arg.get_long().map(|l| format!("--{l}"));
+        let aliases = arg
+            .get_all_aliases()
+            .unwrap_or_default()
+            .into_iter()
+            .map(|a| format!("--{a}"));
+        let short = arg.get_short().map(|c| format!("-{c}"));
+        long.into_iter().chain(aliases).chain(short)
+    });
+    let one_dash = ["-ngl", "-sp", "-np", "-ub", "-fa", "-cnv", "-sys"].map(String::from);
+    // A flag the typed text begins is what was meant (`--ctx` for `--ctx-size`), before any
+    // flag a few edits away.
+    flags
+        .chain(one_dash)
+        .min_by_key(|flag| (!flag.starts_with(unknown), edit_distance(unknown, flag)))
+        .unwrap_or_else(|| "--help".into())
+}
+
+/// Edits (insert, delete, replace, swap two neighbours) from `a` to `b`: a swap is one edit,
+/// so `--tmep` is nearest `--temp`.
+fn edit_distance(a: &str, b: &str) -> usize {
+    let (a, b): (Vec<char>, Vec<char>) = (a.chars().collect(), b.chars().collect());
+    let mut rows = vec![vec![0; b.len() + 1]; a.len() + 1];
+    for (i, row) in rows.iter_mut().enumerate() {
+        row[0] = i;
+    }
+    for (j, cell) in rows[0].iter_mut().enumerate() {
+        *cell = j;
+    }
+    for i in 1..=a.len() {
+        for j in 1..=b.len() {
+            let cost = usize::from(a[i - 1] != b[j - 1]);
+            let mut best = (rows[i - 1][j] + 1)
+                .min(rows[i][j - 1] + 1)
+                .min(rows[i - 1][j - 1] + cost);
+            if i > 1 && j > 1 && a[i - 1] == b[j - 2] && a[i - 2] == b[j - 1] {
+                best = best.min(rows[i - 2][j - 2] + 1);
+            }
+            rows[i][j] = best;
+        }
+    }
+    rows[a.len()][b.len()]
 }
 
 pub fn main_with_args(args: Vec<OsString>) -> Result<()> {
@@ -365,7 +441,18 @@ pub fn main_with_args(args: Vec<OsString>) -> Result<()> {
         Err(e) => {
             let message = e.to_string();
             let first = message.lines().next().unwrap_or_default();
-            bail!("{} (see --help)", first.trim_start_matches("error: "))
+            let first = first.trim_start_matches("error: ");
+            let unknown = e.get(clap::error::ContextKind::InvalidArg);
+            match (e.kind(), unknown) {
+                (clap::error::ErrorKind::UnknownArgument, Some(flag)) => {
+                    let flag = flag.to_string();
+                    bail!(
+                        "{first}; the nearest known flag is {} (see --help)",
+                        nearest_flag(&flag)
+                    )
+                }
+                _ => bail!("{first} (see --help)"),
+            }
         }
     };
     match cli.command {
@@ -431,9 +518,31 @@ fn open_engine(args: &ModelArgs, quiet: bool) -> Result<Arc<Engine>> {
     let options = OpenOptions {
         placement: args.placement(),
         quiet,
+        warm_up: true,
         kernels: Kernels::from_env()?,
+        chat_template: None,
     };
     Ok(Engine::open(args.model.as_deref(), &options)?)
+}
+
+/// The engine for generating, chatting and serving: `open_engine` with the run's own flags
+/// (`--chat-template`, `--no-warmup`, `--mlock`).
+fn open_run_engine(args: &RunArgs, quiet: bool) -> Result<Arc<Engine>> {
+    init_threads(&args.model)?;
+    let options = OpenOptions {
+        placement: args.model.placement(),
+        quiet,
+        warm_up: !args.no_warmup,
+        kernels: Kernels::from_env()?,
+        chat_template: args.chat_template.clone(),
+    };
+    let engine = Engine::open(args.model.model.as_deref(), &options)?;
+    if args.mlock {
+        engine.lock_in_memory().context(
+            "--mlock: cannot lock the weights in memory (raise the limit with `ulimit -l`, or run without --mlock)",
+        )?;
+    }
+    Ok(engine)
 }
 
 /// `-c`: 0 means the model's trained context; unset means 8192 or the model's, if smaller.

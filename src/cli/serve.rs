@@ -1,6 +1,6 @@
 //! `llmfile --server` (and no mode flag at all): the chat page and the HTTP API.
 
-use super::{context_size, open_engine, RunArgs};
+use super::{context_size, open_run_engine, RunArgs};
 use crate::server::{self, ServerConfig};
 use anyhow::Result;
 
@@ -9,7 +9,7 @@ pub(super) fn run(args: RunArgs) -> Result<()> {
         eprintln!("llmfile: -ngl {layers} ignored: this engine runs on the CPU");
     }
     let grammar = args.sampling.grammar()?;
-    let engine = open_engine(&args.model, false)?;
+    let engine = open_run_engine(&args, false)?;
     let serve = args.serve;
     let config = ServerConfig {
         host: serve.host,

@@ -4,6 +4,8 @@ use super::http::{ApiError, Client, EventStream, Request};
 use super::request::Fields;
 use super::scheduler::{Event, Job, Settings, Status, Summary, TokenProbs};
 use super::{assets, openai, ModelInfo, ServerConfig};
+use crate::chat_format::Message;
+use crate::chat_template::{Fitted, TemplateError, DEFAULT_RESERVE};
 use crate::sampling::SamplingParams;
 use crate::tokenizer::Tokenizer;
 use serde_json::{json, Map, Value};
@@ -19,7 +21,8 @@ const MAX_N_PROBS: i64 = 100;
 /// the step after it.
 const CLIENT_CHECK: Duration = Duration::from_millis(50);
 
-const API_PATHS: [&str; 12] = [
+const API_PATHS: [&str; 13] = [
+    "/apply-template",
     "/slots",
     "/health",
     "/props",
@@ -116,6 +119,7 @@ pub fn post_endpoint(path: &str) -> Option<Endpoint> {
         "/detokenize" => detokenize,
         "/v1/chat/completions" | "/chat/completions" => openai::chat_completions,
         "/v1/completions" => openai::completions,
+        "/apply-template" => apply_template,
         _ => return None,
     };
     Some(endpoint)
@@ -196,19 +200,20 @@ pub fn model_stopped() -> ApiError {
 
 fn props(shared: &Shared) -> Value {
     let info = shared.info;
-    let page = info.format.page_templates();
+    let format = info.template.format();
+    let page = format.page_templates();
     json!({
         "model": info.name,
         "architecture": info.architecture,
-        "chat_format": info.format.name(),
-        "chat_template": info.chat_template.clone().unwrap_or_default(),
+        "chat_format": format.name(),
+        "chat_template": info.template.describe(),
         "n_ctx": shared.config.n_ctx,
         "total_slots": shared.config.slots,
         "default_generation_settings": generation_defaults(shared),
         "user_name": page.user,
         "bot_name": page.char,
         "templates": page,
-        "presets": info.format.presets(),
+        "presets": format.presets(),
     })
 }
 
@@ -313,6 +318,32 @@ impl Shared<'_> {
             settings,
             stream: fields.bool("stream")?.unwrap_or(false),
         })
+    }
+
+    /// The chat's prompt through the model's template, its oldest turns dropped as needed to
+    /// leave the reply room: the request's token limit (under any of `limit_keys`), the
+    /// server's `-n`, or a default reserve.
+    pub fn fit_chat(
+        &self,
+        fields: &Fields,
+        messages: &[Message],
+        limit_keys: &[&str],
+    ) -> Result<Fitted, ApiError> {
+        let mut reserve = usize::try_from(self.config.n_predict).unwrap_or(DEFAULT_RESERVE);
+        for key in limit_keys {
+            if let Some(n) = fields.i64_in(key, -1..=i64::from(i32::MAX))? {
+                reserve = usize::try_from(n).unwrap_or(DEFAULT_RESERVE);
+            }
+        }
+        self.info
+            .template
+            .fit(self.tokenizer, messages, self.config.n_ctx, reserve)
+            .map_err(|error| match error {
+                TemplateError::Raised(message) => ApiError::bad_request(format!(
+                    "the model's chat template refuses this conversation: {message}"
+                )),
+                other => ApiError::bad_request(other.to_string()),
+            })
     }
 
     fn last_slot(&self) -> i64 {
@@ -542,6 +573,21 @@ fn settings_json(shared: &Shared, settings: &Settings) -> Value {
     body.insert("ignore_eos".into(), json!(settings.ignore_eos));
     body.insert("model".into(), json!(shared.info.name));
     Value::Object(body)
+}
+
+/// llama-server's `/apply-template`: the chat's prompt as `/v1/chat/completions` would build
+/// it, and how many of its oldest turns had to be left out to leave `n_predict` room.
+fn apply_template<'r>(
+    shared: &'r Shared,
+    fields: &Fields,
+    _: Client,
+) -> Result<Reply<'r>, ApiError> {
+    let messages = openai::messages(fields)?;
+    let fitted = shared.fit_chat(fields, &messages, &["n_predict", "max_tokens"])?;
+    Ok(Reply::Json(json!({
+        "prompt": fitted.text,
+        "dropped_turns": fitted.dropped_turns,
+    })))
 }
 
 fn tokenize<'r>(shared: &'r Shared, fields: &Fields, _: Client) -> Result<Reply<'r>, ApiError> {

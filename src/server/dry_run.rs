@@ -111,6 +111,7 @@ fn finish(reply: Reply) -> Option<Value> {
 mod tests {
     use super::*;
     use crate::chat_format::ChatFormat;
+    use crate::chat_template::ChatTemplate;
     use crate::sampling::SamplingParams;
     use crate::test_models::synthetic_engine;
 
@@ -118,8 +119,7 @@ mod tests {
         ModelInfo {
             name: "synthetic".into(),
             architecture: "gemma2".into(),
-            chat_template: None,
-            format: ChatFormat::Gemma,
+            template: std::sync::Arc::new(ChatTemplate::from_format(ChatFormat::Gemma)),
         }
     }
 

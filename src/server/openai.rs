@@ -59,15 +59,13 @@ pub fn chat_completions<'r>(
             ),
         }
     }
-    let format = &shared.info.format;
-    let text = format.render(&messages);
-    // The rendered turns' markers are special tokens; llama.cpp's chat endpoint parses them too.
-    let prompt = shared.encode(&text, true, true)?;
+    let limit_keys = ["max_tokens", "max_completion_tokens", "n_predict"];
+    let fitted = shared.fit_chat(fields, &messages, &limit_keys)?;
     let mut generation = shared.generation(
         fields,
-        prompt,
-        &["max_tokens", "max_completion_tokens", "n_predict"],
-        format.stop_strings(),
+        fitted.tokens,
+        &limit_keys,
+        shared.info.template.stop_strings(),
     )?;
     if let Some(plan) = &plan {
         let grammar = schema_grammar("tools", &plan.schema())?;
@@ -75,7 +73,16 @@ pub fn chat_completions<'r>(
             Grammar::parse(&grammar).map_err(|e| ApiError::bad_request(format!("tools: {e}")))?,
         );
     }
-    respond(shared, Shape::Chat, generation, fields, client, plan)
+    let dropped_turns = Some(fitted.dropped_turns);
+    respond(
+        shared,
+        Shape::Chat,
+        generation,
+        fields,
+        client,
+        plan,
+        dropped_turns,
+    )
 }
 
 pub fn completions<'r>(
@@ -94,7 +101,7 @@ pub fn completions<'r>(
     let parse_special = fields.bool("parse_special")?.unwrap_or(false);
     let prompt = shared.encode(&prompt, true, parse_special)?;
     let generation = shared.generation(fields, prompt, &["max_tokens", "n_predict"], Vec::new())?;
-    respond(shared, Shape::Text, generation, fields, client, None)
+    respond(shared, Shape::Text, generation, fields, client, None, None)
 }
 
 #[derive(Clone, Copy)]
@@ -110,6 +117,7 @@ fn respond<'r>(
     fields: &Fields,
     client: Client,
     plan: Option<ToolPlan>,
+    dropped_turns: Option<usize>,
 ) -> Result<Reply<'r>, ApiError> {
     if let Some(n) = fields.i64("n")? {
         if n != 1 {
@@ -125,6 +133,7 @@ fn respond<'r>(
         id: new_id(shape),
         created: now(),
         model: shared.info.name.clone(),
+        dropped_turns,
     };
     if let Some(plan) = plan {
         return response.with_tools(plan, events, stream);
@@ -141,7 +150,7 @@ fn respond<'r>(
 
 /// The messages of a chat request. Content may be a string or OpenAI's list of parts, of which
 /// the text parts are read.
-fn messages(fields: &Fields) -> Result<Vec<Message>, ApiError> {
+pub fn messages(fields: &Fields) -> Result<Vec<Message>, ApiError> {
     let items = match fields.get("messages") {
         Some(Value::Array(items)) if !items.is_empty() => items,
         Some(Value::Array(_)) => return Err(ApiError::bad_request("messages is empty")),
@@ -190,6 +199,8 @@ struct Response {
     id: String,
     created: u64,
     model: String,
+    /// Chat only: how many of the oldest turns were left out to fit the context (our field).
+    dropped_turns: Option<usize>,
 }
 
 impl Response {
@@ -202,13 +213,17 @@ impl Response {
     }
 
     fn envelope(&self, chunk: bool, choice: Value) -> Value {
-        json!({
+        let mut body = json!({
             "id": self.id,
             "object": self.object(chunk),
             "created": self.created,
             "model": self.model,
             "choices": [choice],
-        })
+        });
+        if let Some(dropped) = self.dropped_turns {
+            body["dropped_turns"] = json!(dropped);
+        }
+        body
     }
 
     fn whole(&self, content: &str, summary: &Summary) -> Value {
