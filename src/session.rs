@@ -65,6 +65,28 @@ impl Session {
     }
 
     /// Forgets everything after the first `len` tokens.
+    /// Makes room in a full context (`--context-shift`): keeps the first `keep` tokens, drops
+    /// the `discard` after them, and moves the rest down without evaluating them again.
+    pub fn shift(&mut self, keep: usize, discard: usize) {
+        let len = self.tokens.len();
+        let discard = discard.min(len.saturating_sub(keep));
+        if discard == 0 {
+            return;
+        }
+        self.engine
+            .model()
+            .shift_cache(&mut self.cache, len, keep, discard);
+        self.tokens.drain(keep..keep + discard);
+    }
+
+    /// Frees half of a full context after its first `keep` tokens (at least one token, however
+    /// large `keep`), for `--context-shift`.
+    pub fn make_room(&mut self, keep: usize) {
+        let keep = keep.min(self.n_ctx().saturating_sub(1));
+        let discard = ((self.n_ctx() - keep) / 2).max(1);
+        self.shift(keep, discard);
+    }
+
     pub fn truncate(&mut self, len: usize) {
         self.tokens.truncate(len);
     }
@@ -162,5 +184,99 @@ impl Session {
             });
         }
         Ok(())
+    }
+}
+
+/// The tokens a context shift keeps (llama.cpp's `n_keep`): that many from the start of the
+/// prompt, the BOS token always besides; -1 keeps the whole prompt.
+pub fn keep_on_shift(keep: i64, prompt: &[u32], adds_bos: bool) -> usize {
+    match usize::try_from(keep) {
+        Err(_) => prompt.len(),
+        Ok(n) => (n + usize::from(adds_bos)).min(prompt.len()),
+    }
+}
+
+#[cfg(test)]
+mod shift_tests {
+    use crate::test_models::synthetic_engine;
+
+    /// After a shift the values of the kept tokens are the same rows, moved; the keys are the
+    /// same rows re-rotated for their new positions. The first layer's keys depend on nothing
+    /// but each token and its position, so a fresh session that evaluates the kept tokens
+    /// computes them at those positions directly: the shifted keys must match them to f16
+    /// rounding, which checks the rotation against the forward pass's own. (Deeper layers'
+    /// keys rightly differ from a fresh session's: their tokens attended to the dropped ones
+    /// when they were evaluated, in llama.cpp's shift as here.)
+    #[test]
+    fn a_shift_moves_the_cache_and_rotates_keys_to_their_new_positions() {
+        let engine = synthetic_engine();
+        let text = std::fs::read_to_string(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/tests/fixtures/perplexity.txt"
+        ))
+        .unwrap();
+        let tokens = engine.tokenizer().encode(&text, true, false).unwrap();
+        for (len, keep, discard) in [(64, 1, 31), (100, 10, 45), (40, 0, 20), (257, 4, 126)] {
+            let prompt = &tokens[..len];
+            let mut shifted = engine.session(len).unwrap();
+            shifted.eval(prompt).unwrap();
+            let (layers, heads) = shifted.cache.shape();
+            let before: Vec<Vec<(Vec<f32>, Vec<f32>)>> = (0..layers)
+                .map(|l| (0..heads).map(|h| shifted.cache.rows(l, h)).collect())
+                .collect();
+            shifted.shift(keep, discard);
+            let kept: Vec<u32> = prompt[..keep]
+                .iter()
+                .chain(&prompt[keep + discard..])
+                .copied()
+                .collect();
+            assert_eq!(shifted.tokens(), &kept[..]);
+            let mut fresh = engine.session(len).unwrap();
+            fresh.eval(&kept).unwrap();
+            for (l, layer) in before.iter().enumerate() {
+                for (h, (keys, values)) in layer.iter().enumerate() {
+                    let (new_keys, new_values) = shifted.cache.rows(l, h);
+                    let width = keys.len() / len;
+                    let moved = |rows: &[f32]| -> Vec<f32> {
+                        rows[..keep * width]
+                            .iter()
+                            .chain(&rows[(keep + discard) * width..len * width])
+                            .copied()
+                            .collect()
+                    };
+                    assert_eq!(new_values, moved(values), "layer {l} head {h}: values");
+                    assert_eq!(new_keys[..keep * width], keys[..keep * width]);
+                    // A rotation keeps each head's length.
+                    let norm = |row: &[f32]| row.iter().map(|x| x * x).sum::<f32>().sqrt();
+                    for (new, old) in new_keys
+                        .chunks_exact(width)
+                        .zip(moved(keys).chunks_exact(width))
+                    {
+                        assert!((norm(new) - norm(old)).abs() <= 2e-3 * norm(old) + 1e-3);
+                    }
+                    if l == 0 {
+                        let (fresh_keys, _) = fresh.cache.rows(0, h);
+                        for (position, (a, b)) in new_keys
+                            .chunks_exact(width)
+                            .zip(fresh_keys.chunks_exact(width))
+                            .enumerate()
+                        {
+                            let off = a
+                                .iter()
+                                .zip(b)
+                                .map(|(x, y)| (x - y).abs())
+                                .fold(0.0, f32::max);
+                            assert!(
+                                off <= 4e-3 * norm(b) + 1e-3,
+                                "len {len} keep {keep} discard {discard}: head {h} position {position} is {off} off"
+                            );
+                        }
+                    }
+                }
+            }
+            let after = &tokens[len..len + 3];
+            let logits = shifted.eval(after).unwrap();
+            assert!(logits.iter().all(|x| x.is_finite()));
+        }
     }
 }

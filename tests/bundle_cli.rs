@@ -206,3 +206,97 @@ fn weights_are_mapped_not_copied() {
         "private memory peaked at {peak_anon_kib} KiB for a {model_size}-byte model"
     );
 }
+
+/// Sends one request to a server on 127.0.0.1 and returns the JSON of its body.
+fn post_json(port: u16, path: &str, body: &serde_json::Value) -> serde_json::Value {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(120)))
+        .unwrap();
+    let body = body.to_string();
+    write!(
+        stream,
+        "POST {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    )
+    .unwrap();
+    let mut reply = String::new();
+    stream.read_to_string(&mut reply).unwrap();
+    let (head, json) = reply.split_once("\r\n\r\n").unwrap();
+    assert!(head.starts_with("HTTP/1.1 200"), "{path}: {reply}");
+    serde_json::from_str(json).unwrap_or_else(|e| panic!("{e}: {json}"))
+}
+
+#[test]
+fn a_bundles_chat_template_reaches_the_api_and_the_terminal_chat() {
+    use std::io::{BufRead, BufReader, Write};
+    let Some(model) = model_path() else { return };
+    let packed = pack("alpaca", &model, "--chat-template alpaca -c 512");
+    let elsewhere = TempDir::new("alpaca-cwd");
+
+    let mut chat = Command::new(&packed.bundle)
+        .args(["--chat", "--verbose-prompt", "-n", "4", "--temp", "0"])
+        .current_dir(&elsewhere.0)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    chat.stdin
+        .take()
+        .unwrap()
+        .write_all(b"Say hi.\n/exit\n")
+        .unwrap();
+    let output = chat.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("### Instruction:\nSay hi.\n\n### Response:\n"),
+        "{stderr}"
+    );
+
+    let mut server = Command::new(&packed.bundle)
+        .args(["--server", "--nobrowser", "--port", "0"])
+        .current_dir(&elsewhere.0)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(server.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let port: u16 = line
+        .rsplit_once("http://127.0.0.1:")
+        .and_then(|(_, rest)| rest.trim().trim_end_matches('/').parse().ok())
+        .unwrap_or_else(|| panic!("no address in {line:?}"));
+    let messages = serde_json::json!([{"role": "user", "content": "Say hi."}]);
+    let applied = post_json(
+        port,
+        "/apply-template",
+        &serde_json::json!({"messages": messages}),
+    );
+    let prompt = applied["prompt"].as_str().unwrap();
+    assert!(
+        prompt.contains("### Instruction:\nSay hi.\n\n### Response:\n"),
+        "{prompt}"
+    );
+    let reply = post_json(
+        port,
+        "/v1/chat/completions",
+        &serde_json::json!({"messages": messages, "max_tokens": 2, "temperature": 0}),
+    );
+    let tokens = post_json(
+        port,
+        "/tokenize",
+        &serde_json::json!({"content": prompt, "add_special": true}),
+    );
+    assert_eq!(
+        reply["usage"]["prompt_tokens"],
+        tokens["tokens"].as_array().unwrap().len(),
+        "the chat endpoint's prompt is the applied template's"
+    );
+    server.kill().unwrap();
+    server.wait().unwrap();
+}

@@ -428,3 +428,41 @@ fn grammar_and_schema_flags_constrain_the_completion() {
         assert!(stderr.contains(expected), "{flags:?}: {stderr}");
     }
 }
+
+/// At a full context, --context-shift keeps the first tokens, halves the rest and goes on;
+/// without it the text ends with the context, as in llama.cpp.
+#[test]
+fn context_shift_generates_past_a_full_context() {
+    let file = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures/models/gemma2-synthetic-q4_k_m.gguf");
+    let model = file.to_str().unwrap();
+    let generated = |extra: &[&str]| {
+        let mut args = vec![
+            "-m",
+            model,
+            "-p",
+            "Hello there",
+            "-c",
+            "32",
+            "-n",
+            "100",
+            "--temp",
+            "0",
+        ];
+        args.extend_from_slice(extra);
+        let output = llmfile(&args);
+        let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
+        assert!(output.status.success(), "{extra:?}: {stderr}");
+        let count = stderr
+            .split("generated ")
+            .nth(1)
+            .and_then(|rest| rest.split(' ').next())
+            .and_then(|n| n.parse::<usize>().ok())
+            .unwrap_or_else(|| panic!("no count in {stderr}"));
+        count
+    };
+    assert!(generated(&[]) < 32);
+    assert_eq!(generated(&["--context-shift"]), 100);
+    assert_eq!(generated(&["--context-shift", "--keep", "-1"]), 100);
+    assert_eq!(generated(&["--context-shift", "--keep", "1000"]), 100);
+}

@@ -1765,3 +1765,88 @@ fn tools_answer_with_calls_in_openais_shape() {
         "tool_choice": {"type": "function", "function": {"name": "nope"}}});
     assert_eq!(server.post("/v1/chat/completions", &unknown).status, 400);
 }
+
+/// A chat three times the context still gets its reply: the oldest whole turns are left out,
+/// the reply keeps its room, and the response says how many turns went.
+#[test]
+fn a_chat_longer_than_the_context_drops_its_oldest_turns() {
+    let server = Server::start(&synthetic_model(), &["-c", "256"]);
+    let mut messages = vec![json!({"role": "system", "content": "Be brief."})];
+    for turn in 0..24 {
+        messages.push(json!({"role": "user", "content": format!("question {turn}: {}", "tell me more ".repeat(4))}));
+        messages.push(json!({"role": "assistant", "content": format!("answer {turn}: {}", "here is more ".repeat(4))}));
+    }
+    messages.push(json!({"role": "user", "content": "last question"}));
+    let applied = server.post_ok(
+        "/apply-template",
+        &json!({"messages": messages, "n_predict": 32}),
+    );
+    let dropped = applied["dropped_turns"].as_u64().unwrap();
+    let prompt = applied["prompt"].as_str().unwrap();
+    assert!(dropped > 0 && dropped < 24, "{applied}");
+    assert!(
+        prompt.contains("Be brief.") && prompt.contains("last question"),
+        "{prompt}"
+    );
+    assert!(
+        !prompt.contains("question 0:"),
+        "the oldest turn goes first"
+    );
+    assert!(prompt.contains("question 23:"), "the newest turns stay");
+    let tokens = server.post_ok(
+        "/tokenize",
+        &json!({"content": prompt, "add_special": true}),
+    );
+    let prompt_tokens = tokens["tokens"].as_array().unwrap().len();
+    assert!(
+        prompt_tokens + 32 <= 256,
+        "{prompt_tokens} tokens leave the reply its room"
+    );
+
+    let reply = server.post_ok(
+        "/v1/chat/completions",
+        &json!({"messages": messages, "max_tokens": 32, "temperature": 0, "ignore_eos": true}),
+    );
+    assert_eq!(reply["dropped_turns"], dropped);
+    assert_eq!(reply["usage"]["prompt_tokens"], prompt_tokens);
+    assert_eq!(reply["usage"]["completion_tokens"], 32, "{reply}");
+
+    let only_the_last = json!({"messages": [{"role": "user", "content": "word ".repeat(400)}]});
+    let too_long = server.post("/v1/chat/completions", &only_the_last);
+    assert_eq!(too_long.status, 400);
+    assert!(
+        too_long.text().contains("leave no room"),
+        "{}",
+        too_long.text()
+    );
+}
+
+/// `--context-shift`: a generation that fills its slot's context goes on to its limit, next
+/// to one that does not, in the same steps; without the flag it ends with the context.
+#[test]
+fn context_shift_lets_generation_run_past_a_full_context() {
+    let shifting = Server::start(
+        &synthetic_model(),
+        &["-c", "48", "-np", "2", "--context-shift"],
+    );
+    let body = |n_keep: i64| {
+        json!({"prompt": "Hello there", "n_predict": 120, "temperature": 0,
+        "ignore_eos": true, "n_keep": n_keep})
+    };
+    let replies: Vec<Value> = std::thread::scope(|scope| {
+        let server = &shifting;
+        let handles: Vec<_> = [0, -1]
+            .map(|keep| scope.spawn(move || server.post_ok("/completion", &body(keep))))
+            .into_iter()
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    for reply in &replies {
+        assert_eq!(reply["tokens_predicted"], 120, "{reply}");
+        assert_eq!(reply["stop_type"], "limit");
+    }
+    assert_eq!(shifting.get("/health").status, 200);
+    let stopping = Server::start(&synthetic_model(), &["-c", "48"]);
+    let reply = stopping.post_ok("/completion", &body(0));
+    assert!(reply["tokens_predicted"].as_u64().unwrap() < 48, "{reply}");
+}

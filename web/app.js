@@ -1,4 +1,6 @@
-// The chat page: llamafile's prompt and history templates over /completion, streamed.
+// The chat page: conversations kept in the browser, each prompt built by the model's own chat
+// template (/apply-template) or by llamafile's prompt and history templates, replies streamed
+// from /completion and shown as sanitized, highlighted Markdown.
 "use strict";
 
 const $ = (id) => document.getElementById(id);
@@ -6,12 +8,18 @@ const $ = (id) => document.getElementById(id);
 const TEXT_FIELDS = ["prompt", "user", "char", "prompt-template", "history-template", "api-key"];
 const NUMBER_FIELDS = ["n_predict", "temperature", "top_k", "top_p", "min_p", "repeat_penalty", "repeat_last_n", "seed"];
 
+// The server reports a random seed as u32::MAX; the field and requests say -1, as llama.cpp does.
+const RANDOM_SEED = 4294967295;
+// Room kept for the reply when n_predict is -1 (until the end of text), so a long conversation
+// still leaves the model something to say.
+const UNBOUNDED_REPLY_RESERVE = 256;
+
 let props = null;
 let settings = {};
-// The conversation: speakers are stored as the literal {{user}} / {{char}}, so renaming
-// either one renames them throughout, as in llamafile.
-let transcript = [];
 let controller = null;
+// False once the server has answered 404: one from before /apply-template existed, where the
+// model's own format is still reached through its prompt and history templates.
+let applyTemplateServed = true;
 
 // ---- templates -------------------------------------------------------------------------
 
@@ -103,6 +111,7 @@ function defaults() {
   const t = props.templates;
   const g = props.default_generation_settings;
   return {
+    "model-template": true,
     prompt: t.system,
     user: t.user,
     char: t.char,
@@ -116,67 +125,449 @@ function defaults() {
     min_p: g.min_p,
     repeat_penalty: g.repeat_penalty,
     repeat_last_n: g.repeat_last_n,
-    seed: g.seed,
+    seed: g.seed === RANDOM_SEED ? -1 : g.seed,
   };
+}
+
+function loadSettings() {
+  const saved = readJson(storageKey(), null);
+  const initial = defaults();
+  settings = { ...initial, ...saved };
+  if (settings.seed === RANDOM_SEED) settings.seed = -1;
+  // Settings saved before the model's template was offered keep templates that were changed.
+  if (saved && !("model-template" in saved)) {
+    settings["model-template"] = saved["prompt-template"] === initial["prompt-template"] &&
+      saved["history-template"] === initial["history-template"];
+  }
+}
+
+function saveSettings() {
+  localStorage.setItem(storageKey(), JSON.stringify(settings));
+  showSettings();
 }
 
 function showSettings() {
   for (const id of TEXT_FIELDS) $(id).value = settings[id] ?? "";
   for (const id of NUMBER_FIELDS) $(id).value = settings[id] ?? "";
+  const own = settings["model-template"];
   for (const button of $("presets").children) {
     const preset = props.presets[Number(button.dataset.index)];
-    button.classList.toggle("active",
-      preset.prompt === settings["prompt-template"] && preset.history === settings["history-template"]);
+    button.classList.toggle("active", preset ? !own &&
+      preset.prompt === settings["prompt-template"] && preset.history === settings["history-template"] : own);
   }
+  $("template-hint").hidden = !own;
+  $("chat-template-view").hidden = !own || !props.chat_template;
 }
 
-function readSettings() {
+function readSettings(event) {
   for (const id of TEXT_FIELDS) settings[id] = $(id).value;
   for (const id of NUMBER_FIELDS) {
     const value = Number($(id).value);
     if ($(id).value !== "" && Number.isFinite(value)) settings[id] = value;
   }
-  localStorage.setItem(storageKey(), JSON.stringify(settings));
-  showSettings();
+  // Whoever edits the templates means them to be used.
+  if (["prompt-template", "history-template"].includes(event.target.id)) settings["model-template"] = false;
+  saveSettings();
 }
 
-function applyPreset(preset) {
+function applyPreset(preset, modelTemplate) {
   Object.assign(settings, {
+    "model-template": modelTemplate,
     prompt: preset.system,
     user: preset.user,
     char: preset.char,
     "prompt-template": preset.prompt,
     "history-template": preset.history,
   });
-  localStorage.setItem(storageKey(), JSON.stringify(settings));
-  showSettings();
+  saveSettings();
 }
 
-// ---- rendering -------------------------------------------------------------------------
+// ---- Markdown --------------------------------------------------------------------------
 
 function escapeHtml(text) {
   return text.replace(/[&<>"']/g, (c) => ({ "&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;", "'": "&#39;" })[c]);
 }
 
-// Fenced code blocks become <pre>, `inline code` becomes <code>; everything else stays text.
-function renderMarkdown(text) {
-  const parts = text.split(/```/);
-  return parts.map((part, i) => {
-    if (i % 2 === 1) {
-      const body = part.replace(/^[\w+-]*\n/, "");
-      return `<pre><code>${escapeHtml(body)}</code></pre>`;
+// Guessing the language of an unlabelled block tries every grammar; the block still streaming
+// in is shown plain until it is complete, rather than guessed again at every frame.
+let guessLanguages = true;
+
+function setUpMarkdown() {
+  marked.use({
+    gfm: true,
+    // Models break lines with single newlines, in verse and in lists of their own making.
+    breaks: true,
+    renderer: {
+      code({ text, lang }) {
+        const language = (lang || "").split(/\s/)[0];
+        let result = null;
+        if (hljs.getLanguage(language)) {
+          result = hljs.highlight(text, { language, ignoreIllegals: true });
+        } else if (guessLanguages) {
+          result = hljs.highlightAuto(text);
+        }
+        const html = result ? result.value : escapeHtml(text);
+        const name = result && result.language ? ` language-${escapeHtml(result.language)}` : "";
+        return `<pre><code class="hljs${name}">${html}</code></pre>\n`;
+      },
+    },
+  });
+  // Links the model writes open beside the chat rather than in place of it.
+  DOMPurify.addHook("afterSanitizeAttributes", (node) => {
+    if (node.tagName === "A" && node.hasAttribute("href")) {
+      node.setAttribute("target", "_blank");
+      node.setAttribute("rel", "noopener noreferrer");
     }
-    return escapeHtml(part).replace(/`([^`\n]+)`/g, "<code>$1</code>");
-  }).join("");
+  });
 }
 
-function addMessage(kind, text) {
-  const element = document.createElement("div");
-  element.className = `message ${kind}`;
-  element.innerHTML = renderMarkdown(text);
-  $("messages").appendChild(element);
-  element.scrollIntoView({ block: "end" });
+// A bot message's Markdown, re-rendered as its text grows. Each top-level block (paragraph,
+// list, code block) is its own element and is rebuilt only when its source changes, so a long
+// reply costs one lexing pass and the last block per frame, not the whole text sanitized and
+// highlighted again.
+class MarkdownView {
+  constructor(element) {
+    this.element = element;
+    this.sources = [];
+    this.links = "";
+    this.text = "";
+    this.frame = 0;
+  }
+
+  // While streaming: renders at most once per frame.
+  update(text) {
+    this.text = text;
+    if (!this.frame) {
+      this.frame = requestAnimationFrame(() => {
+        this.frame = 0;
+        this.render(this.text, false);
+      });
+    }
+  }
+
+  finish(text) {
+    cancelAnimationFrame(this.frame);
+    this.frame = 0;
+    this.render(text, true);
+  }
+
+  render(text, complete) {
+    const tokens = marked.lexer(text);
+    // A link definition reaches back to earlier blocks: a new one redraws them all.
+    const links = JSON.stringify(tokens.links);
+    if (links !== this.links) {
+      this.links = links;
+      this.sources = [];
+    }
+    const blocks = tokens.filter((token) => token.type !== "space" && token.type !== "def");
+    const children = this.element.children;
+    blocks.forEach((token, i) => {
+      const open = !complete && i === blocks.length - 1;
+      // The open block is drawn again once complete, when it may guess its language.
+      const source = `${open ? "open" : "done"}:${token.raw}`;
+      if (this.sources[i] === source) return;
+      const block = document.createElement("div");
+      const list = [token];
+      list.links = tokens.links;
+      guessLanguages = !open;
+      block.innerHTML = DOMPurify.sanitize(marked.parser(list));
+      for (const pre of block.querySelectorAll("pre")) addCopyButton(pre);
+      if (children[i]) children[i].replaceWith(block);
+      else this.element.appendChild(block);
+      this.sources[i] = source;
+    });
+    while (children.length > blocks.length) children[blocks.length].remove();
+    this.sources.length = blocks.length;
+  }
+}
+
+function addCopyButton(pre) {
+  const wrapper = document.createElement("div");
+  wrapper.className = "code";
+  pre.replaceWith(wrapper);
+  const button = document.createElement("button");
+  button.type = "button";
+  button.className = "copy";
+  button.textContent = "Copy";
+  wrapper.append(button, pre);
+}
+
+async function copyText(text) {
+  try {
+    await navigator.clipboard.writeText(text);
+    return;
+  } catch {
+    // No clipboard API outside a secure context (the page opened over http by a LAN address):
+    // the old way, through a selection.
+  }
+  const area = document.createElement("textarea");
+  area.value = text;
+  area.style.position = "fixed";
+  area.style.opacity = "0";
+  document.body.appendChild(area);
+  area.select();
+  const copied = document.execCommand("copy");
+  area.remove();
+  if (!copied) throw new Error("the browser refused to copy");
+}
+
+async function copyCode(button) {
+  try {
+    await copyText(button.parentElement.querySelector("code").textContent);
+    button.textContent = "Copied";
+  } catch (error) {
+    button.textContent = "Cannot copy";
+    setStatus(`Cannot copy: ${error.message}`, true);
+  }
+  setTimeout(() => { button.textContent = "Copy"; }, 1500);
+}
+
+// ---- conversations ---------------------------------------------------------------------
+
+// Each conversation's turns are kept under their own key, so a reply rewrites only its own;
+// the list (id and title, the most recently used first) is kept apart.
+const CHATS_KEY = "llmfile.chats";
+const OPEN_CHAT_KEY = "llmfile.open-chat";
+const chatKey = (id) => `llmfile.chat:${id}`;
+
+let chats = [];
+// The conversation shown: { id, turns }, id null until its first message is kept. A turn is
+// { name, message } with the speaker stored as the literal {{user}} / {{char}}, so renaming
+// either one renames them throughout, as in llamafile; a bot turn also keeps its `info` line
+// and how many earlier messages its prompt `dropped`.
+let chat = { id: null, turns: [] };
+
+function readJson(key, fallback) {
+  try {
+    return JSON.parse(localStorage.getItem(key)) ?? fallback;
+  } catch {
+    return fallback;
+  }
+}
+
+function store(key, value) {
+  try {
+    localStorage.setItem(key, JSON.stringify(value));
+  } catch (error) {
+    setStatus(`Cannot keep the conversation: ${error.message}. Deleting old conversations makes room.`, true);
+  }
+}
+
+function titleOf(turns) {
+  const first = turns.find((turn) => turn.name === "{{user}}");
+  const line = first ? first.message.trim().split("\n")[0] : "";
+  return line.length > 48 ? `${line.slice(0, 47)}…` : line || "New chat";
+}
+
+// The list as stored now: another tab may have changed it since this one read it.
+function freshChats() {
+  chats = readJson(CHATS_KEY, []);
+  return chats;
+}
+
+function saveChat(conversation) {
+  if (conversation.deleted) return;
+  freshChats();
+  if (!conversation.id) {
+    conversation.id = `${Date.now().toString(36)}-${Math.random().toString(36).slice(2, 8)}`;
+  }
+  const entry = chats.find((c) => c.id === conversation.id) || { id: conversation.id, title: titleOf(conversation.turns) };
+  chats = [entry, ...chats.filter((c) => c !== entry)];
+  store(chatKey(conversation.id), conversation.turns);
+  store(CHATS_KEY, chats);
+  if (conversation === chat) localStorage.setItem(OPEN_CHAT_KEY, conversation.id);
+  renderChatList();
+}
+
+function showChat(conversation) {
+  if (controller) controller.abort();
+  chat = conversation;
+  if (chat.id) localStorage.setItem(OPEN_CHAT_KEY, chat.id);
+  else localStorage.removeItem(OPEN_CHAT_KEY);
+  renderMessages();
+  renderChatList();
+  setStatus("");
+}
+
+function openChat(id) {
+  if (chat.id !== id) showChat({ id, turns: readJson(chatKey(id), []) });
+}
+
+function newChat() {
+  if (chat.id || chat.turns.length) showChat({ id: null, turns: [] });
+}
+
+function deleteChat(id) {
+  const entry = freshChats().find((c) => c.id === id);
+  if (!entry || !confirm(`Delete the conversation "${entry.title}"?`)) return;
+  chats = chats.filter((c) => c !== entry);
+  localStorage.removeItem(chatKey(id));
+  store(CHATS_KEY, chats);
+  if (chat.id === id) {
+    // A reply still streaming into it must not bring it back.
+    chat.deleted = true;
+    showChat({ id: null, turns: [] });
+  } else {
+    renderChatList();
+  }
+}
+
+function renameChat(item, entry) {
+  const input = document.createElement("input");
+  input.type = "text";
+  input.value = entry.title;
+  input.className = "rename-input";
+  input.setAttribute("aria-label", "New name");
+  let done = false;
+  const finish = (keep) => {
+    if (done) return;
+    done = true;
+    const title = input.value.trim();
+    const stored = freshChats().find((c) => c.id === entry.id);
+    if (keep && title && stored) {
+      stored.title = title;
+      store(CHATS_KEY, chats);
+    }
+    renderChatList();
+  };
+  input.addEventListener("keydown", (event) => {
+    if (event.key === "Enter") finish(true);
+    if (event.key === "Escape") finish(false);
+  });
+  input.addEventListener("blur", () => finish(true));
+  item.replaceChildren(input);
+  input.focus();
+  input.select();
+}
+
+function renderChatList() {
+  const list = $("chat-list");
+  list.replaceChildren(...chats.map((entry) => {
+    const item = document.createElement("li");
+    item.classList.toggle("current", entry.id === chat.id);
+    const open = button(entry.title, "open", () => openChat(entry.id));
+    open.title = entry.title;
+    const rename = button("✎", "rename", () => renameChat(item, entry));
+    rename.title = "Rename";
+    rename.setAttribute("aria-label", "Rename");
+    const remove = button("×", "delete", () => deleteChat(entry.id));
+    remove.title = "Delete";
+    remove.setAttribute("aria-label", "Delete");
+    item.append(open, rename, remove);
+    return item;
+  }));
+  $("no-chats").hidden = chats.length > 0;
+}
+
+// ---- the conversation on the page -------------------------------------------------------
+
+function button(text, className, onClick) {
+  const element = document.createElement("button");
+  element.type = "button";
+  element.className = className;
+  element.textContent = text;
+  element.addEventListener("click", onClick);
   return element;
+}
+
+function droppedNote(count) {
+  const note = document.createElement("p");
+  note.className = "note";
+  note.textContent = count === 1
+    ? "1 earlier message no longer fits the context and was left out"
+    : `${count} earlier messages no longer fit the context and were left out`;
+  return note;
+}
+
+function userElement(text) {
+  const element = document.createElement("div");
+  element.className = "message user";
+  const body = document.createElement("div");
+  body.className = "text";
+  body.textContent = text;
+  element.appendChild(body);
+  return element;
+}
+
+function botElement() {
+  const element = document.createElement("div");
+  element.className = "message bot";
+  const body = document.createElement("div");
+  body.className = "markdown";
+  element.appendChild(body);
+  return { element, view: new MarkdownView(body) };
+}
+
+function setInfo(element, text) {
+  const info = document.createElement("span");
+  info.className = "speed";
+  info.textContent = text;
+  element.appendChild(info);
+}
+
+function renderMessages() {
+  const messages = $("messages");
+  messages.replaceChildren();
+  for (const turn of chat.turns) {
+    if (turn.name === "{{user}}") {
+      messages.appendChild(userElement(turn.message));
+      continue;
+    }
+    if (turn.dropped) messages.appendChild(droppedNote(turn.dropped));
+    const { element, view } = botElement();
+    view.finish(turn.message);
+    if (turn.info) setInfo(element, turn.info);
+    messages.appendChild(element);
+  }
+  updateTools();
+  messages.lastElementChild?.scrollIntoView({ block: "end" });
+}
+
+// Only the last exchange can be redone: every later turn answered it. Its user message can be
+// edited, and its reply made again (or, after an error left none, asked for again).
+function updateTools() {
+  for (const tools of $("messages").querySelectorAll(".tools")) tools.remove();
+  if (controller || !chat.turns.length) return;
+  const elements = $("messages").querySelectorAll(".message");
+  const last = chat.turns.length - 1;
+  const edit = (index) => button("Edit", "edit", () => editMessage(index));
+  if (chat.turns[last].name === "{{user}}") {
+    addTools(elements[last], edit(last), button("Retry", "regenerate", () => reply(chat)));
+    return;
+  }
+  if (chat.turns[last - 1]?.name === "{{user}}") addTools(elements[last - 1], edit(last - 1));
+  addTools(elements[last], button("Regenerate", "regenerate", regenerate));
+}
+
+function addTools(element, ...buttons) {
+  const tools = document.createElement("div");
+  tools.className = "tools";
+  tools.append(...buttons);
+  element.appendChild(tools);
+}
+
+function regenerate() {
+  if (controller) return;
+  chat.turns.pop();
+  renderMessages();
+  reply(chat);
+}
+
+function editMessage(index) {
+  const element = $("messages").querySelectorAll(".message")[index];
+  const area = document.createElement("textarea");
+  area.value = chat.turns[index].message;
+  area.rows = Math.min(12, area.value.split("\n").length + 1);
+  const save = button("Send", "save", () => {
+    const text = area.value.trim();
+    if (!text || controller) return;
+    chat.turns.splice(index);
+    sendMessage(text);
+  });
+  element.classList.add("editing");
+  element.replaceChildren(area);
+  addTools(element, save, button("Cancel", "cancel", renderMessages));
+  area.focus();
 }
 
 function setStatus(text, isError = false) {
@@ -189,6 +580,11 @@ function setBusy(busy) {
   $("complete").disabled = busy;
   $("stop").disabled = !busy;
   $("stop-completion").disabled = !busy;
+  updateTools();
+}
+
+function nearBottom() {
+  return window.innerHeight + window.scrollY >= document.documentElement.scrollHeight - 80;
 }
 
 // ---- the server ------------------------------------------------------------------------
@@ -208,9 +604,23 @@ async function errorText(response) {
   }
 }
 
+async function post(path, body) {
+  return fetch(path, {
+    method: "POST",
+    headers: headers(),
+    body: JSON.stringify(body),
+    signal: controller.signal,
+  });
+}
+
+async function postJson(path, body) {
+  const response = await post(path, body);
+  if (!response.ok) throw new Error(await errorText(response));
+  return response.json();
+}
+
 // Streams a completion; onText gets each piece, the result is the final event.
 async function complete(prompt, stop, onText) {
-  controller = new AbortController();
   const body = {
     prompt,
     stream: true,
@@ -219,12 +629,7 @@ async function complete(prompt, stop, onText) {
     stop,
   };
   for (const id of NUMBER_FIELDS) body[id] = settings[id];
-  const response = await fetch("/completion", {
-    method: "POST",
-    headers: headers(),
-    body: JSON.stringify(body),
-    signal: controller.signal,
-  });
+  const response = await post("/completion", body);
   if (!response.ok) throw new Error(await errorText(response));
   const reader = response.body.getReader();
   const decoder = new TextDecoder();
@@ -250,6 +655,67 @@ async function complete(prompt, stop, onText) {
   return last;
 }
 
+function replyReserve() {
+  return settings.n_predict < 0 ? UNBOUNDED_REPLY_RESERVE : settings.n_predict;
+}
+
+// The prompt for `turns`, its stop strings, and how many of the earliest turns it leaves out
+// to fit the context.
+async function preparePrompt(turns) {
+  if (settings["model-template"] && applyTemplateServed) {
+    const system = expand("{{prompt}}", templateVars(settings));
+    const messages = [
+      ...(system ? [{ role: "system", content: system }] : []),
+      ...turns.map((turn) => ({ role: turn.name === "{{user}}" ? "user" : "assistant", content: turn.message })),
+    ];
+    const response = await post("/apply-template", { messages, n_predict: replyReserve() });
+    if (response.status !== 404) {
+      if (!response.ok) throw new Error(await errorText(response));
+      const applied = await response.json();
+      // The template's end of turn is the model's end-of-generation token: no stop text needed.
+      return { prompt: applied.prompt, stop: [], dropped: applied.dropped_turns || 0 };
+    }
+    applyTemplateServed = false;
+  }
+  return fitTemplates(turns);
+}
+
+function utf8Length(text) {
+  return new TextEncoder().encode(text).length;
+}
+
+// Under the prompt and history templates the page keeps the prompt within the context itself:
+// it leaves out the fewest earliest exchanges (the system prompt stays) that let the prompt and
+// the reply's reserve fit, found by bisection, a few /tokenize calls however long the chat.
+async function fitTemplates(turns) {
+  const stop = stopStrings(settings);
+  const nCtx = props.n_ctx ?? props.default_generation_settings.n_ctx;
+  const room = nCtx - replyReserve();
+  const from = (start) => buildPrompt(settings, turns.slice(start));
+  const fits = async (start) => {
+    const prompt = from(start);
+    // Every token is at least a byte of text, and the server adds one BOS: so short a prompt
+    // fits without being counted.
+    if (utf8Length(prompt) + 1 <= room) return true;
+    const { tokens } = await postJson("/tokenize", { content: prompt, add_special: true });
+    return tokens.length <= room;
+  };
+  if (await fits(0)) return { prompt: from(0), stop, dropped: 0 };
+  // The history starts at a user message; the newest one always stays, fit or not (the server
+  // then says how far over it is).
+  const starts = [];
+  turns.forEach((turn, i) => i > 0 && turn.name === "{{user}}" && starts.push(i));
+  let low = 0;
+  let high = starts.length - 1;
+  while (low < high) {
+    const middle = (low + high) >> 1;
+    if (await fits(starts[middle])) high = middle;
+    else low = middle + 1;
+  }
+  const start = starts.length ? starts[low] : 0;
+  return { prompt: from(start), stop, dropped: start };
+}
+
 function speed(final) {
   if (!final || !final.timings) return "";
   const t = final.timings;
@@ -257,47 +723,61 @@ function speed(final) {
     ` (prompt: ${t.prompt_n} new tokens, ${t.prompt_per_second.toFixed(1)} tokens/s)`;
 }
 
-async function sendMessage(text) {
-  transcript.push({ name: "{{user}}", message: text });
-  addMessage("user", text);
-  const element = addMessage("bot", "");
-  let reply = "";
+function sendMessage(text) {
+  chat.turns.push({ name: "{{user}}", message: text });
+  saveChat(chat);
+  renderMessages();
+  reply(chat);
+}
+
+// Asks for the reply to the conversation's last message. The conversation is held here, not
+// read from `chat`: a reply stopped by switching conversations is kept in its own.
+async function reply(conversation) {
+  controller = new AbortController();
   setBusy(true);
   setStatus("");
+  const messages = $("messages");
+  const { element, view } = botElement();
+  messages.appendChild(element);
+  element.scrollIntoView({ block: "end" });
+  let text = "";
+  let dropped = 0;
+  const finish = (info) => {
+    // llamafile drops one leading space of each bot message.
+    const message = text.replace(/^ /, "");
+    conversation.turns.push({ name: "{{char}}", message, info, ...(dropped ? { dropped } : {}) });
+    saveChat(conversation);
+    view.finish(message);
+    setInfo(element, info);
+  };
   try {
-    const final = await complete(buildPrompt(settings, transcript), stopStrings(settings), (piece) => {
-      reply += piece;
-      element.innerHTML = renderMarkdown(reply);
-      element.scrollIntoView({ block: "end" });
+    const prepared = await preparePrompt(conversation.turns);
+    dropped = prepared.dropped;
+    if (dropped) element.before(droppedNote(dropped));
+    const final = await complete(prepared.prompt, prepared.stop, (piece) => {
+      const follow = nearBottom();
+      text += piece;
+      view.update(text);
+      if (follow) element.scrollIntoView({ block: "end" });
     });
-    finishReply(element, reply, speed(final));
+    finish(speed(final));
   } catch (error) {
     if (error.name === "AbortError") {
-      finishReply(element, reply, "stopped");
+      finish("stopped");
     } else {
-      transcript.pop();
+      if (element.previousElementSibling?.classList.contains("note")) element.previousElementSibling.remove();
       element.remove();
       setStatus(`Error: ${error.message}`, true);
     }
   } finally {
-    setBusy(false);
     controller = null;
+    setBusy(false);
   }
-}
-
-function finishReply(element, reply, note) {
-  // llamafile drops one leading space of each bot message.
-  reply = reply.replace(/^ /, "");
-  transcript.push({ name: "{{char}}", message: reply });
-  element.innerHTML = renderMarkdown(reply);
-  const info = document.createElement("span");
-  info.className = "speed";
-  info.textContent = note;
-  element.appendChild(info);
 }
 
 async function continueText() {
   const area = $("raw-text");
+  controller = new AbortController();
   setBusy(true);
   setStatus("");
   try {
@@ -309,22 +789,16 @@ async function continueText() {
   } catch (error) {
     setStatus(error.name === "AbortError" ? "stopped" : `Error: ${error.message}`, error.name !== "AbortError");
   } finally {
-    setBusy(false);
     controller = null;
+    setBusy(false);
   }
 }
 
 // ---- wiring ----------------------------------------------------------------------------
 
-function newChat() {
-  if (controller) controller.abort();
-  transcript = [];
-  $("messages").replaceChildren();
-  setStatus("");
-}
-
 function setMode(mode) {
   $("chat-view").hidden = mode !== "chat";
+  $("chats").hidden = mode !== "chat";
   $("completion-view").hidden = mode !== "completion";
   $("new-chat").hidden = mode !== "chat";
 }
@@ -335,7 +809,14 @@ async function loadProps() {
   return response.json();
 }
 
+function addPresetButton(name, index, onClick) {
+  const preset = button(name, "", onClick);
+  preset.dataset.index = index;
+  $("presets").appendChild(preset);
+}
+
 async function start() {
+  setUpMarkdown();
   $("chat-form").addEventListener("submit", (event) => {
     event.preventDefault();
     const text = $("input").value.trim();
@@ -348,6 +829,10 @@ async function start() {
       event.preventDefault();
       $("chat-form").requestSubmit();
     }
+  });
+  $("messages").addEventListener("click", (event) => {
+    const copy = event.target.closest("button.copy");
+    if (copy) copyCode(copy);
   });
   $("stop").addEventListener("click", () => controller && controller.abort());
   $("stop-completion").addEventListener("click", () => controller && controller.abort());
@@ -364,10 +849,21 @@ async function start() {
   for (const id of [...TEXT_FIELDS, ...NUMBER_FIELDS]) $(id).addEventListener("change", readSettings);
   $("reset").addEventListener("click", () => {
     settings = defaults();
-    localStorage.setItem(storageKey(), JSON.stringify(settings));
-    showSettings();
+    saveSettings();
   });
   setBusy(false);
+
+  freshChats();
+  window.addEventListener("storage", (event) => {
+    if (event.key === CHATS_KEY) {
+      freshChats();
+      renderChatList();
+    }
+  });
+  const open = localStorage.getItem(OPEN_CHAT_KEY);
+  if (chats.some((c) => c.id === open)) chat = { id: open, turns: readJson(chatKey(open), []) };
+  renderMessages();
+  renderChatList();
 
   settings["api-key"] = localStorage.getItem("llmfile.api-key") || "";
   $("api-key").addEventListener("change", () => localStorage.setItem("llmfile.api-key", $("api-key").value));
@@ -380,16 +876,10 @@ async function start() {
     return;
   }
   $("model-name").textContent = `${props.model} · ${props.chat_format} format · context ${props.n_ctx}`;
-  props.presets.forEach((preset, index) => {
-    const button = document.createElement("button");
-    button.type = "button";
-    button.textContent = preset.name;
-    button.dataset.index = String(index);
-    button.addEventListener("click", () => applyPreset(preset));
-    $("presets").appendChild(button);
-  });
-  const saved = localStorage.getItem(storageKey());
-  settings = { ...defaults(), ...(saved ? JSON.parse(saved) : {}) };
+  $("chat-template").textContent = props.chat_template || "";
+  addPresetButton("Model's template", "model", () => applyPreset(props.templates, true));
+  props.presets.forEach((preset, index) => addPresetButton(preset.name, String(index), () => applyPreset(preset, false)));
+  loadSettings();
   showSettings();
 }
 

@@ -78,6 +78,7 @@ fn config(index: u8) -> ServerConfig {
         n_ctx,
         sampling: SamplingParams::default(),
         grammar: None,
+        context_shift: index % 2 == 1,
         n_predict,
         api_key: None,
         open_browser: false,
@@ -142,7 +143,7 @@ fuzz_target!(|data: &[u8]| {
             for job in &done.jobs {
                 check_job(job, &config, tokenizer.n_vocab());
                 if path.ends_with("chat/completions") {
-                    assert!(job.settings.stop.ends_with(&info.format.stop_strings()));
+                    assert!(job.settings.stop.ends_with(&info.template.stop_strings()));
                 }
             }
             match (path, reply) {

@@ -77,6 +77,9 @@ pub(super) fn run(args: RunArgs) -> Result<()> {
                 fitted.dropped_turns
             );
         }
+        if args.verbose_prompt {
+            eprintln!("llmfile: prompt:\n{}", fitted.text);
+        }
         let prompt = fitted.tokens;
         let room = n_ctx - prompt.len();
         let limits = Limits {

@@ -2,6 +2,7 @@
 
 use super::{context_size, escapes, open_run_engine, RunArgs};
 use crate::generation::{Finish, Generation, Limits};
+use crate::session::keep_on_shift;
 use anyhow::{bail, Context, Result};
 use std::io::Write;
 use std::time::Instant;
@@ -37,9 +38,17 @@ pub(super) fn run(args: RunArgs) -> Result<()> {
         );
     }
     let room = n_ctx - prompt_tokens.len();
+    // With --context-shift a full context makes room instead of ending the text, so only -n
+    // limits it (-1: until the model ends it, as llama.cpp's).
+    let n_predict = match (args.context_shift, usize::try_from(args.n_predict)) {
+        (true, Ok(n)) => n,
+        (true, Err(_)) => usize::MAX,
+        (false, limit) => limit.map_or(room, |n| n.min(room)),
+    };
+    let keep = keep_on_shift(args.keep, &prompt_tokens, tokenizer.add_bos());
     let limits = Limits {
         sampling: (&args.sampling).into(),
-        n_predict: usize::try_from(args.n_predict).map_or(room, |n| n.min(room)),
+        n_predict,
         stop: Vec::new(),
         ignore_eos: false,
         special: args.special,
@@ -64,7 +73,12 @@ pub(super) fn run(args: RunArgs) -> Result<()> {
         write!(stdout, "{}", step.text)?;
         stdout.flush()?;
         match (step.finished, step.token) {
-            (None, Some(token)) => logits = session.eval(&[token])?,
+            (None, Some(token)) => {
+                if session.tokens().len() == n_ctx {
+                    session.make_room(keep);
+                }
+                logits = session.eval(&[token])?;
+            }
             (Some(Finish::Failed(message)), _) => bail!("{message}"),
             _ => break,
         }

@@ -140,6 +140,16 @@ struct RunArgs {
     /// The system prompt of --chat.
     #[arg(long = "system-prompt", value_name = "TEXT")]
     system_prompt: Option<String>,
+    /// When the context is full, keep the first --keep tokens, drop half of the rest and go
+    /// on, instead of stopping (llama.cpp's flag; off by default as there).
+    #[arg(long = "context-shift")]
+    context_shift: bool,
+    /// Prompt tokens a context shift keeps, besides BOS (-1: the whole prompt).
+    #[arg(long = "keep", default_value_t = 0, allow_negative_numbers = true)]
+    keep: i64,
+    /// Print each prompt, as the chat template renders it, to stderr before answering.
+    #[arg(long = "verbose-prompt")]
+    verbose_prompt: bool,
     /// Accepted for llama.cpp's command lines: attention here always reads the KV cache in one
     /// fused pass per head, so on, off and auto run the same code.
     #[arg(long = "flash-attn", value_name = "on|off|auto", num_args = 0..=1,

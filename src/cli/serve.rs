@@ -18,6 +18,7 @@ pub(super) fn run(args: RunArgs) -> Result<()> {
         n_ctx: context_size(args.ctx_size, engine.model().hparams.context_length),
         sampling: (&args.sampling).into(),
         grammar,
+        context_shift: args.context_shift,
         n_predict: args.n_predict,
         api_key: serve.api_key,
         open_browser: !serve.nobrowser,

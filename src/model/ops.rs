@@ -67,7 +67,13 @@ pub struct Rope {
 impl Rope {
     /// Rotates every head of one token's `q` or `k` vector in place.
     pub fn apply(&self, heads: &mut [f32], head_dim: usize, pos: usize) {
-        let (cos, sin) = self.angles(pos);
+        self.rotate(heads, head_dim, pos as f32);
+    }
+
+    /// Rotates by `positions`, which may be negative: rotations add, so a key rotated for
+    /// position p and then by -d is the key for position p - d (a context shift).
+    pub fn rotate(&self, heads: &mut [f32], head_dim: usize, positions: f32) {
+        let (cos, sin) = self.angles(positions);
         for head in heads.chunks_exact_mut(head_dim) {
             for i in 0..self.dims / 2 {
                 let (a, b) = match self.style {
@@ -81,9 +87,9 @@ impl Rope {
         }
     }
 
-    fn angles(&self, pos: usize) -> (Vec<f32>, Vec<f32>) {
+    fn angles(&self, positions: f32) -> (Vec<f32>, Vec<f32>) {
         let theta_scale = self.base.powf(-2.0 / self.dims as f32);
-        let mut theta = pos as f32;
+        let mut theta = positions;
         let mut cos = Vec::with_capacity(self.dims / 2);
         let mut sin = Vec::with_capacity(self.dims / 2);
         for _ in 0..self.dims / 2 {

@@ -74,6 +74,21 @@ pub struct KvCache {
 }
 
 impl KvCache {
+    /// One KV head's cached keys and values of one layer, as f32, position after position.
+    #[cfg(test)]
+    pub(crate) fn rows(&self, layer: usize, head: usize) -> (Vec<f32>, Vec<f32>) {
+        let widen = |rows: &[f16]| rows.iter().map(|x| x.to_f32()).collect();
+        (
+            widen(&self.keys[layer][head]),
+            widen(&self.values[layer][head]),
+        )
+    }
+
+    #[cfg(test)]
+    pub(crate) fn shape(&self) -> (usize, usize) {
+        (self.keys.len(), self.keys.first().map_or(0, Vec::len))
+    }
+
     pub fn n_ctx(&self) -> usize {
         self.n_ctx
     }
@@ -95,6 +110,37 @@ impl KvCache {
             .flatten()
             .map(count)
             .sum()
+    }
+}
+
+impl Transformer<'_> {
+    /// Forgets cached positions `keep..keep + discard` of the first `len` and moves the later
+    /// ones down by `discard`. Each moved key was rotated for its old position; rotating it by
+    /// `-discard` makes it the key of its new one (rotations add), so nothing is evaluated
+    /// again. The keys are rounded to f16 once more on the way, as llama.cpp's shift does.
+    pub fn shift_cache(&self, cache: &mut KvCache, len: usize, keep: usize, discard: usize) {
+        for (layer, (keys, values)) in self
+            .layers
+            .iter()
+            .zip(cache.keys.iter_mut().zip(&mut cache.values))
+        {
+            for rows in keys {
+                let width = rows.len() / len.max(1);
+                rows.truncate(len * width);
+                rows.drain(keep * width..(keep + discard) * width);
+                let mut row = vec![0.0; width];
+                for moved in rows[keep * width..].chunks_exact_mut(width) {
+                    moved.convert_to_f32_slice(&mut row);
+                    layer.rope.rotate(&mut row, width, -(discard as f32));
+                    moved.convert_from_f32_slice(&row);
+                }
+            }
+            for rows in values {
+                let width = rows.len() / len.max(1);
+                rows.truncate(len * width);
+                rows.drain(keep * width..(keep + discard) * width);
+            }
+        }
     }
 }
 

@@ -7,6 +7,7 @@ use super::{assets, openai, ModelInfo, ServerConfig};
 use crate::chat_format::Message;
 use crate::chat_template::{Fitted, TemplateError, DEFAULT_RESERVE};
 use crate::sampling::SamplingParams;
+use crate::session::keep_on_shift;
 use crate::tokenizer::Tokenizer;
 use serde_json::{json, Map, Value};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -293,7 +294,22 @@ impl Shared<'_> {
             }
         }
         let room = n_ctx - prompt.len();
-        let n_predict = usize::try_from(n_predict).map_or(room, |n| n.min(room));
+        let keep_on_shift = match self.config.context_shift {
+            false => None,
+            true => {
+                let keep = fields
+                    .i64_in("n_keep", -1..=i64::from(i32::MAX))?
+                    .unwrap_or(0);
+                Some(keep_on_shift(keep, &prompt, self.tokenizer.add_bos()))
+            }
+        };
+        // With --context-shift a full context makes room instead of ending the text, so only
+        // the token limit ends it (-1: the model's end of text, as llama-server's).
+        let n_predict = match (keep_on_shift.is_some(), usize::try_from(n_predict)) {
+            (true, Ok(n)) => n,
+            (true, Err(_)) => usize::MAX,
+            (false, limit) => limit.map_or(room, |n| n.min(room)),
+        };
         let slot_id = match fields.i64_in("id_slot", -1..=self.last_slot())? {
             Some(id) => Some(id),
             None => fields.i64_in("slot_id", -1..=self.last_slot())?,
@@ -312,6 +328,7 @@ impl Shared<'_> {
                 Some(grammar) => Some(grammar),
                 None => self.config.grammar.clone(),
             },
+            keep_on_shift,
         };
         Ok(Prepared {
             prompt,

@@ -131,6 +131,7 @@ mod tests {
             n_ctx: 64,
             sampling: SamplingParams::default(),
             grammar: None,
+            context_shift: false,
             n_predict: -1,
             api_key: None,
             open_browser: false,

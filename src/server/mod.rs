@@ -70,6 +70,8 @@ pub struct ServerConfig {
     /// Context size of each slot.
     pub n_ctx: usize,
     pub sampling: SamplingParams,
+    /// A full context makes room (`--context-shift`) instead of ending the generation.
+    pub context_shift: bool,
     /// The grammar of requests that name none (`--grammar`, `--json-schema`).
     pub grammar: Option<Arc<Grammar>>,
     /// -1: until the end of text or a full context.

@@ -79,6 +79,9 @@ pub struct Settings {
     /// Generate through end-of-generation tokens (their text is empty), as llama.cpp's field.
     pub ignore_eos: bool,
     pub grammar: Option<Arc<Grammar>>,
+    /// With `--context-shift`: the prompt tokens to keep when the context fills up (the rest
+    /// of the cache is halved and generation goes on); None stops at a full context.
+    pub keep_on_shift: Option<usize>,
 }
 
 impl Settings {
@@ -319,7 +322,18 @@ fn common_prefix(a: &[u32], b: &[u32]) -> usize {
 fn plan_step(slots: &mut [Slot], step_tokens: usize) -> Vec<Share> {
     let mut shares = Vec::new();
     let mut reading = Vec::new();
-    for (index, slot) in slots.iter().enumerate() {
+    for (index, slot) in slots.iter_mut().enumerate() {
+        if let Some(Task {
+            next: Next::Token(_),
+            job,
+            ..
+        }) = &slot.task
+        {
+            let (len, n_ctx) = (slot.session.tokens().len(), slot.session.n_ctx());
+            if let (true, Some(keep)) = (len == n_ctx, job.settings.keep_on_shift) {
+                slot.session.make_room(keep);
+            }
+        }
         match &slot.task {
             Some(Task {
                 next: Next::Token(token),
@@ -570,6 +584,7 @@ mod tests {
             slot_id: None,
             ignore_eos: true,
             grammar: None,
+            keep_on_shift: None,
         }
     }
 
