@@ -53,6 +53,9 @@ pub enum ChatFormat {
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct PageTemplates {
     pub name: &'static str,
+    /// The built-in format's name, which `/apply-template` takes as `chat_template`: the page
+    /// renders a preset's conversation there, so it is the same text the API makes.
+    pub chat_template: &'static str,
     pub prompt: String,
     pub history: String,
     pub user: String,
@@ -214,6 +217,7 @@ impl ChatFormat {
         match self {
             ChatFormat::Gemma => PageTemplates {
                 name: "Gemma",
+                chat_template: "gemma",
                 prompt: "<start_of_turn>system\n{{prompt}}<end_of_turn>\n{{history}}\n<start_of_turn>{{char}}\n".into(),
                 history: "<start_of_turn>{{name}}\n{{message}}<end_of_turn>".into(),
                 user: "user".into(),
@@ -222,6 +226,7 @@ impl ChatFormat {
             },
             ChatFormat::ChatMl { default_system } => PageTemplates {
                 name: "ChatML",
+                chat_template: "chatml",
                 prompt: "<|im_start|>system\n{{prompt}}<|im_end|>\n{{history}}\n<|im_start|>{{char}}\n".into(),
                 history: "<|im_start|>{{name}}\n{{message}}<|im_end|>".into(),
                 user: "user".into(),
@@ -230,6 +235,7 @@ impl ChatFormat {
             },
             ChatFormat::Llama3 => PageTemplates {
                 name: "Llama 3",
+                chat_template: "llama3",
                 prompt: "<|start_header_id|>system<|end_header_id|>\n\n{{prompt}}<|eot_id|>{{history}}<|start_header_id|>{{char}}<|end_header_id|>\n\n".into(),
                 history: "<|start_header_id|>{{name}}<|end_header_id|>\n\n{{message}}<|eot_id|>".into(),
                 user: "user".into(),
@@ -238,6 +244,7 @@ impl ChatFormat {
             },
             ChatFormat::Alpaca => PageTemplates {
                 name: "Alpaca",
+                chat_template: "alpaca",
                 prompt: "{{prompt}}\n\n{{history}}\n### Response:\n".into(),
                 history: "### {{name}}:\n{{message}}\n".into(),
                 user: "Instruction".into(),
@@ -246,6 +253,7 @@ impl ChatFormat {
             },
             ChatFormat::Plain => PageTemplates {
                 name: "Plain",
+                chat_template: "plain",
                 prompt: "{{prompt}}\n\n{{history}}\n{{char}}:".into(),
                 history: "{{name}}: {{message}}".into(),
                 user: "User".into(),

@@ -466,3 +466,76 @@ fn context_shift_generates_past_a_full_context() {
     assert_eq!(generated(&["--context-shift", "--keep", "-1"]), 100);
     assert_eq!(generated(&["--context-shift", "--keep", "1000"]), 100);
 }
+
+/// Flags llama.cpp users type: accepted and meaning what they say, or one clear line.
+#[test]
+fn llama_cpp_flags_people_type() {
+    let file = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures/models/gemma2-synthetic-q4_k_m.gguf");
+    let model = file.to_str().unwrap();
+    let base = ["-m", model, "-p", "Hi", "-n", "2", "--temp", "0"];
+    for extra in [
+        &["-fa"][..],
+        &["-fa", "off"],
+        &["--flash-attn", "auto"],
+        &["--no-warmup"],
+    ] {
+        let mut args = base.to_vec();
+        args.extend_from_slice(extra);
+        let output = llmfile(&args);
+        assert!(
+            output.status.success(),
+            "{extra:?}: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
+    // --mlock either locks or says why not in one line (the limit is the machine's).
+    let mut args = base.to_vec();
+    args.push("--mlock");
+    let output = llmfile(&args);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        output.status.success() || (stderr.lines().count() == 1 && stderr.contains("--mlock")),
+        "{stderr}"
+    );
+
+    let chat = |flags: &[&str]| {
+        use std::io::Write;
+        let mut child = Command::new(env!("CARGO_BIN_EXE_llmfile"))
+            .args(["-m", model, "-n", "2", "--temp", "0", "--verbose-prompt"])
+            .args(flags)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        child.stdin.take().unwrap().write_all(b"Hello\n").unwrap();
+        let output = child.wait_with_output().unwrap();
+        assert!(output.status.success());
+        String::from_utf8_lossy(&output.stderr).into_owned()
+    };
+    let conversation = chat(&["-cnv", "-sys", "Be brief."]);
+    assert!(
+        conversation.contains("<start_of_turn>user\nBe brief.\n\nHello<end_of_turn>"),
+        "-cnv chats, -sys is its system prompt: {conversation}"
+    );
+    assert_eq!(
+        conversation,
+        chat(&["--conversation", "--system-prompt", "Be brief."])
+    );
+
+    for (typed, nearest) in [
+        ("--tmep", "--temp"),
+        ("--ctx", "--ctx-size"),
+        ("--grammer", "--grammar"),
+    ] {
+        let output = llmfile(&[typed, "1"]);
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert_eq!(output.status.code(), Some(1));
+        assert_eq!(stderr.lines().count(), 1, "{stderr}");
+        assert!(
+            stderr.contains(typed) && stderr.contains(&format!("nearest known flag is {nearest} ")),
+            "{stderr}"
+        );
+    }
+}

@@ -1811,6 +1811,30 @@ fn a_chat_longer_than_the_context_drops_its_oldest_turns() {
     assert_eq!(reply["usage"]["prompt_tokens"], prompt_tokens);
     assert_eq!(reply["usage"]["completion_tokens"], 32, "{reply}");
 
+    // The page's presets render through a built-in format by name; files stay the CLI's.
+    let alpaca = server.post_ok(
+        "/apply-template",
+        &json!({"messages": [{"role": "user", "content": "Hi"}], "chat_template": "alpaca"}),
+    );
+    assert!(
+        alpaca["prompt"]
+            .as_str()
+            .unwrap()
+            .contains("### Instruction:\nHi"),
+        "{alpaca}"
+    );
+    let file = server.post(
+        "/apply-template",
+        &json!({"messages": [{"role": "user", "content": "Hi"}], "chat_template": "/etc/hostname"}),
+    );
+    assert_eq!(file.status, 400, "{}", file.text());
+    let props = server.get("/props").json();
+    assert!(props["presets"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .all(|p| p["chat_template"].is_string()));
+
     let only_the_last = json!({"messages": [{"role": "user", "content": "word ".repeat(400)}]});
     let too_long = server.post("/v1/chat/completions", &only_the_last);
     assert_eq!(too_long.status, 400);

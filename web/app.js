@@ -150,10 +150,15 @@ function showSettings() {
   for (const id of TEXT_FIELDS) $(id).value = settings[id] ?? "";
   for (const id of NUMBER_FIELDS) $(id).value = settings[id] ?? "";
   const own = settings["model-template"];
+  const named = settings["chat-template"] || null;
   for (const button of $("presets").children) {
     const preset = props.presets[Number(button.dataset.index)];
-    button.classList.toggle("active", preset ? !own &&
-      preset.prompt === settings["prompt-template"] && preset.history === settings["history-template"] : own);
+    // A preset renders through the server's template of its name; edited templates are the
+    // page's own, and a preset lights up only while its templates are still unedited.
+    const active = own
+      ? (preset ? preset.chat_template : null) === named
+      : Boolean(preset) && preset.prompt === settings["prompt-template"] && preset.history === settings["history-template"];
+    button.classList.toggle("active", active);
   }
   $("template-hint").hidden = !own;
   $("chat-template-view").hidden = !own || !props.chat_template;
@@ -170,9 +175,13 @@ function readSettings(event) {
   saveSettings();
 }
 
+// Every preset renders through /apply-template: the model's own template, or the built-in
+// format the preset names, so the page sends the text the API would. Its prompt and history
+// templates are shown, and used once edited.
 function applyPreset(preset, modelTemplate) {
   Object.assign(settings, {
-    "model-template": modelTemplate,
+    "model-template": true,
+    "chat-template": modelTemplate ? null : preset.chat_template,
     prompt: preset.system,
     user: preset.user,
     char: preset.char,
@@ -668,12 +677,18 @@ async function preparePrompt(turns) {
       ...(system ? [{ role: "system", content: system }] : []),
       ...turns.map((turn) => ({ role: turn.name === "{{user}}" ? "user" : "assistant", content: turn.message })),
     ];
-    const response = await post("/apply-template", { messages, n_predict: replyReserve() });
+    const body = { messages, n_predict: replyReserve() };
+    if (settings["chat-template"]) body.chat_template = settings["chat-template"];
+    const response = await post("/apply-template", body);
     if (response.status !== 404) {
       if (!response.ok) throw new Error(await errorText(response));
       const applied = await response.json();
       // The template's end of turn is the model's end-of-generation token: no stop text needed.
-      return { prompt: applied.prompt, stop: [], dropped: applied.dropped_turns || 0 };
+      // The server leaves out whole turns, each a user message and what answered it: the
+      // note counts messages, so the count is where the first kept turn starts.
+      const turnStarts = turns.flatMap((turn, index) => (turn.name === "{{user}}" ? [index] : []));
+      const dropped = applied.dropped_turns ? turnStarts[applied.dropped_turns] ?? turns.length - 1 : 0;
+      return { prompt: applied.prompt, stop: [], dropped };
     }
     applyTemplateServed = false;
   }

@@ -5,7 +5,9 @@ use super::request::Fields;
 use super::scheduler::{Event, Job, Settings, Status, Summary, TokenProbs};
 use super::{assets, openai, ModelInfo, ServerConfig};
 use crate::chat_format::Message;
-use crate::chat_template::{Fitted, TemplateError, DEFAULT_RESERVE};
+use crate::chat_template::{
+    ChatTemplate, Fitted, TemplateError, TemplateTokens, BUILT_IN, DEFAULT_RESERVE,
+};
 use crate::sampling::SamplingParams;
 use crate::session::keep_on_shift;
 use crate::tokenizer::Tokenizer;
@@ -342,6 +344,7 @@ impl Shared<'_> {
     /// server's `-n`, or a default reserve.
     pub fn fit_chat(
         &self,
+        template: &ChatTemplate,
         fields: &Fields,
         messages: &[Message],
         limit_keys: &[&str],
@@ -352,8 +355,7 @@ impl Shared<'_> {
                 reserve = usize::try_from(n).unwrap_or(DEFAULT_RESERVE);
             }
         }
-        self.info
-            .template
+        template
             .fit(self.tokenizer, messages, self.config.n_ctx, reserve)
             .map_err(|error| match error {
                 TemplateError::Raised(message) => ApiError::bad_request(format!(
@@ -600,7 +602,29 @@ fn apply_template<'r>(
     _: Client,
 ) -> Result<Reply<'r>, ApiError> {
     let messages = openai::messages(fields)?;
-    let fitted = shared.fit_chat(fields, &messages, &["n_predict", "max_tokens"])?;
+    // The page's presets name a built-in format; files stay the command line's to name.
+    let named = match fields.str("chat_template")? {
+        None => None,
+        Some(name) if BUILT_IN.contains(&name) => {
+            let tokens = TemplateTokens {
+                bos: String::new(),
+                eos: String::new(),
+                tokenizer_adds_bos: shared.tokenizer.add_bos(),
+            };
+            Some(
+                ChatTemplate::named(name, &shared.info.architecture, &tokens)
+                    .map_err(|e| ApiError::bad_request(e.to_string()))?,
+            )
+        }
+        Some(other) => {
+            return Err(ApiError::bad_request(format!(
+                "chat_template must be one of {}, not {other:?}",
+                BUILT_IN.join(", ")
+            )))
+        }
+    };
+    let template = named.as_ref().unwrap_or(&shared.info.template);
+    let fitted = shared.fit_chat(template, fields, &messages, &["n_predict", "max_tokens"])?;
     Ok(Reply::Json(json!({
         "prompt": fitted.text,
         "dropped_turns": fitted.dropped_turns,

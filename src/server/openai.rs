@@ -60,7 +60,7 @@ pub fn chat_completions<'r>(
         }
     }
     let limit_keys = ["max_tokens", "max_completion_tokens", "n_predict"];
-    let fitted = shared.fit_chat(fields, &messages, &limit_keys)?;
+    let fitted = shared.fit_chat(&shared.info.template, fields, &messages, &limit_keys)?;
     let mut generation = shared.generation(
         fields,
         fitted.tokens,

@@ -267,7 +267,7 @@ try {
   assert.equal(await page.inputValue("#user"), "user");
   assert.equal(await activePreset(page), "Gemma");
 
-  step("a conversation three times the context still gets replies, under the templates");
+  step("a conversation three times the context still gets replies, under the Gemma preset");
   const nCtx = 4096;
   const long = longConversation(3 * nCtx);
   await page.evaluate((turns) => {
@@ -289,7 +289,12 @@ try {
   const trimmed = completions.at(-1).prompt;
   const dropped = Number((await page.textContent("#messages .note")).match(/^(\d+) earlier messages no longer fit/)[1]);
   assert.ok(dropped > 0 && dropped % 2 === 0, `whole exchanges are left out (${dropped})`);
-  assert.ok(trimmed.startsWith(`<start_of_turn>system\nYou are a helpful assistant.<end_of_turn>\n<start_of_turn>user\n${long[dropped].message}`), trimmed.slice(0, 200));
+  // The preset renders through the server's Gemma format, as the API would: Gemma has no
+  // system turn, so the system text opens the first user turn.
+  assert.equal(applied.at(-1).request.chat_template, "gemma");
+  assert.equal(applied.at(-1).body.prompt, trimmed);
+  assert.equal(2 * applied.at(-1).body.dropped_turns, dropped);
+  assert.ok(trimmed.startsWith(`<start_of_turn>user\nYou are a helpful assistant.\n\n${long[dropped].message}`), trimmed.slice(0, 200));
   assert.ok(trimmed.includes(long.at(-1).message) && trimmed.endsWith("<start_of_turn>user\nSay hello.<end_of_turn>\n<start_of_turn>model\n"));
   const size = await tokens(trimmed);
   assert.ok(size + 40 <= nCtx, `the prompt fits (${size} tokens)`);
@@ -308,7 +313,7 @@ try {
   assert.equal(completions.at(-1).prompt, serverTrimmed.body.prompt);
   assert.equal(await page.locator("#messages .note").count(), 2);
   assert.match(await page.locator("#messages .note").last().textContent(),
-    new RegExp(`^${serverTrimmed.body.dropped_turns} earlier messages no longer fit the context and were left out$`));
+    new RegExp(`^${2 * serverTrimmed.body.dropped_turns} earlier messages no longer fit the context and were left out$`));
   await page.click("#new-chat");
 
   step("stop ends a reply early, new chat clears the conversation");
