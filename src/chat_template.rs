@@ -259,17 +259,26 @@ impl Jinja {
     }
 
     fn render(&self, messages: &[Message]) -> Result<String, TemplateError> {
+        let messages: Vec<minijinja::Value> = messages
+            .iter()
+            .map(|m| context! { role => role_name(m.role), content => m.content.as_str() })
+            .collect();
+        self.render_values(minijinja::Value::from(messages), None)
+    }
+
+    fn render_values(
+        &self,
+        messages: minijinja::Value,
+        tools: Option<minijinja::Value>,
+    ) -> Result<String, TemplateError> {
         let template = self
             .env
             .get_template("chat")
             .map_err(|e| TemplateError::Invalid(e.to_string()))?;
-        let messages: Vec<_> = messages
-            .iter()
-            .map(|m| context! { role => role_name(m.role), content => m.content.as_str() })
-            .collect();
         let rendered = template
             .render(context! {
                 messages => messages,
+                tools => tools,
                 add_generation_prompt => true,
                 bos_token => self.bos_token.as_str(),
                 eos_token => self.eos_token.as_str(),
@@ -318,72 +327,138 @@ impl ChatTemplate {
         n_ctx: usize,
         reserve: usize,
     ) -> Result<Fitted, TemplateError> {
-        let reserve = reserve.min(n_ctx / 2);
-        let room = n_ctx - reserve;
-        // Where each turn starts: a user message after the leading system messages.
-        let starts: Vec<usize> = messages
-            .iter()
-            .enumerate()
-            .filter(|(i, m)| {
-                m.role == Role::User && messages[..*i].iter().any(|e| e.role != Role::System)
-            })
-            .map(|(i, _)| i)
-            .collect();
-        let first_turn = messages.iter().position(|m| m.role != Role::System);
-        let render = |dropped: usize| -> Result<(String, Vec<u32>), TemplateError> {
-            let kept: Vec<Message> = match (dropped, first_turn) {
-                (0, _) | (_, None) => messages.to_vec(),
-                (n, Some(first)) => {
-                    let resume = starts.get(n - 1).copied().unwrap_or(messages.len() - 1);
-                    messages[..first]
-                        .iter()
-                        .chain(&messages[resume..])
-                        .cloned()
-                        .collect()
-                }
-            };
-            let text = self.render(&kept)?;
-            let tokens = tokenizer
-                .encode(&text, true, true)
-                .map_err(|e| TemplateError::Tokenize(e.to_string()))?;
-            Ok((text, tokens))
-        };
-        let (text, tokens) = render(0)?;
-        if tokens.len() < room {
-            return Ok(Fitted {
-                text,
-                tokens,
-                dropped_turns: 0,
-            });
-        }
-        // Dropping more never makes the prompt longer, so the fewest that fit is found by
-        // halving: a long chat is rendered a handful of times, not once per turn.
-        let most = starts.len();
-        let (last_text, last_tokens) = render(most)?;
-        if last_tokens.len() >= room {
-            return Err(TemplateError::TooLong {
-                tokens: last_tokens.len(),
-                reserve,
-                n_ctx,
-            });
-        }
-        let (mut low, mut high) = (0, most);
-        let mut best = (last_text, last_tokens);
-        while high - low > 1 {
-            let middle = (low + high) / 2;
-            let attempt = render(middle)?;
-            if attempt.1.len() < room {
-                high = middle;
-                best = attempt;
-            } else {
-                low = middle;
-            }
-        }
-        Ok(Fitted {
-            text: best.0,
-            tokens: best.1,
-            dropped_turns: high,
+        let roles: Vec<Role> = messages.iter().map(|m| m.role).collect();
+        fit_turns(tokenizer, &roles, n_ctx, reserve, |kept| {
+            self.render(&pick(messages, kept))
         })
+    }
+
+    /// As [`ChatTemplate::fit`], for a template that knows tools: OpenAI's messages as they came
+    /// (`tool_calls`, `role: "tool"`) and the `tools` go to the template itself, as Hugging Face
+    /// passes them. `roles` gives each message's place in the turns (a tool's result belongs to
+    /// the assistant's side).
+    pub fn fit_with_tools(
+        &self,
+        tokenizer: &Tokenizer,
+        messages: &[serde_json::Value],
+        roles: &[Role],
+        tools: Option<&serde_json::Value>,
+        n_ctx: usize,
+        reserve: usize,
+    ) -> Result<Fitted, TemplateError> {
+        let Kind::Jinja(jinja) = &self.kind else {
+            return Err(TemplateError::Invalid(
+                "a built-in format takes no tools".into(),
+            ));
+        };
+        fit_turns(tokenizer, roles, n_ctx, reserve, |kept| {
+            let messages: Vec<minijinja::Value> =
+                pick(messages, kept).iter().map(jinja_value).collect();
+            let tools = tools.map(jinja_value);
+            jinja.render_values(minijinja::Value::from(messages), tools)
+        })
+    }
+
+    /// Whether the template renders `tools` and tool calls itself (its source names them).
+    pub fn knows_tools(&self) -> bool {
+        matches!(&self.kind, Kind::Jinja(jinja) if jinja.source.contains("tools") && jinja.source.contains("tool_calls"))
+    }
+}
+
+/// The items at `kept`, in order.
+fn pick<T: Clone>(items: &[T], kept: &[usize]) -> Vec<T> {
+    kept.iter().map(|&i| items[i].clone()).collect()
+}
+
+/// The fewest oldest whole turns (after the leading system messages) to leave out of a
+/// conversation with these `roles` so that `render` of the rest, tokenized, leaves `reserve`
+/// of `n_ctx`. `render` gets the indices of the messages kept.
+fn fit_turns(
+    tokenizer: &Tokenizer,
+    roles: &[Role],
+    n_ctx: usize,
+    reserve: usize,
+    render: impl Fn(&[usize]) -> Result<String, TemplateError>,
+) -> Result<Fitted, TemplateError> {
+    let reserve = reserve.min(n_ctx / 2);
+    let room = n_ctx - reserve;
+    // Where each turn starts: a user message after the leading system messages.
+    let first_turn = roles.iter().position(|&r| r != Role::System);
+    let starts: Vec<usize> = (0..roles.len())
+        .filter(|&i| roles[i] == Role::User && first_turn.is_some_and(|first| i > first))
+        .collect();
+    let attempt = |dropped: usize| -> Result<(String, Vec<u32>), TemplateError> {
+        let kept: Vec<usize> = match (dropped, first_turn) {
+            (0, _) | (_, None) => (0..roles.len()).collect(),
+            (n, Some(first)) => {
+                let resume = starts.get(n - 1).copied().unwrap_or(roles.len() - 1);
+                (0..first).chain(resume..roles.len()).collect()
+            }
+        };
+        let text = render(&kept)?;
+        let tokens = tokenizer
+            .encode(&text, true, true)
+            .map_err(|e| TemplateError::Tokenize(e.to_string()))?;
+        Ok((text, tokens))
+    };
+    let (text, tokens) = attempt(0)?;
+    if tokens.len() < room {
+        return Ok(Fitted {
+            text,
+            tokens,
+            dropped_turns: 0,
+        });
+    }
+    // Dropping more never makes the prompt longer, so the fewest that fit is found by
+    // halving: a long chat is rendered a handful of times, not once per turn.
+    let most = starts.len();
+    let (last_text, last_tokens) = attempt(most)?;
+    if last_tokens.len() >= room {
+        return Err(TemplateError::TooLong {
+            tokens: last_tokens.len(),
+            reserve,
+            n_ctx,
+        });
+    }
+    let (mut low, mut high) = (0, most);
+    let mut best = (last_text, last_tokens);
+    while high - low > 1 {
+        let middle = (low + high) / 2;
+        let fitted = attempt(middle)?;
+        if fitted.1.len() < room {
+            high = middle;
+            best = fitted;
+        } else {
+            low = middle;
+        }
+    }
+    Ok(Fitted {
+        text: best.0,
+        tokens: best.1,
+        dropped_turns: high,
+    })
+}
+
+/// JSON as a template value.
+fn jinja_value(value: &serde_json::Value) -> minijinja::Value {
+    use serde_json::Value as Json;
+    match value {
+        Json::Null => minijinja::Value::from(()),
+        Json::Bool(b) => minijinja::Value::from(*b),
+        Json::Number(n) => match (n.as_i64(), n.as_f64()) {
+            (Some(i), _) => minijinja::Value::from(i),
+            (None, Some(f)) => minijinja::Value::from(f),
+            (None, None) => minijinja::Value::from(n.to_string()),
+        },
+        Json::String(text) => minijinja::Value::from(text.as_str()),
+        Json::Array(items) => {
+            minijinja::Value::from(items.iter().map(jinja_value).collect::<Vec<_>>())
+        }
+        Json::Object(map) => minijinja::Value::from(
+            map.iter()
+                .map(|(k, v)| (k.clone(), jinja_value(v)))
+                .collect::<std::collections::BTreeMap<_, _>>(),
+        ),
     }
 }
 

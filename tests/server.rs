@@ -1874,3 +1874,60 @@ fn context_shift_lets_generation_run_past_a_full_context() {
     let reply = stopping.post_ok("/completion", &body(0));
     assert!(reply["tokens_predicted"].as_u64().unwrap() < 48, "{reply}");
 }
+
+/// A template that knows tools renders them, and earlier calls and results, itself: the
+/// model sees its own tool format, with the generic answer's instructions in the system text.
+#[test]
+fn a_template_that_knows_tools_renders_them_itself() {
+    let template = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/tool-template.jinja");
+    let server = Server::start(
+        &synthetic_model(),
+        &["-c", "2048", "--chat-template", template.to_str().unwrap()],
+    );
+    let tools = json!([{"type": "function", "function": {"name": "get_time", "description": "The time.",
+        "parameters": {"type": "object", "properties": {"zone": {"enum": ["utc", "cet"]}},
+        "required": ["zone"], "additionalProperties": false}}}]);
+    let body = json!({"messages": [
+        {"role": "system", "content": "Be brief."},
+        {"role": "user", "content": "Time?"},
+        {"role": "assistant", "content": null, "tool_calls": [{"id": "call_1", "type": "function",
+            "function": {"name": "get_time", "arguments": "{\"zone\": \"utc\"}"}}]},
+        {"role": "tool", "tool_call_id": "call_1", "content": "12:00"},
+        {"role": "user", "content": "And in Paris?"}],
+        "tools": tools, "tool_choice": "required", "max_tokens": 400, "temperature": 1.0, "seed": 3});
+    let applied = server.post_ok("/apply-template", &body);
+    let prompt = applied["prompt"].as_str().unwrap();
+    assert!(
+        prompt.starts_with("<|im_start|>system\nBe brief.\n\nYou can call these tools:"),
+        "{prompt}"
+    );
+    assert!(
+        prompt.contains("# Tools\n\n<tools>\n{\"function\": {\"description\": \"The time.\""),
+        "{prompt}"
+    );
+    assert!(prompt.contains("<tool_call>\n{\"name\": \"get_time\", \"arguments\": {\"zone\": \"utc\"}}\n</tool_call>"), "{prompt}");
+    assert!(
+        prompt.contains("<tool_response>\n12:00\n</tool_response>"),
+        "{prompt}"
+    );
+    assert!(
+        prompt.ends_with("<|im_start|>user\nAnd in Paris?<|im_end|>\n<|im_start|>assistant\n"),
+        "{prompt}"
+    );
+
+    let reply = server.post_ok("/v1/chat/completions", &body);
+    let tokens = server.post_ok(
+        "/tokenize",
+        &json!({"content": prompt, "add_special": true}),
+    );
+    assert_eq!(
+        reply["usage"]["prompt_tokens"],
+        tokens["tokens"].as_array().unwrap().len()
+    );
+    assert_eq!(
+        reply["choices"][0]["finish_reason"], "tool_calls",
+        "{reply}"
+    );
+    let call = &reply["choices"][0]["message"]["tool_calls"][0];
+    assert_eq!(call["function"]["name"], "get_time");
+}

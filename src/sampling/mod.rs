@@ -99,17 +99,19 @@ impl Sampler {
         };
         // Min-p keeps what is at least min_p times as likely as the best: a floor on the logit.
         let floor = match self.params.min_p {
-            p if p > 0.0 => max + p.ln(),
+            p if p > 0.0 && !max.is_nan() => max + p.ln(),
             _ => f32::NEG_INFINITY,
         };
+        // Written so that NaN logits (a broken model) are kept rather than leaving nothing.
+        let above_floor = |c: &(u32, f32)| c.1 >= floor || c.1.is_nan();
         if self.params.top_p < 1.0 {
             // Top-p's probabilities are over every candidate, so the sum is taken before the
             // floor removes any; whatever lies under the floor would go after top-p anyway.
             let sum: f32 = candidates.iter().map(|c| (c.1 - max).exp()).sum();
-            candidates.retain(|c| c.1 >= floor);
+            candidates.retain(above_floor);
             keep_top_p(&mut candidates, max, sum, self.params.top_p);
         } else if self.params.min_p > 0.0 {
-            candidates.retain(|c| c.1 >= floor);
+            candidates.retain(above_floor);
         }
         for candidate in &mut candidates {
             candidate.1 /= self.params.temperature;

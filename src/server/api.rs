@@ -349,20 +349,22 @@ impl Shared<'_> {
         messages: &[Message],
         limit_keys: &[&str],
     ) -> Result<Fitted, ApiError> {
+        let reserve = self.reserve(fields, limit_keys)?;
+        template
+            .fit(self.tokenizer, messages, self.config.n_ctx, reserve)
+            .map_err(template_error)
+    }
+
+    /// The room a chat's reply keeps: the request's token limit (under any of `limit_keys`),
+    /// the server's `-n`, or a default reserve.
+    pub fn reserve(&self, fields: &Fields, limit_keys: &[&str]) -> Result<usize, ApiError> {
         let mut reserve = usize::try_from(self.config.n_predict).unwrap_or(DEFAULT_RESERVE);
         for key in limit_keys {
             if let Some(n) = fields.i64_in(key, -1..=i64::from(i32::MAX))? {
                 reserve = usize::try_from(n).unwrap_or(DEFAULT_RESERVE);
             }
         }
-        template
-            .fit(self.tokenizer, messages, self.config.n_ctx, reserve)
-            .map_err(|error| match error {
-                TemplateError::Raised(message) => ApiError::bad_request(format!(
-                    "the model's chat template refuses this conversation: {message}"
-                )),
-                other => ApiError::bad_request(other.to_string()),
-            })
+        Ok(reserve)
     }
 
     fn last_slot(&self) -> i64 {
@@ -430,6 +432,15 @@ impl Iterator for Pending {
 impl Drop for Pending {
     fn drop(&mut self) {
         self.cancelled.store(true, Ordering::SeqCst);
+    }
+}
+
+pub fn template_error(error: TemplateError) -> ApiError {
+    match error {
+        TemplateError::Raised(message) => ApiError::bad_request(format!(
+            "the model's chat template refuses this conversation: {message}"
+        )),
+        other => ApiError::bad_request(other.to_string()),
     }
 }
 
@@ -595,13 +606,13 @@ fn settings_json(shared: &Shared, settings: &Settings) -> Value {
 }
 
 /// llama-server's `/apply-template`: the chat's prompt as `/v1/chat/completions` would build
-/// it, and how many of its oldest turns had to be left out to leave `n_predict` room.
+/// it from the same fields (tools included), and how many of its oldest turns had to be left
+/// out to leave the reply its room.
 fn apply_template<'r>(
     shared: &'r Shared,
     fields: &Fields,
     _: Client,
 ) -> Result<Reply<'r>, ApiError> {
-    let messages = openai::messages(fields)?;
     // The page's presets name a built-in format; files stay the command line's to name.
     let named = match fields.str("chat_template")? {
         None => None,
@@ -624,7 +635,7 @@ fn apply_template<'r>(
         }
     };
     let template = named.as_ref().unwrap_or(&shared.info.template);
-    let fitted = shared.fit_chat(template, fields, &messages, &["n_predict", "max_tokens"])?;
+    let fitted = openai::chat_prompt(shared, fields, template)?.fitted;
     Ok(Reply::Json(json!({
         "prompt": fitted.text,
         "dropped_turns": fitted.dropped_turns,

@@ -7,6 +7,7 @@ use super::request::{schema_grammar, Fields};
 use super::scheduler::{Event, Summary};
 use super::tools::{self, Answer, ToolCall, ToolPlan};
 use crate::chat_format::{Message, Role};
+use crate::chat_template::{ChatTemplate, Fitted};
 use crate::grammar::Grammar;
 use serde_json::{json, Value};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -29,11 +30,21 @@ pub fn models(shared: &Shared) -> Value {
     })
 }
 
-pub fn chat_completions<'r>(
-    shared: &'r Shared,
+/// A chat's prompt, as `/v1/chat/completions` and `/apply-template` build it.
+pub struct ChatPrompt {
+    pub fitted: Fitted,
+    pub plan: Option<ToolPlan>,
+}
+
+const LIMIT_KEYS: [&str; 3] = ["max_tokens", "max_completion_tokens", "n_predict"];
+
+/// The request's messages through `template`, with the tools' instructions when it has tools,
+/// its oldest turns dropped as the context needs.
+pub fn chat_prompt(
+    shared: &Shared,
     fields: &Fields,
-    client: Client,
-) -> Result<Reply<'r>, ApiError> {
+    template: &ChatTemplate,
+) -> Result<ChatPrompt, ApiError> {
     let mut messages = messages(fields)?;
     let plan = ToolPlan::from_request(
         fields.get("tools"),
@@ -59,8 +70,33 @@ pub fn chat_completions<'r>(
             ),
         }
     }
-    let limit_keys = ["max_tokens", "max_completion_tokens", "n_predict"];
-    let fitted = shared.fit_chat(&shared.info.template, fields, &messages, &limit_keys)?;
+    let fitted = match native_tool_messages(fields, plan.as_ref())? {
+        Some((raw, roles)) if template.knows_tools() => {
+            let reserve = shared.reserve(fields, &LIMIT_KEYS)?;
+            let tools = plan.as_ref().and(fields.get("tools"));
+            template
+                .fit_with_tools(
+                    shared.tokenizer,
+                    &raw,
+                    &roles,
+                    tools,
+                    shared.config.n_ctx,
+                    reserve,
+                )
+                .map_err(api::template_error)?
+        }
+        _ => shared.fit_chat(template, fields, &messages, &LIMIT_KEYS)?,
+    };
+    Ok(ChatPrompt { fitted, plan })
+}
+
+pub fn chat_completions<'r>(
+    shared: &'r Shared,
+    fields: &Fields,
+    client: Client,
+) -> Result<Reply<'r>, ApiError> {
+    let ChatPrompt { fitted, plan } = chat_prompt(shared, fields, &shared.info.template)?;
+    let limit_keys = LIMIT_KEYS;
     let mut generation = shared.generation(
         fields,
         fitted.tokens,
@@ -176,6 +212,74 @@ pub fn messages(fields: &Fields) -> Result<Vec<Message>, ApiError> {
             Ok(Message { role, content })
         })
         .collect()
+}
+
+/// OpenAI's messages as they came, and each one's place in the turns.
+type NativeMessages = (Vec<Value>, Vec<Role>);
+
+/// The request's messages as a template that knows tools wants them, with each one's place in
+/// the turns; None when the conversation has no tools and no tool messages, which every
+/// template renders alike. Each message's text is read as for any chat, the arguments of
+/// earlier calls become objects (OpenAI sends them as JSON text; templates write them out
+/// with `tojson`), and the tools' instructions join the system text.
+fn native_tool_messages(
+    fields: &Fields,
+    plan: Option<&ToolPlan>,
+) -> Result<Option<NativeMessages>, ApiError> {
+    let Some(Value::Array(items)) = fields.get("messages") else {
+        return Ok(None);
+    };
+    let has_tool_messages = items.iter().any(|m| {
+        m.get("role").and_then(Value::as_str) == Some("tool")
+            || m.get("tool_calls").is_some_and(|c| !c.is_null())
+    });
+    if plan.is_none() && !has_tool_messages {
+        return Ok(None);
+    }
+    let mut raw = Vec::with_capacity(items.len() + 1);
+    let mut roles = Vec::with_capacity(items.len() + 1);
+    for (index, item) in items.iter().enumerate() {
+        let mut message = item.clone();
+        let role = match item.get("role").and_then(Value::as_str) {
+            Some("system" | "developer") => Role::System,
+            Some("user") => Role::User,
+            // A tool's result is the assistant's side of the exchange, not a new turn.
+            Some("assistant" | "tool") => Role::Assistant,
+            _ => {
+                return Err(ApiError::bad_request(format!(
+                    "messages[{index}].role is not system, user, assistant or tool"
+                )))
+            }
+        };
+        if role == Role::System {
+            message["role"] = json!("system");
+        }
+        message["content"] = json!(message_content(index, item)?);
+        if let Some(Value::Array(calls)) = message.get_mut("tool_calls") {
+            for call in calls {
+                if let Some(Value::String(text)) = call.pointer("/function/arguments").cloned() {
+                    if let Ok(arguments) = serde_json::from_str::<Value>(&text) {
+                        call["function"]["arguments"] = arguments;
+                    }
+                }
+            }
+        }
+        raw.push(message);
+        roles.push(role);
+    }
+    if let Some(plan) = plan {
+        match raw.first_mut() {
+            Some(first) if roles[0] == Role::System => {
+                let text = first["content"].as_str().unwrap_or_default().to_string();
+                first["content"] = json!(format!("{text}\n\n{}", plan.instructions()));
+            }
+            _ => {
+                raw.insert(0, json!({"role": "system", "content": plan.instructions()}));
+                roles.insert(0, Role::System);
+            }
+        }
+    }
+    Ok(Some((raw, roles)))
 }
 
 /// A message's text: a string or OpenAI's list of parts, of which the text parts are read.

@@ -1,8 +1,9 @@
 //! OpenAI's tool calls on `/v1/chat/completions`, in a generic form any model can follow (as
 //! llama.cpp's "generic" tool format): the tools are described in the system turn and the
 //! answer is JSON, held to a schema by the grammar: `{"tool_calls": [{"name": ..., "arguments":
-//! {...}}]}` to call, or `{"response": "..."}` to answer in words. Earlier calls and their
-//! results are written back into the conversation in the same JSON.
+//! {...}}]}` to call, or `{"response": "..."}` to answer in words. A template that knows tools
+//! renders the tools, earlier calls and their results itself; for any other, they are written
+//! back into the conversation in the same JSON.
 
 use super::http::ApiError;
 use crate::chat_format::{Message, Role};
