@@ -7,27 +7,17 @@
 //! message per part, its first character picking the role (by code point, mod 3).
 #![no_main]
 
+#[path = "shared/conversation.rs"]
+mod conversation;
+
 use libfuzzer_sys::fuzz_target;
-use llmfile::chat_format::{ChatFormat, Message, Role};
+use llmfile::chat_format::ChatFormat;
 
 fuzz_target!(|text: &str| {
     let mut parts = text.split('\0');
     let architecture = parts.next().unwrap_or_default();
     let template = parts.next().filter(|t| !t.is_empty());
-    let messages: Vec<Message> = parts
-        .map(|part| {
-            let mut chars = part.chars();
-            let role = match chars.next().map_or(0, u32::from) % 3 {
-                0 => Role::System,
-                1 => Role::User,
-                _ => Role::Assistant,
-            };
-            Message {
-                role,
-                content: chars.as_str().to_string(),
-            }
-        })
-        .collect();
+    let messages = conversation::messages(parts);
 
     let format = ChatFormat::detect(architecture, template);
     assert_eq!(format, ChatFormat::detect(architecture, template));

@@ -7,27 +7,16 @@
 //! character picking the role (by code point, mod 3).
 #![no_main]
 
+#[path = "shared/conversation.rs"]
+mod conversation;
+
 use libfuzzer_sys::fuzz_target;
-use llmfile::chat_format::{Message, Role};
 use llmfile::chat_template::{ChatTemplate, TemplateTokens};
 
 fuzz_target!(|text: &str| {
     let mut parts = text.split('\0');
     let source = parts.next().unwrap_or_default();
-    let messages: Vec<Message> = parts
-        .map(|part| {
-            let mut chars = part.chars();
-            let role = match chars.next().map_or(0, u32::from) % 3 {
-                0 => Role::System,
-                1 => Role::User,
-                _ => Role::Assistant,
-            };
-            Message {
-                role,
-                content: chars.as_str().to_string(),
-            }
-        })
-        .collect();
+    let messages = conversation::messages(parts);
     let tokens = TemplateTokens {
         bos: "<bos>".into(),
         eos: "<eos>".into(),
