@@ -179,43 +179,39 @@ fn by_rank(a: &(u32, f32), b: &(u32, f32)) -> std::cmp::Ordering {
     b.1.total_cmp(&a.1).then(a.0.cmp(&b.0))
 }
 
-/// The `wanted` most likely allowed tokens (every allowed token when 0), best first. The
-/// likeliest few are asked about one by one, as most of them pass under most grammars; only
-/// when too few do is the whole vocabulary asked.
+/// The `wanted` (at least one) most likely allowed tokens, best first. The likeliest few are
+/// asked about one by one, as most of them pass under most grammars; only when too few do is
+/// the whole vocabulary asked.
 fn most_likely_allowed<C: Constraint>(
     logits: &[f32],
     wanted: usize,
     constraint: &mut C,
 ) -> Result<Vec<(u32, f32)>, C::Error> {
-    let all = || {
-        logits
-            .iter()
-            .enumerate()
-            .map(|(id, &logit)| (id as u32, logit))
-    };
-    if wanted > 0 {
-        let look = (wanted * 4 + 60).min(logits.len());
-        let mut candidates: Vec<(u32, f32)> = all().collect();
-        if look < candidates.len() {
-            candidates.select_nth_unstable_by(look - 1, by_rank);
-            candidates.truncate(look);
-        }
-        candidates.sort_unstable_by(by_rank);
-        let mut kept = Vec::with_capacity(wanted);
-        for candidate in candidates {
-            if constraint.allows(candidate.0)? {
-                kept.push(candidate);
-                if kept.len() == wanted {
-                    return Ok(kept);
-                }
+    let look = (wanted * 4 + 60).min(logits.len());
+    let mut candidates: Vec<(u32, f32)> = logits
+        .iter()
+        .enumerate()
+        .map(|(id, &logit)| (id as u32, logit))
+        .collect();
+    if look < candidates.len() {
+        candidates.select_nth_unstable_by(look - 1, by_rank);
+        candidates.truncate(look);
+    }
+    candidates.sort_unstable_by(by_rank);
+    let mut kept = Vec::with_capacity(wanted);
+    for candidate in candidates {
+        if constraint.allows(candidate.0)? {
+            kept.push(candidate);
+            if kept.len() == wanted {
+                return Ok(kept);
             }
         }
-        if look == logits.len() {
-            return Ok(kept);
-        }
+    }
+    if look == logits.len() {
+        return Ok(kept);
     }
     let mut candidates = allowed_candidates(logits, constraint)?;
-    if wanted > 0 && wanted < candidates.len() {
+    if wanted < candidates.len() {
         candidates.select_nth_unstable_by(wanted - 1, by_rank);
         candidates.truncate(wanted);
     }
