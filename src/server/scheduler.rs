@@ -426,6 +426,7 @@ fn step(slots: &mut [Slot], shares: &[Share], forward: &Forward, status: &Status
         }
     };
     let mut rows = logits.chunks_exact(n_vocab);
+    let mut endings = Vec::new();
     for share in shares {
         let slot = &mut slots[share.slot];
         let task = slot.task.as_mut().expect("a share belongs to a busy slot");
@@ -454,19 +455,19 @@ fn step(slots: &mut [Slot], shares: &[Share], forward: &Forward, status: &Status
             Progress::ClientGone => {
                 end_task(slot, status);
             }
-            // The slot is free before the client hears it is done, so that what it asks next
-            // (`/health`, another request) finds the slot free.
             Progress::Finished(summary) => {
-                if let Some(task) = end_task(slot, status) {
-                    let _ = task.job.events.send(Event::Done(summary));
-                }
+                endings.extend(end_task(slot, status).map(|task| (task, Event::Done(summary))));
             }
             Progress::Failed(message) => {
-                if let Some(task) = end_task(slot, status) {
-                    let _ = task.job.events.send(Event::Failed(message));
-                }
+                endings.extend(end_task(slot, status).map(|task| (task, Event::Failed(message))));
             }
         }
+    }
+    // The slots are free and their views current before the clients hear they are done, so
+    // that what a client asks next (`/health`, `/slots`, another request) sees its request over.
+    publish(slots, status);
+    for (task, event) in endings {
+        let _ = task.job.events.send(event);
     }
 }
 
