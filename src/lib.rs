@@ -15,6 +15,7 @@ pub mod perplexity;
 pub mod sampling;
 pub mod server;
 pub mod session;
+pub mod speculative;
 pub mod tokenizer;
 
 /// Where tests find the downloaded models; public so the integration tests share it.

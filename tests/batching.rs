@@ -280,13 +280,14 @@ fn tokens_and_gaps(reply: &Value) -> Vec<(String, f32)> {
         .collect()
 }
 
-/// The two replies agree token for token up to the first near-tie, where they may part.
-fn assert_same_until_near_tie(together: &Value, alone: &Value, prompt: &str) {
+/// The two replies agree token for token up to the first near-tie (top two logits within
+/// `tie`), where they may part.
+fn assert_same_until_tie(together: &Value, alone: &Value, prompt: &str, tie: f32) {
     let (together, alone) = (tokens_and_gaps(together), tokens_and_gaps(alone));
     for (i, (a, b)) in together.iter().zip(&alone).enumerate() {
         if a.0 != b.0 {
             assert!(
-                b.1 < NEAR_TIE,
+                b.1 < tie,
                 "{prompt:?}: token {i} is {:?} in the batch but {:?} alone, whose top two logits are {} apart",
                 a.0,
                 b.0,
@@ -333,7 +334,7 @@ fn concurrent_greedy_requests_answer_as_they_do_alone() {
         handles.into_iter().map(|h| h.join().unwrap()).collect()
     });
     for ((together, alone), prompt) in together.iter().zip(&alone).zip(prompts) {
-        assert_same_until_near_tie(together, alone, prompt);
+        assert_same_until_tie(together, alone, prompt, NEAR_TIE);
     }
     let slots: Vec<u64> = together
         .iter()
@@ -365,8 +366,8 @@ fn a_prompt_chunk_and_generating_slots_share_passes() {
         (generating.join().unwrap(), reading.join().unwrap())
     });
     assert_ne!(generated["id_slot"], read["id_slot"]);
-    assert_same_until_near_tie(&generated, &generate_alone, "Hello there");
-    assert_same_until_near_tie(&read, &read_alone, "the long prompt");
+    assert_same_until_tie(&generated, &generate_alone, "Hello there", NEAR_TIE);
+    assert_same_until_tie(&read, &read_alone, "the long prompt", NEAR_TIE);
 }
 
 #[test]
@@ -469,4 +470,76 @@ fn slots_are_shown_only_when_asked_for() {
     let (_, slots) = shown.get("/slots");
     assert_eq!(slots[2]["n_decoded"], 3);
     assert!(slots[2]["n_past"].as_u64().unwrap() >= 3);
+}
+
+/// Speculation in the server (issue #19): a slot guessing from n-grams shares its passes with
+/// a plain one, reports its guesses in llama-server's `draft_n` and `draft_n_accepted`, and
+/// answers as the plain one does until their top two logits are within twice `NEAR_TIE` (a
+/// pass over guesses runs other kernels: tests/speculative.rs says why twice).
+#[test]
+fn a_speculating_slot_answers_as_a_plain_one() {
+    let Some(model) = llmfile::test_models::path("gemma-3-270m-q4_k_m.gguf") else {
+        return;
+    };
+    let prompt = std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/speculative/rename.txt"),
+    )
+    .unwrap();
+    let server = Server::start(
+        &model,
+        &["-np", "2", "-c", "1024", "--spec-type", "ngram-simple"],
+    );
+    let mut plain_request = greedy(&prompt, 150);
+    plain_request["speculative.type"] = json!("none");
+    let (guessing, plain) = std::thread::scope(|scope| {
+        let guessing = scope.spawn(|| server.post("/completion", greedy(&prompt, 150)));
+        let plain = scope.spawn(|| server.post("/completion", plain_request));
+        (guessing.join().unwrap(), plain.join().unwrap())
+    });
+    let drafted = guessing["timings"]["draft_n"].as_u64().expect("draft_n");
+    let accepted = guessing["timings"]["draft_n_accepted"].as_u64().unwrap();
+    assert!(
+        accepted > 0 && accepted <= drafted,
+        "{}",
+        guessing["timings"]
+    );
+    assert!(
+        plain["timings"].get("draft_n").is_none(),
+        "{}",
+        plain["timings"]
+    );
+    assert_eq!(guessing["tokens_predicted"], 150);
+    assert_same_until_tie(&guessing, &plain, "rename", 2.0 * NEAR_TIE);
+
+    for (field, value, says) in [
+        ("speculative.type", json!("draft-simple"), "draft model"),
+        (
+            "speculative.type",
+            json!("eagle3"),
+            "must be none, ngram-simple or draft-simple",
+        ),
+        (
+            "speculative.n_max",
+            json!(-1),
+            "speculative.n_max must be between",
+        ),
+        (
+            "speculative.p_min",
+            json!(1.5),
+            "speculative.p_min must be between",
+        ),
+        (
+            "speculative.ngram_size_n",
+            json!(0),
+            "speculative.ngram_size_n must be between",
+        ),
+    ] {
+        let mut request = greedy("Hello", 4);
+        request[field] = value;
+        let (status, reply) = server.call("POST", "/completion", &request);
+        assert_eq!(status, 400, "{field}: {reply}");
+        assert!(reply.to_string().contains(says), "{field}: {reply}");
+    }
+    let reply = server.post("/completion", greedy("Hello", 4));
+    assert_eq!(reply["tokens_predicted"], 4, "the server goes on serving");
 }

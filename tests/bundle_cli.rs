@@ -300,3 +300,75 @@ fn a_bundles_chat_template_reaches_the_api_and_the_terminal_chat() {
     server.kill().unwrap();
     server.wait().unwrap();
 }
+
+/// `pack -md` embeds a draft model beside the model (issue #19): the bundle speculates with
+/// it by itself, from another directory, with both original files gone.
+#[test]
+fn a_packed_draft_model_speculates_from_inside_the_bundle() {
+    let Some(model) = model_path() else { return };
+    let dir = TempDir::new("draft");
+    let model_copy = dir.0.join(MODEL_NAME);
+    let draft_copy = dir.0.join("draft.gguf");
+    std::fs::copy(&model, &model_copy).unwrap();
+    std::fs::copy(&model, &draft_copy).unwrap();
+    let bundle = dir.0.join("speculating.llmfile");
+    let args = format!("-p '{PROMPT}' -n 16 --temp 0 -c 256 --spec-draft-n-max 4");
+    run(
+        Path::new(ENGINE),
+        &[
+            "pack",
+            "-m",
+            model_copy.to_str().unwrap(),
+            "-md",
+            draft_copy.to_str().unwrap(),
+            "-o",
+            bundle.to_str().unwrap(),
+            "--args",
+            &args,
+            "--quiet",
+        ],
+        &dir.0,
+    );
+    std::fs::remove_file(&model_copy).unwrap();
+    std::fs::remove_file(&draft_copy).unwrap();
+    let info = stdout(run(
+        Path::new(ENGINE),
+        &["info", bundle.to_str().unwrap()],
+        &dir.0,
+    ));
+    assert!(
+        info.contains(MODEL_NAME) && info.contains("draft.gguf"),
+        "{info}"
+    );
+    let elsewhere = TempDir::new("draft-cwd");
+    let out = run(&bundle, &[], &elsewhere.0);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stdout(out.clone()).starts_with(PROMPT), "{stderr}");
+    let drafted = stderr
+        .split("speculation: ")
+        .nth(1)
+        .and_then(|rest| rest.split(' ').next())
+        .and_then(|n| n.parse::<usize>().ok())
+        .unwrap_or_else(|| panic!("no speculation line in {stderr}"));
+    assert!(drafted > 0, "{stderr}");
+
+    let same_name = failure_line(&[
+        "pack",
+        "-m",
+        model.to_str().unwrap(),
+        "-md",
+        model.to_str().unwrap(),
+        "-o",
+        dir.0.join("twice.llmfile").to_str().unwrap(),
+    ]);
+    assert!(same_name.contains("both named"), "{same_name}");
+}
+
+/// A command that must fail, and its one line of error.
+fn failure_line(args: &[&str]) -> String {
+    let out = Command::new(ENGINE).args(args).output().unwrap();
+    assert!(!out.status.success(), "{args:?} succeeded");
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert_eq!(stderr.trim_end().lines().count(), 1, "{stderr}");
+    stderr
+}

@@ -66,6 +66,7 @@ fn pack_sample(args: Option<&str>) -> Packed {
     let gguf = fake_gguf();
     let output = dir.join("out.llmfile");
     pack(&PackOptions {
+        draft: None,
         model: dir.write("model.gguf", &gguf),
         output: output.clone(),
         args: args.map(str::to_string),
@@ -199,6 +200,7 @@ fn packing_is_reproducible_and_repacking_strips_the_old_zip() {
     // though that engine ends in zero bytes just like alignment padding.
     let repacked = first.dir.join("repacked.llmfile");
     pack(&PackOptions {
+        draft: None,
         model: first.dir.join("model.gguf"),
         output: repacked.clone(),
         args: Some(ARGS.to_string()),
@@ -214,6 +216,7 @@ fn output_may_replace_its_own_engine() {
     let packed = pack_sample(None);
     let before = std::fs::read(&packed.output).unwrap();
     pack(&PackOptions {
+        draft: None,
         model: packed.dir.join("model.gguf"),
         output: packed.output.clone(),
         args: None,
@@ -232,6 +235,7 @@ fn bad_inputs_fail_before_anything_is_written() {
     let output = dir.join("out.llmfile");
     let attempt = |model: &Path, args: Option<&str>| {
         pack(&PackOptions {
+            draft: None,
             model: model.to_path_buf(),
             output: output.clone(),
             args: args.map(str::to_string),
@@ -279,6 +283,7 @@ fn entries_over_4_gib_are_readable_by_python() {
         .unwrap();
     let output = dir.join("big.llmfile");
     pack(&PackOptions {
+        draft: None,
         model: model.clone(),
         output: output.clone(),
         args: Some("--server".to_string()),

@@ -467,6 +467,106 @@ fn context_shift_generates_past_a_full_context() {
     assert_eq!(generated(&["--context-shift", "--keep", "1000"]), 100);
 }
 
+/// Speculative decoding's flags (issue #19): guesses from n-grams or a draft model, the
+/// timings line counting them, also through a context shift; refusals in one line.
+#[test]
+fn speculation_flags() {
+    let file = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures/models/gemma2-synthetic-q4_k_m.gguf");
+    let model = file.to_str().unwrap();
+    let run = |extra: &[&str]| {
+        let mut args = vec!["-m", model, "-p", "Hello there", "-n", "60", "--temp", "0"];
+        args.extend_from_slice(extra);
+        let output = llmfile(&args);
+        let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
+        (output.status.success(), stderr)
+    };
+    for extra in [
+        &[
+            "--spec-type",
+            "ngram-simple",
+            "--spec-ngram-simple-size-n",
+            "1",
+        ][..],
+        &["-md", model, "--spec-draft-n-max", "4"],
+        &[
+            "--model-draft",
+            model,
+            "--spec-type",
+            "draft-simple",
+            "--spec-draft-p-min",
+            "0.01",
+        ],
+        &[
+            "--spec-type",
+            "ngram-simple",
+            "--spec-ngram-simple-size-n",
+            "1",
+            "-c",
+            "32",
+            "--context-shift",
+        ],
+    ] {
+        let (ok, stderr) = run(extra);
+        assert!(ok, "{extra:?}: {stderr}");
+        assert!(
+            stderr.contains("generated 60 tokens"),
+            "{extra:?}: {stderr}"
+        );
+        assert!(stderr.contains("tokens drafted"), "{extra:?}: {stderr}");
+    }
+    let (ok, stderr) = run(&["--spec-type", "none", "-md", model]);
+    assert!(ok && !stderr.contains("drafted"), "{stderr}");
+    for (extra, says) in [
+        (
+            &["--spec-type", "draft-simple"][..],
+            "needs a draft model (-md FILE)",
+        ),
+        (
+            &["--spec-type", "ngram-simple", "--spec-draft-p-min", "2"],
+            "--spec-draft-p-min must be between 0 and 1",
+        ),
+        (
+            &[
+                "--spec-type",
+                "ngram-simple",
+                "--spec-ngram-simple-size-n",
+                "0",
+            ],
+            "must be at least 1",
+        ),
+        (
+            &["-md", "/nonexistent/draft.gguf"],
+            "/nonexistent/draft.gguf",
+        ),
+    ] {
+        let (ok, stderr) = run(extra);
+        assert!(!ok, "{extra:?} succeeded");
+        assert!(stderr.contains(says), "{extra:?}: {stderr}");
+        assert_eq!(stderr.trim_end().lines().count(), 1, "{extra:?}: {stderr}");
+    }
+    let models = (
+        llmfile::test_models::path("gemma-3-270m-q4_k_m.gguf"),
+        llmfile::test_models::path("smollm2-135m-instruct-q4_1.gguf"),
+    );
+    if let (Some(gemma), Some(smollm)) = models {
+        let output = llmfile(&[
+            "-m",
+            gemma.to_str().unwrap(),
+            "-md",
+            smollm.to_str().unwrap(),
+            "-p",
+            "Hello",
+            "-n",
+            "4",
+        ]);
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(!output.status.success());
+        assert!(stderr.contains("vocabulary differs"), "{stderr}");
+        assert_eq!(stderr.trim_end().lines().count(), 1, "{stderr}");
+    }
+}
+
 /// Flags llama.cpp users type: accepted and meaning what they say, or one clear line.
 #[test]
 fn llama_cpp_flags_people_type() {

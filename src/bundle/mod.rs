@@ -72,6 +72,8 @@ pub enum BundleError {
     BadEntryName { path: PathBuf },
     #[error("the model's file name may not be {ARGS_ENTRY}, which holds default arguments")]
     ReservedEntryName,
+    #[error("the model and the draft model are both named {name}; rename one")]
+    SameEntryName { name: String },
     #[error("entry name {name} is longer than the 65535 bytes a zip allows")]
     NameTooLong { name: String },
     #[error("cannot find this program's own executable file; name the file to use")]

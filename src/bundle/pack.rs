@@ -13,6 +13,9 @@ pub struct PackOptions {
     /// The GGUF to embed; its file name becomes the entry name.
     pub model: PathBuf,
     pub output: PathBuf,
+    /// A draft model for speculative decoding, embedded beside the model; `.args` then start
+    /// with `-m MODEL -md DRAFT`, which name the two entries.
+    pub draft: Option<PathBuf>,
     /// Default arguments, stored as `.args`.
     pub args: Option<String>,
     /// The engine to copy; the running executable when `None`.
@@ -27,25 +30,18 @@ pub fn pack(opts: &PackOptions) -> Result<(), BundleError> {
     if let Some(text) = &opts.args {
         args::validate(text)?;
     }
-    let entry_name = opts
-        .model
-        .file_name()
-        .and_then(|n| n.to_str())
-        .ok_or_else(|| BundleError::BadEntryName {
-            path: opts.model.clone(),
-        })?
-        .to_string();
-    if entry_name == ARGS_ENTRY {
-        return Err(BundleError::ReservedEntryName);
-    }
-    let model = open(&opts.model)?;
-    let model_len = file_len(&model, &opts.model)?;
-    let mut magic = [0u8; 4];
-    if (&model).read_exact(&mut magic).is_err() || &magic != b"GGUF" {
-        return Err(BundleError::NotGguf {
-            path: opts.model.clone(),
-        });
-    }
+    let model = model_input(&opts.model)?;
+    let draft = opts.draft.as_deref().map(model_input).transpose()?;
+    let args = match &draft {
+        None => opts.args.clone(),
+        Some(draft) => {
+            if draft.1 == model.1 {
+                return Err(BundleError::SameEntryName { name: model.1 });
+            }
+            let naming = format!("-m \"{}\" -md \"{}\"\n", model.1, draft.1);
+            Some(naming + opts.args.as_deref().unwrap_or_default())
+        }
+    };
 
     let engine_path = match &opts.engine {
         Some(path) => path.clone(),
@@ -65,12 +61,8 @@ pub fn pack(opts: &PackOptions) -> Result<(), BundleError> {
             path: engine_path,
             len: engine_len,
         },
-        model: Input {
-            file: model,
-            path: opts.model.clone(),
-            len: model_len,
-        },
-        entry_name,
+        models: std::iter::once(model).chain(draft).collect(),
+        args,
     };
 
     let temp = temp_path(&opts.output);
@@ -144,8 +136,38 @@ impl Input {
 
 struct Inputs {
     engine: Input,
-    model: Input,
-    entry_name: String,
+    /// The model, then the draft model if any, each with its entry name.
+    models: Vec<(Input, String)>,
+    args: Option<String>,
+}
+
+/// A GGUF to embed, and its entry name: its file name.
+fn model_input(path: &Path) -> Result<(Input, String), BundleError> {
+    let entry_name = path
+        .file_name()
+        .and_then(|n| n.to_str())
+        .filter(|n| !n.contains('"'))
+        .ok_or_else(|| BundleError::BadEntryName {
+            path: path.to_path_buf(),
+        })?
+        .to_string();
+    if entry_name == ARGS_ENTRY {
+        return Err(BundleError::ReservedEntryName);
+    }
+    let file = open(path)?;
+    let len = file_len(&file, path)?;
+    let mut magic = [0u8; 4];
+    if (&file).read_exact(&mut magic).is_err() || &magic != b"GGUF" {
+        return Err(BundleError::NotGguf {
+            path: path.to_path_buf(),
+        });
+    }
+    let input = Input {
+        file,
+        path: path.to_path_buf(),
+        len,
+    };
+    Ok((input, entry_name))
 }
 
 fn write_bundle(opts: &PackOptions, inputs: &Inputs, temp: &Path) -> Result<(), BundleError> {
@@ -155,10 +177,11 @@ fn write_bundle(opts: &PackOptions, inputs: &Inputs, temp: &Path) -> Result<(), 
     };
     let file = File::create(temp).map_err(out_error)?;
     let mut out = BufWriter::with_capacity(1 << 20, file);
-    let (engine, model) = (&inputs.engine, &inputs.model);
+    let engine = &inputs.engine;
+    let models_len: u64 = inputs.models.iter().map(|(model, _)| model.len).sum();
     let mut progress = Progress::new(
         format!("packing {}", opts.output.display()),
-        engine.len + model.len,
+        engine.len + models_len,
         opts.quiet,
     );
     let mut advance = |n| progress.advance(n);
@@ -174,15 +197,17 @@ fn write_bundle(opts: &PackOptions, inputs: &Inputs, temp: &Path) -> Result<(), 
     )?;
 
     let mut zip = ZipWriter::new(out, temp, engine.len);
-    let mut reader = model.reader_from_start()?;
-    zip.add_stored(
-        &inputs.entry_name,
-        model.len,
-        &mut reader,
-        &model.path,
-        &mut advance,
-    )?;
-    if let Some(text) = &opts.args {
+    for (model, entry_name) in &inputs.models {
+        let mut reader = model.reader_from_start()?;
+        zip.add_stored(
+            entry_name,
+            model.len,
+            &mut reader,
+            &model.path,
+            &mut advance,
+        )?;
+    }
+    if let Some(text) = &inputs.args {
         zip.add_stored(
             ARGS_ENTRY,
             text.len() as u64,

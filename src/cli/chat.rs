@@ -6,6 +6,7 @@ use super::{context_size, escapes, open_run_engine, RunArgs};
 use crate::chat_format::{Message, Role};
 use crate::chat_template::DEFAULT_RESERVE;
 use crate::generation::{Finish, Generation, Limits};
+use crate::speculative;
 use anyhow::{bail, Result};
 use std::io::{BufRead, Write};
 
@@ -16,6 +17,7 @@ pub(super) fn run(args: RunArgs) -> Result<()> {
     let template = &info.template;
     let n_ctx = context_size(args.ctx_size, engine.model().hparams.context_length);
     let mut session = engine.session(n_ctx)?;
+    let speculator = args.speculation.open(&engine, &args.model)?;
 
     let system: Vec<Message> = args
         .system_prompt
@@ -93,18 +95,24 @@ pub(super) fn run(args: RunArgs) -> Result<()> {
         };
         let mut generation = Generation::new(tokenizer, limits, &prompt);
         let remaining = session.reuse_prefix(&prompt);
-        let mut logits = session.eval(remaining)?;
+        let logits = session.eval(remaining)?;
+        let mut speculation = speculator.as_ref().map(|s| s.start(n_ctx)).transpose()?;
         let mut reply = String::new();
-        loop {
-            let step = generation.step(&logits);
-            write!(stdout, "{}", step.text)?;
-            stdout.flush()?;
-            reply.push_str(&step.text);
-            match (step.finished, step.token) {
-                (None, Some(token)) => logits = session.eval(&[token])?,
-                (Some(Finish::Failed(message)), _) => bail!("{message}"),
-                _ => break,
-            }
+        let finished = speculative::decode(
+            &mut session,
+            &mut generation,
+            speculation.as_mut(),
+            logits,
+            None,
+            |step| -> Result<()> {
+                write!(stdout, "{}", step.text)?;
+                stdout.flush()?;
+                reply.push_str(&step.text);
+                Ok(())
+            },
+        )?;
+        if let Some(Finish::Failed(message)) = finished {
+            bail!("{message}");
         }
         writeln!(stdout)?;
         messages.push(Message {

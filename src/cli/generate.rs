@@ -3,6 +3,7 @@
 use super::{context_size, escapes, open_run_engine, RunArgs};
 use crate::generation::{Finish, Generation, Limits};
 use crate::session::keep_on_shift;
+use crate::speculative;
 use anyhow::{bail, Context, Result};
 use std::io::Write;
 use std::time::Instant;
@@ -56,6 +57,8 @@ pub(super) fn run(args: RunArgs) -> Result<()> {
         grammar,
     };
 
+    let speculator = args.speculation.open(&engine, &args.model)?;
+    let mut speculation = speculator.map(|s| s.start(n_ctx)).transpose()?;
     let mut session = engine.session(n_ctx)?;
     let mut generation = Generation::new(tokenizer, limits, &prompt_tokens);
 
@@ -64,24 +67,23 @@ pub(super) fn run(args: RunArgs) -> Result<()> {
     stdout.flush()?;
 
     let prompt_start = Instant::now();
-    let mut logits = session.eval(&prompt_tokens)?;
+    let logits = session.eval(&prompt_tokens)?;
     let prompt_time = prompt_start.elapsed();
 
     let generation_start = Instant::now();
-    loop {
-        let step = generation.step(&logits);
-        write!(stdout, "{}", step.text)?;
-        stdout.flush()?;
-        match (step.finished, step.token) {
-            (None, Some(token)) => {
-                if session.tokens().len() == n_ctx {
-                    session.make_room(keep);
-                }
-                logits = session.eval(&[token])?;
-            }
-            (Some(Finish::Failed(message)), _) => bail!("{message}"),
-            _ => break,
-        }
+    let finished = speculative::decode(
+        &mut session,
+        &mut generation,
+        speculation.as_mut(),
+        logits,
+        args.context_shift.then_some(keep),
+        |step| -> Result<()> {
+            write!(stdout, "{}", step.text)?;
+            Ok(stdout.flush()?)
+        },
+    )?;
+    if let Some(Finish::Failed(message)) = finished {
+        bail!("{message}");
     }
     writeln!(stdout)?;
     let generation_time = generation_start.elapsed();
@@ -100,6 +102,9 @@ pub(super) fn run(args: RunArgs) -> Result<()> {
             rayon::current_num_threads(),
             engine.model().kernels().isa(),
         );
+        if let Some(speculation) = &speculation {
+            eprintln!("llmfile: {}", speculation.describe());
+        }
     }
     Ok(())
 }

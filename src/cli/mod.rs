@@ -10,6 +10,7 @@ use crate::bundle;
 use crate::engine::{Engine, OpenOptions};
 use crate::grammar::{json_schema, Grammar};
 use crate::sampling::SamplingParams;
+use crate::speculative;
 use anyhow::{bail, Context, Result};
 use clap::{Args, CommandFactory, Parser, Subcommand};
 use kernels::Kernels;
@@ -59,6 +60,9 @@ struct PackArgs {
     /// The executable to write.
     #[arg(short = 'o', long = "output")]
     output: PathBuf,
+    /// A draft model to embed too, for speculative decoding (-md).
+    #[arg(long = "model-draft", value_name = "FILE")]
+    model_draft: Option<PathBuf>,
     /// Default arguments stored as .args (quotes, # comments, `...` for the user's arguments).
     #[arg(long = "args", allow_hyphen_values = true)]
     args: Option<String>,
@@ -163,7 +167,91 @@ struct RunArgs {
     #[arg(long = "no-warmup")]
     no_warmup: bool,
     #[command(flatten)]
+    speculation: SpecArgs,
+    #[command(flatten)]
     serve: ServeArgs,
+}
+
+/// Speculative decoding, with llama.cpp's flags and defaults.
+#[derive(Args, Debug, Clone)]
+struct SpecArgs {
+    /// Speculative decoding: none, ngram-simple (guesses from the text so far) or
+    /// draft-simple (a draft model's; the default when -md is given).
+    #[arg(long = "spec-type", value_name = "TYPE",
+          value_parser = ["none", "ngram-simple", "draft-simple"])]
+    spec_type: Option<String>,
+    /// The draft model: a GGUF (or an entry of this executable) with the model's vocabulary.
+    #[arg(
+        long = "model-draft",
+        visible_alias = "spec-draft-model",
+        value_name = "FILE"
+    )]
+    model_draft: Option<PathBuf>,
+    /// The most tokens the draft model guesses per pass.
+    #[arg(long = "spec-draft-n-max", default_value_t = 3)]
+    draft_n_max: usize,
+    /// Fewer guesses than this are dropped.
+    #[arg(long = "spec-draft-n-min", default_value_t = 0)]
+    draft_n_min: usize,
+    /// The draft model stops guessing where its top token is less likely than this.
+    #[arg(long = "spec-draft-p-min", default_value_t = 0.0)]
+    draft_p_min: f32,
+    /// ngram-simple: how many of the latest tokens must recur.
+    #[arg(long = "spec-ngram-simple-size-n", default_value_t = 12)]
+    ngram_size_n: usize,
+    /// ngram-simple: the most tokens guessed from what followed them.
+    #[arg(long = "spec-ngram-simple-size-m", default_value_t = 48)]
+    ngram_size_m: usize,
+    /// ngram-simple: how often the latest tokens must have occurred before.
+    #[arg(long = "spec-ngram-simple-min-hits", default_value_t = 1)]
+    ngram_min_hits: usize,
+}
+
+impl SpecArgs {
+    /// What to speculate with, None for plain decoding; the draft model is opened here.
+    fn open(&self, target: &Engine, model: &ModelArgs) -> Result<Option<speculative::Speculator>> {
+        let kind = match (self.spec_type.as_deref(), &self.model_draft) {
+            (Some("none"), _) | (None, None) => return Ok(None),
+            (Some("ngram-simple"), _) => speculative::Kind::NGramSimple,
+            (Some("draft-simple"), None) => {
+                bail!("--spec-type draft-simple needs a draft model (-md FILE)")
+            }
+            _ => speculative::Kind::DraftModel,
+        };
+        if self.ngram_size_n == 0 || self.ngram_size_m == 0 {
+            bail!("--spec-ngram-simple-size-n and -size-m must be at least 1");
+        }
+        if !(0.0..=1.0).contains(&self.draft_p_min) {
+            bail!("--spec-draft-p-min must be between 0 and 1");
+        }
+        let draft = match (kind, &self.model_draft) {
+            (speculative::Kind::DraftModel, Some(path)) => {
+                let options = OpenOptions {
+                    placement: model.placement(),
+                    quiet: true,
+                    warm_up: true,
+                    kernels: Kernels::from_env()?,
+                    chat_template: None,
+                };
+                let draft = Engine::open(Some(path), &options)
+                    .with_context(|| format!("-md {}", path.display()))?;
+                speculative::check_vocabularies(target.tokenizer(), draft.tokenizer())
+                    .with_context(|| format!("-md {}", path.display()))?;
+                Some(draft)
+            }
+            _ => None,
+        };
+        let params = speculative::Params {
+            kind,
+            n_max: self.draft_n_max,
+            n_min: self.draft_n_min,
+            p_min: self.draft_p_min,
+            size_n: self.ngram_size_n,
+            size_m: self.ngram_size_m,
+            min_hits: self.ngram_min_hits,
+        };
+        Ok(Some(speculative::Speculator { params, draft }))
+    }
 }
 
 /// The server and the terminal chat; the server is the mode when no -p, -f or --chat is given.
@@ -376,6 +464,7 @@ fn normalize_args(args: impl IntoIterator<Item = OsString>) -> Vec<OsString> {
             Some("-fa") => "--flash-attn".into(),
             Some("-cnv") => "--chat".into(),
             Some("-sys") => "--system-prompt".into(),
+            Some("-md") => "--model-draft".into(),
             _ => arg,
         })
         .collect()
@@ -491,6 +580,7 @@ pub fn main_with_args(args: Vec<OsString>) -> Result<()> {
         Some(Command::Pack(args)) => bundle::pack(&bundle::PackOptions {
             model: args.model,
             output: args.output,
+            draft: args.model_draft,
             args: args.args,
             engine: args.engine,
             quiet: args.quiet,

@@ -10,6 +10,7 @@ pub(super) fn run(args: RunArgs) -> Result<()> {
     }
     let grammar = args.sampling.grammar()?;
     let engine = open_run_engine(&args, false)?;
+    let speculator = args.speculation.open(&engine, &args.model)?;
     let serve = args.serve;
     let config = ServerConfig {
         host: serve.host,
@@ -25,6 +26,7 @@ pub(super) fn run(args: RunArgs) -> Result<()> {
         batch_size: serve.batch_size,
         ubatch_size: serve.ubatch_size,
         slots_endpoint: serve.slots,
+        speculator,
     };
     server::serve(&engine, &config)?;
     Ok(())

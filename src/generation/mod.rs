@@ -104,6 +104,36 @@ impl<'t> Generation<'t> {
         self.generated
     }
 
+    /// Tokens the limit still allows.
+    pub fn remaining(&self) -> usize {
+        self.limits.n_predict.saturating_sub(self.generated)
+    }
+
+    /// Steps through the logits after the last token and after each guess in `drafts`
+    /// (`drafts.len() + 1` rows), reading a row only while every earlier guess was the token
+    /// sampled there. Returns the steps and how many guesses were taken.
+    ///
+    /// Each row is sampled exactly as [`Generation::step`] samples it, so the text is the one
+    /// plain decoding gives, for any sampling settings and seed. For a guess that is one
+    /// token for sure, drawing from the model's distribution and comparing is the rejection
+    /// scheme of speculative sampling: the guess is taken with the probability the model gives
+    /// it, and otherwise the token comes from the model's distribution without it.
+    pub fn step_drafted(&mut self, rows: &[f32], drafts: &[u32]) -> (Vec<Step>, usize) {
+        let n_vocab = rows.len() / (drafts.len() + 1);
+        let mut steps = Vec::with_capacity(drafts.len() + 1);
+        let mut taken = 0;
+        for (index, logits) in rows.chunks_exact(n_vocab).enumerate() {
+            let step = self.step(logits);
+            let goes_on = step.finished.is_none() && step.token == drafts.get(index).copied();
+            steps.push(step);
+            if !goes_on {
+                break;
+            }
+            taken += 1;
+        }
+        (steps, taken)
+    }
+
     /// Chooses the next token from the logits after the last token evaluated.
     pub fn step(&mut self, logits: &[f32]) -> Step {
         if self.generated >= self.limits.n_predict {
@@ -294,5 +324,135 @@ mod tests {
             (text.as_str(), finished, generated),
             ("", Some(Finish::Limit), 2)
         );
+    }
+
+    /// Logits over `values.len()` candidates (tokens 10, 11, ...); every other token is
+    /// out of reach.
+    fn candidates(tokenizer: &Tokenizer, values: &[f32]) -> Vec<f32> {
+        let mut logits = vec![-1e9; tokenizer.n_vocab()];
+        logits[10..10 + values.len()].copy_from_slice(values);
+        logits
+    }
+
+    fn softmax(values: &[f32]) -> Vec<f64> {
+        let sum: f64 = values.iter().map(|&v| f64::from(v).exp()).sum();
+        values.iter().map(|&v| f64::from(v).exp() / sum).collect()
+    }
+
+    /// Checks counts against probabilities within five standard deviations each.
+    fn assert_follows(counts: &[usize], probabilities: &[f64], what: &str) {
+        let n: usize = counts.iter().sum();
+        for (token, (&count, &p)) in counts.iter().zip(probabilities).enumerate() {
+            let expected = n as f64 * p;
+            let spread = (n as f64 * p * (1.0 - p)).sqrt().max(1.0);
+            assert!(
+                (count as f64 - expected).abs() <= 5.0 * spread,
+                "{what}: candidate {token} came {count} times of {n}, expected {expected:.0}"
+            );
+        }
+    }
+
+    /// At temperature 1 with nothing cut, a guess is taken as often as the model gives it, the
+    /// first token follows the model's distribution whatever was guessed, the token sampled
+    /// where the guess was refused follows the distribution without the guess, and after a
+    /// taken guess the next token follows the next row's distribution.
+    #[test]
+    fn guessed_tokens_leave_the_distribution_the_models() {
+        let engine = synthetic_engine();
+        let tokenizer = engine.tokenizer();
+        let first = [1.0, 2.0, 0.5, 1.5];
+        let second = [0.0, 1.0, 3.0];
+        let guess = 11;
+        let mut rows = candidates(tokenizer, &first);
+        rows.extend(candidates(tokenizer, &second));
+        let trials = 20_000;
+        let (mut firsts, mut refused, mut seconds) = ([0; 4], [0; 4], [0; 3]);
+        let mut taken = 0;
+        for seed in 0..trials {
+            let limits = Limits {
+                sampling: SamplingParams {
+                    temperature: 1.0,
+                    top_k: 0,
+                    top_p: 1.0,
+                    min_p: 0.0,
+                    seed,
+                    ..SamplingParams::default()
+                },
+                ..limits(10, &[])
+            };
+            let mut generation = Generation::new(tokenizer, limits, &[]);
+            let (steps, took) = generation.step_drafted(&rows, &[guess]);
+            let token = steps[0].token.unwrap() as usize - 10;
+            firsts[token] += 1;
+            if took == 1 {
+                taken += 1;
+                assert_eq!(steps.len(), 2);
+                seconds[steps[1].token.unwrap() as usize - 10] += 1;
+            } else {
+                assert_eq!(steps.len(), 1);
+                refused[token] += 1;
+            }
+        }
+        let p = softmax(&first);
+        assert_follows(&firsts, &p, "first token");
+        let p_guess = p[(guess - 10) as usize];
+        assert_follows(
+            &[taken, trials as usize - taken],
+            &[p_guess, 1.0 - p_guess],
+            "guess taken",
+        );
+        let without: Vec<f64> = p
+            .iter()
+            .enumerate()
+            .map(|(i, &q)| {
+                if i == (guess - 10) as usize {
+                    0.0
+                } else {
+                    q / (1.0 - p_guess)
+                }
+            })
+            .collect();
+        assert_follows(&refused, &without, "refused guess");
+        assert_follows(&seconds, &softmax(&second), "after a taken guess");
+    }
+
+    /// Sampling each row as plain decoding does draws the same random numbers in the same
+    /// order, so a seed gives the same text with guesses or without.
+    #[test]
+    fn a_seed_gives_the_same_tokens_with_guesses_or_without() {
+        let engine = synthetic_engine();
+        let tokenizer = engine.tokenizer();
+        let rows: Vec<Vec<f32>> = (0..6)
+            .map(|i| candidates(tokenizer, &[1.0, 1.0 + i as f32 * 0.1, 0.7, 1.2]))
+            .collect();
+        for seed in 0..200 {
+            let limits = Limits {
+                sampling: SamplingParams {
+                    temperature: 1.0,
+                    seed,
+                    ..SamplingParams::default()
+                },
+                ..limits(10, &[])
+            };
+            let mut plain = Generation::new(tokenizer, limits.clone(), &[]);
+            let want: Vec<u32> = rows
+                .iter()
+                .map(|row| plain.step(row).token.unwrap())
+                .collect();
+            let mut guessing = Generation::new(tokenizer, limits, &[]);
+            let mut got = Vec::new();
+            let mut at = 0;
+            while at < rows.len() {
+                // Guess the plain tokens, wrong every third time.
+                let guesses: Vec<u32> = (at + 1..rows.len().min(at + 3))
+                    .map(|i| if i % 3 == 0 { 12 } else { want[i] })
+                    .collect();
+                let chunk = rows[at..at + guesses.len() + 1].concat();
+                let (steps, _) = guessing.step_drafted(&chunk, &guesses);
+                got.extend(steps.iter().map(|s| s.token.unwrap()));
+                at += steps.len();
+            }
+            assert_eq!(got, want, "seed {seed}");
+        }
     }
 }

@@ -331,6 +331,13 @@ impl Shared<'_> {
                 None => self.config.grammar.clone(),
             },
             keep_on_shift,
+            speculation: fields.speculation(
+                self.config.speculator.as_ref().map(|s| &s.params),
+                self.config
+                    .speculator
+                    .as_ref()
+                    .is_some_and(|s| s.draft.is_some()),
+            )?,
         };
         Ok(Prepared {
             prompt,
@@ -478,7 +485,7 @@ pub fn timings(summary: &Summary) -> Value {
     let prompt_n = summary.tokens_evaluated - summary.tokens_cached;
     let per_second = |n: usize, ms: f64| if ms > 0.0 { n as f64 * 1e3 / ms } else { 0.0 };
     let per_token = |n: usize, ms: f64| if n > 0 { ms / n as f64 } else { 0.0 };
-    json!({
+    let mut timings = json!({
         "prompt_n": prompt_n,
         "prompt_ms": summary.prompt_ms,
         "prompt_per_token_ms": per_token(prompt_n, summary.prompt_ms),
@@ -487,7 +494,13 @@ pub fn timings(summary: &Summary) -> Value {
         "predicted_ms": summary.predicted_ms,
         "predicted_per_token_ms": per_token(summary.tokens_predicted, summary.predicted_ms),
         "predicted_per_second": per_second(summary.tokens_predicted, summary.predicted_ms),
-    })
+    });
+    // llama-server's names, present only when the request speculated.
+    if let Some(stats) = summary.speculation {
+        timings["draft_n"] = json!(stats.drafted);
+        timings["draft_n_accepted"] = json!(stats.accepted);
+    }
+    timings
 }
 
 /// The prompt of `/completion`: a string, token ids, or a mix of both.

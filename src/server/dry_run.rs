@@ -138,6 +138,7 @@ mod tests {
             batch_size: 2048,
             ubatch_size: 512,
             slots_endpoint: false,
+            speculator: None,
         }
     }
 

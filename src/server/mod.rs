@@ -25,6 +25,7 @@ pub use crate::grammar::Grammar;
 use crate::engine::Engine;
 use crate::sampling::SamplingParams;
 use crate::session::SessionError;
+use crate::speculative::Speculator;
 use std::net::{SocketAddr, TcpListener};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{mpsc, Arc};
@@ -85,6 +86,14 @@ pub struct ServerConfig {
     pub ubatch_size: usize,
     /// Whether `GET /slots` answers (`--slots`).
     pub slots_endpoint: bool,
+    /// What requests speculate with unless they say otherwise, and the draft model.
+    pub speculator: Option<Speculator>,
+}
+
+impl ServerConfig {
+    fn draft_engine(&self) -> Option<&Arc<Engine>> {
+        self.speculator.as_ref()?.draft.as_ref()
+    }
 }
 
 /// Serves until the process ends. Prints the address it listens on to stdout, and opens it in
@@ -99,6 +108,13 @@ pub fn serve(engine: &Arc<Engine>, config: &ServerConfig) -> Result<(), ServerEr
     let sessions = (0..config.slots)
         .map(|_| engine.session(config.n_ctx))
         .collect::<Result<Vec<_>, _>>()?;
+    // The draft model keeps a cache per slot, so a slot's next request reuses its prefix.
+    let drafts = match config.draft_engine() {
+        Some(draft) => (0..config.slots)
+            .map(|_| draft.session(config.n_ctx))
+            .collect::<Result<Vec<_>, _>>()?,
+        None => Vec::new(),
+    };
     let info = engine.info();
     let listener = bind(&config.host, config.port)?;
     let address = listener
@@ -134,7 +150,8 @@ pub fn serve(engine: &Arc<Engine>, config: &ServerConfig) -> Result<(), ServerEr
     let connections = AtomicUsize::new(0);
     let step_tokens = config.batch_size.min(config.ubatch_size);
     std::thread::scope(|scope| {
-        scope.spawn(|| scheduler::run(engine, sessions, step_tokens, job_receiver, &status));
+        scope
+            .spawn(|| scheduler::run(engine, sessions, drafts, step_tokens, job_receiver, &status));
         loop {
             let stream = match listener.accept() {
                 Ok((stream, _)) => stream,

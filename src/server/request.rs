@@ -4,6 +4,7 @@
 use super::http::ApiError;
 use crate::grammar::{json_schema, Grammar};
 use crate::sampling::SamplingParams;
+use crate::speculative;
 use serde_json::{Map, Value};
 use std::sync::Arc;
 
@@ -178,6 +179,59 @@ impl Fields {
                     .join(", ")
             ))),
         }
+    }
+}
+
+impl Fields {
+    /// The request's speculation, llama-server's flat `speculative.*` fields over the server's
+    /// own (`default`, None when it speculates by default on nothing). `has_draft`: a draft
+    /// model is loaded.
+    pub fn speculation(
+        &self,
+        default: Option<&speculative::Params>,
+        has_draft: bool,
+    ) -> Result<Option<speculative::Params>, ApiError> {
+        let kind =
+            match self.str("speculative.type")? {
+                None => default.map(|params| params.kind),
+                Some("none") => None,
+                Some("ngram-simple") => Some(speculative::Kind::NGramSimple),
+                Some("draft-simple") if has_draft => Some(speculative::Kind::DraftModel),
+                Some("draft-simple") => return Err(ApiError::bad_request(
+                    "speculative.type draft-simple needs a server started with a draft model (-md)",
+                )),
+                Some(other) => {
+                    return Err(ApiError::bad_request(format!(
+                    "speculative.type must be none, ngram-simple or draft-simple, not {other:?}"
+                )))
+                }
+            };
+        let Some(kind) = kind else {
+            return Ok(None);
+        };
+        let mut params = match default {
+            Some(default) => speculative::Params {
+                kind,
+                ..default.clone()
+            },
+            None => speculative::Params::new(kind),
+        };
+        const MOST: i64 = 1024;
+        let count = |key: &str, least: i64, value: &mut usize| -> Result<(), ApiError> {
+            if let Some(n) = self.i64_in(key, least..=MOST)? {
+                *value = n as usize;
+            }
+            Ok(())
+        };
+        count("speculative.n_max", 0, &mut params.n_max)?;
+        count("speculative.n_min", 0, &mut params.n_min)?;
+        count("speculative.ngram_size_n", 1, &mut params.size_n)?;
+        count("speculative.ngram_size_m", 1, &mut params.size_m)?;
+        count("speculative.ngram_min_hits", 1, &mut params.min_hits)?;
+        if let Some(p) = self.f32_in("speculative.p_min", 0.0..=1.0)? {
+            params.p_min = p;
+        }
+        Ok(Some(params))
     }
 }
 

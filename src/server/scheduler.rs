@@ -10,6 +10,7 @@ use crate::generation::{Finish, Generation, Limits};
 use crate::grammar::Grammar;
 use crate::sampling::SamplingParams;
 use crate::session::{Part, Session, SessionError};
+use crate::speculative::{self, guess_room, Speculation};
 use serde::Serialize;
 use std::collections::VecDeque;
 use std::panic::{catch_unwind, AssertUnwindSafe};
@@ -82,6 +83,8 @@ pub struct Settings {
     /// With `--context-shift`: the prompt tokens to keep when the context fills up (the rest
     /// of the cache is halved and generation goes on); None stops at a full context.
     pub keep_on_shift: Option<usize>,
+    /// Guess tokens ahead and check them in one pass (`--spec-type`, `speculative.*`).
+    pub speculation: Option<speculative::Params>,
 }
 
 impl Settings {
@@ -119,6 +122,8 @@ pub struct Summary {
     pub stopping_word: String,
     pub prompt_ms: f64,
     pub predicted_ms: f64,
+    /// Tokens guessed and taken, when the request speculated.
+    pub speculation: Option<speculative::Stats>,
 }
 
 impl Summary {
@@ -141,6 +146,8 @@ pub type Forward = dyn Fn(&mut [Part]) -> Result<Vec<f32>, SessionError> + Sync;
 
 struct Slot<'e> {
     session: Session,
+    /// The draft model's cache, lent to the slot's task while it speculates with it.
+    draft: Option<Session>,
     task: Option<Task<'e>>,
     /// When the slot last finished a task: among slots that share no prefix with a new prompt,
     /// the least recently used one is overwritten.
@@ -151,6 +158,7 @@ struct Slot<'e> {
 struct Task<'e> {
     job: Job,
     generation: Generation<'e>,
+    speculation: Option<Speculation>,
     /// What the slot evaluates next.
     next: Next,
     summary: Summary,
@@ -166,18 +174,21 @@ enum Next {
     Token(u32),
 }
 
-/// One slot's share of a step: which tokens, and whether its logits come back.
+/// One slot's share of a step: which tokens, and how many of the last ones get their logits
+/// back. A generating slot's tokens are the one it sampled and its guesses, each with logits.
 struct Share {
     slot: usize,
     tokens: Vec<u32>,
-    wants_logits: bool,
+    logit_rows: usize,
 }
 
 /// Serves jobs on one slot per session until every sender of `jobs` is gone; each step is
 /// one forward pass of at most `step_tokens` tokens.
+/// `drafts`: the draft model's sessions, one per slot, or none without a draft model.
 pub fn run(
     engine: &Engine,
     sessions: Vec<Session>,
+    drafts: Vec<Session>,
     step_tokens: usize,
     jobs: Receiver<Job>,
     status: &Status,
@@ -185,6 +196,7 @@ pub fn run(
     run_with(
         engine,
         sessions,
+        drafts,
         step_tokens,
         jobs,
         status,
@@ -195,12 +207,14 @@ pub fn run(
 fn run_with(
     engine: &Engine,
     sessions: Vec<Session>,
+    drafts: Vec<Session>,
     step_tokens: usize,
     jobs: Receiver<Job>,
     status: &Status,
     forward: &Forward,
 ) {
     let _stopped = StoppedOnDrop(status);
+    let mut drafts = drafts.into_iter();
     let mut slots: Vec<Slot> = sessions
         .into_iter()
         .enumerate()
@@ -211,6 +225,7 @@ fn run_with(
                 ..SlotView::default()
             },
             session,
+            draft: drafts.next(),
             task: None,
             last_used: Instant::now(),
         })
@@ -296,8 +311,16 @@ fn start_task<'e>(slot: &mut Slot<'e>, job: Job, engine: &'e Engine) {
     slot.view.is_processing = true;
     slot.view.n_prompt_tokens = job.prompt.len();
     slot.view.n_decoded = 0;
+    let speculation = job.settings.speculation.clone().and_then(|params| {
+        let draft = match params.kind {
+            speculative::Kind::DraftModel => slot.draft.take(),
+            speculative::Kind::NGramSimple => None,
+        };
+        Speculation::new(params, draft).ok()
+    });
     slot.task = Some(Task {
         generation: Generation::new(engine.tokenizer(), job.settings.limits(), &job.prompt),
+        speculation,
         next: Next::Prompt(cached),
         summary: Summary {
             slot_id: slot.view.id,
@@ -322,6 +345,7 @@ fn common_prefix(a: &[u32], b: &[u32]) -> usize {
 fn plan_step(slots: &mut [Slot], step_tokens: usize) -> Vec<Share> {
     let mut shares = Vec::new();
     let mut reading = Vec::new();
+    let mut budget = step_tokens;
     for (index, slot) in slots.iter_mut().enumerate() {
         if let Some(Task {
             next: Next::Token(_),
@@ -334,25 +358,36 @@ fn plan_step(slots: &mut [Slot], step_tokens: usize) -> Vec<Share> {
                 slot.session.make_room(keep);
             }
         }
-        match &slot.task {
+        match &mut slot.task {
             Some(Task {
                 next: Next::Token(token),
+                speculation,
+                generation,
                 ..
-            }) => shares.push(Share {
-                slot: index,
-                tokens: vec![*token],
-                wants_logits: true,
-            }),
+            }) => {
+                let mut tokens = vec![*token];
+                if let Some(speculation) = speculation {
+                    let room = guess_room(&slot.session, generation).min(budget.saturating_sub(1));
+                    let mut history = slot.session.tokens().to_vec();
+                    history.push(*token);
+                    tokens.extend(speculation.draft(&history, room));
+                }
+                budget = budget.saturating_sub(tokens.len());
+                shares.push(Share {
+                    slot: index,
+                    logit_rows: tokens.len(),
+                    tokens,
+                })
+            }
             Some(Task {
                 next: Next::Prompt(from),
                 job,
                 ..
-            }) => reading.push((job.prompt.len() - from, index)),
+            }) => reading.push((job.prompt.len() - *from, index)),
             None => {}
         }
     }
     reading.sort_unstable();
-    let mut budget = step_tokens.saturating_sub(shares.len());
     let mut finishes_a_prompt = false;
     for (left, index) in reading {
         if budget == 0 && !shares.is_empty() {
@@ -377,7 +412,7 @@ fn plan_step(slots: &mut [Slot], step_tokens: usize) -> Vec<Share> {
         shares.push(Share {
             slot: index,
             tokens: job.prompt[*from..from + take].to_vec(),
-            wants_logits: take == left,
+            logit_rows: usize::from(take == left),
         });
     }
     shares
@@ -399,11 +434,7 @@ fn step(slots: &mut [Slot], shares: &[Share], forward: &Forward, status: &Status
                 .take()
                 .expect("a slot has one share per step"),
             tokens: &share.tokens,
-            logits_from: if share.wants_logits {
-                share.tokens.len() - 1
-            } else {
-                share.tokens.len()
-            },
+            logits_from: share.tokens.len() - share.logit_rows,
         })
         .collect();
     let outcome = catch_unwind(AssertUnwindSafe(|| forward(&mut parts)));
@@ -425,7 +456,7 @@ fn step(slots: &mut [Slot], shares: &[Share], forward: &Forward, status: &Status
             return;
         }
     };
-    let mut rows = logits.chunks_exact(n_vocab);
+    let mut rows = logits.as_slice();
     let mut endings = Vec::new();
     for share in shares {
         let slot = &mut slots[share.slot];
@@ -438,17 +469,22 @@ fn step(slots: &mut [Slot], shares: &[Share], forward: &Forward, status: &Status
             }
             Next::Token(_) => {}
         }
-        if !share.wants_logits {
+        if share.logit_rows == 0 {
             continue;
         }
-        let logits = rows
-            .next()
-            .expect("one row of logits per share that wants them");
-        if let Next::Prompt(_) = task.next {
-            task.summary.prompt_ms = task.prompt_start.elapsed().as_secs_f64() * 1e3;
-            task.generation_start = Instant::now();
-        }
-        let progress = advance(task, logits);
+        let (logits, rest) = rows.split_at(share.logit_rows * n_vocab);
+        rows = rest;
+        let guesses = match task.next {
+            Next::Prompt(_) => {
+                task.summary.prompt_ms = task.prompt_start.elapsed().as_secs_f64() * 1e3;
+                task.generation_start = Instant::now();
+                &[][..]
+            }
+            Next::Token(_) => &share.tokens[1..],
+        };
+        let (progress, taken) = advance(task, logits, guesses);
+        let evaluated = slot.session.tokens().len();
+        slot.session.truncate(evaluated - (guesses.len() - taken));
         slot.view.n_decoded = task.generation.generated();
         match progress {
             Progress::Continues => {}
@@ -478,31 +514,44 @@ enum Progress {
     ClientGone,
 }
 
-/// Samples the slot's next token and sends its text.
-fn advance(task: &mut Task, logits: &[f32]) -> Progress {
-    let step = task.generation.step(logits);
-    task.summary.tokens_predicted = task.generation.generated();
-    // An event goes out for every token, even one whose text is held back, so that a client
-    // that has left is noticed at the next token.
-    let sent = step.token.is_none() && step.text.is_empty()
-        || task
-            .job
-            .events
-            .send(Event::Token {
-                text: step.text,
-                probs: step.probs,
-            })
-            .is_ok();
-    if !sent {
-        return Progress::ClientGone;
+/// Samples the slot's next tokens from `logits` (one row, or one after the last token and
+/// after each of its `guesses`) and sends their text; returns how many guesses were taken.
+fn advance(task: &mut Task, logits: &[f32], guesses: &[u32]) -> (Progress, usize) {
+    let (steps, taken) = task.generation.step_drafted(logits, guesses);
+    if let Some(speculation) = &mut task.speculation {
+        speculation.accepted(taken);
     }
-    let finished = match (step.finished, step.token) {
+    task.summary.tokens_predicted = task.generation.generated();
+    let mut last = None;
+    for step in steps {
+        // An event goes out for every token, even one whose text is held back, so that a
+        // client that has left is noticed at the next token.
+        let sent = step.token.is_none() && step.text.is_empty()
+            || task
+                .job
+                .events
+                .send(Event::Token {
+                    text: step.text,
+                    probs: step.probs,
+                })
+                .is_ok();
+        if !sent {
+            return (Progress::ClientGone, taken);
+        }
+        last = Some((step.finished, step.token));
+    }
+    let finished = match last.expect("a step per row read") {
         (None, Some(token)) => {
             task.next = Next::Token(token);
-            return Progress::Continues;
+            return (Progress::Continues, taken);
         }
         (finished, _) => finished,
     };
+    (finish(task, finished), taken)
+}
+
+/// The summary of a generation that ended, or why it failed.
+fn finish(task: &mut Task, finished: Option<Finish>) -> Progress {
     let summary = &mut task.summary;
     match finished {
         Some(Finish::StopString(word)) => {
@@ -514,12 +563,16 @@ fn advance(task: &mut Task, logits: &[f32]) -> Progress {
         Some(Finish::Failed(message)) => return Progress::Failed(message),
     }
     summary.predicted_ms = task.generation_start.elapsed().as_secs_f64() * 1e3;
+    summary.speculation = task.speculation.as_ref().map(|s| s.stats);
     Progress::Finished(summary.clone())
 }
 
 /// Frees the slot, returning the task it held.
 fn end_task<'e>(slot: &mut Slot<'e>, status: &Status) -> Option<Task<'e>> {
-    let task = slot.task.take()?;
+    let mut task = slot.task.take()?;
+    if let Some(draft) = task.speculation.take().and_then(Speculation::into_draft) {
+        slot.draft = Some(draft);
+    }
     slot.last_used = Instant::now();
     slot.view.is_processing = false;
     status.busy.fetch_sub(1, Ordering::SeqCst);
@@ -586,6 +639,7 @@ mod tests {
             ignore_eos: true,
             grammar: None,
             keep_on_shift: None,
+            speculation: None,
         }
     }
 
@@ -628,6 +682,7 @@ mod tests {
         let mut slots: Vec<Slot> = (0..3)
             .map(|id| Slot {
                 session: engine.session(256).unwrap(),
+                draft: None,
                 task: None,
                 last_used: Instant::now(),
                 view: SlotView {
@@ -652,25 +707,21 @@ mod tests {
         slots[2].task.as_mut().unwrap().next = Next::Token(42);
 
         let shares = plan_step(&mut slots, 16);
-        let summary: Vec<(usize, usize, bool)> = shares
+        let summary: Vec<(usize, usize, usize)> = shares
             .iter()
-            .map(|share| (share.slot, share.tokens.len(), share.wants_logits))
+            .map(|share| (share.slot, share.tokens.len(), share.logit_rows))
             .collect();
-        assert_eq!(
-            summary,
-            [(2, 1, true), (1, 5, true)],
-            "the long chunk waits"
-        );
+        assert_eq!(summary, [(2, 1, 1), (1, 5, 1)], "the long chunk waits");
         assert_eq!(shares[0].tokens, [42]);
 
         // Without a short prompt to finish, the long one takes what the budget leaves.
         slots[1].task = None;
         let shares = plan_step(&mut slots, 16);
-        let summary: Vec<(usize, usize, bool)> = shares
+        let summary: Vec<(usize, usize, usize)> = shares
             .iter()
-            .map(|share| (share.slot, share.tokens.len(), share.wants_logits))
+            .map(|share| (share.slot, share.tokens.len(), share.logit_rows))
             .collect();
-        assert_eq!(summary, [(2, 1, true), (0, 15, false)]);
+        assert_eq!(summary, [(2, 1, 1), (0, 15, 0)]);
 
         // With the budget spent by generating tokens, a prompt still moves by one token.
         let shares = plan_step(&mut slots[..1], 0);
@@ -696,7 +747,15 @@ mod tests {
         std::thread::scope(|scope| {
             let (engine, status) = (&engine, &status);
             scope.spawn(move || {
-                run_with(engine, sessions, 512, receiver, status, &poisoned_forward)
+                run_with(
+                    engine,
+                    sessions,
+                    Vec::new(),
+                    512,
+                    receiver,
+                    status,
+                    &poisoned_forward,
+                )
             });
             let before = submit(&jobs, status, vec![2, 10, 11, 12], greedy(8));
             let before = outcome(&before.0).expect("a healthy request");
