@@ -567,6 +567,56 @@ fn speculation_flags() {
     }
 }
 
+/// `-l/--logit-bias`, `--presence-penalty` and `--frequency-penalty`: a banned token never
+/// comes, the penalties change a greedy text that repeats itself, bad values are one line.
+#[test]
+fn logit_bias_and_penalty_flags() {
+    let file = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures/models/gemma2-synthetic-q4_k_m.gguf");
+    let model = file.to_str().unwrap();
+    let run = |extra: &[&str]| {
+        let mut args = vec!["-m", model, "-p", "Hello there", "-n", "24", "--temp", "0"];
+        args.extend_from_slice(extra);
+        let output = llmfile(&args);
+        let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
+        (
+            output.status.success(),
+            String::from_utf8_lossy(&output.stdout).into_owned(),
+            stderr,
+        )
+    };
+    let (ok, plain, stderr) = run(&[]);
+    assert!(ok, "{stderr}");
+    let ids_of = |text: &str| -> Vec<u32> {
+        let output = llmfile(&["tokenize", "-m", model, "-p", text]);
+        serde_json::from_slice(&output.stdout).unwrap()
+    };
+    let prompt_len = ids_of("Hello there").len();
+    let generated = ids_of(&plain)[prompt_len..].to_vec();
+    let first = generated[0].to_string();
+    let (ok, banned, stderr) = run(&["-l", &format!("{first}-inf")]);
+    assert!(ok, "{stderr}");
+    assert!(
+        !ids_of(&banned)[prompt_len..].contains(&generated[0]),
+        "{banned}"
+    );
+    for penalty in [["--presence-penalty", "5"], ["--frequency-penalty", "5"]] {
+        let (ok, penalized, stderr) = run(&penalty);
+        assert!(ok, "{stderr}");
+        assert_ne!(penalized, plain, "{penalty:?} changed nothing");
+    }
+    for (extra, says) in [
+        (&["-l", "99999999+1"][..], "outside the vocabulary"),
+        (&["-l", "15043"], "TOKEN_ID(+/-)BIAS"),
+        (&["-l", "15043+x"], "not a number"),
+    ] {
+        let (ok, _, stderr) = run(extra);
+        assert!(!ok, "{extra:?} succeeded");
+        assert!(stderr.contains(says), "{extra:?}: {stderr}");
+        assert_eq!(stderr.trim_end().lines().count(), 1, "{extra:?}: {stderr}");
+    }
+}
+
 /// Flags llama.cpp users type: accepted and meaning what they say, or one clear line.
 #[test]
 fn llama_cpp_flags_people_type() {

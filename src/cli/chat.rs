@@ -85,7 +85,7 @@ pub(super) fn run(args: RunArgs) -> Result<()> {
         let prompt = fitted.tokens;
         let room = n_ctx - prompt.len();
         let limits = Limits {
-            sampling: (&args.sampling).into(),
+            sampling: args.sampling.params(&engine)?,
             n_predict: usize::try_from(args.n_predict).map_or(room, |n| n.min(room)),
             stop: template.stop_strings(),
             ignore_eos: false,

@@ -48,7 +48,7 @@ pub(super) fn run(args: RunArgs) -> Result<()> {
     };
     let keep = keep_on_shift(args.keep, &prompt_tokens, tokenizer.add_bos());
     let limits = Limits {
-        sampling: (&args.sampling).into(),
+        sampling: args.sampling.params(&engine)?,
         n_predict,
         stop: Vec::new(),
         ignore_eos: false,

@@ -318,6 +318,25 @@ struct SamplingArgs {
     /// How many recent tokens the repeat penalty considers.
     #[arg(long = "repeat-last-n", default_value_t = 64)]
     repeat_last_n: usize,
+    /// Subtracted from a recent token's logit per time it occurred (0.0: off).
+    #[arg(
+        long = "frequency-penalty",
+        default_value_t = 0.0,
+        allow_negative_numbers = true
+    )]
+    frequency_penalty: f32,
+    /// Subtracted once from the logit of a token that occurred recently (0.0: off).
+    #[arg(
+        long = "presence-penalty",
+        default_value_t = 0.0,
+        allow_negative_numbers = true
+    )]
+    presence_penalty: f32,
+    /// TOKEN_ID(+/-)BIAS added to a token's logit, e.g. 15043+1 or 15043-inf to ban it;
+    /// repeat the flag for several tokens.
+    #[arg(short = 'l', long = "logit-bias", value_name = "TOKEN_ID(+/-)BIAS",
+          value_parser = parse_logit_bias)]
+    logit_bias: Vec<(u32, f32)>,
     /// Random seed.
     #[arg(short = 's', long = "seed", default_value_t = 0xFFFF_FFFF)]
     seed: u64,
@@ -362,23 +381,54 @@ impl SamplingArgs {
     }
 }
 
+/// llama.cpp's `--logit-bias 15043+1` / `15043-inf`.
+fn parse_logit_bias(text: &str) -> Result<(u32, f32), String> {
+    let split = text
+        .find(['+', '-'])
+        .ok_or_else(|| format!("{text:?} is not TOKEN_ID(+/-)BIAS, such as 15043+1"))?;
+    let (id, bias) = text.split_at(split);
+    let id = id
+        .parse()
+        .map_err(|_| format!("{id:?} in {text:?} is not a token id"))?;
+    let bias: f32 = bias
+        .parse()
+        .map_err(|_| format!("{bias:?} in {text:?} is not a number"))?;
+    if bias.is_nan() {
+        return Err(format!("the bias in {text:?} is not a number"));
+    }
+    Ok((id, bias))
+}
+
 fn schema_grammar(schema: &str, flag: &str) -> Result<String> {
     let schema: serde_json::Value = serde_json::from_str(schema)
         .with_context(|| format!("{flag}: the schema is not valid JSON"))?;
     json_schema::schema_to_gbnf(&schema).with_context(|| format!("{flag}: cannot use the schema"))
 }
 
-impl From<&SamplingArgs> for SamplingParams {
-    fn from(args: &SamplingArgs) -> SamplingParams {
-        SamplingParams {
+impl SamplingArgs {
+    /// The sampling settings, with `-l` checked against the model's vocabulary.
+    fn params(&self, engine: &Engine) -> Result<SamplingParams> {
+        let n_vocab = engine.tokenizer().n_vocab();
+        if let Some((id, _)) = self
+            .logit_bias
+            .iter()
+            .find(|(id, _)| *id as usize >= n_vocab)
+        {
+            bail!("--logit-bias: token id {id} is outside the vocabulary of {n_vocab}");
+        }
+        let args = self;
+        Ok(SamplingParams {
             temperature: args.temp,
             top_k: args.top_k,
             top_p: args.top_p,
             min_p: args.min_p,
             repeat_penalty: args.repeat_penalty,
             repeat_last_n: args.repeat_last_n,
+            frequency_penalty: args.frequency_penalty,
+            presence_penalty: args.presence_penalty,
+            logit_bias: args.logit_bias.clone(),
             seed: args.seed,
-        }
+        })
     }
 }
 

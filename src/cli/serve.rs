@@ -17,7 +17,7 @@ pub(super) fn run(args: RunArgs) -> Result<()> {
         port: serve.port,
         slots: serve.parallel,
         n_ctx: context_size(args.ctx_size, engine.model().hparams.context_length),
-        sampling: (&args.sampling).into(),
+        sampling: args.sampling.params(&engine)?,
         grammar,
         context_shift: args.context_shift,
         n_predict: args.n_predict,

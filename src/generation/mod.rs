@@ -57,16 +57,31 @@ pub struct Step {
     pub finished: Option<Finish>,
 }
 
+/// The chosen token and the likeliest ones, with their probabilities before sampling (the
+/// softmax of the raw logits), in llama.cpp's `completion_probabilities` shape; the ids, bytes
+/// and log-probabilities are for OpenAI's `logprobs`.
 #[derive(Debug, Clone, Serialize)]
 pub struct TokenProbs {
     pub content: String,
     pub probs: Vec<Candidate>,
+    #[serde(skip)]
+    pub id: u32,
+    #[serde(skip)]
+    pub bytes: Vec<u8>,
+    #[serde(skip)]
+    pub logprob: f32,
 }
 
 #[derive(Debug, Clone, Serialize)]
 pub struct Candidate {
     pub tok_str: String,
     pub prob: f32,
+    #[serde(skip)]
+    pub id: u32,
+    #[serde(skip)]
+    pub bytes: Vec<u8>,
+    #[serde(skip)]
+    pub logprob: f32,
 }
 
 pub struct Generation<'t> {
@@ -203,10 +218,11 @@ impl<'t> Generation<'t> {
     }
 }
 
-/// The `n` most likely tokens after the softmax of the raw logits, and the chosen token's text.
+/// The `n` most likely tokens after the softmax of the raw logits, and the chosen token.
 fn top_probs(logits: &[f32], chosen: u32, n: usize, tokenizer: &Tokenizer) -> TokenProbs {
     let max = logits.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-    let sum: f32 = logits.iter().map(|&l| (l - max).exp()).sum();
+    let log_sum = logits.iter().map(|&l| (l - max).exp()).sum::<f32>().ln();
+    let logprob = |id: u32| logits[id as usize] - max - log_sum;
     let mut order: Vec<u32> = (0..logits.len() as u32).collect();
     let n = n.min(order.len());
     order.select_nth_unstable_by(n.saturating_sub(1), |&a, &b| {
@@ -214,16 +230,23 @@ fn top_probs(logits: &[f32], chosen: u32, n: usize, tokenizer: &Tokenizer) -> To
     });
     order.truncate(n);
     order.sort_by(|&a, &b| logits[b as usize].total_cmp(&logits[a as usize]));
-    let piece = |id: u32| String::from_utf8_lossy(tokenizer.token_to_piece(id, true)).into_owned();
+    let bytes = |id: u32| tokenizer.token_to_piece(id, true).to_vec();
+    let text = |id: u32| String::from_utf8_lossy(tokenizer.token_to_piece(id, true)).into_owned();
     TokenProbs {
-        content: piece(chosen),
+        content: text(chosen),
         probs: order
             .into_iter()
             .map(|id| Candidate {
-                tok_str: piece(id),
-                prob: (logits[id as usize] - max).exp() / sum,
+                tok_str: text(id),
+                prob: logprob(id).exp(),
+                id,
+                bytes: bytes(id),
+                logprob: logprob(id),
             })
             .collect(),
+        id: chosen,
+        bytes: bytes(chosen),
+        logprob: logprob(chosen),
     }
 }
 

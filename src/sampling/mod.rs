@@ -1,5 +1,6 @@
-//! Choosing the next token from logits, in llama.cpp's order: repeat penalty, top-k, top-p,
-//! min-p, temperature, then a draw from a seeded generator (or argmax at temperature 0).
+//! Choosing the next token from logits, in llama.cpp's order: logit bias, penalties (repeat,
+//! frequency, presence), top-k, top-p, min-p, temperature, then a draw from a seeded generator
+//! (or argmax at temperature 0).
 
 use std::collections::VecDeque;
 
@@ -13,8 +14,14 @@ pub struct SamplingParams {
     pub min_p: f32,
     /// 1.0 is off.
     pub repeat_penalty: f32,
-    /// How many of the latest tokens the penalty looks at.
+    /// How many of the latest tokens the penalties look at.
     pub repeat_last_n: usize,
+    /// Subtracted from a seen token's logit once per time it was seen (0.0 is off).
+    pub frequency_penalty: f32,
+    /// Subtracted from a seen token's logit once, however often it was seen (0.0 is off).
+    pub presence_penalty: f32,
+    /// Added to these tokens' logits before anything else; -inf bans a token.
+    pub logit_bias: Vec<(u32, f32)>,
     pub seed: u64,
 }
 
@@ -28,6 +35,9 @@ impl Default for SamplingParams {
             min_p: 0.05,
             repeat_penalty: 1.0,
             repeat_last_n: 64,
+            frequency_penalty: 0.0,
+            presence_penalty: 0.0,
+            logit_bias: Vec::new(),
             seed: 0xFFFF_FFFF,
         }
     }
@@ -79,7 +89,12 @@ impl Sampler {
         constraint: &mut C,
     ) -> Result<Option<u32>, C::Error> {
         let mut logits = logits.to_vec();
-        self.apply_repeat_penalty(&mut logits);
+        for &(id, bias) in &self.params.logit_bias {
+            if let Some(logit) = logits.get_mut(id as usize) {
+                *logit += bias;
+            }
+        }
+        self.apply_penalties(&mut logits);
         if self.params.temperature <= 0.0 {
             let best = argmax(&logits);
             if constraint.allows(best)? {
@@ -127,24 +142,32 @@ impl Sampler {
         Ok(candidates.last().map(|c| c.0))
     }
 
-    /// Divides positive logits and multiplies negative ones, as llama.cpp does, so a repeated
-    /// token always becomes less likely.
-    fn apply_repeat_penalty(&self, logits: &mut [f32]) {
-        let penalty = self.params.repeat_penalty;
-        if penalty == 1.0 {
+    /// The penalties on recent tokens, as llama.cpp's penalties sampler: the repeat penalty
+    /// divides positive logits and multiplies negative ones (so a repeated token always
+    /// becomes less likely), then the frequency penalty is taken once per occurrence and the
+    /// presence penalty once.
+    fn apply_penalties(&self, logits: &mut [f32]) {
+        let SamplingParams {
+            repeat_penalty,
+            frequency_penalty,
+            presence_penalty,
+            ..
+        } = self.params;
+        if repeat_penalty == 1.0 && frequency_penalty == 0.0 && presence_penalty == 0.0 {
             return;
         }
         let mut seen: Vec<u32> = self.recent.iter().copied().collect();
         seen.sort_unstable();
-        seen.dedup();
-        for id in seen {
-            if let Some(logit) = logits.get_mut(id as usize) {
-                *logit = if *logit > 0.0 {
-                    *logit / penalty
-                } else {
-                    *logit * penalty
-                };
-            }
+        for run in seen.chunk_by(|a, b| a == b) {
+            let Some(logit) = logits.get_mut(run[0] as usize) else {
+                continue;
+            };
+            *logit = if *logit > 0.0 {
+                *logit / repeat_penalty
+            } else {
+                *logit * repeat_penalty
+            };
+            *logit -= run.len() as f32 * frequency_penalty + presence_penalty;
         }
     }
 }
@@ -395,6 +418,53 @@ mod tests {
         sampler.accept(0);
         sampler.accept(1);
         assert_eq!(sampler.sample(&[3.0, 2.0]), 0, "token 0 left the window");
+    }
+
+    #[test]
+    fn frequency_and_presence_penalties_count_occurrences() {
+        let sampler = |frequency_penalty, presence_penalty| {
+            let mut sampler = Sampler::new(SamplingParams {
+                frequency_penalty,
+                presence_penalty,
+                ..params(0.0)
+            });
+            [0, 0, 0, 1].into_iter().for_each(|t| sampler.accept(t));
+            sampler
+        };
+        // Token 0 seen three times, token 1 once, token 2 never.
+        let logits = [5.0, 4.5, 3.9];
+        assert_eq!(sampler(0.0, 0.0).sample(&logits), 0);
+        assert_eq!(sampler(0.3, 0.0).sample(&logits), 1, "5 - 0.9 < 4.5 - 0.3");
+        assert_eq!(
+            sampler(0.0, 1.2).sample(&logits),
+            2,
+            "both seen tokens lose 1.2"
+        );
+        assert_eq!(
+            sampler(-1.0, 0.0).sample(&[4.0, 4.5, 3.9]),
+            0,
+            "a negative penalty rewards"
+        );
+    }
+
+    #[test]
+    fn logit_bias_moves_and_bans_tokens() {
+        let mut sampler = Sampler::new(SamplingParams {
+            logit_bias: vec![(0, f32::NEG_INFINITY), (2, 1.5), (99, 5.0)],
+            ..params(0.0)
+        });
+        assert_eq!(
+            sampler.sample(&[9.0, 2.0, 1.0]),
+            2,
+            "0 banned, 2 raised past 1"
+        );
+        let mut sampler = Sampler::new(SamplingParams {
+            logit_bias: vec![(1, f32::NEG_INFINITY)],
+            ..params(1.0)
+        });
+        for _ in 0..200 {
+            assert_ne!(sampler.sample(&[1.0, 1.0, 1.0]), 1);
+        }
     }
 
     /// Top-p by growing batches keeps exactly what sorting everything and cutting keeps, for

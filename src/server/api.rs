@@ -319,7 +319,14 @@ impl Shared<'_> {
         let mut stop = fields.strings("stop")?;
         stop.extend(format_stops);
         let settings = Settings {
-            sampling: fields.sampling(&self.config.sampling, n_ctx)?,
+            sampling: SamplingParams {
+                logit_bias: [
+                    self.config.sampling.logit_bias.clone(),
+                    fields.logit_bias(self.tokenizer)?,
+                ]
+                .concat(),
+                ..fields.sampling(&self.config.sampling, n_ctx)?
+            },
             n_predict,
             stop,
             n_probs: fields.i64_in("n_probs", 0..=MAX_N_PROBS)?.unwrap_or(0) as usize,

@@ -5,6 +5,7 @@ use super::http::ApiError;
 use crate::grammar::{json_schema, Grammar};
 use crate::sampling::SamplingParams;
 use crate::speculative;
+use crate::tokenizer::Tokenizer;
 use serde_json::{Map, Value};
 use std::sync::Arc;
 
@@ -141,6 +142,12 @@ impl Fields {
         if let Some(n) = self.i64_in("repeat_last_n", -1..=i64::from(u32::MAX))? {
             params.repeat_last_n = usize::try_from(n).map_or(n_ctx, |n| n.min(n_ctx));
         }
+        if let Some(p) = self.f32_in("frequency_penalty", -100.0..=100.0)? {
+            params.frequency_penalty = p;
+        }
+        if let Some(p) = self.f32_in("presence_penalty", -100.0..=100.0)? {
+            params.presence_penalty = p;
+        }
         if let Some(seed) = self.i64_in("seed", -1..=i64::from(u32::MAX))? {
             params.seed = u64::try_from(seed).unwrap_or_else(|_| random_seed());
         }
@@ -149,6 +156,61 @@ impl Fields {
 }
 
 impl Fields {
+    /// `logit_bias` in OpenAI's shape (`{"15043": -100}`) or llama.cpp's (`[[15043, 1.5],
+    /// [15043, false], ["Hello", -1]]`): a bias, or false to ban; a text key or first item
+    /// biases each of its tokens, as llama-server does.
+    pub fn logit_bias(&self, tokenizer: &Tokenizer) -> Result<Vec<(u32, f32)>, ApiError> {
+        const KEY: &str = "logit_bias";
+        let pairs: Vec<(Value, &Value)> = match self.get(KEY) {
+            None => return Ok(Vec::new()),
+            // OpenAI's keys are token ids written as strings.
+            Some(Value::Object(map)) => map
+                .iter()
+                .map(|(key, bias)| match key.parse::<u64>() {
+                    Ok(id) => (Value::from(id), bias),
+                    Err(_) => (Value::from(key.as_str()), bias),
+                })
+                .collect(),
+            Some(Value::Array(items)) => items
+                .iter()
+                .map(|item| match item.as_array().map(Vec::as_slice) {
+                    Some([token, bias]) => Ok((token.clone(), bias)),
+                    _ => Err(wrong_type(KEY, "an array of [token, bias] pairs", item)),
+                })
+                .collect::<Result<_, _>>()?,
+            Some(other) => return Err(wrong_type(KEY, "an object or an array of pairs", other)),
+        };
+        let n_vocab = tokenizer.n_vocab();
+        let mut biases = Vec::new();
+        for (token, bias) in pairs {
+            let bias = match bias {
+                Value::Bool(false) => f32::NEG_INFINITY,
+                value => value
+                    .as_f64()
+                    .map(|b| b as f32)
+                    .filter(|b| b.is_finite())
+                    .ok_or_else(|| wrong_type(KEY, "a number or false as each bias", value))?,
+            };
+            let ids = match &token {
+                Value::Number(number) => vec![number
+                    .as_u64()
+                    .and_then(|id| u32::try_from(id).ok())
+                    .ok_or_else(|| wrong_type(KEY, "token ids", &token))?],
+                Value::String(text) => tokenizer
+                    .encode(text, false, false)
+                    .map_err(|e| ApiError::bad_request(format!("{KEY}: {e}")))?,
+                other => return Err(wrong_type(KEY, "token ids or texts", other)),
+            };
+            if let Some(id) = ids.iter().find(|&&id| id as usize >= n_vocab) {
+                return Err(ApiError::bad_request(format!(
+                    "{KEY}: token id {id} is outside the vocabulary of {n_vocab}"
+                )));
+            }
+            biases.extend(ids.into_iter().map(|id| (id, bias)));
+        }
+        Ok(biases)
+    }
+
     /// The constraint on the output: llama.cpp's `grammar` (GBNF) or `json_schema`, or
     /// OpenAI's `response_format`. Asking for more than one is an error, as no one output
     /// could be meant.
@@ -352,5 +414,42 @@ mod tests {
         assert_eq!(params.top_p, defaults.top_p);
         let random = fields(r#"{"seed": -1}"#).sampling(&defaults, 512).unwrap();
         assert_ne!(random.seed, defaults.seed);
+    }
+
+    #[test]
+    fn logit_bias_in_openais_and_llama_cpps_shapes() {
+        let engine = crate::test_models::synthetic_engine();
+        let tokenizer = engine.tokenizer();
+        let hello = tokenizer.encode("Hello", false, false).unwrap();
+        let bias = |json: &str| fields(json).logit_bias(tokenizer);
+        assert_eq!(
+            bias(r#"{"logit_bias": {"5": -100, "7": 2.5}}"#).unwrap(),
+            [(5, -100.0), (7, 2.5)]
+        );
+        assert_eq!(
+            bias(r#"{"logit_bias": [[5, false], [7, 1]]}"#).unwrap(),
+            [(5, f32::NEG_INFINITY), (7, 1.0)]
+        );
+        let by_text = bias(r#"{"logit_bias": [["Hello", -1]]}"#).unwrap();
+        assert_eq!(
+            by_text,
+            hello.iter().map(|&id| (id, -1.0)).collect::<Vec<_>>()
+        );
+        assert_eq!(bias(r#"{"logit_bias": {"Hello": -1}}"#).unwrap(), by_text);
+        assert!(bias("{}").unwrap().is_empty());
+        for (json, says) in [
+            (
+                r#"{"logit_bias": {"999999999": 1}}"#,
+                "outside the vocabulary",
+            ),
+            (r#"{"logit_bias": [[5]]}"#, "[token, bias] pairs"),
+            (r#"{"logit_bias": [[5, "x"]]}"#, "a number or false"),
+            (r#"{"logit_bias": [[-5, 1]]}"#, "token ids"),
+            (r#"{"logit_bias": 3}"#, "an object or an array"),
+        ] {
+            let error = bias(json).unwrap_err();
+            assert_eq!(error.status, 400);
+            assert!(error.message.contains(says), "{json}: {}", error.message);
+        }
     }
 }
