@@ -277,6 +277,7 @@ impl Shared<'_> {
         n_predict_keys: &[&str],
         format_stops: Vec<String>,
     ) -> Result<Prepared, ApiError> {
+        fields.refuse_unhonoured()?;
         let n_ctx = self.config.n_ctx;
         if prompt.is_empty() {
             return Err(ApiError::bad_request(

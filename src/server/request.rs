@@ -155,7 +155,64 @@ impl Fields {
     }
 }
 
+/// Fields of OpenAI's and llama.cpp's generation requests that would change the output and
+/// that this server does not honour, each with the value that changes nothing (which is
+/// accepted). Anything else here is refused by name rather than silently ignored.
+const UNHONOURED: &[(&str, Neutral)] = &[
+    ("echo", Neutral::False),
+    ("best_of", Neutral::One),
+    ("functions", Neutral::Absent),
+    ("function_call", Neutral::Absent),
+    ("audio", Neutral::Absent),
+    ("prediction", Neutral::Absent),
+    ("mirostat", Neutral::Zero),
+    ("typical_p", Neutral::One),
+    ("tfs_z", Neutral::One),
+    ("top_n_sigma", Neutral::NotPositive),
+    ("xtc_probability", Neutral::Zero),
+    ("dry_multiplier", Neutral::Zero),
+    ("dynatemp_range", Neutral::Zero),
+    ("post_sampling_probs", Neutral::False),
+    ("samplers", Neutral::Absent),
+    ("lora", Neutral::Absent),
+];
+
+#[derive(Clone, Copy)]
+enum Neutral {
+    Absent,
+    False,
+    Zero,
+    One,
+    NotPositive,
+}
+
+impl Neutral {
+    fn holds(self, value: &Value) -> bool {
+        match self {
+            Neutral::Absent => false,
+            Neutral::False => value == &Value::Bool(false),
+            Neutral::Zero => value.as_f64() == Some(0.0),
+            Neutral::One => value.as_f64() == Some(1.0),
+            Neutral::NotPositive => value.as_f64().is_some_and(|x| x <= 0.0),
+        }
+    }
+}
+
 impl Fields {
+    /// Refuses a request that asks for something this server does not do (see `UNHONOURED`).
+    pub fn refuse_unhonoured(&self) -> Result<(), ApiError> {
+        for (key, neutral) in UNHONOURED {
+            if let Some(value) = self.get(key) {
+                if !neutral.holds(value) {
+                    return Err(ApiError::bad_request(format!(
+                        "{key} is not supported by this server (got {value}); leave it out"
+                    )));
+                }
+            }
+        }
+        Ok(())
+    }
+
     /// `logit_bias` in OpenAI's shape (`{"15043": -100}`) or llama.cpp's (`[[15043, 1.5],
     /// [15043, false], ["Hello", -1]]`): a bias, or false to ban; a text key or first item
     /// biases each of its tokens, as llama-server does.
@@ -450,6 +507,27 @@ mod tests {
             let error = bias(json).unwrap_err();
             assert_eq!(error.status, 400);
             assert!(error.message.contains(says), "{json}: {}", error.message);
+        }
+    }
+
+    #[test]
+    fn fields_that_would_change_the_output_unhonoured_are_refused_by_name() {
+        assert!(fields(
+            r#"{"echo": false, "best_of": 1, "typical_p": 1.0, "mirostat": 0, "user": "u"}"#
+        )
+        .refuse_unhonoured()
+        .is_ok());
+        for json in [
+            r#"{"echo": true}"#,
+            r#"{"best_of": 3}"#,
+            r#"{"mirostat": 2}"#,
+            r#"{"typical_p": 0.5}"#,
+            r#"{"functions": []}"#,
+            r#"{"dry_multiplier": 0.8}"#,
+        ] {
+            let error = fields(json).refuse_unhonoured().unwrap_err();
+            let key = json.split('"').nth(1).unwrap();
+            assert!(error.message.starts_with(key), "{json}: {}", error.message);
         }
     }
 }
