@@ -25,6 +25,7 @@ pub(super) fn run(args: RunArgs) -> Result<()> {
         batch_size: serve.batch_size,
         ubatch_size: serve.ubatch_size,
         slots_endpoint: serve.slots,
+        metrics_endpoint: serve.metrics,
     };
     server::serve(&engine, &config)?;
     Ok(())

@@ -3,7 +3,7 @@
 use super::http::{ApiError, Client, EventStream, Request};
 use super::request::Fields;
 use super::scheduler::{Event, Job, Settings, Status, Summary, TokenProbs};
-use super::{assets, openai, ModelInfo, ServerConfig};
+use super::{assets, metrics, openai, ModelInfo, ServerConfig};
 use crate::chat_format::Message;
 use crate::chat_template::{
     ChatTemplate, Fitted, TemplateError, TemplateTokens, BUILT_IN, DEFAULT_RESERVE,
@@ -43,6 +43,8 @@ pub type WriteEvents<'r> = Box<dyn FnOnce(&mut EventStream) -> std::io::Result<(
 pub enum Reply<'r> {
     Json(Value),
     Asset(&'static str, &'static [u8]),
+    /// A body that is not JSON, and its content type.
+    Text(&'static str, String),
     /// A CORS preflight: the headers every reply carries are the whole answer.
     Preflight,
     /// Server-sent events, written as the tokens come.
@@ -53,6 +55,9 @@ pub fn handle(shared: &Shared, request: &mut Request) {
     match route(shared, request) {
         Ok(Reply::Json(body)) => request.respond_json(200, &body),
         Ok(Reply::Asset(content_type, bytes)) => request.respond(200, content_type, bytes),
+        Ok(Reply::Text(content_type, body)) => {
+            request.respond(200, content_type, body.as_bytes())
+        }
         Ok(Reply::Preflight) => request.respond(204, "text/plain", &[]),
         Ok(Reply::Stream(write_events)) => {
             // An error here means the client left; returning drops the receiver, which tells
@@ -104,10 +109,11 @@ use Handler::{Get, Post};
 
 /// Every endpoint of the API. The page's files are served beside them, public, by
 /// [`assets::find`].
-const ROUTES: [Route; 10] = [
+const ROUTES: [Route; 11] = [
     Route(&["/health"], Get(health), Public),
     Route(&["/props"], Get(props), Keyed),
     Route(&["/slots"], Get(slots), Keyed),
+    Route(&["/metrics"], Get(export_metrics), Keyed),
     Route(&["/models", "/v1/models"], Get(openai::models), Keyed),
     Route(&["/completion", "/completions"], Post(completion), Keyed),
     Route(&["/tokenize"], Post(tokenize), Keyed),
@@ -230,6 +236,25 @@ fn slots<'r>(shared: &'r Shared) -> Result<Reply<'r>, ApiError> {
         .map_err(|_| model_stopped())?
         .clone();
     Ok(Reply::Json(json!(views)))
+}
+
+/// llama-server's `GET /metrics`, when `--metrics` allows it.
+fn export_metrics<'r>(shared: &'r Shared) -> Result<Reply<'r>, ApiError> {
+    if !shared.config.metrics_endpoint {
+        return Err(ApiError::new(
+            501,
+            "this server does not export metrics; start it with --metrics",
+        ));
+    }
+    let status = shared.status;
+    let slots = status.slots.lock().map_err(|_| model_stopped())?.clone();
+    let now = metrics::Now {
+        slots: &slots,
+        processing: status.busy.load(Ordering::SeqCst),
+        deferred: status.queued.load(Ordering::SeqCst),
+    };
+    let text = metrics::render(&status.metrics.scrape(), &now);
+    Ok(Reply::Text(metrics::CONTENT_TYPE, text))
 }
 
 /// Also what a client is told when its generation ends without a result: the scheduler is gone.

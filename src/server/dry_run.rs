@@ -101,7 +101,7 @@ fn finish(reply: Reply) -> Option<Value> {
             stream.end().expect("a sink takes the end");
             None
         }
-        Reply::Asset(..) | Reply::Preflight => {
+        Reply::Asset(..) | Reply::Text(..) | Reply::Preflight => {
             unreachable!("POST endpoints answer with JSON or a stream")
         }
     }
@@ -138,6 +138,7 @@ mod tests {
             batch_size: 2048,
             ubatch_size: 512,
             slots_endpoint: false,
+            metrics_endpoint: false,
         }
     }
 

@@ -12,6 +12,7 @@ mod assets;
 #[doc(hidden)]
 pub mod dry_run;
 mod http;
+mod metrics;
 mod openai;
 mod request;
 mod scheduler;
@@ -85,6 +86,8 @@ pub struct ServerConfig {
     pub ubatch_size: usize,
     /// Whether `GET /slots` answers (`--slots`).
     pub slots_endpoint: bool,
+    /// Whether `GET /metrics` answers (`--metrics`).
+    pub metrics_endpoint: bool,
 }
 
 /// Serves until the process ends. Prints the address it listens on to stdout, and opens it in
