@@ -779,8 +779,9 @@ fn bad_input_gets_a_4xx_json_error_and_the_server_keeps_serving() {
 }
 
 /// Every API endpoint as the server lists it, with a request it accepts.
-const API_REQUESTS: [(&str, &str, &str); 10] = [
+const API_REQUESTS: [(&str, &str, &str); 11] = [
     ("GET", "/props", ""),
+    ("GET", "/metrics", ""),
     ("POST", "/completion", r#"{"prompt": "Hi", "n_predict": 2}"#),
     (
         "POST",
@@ -812,7 +813,7 @@ const API_REQUESTS: [(&str, &str, &str); 10] = [
 /// since a browser sends no Authorization header with them.
 #[test]
 fn api_key_guards_every_api_endpoint_but_not_the_page() {
-    let server = Server::start(&synthetic_model(), &["--api-key", "sesame"]);
+    let server = Server::start(&synthetic_model(), &["--api-key", "sesame", "--metrics"]);
     for path in ["/health", "/", "/index.html", "/app.js", "/style.css"] {
         assert_eq!(server.get(path).status, 200, "{path}");
     }
@@ -846,6 +847,143 @@ fn api_key_guards_every_api_endpoint_but_not_the_page() {
         .as_str()
         .unwrap()
         .contains("Authorization: Bearer"));
+    // Without the key, an unknown path is refused like a known one: nothing tells which exist.
+    assert_eq!(server.get("/nowhere").status, 401);
+    let keyed = [("Authorization", "Bearer sesame")];
+    assert_eq!(server.request("GET", "/nowhere", &keyed, b"").status, 404);
+}
+
+/// Every route the server has, and a path it does not: each wrong method is a 405 that names
+/// the method and the one the path takes, each unknown path a 404.
+#[test]
+fn unknown_paths_are_404_and_wrong_methods_405() {
+    let server = Server::start(&synthetic_model(), &["--metrics", "--slots"]);
+    let cases = [
+        ("GET", "/v1/embeddings", 404, ""),
+        ("POST", "/api/chat", 404, ""),
+        ("GET", "/metricsx", 404, ""),
+        ("POST", "/metrics", 405, "only GET"),
+        ("PUT", "/slots", 405, "only GET"),
+        ("DELETE", "/props", 405, "only GET"),
+        ("POST", "/health", 405, "only GET"),
+        ("POST", "/v1/models", 405, "only GET"),
+        ("GET", "/tokenize", 405, "only POST"),
+        ("GET", "/apply-template", 405, "only POST"),
+        ("PATCH", "/v1/chat/completions", 405, "only POST"),
+        ("GET", "/v1/completions", 405, "only POST"),
+        ("POST", "/index.html", 405, "only GET"),
+    ];
+    for (method, path, status, allowed) in cases {
+        let reply = server.request(method, path, &[], b"{}");
+        assert_eq!(reply.status, status, "{method} {path}: {}", reply.text());
+        let error = &reply.json()["error"];
+        assert_eq!(error["code"], status);
+        let message = error["message"].as_str().unwrap();
+        assert!(message.contains(path), "{method} {path}: {message}");
+        if status == 405 {
+            assert!(message.contains(method), "{method} {path}: {message}");
+            assert!(message.contains(allowed), "{method} {path}: {message}");
+        }
+    }
+    assert_eq!(server.get("/health").json()["status"], "ok");
+}
+
+/// Prometheus's text exposition format as a scraper reads it: every sample is `name value` or
+/// `name{labels} value`, under a HELP and a TYPE line of its own name. The samples by name.
+fn parse_metrics(text: &str) -> std::collections::BTreeMap<String, f64> {
+    let mut described = std::collections::BTreeMap::<String, (bool, bool)>::new();
+    let mut samples = std::collections::BTreeMap::new();
+    for line in text.lines() {
+        let comment = |prefix: &str| line.strip_prefix(prefix).map(|rest| rest.split(' '));
+        if let Some(mut help) = comment("# HELP ") {
+            let name = help.next().unwrap().to_string();
+            assert!(help.next().is_some_and(|word| !word.is_empty()), "{line}");
+            described.entry(name).or_default().0 = true;
+        } else if let Some(mut kind) = comment("# TYPE ") {
+            let name = kind.next().unwrap().to_string();
+            let kind = kind.next();
+            assert!(matches!(kind, Some("counter" | "gauge")), "{line}");
+            described.entry(name).or_default().1 = true;
+        } else if !line.starts_with('#') {
+            let (series, value) = line.rsplit_once(' ').unwrap_or_else(|| panic!("{line}"));
+            let name = match series.split_once('{') {
+                Some((name, labels)) => {
+                    assert!(labels.ends_with('}'), "{line}");
+                    name
+                }
+                None => series,
+            };
+            let valid = name.chars().enumerate().all(|(i, c)| {
+                c.is_ascii_alphabetic() || c == '_' || c == ':' || (i > 0 && c.is_ascii_digit())
+            });
+            assert!(valid && !name.is_empty(), "{line}");
+            let value: f64 = value.parse().unwrap_or_else(|_| panic!("{line}"));
+            assert!(value.is_finite(), "{line}");
+            samples.insert(name.to_string(), value);
+        }
+    }
+    for name in samples.keys() {
+        assert_eq!(described.get(name), Some(&(true, true)), "{name}: {text}");
+    }
+    samples
+}
+
+#[test]
+fn metrics_count_what_the_completions_report_and_only_with_the_flag() {
+    let without = Server::start(&synthetic_model(), &[]);
+    let refused = without.get("/metrics");
+    assert_eq!(refused.status, 501, "{}", refused.text());
+    let message = &refused.json()["error"]["message"];
+    assert!(message.as_str().unwrap().contains("--metrics"), "{message}");
+
+    let server = Server::start(&synthetic_model(), &["--metrics", "-np", "2"]);
+    let before = server.get("/metrics");
+    assert_eq!(before.status, 200, "{}", before.text());
+    assert_eq!(parse_metrics(&before.text())["llamacpp:prompt_tokens_total"], 0.0);
+    let complete = |prompt: &str, n_predict: i64| {
+        let mut body = greedy(prompt, n_predict);
+        body["ignore_eos"] = json!(true);
+        server.post_ok("/completion", &body)
+    };
+    let first = complete("Counting tokens", 5);
+    // Its prompt starts with the first, whose slot's cache holds that part: only the rest is
+    // evaluated, and only that is counted.
+    let second = complete("Counting tokens again", 3);
+    assert!(second["tokens_cached"].as_u64().unwrap() > 0, "{second}");
+    let reply = server.get("/metrics");
+    assert_eq!(reply.status, 200, "{}", reply.text());
+    assert!(
+        reply
+            .header("Content-Type")
+            .is_some_and(|t| t.starts_with("text/plain; version=0.0.4")),
+        "{:?}",
+        reply.headers
+    );
+    let metrics = parse_metrics(&reply.text());
+    let total = |field: &str| {
+        [&first, &second]
+            .iter()
+            .map(|reply| reply["timings"][field].as_f64().unwrap())
+            .sum::<f64>()
+    };
+    assert_eq!(metrics["llamacpp:prompt_tokens_total"], total("prompt_n"));
+    assert_eq!(metrics["llamacpp:tokens_predicted_total"], total("predicted_n"));
+    assert_eq!(total("predicted_n"), 8.0);
+    for name in [
+        "prompt_seconds_total",
+        "tokens_predicted_seconds_total",
+        "prompt_tokens_seconds",
+        "predicted_tokens_seconds",
+        "kv_cache_usage_ratio",
+        "kv_cache_tokens",
+    ] {
+        assert!(metrics[&format!("llamacpp:{name}")] > 0.0, "{name}");
+    }
+    assert!(metrics["llamacpp:n_decode_total"] >= 8.0);
+    assert_eq!(metrics["llamacpp:n_busy_slots_per_decode"], 1.0);
+    assert_eq!(metrics["llamacpp:requests_processing"], 0.0);
+    assert_eq!(metrics["llamacpp:requests_deferred"], 0.0);
+    assert!(metrics["llamacpp:kv_cache_usage_ratio"] < 1.0);
 }
 
 /// Opens a streaming completion and leaves it unread.

@@ -85,6 +85,7 @@ fn config(index: u8) -> ServerConfig {
         batch_size: 2048,
         ubatch_size: 512,
         slots_endpoint: false,
+        metrics_endpoint: false,
     }
 }
 

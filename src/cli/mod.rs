@@ -296,6 +296,10 @@ struct ServeArgs {
     /// Do not answer GET /slots (the default).
     #[arg(long = "no-slots", overrides_with = "slots")]
     no_slots: bool,
+    /// Answer GET /metrics with llama-server's metrics in Prometheus's text format (behind
+    /// --api-key when one is set).
+    #[arg(long = "metrics")]
+    metrics: bool,
 }
 
 #[derive(Args, Debug, Clone)]

@@ -27,6 +27,7 @@ pub(super) fn run(args: RunArgs) -> Result<()> {
         ubatch_size: serve.ubatch_size,
         slots_endpoint: serve.slots,
         speculator,
+        metrics_endpoint: serve.metrics,
     };
     server::serve(&engine, &config)?;
     Ok(())

@@ -3,7 +3,7 @@
 use super::http::{ApiError, Client, EventStream, Request};
 use super::request::Fields;
 use super::scheduler::{Event, Job, Settings, Status, Summary, TokenProbs};
-use super::{assets, openai, ModelInfo, ServerConfig};
+use super::{assets, metrics, openai, ModelInfo, ServerConfig};
 use crate::chat_format::Message;
 use crate::chat_template::{
     ChatTemplate, Fitted, TemplateError, TemplateTokens, BUILT_IN, DEFAULT_RESERVE,
@@ -24,22 +24,6 @@ const MAX_N_PROBS: i64 = 100;
 /// the step after it.
 const CLIENT_CHECK: Duration = Duration::from_millis(50);
 
-const API_PATHS: [&str; 13] = [
-    "/apply-template",
-    "/slots",
-    "/health",
-    "/props",
-    "/completion",
-    "/completions",
-    "/tokenize",
-    "/detokenize",
-    "/models",
-    "/v1/models",
-    "/chat/completions",
-    "/v1/chat/completions",
-    "/v1/completions",
-];
-
 /// What every HTTP worker shares.
 pub struct Shared<'a> {
     pub tokenizer: &'a Tokenizer,
@@ -59,6 +43,8 @@ pub type WriteEvents<'r> = Box<dyn FnOnce(&mut EventStream) -> std::io::Result<(
 pub enum Reply<'r> {
     Json(Value),
     Asset(&'static str, &'static [u8]),
+    /// A body that is not JSON, and its content type.
+    Text(&'static str, String),
     /// A CORS preflight: the headers every reply carries are the whole answer.
     Preflight,
     /// Server-sent events, written as the tokens come.
@@ -66,10 +52,12 @@ pub enum Reply<'r> {
 }
 
 pub fn handle(shared: &Shared, request: &mut Request) {
-    let path = request.path().to_string();
-    match route(shared, request, &path) {
+    match route(shared, request) {
         Ok(Reply::Json(body)) => request.respond_json(200, &body),
         Ok(Reply::Asset(content_type, bytes)) => request.respond(200, content_type, bytes),
+        Ok(Reply::Text(content_type, body)) => {
+            request.respond(200, content_type, body.as_bytes())
+        }
         Ok(Reply::Preflight) => request.respond(204, "text/plain", &[]),
         Ok(Reply::Stream(write_events)) => {
             // An error here means the client left; returning drops the receiver, which tells
@@ -83,49 +71,106 @@ pub fn handle(shared: &Shared, request: &mut Request) {
     }
 }
 
-fn route<'r>(shared: &'r Shared, request: &mut Request, path: &str) -> Result<Reply<'r>, ApiError> {
-    let method = request.method().to_string();
-    match (method.as_str(), path) {
-        ("OPTIONS", _) => return Ok(Reply::Preflight),
-        ("GET", "/health") => return health(shared).map(Reply::Json),
-        ("GET", _) => {
-            if let Some((content_type, bytes)) = assets::find(path) {
-                return Ok(Reply::Asset(content_type, bytes));
-            }
-        }
-        _ => {}
-    }
-    authorize(shared, request)?;
-    if method.as_str() == "POST" {
-        if let Some(endpoint) = post_endpoint(path) {
-            return endpoint(shared, &read_fields(request)?, request.client());
-        }
-    }
-    match (method.as_str(), path) {
-        ("GET", "/props") => Ok(Reply::Json(props(shared))),
-        ("GET", "/slots") => slots(shared).map(Reply::Json),
-        ("GET", "/v1/models" | "/models") => Ok(Reply::Json(openai::models(shared))),
-        (_, route) if API_PATHS.contains(&route) || assets::find(route).is_some() => Err(
-            ApiError::new(405, format!("{route} does not take a {method} request")),
-        ),
-        (_, route) => Err(ApiError::new(404, format!("there is no endpoint {route}"))),
-    }
-}
-
+/// A GET endpoint: it reads nothing of the request.
+type GetEndpoint = for<'r> fn(&'r Shared) -> Result<Reply<'r>, ApiError>;
 /// A POST endpoint: it reads the request's JSON body and nothing else of the request.
 pub type Endpoint = for<'r> fn(&'r Shared, &Fields, Client) -> Result<Reply<'r>, ApiError>;
 
+/// What a route runs; the variant is the HTTP method it answers.
+#[derive(Clone, Copy)]
+enum Handler {
+    Get(GetEndpoint),
+    Post(Endpoint),
+}
+
+impl Handler {
+    fn method(self) -> &'static str {
+        match self {
+            Handler::Get(_) => "GET",
+            Handler::Post(_) => "POST",
+        }
+    }
+}
+
+/// Whether `--api-key` guards a route.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Access {
+    /// As in llama.cpp, so that a load balancer or a browser (which sends no Authorization
+    /// header with a page's requests) can reach it without the key.
+    Public,
+    Keyed,
+}
+
+/// An endpoint: the paths it answers on, its handler (and so its method), and its access.
+struct Route(&'static [&'static str], Handler, Access);
+
+use Access::{Keyed, Public};
+use Handler::{Get, Post};
+
+/// Every endpoint of the API. The page's files are served beside them, public, by
+/// [`assets::find`].
+const ROUTES: [Route; 11] = [
+    Route(&["/health"], Get(health), Public),
+    Route(&["/props"], Get(props), Keyed),
+    Route(&["/slots"], Get(slots), Keyed),
+    Route(&["/metrics"], Get(export_metrics), Keyed),
+    Route(&["/models", "/v1/models"], Get(openai::models), Keyed),
+    Route(&["/completion", "/completions"], Post(completion), Keyed),
+    Route(&["/tokenize"], Post(tokenize), Keyed),
+    Route(&["/detokenize"], Post(detokenize), Keyed),
+    Route(&["/apply-template"], Post(apply_template), Keyed),
+    Route(
+        &["/v1/chat/completions", "/chat/completions"],
+        Post(openai::chat_completions),
+        Keyed,
+    ),
+    Route(&["/v1/completions"], Post(openai::completions), Keyed),
+];
+
+fn route<'r>(shared: &'r Shared, request: &mut Request) -> Result<Reply<'r>, ApiError> {
+    let path = request.path().to_string();
+    let method = request.method().to_string();
+    if method == "OPTIONS" {
+        return Ok(Reply::Preflight);
+    }
+    let at_path = || ROUTES.iter().filter(|Route(paths, ..)| paths.contains(&path.as_str()));
+    if let Some(Route(_, handler, access)) = at_path().find(|route| route.1.method() == method) {
+        if *access == Keyed {
+            authorize(shared, request)?;
+        }
+        return match *handler {
+            Get(endpoint) => endpoint(shared),
+            Post(endpoint) => endpoint(shared, &read_fields(request)?, request.client()),
+        };
+    }
+    let asset = assets::find(&path);
+    if let (Some((content_type, bytes)), "GET") = (asset, method.as_str()) {
+        return Ok(Reply::Asset(content_type, bytes));
+    }
+    // Past the public routes, so that without the key nothing tells which paths exist.
+    authorize(shared, request)?;
+    let mut allowed: Vec<&str> = at_path().map(|route| route.1.method()).collect();
+    if asset.is_some() {
+        allowed.push("GET");
+    }
+    if allowed.is_empty() {
+        return Err(ApiError::new(404, format!("there is no endpoint {path}")));
+    }
+    Err(ApiError::new(
+        405,
+        format!(
+            "{path} does not take a {method} request, only {}",
+            allowed.join(" or ")
+        ),
+    ))
+}
+
+/// The POST endpoint at `path`, for whoever serves a request body without the HTTP around it.
 pub fn post_endpoint(path: &str) -> Option<Endpoint> {
-    let endpoint: Endpoint = match path {
-        "/completion" | "/completions" => completion,
-        "/tokenize" => tokenize,
-        "/detokenize" => detokenize,
-        "/v1/chat/completions" | "/chat/completions" => openai::chat_completions,
-        "/v1/completions" => openai::completions,
-        "/apply-template" => apply_template,
-        _ => return None,
-    };
-    Some(endpoint)
+    ROUTES.iter().find_map(|Route(paths, handler, _)| match handler {
+        Post(endpoint) if paths.contains(&path) => Some(*endpoint),
+        _ => None,
+    })
 }
 
 fn read_fields(request: &mut Request) -> Result<Fields, ApiError> {
@@ -163,21 +208,21 @@ fn constant_time_eq(given: &[u8], key: &[u8]) -> bool {
     std::hint::black_box(difference) == 0
 }
 
-fn health(shared: &Shared) -> Result<Value, ApiError> {
+fn health<'r>(shared: &'r Shared) -> Result<Reply<'r>, ApiError> {
     if shared.status.stopped.load(Ordering::SeqCst) {
         return Err(model_stopped());
     }
     let busy = shared.status.busy.load(Ordering::SeqCst);
-    Ok(json!({
+    Ok(Reply::Json(json!({
         "status": "ok",
         "slots_idle": shared.config.slots.saturating_sub(busy),
         "slots_processing": busy,
         "requests_queued": shared.status.queued.load(Ordering::SeqCst),
-    }))
+    })))
 }
 
 /// llama-server's `GET /slots`, when `--slots` allows it.
-fn slots(shared: &Shared) -> Result<Value, ApiError> {
+fn slots<'r>(shared: &'r Shared) -> Result<Reply<'r>, ApiError> {
     if !shared.config.slots_endpoint {
         return Err(ApiError::new(
             501,
@@ -190,7 +235,26 @@ fn slots(shared: &Shared) -> Result<Value, ApiError> {
         .lock()
         .map_err(|_| model_stopped())?
         .clone();
-    Ok(json!(views))
+    Ok(Reply::Json(json!(views)))
+}
+
+/// llama-server's `GET /metrics`, when `--metrics` allows it.
+fn export_metrics<'r>(shared: &'r Shared) -> Result<Reply<'r>, ApiError> {
+    if !shared.config.metrics_endpoint {
+        return Err(ApiError::new(
+            501,
+            "this server does not export metrics; start it with --metrics",
+        ));
+    }
+    let status = shared.status;
+    let slots = status.slots.lock().map_err(|_| model_stopped())?.clone();
+    let now = metrics::Now {
+        slots: &slots,
+        processing: status.busy.load(Ordering::SeqCst),
+        deferred: status.queued.load(Ordering::SeqCst),
+    };
+    let text = metrics::render(&status.metrics.scrape(), &now);
+    Ok(Reply::Text(metrics::CONTENT_TYPE, text))
 }
 
 /// Also what a client is told when its generation ends without a result: the scheduler is gone.
@@ -201,11 +265,11 @@ pub fn model_stopped() -> ApiError {
     )
 }
 
-fn props(shared: &Shared) -> Value {
+fn props<'r>(shared: &'r Shared) -> Result<Reply<'r>, ApiError> {
     let info = shared.info;
     let format = info.template.format();
     let page = format.page_templates();
-    json!({
+    Ok(Reply::Json(json!({
         "model": info.name,
         "architecture": info.architecture,
         "chat_format": format.name(),
@@ -217,7 +281,7 @@ fn props(shared: &Shared) -> Value {
         "bot_name": page.char,
         "templates": page,
         "presets": format.presets(),
-    })
+    })))
 }
 
 fn generation_defaults(shared: &Shared) -> Value {

@@ -101,7 +101,7 @@ fn finish(reply: Reply) -> Option<Value> {
             stream.end().expect("a sink takes the end");
             None
         }
-        Reply::Asset(..) | Reply::Preflight => {
+        Reply::Asset(..) | Reply::Text(..) | Reply::Preflight => {
             unreachable!("POST endpoints answer with JSON or a stream")
         }
     }
@@ -139,6 +139,7 @@ mod tests {
             ubatch_size: 512,
             slots_endpoint: false,
             speculator: None,
+            metrics_endpoint: false,
         }
     }
 

@@ -12,6 +12,7 @@ mod assets;
 #[doc(hidden)]
 pub mod dry_run;
 mod http;
+mod metrics;
 mod openai;
 mod request;
 mod scheduler;
@@ -88,6 +89,8 @@ pub struct ServerConfig {
     pub slots_endpoint: bool,
     /// What requests speculate with unless they say otherwise, and the draft model.
     pub speculator: Option<Speculator>,
+    /// Whether `GET /metrics` answers (`--metrics`).
+    pub metrics_endpoint: bool,
 }
 
 impl ServerConfig {

@@ -13,8 +13,8 @@ use serde_json::{json, Value};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{SystemTime, UNIX_EPOCH};
 
-pub fn models(shared: &Shared) -> Value {
-    json!({
+pub fn models<'r>(shared: &'r Shared) -> Result<Reply<'r>, ApiError> {
+    Ok(Reply::Json(json!({
         "object": "list",
         "data": [{
             "id": shared.info.name,
@@ -27,7 +27,7 @@ pub fn models(shared: &Shared) -> Value {
                 "n_vocab": shared.tokenizer.n_vocab(),
             },
         }],
-    })
+    })))
 }
 
 /// A chat's prompt, as `/v1/chat/completions` and `/apply-template` build it.

@@ -5,6 +5,7 @@
 //! slots, so parallel requests share that cost, and a long prompt holds the others back by one
 //! chunk, not by itself.
 
+use super::metrics::Metrics;
 use crate::engine::Engine;
 use crate::generation::{Finish, Generation, Limits};
 use crate::grammar::Grammar;
@@ -31,6 +32,8 @@ pub struct Status {
     pub stopped: AtomicBool,
     /// Each slot as `GET /slots` shows it, updated every step.
     pub slots: Mutex<Vec<SlotView>>,
+    /// What `GET /metrics` counts.
+    pub metrics: Metrics,
 }
 
 /// One slot, in llama-server's `/slots` shape.
@@ -422,6 +425,8 @@ fn plan_step(slots: &mut [Slot], step_tokens: usize) -> Vec<Share> {
 /// model fails the requests of this pass only: the model itself is read-only, so only these
 /// slots' caches are suspect, and they are emptied.
 fn step(slots: &mut [Slot], shares: &[Share], forward: &Forward, status: &Status) {
+    let busy = slots.iter().filter(|slot| slot.task.is_some()).count();
+    status.metrics.decoded(busy);
     let n_vocab = slots[0].session.engine().model().hparams.n_vocab;
     let mut sessions: Vec<Option<&mut Session>> = slots
         .iter_mut()
@@ -476,7 +481,10 @@ fn step(slots: &mut [Slot], shares: &[Share], forward: &Forward, status: &Status
         rows = rest;
         let guesses = match task.next {
             Next::Prompt(_) => {
-                task.summary.prompt_ms = task.prompt_start.elapsed().as_secs_f64() * 1e3;
+                let prompt_time = task.prompt_start.elapsed();
+                task.summary.prompt_ms = prompt_time.as_secs_f64() * 1e3;
+                let evaluated = task.summary.tokens_evaluated - task.summary.tokens_cached;
+                status.metrics.prompt_read(evaluated, prompt_time);
                 task.generation_start = Instant::now();
                 &[][..]
             }
@@ -567,11 +575,17 @@ fn finish(task: &mut Task, finished: Option<Finish>) -> Progress {
     Progress::Finished(summary.clone())
 }
 
-/// Frees the slot, returning the task it held.
+/// Frees the slot, returning the task it held, and counts the tokens it generated.
 fn end_task<'e>(slot: &mut Slot<'e>, status: &Status) -> Option<Task<'e>> {
     let mut task = slot.task.take()?;
     if let Some(draft) = task.speculation.take().and_then(Speculation::into_draft) {
         slot.draft = Some(draft);
+    }
+    let generated = task.generation.generated();
+    if generated > 0 {
+        status
+            .metrics
+            .generated(generated, task.generation_start.elapsed());
     }
     slot.last_used = Instant::now();
     slot.view.is_processing = false;
