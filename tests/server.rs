@@ -939,7 +939,10 @@ fn metrics_count_what_the_completions_report_and_only_with_the_flag() {
     let server = Server::start(&synthetic_model(), &["--metrics", "-np", "2"]);
     let before = server.get("/metrics");
     assert_eq!(before.status, 200, "{}", before.text());
-    assert_eq!(parse_metrics(&before.text())["llamacpp:prompt_tokens_total"], 0.0);
+    assert_eq!(
+        parse_metrics(&before.text())["llamacpp:prompt_tokens_total"],
+        0.0
+    );
     let complete = |prompt: &str, n_predict: i64| {
         let mut body = greedy(prompt, n_predict);
         body["ignore_eos"] = json!(true);
@@ -967,7 +970,10 @@ fn metrics_count_what_the_completions_report_and_only_with_the_flag() {
             .sum::<f64>()
     };
     assert_eq!(metrics["llamacpp:prompt_tokens_total"], total("prompt_n"));
-    assert_eq!(metrics["llamacpp:tokens_predicted_total"], total("predicted_n"));
+    assert_eq!(
+        metrics["llamacpp:tokens_predicted_total"],
+        total("predicted_n")
+    );
     assert_eq!(total("predicted_n"), 8.0);
     for name in [
         "prompt_seconds_total",

@@ -5,13 +5,15 @@ use super::request::Fields;
 use super::scheduler::{Event, Job, Settings, Status, Summary, TokenProbs};
 use super::{assets, metrics, openai, ModelInfo, ServerConfig};
 use crate::chat_format::Message;
+use crate::chat_format::PageTemplates;
 use crate::chat_template::{
     ChatTemplate, Fitted, TemplateError, TemplateTokens, BUILT_IN, DEFAULT_RESERVE,
 };
 use crate::sampling::SamplingParams;
 use crate::session::keep_on_shift;
 use crate::tokenizer::Tokenizer;
-use serde_json::{json, Map, Value};
+use serde::Serialize;
+use serde_json::{Number, Value};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
 use std::sync::Arc;
@@ -41,6 +43,7 @@ pub type WriteEvents<'r> = Box<dyn FnOnce(&mut EventStream) -> std::io::Result<(
 
 /// What a handler answers.
 pub enum Reply<'r> {
+    /// One of the reply types below (or openai.rs'), as JSON.
     Json(Value),
     Asset(&'static str, &'static [u8]),
     /// A body that is not JSON, and its content type.
@@ -51,13 +54,19 @@ pub enum Reply<'r> {
     Stream(WriteEvents<'r>),
 }
 
+impl Reply<'_> {
+    pub fn json(body: &impl Serialize) -> Result<Self, ApiError> {
+        serde_json::to_value(body)
+            .map(Reply::Json)
+            .map_err(|e| ApiError::new(500, format!("cannot write the reply: {e}")))
+    }
+}
+
 pub fn handle(shared: &Shared, request: &mut Request) {
     match route(shared, request) {
         Ok(Reply::Json(body)) => request.respond_json(200, &body),
         Ok(Reply::Asset(content_type, bytes)) => request.respond(200, content_type, bytes),
-        Ok(Reply::Text(content_type, body)) => {
-            request.respond(200, content_type, body.as_bytes())
-        }
+        Ok(Reply::Text(content_type, body)) => request.respond(200, content_type, body.as_bytes()),
         Ok(Reply::Preflight) => request.respond(204, "text/plain", &[]),
         Ok(Reply::Stream(write_events)) => {
             // An error here means the client left; returning drops the receiver, which tells
@@ -133,7 +142,11 @@ fn route<'r>(shared: &'r Shared, request: &mut Request) -> Result<Reply<'r>, Api
     if method == "OPTIONS" {
         return Ok(Reply::Preflight);
     }
-    let at_path = || ROUTES.iter().filter(|Route(paths, ..)| paths.contains(&path.as_str()));
+    let at_path = || {
+        ROUTES
+            .iter()
+            .filter(|Route(paths, ..)| paths.contains(&path.as_str()))
+    };
     if let Some(Route(_, handler, access)) = at_path().find(|route| route.1.method() == method) {
         if *access == Keyed {
             authorize(shared, request)?;
@@ -167,10 +180,12 @@ fn route<'r>(shared: &'r Shared, request: &mut Request) -> Result<Reply<'r>, Api
 
 /// The POST endpoint at `path`, for whoever serves a request body without the HTTP around it.
 pub fn post_endpoint(path: &str) -> Option<Endpoint> {
-    ROUTES.iter().find_map(|Route(paths, handler, _)| match handler {
-        Post(endpoint) if paths.contains(&path) => Some(*endpoint),
-        _ => None,
-    })
+    ROUTES
+        .iter()
+        .find_map(|Route(paths, handler, _)| match handler {
+            Post(endpoint) if paths.contains(&path) => Some(*endpoint),
+            _ => None,
+        })
 }
 
 fn read_fields(request: &mut Request) -> Result<Fields, ApiError> {
@@ -208,17 +223,25 @@ fn constant_time_eq(given: &[u8], key: &[u8]) -> bool {
     std::hint::black_box(difference) == 0
 }
 
+#[derive(Serialize)]
+struct Health {
+    status: &'static str,
+    slots_idle: usize,
+    slots_processing: usize,
+    requests_queued: usize,
+}
+
 fn health<'r>(shared: &'r Shared) -> Result<Reply<'r>, ApiError> {
     if shared.status.stopped.load(Ordering::SeqCst) {
         return Err(model_stopped());
     }
     let busy = shared.status.busy.load(Ordering::SeqCst);
-    Ok(Reply::Json(json!({
-        "status": "ok",
-        "slots_idle": shared.config.slots.saturating_sub(busy),
-        "slots_processing": busy,
-        "requests_queued": shared.status.queued.load(Ordering::SeqCst),
-    })))
+    Reply::json(&Health {
+        status: "ok",
+        slots_idle: shared.config.slots.saturating_sub(busy),
+        slots_processing: busy,
+        requests_queued: shared.status.queued.load(Ordering::SeqCst),
+    })
 }
 
 /// llama-server's `GET /slots`, when `--slots` allows it.
@@ -235,7 +258,7 @@ fn slots<'r>(shared: &'r Shared) -> Result<Reply<'r>, ApiError> {
         .lock()
         .map_err(|_| model_stopped())?
         .clone();
-    Ok(Reply::Json(json!(views)))
+    Reply::json(&views)
 }
 
 /// llama-server's `GET /metrics`, when `--metrics` allows it.
@@ -265,51 +288,94 @@ pub fn model_stopped() -> ApiError {
     )
 }
 
+#[derive(Serialize)]
+struct Props<'a> {
+    model: &'a str,
+    architecture: &'a str,
+    chat_format: &'static str,
+    chat_template: String,
+    n_ctx: usize,
+    total_slots: usize,
+    default_generation_settings: GenerationSettings<'a>,
+    user_name: String,
+    bot_name: String,
+    templates: PageTemplates,
+    presets: Vec<PageTemplates>,
+}
+
 fn props<'r>(shared: &'r Shared) -> Result<Reply<'r>, ApiError> {
-    let info = shared.info;
+    let (info, config) = (shared.info, shared.config);
     let format = info.template.format();
     let page = format.page_templates();
-    Ok(Reply::Json(json!({
-        "model": info.name,
-        "architecture": info.architecture,
-        "chat_format": format.name(),
-        "chat_template": info.template.describe(),
-        "n_ctx": shared.config.n_ctx,
-        "total_slots": shared.config.slots,
-        "default_generation_settings": generation_defaults(shared),
-        "user_name": page.user,
-        "bot_name": page.char,
-        "templates": page,
-        "presets": format.presets(),
-    })))
+    Reply::json(&Props {
+        model: &info.name,
+        architecture: &info.architecture,
+        chat_format: format.name(),
+        chat_template: info.template.describe(),
+        n_ctx: config.n_ctx,
+        total_slots: config.slots,
+        default_generation_settings: GenerationSettings {
+            sampling: (&config.sampling).into(),
+            n_ctx: config.n_ctx,
+            n_predict: config.n_predict.into(),
+            request: None,
+            model: &info.name,
+        },
+        user_name: page.user.clone(),
+        bot_name: page.char.clone(),
+        templates: page,
+        presets: format.presets(),
+    })
 }
 
-fn generation_defaults(shared: &Shared) -> Value {
-    let config = shared.config;
-    let mut body = sampling_json(&config.sampling);
-    body.insert("n_ctx".into(), json!(config.n_ctx));
-    body.insert("n_predict".into(), json!(config.n_predict));
-    body.insert("model".into(), json!(shared.info.name));
-    Value::Object(body)
+/// Settings as llama-server reports them: `/props`' defaults, and with what a request chose,
+/// each completion's `generation_settings`.
+#[derive(Serialize)]
+struct GenerationSettings<'a> {
+    #[serde(flatten)]
+    sampling: Sampling,
+    n_ctx: usize,
+    /// The server's `-n` (-1: none), or a request's limit as the context capped it.
+    n_predict: Number,
+    #[serde(flatten)]
+    request: Option<RequestSettings<'a>>,
+    model: &'a str,
 }
 
-/// Sampling settings as JSON, with the f32s written as the decimals they were given as
-/// (0.95, not 0.949999988079071).
-fn sampling_json(s: &SamplingParams) -> Map<String, Value> {
-    let decimal = |x: f32| x.to_string().parse::<f64>().unwrap_or(f64::from(x));
-    let fields = [
-        ("temperature", json!(decimal(s.temperature))),
-        ("top_k", json!(s.top_k)),
-        ("top_p", json!(decimal(s.top_p))),
-        ("min_p", json!(decimal(s.min_p))),
-        ("repeat_penalty", json!(decimal(s.repeat_penalty))),
-        ("repeat_last_n", json!(s.repeat_last_n)),
-        ("seed", json!(s.seed)),
-    ];
-    fields
-        .into_iter()
-        .map(|(k, v)| (k.to_string(), v))
-        .collect()
+#[derive(Serialize)]
+struct RequestSettings<'a> {
+    stop: &'a [String],
+    n_probs: usize,
+    cache_prompt: bool,
+    ignore_eos: bool,
+}
+
+/// Sampling settings, with the f32s written as the decimals they were given as (0.95, not
+/// 0.949999988079071).
+#[derive(Serialize)]
+struct Sampling {
+    temperature: f64,
+    top_k: usize,
+    top_p: f64,
+    min_p: f64,
+    repeat_penalty: f64,
+    repeat_last_n: usize,
+    seed: u64,
+}
+
+impl From<&SamplingParams> for Sampling {
+    fn from(s: &SamplingParams) -> Sampling {
+        let decimal = |x: f32| x.to_string().parse::<f64>().unwrap_or(f64::from(x));
+        Sampling {
+            temperature: decimal(s.temperature),
+            top_k: s.top_k,
+            top_p: decimal(s.top_p),
+            min_p: decimal(s.min_p),
+            repeat_penalty: decimal(s.repeat_penalty),
+            repeat_last_n: s.repeat_last_n,
+            seed: s.seed,
+        }
+    }
 }
 
 /// A generation request after its fields are read: what the scheduler needs, plus `stream`.
@@ -553,26 +619,39 @@ pub fn collect(events: Pending) -> Result<Collected, ApiError> {
 }
 
 /// llama.cpp's `timings` object.
-pub fn timings(summary: &Summary) -> Value {
+#[derive(Serialize)]
+pub struct Timings {
+    prompt_n: usize,
+    prompt_ms: f64,
+    prompt_per_token_ms: f64,
+    prompt_per_second: f64,
+    predicted_n: usize,
+    predicted_ms: f64,
+    predicted_per_token_ms: f64,
+    predicted_per_second: f64,
+    /// llama-server's names, present only when the request speculated.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    draft_n: Option<usize>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    draft_n_accepted: Option<usize>,
+}
+
+pub fn timings(summary: &Summary) -> Timings {
     let prompt_n = summary.tokens_evaluated - summary.tokens_cached;
     let per_second = |n: usize, ms: f64| if ms > 0.0 { n as f64 * 1e3 / ms } else { 0.0 };
     let per_token = |n: usize, ms: f64| if n > 0 { ms / n as f64 } else { 0.0 };
-    let mut timings = json!({
-        "prompt_n": prompt_n,
-        "prompt_ms": summary.prompt_ms,
-        "prompt_per_token_ms": per_token(prompt_n, summary.prompt_ms),
-        "prompt_per_second": per_second(prompt_n, summary.prompt_ms),
-        "predicted_n": summary.tokens_predicted,
-        "predicted_ms": summary.predicted_ms,
-        "predicted_per_token_ms": per_token(summary.tokens_predicted, summary.predicted_ms),
-        "predicted_per_second": per_second(summary.tokens_predicted, summary.predicted_ms),
-    });
-    // llama-server's names, present only when the request speculated.
-    if let Some(stats) = summary.speculation {
-        timings["draft_n"] = json!(stats.drafted);
-        timings["draft_n_accepted"] = json!(stats.accepted);
+    Timings {
+        prompt_n,
+        prompt_ms: summary.prompt_ms,
+        prompt_per_token_ms: per_token(prompt_n, summary.prompt_ms),
+        prompt_per_second: per_second(prompt_n, summary.prompt_ms),
+        predicted_n: summary.tokens_predicted,
+        predicted_ms: summary.predicted_ms,
+        predicted_per_token_ms: per_token(summary.tokens_predicted, summary.predicted_ms),
+        predicted_per_second: per_second(summary.tokens_predicted, summary.predicted_ms),
+        draft_n: summary.speculation.map(|stats| stats.drafted),
+        draft_n_accepted: summary.speculation.map(|stats| stats.accepted),
     }
-    timings
 }
 
 /// The prompt of `/completion`: a string, token ids, or a mix of both.
@@ -611,6 +690,80 @@ fn completion_prompt(shared: &Shared, fields: &Fields) -> Result<Vec<u32>, ApiEr
     }
 }
 
+/// `/completion`'s reply, and the last event of its stream (with no content).
+#[derive(Serialize)]
+struct Completion<'a> {
+    content: String,
+    stop: bool,
+    model: &'a str,
+    id_slot: usize,
+    slot_id: usize,
+    tokens_predicted: usize,
+    tokens_evaluated: usize,
+    tokens_cached: usize,
+    stop_type: &'static str,
+    stopped_eos: bool,
+    stopped_word: bool,
+    stopped_limit: bool,
+    stopping_word: &'a str,
+    truncated: bool,
+    generation_settings: GenerationSettings<'a>,
+    timings: Timings,
+    /// Only when the request asked for `n_probs`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    completion_probabilities: Option<Vec<TokenProbs>>,
+}
+
+/// One streamed piece of `/completion`.
+#[derive(Serialize)]
+struct Partial {
+    content: String,
+    stop: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    completion_probabilities: Option<[TokenProbs; 1]>,
+}
+
+impl<'a> Completion<'a> {
+    fn new(
+        shared: &'a Shared,
+        settings: &'a Settings,
+        content: String,
+        probs: Vec<TokenProbs>,
+        summary: &'a Summary,
+    ) -> Completion<'a> {
+        Completion {
+            content,
+            stop: true,
+            model: &shared.info.name,
+            id_slot: summary.slot_id,
+            slot_id: summary.slot_id,
+            tokens_predicted: summary.tokens_predicted,
+            tokens_evaluated: summary.tokens_evaluated,
+            tokens_cached: summary.tokens_cached,
+            stop_type: summary.stop_type(),
+            stopped_eos: summary.stopped_eos,
+            stopped_word: summary.stopped_word,
+            stopped_limit: summary.stopped_limit,
+            stopping_word: &summary.stopping_word,
+            truncated: false,
+            generation_settings: GenerationSettings {
+                sampling: (&settings.sampling).into(),
+                n_ctx: shared.config.n_ctx,
+                n_predict: settings.n_predict.into(),
+                request: Some(RequestSettings {
+                    stop: &settings.stop,
+                    n_probs: settings.n_probs,
+                    cache_prompt: settings.cache_prompt,
+                    ignore_eos: settings.ignore_eos,
+                }),
+                model: &shared.info.name,
+            },
+            timings: timings(summary),
+            completion_probabilities: (settings.n_probs > 0).then_some(probs),
+        }
+    }
+}
+
 fn completion<'r>(
     shared: &'r Shared,
     fields: &Fields,
@@ -620,37 +773,10 @@ fn completion<'r>(
     let generation = shared.generation(fields, prompt, &["n_predict", "max_tokens"], Vec::new())?;
     let settings = generation.settings.clone();
     let events = shared.submit(generation.prompt, generation.settings, client)?;
-    let final_json = move |content: String, probs: Vec<TokenProbs>, summary: &Summary| {
-        let mut body = json!({
-            "content": content,
-            "stop": true,
-            "model": shared.info.name,
-            "id_slot": summary.slot_id,
-            "slot_id": summary.slot_id,
-            "tokens_predicted": summary.tokens_predicted,
-            "tokens_evaluated": summary.tokens_evaluated,
-            "tokens_cached": summary.tokens_cached,
-            "stop_type": summary.stop_type(),
-            "stopped_eos": summary.stopped_eos,
-            "stopped_word": summary.stopped_word,
-            "stopped_limit": summary.stopped_limit,
-            "stopping_word": summary.stopping_word,
-            "truncated": false,
-            "generation_settings": settings_json(shared, &settings),
-            "timings": timings(summary),
-        });
-        if settings.n_probs > 0 {
-            body["completion_probabilities"] = json!(probs);
-        }
-        body
-    };
     if !generation.stream {
         let done = collect(events)?;
-        return Ok(Reply::Json(final_json(
-            done.content,
-            done.probs,
-            &done.summary,
-        )));
+        let body = Completion::new(shared, &settings, done.content, done.probs, &done.summary);
+        return Reply::json(&body);
     }
     Ok(Reply::Stream(Box::new(move |stream| {
         for event in events {
@@ -659,15 +785,16 @@ fn completion<'r>(
                     if text.is_empty() && probs.is_none() {
                         continue;
                     }
-                    let mut body = json!({"content": text, "stop": false});
-                    if let Some(probs) = probs {
-                        body["completion_probabilities"] = json!([probs]);
-                    }
-                    stream.send(&body.to_string())?;
+                    stream.send_json(&Partial {
+                        content: text,
+                        stop: false,
+                        completion_probabilities: probs.map(|probs| [probs]),
+                    })?;
                 }
                 Event::Done(summary) => {
-                    return stream
-                        .send(&final_json(String::new(), Vec::new(), &summary).to_string());
+                    let last =
+                        Completion::new(shared, &settings, String::new(), Vec::new(), &summary);
+                    return stream.send_json(&last);
                 }
                 Event::Failed(message) => {
                     return stream.send(&ApiError::new(500, message).to_json().to_string());
@@ -676,18 +803,6 @@ fn completion<'r>(
         }
         stream.send(&model_stopped().to_json().to_string())
     })))
-}
-
-fn settings_json(shared: &Shared, settings: &Settings) -> Value {
-    let mut body = sampling_json(&settings.sampling);
-    body.insert("n_ctx".into(), json!(shared.config.n_ctx));
-    body.insert("n_predict".into(), json!(settings.n_predict));
-    body.insert("stop".into(), json!(settings.stop));
-    body.insert("n_probs".into(), json!(settings.n_probs));
-    body.insert("cache_prompt".into(), json!(settings.cache_prompt));
-    body.insert("ignore_eos".into(), json!(settings.ignore_eos));
-    body.insert("model".into(), json!(shared.info.name));
-    Value::Object(body)
 }
 
 /// llama-server's `/apply-template`: the chat's prompt as `/v1/chat/completions` would build
@@ -721,10 +836,33 @@ fn apply_template<'r>(
     };
     let template = named.as_ref().unwrap_or(&shared.info.template);
     let fitted = openai::chat_prompt(shared, fields, template)?.fitted;
-    Ok(Reply::Json(json!({
-        "prompt": fitted.text,
-        "dropped_turns": fitted.dropped_turns,
-    })))
+    Reply::json(&Applied {
+        prompt: fitted.text,
+        dropped_turns: fitted.dropped_turns,
+    })
+}
+
+#[derive(Serialize)]
+struct Applied {
+    prompt: String,
+    dropped_turns: usize,
+}
+
+/// `/tokenize`'s reply: ids, or with `with_pieces` a [`Piece`] each.
+#[derive(Serialize)]
+struct Tokens<T> {
+    tokens: Vec<T>,
+}
+
+#[derive(Serialize)]
+struct Piece {
+    id: u32,
+    piece: String,
+}
+
+#[derive(Serialize)]
+struct Detokenized {
+    content: String,
 }
 
 fn tokenize<'r>(shared: &'r Shared, fields: &Fields, _: Client) -> Result<Reply<'r>, ApiError> {
@@ -735,16 +873,17 @@ fn tokenize<'r>(shared: &'r Shared, fields: &Fields, _: Client) -> Result<Reply<
     let parse_special = fields.bool("parse_special")?.unwrap_or(true);
     let tokens = shared.encode(content, add_special, parse_special)?;
     if fields.bool("with_pieces")?.unwrap_or(false) {
-        let pieces: Vec<Value> = tokens
+        let tokens = tokens
             .iter()
-            .map(|&id| {
-                let piece = String::from_utf8_lossy(shared.tokenizer.token_to_piece(id, true));
-                json!({"id": id, "piece": piece})
+            .map(|&id| Piece {
+                id,
+                piece: String::from_utf8_lossy(shared.tokenizer.token_to_piece(id, true))
+                    .into_owned(),
             })
             .collect();
-        return Ok(Reply::Json(json!({"tokens": pieces})));
+        return Reply::json(&Tokens { tokens });
     }
-    Ok(Reply::Json(json!({"tokens": tokens})))
+    Reply::json(&Tokens { tokens })
 }
 
 fn detokenize<'r>(shared: &'r Shared, fields: &Fields, _: Client) -> Result<Reply<'r>, ApiError> {
@@ -767,9 +906,9 @@ fn detokenize<'r>(shared: &'r Shared, fields: &Fields, _: Client) -> Result<Repl
             .collect::<Result<Vec<u32>, ApiError>>()?,
         Some(_) => return Err(wrong()),
     };
-    Ok(Reply::Json(
-        json!({"content": shared.tokenizer.decode(&tokens, true)}),
-    ))
+    Reply::json(&Detokenized {
+        content: shared.tokenizer.decode(&tokens, true),
+    })
 }
 
 #[cfg(test)]
@@ -791,6 +930,20 @@ mod tests {
             assert!(!constant_time_eq(given, key), "{given:?}");
         }
         assert!(constant_time_eq(b"", b""));
+    }
+
+    #[test]
+    fn each_path_and_method_has_one_route() {
+        let mut seen = std::collections::HashSet::new();
+        for Route(paths, handler, _) in &ROUTES {
+            for path in *paths {
+                assert!(seen.insert((*path, handler.method())), "{path} twice");
+                assert!(assets::find(path).is_none(), "{path} is also a page file");
+            }
+        }
+        assert!(post_endpoint("/chat/completions").is_some());
+        assert!(post_endpoint("/props").is_none());
+        assert!(post_endpoint("/nowhere").is_none());
     }
 
     #[test]

@@ -6,6 +6,7 @@
 //! declared a body and never sent it held a worker forever, and its accept loop ended for good
 //! when the process ran out of file descriptors.
 
+use serde::Serialize;
 use serde_json::{json, Value};
 use std::io::{BufRead, BufReader, ErrorKind, Read, Write};
 use std::net::{Shutdown, TcpStream};
@@ -723,6 +724,12 @@ impl<'r> EventStream<'r> {
         } else {
             self.writer.write_all(bytes)
         }
+    }
+
+    /// Sends one of the reply types as an event.
+    pub fn send_json(&mut self, body: &impl Serialize) -> std::io::Result<()> {
+        let data = serde_json::to_string(body).map_err(std::io::Error::other)?;
+        self.send(&data)
     }
 
     pub fn end(mut self) -> std::io::Result<()> {

@@ -250,7 +250,10 @@ mod tests {
 
         let text = render(&metrics.scrape(), &now);
         assert!(text.contains("llamacpp:prompt_tokens_total 10\n"), "{text}");
-        assert!(text.contains("llamacpp:prompt_tokens_seconds 0\n"), "{text}");
+        assert!(
+            text.contains("llamacpp:prompt_tokens_seconds 0\n"),
+            "{text}"
+        );
     }
 
     #[test]

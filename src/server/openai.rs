@@ -2,32 +2,55 @@
 //! that end with `data: [DONE]`, as OpenAI's clients expect.
 
 use super::api::{self, Pending, Reply, Shared};
-use super::http::{ApiError, Client};
+use super::http::{ApiError, Client, EventStream};
 use super::request::{schema_grammar, Fields};
 use super::scheduler::{Event, Summary};
 use super::tools::{self, Answer, ToolCall, ToolPlan};
 use crate::chat_format::{Message, Role};
 use crate::chat_template::{ChatTemplate, Fitted};
 use crate::grammar::Grammar;
+use serde::Serialize;
 use serde_json::{json, Value};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{SystemTime, UNIX_EPOCH};
 
+#[derive(Serialize)]
+struct ModelList<'a> {
+    object: &'static str,
+    data: [ModelCard<'a>; 1],
+}
+
+#[derive(Serialize)]
+struct ModelCard<'a> {
+    id: &'a str,
+    object: &'static str,
+    created: u64,
+    owned_by: &'static str,
+    meta: ModelMeta<'a>,
+}
+
+#[derive(Serialize)]
+struct ModelMeta<'a> {
+    architecture: &'a str,
+    n_ctx: usize,
+    n_vocab: usize,
+}
+
 pub fn models<'r>(shared: &'r Shared) -> Result<Reply<'r>, ApiError> {
-    Ok(Reply::Json(json!({
-        "object": "list",
-        "data": [{
-            "id": shared.info.name,
-            "object": "model",
-            "created": shared.started,
-            "owned_by": "llmfile",
-            "meta": {
-                "architecture": shared.info.architecture,
-                "n_ctx": shared.config.n_ctx,
-                "n_vocab": shared.tokenizer.n_vocab(),
+    Reply::json(&ModelList {
+        object: "list",
+        data: [ModelCard {
+            id: &shared.info.name,
+            object: "model",
+            created: shared.started,
+            owned_by: "llmfile",
+            meta: ModelMeta {
+                architecture: &shared.info.architecture,
+                n_ctx: shared.config.n_ctx,
+                n_vocab: shared.tokenizer.n_vocab(),
             },
         }],
-    })))
+    })
 }
 
 /// A chat's prompt, as `/v1/chat/completions` and `/apply-template` build it.
@@ -176,10 +199,10 @@ fn respond<'r>(
     }
     if !stream {
         let done = api::collect(events)?;
-        return Ok(Reply::Json(response.whole(&done.content, &done.summary)));
+        return Reply::json(&response.whole(&done.content, &done.summary));
     }
     Ok(Reply::Stream(Box::new(move |out| {
-        response.stream(events, |chunk| out.send(&chunk.to_string()))?;
+        response.stream(events, out)?;
         out.send("[DONE]")
     })))
 }
@@ -307,6 +330,132 @@ struct Response {
     dropped_turns: Option<usize>,
 }
 
+/// A whole reply, or one chunk of a streamed one.
+#[derive(Serialize)]
+struct Envelope<'a> {
+    id: &'a str,
+    object: &'static str,
+    created: u64,
+    model: &'a str,
+    choices: [Choice<'a>; 1],
+    #[serde(skip_serializing_if = "Option::is_none")]
+    dropped_turns: Option<usize>,
+    /// A whole reply's, and a stream's last chunk's.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    usage: Option<Usage>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    timings: Option<api::Timings>,
+}
+
+#[derive(Serialize)]
+#[serde(untagged)]
+enum Choice<'a> {
+    /// A whole chat reply.
+    Message {
+        index: usize,
+        message: ChatMessage<'a>,
+        finish_reason: &'static str,
+    },
+    /// A streamed piece of a chat reply.
+    Delta {
+        index: usize,
+        delta: Delta<'a>,
+        finish_reason: Option<&'static str>,
+    },
+    /// A text completion, whole or streamed.
+    Text {
+        index: usize,
+        text: &'a str,
+        /// Always null: OpenAI's log-probabilities are not given.
+        logprobs: Option<()>,
+        finish_reason: Option<&'static str>,
+    },
+}
+
+#[derive(Serialize)]
+struct ChatMessage<'a> {
+    role: &'static str,
+    /// Null when the answer is tool calls.
+    content: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    tool_calls: Option<Vec<CallOut<'a>>>,
+}
+
+#[derive(Serialize, Default)]
+struct Delta<'a> {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    role: Option<&'static str>,
+    /// Absent, or null beside the first of a stream's tool calls.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    content: Option<Option<&'a str>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    tool_calls: Option<[CallOut<'a>; 1]>,
+}
+
+/// A tool call in OpenAI's shape. Streamed, each call carries its index and comes in two
+/// chunks: its id and name, then its arguments alone.
+#[derive(Serialize)]
+struct CallOut<'a> {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    index: Option<usize>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    id: Option<&'a str>,
+    #[serde(rename = "type", skip_serializing_if = "Option::is_none")]
+    kind: Option<&'static str>,
+    function: FunctionOut<'a>,
+}
+
+#[derive(Serialize)]
+struct FunctionOut<'a> {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    name: Option<&'a str>,
+    arguments: &'a str,
+}
+
+impl<'a> CallOut<'a> {
+    fn whole(call: &'a ToolCall) -> CallOut<'a> {
+        CallOut {
+            index: None,
+            id: Some(&call.id),
+            kind: Some("function"),
+            function: FunctionOut {
+                name: Some(&call.name),
+                arguments: &call.arguments,
+            },
+        }
+    }
+
+    fn opening(call: &'a ToolCall, index: usize) -> CallOut<'a> {
+        CallOut {
+            index: Some(index),
+            function: FunctionOut {
+                name: Some(&call.name),
+                arguments: "",
+            },
+            ..CallOut::whole(call)
+        }
+    }
+
+    fn arguments(call: &'a ToolCall, index: usize) -> CallOut<'a> {
+        CallOut {
+            index: Some(index),
+            id: None,
+            kind: None,
+            function: FunctionOut {
+                name: None,
+                arguments: &call.arguments,
+            },
+        }
+    }
+}
+
+#[derive(Serialize)]
+struct Usage {
+    prompt_tokens: usize,
+    completion_tokens: usize,
+    total_tokens: usize,
+}
+
 impl Response {
     fn object(&self, chunk: bool) -> &'static str {
         match (self.shape, chunk) {
@@ -316,66 +465,76 @@ impl Response {
         }
     }
 
-    fn envelope(&self, chunk: bool, choice: Value) -> Value {
-        let mut body = json!({
-            "id": self.id,
-            "object": self.object(chunk),
-            "created": self.created,
-            "model": self.model,
-            "choices": [choice],
-        });
-        if let Some(dropped) = self.dropped_turns {
-            body["dropped_turns"] = json!(dropped);
+    fn envelope<'a>(&'a self, chunk: bool, choice: Choice<'a>) -> Envelope<'a> {
+        Envelope {
+            id: &self.id,
+            object: self.object(chunk),
+            created: self.created,
+            model: &self.model,
+            choices: [choice],
+            dropped_turns: self.dropped_turns,
+            usage: None,
+            timings: None,
         }
-        body
     }
 
-    fn whole(&self, content: &str, summary: &Summary) -> Value {
+    /// A whole reply, or a stream's last chunk: the choice with the usage and timings.
+    fn last<'a>(&'a self, chunk: bool, choice: Choice<'a>, summary: &Summary) -> Envelope<'a> {
+        Envelope {
+            usage: Some(usage(summary)),
+            timings: Some(api::timings(summary)),
+            ..self.envelope(chunk, choice)
+        }
+    }
+
+    fn whole<'a>(&'a self, content: &'a str, summary: &Summary) -> Envelope<'a> {
+        let finish_reason = finish_reason(summary);
         let choice = match self.shape {
-            Shape::Chat => json!({
-                "index": 0,
-                "message": {"role": "assistant", "content": content},
-                "finish_reason": finish_reason(summary),
-            }),
-            Shape::Text => json!({
-                "index": 0,
-                "text": content,
-                "logprobs": null,
-                "finish_reason": finish_reason(summary),
-            }),
+            Shape::Chat => Choice::Message {
+                index: 0,
+                message: ChatMessage {
+                    role: "assistant",
+                    content: Some(content),
+                    tool_calls: None,
+                },
+                finish_reason,
+            },
+            Shape::Text => Choice::Text {
+                index: 0,
+                text: content,
+                logprobs: None,
+                finish_reason: Some(finish_reason),
+            },
         };
-        let mut body = self.envelope(false, choice);
-        body["usage"] = usage(summary);
-        body["timings"] = api::timings(summary);
-        body
+        self.last(false, choice, summary)
     }
 
-    fn delta(&self, text: Option<&str>, first: bool, finish: Option<&str>) -> Value {
+    fn delta<'a>(
+        &self,
+        text: Option<&'a str>,
+        first: bool,
+        finish_reason: Option<&'static str>,
+    ) -> Choice<'a> {
         match self.shape {
-            Shape::Chat => {
-                let mut delta = json!({});
-                if first {
-                    delta["role"] = json!("assistant");
-                }
-                if let Some(text) = text {
-                    delta["content"] = json!(text);
-                }
-                json!({"index": 0, "delta": delta, "finish_reason": finish})
-            }
-            Shape::Text => json!({
-                "index": 0,
-                "text": text.unwrap_or_default(),
-                "logprobs": null,
-                "finish_reason": finish,
-            }),
+            Shape::Chat => Choice::Delta {
+                index: 0,
+                delta: Delta {
+                    role: first.then_some("assistant"),
+                    content: text.map(Some),
+                    tool_calls: None,
+                },
+                finish_reason,
+            },
+            Shape::Text => Choice::Text {
+                index: 0,
+                text: text.unwrap_or_default(),
+                logprobs: None,
+                finish_reason,
+            },
         }
     }
 
-    fn stream(
-        &self,
-        events: Pending,
-        mut send: impl FnMut(Value) -> std::io::Result<()>,
-    ) -> std::io::Result<()> {
+    fn stream(&self, events: Pending, out: &mut EventStream) -> std::io::Result<()> {
         let mut first = true;
         for event in events {
             match event {
@@ -383,22 +542,29 @@ impl Response {
                     if text.is_empty() {
                         continue;
                     }
-                    send(self.envelope(true, self.delta(Some(&text), first, None)))?;
+                    out.send_json(&self.envelope(true, self.delta(Some(&text), first, None)))?;
                     first = false;
                 }
                 Event::Done(summary) => {
                     let last = self.delta(None, first, Some(finish_reason(&summary)));
-                    let mut chunk = self.envelope(true, last);
-                    chunk["usage"] = usage(&summary);
-                    chunk["timings"] = api::timings(&summary);
-                    return send(chunk);
+                    return out.send_json(&self.last(true, last, &summary));
                 }
                 Event::Failed(message) => {
-                    return send(ApiError::new(500, message).to_json());
+                    return out.send(&ApiError::new(500, message).to_json().to_string());
                 }
             }
         }
-        send(api::model_stopped().to_json())
+        out.send(&api::model_stopped().to_json().to_string())
+    }
+
+    /// A chunk of a chat reply under tools.
+    fn tool_chunk<'a>(&'a self, delta: Delta<'a>) -> Envelope<'a> {
+        let choice = Choice::Delta {
+            index: 0,
+            delta,
+            finish_reason: None,
+        };
+        self.envelope(true, choice)
     }
 }
 
@@ -417,77 +583,69 @@ impl Response {
         };
         if !stream {
             let done = api::collect(events)?;
-            let mut body = self.whole("", &done.summary);
-            let choice = &mut body["choices"][0];
-            match answer(&done) {
-                Answer::Calls(calls) => {
-                    choice["message"]["content"] = Value::Null;
-                    choice["message"]["tool_calls"] = json!(calls
-                        .iter()
-                        .map(|call| call_json(call, None))
-                        .collect::<Vec<_>>());
-                    choice["finish_reason"] = json!("tool_calls");
-                }
-                Answer::Text(text) => choice["message"]["content"] = json!(text),
-            }
-            return Ok(Reply::Json(body));
+            let answer = answer(&done);
+            let (content, tool_calls, finish_reason) = match &answer {
+                Answer::Calls(calls) => (
+                    None,
+                    Some(calls.iter().map(CallOut::whole).collect()),
+                    "tool_calls",
+                ),
+                Answer::Text(text) => (Some(text.as_str()), None, finish_reason(&done.summary)),
+            };
+            let choice = Choice::Message {
+                index: 0,
+                message: ChatMessage {
+                    role: "assistant",
+                    content,
+                    tool_calls,
+                },
+                finish_reason,
+            };
+            return Reply::json(&self.last(false, choice, &done.summary));
         }
         Ok(Reply::Stream(Box::new(move |out| {
             let done = match api::collect(events) {
                 Ok(done) => done,
                 Err(error) => return out.send(&error.to_json().to_string()),
             };
-            let mut send = |delta: Value, finish: Option<&str>| {
-                let choice = json!({"index": 0, "delta": delta, "finish_reason": finish});
-                out.send(&self.envelope(true, choice).to_string())
-            };
-            let finish = match answer(&done) {
+            let answer = answer(&done);
+            let finish = match &answer {
                 Answer::Calls(calls) => {
                     for (index, call) in calls.iter().enumerate() {
-                        let mut opening = json!({"tool_calls": [call_json(
-                            &ToolCall { arguments: String::new(), ..call.clone() },
-                            Some(index),
-                        )]});
-                        if index == 0 {
-                            opening["role"] = json!("assistant");
-                            opening["content"] = Value::Null;
-                        }
-                        send(opening, None)?;
-                        let arguments = json!({"tool_calls": [
-                            {"index": index, "function": {"arguments": call.arguments}}
-                        ]});
-                        send(arguments, None)?;
+                        let first = index == 0;
+                        let opening = Delta {
+                            role: first.then_some("assistant"),
+                            content: first.then_some(None),
+                            tool_calls: Some([CallOut::opening(call, index)]),
+                        };
+                        out.send_json(&self.tool_chunk(opening))?;
+                        let arguments = Delta {
+                            tool_calls: Some([CallOut::arguments(call, index)]),
+                            ..Delta::default()
+                        };
+                        out.send_json(&self.tool_chunk(arguments))?;
                     }
                     "tool_calls"
                 }
                 Answer::Text(text) => {
-                    send(json!({"role": "assistant", "content": text}), None)?;
+                    let whole = Delta {
+                        role: Some("assistant"),
+                        content: Some(Some(text)),
+                        tool_calls: None,
+                    };
+                    out.send_json(&self.tool_chunk(whole))?;
                     finish_reason(&done.summary)
                 }
             };
-            let mut last = self.envelope(
-                true,
-                json!({"index": 0, "delta": {}, "finish_reason": finish}),
-            );
-            last["usage"] = usage(&done.summary);
-            last["timings"] = api::timings(&done.summary);
-            out.send(&last.to_string())?;
+            let last = Choice::Delta {
+                index: 0,
+                delta: Delta::default(),
+                finish_reason: Some(finish),
+            };
+            out.send_json(&self.last(true, last, &done.summary))?;
             out.send("[DONE]")
         })))
     }
-}
-
-/// One call in OpenAI's shape; streamed calls carry their index.
-fn call_json(call: &ToolCall, index: Option<usize>) -> Value {
-    let mut value = json!({
-        "id": call.id,
-        "type": "function",
-        "function": {"name": call.name, "arguments": call.arguments},
-    });
-    if let Some(index) = index {
-        value["index"] = json!(index);
-    }
-    value
 }
 
 fn finish_reason(summary: &Summary) -> &'static str {
@@ -498,12 +656,12 @@ fn finish_reason(summary: &Summary) -> &'static str {
     }
 }
 
-fn usage(summary: &Summary) -> Value {
-    json!({
-        "prompt_tokens": summary.tokens_evaluated,
-        "completion_tokens": summary.tokens_predicted,
-        "total_tokens": summary.tokens_evaluated + summary.tokens_predicted,
-    })
+fn usage(summary: &Summary) -> Usage {
+    Usage {
+        prompt_tokens: summary.tokens_evaluated,
+        completion_tokens: summary.tokens_predicted,
+        total_tokens: summary.tokens_evaluated + summary.tokens_predicted,
+    }
 }
 
 fn now() -> u64 {
