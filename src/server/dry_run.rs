@@ -3,7 +3,7 @@
 //! untrusted bytes runs, replies and streams included. For the `http_request` fuzz target.
 
 use super::api::{self, Reply, Shared};
-use super::http::{Client, EventStream};
+use super::http::{Client, EventStream, StreamFormat};
 use super::request::Fields;
 use super::scheduler::{Event, Job, Status, Summary};
 use super::{ModelInfo, ServerConfig};
@@ -101,6 +101,13 @@ fn finish(reply: Reply) -> Option<Value> {
             stream.end().expect("a sink takes the end");
             None
         }
+        Reply::Lines(write_events) => {
+            let mut stream =
+                EventStream::to_writer(std::io::sink(), true).in_format(StreamFormat::Lines);
+            write_events(&mut stream).expect("a sink takes every event");
+            stream.end().expect("a sink takes the end");
+            None
+        }
         Reply::Asset(..) | Reply::Text(..) | Reply::Preflight => {
             unreachable!("POST endpoints answer with JSON or a stream")
         }
@@ -120,6 +127,7 @@ mod tests {
             name: "synthetic".into(),
             architecture: "gemma2".into(),
             template: std::sync::Arc::new(ChatTemplate::from_format(ChatFormat::Gemma)),
+            facts: Default::default(),
         }
     }
 
