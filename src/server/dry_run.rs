@@ -190,6 +190,28 @@ mod tests {
     }
 
     #[test]
+    fn an_ollama_chat_streams_lines_with_its_options_as_the_sampling() {
+        let chat = r#"{"model": "any", "messages": [{"role": "user", "content": "Hi"}],
+            "options": {"top_k": 3, "num_predict": 4, "stop": ["."], "num_thread": 8}}"#;
+        let done = run("/api/chat", chat).unwrap();
+        assert!(done.reply.unwrap().is_none(), "streamed unless told not to");
+        let [job] = &done.jobs[..] else {
+            panic!("one job, not {:?}", done.jobs);
+        };
+        assert_eq!(job.settings.sampling.top_k, 3);
+        assert_eq!(job.settings.n_predict, 4);
+        assert!(job.settings.stop.contains(&".".to_string()));
+
+        let done = run(
+            "/api/generate",
+            r#"{"prompt": "Hi", "options": {"typical_p": 0.5}}"#,
+        );
+        let done = done.unwrap();
+        assert!(done.reply.unwrap_err().message.contains("typical_p"));
+        assert!(done.jobs.is_empty());
+    }
+
+    #[test]
     fn only_post_endpoints_run() {
         assert!(run("/props", "{}").is_none());
         let tokenized = run("/tokenize", r#"{"content": "Hi"}"#).unwrap();
