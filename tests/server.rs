@@ -910,9 +910,19 @@ fn ollama_refuses_what_it_cannot_honour_with_400s_in_its_shape() {
             .unwrap_or_else(|| panic!("a plain message: {error}"));
         assert!(message.contains(named), "{body}: {message}");
     }
-    let missing = server.post("/api/embed", &json!({"model": "any", "input": "Hi"}));
+    // Nothing is pulled: the one model is the server's.
+    let missing = server.post("/api/pull", &json!({"model": "llama3"}));
     assert_eq!(missing.status, 404);
-    assert!(missing.json()["error"].is_string());
+    assert!(missing.json()["error"]
+        .as_str()
+        .unwrap()
+        .contains("/api/pull"));
+    let wrong_method = server.get("/api/chat");
+    assert_eq!(wrong_method.status, 405);
+    assert!(wrong_method.json()["error"]
+        .as_str()
+        .unwrap()
+        .contains("only POST"));
 
     // What does not change the text is accepted.
     let accepted = prompt(json!({"keep_alive": 0, "think": false, "format": "",
@@ -1198,7 +1208,7 @@ fn unknown_paths_are_404_and_wrong_methods_405() {
     let server = Server::start(&synthetic_model(), &["--metrics", "--slots"]);
     let cases = [
         ("GET", "/v1/embeddings", 404, ""),
-        ("POST", "/api/chat", 404, ""),
+        ("POST", "/v1/audio/speech", 404, ""),
         ("GET", "/metricsx", 404, ""),
         ("POST", "/metrics", 405, "only GET"),
         ("PUT", "/slots", 405, "only GET"),
