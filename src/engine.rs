@@ -7,6 +7,7 @@
 
 use crate::bundle::{self, BundleError, MappedModel, Placement};
 use crate::chat_template::{ChatTemplate, TemplateError, TemplateTokens};
+use crate::gguf::facts::Facts;
 use crate::gguf::{Gguf, GgufError};
 use crate::model::{self, ModelError, Transformer};
 use crate::session::{Session, SessionError};
@@ -63,6 +64,8 @@ pub struct ModelInfo {
     pub name: String,
     pub architecture: String,
     pub template: Arc<ChatTemplate>,
+    /// What the file says of itself, for the APIs that list models.
+    pub facts: Arc<Facts>,
 }
 
 impl ModelInfo {
@@ -105,6 +108,7 @@ impl ModelInfo {
             name,
             architecture,
             template: Arc::new(template),
+            facts: Arc::default(),
         })
     }
 }
@@ -192,7 +196,10 @@ impl Engine {
             source_name: source_name.clone(),
             error,
         })?;
-        let info = ModelInfo::new(&gguf, &tokenizer, chat_template, &source_name)?;
+        let info = ModelInfo {
+            facts: Arc::new(Facts::read(&gguf, bytes)),
+            ..ModelInfo::new(&gguf, &tokenizer, chat_template, &source_name)?
+        };
         Ok(Arc::new(Engine {
             model,
             tokenizer,

@@ -586,6 +586,354 @@ fn openai_chat_and_text_completions() {
     assert_eq!(server.post("/v1/completions", &streamed).status, 400);
 }
 
+/// The objects of an NDJSON reply, checking the framing on the way.
+fn json_lines(reply: &Reply) -> Vec<Value> {
+    assert_eq!(reply.status, 200, "{}", reply.text());
+    assert_eq!(reply.header("Content-Type"), Some("application/x-ndjson"));
+    let text = reply.text();
+    assert!(text.ends_with('\n'), "lines end with a newline: {text:?}");
+    text.lines()
+        .map(|line| serde_json::from_str(line).unwrap_or_else(|e| panic!("{e}: {line:?}")))
+        .collect()
+}
+
+/// A streamed Ollama reply's text, checking that only its last object is done.
+fn ollama_text(lines: &[Value], field: &str) -> String {
+    let (last, pieces) = lines.split_last().expect("at least the last object");
+    assert_eq!(last["done"], true, "{last}");
+    assert!(pieces.iter().all(|p| p["done"] == false), "{pieces:?}");
+    lines
+        .iter()
+        .map(|line| line.pointer(field).and_then(Value::as_str).unwrap())
+        .collect()
+}
+
+#[test]
+fn ollama_lists_and_shows_the_model() {
+    let server = Server::start(&synthetic_model(), &["-c", "256"]);
+    let version = server.get("/api/version").json();
+    assert!(version["version"].as_str().is_some_and(|v| !v.is_empty()));
+    let name = server.get("/v1/models").json()["data"][0]["id"].clone();
+
+    let tags = server.get("/api/tags").json();
+    let [model] = tags["models"].as_array().unwrap().as_slice() else {
+        panic!("one model: {tags}");
+    };
+    assert_eq!(model["name"], name);
+    assert_eq!(model["model"], name);
+    let size = std::fs::metadata(synthetic_model()).unwrap().len();
+    assert_eq!(model["size"], size);
+    let digest = model["digest"].as_str().unwrap();
+    assert!(
+        digest.len() == 64 && digest.bytes().all(|b| b.is_ascii_hexdigit()),
+        "{digest}"
+    );
+    assert!(model["modified_at"].as_str().unwrap().ends_with('Z'));
+    let details = &model["details"];
+    assert_eq!(details["format"], "gguf");
+    assert_eq!(details["family"], "gemma2");
+    assert_eq!(details["families"], json!(["gemma2"]));
+    assert_eq!(details["quantization_level"], "Q4_K_M");
+    assert!(details["parameter_size"].as_str().unwrap().ends_with('M'));
+
+    let ps = server.get("/api/ps").json();
+    assert_eq!(ps["models"][0]["name"], name);
+    assert_eq!(ps["models"][0]["digest"], digest);
+    assert_eq!(ps["models"][0]["context_length"], 256);
+
+    let show = server.post_ok("/api/show", &json!({"model": "whatever:latest"}));
+    assert_eq!(show["details"], *details);
+    let info = &show["model_info"];
+    assert_eq!(info["general.architecture"], "gemma2");
+    assert_eq!(info["gemma2.context_length"], 512);
+    assert!(info["gemma2.embedding_length"].as_u64().unwrap() > 0);
+    assert!(info["general.parameter_count"].as_u64().unwrap() > 0);
+    assert_eq!(info["tokenizer.ggml.tokens"], json!([]));
+    assert!(!show["template"].as_str().unwrap().is_empty());
+    assert!(show["parameters"]
+        .as_str()
+        .unwrap()
+        .contains("temperature 0.8\n"));
+    assert!(show["capabilities"]
+        .as_array()
+        .unwrap()
+        .contains(&json!("completion")));
+}
+
+#[test]
+fn ollama_generate_and_chat_stream_json_lines() {
+    let server = Server::start(&synthetic_model(), &["-c", "256"]);
+    let generate =
+        json!({"model": "any", "prompt": "Hello", "options": {"num_predict": 5, "temperature": 0}});
+    let lines = json_lines(&server.post("/api/generate", &generate));
+    let streamed = ollama_text(&lines, "/response");
+    let last = lines.last().unwrap();
+    assert_eq!(last["done_reason"], "length");
+    assert_eq!(last["eval_count"], 5);
+    assert!(last["prompt_eval_count"].as_u64().unwrap() > 1);
+    for key in [
+        "total_duration",
+        "load_duration",
+        "prompt_eval_duration",
+        "eval_duration",
+    ] {
+        assert!(last[key].is_u64(), "{key}: {last}");
+    }
+    assert!(last["created_at"].as_str().unwrap().ends_with('Z'));
+    let mut whole = generate.clone();
+    whole["stream"] = json!(false);
+    let whole = server.post_ok("/api/generate", &whole);
+    assert_eq!(whole["done"], true);
+    assert_eq!(whole["response"], streamed);
+    // Without raw, the prompt is the chat template's user turn, as /v1/chat/completions's.
+    let openai = server.post_ok(
+        "/v1/chat/completions",
+        &json!({"messages": [{"role": "user", "content": "Hello"}], "max_tokens": 5, "temperature": 0}),
+    );
+    assert_eq!(openai["choices"][0]["message"]["content"], streamed);
+    assert_eq!(whole["prompt_eval_count"], openai["usage"]["prompt_tokens"]);
+
+    // Options are the sampling of /completion under Ollama's names.
+    let sampling = json!({"temperature": 1.3, "top_k": 0, "top_p": 0.9, "min_p": 0.02,
+        "seed": 11, "repeat_penalty": 1.2, "repeat_last_n": 16});
+    let mut options = sampling.clone();
+    options["num_predict"] = json!(12);
+    let raw = server.post_ok(
+        "/api/generate",
+        &json!({"prompt": "Once upon", "raw": true, "stream": false, "options": options}),
+    );
+    let mut llama = sampling.clone();
+    llama["prompt"] = json!("Once upon");
+    llama["n_predict"] = json!(12);
+    let completion = server.post_ok("/completion", &llama);
+    assert_eq!(raw["response"], completion["content"]);
+    assert_eq!(raw["eval_count"], completion["tokens_predicted"]);
+    let mut other_seed = options.clone();
+    other_seed["seed"] = json!(12);
+    let other = server.post_ok(
+        "/api/generate",
+        &json!({"prompt": "Once upon", "raw": true, "stream": false, "options": other_seed}),
+    );
+    assert_ne!(other["response"], raw["response"], "the seed is honoured");
+
+    // num_predict -2 fills the context (this prompt meets no end of text before).
+    let filled = server.post_ok(
+        "/api/generate",
+        &json!({"prompt": "Hello world, this is", "raw": true, "stream": false,
+            "options": {"num_predict": -2, "temperature": 0}}),
+    );
+    assert_eq!(filled["done_reason"], "length");
+    assert_eq!(
+        filled["prompt_eval_count"].as_u64().unwrap() + filled["eval_count"].as_u64().unwrap(),
+        256
+    );
+
+    let chat = json!({"model": "any", "messages": [
+        {"role": "system", "content": "Be brief."},
+        {"role": "user", "content": "Hi"},
+        {"role": "assistant", "content": "Hello."},
+        {"role": "user", "content": "Again"}],
+        "options": {"num_predict": 6, "temperature": 0}, "keep_alive": "5m"});
+    let lines = json_lines(&server.post("/api/chat", &chat));
+    let streamed = ollama_text(&lines, "/message/content");
+    assert!(lines.iter().all(|l| l["message"]["role"] == "assistant"));
+    assert_eq!(lines.last().unwrap()["eval_count"], 6);
+    let mut whole = chat.clone();
+    whole["stream"] = json!(false);
+    let whole = server.post_ok("/api/chat", &whole);
+    assert_eq!(whole["message"]["content"], streamed);
+    let mut openai = chat.clone();
+    openai["max_tokens"] = json!(6);
+    openai["temperature"] = json!(0);
+    let openai = server.post_ok("/v1/chat/completions", &openai);
+    assert_eq!(openai["choices"][0]["message"]["content"], streamed);
+
+    // A request with nothing to generate loads the model, as Ollama's clients expect.
+    let loaded = server.post_ok("/api/generate", &json!({"model": "any"}));
+    assert_eq!(
+        (&loaded["done"], &loaded["done_reason"]),
+        (&json!(true), &json!("load"))
+    );
+    let loaded = server.post_ok("/api/chat", &json!({"model": "any", "messages": []}));
+    assert_eq!(loaded["done_reason"], "load");
+}
+
+#[test]
+fn ollama_format_holds_the_reply_to_json() {
+    let server = Server::start(&synthetic_model(), &["-c", "512"]);
+    let schema = json!({"type": "object", "properties": {"unit": {"enum": ["c", "f"]}},
+        "required": ["unit"], "additionalProperties": false});
+    for seed in 1..=3 {
+        let options = json!({"num_predict": 200, "temperature": 1.0, "top_k": 0, "seed": seed});
+        let any = server.post_ok(
+            "/api/generate",
+            &json!({"prompt": "Answer:", "raw": true, "stream": false, "format": "json", "options": options}),
+        );
+        assert_eq!(any["done_reason"], "stop", "{any}");
+        let text = any["response"].as_str().unwrap();
+        let object: Value = serde_json::from_str(text).unwrap_or_else(|e| panic!("{e}: {text}"));
+        assert!(object.is_object(), "{object}");
+        let held = server.post_ok(
+            "/api/chat",
+            &json!({"messages": [{"role": "user", "content": "Unit?"}], "stream": false,
+                "format": schema, "options": options}),
+        );
+        let text = held["message"]["content"].as_str().unwrap();
+        let object: Value = serde_json::from_str(text).unwrap_or_else(|e| panic!("{e}: {text}"));
+        assert!(object["unit"] == "c" || object["unit"] == "f", "{object}");
+    }
+    let tools = json!([{"type": "function", "function": {"name": "set_unit", "parameters": {
+        "type": "object", "properties": {"unit": {"enum": ["c", "f"]}},
+        "required": ["unit"], "additionalProperties": false}}}]);
+    let reply = server.post_ok(
+        "/api/chat",
+        &json!({"messages": [{"role": "user", "content": "Use Celsius."}], "tools": tools,
+            "stream": false, "options": {"num_predict": 100, "temperature": 1.0, "seed": 3}}),
+    );
+    let message = &reply["message"];
+    match message["tool_calls"].as_array() {
+        Some(calls) => {
+            assert_eq!(calls[0]["function"]["name"], "set_unit", "{reply}");
+            let unit = &calls[0]["function"]["arguments"]["unit"];
+            assert!(unit == "c" || unit == "f", "{reply}");
+        }
+        None => assert!(message["content"].is_string(), "{reply}"),
+    }
+    let lines = json_lines(&server.post(
+        "/api/chat",
+        &json!({"messages": [{"role": "user", "content": "Use Celsius."},
+                {"role": "assistant", "content": "", "tool_calls": [{"function": {"name": "set_unit", "arguments": {"unit": "c"}}}]},
+                {"role": "tool", "tool_name": "set_unit", "content": "done"}],
+            "tools": tools, "options": {"num_predict": 100, "temperature": 1.0, "seed": 3}}),
+    ));
+    assert_eq!(lines.last().unwrap()["done"], true);
+}
+
+#[test]
+fn ollama_refuses_what_it_cannot_honour_with_400s_in_its_shape() {
+    let server = Server::start(&synthetic_model(), &["-c", "256"]);
+    let prompt = |extra: Value| {
+        let mut body = json!({"model": "any", "prompt": "Hi", "stream": false});
+        for (key, value) in extra.as_object().unwrap() {
+            body[key] = value.clone();
+        }
+        body
+    };
+    let refused = [
+        (
+            "/api/generate",
+            prompt(json!({"images": ["aGk="]})),
+            "images",
+        ),
+        (
+            "/api/generate",
+            prompt(json!({"template": "{{ .Prompt }}"})),
+            "template",
+        ),
+        ("/api/generate", prompt(json!({"suffix": "end"})), "suffix"),
+        (
+            "/api/generate",
+            prompt(json!({"context": [1, 2]})),
+            "context",
+        ),
+        ("/api/generate", prompt(json!({"think": true})), "think"),
+        ("/api/generate", prompt(json!({"format": 3})), "format"),
+        ("/api/generate", prompt(json!({"options": [1]})), "options"),
+        (
+            "/api/generate",
+            prompt(json!({"options": {"mirostat": 2}})),
+            "options.mirostat",
+        ),
+        (
+            "/api/generate",
+            prompt(json!({"options": {"tfs_z": 0.5}})),
+            "options.tfs_z",
+        ),
+        (
+            "/api/generate",
+            prompt(json!({"options": {"typical_p": 0.7}})),
+            "options.typical_p",
+        ),
+        (
+            "/api/generate",
+            prompt(json!({"options": {"presence_penalty": 1.5}})),
+            "options.presence_penalty",
+        ),
+        (
+            "/api/generate",
+            prompt(json!({"options": {"frequency_penalty": 1}})),
+            "options.frequency_penalty",
+        ),
+        (
+            "/api/generate",
+            prompt(json!({"options": {"penalize_newline": false}})),
+            "options.penalize_newline",
+        ),
+        (
+            "/api/generate",
+            prompt(json!({"options": {"num_ctx": 4096}})),
+            "options.num_ctx",
+        ),
+        (
+            "/api/generate",
+            prompt(json!({"options": {"num_predict": -3}})),
+            "num_predict",
+        ),
+        (
+            "/api/generate",
+            prompt(json!({"options": {"temperature": "hot"}})),
+            "temperature",
+        ),
+        (
+            "/api/generate",
+            prompt(json!({"options": {"warp_speed": 9}})),
+            "options.warp_speed",
+        ),
+        (
+            "/api/chat",
+            json!({"messages": [{"role": "user", "content": "Hi", "images": ["aGk="]}]}),
+            "messages[0].images",
+        ),
+        (
+            "/api/chat",
+            json!({"messages": [{"role": "wizard", "content": "Hi"}]}),
+            "role",
+        ),
+        ("/api/chat", json!({"messages": "Hi"}), "messages"),
+    ];
+    for (path, body, named) in refused {
+        let reply = server.post(path, &body);
+        assert_eq!(reply.status, 400, "{body}: {}", reply.text());
+        let error = reply.json()["error"].clone();
+        let message = error
+            .as_str()
+            .unwrap_or_else(|| panic!("a plain message: {error}"));
+        assert!(message.contains(named), "{body}: {message}");
+    }
+    // Nothing is pulled: the one model is the server's.
+    let missing = server.post("/api/pull", &json!({"model": "llama3"}));
+    assert_eq!(missing.status, 404);
+    assert!(missing.json()["error"]
+        .as_str()
+        .unwrap()
+        .contains("/api/pull"));
+    let wrong_method = server.get("/api/chat");
+    assert_eq!(wrong_method.status, 405);
+    assert!(wrong_method.json()["error"]
+        .as_str()
+        .unwrap()
+        .contains("only POST"));
+
+    // What does not change the text is accepted.
+    let accepted = prompt(json!({"keep_alive": 0, "think": false, "format": "",
+        "options": {"num_thread": 2, "num_gpu": 0, "use_mmap": true, "num_batch": 8,
+            "num_ctx": 128, "mirostat": 0, "typical_p": 1.0, "tfs_z": 1, "presence_penalty": 0,
+            "penalize_newline": true, "num_keep": 4, "num_predict": 2, "stop": ["\n"]}}));
+    let reply = server.post_ok("/api/generate", &accepted);
+    assert_eq!(reply["done"], true);
+    assert_eq!(server.get("/api/version").status, 200);
+}
+
 #[test]
 fn bad_input_gets_a_4xx_json_error_and_the_server_keeps_serving() {
     let server = Server::start(&synthetic_model(), &[]);
@@ -860,7 +1208,7 @@ fn unknown_paths_are_404_and_wrong_methods_405() {
     let server = Server::start(&synthetic_model(), &["--metrics", "--slots"]);
     let cases = [
         ("GET", "/v1/embeddings", 404, ""),
-        ("POST", "/api/chat", 404, ""),
+        ("POST", "/v1/audio/speech", 404, ""),
         ("GET", "/metricsx", 404, ""),
         ("POST", "/metrics", 405, "only GET"),
         ("PUT", "/slots", 405, "only GET"),

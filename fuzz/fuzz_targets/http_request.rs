@@ -126,6 +126,7 @@ fuzz_target!(|data: &[u8]| {
         name: "synthetic".into(),
         architecture: "gemma2".into(),
         template: std::sync::Arc::new(ChatTemplate::from_format(format((selector >> 3) & 7))),
+        facts: Default::default(),
     };
     let tokenizer = tokenizer();
     let Some(done) = dry_run(tokenizer, &info, &config, path, body) else {

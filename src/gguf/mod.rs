@@ -4,6 +4,8 @@
 //! executable. Every count, offset and size comes from an untrusted file, so each is checked
 //! against the bytes actually present before anything is allocated or sliced.
 
+pub mod facts;
+
 use kernels::GgmlType;
 use std::collections::HashMap;
 use std::fmt;

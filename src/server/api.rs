@@ -1,9 +1,9 @@
 //! Routing and llama.cpp's endpoints: /health, /props, /completion, /tokenize, /detokenize.
 
-use super::http::{ApiError, Client, EventStream, Request};
+use super::http::{ApiError, Client, EventStream, Request, StreamFormat};
 use super::request::Fields;
 use super::scheduler::{Event, Job, Settings, Status, Summary, TokenProbs};
-use super::{assets, metrics, openai, ModelInfo, ServerConfig};
+use super::{assets, metrics, ollama, openai, ModelInfo, ServerConfig};
 use crate::chat_format::Message;
 use crate::chat_format::PageTemplates;
 use crate::chat_template::{
@@ -52,6 +52,8 @@ pub enum Reply<'r> {
     Preflight,
     /// Server-sent events, written as the tokens come.
     Stream(WriteEvents<'r>),
+    /// JSON lines (NDJSON), written as the tokens come.
+    Lines(WriteEvents<'r>),
 }
 
 impl Reply<'_> {
@@ -68,16 +70,22 @@ pub fn handle(shared: &Shared, request: &mut Request) {
         Ok(Reply::Asset(content_type, bytes)) => request.respond(200, content_type, bytes),
         Ok(Reply::Text(content_type, body)) => request.respond(200, content_type, body.as_bytes()),
         Ok(Reply::Preflight) => request.respond(204, "text/plain", &[]),
-        Ok(Reply::Stream(write_events)) => {
-            // An error here means the client left; returning drops the receiver, which tells
-            // the scheduler to free the slot.
-            let _ = request.start_events().and_then(|mut stream| {
-                write_events(&mut stream)?;
-                stream.end()
-            });
+        Ok(Reply::Stream(write_events)) => stream(request, StreamFormat::Events, write_events),
+        Ok(Reply::Lines(write_events)) => stream(request, StreamFormat::Lines, write_events),
+        Err(error) if request.path().starts_with(ollama::PREFIX) => {
+            request.respond_json(error.status, &error.to_plain_json())
         }
         Err(error) => request.respond_error(&error),
     }
+}
+
+fn stream(request: &mut Request, format: StreamFormat, write_events: WriteEvents) {
+    // An error here means the client left; returning drops the receiver, which tells the
+    // scheduler to free the slot.
+    let _ = request.start_stream(format).and_then(|mut stream| {
+        write_events(&mut stream)?;
+        stream.end()
+    });
 }
 
 /// A GET endpoint: it reads nothing of the request.
@@ -118,7 +126,7 @@ use Handler::{Get, Post};
 
 /// Every endpoint of the API. The page's files are served beside them, public, by
 /// [`assets::find`].
-const ROUTES: [Route; 11] = [
+const ROUTES: [Route; 17] = [
     Route(&["/health"], Get(health), Public),
     Route(&["/props"], Get(props), Keyed),
     Route(&["/slots"], Get(slots), Keyed),
@@ -134,6 +142,12 @@ const ROUTES: [Route; 11] = [
         Keyed,
     ),
     Route(&["/v1/completions"], Post(openai::completions), Keyed),
+    Route(&["/api/version"], Get(ollama::version), Keyed),
+    Route(&["/api/tags"], Get(ollama::tags), Keyed),
+    Route(&["/api/ps"], Get(ollama::ps), Keyed),
+    Route(&["/api/show"], Post(ollama::show), Keyed),
+    Route(&["/api/generate"], Post(ollama::generate), Keyed),
+    Route(&["/api/chat"], Post(ollama::chat), Keyed),
 ];
 
 fn route<'r>(shared: &'r Shared, request: &mut Request) -> Result<Reply<'r>, ApiError> {

@@ -3,7 +3,7 @@
 //! untrusted bytes runs, replies and streams included. For the `http_request` fuzz target.
 
 use super::api::{self, Reply, Shared};
-use super::http::{Client, EventStream};
+use super::http::{Client, EventStream, StreamFormat};
 use super::request::Fields;
 use super::scheduler::{Event, Job, Status, Summary};
 use super::{ModelInfo, ServerConfig};
@@ -101,6 +101,13 @@ fn finish(reply: Reply) -> Option<Value> {
             stream.end().expect("a sink takes the end");
             None
         }
+        Reply::Lines(write_events) => {
+            let mut stream =
+                EventStream::to_writer(std::io::sink(), true).in_format(StreamFormat::Lines);
+            write_events(&mut stream).expect("a sink takes every event");
+            stream.end().expect("a sink takes the end");
+            None
+        }
         Reply::Asset(..) | Reply::Text(..) | Reply::Preflight => {
             unreachable!("POST endpoints answer with JSON or a stream")
         }
@@ -120,6 +127,7 @@ mod tests {
             name: "synthetic".into(),
             architecture: "gemma2".into(),
             template: std::sync::Arc::new(ChatTemplate::from_format(ChatFormat::Gemma)),
+            facts: Default::default(),
         }
     }
 
@@ -178,6 +186,28 @@ mod tests {
 
         let done = run("/completion", r#"{"prompt": "Hi", "temperature": -1}"#).unwrap();
         assert_eq!(done.reply.unwrap_err().status, 400);
+        assert!(done.jobs.is_empty());
+    }
+
+    #[test]
+    fn an_ollama_chat_streams_lines_with_its_options_as_the_sampling() {
+        let chat = r#"{"model": "any", "messages": [{"role": "user", "content": "Hi"}],
+            "options": {"top_k": 3, "num_predict": 4, "stop": ["."], "num_thread": 8}}"#;
+        let done = run("/api/chat", chat).unwrap();
+        assert!(done.reply.unwrap().is_none(), "streamed unless told not to");
+        let [job] = &done.jobs[..] else {
+            panic!("one job, not {:?}", done.jobs);
+        };
+        assert_eq!(job.settings.sampling.top_k, 3);
+        assert_eq!(job.settings.n_predict, 4);
+        assert!(job.settings.stop.contains(&".".to_string()));
+
+        let done = run(
+            "/api/generate",
+            r#"{"prompt": "Hi", "options": {"typical_p": 0.5}}"#,
+        );
+        let done = done.unwrap();
+        assert!(done.reply.unwrap_err().message.contains("typical_p"));
         assert!(done.jobs.is_empty());
     }
 

@@ -70,6 +70,11 @@ impl ApiError {
     pub fn to_json(&self) -> Value {
         json!({"error": {"code": self.status, "message": self.message, "type": self.kind()}})
     }
+
+    /// Ollama's shape, whose clients read `error` as the message itself.
+    pub fn to_plain_json(&self) -> Value {
+        json!({"error": self.message})
+    }
 }
 
 const CORS: [(&str, &str); 3] = [
@@ -246,8 +251,8 @@ impl Request<'_> {
         self.respond_json(error.status, &error.to_json());
     }
 
-    /// Starts a `text/event-stream` reply; the connection closes after it.
-    pub fn start_events(&mut self) -> std::io::Result<EventStream<'_>> {
+    /// Starts a streamed reply in `format`; the connection closes after it.
+    pub fn start_stream(&mut self, format: StreamFormat) -> std::io::Result<EventStream<'_>> {
         // HTTP/1.0 has no chunked encoding: there the end of the body is the end of the
         // connection.
         let chunked = !self.http_1_0;
@@ -256,12 +261,9 @@ impl Request<'_> {
         if chunked {
             extra.push("Transfer-Encoding: chunked");
         }
-        let head = self.head(200, "text/event-stream", &extra);
+        let head = self.head(200, format.content_type(), &extra);
         self.write(&head)?;
-        Ok(EventStream::to_writer(
-            &self.reader.get_ref().stream,
-            chunked,
-        ))
+        Ok(EventStream::to_writer(&self.reader.get_ref().stream, chunked).in_format(format))
     }
 
     /// The status line and headers of a reply, ending with the blank line. The connection is
@@ -694,25 +696,54 @@ pub fn refuse(mut stream: &TcpStream, error: &ApiError) {
     let _ = stream.write_all(reply.as_bytes());
 }
 
-/// A `text/event-stream` reply, each event its own chunk, flushed at once.
+/// How a streamed reply frames its messages.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StreamFormat {
+    /// Server-sent events, `data: ...` and a blank line: llama.cpp's and OpenAI's streams.
+    Events,
+    /// One JSON value a line (NDJSON): Ollama's streams.
+    Lines,
+}
+
+impl StreamFormat {
+    fn content_type(self) -> &'static str {
+        match self {
+            StreamFormat::Events => "text/event-stream",
+            StreamFormat::Lines => "application/x-ndjson",
+        }
+    }
+}
+
+/// A streamed reply, each message its own chunk, flushed at once.
 pub struct EventStream<'r> {
     writer: Box<dyn Write + 'r>,
     chunked: bool,
+    format: StreamFormat,
 }
 
 impl<'r> EventStream<'r> {
-    /// Events written to `writer` rather than to a connection: the fuzzers' dry run writes
-    /// them to a sink, to run the code that formats them.
+    /// Server-sent events written to `writer` rather than to a connection: the fuzzers' dry
+    /// run writes them to a sink, to run the code that formats them.
     pub fn to_writer(writer: impl Write + 'r, chunked: bool) -> EventStream<'r> {
         EventStream {
             writer: Box::new(writer),
             chunked,
+            format: StreamFormat::Events,
         }
     }
 
-    /// One `data: ...` event.
+    pub fn in_format(self, format: StreamFormat) -> EventStream<'r> {
+        EventStream { format, ..self }
+    }
+
+    /// One message: a `data: ...` event, or a line. `data` is one line of JSON (or
+    /// OpenAI's `[DONE]`), so neither framing needs escaping.
     pub fn send(&mut self, data: &str) -> std::io::Result<()> {
-        self.write(format!("data: {data}\n\n").as_bytes())
+        let framed = match self.format {
+            StreamFormat::Events => format!("data: {data}\n\n"),
+            StreamFormat::Lines => format!("{data}\n"),
+        };
+        self.write(framed.as_bytes())
     }
 
     fn write(&mut self, bytes: &[u8]) -> std::io::Result<()> {

@@ -1,4 +1,4 @@
-//! The HTTP server: the embedded chat page, llama.cpp's completion API and OpenAI's.
+//! The HTTP server: the embedded chat page, llama.cpp's completion API, OpenAI's and Ollama's.
 //!
 //! One scheduler thread owns the slots (a `Session` each, so a KV cache each) and runs the
 //! model; each connection has a thread that parses its requests, tokenizes, and hands the
@@ -13,6 +13,7 @@ mod assets;
 pub mod dry_run;
 mod http;
 mod metrics;
+mod ollama;
 mod openai;
 mod request;
 mod scheduler;

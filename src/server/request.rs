@@ -23,6 +23,16 @@ impl Fields {
         }
     }
 
+    /// Fields built by the server itself, as when another API's request is read into these
+    /// names.
+    pub fn from_map(map: Map<String, Value>) -> Fields {
+        Fields(map)
+    }
+
+    pub fn insert(&mut self, key: &str, value: Value) {
+        self.0.insert(key.to_string(), value);
+    }
+
     /// The field's value; `null` counts as absent, as OpenAI clients send it for unset fields.
     pub fn get(&self, key: &str) -> Option<&Value> {
         self.0.get(key).filter(|v| !v.is_null())

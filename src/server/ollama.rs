@@ -1,0 +1,633 @@
+//! Ollama's API: `/api/version`, `/api/tags`, `/api/show` and `/api/ps` describe the one model;
+//! `/api/generate` and `/api/chat` generate, streamed as JSON lines (NDJSON) unless `stream` is
+//! false. A request's Ollama fields are read into the llama.cpp fields the other endpoints
+//! read (`options.num_predict` becomes `n_predict`, `format` a grammar), so every API shares
+//! one set of checks and one sampler. Whatever model a request names, the loaded one answers,
+//! as llama-server does.
+
+use super::api::{self, Pending, Reply, Shared};
+use super::http::{ApiError, Client};
+use super::openai;
+use super::request::{schema_grammar, Fields};
+use super::scheduler::{Event, Summary};
+use super::tools::{Answer, ToolPlan};
+use crate::chat_format::{Message, Role};
+use crate::gguf::Value as GgufValue;
+use crate::grammar::{json_schema, Grammar};
+use serde_json::{json, Map, Value};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+/// The paths of Ollama's API, whose errors are `{"error": "message"}`.
+pub const PREFIX: &str = "/api/";
+
+/// Options that tune how the model runs, never what it writes.
+const NO_EFFECT: [&str; 14] = [
+    "num_thread",
+    "num_gpu",
+    "main_gpu",
+    "num_batch",
+    "low_vram",
+    "use_mmap",
+    "use_mlock",
+    "numa",
+    "f16_kv",
+    "vocab_only",
+    "logits_all",
+    "num_gqa",
+    "draft_num_predict",
+    "embedding_only",
+];
+/// Options whose names and meaning llama.cpp's fields share.
+const SAME_NAME: [&str; 8] = [
+    "temperature",
+    "top_k",
+    "top_p",
+    "min_p",
+    "seed",
+    "repeat_penalty",
+    "repeat_last_n",
+    "stop",
+];
+
+pub fn version<'r>(_: &'r Shared) -> Result<Reply<'r>, ApiError> {
+    Ok(Reply::Json(json!({"version": env!("CARGO_PKG_VERSION")})))
+}
+
+pub fn tags<'r>(shared: &'r Shared) -> Result<Reply<'r>, ApiError> {
+    let mut model = listing(shared);
+    model["modified_at"] = json!(timestamp(started(shared)));
+    Ok(Reply::Json(json!({"models": [model]})))
+}
+
+/// The model stays loaded for as long as the server runs.
+pub fn ps<'r>(shared: &'r Shared) -> Result<Reply<'r>, ApiError> {
+    let mut model = listing(shared);
+    model["expires_at"] = json!(NEVER);
+    model["size_vram"] = json!(0);
+    model["context_length"] = json!(shared.config.n_ctx);
+    Ok(Reply::Json(json!({"models": [model]})))
+}
+
+/// `expires_at` of a model that is never unloaded.
+const NEVER: &str = "9999-12-31T23:59:59Z";
+
+/// `verbose` is accepted, but the vocabulary's arrays stay empty: they are megabytes that no
+/// client reads, and the server keeps no copy of them outside the tokenizer.
+pub fn show<'r>(shared: &'r Shared, fields: &Fields, _: Client) -> Result<Reply<'r>, ApiError> {
+    fields.bool("verbose")?;
+    let info = shared.info;
+    let mut model_info: Map<String, Value> = info
+        .facts
+        .metadata
+        .iter()
+        .map(|(key, value)| (key.clone(), gguf_json(value)))
+        .collect();
+    model_info
+        .entry("general.parameter_count")
+        .or_insert_with(|| json!(info.facts.parameters));
+    let template = info.template.describe();
+    let parameters = parameters(shared);
+    let license = info
+        .facts
+        .metadata
+        .iter()
+        .find(|(key, _)| key == "general.license")
+        .and_then(|(_, value)| value.as_str())
+        .unwrap_or_default();
+    Ok(Reply::Json(json!({
+        "license": license,
+        "modelfile": format!(
+            "# The model llmfile serves, in a Modelfile's words.\nFROM {}\nTEMPLATE \"\"\"{template}\"\"\"\n{}",
+            info.name,
+            parameters
+                .lines()
+                .map(|line| format!("PARAMETER {line}\n"))
+                .collect::<String>()
+        ),
+        "parameters": parameters,
+        "template": template,
+        "details": details(shared),
+        "model_info": model_info,
+        "capabilities": ["completion", "tools"],
+        "modified_at": timestamp(started(shared)),
+    })))
+}
+
+/// The server's sampling defaults and the template's stop strings, one `name value` a line as
+/// Ollama writes a model's parameters.
+fn parameters(shared: &Shared) -> String {
+    let s = &shared.config.sampling;
+    let mut lines = vec![
+        format!("num_ctx {}", shared.config.n_ctx),
+        format!("temperature {}", s.temperature),
+        format!("top_k {}", s.top_k),
+        format!("top_p {}", s.top_p),
+        format!("min_p {}", s.min_p),
+        format!("repeat_penalty {}", s.repeat_penalty),
+        format!("repeat_last_n {}", s.repeat_last_n),
+    ];
+    for stop in shared.info.template.stop_strings() {
+        lines.push(format!("stop {}", json!(stop)));
+    }
+    lines.join("\n")
+}
+
+/// The model as `/api/tags` and `/api/ps` list it.
+fn listing(shared: &Shared) -> Value {
+    let facts = &shared.info.facts;
+    json!({
+        "name": shared.info.name,
+        "model": shared.info.name,
+        "size": facts.size,
+        "digest": facts.digest,
+        "details": details(shared),
+    })
+}
+
+fn details(shared: &Shared) -> Value {
+    let architecture = &shared.info.architecture;
+    json!({
+        "parent_model": "",
+        "format": "gguf",
+        "family": architecture,
+        "families": [architecture],
+        "parameter_size": parameter_size(shared.info.facts.parameters),
+        "quantization_level": shared.info.facts.quantization,
+    })
+}
+
+/// "7.6B", "268.10M", as Ollama writes a parameter count.
+fn parameter_size(parameters: u64) -> String {
+    let n = parameters as f64;
+    if n >= 1e9 {
+        format!("{:.1}B", n / 1e9)
+    } else if n >= 1e6 {
+        format!("{:.2}M", n / 1e6)
+    } else if n >= 1e3 {
+        format!("{:.2}K", n / 1e3)
+    } else {
+        parameters.to_string()
+    }
+}
+
+fn gguf_json(value: &GgufValue) -> Value {
+    match value {
+        GgufValue::String(text) => json!(text),
+        GgufValue::Bool(b) => json!(b),
+        GgufValue::F32(x) => json!(x.to_string().parse::<f64>().unwrap_or(f64::from(*x))),
+        GgufValue::F64(x) => json!(x),
+        GgufValue::U64(n) => json!(n),
+        GgufValue::Array(items) => Value::Array(items.iter().map(gguf_json).collect()),
+        other => json!(other.as_i64()),
+    }
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    Generate,
+    Chat,
+}
+
+/// `/api/generate`: `prompt` through the chat template (with `system`), or as it is with
+/// `raw`.
+pub fn generate<'r>(
+    shared: &'r Shared,
+    fields: &Fields,
+    client: Client,
+) -> Result<Reply<'r>, ApiError> {
+    let started = Instant::now();
+    if fields.str("template")?.is_some_and(|t| !t.is_empty()) {
+        return Err(ApiError::bad_request(
+            "template is not supported: prompts go through the model's chat template (or the server's --chat-template); send raw: true with a prompt formatted as you need it",
+        ));
+    }
+    if fields.str("suffix")?.is_some_and(|s| !s.is_empty()) {
+        return Err(ApiError::bad_request(
+            "suffix is not supported: /api/generate does not fill in the middle",
+        ));
+    }
+    if fields.get("context").is_some_and(|c| c != &json!([])) {
+        return Err(ApiError::bad_request(
+            "context is not supported: send the conversation again, or use /api/chat",
+        ));
+    }
+    refuse_images("images", fields.get("images"))?;
+    let request = Translated::read(shared, fields)?;
+    let prompt = fields.str("prompt")?.unwrap_or_default();
+    if prompt.is_empty() {
+        return Ok(loaded(shared, Kind::Generate));
+    }
+    let template = &shared.info.template;
+    let (tokens, stops) = if fields.bool("raw")?.unwrap_or(false) {
+        (shared.encode(prompt, true, true)?, Vec::new())
+    } else {
+        let mut messages = Vec::with_capacity(2);
+        if let Some(system) = fields.str("system")?.filter(|s| !s.is_empty()) {
+            messages.push(Message {
+                role: Role::System,
+                content: system.to_string(),
+            });
+        }
+        messages.push(Message {
+            role: Role::User,
+            content: prompt.to_string(),
+        });
+        let fitted = shared.fit_chat(template, &request.fields, &messages, &["n_predict"])?;
+        (fitted.tokens, template.stop_strings())
+    };
+    let generation = request.generation(shared, tokens, stops)?;
+    respond(shared, Kind::Generate, generation, None, client, started)
+}
+
+/// `/api/chat`: `messages` through the chat template, with `tools` as on
+/// `/v1/chat/completions`.
+pub fn chat<'r>(
+    shared: &'r Shared,
+    fields: &Fields,
+    client: Client,
+) -> Result<Reply<'r>, ApiError> {
+    let started = Instant::now();
+    let mut request = Translated::read(shared, fields)?;
+    let messages = match fields.get("messages") {
+        None => return Ok(loaded(shared, Kind::Chat)),
+        Some(Value::Array(items)) if items.is_empty() => {
+            return Ok(loaded(shared, Kind::Chat));
+        }
+        Some(Value::Array(items)) => items,
+        Some(_) => return Err(ApiError::bad_request("messages must be an array")),
+    };
+    let messages = messages
+        .iter()
+        .enumerate()
+        .map(|(index, message)| chat_message(index, message))
+        .collect::<Result<Vec<Value>, ApiError>>()?;
+    request.set("messages", Value::Array(messages));
+    if let Some(tools) = fields.get("tools") {
+        request.set("tools", tools.clone());
+    }
+    let template = &shared.info.template;
+    let openai::ChatPrompt { fitted, plan } =
+        openai::chat_prompt(shared, &request.fields, template)?;
+    let mut generation = request.generation(shared, fitted.tokens, template.stop_strings())?;
+    if let Some(plan) = &plan {
+        let grammar = schema_grammar("tools", &plan.schema())?;
+        generation.settings.grammar = Some(
+            Grammar::parse(&grammar).map_err(|e| ApiError::bad_request(format!("tools: {e}")))?,
+        );
+    }
+    respond(shared, Kind::Chat, generation, plan, client, started)
+}
+
+/// A message of Ollama's, in the shape `/v1/chat/completions` reads: `tool_name` becomes the
+/// tool result's `name`.
+fn chat_message(index: usize, message: &Value) -> Result<Value, ApiError> {
+    let Value::Object(fields) = message else {
+        return Err(ApiError::bad_request(format!(
+            "messages[{index}] must be an object"
+        )));
+    };
+    refuse_images(&format!("messages[{index}].images"), fields.get("images"))?;
+    let mut message = fields.clone();
+    message.remove("images");
+    message.remove("thinking");
+    if let Some(name) = message.remove("tool_name") {
+        message.insert("name".into(), name);
+    }
+    Ok(Value::Object(message))
+}
+
+fn refuse_images(key: &str, images: Option<&Value>) -> Result<(), ApiError> {
+    match images {
+        None | Some(Value::Null) => Ok(()),
+        Some(Value::Array(items)) if items.is_empty() => Ok(()),
+        Some(_) => Err(ApiError::bad_request(format!(
+            "{key}: this server's models read text only, not images"
+        ))),
+    }
+}
+
+/// Ollama's answer to a request with nothing to generate, which clients send to load a model:
+/// this one is always loaded.
+fn loaded<'r>(shared: &Shared, kind: Kind) -> Reply<'r> {
+    let mut body = json!({
+        "model": shared.info.name,
+        "created_at": timestamp(SystemTime::now()),
+        "done": true,
+        "done_reason": "load",
+    });
+    match kind {
+        Kind::Generate => body["response"] = json!(""),
+        Kind::Chat => body["message"] = json!({"role": "assistant", "content": ""}),
+    }
+    Reply::Json(body)
+}
+
+/// An Ollama request read into llama.cpp's field names.
+struct Translated {
+    fields: Fields,
+    /// `num_predict: -2`: generate until the context is full.
+    fill_context: bool,
+}
+
+impl Translated {
+    fn read(shared: &Shared, request: &Fields) -> Result<Translated, ApiError> {
+        let mut fields = Map::new();
+        let mut fill_context = false;
+        let options = match request.get("options") {
+            None => Map::new(),
+            Some(Value::Object(options)) => options.clone(),
+            Some(_) => return Err(ApiError::bad_request("options must be an object")),
+        };
+        let known = Fields::from_map(options.clone());
+        for (key, value) in options.into_iter().filter(|(_, v)| !v.is_null()) {
+            let key = key.as_str();
+            let unsupported = |what: &str| {
+                Err(ApiError::bad_request(format!(
+                    "options.{key} is not supported: {what}"
+                )))
+            };
+            match key {
+                _ if SAME_NAME.contains(&key) => {
+                    fields.insert(key.to_string(), value);
+                }
+                _ if NO_EFFECT.contains(&key) => {}
+                "num_predict" => match known.i64_in(key, -2..=i64::from(i32::MAX))? {
+                    Some(-2) => fill_context = true,
+                    _ => {
+                        fields.insert("n_predict".into(), value);
+                    }
+                },
+                "num_keep" => {
+                    fields.insert("n_keep".into(), value);
+                }
+                "num_ctx" => {
+                    let n_ctx = shared.config.n_ctx;
+                    let asked = known.i64_in(key, 1..=i64::MAX)?.unwrap_or_default();
+                    if asked > n_ctx as i64 {
+                        return Err(ApiError::bad_request(format!(
+                            "options.num_ctx is {asked}, more than the {n_ctx} tokens of this server's context; start it with -c {asked} to have them"
+                        )));
+                    }
+                }
+                "mirostat" if known.i64(key)? != Some(0) => {
+                    return unsupported("this server samples without Mirostat");
+                }
+                "mirostat" | "mirostat_tau" | "mirostat_eta" => {}
+                "tfs_z" | "typical_p" if known.f32(key)? != Some(1.0) => {
+                    return unsupported("this server's sampler has no such step; leave it at 1");
+                }
+                "presence_penalty" | "frequency_penalty" if known.f32(key)? != Some(0.0) => {
+                    return unsupported("this server's sampler has no such penalty; leave it at 0");
+                }
+                "tfs_z" | "typical_p" | "presence_penalty" | "frequency_penalty" => {}
+                "penalize_newline" if known.bool(key)? == Some(false) => {
+                    return unsupported("repeat_penalty applies to newlines as to any token");
+                }
+                "penalize_newline" => {}
+                _ => {
+                    return Err(ApiError::bad_request(format!(
+                        "options.{key} is not an option this server knows"
+                    )))
+                }
+            }
+        }
+        match request.get("format") {
+            None => {}
+            Some(Value::String(format)) if format.is_empty() => {}
+            Some(Value::String(format)) if format == "json" => {
+                fields.insert("grammar".into(), json!(json_schema::JSON_OBJECT_GRAMMAR));
+            }
+            Some(schema @ Value::Object(_)) => {
+                fields.insert("json_schema".into(), schema.clone());
+            }
+            Some(_) => {
+                return Err(ApiError::bad_request(
+                    "format must be \"json\" or a JSON schema object",
+                ))
+            }
+        }
+        if let Some(think) = request.get("think") {
+            if think != &json!(false) {
+                return Err(ApiError::bad_request(
+                    "think is not supported: this server does not separate a model's thinking from its answer",
+                ));
+            }
+        }
+        let stream = request.bool("stream")?.unwrap_or(true);
+        fields.insert("stream".into(), json!(stream));
+        Ok(Translated {
+            fields: Fields::from_map(fields),
+            fill_context,
+        })
+    }
+
+    fn set(&mut self, key: &str, value: Value) {
+        self.fields.insert(key, value);
+    }
+
+    fn generation(
+        mut self,
+        shared: &Shared,
+        prompt: Vec<u32>,
+        stops: Vec<String>,
+    ) -> Result<api::Prepared, ApiError> {
+        if self.fill_context {
+            let room = shared.config.n_ctx.saturating_sub(prompt.len());
+            self.set("n_predict", json!(room));
+        }
+        shared.generation(&self.fields, prompt, &["n_predict"], stops)
+    }
+}
+
+fn respond<'r>(
+    shared: &'r Shared,
+    kind: Kind,
+    generation: api::Prepared,
+    plan: Option<ToolPlan>,
+    client: Client,
+    started: Instant,
+) -> Result<Reply<'r>, ApiError> {
+    let stream = generation.stream;
+    let events = shared.submit(generation.prompt, generation.settings, client)?;
+    let lines = Lines {
+        kind,
+        model: shared.info.name.clone(),
+        started,
+    };
+    if let Some(plan) = plan {
+        let done = move || -> Result<Value, ApiError> {
+            let done = api::collect(events)?;
+            Ok(lines.with_tools(&plan, &done))
+        };
+        if !stream {
+            return Ok(Reply::Json(done()?));
+        }
+        return Ok(Reply::Lines(Box::new(move |out| {
+            let last = done().unwrap_or_else(|error| error.to_plain_json());
+            out.send(&last.to_string())
+        })));
+    }
+    if !stream {
+        let done = api::collect(events)?;
+        return Ok(Reply::Json(lines.last(&done.content, &done.summary)));
+    }
+    Ok(Reply::Lines(Box::new(move |out| {
+        lines.stream(events, |line| out.send(&line.to_string()))
+    })))
+}
+
+/// The objects of one reply.
+struct Lines {
+    kind: Kind,
+    model: String,
+    started: Instant,
+}
+
+impl Lines {
+    fn piece(&self, text: &str, done: bool) -> Value {
+        let mut body = json!({
+            "model": self.model,
+            "created_at": timestamp(SystemTime::now()),
+        });
+        match self.kind {
+            Kind::Generate => body["response"] = json!(text),
+            Kind::Chat => body["message"] = json!({"role": "assistant", "content": text}),
+        }
+        body["done"] = json!(done);
+        body
+    }
+
+    /// The object that ends a reply: `text` (all of it when not streamed) and the counts.
+    fn last(&self, text: &str, summary: &Summary) -> Value {
+        let nanos = |ms: f64| (ms * 1e6).round() as u64;
+        let mut body = self.piece(text, true);
+        let fields = [
+            ("done_reason", json!(done_reason(summary))),
+            (
+                "total_duration",
+                json!(self.started.elapsed().as_nanos() as u64),
+            ),
+            ("load_duration", json!(0)),
+            ("prompt_eval_count", json!(summary.tokens_evaluated)),
+            ("prompt_eval_duration", json!(nanos(summary.prompt_ms))),
+            ("eval_count", json!(summary.tokens_predicted)),
+            ("eval_duration", json!(nanos(summary.predicted_ms))),
+        ];
+        for (key, value) in fields {
+            body[key] = value;
+        }
+        body
+    }
+
+    fn stream(
+        &self,
+        events: Pending,
+        mut send: impl FnMut(Value) -> std::io::Result<()>,
+    ) -> std::io::Result<()> {
+        for event in events {
+            match event {
+                Event::Token { text, .. } if text.is_empty() => {}
+                Event::Token { text, .. } => send(self.piece(&text, false))?,
+                Event::Done(summary) => return send(self.last("", &summary)),
+                Event::Failed(message) => {
+                    return send(ApiError::new(500, message).to_plain_json());
+                }
+            }
+        }
+        send(api::model_stopped().to_plain_json())
+    }
+
+    /// A chat answer under tools, whole: its calls with their arguments as objects, or its
+    /// words.
+    fn with_tools(&self, plan: &ToolPlan, done: &api::Collected) -> Value {
+        match plan.parse(&done.content) {
+            Some(Answer::Calls(calls)) => {
+                let calls: Vec<Value> = calls
+                    .iter()
+                    .map(|call| {
+                        let arguments: Value =
+                            serde_json::from_str(&call.arguments).unwrap_or(json!({}));
+                        json!({"function": {"name": call.name, "arguments": arguments}})
+                    })
+                    .collect();
+                let mut body = self.last("", &done.summary);
+                body["message"]["tool_calls"] = json!(calls);
+                body
+            }
+            Some(Answer::Text(text)) => self.last(&text, &done.summary),
+            None => self.last(&done.content, &done.summary),
+        }
+    }
+}
+
+fn done_reason(summary: &Summary) -> &'static str {
+    if summary.stopped_limit {
+        "length"
+    } else {
+        "stop"
+    }
+}
+
+fn started(shared: &Shared) -> SystemTime {
+    UNIX_EPOCH + Duration::from_secs(shared.started)
+}
+
+/// RFC 3339 in UTC with nanoseconds, as Ollama writes its times.
+fn timestamp(time: SystemTime) -> String {
+    let since = time.duration_since(UNIX_EPOCH).unwrap_or_default();
+    let seconds = since.as_secs();
+    let (year, month, day) = civil_date((seconds / 86_400) as i64);
+    let of_day = seconds % 86_400;
+    format!(
+        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{:09}Z",
+        of_day / 3600,
+        of_day / 60 % 60,
+        of_day % 60,
+        since.subsec_nanos()
+    )
+}
+
+/// The proleptic Gregorian date `days` after 1970-01-01 (Howard Hinnant's `civil_from_days`).
+fn civil_date(days: i64) -> (i64, u32, u32) {
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let day_of_era = z.rem_euclid(146_097);
+    let year_of_era =
+        (day_of_era - day_of_era / 1460 + day_of_era / 36_524 - day_of_era / 146_096) / 365;
+    let day_of_year = day_of_era - (365 * year_of_era + year_of_era / 4 - year_of_era / 100);
+    let shifted_month = (5 * day_of_year + 2) / 153;
+    let day = (day_of_year - (153 * shifted_month + 2) / 5 + 1) as u32;
+    let month = (if shifted_month < 10 {
+        shifted_month + 3
+    } else {
+        shifted_month - 9
+    }) as u32;
+    let year = year_of_era + era * 400 + i64::from(month <= 2);
+    (year, month, day)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn times_are_written_as_rfc_3339_in_utc() {
+        let at = |seconds: u64, nanos: u32| {
+            timestamp(
+                UNIX_EPOCH + Duration::from_secs(seconds) + Duration::from_nanos(nanos.into()),
+            )
+        };
+        assert_eq!(at(0, 0), "1970-01-01T00:00:00.000000000Z");
+        assert_eq!(at(951_782_400, 5), "2000-02-29T00:00:00.000000005Z");
+        assert_eq!(at(1_786_107_723, 0), "2026-08-07T13:02:03.000000000Z");
+        assert_eq!(at(4_107_542_399, 0), "2100-02-28T23:59:59.000000000Z");
+    }
+
+    #[test]
+    fn parameter_counts_read_as_ollama_writes_them() {
+        assert_eq!(parameter_size(7_615_616_512), "7.6B");
+        assert_eq!(parameter_size(268_098_176), "268.10M");
+        assert_eq!(parameter_size(4_096), "4.10K");
+        assert_eq!(parameter_size(12), "12");
+    }
+}
