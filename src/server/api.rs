@@ -3,7 +3,7 @@
 use super::http::{ApiError, Client, EventStream, Request};
 use super::request::Fields;
 use super::scheduler::{Event, Job, Settings, Status, Summary, TokenProbs};
-use super::{assets, metrics, openai, ModelInfo, ServerConfig};
+use super::{assets, infill, metrics, openai, ModelInfo, ServerConfig};
 use crate::chat_format::Message;
 use crate::chat_template::{
     ChatTemplate, Fitted, TemplateError, TemplateTokens, BUILT_IN, DEFAULT_RESERVE,
@@ -109,13 +109,14 @@ use Handler::{Get, Post};
 
 /// Every endpoint of the API. The page's files are served beside them, public, by
 /// [`assets::find`].
-const ROUTES: [Route; 11] = [
+const ROUTES: [Route; 12] = [
     Route(&["/health"], Get(health), Public),
     Route(&["/props"], Get(props), Keyed),
     Route(&["/slots"], Get(slots), Keyed),
     Route(&["/metrics"], Get(export_metrics), Keyed),
     Route(&["/models", "/v1/models"], Get(openai::models), Keyed),
     Route(&["/completion", "/completions"], Post(completion), Keyed),
+    Route(&["/infill"], Post(infill::infill), Keyed),
     Route(&["/tokenize"], Post(tokenize), Keyed),
     Route(&["/detokenize"], Post(detokenize), Keyed),
     Route(&["/apply-template"], Post(apply_template), Keyed),
@@ -519,22 +520,27 @@ pub fn template_error(error: TemplateError) -> ApiError {
 pub struct Collected {
     pub content: String,
     pub probs: Vec<TokenProbs>,
+    /// The generated ids, in order.
+    pub tokens: Vec<u32>,
     pub summary: Summary,
 }
 
 pub fn collect(events: Pending) -> Result<Collected, ApiError> {
     let mut content = String::new();
     let mut probs = Vec::new();
+    let mut tokens = Vec::new();
     for event in events {
         match event {
-            Event::Token { text, probs: p } => {
+            Event::Token { text, probs: p, id } => {
                 content.push_str(&text);
                 probs.extend(p);
+                tokens.extend(id);
             }
             Event::Done(summary) => {
                 return Ok(Collected {
                     content,
                     probs,
+                    tokens,
                     summary,
                 })
             }
@@ -609,57 +615,79 @@ fn completion<'r>(
     client: Client,
 ) -> Result<Reply<'r>, ApiError> {
     let prompt = completion_prompt(shared, fields)?;
+    complete(shared, fields, prompt, client)
+}
+
+/// Generates from `prompt` under the request's fields and answers as `/completion` does
+/// (which `/infill` does too), whole or streamed.
+pub fn complete<'r>(
+    shared: &'r Shared,
+    fields: &Fields,
+    prompt: Vec<u32>,
+    client: Client,
+) -> Result<Reply<'r>, ApiError> {
+    let return_tokens = fields.bool("return_tokens")?.unwrap_or(false);
     let generation = shared.generation(fields, prompt, &["n_predict", "max_tokens"], Vec::new())?;
     let settings = generation.settings.clone();
+    // llama-server's `prompt`: the tokens as the model reads them, specials shown, so that a
+    // client can see what a built prompt (an infill's) became.
+    let rendered = shared.tokenizer.decode(&generation.prompt, true);
     let events = shared.submit(generation.prompt, generation.settings, client)?;
-    let final_json = move |content: String, probs: Vec<TokenProbs>, summary: &Summary| {
-        let mut body = json!({
-            "content": content,
-            "stop": true,
-            "model": shared.info.name,
-            "id_slot": summary.slot_id,
-            "slot_id": summary.slot_id,
-            "tokens_predicted": summary.tokens_predicted,
-            "tokens_evaluated": summary.tokens_evaluated,
-            "tokens_cached": summary.tokens_cached,
-            "stop_type": summary.stop_type(),
-            "stopped_eos": summary.stopped_eos,
-            "stopped_word": summary.stopped_word,
-            "stopped_limit": summary.stopped_limit,
-            "stopping_word": summary.stopping_word,
-            "truncated": false,
-            "generation_settings": settings_json(shared, &settings),
-            "timings": timings(summary),
-        });
-        if settings.n_probs > 0 {
-            body["completion_probabilities"] = json!(probs);
-        }
-        body
-    };
+    let final_json =
+        move |content: String, probs: Vec<TokenProbs>, tokens: Vec<u32>, summary: &Summary| {
+            let mut body = json!({
+                "content": content,
+                "tokens": tokens,
+                "prompt": rendered,
+                "stop": true,
+                "model": shared.info.name,
+                "id_slot": summary.slot_id,
+                "slot_id": summary.slot_id,
+                "tokens_predicted": summary.tokens_predicted,
+                "tokens_evaluated": summary.tokens_evaluated,
+                "tokens_cached": summary.tokens_cached,
+                "stop_type": summary.stop_type(),
+                "stopped_eos": summary.stopped_eos,
+                "stopped_word": summary.stopped_word,
+                "stopped_limit": summary.stopped_limit,
+                "stopping_word": summary.stopping_word,
+                "truncated": false,
+                "generation_settings": settings_json(shared, &settings),
+                "timings": timings(summary),
+            });
+            if settings.n_probs > 0 {
+                body["completion_probabilities"] = json!(probs);
+            }
+            body
+        };
+    let kept = |tokens: Vec<u32>| if return_tokens { tokens } else { Vec::new() };
     if !generation.stream {
         let done = collect(events)?;
         return Ok(Reply::Json(final_json(
             done.content,
             done.probs,
+            kept(done.tokens),
             &done.summary,
         )));
     }
     Ok(Reply::Stream(Box::new(move |stream| {
         for event in events {
             match event {
-                Event::Token { text, probs } => {
-                    if text.is_empty() && probs.is_none() {
+                Event::Token { text, probs, id } => {
+                    let id = id.filter(|_| return_tokens);
+                    if text.is_empty() && probs.is_none() && id.is_none() {
                         continue;
                     }
-                    let mut body = json!({"content": text, "stop": false});
+                    let mut body =
+                        json!({"content": text, "tokens": Vec::from_iter(id), "stop": false});
                     if let Some(probs) = probs {
                         body["completion_probabilities"] = json!([probs]);
                     }
                     stream.send(&body.to_string())?;
                 }
                 Event::Done(summary) => {
-                    return stream
-                        .send(&final_json(String::new(), Vec::new(), &summary).to_string());
+                    let last = final_json(String::new(), Vec::new(), Vec::new(), &summary);
+                    return stream.send(&last.to_string());
                 }
                 Event::Failed(message) => {
                     return stream.send(&ApiError::new(500, message).to_json().to_string());
@@ -792,6 +820,7 @@ mod tests {
             .send(Event::Token {
                 text: "half".into(),
                 probs: None,
+                id: Some(7),
             })
             .unwrap();
         drop(events);
