@@ -300,6 +300,10 @@ struct ServeArgs {
     /// --api-key when one is set).
     #[arg(long = "metrics")]
     metrics: bool,
+    /// Fill-in-the-middle prompts (/infill, suffix on /v1/completions) in suffix-prefix-middle
+    /// order rather than prefix-suffix-middle, for models trained that way.
+    #[arg(long = "spm-infill")]
+    spm_infill: bool,
 }
 
 #[derive(Args, Debug, Clone)]

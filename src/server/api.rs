@@ -3,7 +3,7 @@
 use super::http::{ApiError, Client, EventStream, Request, StreamFormat};
 use super::request::Fields;
 use super::scheduler::{Event, Job, Settings, Status, Summary, TokenProbs};
-use super::{assets, metrics, ollama, openai, ModelInfo, ServerConfig};
+use super::{assets, infill, metrics, ollama, openai, ModelInfo, ServerConfig};
 use crate::chat_format::Message;
 use crate::chat_format::PageTemplates;
 use crate::chat_template::{
@@ -126,13 +126,14 @@ use Handler::{Get, Post};
 
 /// Every endpoint of the API. The page's files are served beside them, public, by
 /// [`assets::find`].
-const ROUTES: [Route; 17] = [
+const ROUTES: [Route; 18] = [
     Route(&["/health"], Get(health), Public),
     Route(&["/props"], Get(props), Keyed),
     Route(&["/slots"], Get(slots), Keyed),
     Route(&["/metrics"], Get(export_metrics), Keyed),
     Route(&["/models", "/v1/models"], Get(openai::models), Keyed),
     Route(&["/completion", "/completions"], Post(completion), Keyed),
+    Route(&["/infill"], Post(infill::infill), Keyed),
     Route(&["/tokenize"], Post(tokenize), Keyed),
     Route(&["/detokenize"], Post(detokenize), Keyed),
     Route(&["/apply-template"], Post(apply_template), Keyed),
@@ -607,22 +608,27 @@ pub fn template_error(error: TemplateError) -> ApiError {
 pub struct Collected {
     pub content: String,
     pub probs: Vec<TokenProbs>,
+    /// The generated ids, in order.
+    pub tokens: Vec<u32>,
     pub summary: Summary,
 }
 
 pub fn collect(events: Pending) -> Result<Collected, ApiError> {
     let mut content = String::new();
     let mut probs = Vec::new();
+    let mut tokens = Vec::new();
     for event in events {
         match event {
-            Event::Token { text, probs: p } => {
+            Event::Token { text, probs: p, id } => {
                 content.push_str(&text);
                 probs.extend(p);
+                tokens.extend(id);
             }
             Event::Done(summary) => {
                 return Ok(Collected {
                     content,
                     probs,
+                    tokens,
                     summary,
                 })
             }
@@ -708,6 +714,10 @@ fn completion_prompt(shared: &Shared, fields: &Fields) -> Result<Vec<u32>, ApiEr
 #[derive(Serialize)]
 struct Completion<'a> {
     content: String,
+    /// The generated ids, when the request set `return_tokens`.
+    tokens: Vec<u32>,
+    /// The prompt's tokens as text, special tokens shown (llama-server's `prompt`).
+    prompt: &'a str,
     stop: bool,
     model: &'a str,
     id_slot: usize,
@@ -732,6 +742,7 @@ struct Completion<'a> {
 #[derive(Serialize)]
 struct Partial {
     content: String,
+    tokens: Vec<u32>,
     stop: bool,
     #[serde(skip_serializing_if = "Option::is_none")]
     completion_probabilities: Option<[TokenProbs; 1]>,
@@ -747,6 +758,8 @@ impl<'a> Completion<'a> {
     ) -> Completion<'a> {
         Completion {
             content,
+            tokens: Vec::new(),
+            prompt: "",
             stop: true,
             model: &shared.info.name,
             id_slot: summary.slot_id,
@@ -776,6 +789,14 @@ impl<'a> Completion<'a> {
             completion_probabilities: (settings.n_probs > 0).then_some(probs),
         }
     }
+
+    fn with_tokens(self, tokens: Vec<u32>, prompt: &'a str) -> Completion<'a> {
+        Completion {
+            tokens,
+            prompt,
+            ..self
+        }
+    }
 }
 
 fn completion<'r>(
@@ -784,30 +805,56 @@ fn completion<'r>(
     client: Client,
 ) -> Result<Reply<'r>, ApiError> {
     let prompt = completion_prompt(shared, fields)?;
+    complete(shared, fields, prompt, client)
+}
+
+/// Generates from `prompt` under the request's fields and answers as `/completion` does
+/// (which `/infill` does too), whole or streamed.
+pub fn complete<'r>(
+    shared: &'r Shared,
+    fields: &Fields,
+    prompt: Vec<u32>,
+    client: Client,
+) -> Result<Reply<'r>, ApiError> {
+    let return_tokens = fields.bool("return_tokens")?.unwrap_or(false);
     let generation = shared.generation(fields, prompt, &["n_predict", "max_tokens"], Vec::new())?;
     let settings = generation.settings.clone();
+    // llama-server's `prompt`: the tokens as the model reads them, specials shown, so that a
+    // client can see what a built prompt (an infill's) became.
+    let rendered = shared.tokenizer.decode(&generation.prompt, true);
     let events = shared.submit(generation.prompt, generation.settings, client)?;
+    let kept = |tokens: Vec<u32>| if return_tokens { tokens } else { Vec::new() };
     if !generation.stream {
         let done = collect(events)?;
-        let body = Completion::new(shared, &settings, done.content, done.probs, &done.summary);
+        let body = Completion::new(
+            shared,
+            &settings,
+            done.content,
+            done.probs,
+            &done.summary,
+        )
+        .with_tokens(kept(done.tokens), &rendered);
         return Reply::json(&body);
     }
     Ok(Reply::Stream(Box::new(move |stream| {
         for event in events {
             match event {
-                Event::Token { text, probs } => {
-                    if text.is_empty() && probs.is_none() {
+                Event::Token { text, probs, id } => {
+                    let id = id.filter(|_| return_tokens);
+                    if text.is_empty() && probs.is_none() && id.is_none() {
                         continue;
                     }
                     stream.send_json(&Partial {
                         content: text,
+                        tokens: Vec::from_iter(id),
                         stop: false,
                         completion_probabilities: probs.map(|probs| [probs]),
                     })?;
                 }
                 Event::Done(summary) => {
                     let last =
-                        Completion::new(shared, &settings, String::new(), Vec::new(), &summary);
+                        Completion::new(shared, &settings, String::new(), Vec::new(), &summary)
+                            .with_tokens(Vec::new(), &rendered);
                     return stream.send_json(&last);
                 }
                 Event::Failed(message) => {
@@ -967,6 +1014,7 @@ mod tests {
             .send(Event::Token {
                 text: "half".into(),
                 probs: None,
+                id: Some(7),
             })
             .unwrap();
         drop(events);

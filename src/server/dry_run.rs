@@ -80,6 +80,7 @@ fn stand_in_model(queue: Receiver<Job>, status: &Status) -> Vec<QueuedJob> {
             let token = Event::Token {
                 text: "x".into(),
                 probs: None,
+                id: None,
             };
             // A worker that has already answered has dropped its receiver; nothing to free here.
             let _ = job.events.send(token);
@@ -148,6 +149,7 @@ mod tests {
             slots_endpoint: false,
             speculator: None,
             metrics_endpoint: false,
+            spm_infill: false,
         }
     }
 

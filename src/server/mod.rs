@@ -12,6 +12,7 @@ mod assets;
 #[doc(hidden)]
 pub mod dry_run;
 mod http;
+mod infill;
 mod metrics;
 mod ollama;
 mod openai;
@@ -92,6 +93,9 @@ pub struct ServerConfig {
     pub speculator: Option<Speculator>,
     /// Whether `GET /metrics` answers (`--metrics`).
     pub metrics_endpoint: bool,
+    /// Fill-in-the-middle prompts put the suffix before the prefix (`--spm-infill`), as some
+    /// models were trained.
+    pub spm_infill: bool,
 }
 
 impl ServerConfig {

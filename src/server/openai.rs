@@ -3,6 +3,7 @@
 
 use super::api::{self, Pending, Reply, Shared};
 use super::http::{ApiError, Client, EventStream};
+use super::infill;
 use super::request::{schema_grammar, Fields};
 use super::scheduler::{Event, Summary};
 use super::tools::{self, Answer, ToolCall, ToolPlan};
@@ -157,8 +158,15 @@ pub fn completions<'r>(
         Some(_) => return Err(ApiError::bad_request("prompt must be a string")),
         None => return Err(ApiError::bad_request("prompt is required")),
     };
-    let parse_special = fields.bool("parse_special")?.unwrap_or(false);
-    let prompt = shared.encode(&prompt, true, parse_special)?;
+    // With a suffix the completion is what goes between the prompt and it, asked for in the
+    // model's fill-in-the-middle format.
+    let prompt = match fields.str("suffix")? {
+        Some(suffix) => infill::completion_prompt(shared, fields, &prompt, suffix)?,
+        None => {
+            let parse_special = fields.bool("parse_special")?.unwrap_or(false);
+            shared.encode(&prompt, true, parse_special)?
+        }
+    };
     let generation = shared.generation(fields, prompt, &["max_tokens", "n_predict"], Vec::new())?;
     respond(shared, Shape::Text, generation, fields, client, None, None)
 }

@@ -108,6 +108,9 @@ pub enum Event {
     Token {
         text: String,
         probs: Option<TokenProbs>,
+        /// The sampled token (llama-server's `return_tokens`); None when the limit allowed
+        /// none and only held-back text remains.
+        id: Option<u32>,
     },
     Done(Summary),
     Failed(String),
@@ -541,6 +544,7 @@ fn advance(task: &mut Task, logits: &[f32], guesses: &[u32]) -> (Progress, usize
                 .send(Event::Token {
                     text: step.text,
                     probs: step.probs,
+                    id: step.token,
                 })
                 .is_ok();
         if !sent {

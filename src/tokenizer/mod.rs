@@ -307,6 +307,19 @@ impl Tokenizer {
         self.vocab.role(Role::Pad)
     }
 
+    /// The fill-in-the-middle tokens, as llama.cpp finds them: from the `fim_*` keys (or the
+    /// deprecated `prefix`/`suffix`/`middle` ones), else by their usual texts.
+    pub fn fim(&self) -> FimTokens {
+        let role = |role| self.vocab.role(role);
+        FimTokens {
+            pre: role(Role::FimPre),
+            suf: role(Role::FimSuf),
+            mid: role(Role::FimMid),
+            rep: role(Role::FimRep),
+            sep: role(Role::FimSep),
+        }
+    }
+
     /// Whether `encode` with `add_special` starts with BOS.
     pub fn add_bos(&self) -> bool {
         self.vocab.add_bos
@@ -336,6 +349,18 @@ impl Tokenizer {
     pub fn token_text(&self, id: u32) -> Option<&str> {
         self.vocab.texts.get(id as usize).map(String::as_str)
     }
+}
+
+/// The special tokens of a fill-in-the-middle prompt. Prefix, suffix and middle are what any
+/// such prompt needs; the repository and file separator tokens, where a model has them, frame
+/// the other files given as context (Qwen2.5-Coder's repo-level pattern).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FimTokens {
+    pub pre: Option<u32>,
+    pub suf: Option<u32>,
+    pub mid: Option<u32>,
+    pub rep: Option<u32>,
+    pub sep: Option<u32>,
 }
 
 /// Reads an optional array key, converting each entry or naming the first that does not fit.

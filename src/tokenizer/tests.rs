@@ -342,6 +342,64 @@ fn end_of_generation_follows_llama_cpp() {
 }
 
 #[test]
+fn fim_tokens_come_from_the_keys_then_from_their_texts() {
+    let mut tokens = normal(&[("a", -1.0)]);
+    for text in [
+        "<|fim_prefix|>",
+        "<fim_suffix>",
+        "<PRE>",
+        "<reponame>",
+        "<|file_sep|>",
+    ] {
+        tokens.push((text, 0.0, USER_DEFINED));
+    }
+    tokens.push(("<hole>", 0.0, CONTROL));
+    tokens.push(("<fill>", 0.0, CONTROL));
+    let spec = spm_spec(&tokens);
+    let [qwen_pre, granite_suf, codellama_pre, reponame, file_sep, hole, fill] = ids(
+        &Tokenizer::from_spec(spec.clone()).unwrap(),
+        &[
+            "<|fim_prefix|>",
+            "<fim_suffix>",
+            "<PRE>",
+            "<reponame>",
+            "<|file_sep|>",
+            "<hole>",
+            "<fill>",
+        ],
+    )[..] else {
+        unreachable!()
+    };
+
+    // No keys: every role whose text is there, the lowest id where several are; no middle.
+    let by_text = Tokenizer::from_spec(spec.clone()).unwrap();
+    let fim = by_text.fim();
+    assert_eq!(fim.pre, Some(qwen_pre.min(codellama_pre)));
+    assert_eq!(fim.suf, Some(granite_suf));
+    assert_eq!(fim.mid, None);
+    assert_eq!((fim.rep, fim.sep), (Some(reponame), Some(file_sep)));
+    // Found by its text, a FIM token becomes a control token, parsed only with specials.
+    assert_eq!(
+        encode(&by_text, "<fim_suffix>", false).len(),
+        "<fim_suffix>".len()
+    );
+    assert_eq!(encode(&by_text, "<fim_suffix>", true), vec![granite_suf]);
+
+    // A key wins over the texts, and the deprecated keys, read last, over the current ones.
+    let mut keyed = spec;
+    keyed.role_ids = vec![
+        (Role::FimSuf, fill),
+        (Role::FimMid, hole),
+        (Role::FimMid, fill),
+        (Role::FimSep, 1_000_000),
+    ];
+    let fim = Tokenizer::from_spec(keyed).unwrap().fim();
+    assert_eq!((fim.suf, fim.mid), (Some(fill), Some(fill)));
+    // An id outside the vocabulary is ignored, leaving the text's token.
+    assert_eq!(fim.sep, Some(file_sep));
+}
+
+#[test]
 fn broken_vocabularies_give_errors() {
     let unknown_model = VocabSpec {
         model: "wordpiece".into(),
