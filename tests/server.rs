@@ -856,13 +856,13 @@ fn ollama_refuses_what_it_cannot_honour_with_400s_in_its_shape() {
         ),
         (
             "/api/generate",
-            prompt(json!({"options": {"presence_penalty": 1.5}})),
-            "options.presence_penalty",
+            prompt(json!({"options": {"presence_penalty": 500}})),
+            "presence_penalty must be between",
         ),
         (
             "/api/generate",
-            prompt(json!({"options": {"frequency_penalty": 1}})),
-            "options.frequency_penalty",
+            prompt(json!({"options": {"frequency_penalty": "high"}})),
+            "frequency_penalty must be a number",
         ),
         (
             "/api/generate",

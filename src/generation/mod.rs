@@ -23,7 +23,7 @@ pub struct Limits {
     /// The most tokens to generate; the caller caps it to what the context leaves.
     pub n_predict: usize,
     pub stop: Vec<String>,
-    /// Generate through end-of-generation tokens (their text is empty), as llama.cpp's field.
+    /// Never end at an end-of-generation token: they are banned, as llama.cpp's field does.
     pub ignore_eos: bool,
     /// Control tokens print their text (`--special`).
     pub special: bool,
@@ -97,7 +97,14 @@ pub struct Generation<'t> {
 impl<'t> Generation<'t> {
     /// A generation continuing `prompt`, whose tokens the repeat penalty counts as seen.
     pub fn new(tokenizer: &'t Tokenizer, limits: Limits, prompt: &[u32]) -> Generation<'t> {
-        let mut sampler = Sampler::new(limits.sampling.clone());
+        let mut sampling = limits.sampling.clone();
+        // As llama-server: ignoring end-of-generation bans those tokens rather than passing
+        // over them, so the text is the one llama.cpp gives.
+        if limits.ignore_eos {
+            let banned = tokenizer.end_of_generation_tokens().iter();
+            sampling.logit_bias.extend(banned.map(|&id| (id, f32::NEG_INFINITY)));
+        }
+        let mut sampler = Sampler::new(sampling);
         prompt.iter().for_each(|&t| sampler.accept(t));
         Generation {
             tokenizer,
@@ -327,7 +334,7 @@ mod tests {
     }
 
     #[test]
-    fn an_end_of_generation_token_ends_it_unless_ignored() {
+    fn an_end_of_generation_token_ends_it_unless_banned() {
         let engine = synthetic_engine();
         let tokenizer = engine.tokenizer();
         let eos = (0..tokenizer.n_vocab() as u32)
@@ -342,11 +349,13 @@ mod tests {
             ignore_eos: true,
             ..limits(2, &[])
         };
-        let (text, finished, generated) = run(tokenizer, ignoring, &[eos, eos]);
-        assert_eq!(
-            (text.as_str(), finished, generated),
-            ("", Some(Finish::Limit), 2)
-        );
+        let mut generation = Generation::new(tokenizer, ignoring, &[]);
+        for _ in 0..2 {
+            let step = generation.step(&choosing(tokenizer, eos));
+            let token = step.token.expect("a token");
+            assert!(!tokenizer.is_end_of_generation(token), "{token} is banned");
+        }
+        assert_eq!(generation.generated(), 2);
     }
 
     /// Logits over `values.len()` candidates (tokens 10, 11, ...); every other token is

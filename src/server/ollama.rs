@@ -38,7 +38,7 @@ const NO_EFFECT: [&str; 14] = [
     "embedding_only",
 ];
 /// Options whose names and meaning llama.cpp's fields share.
-const SAME_NAME: [&str; 8] = [
+const SAME_NAME: [&str; 10] = [
     "temperature",
     "top_k",
     "top_p",
@@ -46,6 +46,8 @@ const SAME_NAME: [&str; 8] = [
     "seed",
     "repeat_penalty",
     "repeat_last_n",
+    "presence_penalty",
+    "frequency_penalty",
     "stop",
 ];
 
@@ -376,10 +378,7 @@ impl Translated {
                 "tfs_z" | "typical_p" if known.f32(key)? != Some(1.0) => {
                     return unsupported("this server's sampler has no such step; leave it at 1");
                 }
-                "presence_penalty" | "frequency_penalty" if known.f32(key)? != Some(0.0) => {
-                    return unsupported("this server's sampler has no such penalty; leave it at 0");
-                }
-                "tfs_z" | "typical_p" | "presence_penalty" | "frequency_penalty" => {}
+                "tfs_z" | "typical_p" => {}
                 "penalize_newline" if known.bool(key)? == Some(false) => {
                     return unsupported("repeat_penalty applies to newlines as to any token");
                 }

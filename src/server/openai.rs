@@ -5,7 +5,7 @@ use super::api::{self, Pending, Reply, Shared};
 use super::http::{ApiError, Client, EventStream};
 use super::infill;
 use super::request::{schema_grammar, Fields};
-use super::scheduler::{Event, Summary};
+use super::scheduler::{Event, Summary, TokenProbs};
 use super::tools::{self, Answer, ToolCall, ToolPlan};
 use crate::chat_format::{Message, Role};
 use crate::chat_template::{ChatTemplate, Fitted};
@@ -193,6 +193,22 @@ fn respond<'r>(
             )));
         }
     }
+    let mut generation = generation;
+    let logprobs = Logprobs::asked(fields, shape)?;
+    if plan.is_some() && logprobs.is_some() {
+        return Err(ApiError::bad_request(
+            "logprobs are not given for tool calls; ask for one or the other",
+        ));
+    }
+    generation.settings.n_probs = logprobs.map_or(0, |top| top.max(1));
+    let include_usage = match fields.get("stream_options") {
+        None => false,
+        Some(Value::Object(options)) => Fields::from_map(options.clone())
+            .bool("include_usage")
+            .map_err(|e| ApiError::bad_request(format!("stream_options.{}", e.message)))?
+            .unwrap_or(false),
+        Some(_) => return Err(ApiError::bad_request("stream_options must be an object")),
+    };
     let stream = generation.stream;
     let events = shared.submit(generation.prompt, generation.settings, client)?;
     let response = Response {
@@ -201,13 +217,15 @@ fn respond<'r>(
         created: now(),
         model: shared.info.name.clone(),
         dropped_turns,
+        logprobs,
+        include_usage,
     };
     if let Some(plan) = plan {
         return response.with_tools(plan, events, stream);
     }
     if !stream {
         let done = api::collect(events)?;
-        return Reply::json(&response.whole(&done.content, &done.summary));
+        return Reply::json(&response.whole(&done.content, &done.probs, &done.summary));
     }
     Ok(Reply::Stream(Box::new(move |out| {
         response.stream(events, out)?;
@@ -336,6 +354,10 @@ struct Response {
     model: String,
     /// Chat only: how many of the oldest turns were left out to fit the context (our field).
     dropped_turns: Option<usize>,
+    /// How many alternatives to give beside each token's log-probability; None: no logprobs.
+    logprobs: Option<usize>,
+    /// `stream_options.include_usage`: a stream ends with a chunk of the usage alone.
+    include_usage: bool,
 }
 
 /// A whole reply, or one chunk of a streamed one.
@@ -345,7 +367,7 @@ struct Envelope<'a> {
     object: &'static str,
     created: u64,
     model: &'a str,
-    choices: [Choice<'a>; 1],
+    choices: Vec<Choice<'a>>,
     #[serde(skip_serializing_if = "Option::is_none")]
     dropped_turns: Option<usize>,
     /// A whole reply's, and a stream's last chunk's.
@@ -362,22 +384,127 @@ enum Choice<'a> {
     Message {
         index: usize,
         message: ChatMessage<'a>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        logprobs: Option<ChatLogprobs>,
         finish_reason: &'static str,
     },
     /// A streamed piece of a chat reply.
     Delta {
         index: usize,
         delta: Delta<'a>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        logprobs: Option<ChatLogprobs>,
         finish_reason: Option<&'static str>,
     },
     /// A text completion, whole or streamed.
     Text {
         index: usize,
         text: &'a str,
-        /// Always null: OpenAI's log-probabilities are not given.
-        logprobs: Option<()>,
+        /// Null unless the request asked for them.
+        logprobs: Option<TextLogprobs>,
         finish_reason: Option<&'static str>,
     },
+}
+
+/// A chat's `logprobs`: each token's, with the likeliest alternatives.
+#[derive(Serialize)]
+struct ChatLogprobs {
+    content: Vec<TokenLogprob>,
+    refusal: Option<()>,
+}
+
+#[derive(Serialize)]
+struct TokenLogprob {
+    token: String,
+    logprob: f32,
+    bytes: Vec<u8>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    top_logprobs: Option<Vec<TokenLogprob>>,
+}
+
+/// A text completion's `logprobs`, in the legacy completions shape.
+#[derive(Serialize)]
+struct TextLogprobs {
+    tokens: Vec<String>,
+    token_logprobs: Vec<f32>,
+    top_logprobs: Vec<serde_json::Map<String, Value>>,
+    text_offset: Vec<usize>,
+}
+
+/// Reading `logprobs` / `top_logprobs` (chat) or `logprobs: N` (completions); llama.cpp's
+/// `n_probs` asks for the same on both.
+struct Logprobs;
+
+impl Logprobs {
+    /// How many alternatives per token the request wants, None for no log-probabilities.
+    fn asked(fields: &Fields, shape: Shape) -> Result<Option<usize>, ApiError> {
+        const MOST: i64 = 20;
+        let n_probs = fields.i64_in("n_probs", 0..=MOST)?;
+        let asked = match shape {
+            Shape::Chat => {
+                let top = fields.i64_in("top_logprobs", 0..=MOST)?;
+                match (fields.bool("logprobs")?, top) {
+                    (Some(true), top) => Some(top.unwrap_or(0)),
+                    (_, Some(_)) => {
+                        return Err(ApiError::bad_request(
+                            "top_logprobs needs logprobs: true",
+                        ))
+                    }
+                    _ => None,
+                }
+            }
+            Shape::Text => fields.i64_in("logprobs", 0..=MOST)?,
+        };
+        Ok(asked.or(n_probs.filter(|&n| n > 0)).map(|n| n as usize))
+    }
+
+    fn chat(probs: &[TokenProbs], top: usize) -> ChatLogprobs {
+        let entry = |token: &[u8], logprob: f32| TokenLogprob {
+            token: String::from_utf8_lossy(token).into_owned(),
+            logprob,
+            bytes: token.to_vec(),
+            top_logprobs: None,
+        };
+        ChatLogprobs {
+            content: probs
+                .iter()
+                .map(|p| TokenLogprob {
+                    top_logprobs: Some(
+                        p.probs[..top.min(p.probs.len())]
+                            .iter()
+                            .map(|c| entry(&c.bytes, c.logprob))
+                            .collect(),
+                    ),
+                    ..entry(&p.bytes, p.logprob)
+                })
+                .collect(),
+            refusal: None,
+        }
+    }
+
+    /// `offset`: where the first token's text starts in the whole completion.
+    fn text(probs: &[TokenProbs], top: usize, offset: usize) -> TextLogprobs {
+        let mut at = offset;
+        let mut text_offset = Vec::with_capacity(probs.len());
+        for p in probs {
+            text_offset.push(at);
+            at += p.content.len();
+        }
+        TextLogprobs {
+            tokens: probs.iter().map(|p| p.content.clone()).collect(),
+            token_logprobs: probs.iter().map(|p| p.logprob).collect(),
+            top_logprobs: probs
+                .iter()
+                .map(|p| {
+                    p.probs[..top.min(p.probs.len())]
+                        .iter()
+                        .map(|c| (c.tok_str.clone(), Value::from(c.logprob)))
+                        .collect()
+                })
+                .collect(),
+            text_offset,
+        }
+    }
 }
 
 #[derive(Serialize)]
@@ -479,7 +606,7 @@ impl Response {
             object: self.object(chunk),
             created: self.created,
             model: &self.model,
-            choices: [choice],
+            choices: vec![choice],
             dropped_turns: self.dropped_turns,
             usage: None,
             timings: None,
@@ -495,7 +622,12 @@ impl Response {
         }
     }
 
-    fn whole<'a>(&'a self, content: &'a str, summary: &Summary) -> Envelope<'a> {
+    fn whole<'a>(
+        &'a self,
+        content: &'a str,
+        probs: &[TokenProbs],
+        summary: &Summary,
+    ) -> Envelope<'a> {
         let finish_reason = finish_reason(summary);
         let choice = match self.shape {
             Shape::Chat => Choice::Message {
@@ -505,21 +637,27 @@ impl Response {
                     content: Some(content),
                     tool_calls: None,
                 },
+                logprobs: self.logprobs.map(|top| Logprobs::chat(probs, top)),
                 finish_reason,
             },
             Shape::Text => Choice::Text {
                 index: 0,
                 text: content,
-                logprobs: None,
+                logprobs: self.logprobs.map(|top| Logprobs::text(probs, top, 0)),
                 finish_reason: Some(finish_reason),
             },
         };
         self.last(false, choice, summary)
     }
 
+    /// A streamed piece: `probs` are those of the tokens whose text it carries (held-back
+    /// text, such as a possible stop string, comes later with its tokens' probabilities),
+    /// `offset` where its text starts in the whole completion.
     fn delta<'a>(
         &self,
         text: Option<&'a str>,
+        probs: &[TokenProbs],
+        offset: usize,
         first: bool,
         finish_reason: Option<&'static str>,
     ) -> Choice<'a> {
@@ -531,12 +669,16 @@ impl Response {
                     content: text.map(Some),
                     tool_calls: None,
                 },
+                logprobs: self
+                    .logprobs
+                    .filter(|_| !probs.is_empty())
+                    .map(|top| Logprobs::chat(probs, top)),
                 finish_reason,
             },
             Shape::Text => Choice::Text {
                 index: 0,
                 text: text.unwrap_or_default(),
-                logprobs: None,
+                logprobs: self.logprobs.map(|top| Logprobs::text(probs, top, offset)),
                 finish_reason,
             },
         }
@@ -544,18 +686,29 @@ impl Response {
 
     fn stream(&self, events: Pending, out: &mut EventStream) -> std::io::Result<()> {
         let mut first = true;
+        let mut held: Vec<TokenProbs> = Vec::new();
+        let mut offset = 0;
         for event in events {
             match event {
-                Event::Token { text, .. } => {
+                Event::Token { text, probs, .. } => {
+                    held.extend(probs);
                     if text.is_empty() {
                         continue;
                     }
-                    out.send_json(&self.envelope(true, self.delta(Some(&text), first, None)))?;
+                    let piece = self.delta(Some(&text), &held, offset, first, None);
+                    out.send_json(&self.envelope(true, piece))?;
+                    offset += text.len();
+                    held.clear();
                     first = false;
                 }
                 Event::Done(summary) => {
-                    let last = self.delta(None, first, Some(finish_reason(&summary)));
-                    return out.send_json(&self.last(true, last, &summary));
+                    let finish = Some(finish_reason(&summary));
+                    let last = self.delta(None, &held, offset, first, finish);
+                    if !self.include_usage {
+                        return out.send_json(&self.last(true, last, &summary));
+                    }
+                    out.send_json(&self.envelope(true, last))?;
+                    return out.send_json(&self.usage_chunk(&summary));
                 }
                 Event::Failed(message) => {
                     return out.send(&ApiError::new(500, message).to_json().to_string());
@@ -565,11 +718,22 @@ impl Response {
         out.send(&api::model_stopped().to_json().to_string())
     }
 
+    /// `stream_options.include_usage`'s last chunk: no choice, the usage and timings.
+    fn usage_chunk(&self, summary: &Summary) -> Envelope<'_> {
+        Envelope {
+            choices: Vec::new(),
+            usage: Some(usage(summary)),
+            timings: Some(api::timings(summary)),
+            ..self.envelope(true, self.delta(None, &[], 0, false, None))
+        }
+    }
+
     /// A chunk of a chat reply under tools.
     fn tool_chunk<'a>(&'a self, delta: Delta<'a>) -> Envelope<'a> {
         let choice = Choice::Delta {
             index: 0,
             delta,
+            logprobs: None,
             finish_reason: None,
         };
         self.envelope(true, choice)
@@ -607,6 +771,7 @@ impl Response {
                     content,
                     tool_calls,
                 },
+                logprobs: None,
                 finish_reason,
             };
             return Reply::json(&self.last(false, choice, &done.summary));
@@ -648,6 +813,7 @@ impl Response {
             let last = Choice::Delta {
                 index: 0,
                 delta: Delta::default(),
+                logprobs: None,
                 finish_reason: Some(finish),
             };
             out.send_json(&self.last(true, last, &done.summary))?;

@@ -80,7 +80,7 @@ pub struct Settings {
     pub n_probs: usize,
     pub cache_prompt: bool,
     pub slot_id: Option<usize>,
-    /// Generate through end-of-generation tokens (their text is empty), as llama.cpp's field.
+    /// Never end at an end-of-generation token: they are banned, as llama.cpp's field does.
     pub ignore_eos: bool,
     pub grammar: Option<Arc<Grammar>>,
     /// With `--context-shift`: the prompt tokens to keep when the context fills up (the rest
