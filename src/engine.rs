@@ -7,6 +7,7 @@
 
 use crate::bundle::{self, BundleError, MappedModel, Placement};
 use crate::chat_template::{ChatTemplate, TemplateError, TemplateTokens};
+use crate::embedding::Pooling;
 use crate::gguf::{Gguf, GgufError};
 use crate::model::{self, ModelError, Transformer};
 use crate::session::{Session, SessionError};
@@ -63,6 +64,10 @@ pub struct ModelInfo {
     pub name: String,
     pub architecture: String,
     pub template: Arc<ChatTemplate>,
+    /// The width of the hidden states, so of every embedding.
+    pub n_embd: usize,
+    /// The pooling the GGUF names for embeddings, if any.
+    pub pooling: Option<Pooling>,
 }
 
 impl ModelInfo {
@@ -101,10 +106,15 @@ impl ModelInfo {
                 &tokens,
             ),
         };
+        let n_embd = gguf
+            .get_u32(&format!("{architecture}.embedding_length"))
+            .map_err(in_file)? as usize;
         Ok(ModelInfo {
+            pooling: Pooling::from_gguf(gguf),
             name,
             architecture,
             template: Arc::new(template),
+            n_embd,
         })
     }
 }

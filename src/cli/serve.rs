@@ -28,6 +28,7 @@ pub(super) fn run(args: RunArgs) -> Result<()> {
         slots_endpoint: serve.slots,
         speculator,
         metrics_endpoint: serve.metrics,
+        pooling: serve.pooling,
     };
     server::serve(&engine, &config)?;
     Ok(())

@@ -1,5 +1,6 @@
 //! Routing and llama.cpp's endpoints: /health, /props, /completion, /tokenize, /detokenize.
 
+use super::embeddings::{self, Embed};
 use super::http::{ApiError, Client, EventStream, Request};
 use super::request::Fields;
 use super::scheduler::{Event, Job, Settings, Status, Summary, TokenProbs};
@@ -27,6 +28,8 @@ const CLIENT_CHECK: Duration = Duration::from_millis(50);
 /// What every HTTP worker shares.
 pub struct Shared<'a> {
     pub tokenizer: &'a Tokenizer,
+    /// Computes embeddings: the model in the worker's thread ([`embeddings::Embedder`]).
+    pub embedder: &'a Embed,
     pub info: &'a ModelInfo,
     pub config: &'a ServerConfig,
     pub jobs: Sender<Job>,
@@ -55,9 +58,7 @@ pub fn handle(shared: &Shared, request: &mut Request) {
     match route(shared, request) {
         Ok(Reply::Json(body)) => request.respond_json(200, &body),
         Ok(Reply::Asset(content_type, bytes)) => request.respond(200, content_type, bytes),
-        Ok(Reply::Text(content_type, body)) => {
-            request.respond(200, content_type, body.as_bytes())
-        }
+        Ok(Reply::Text(content_type, body)) => request.respond(200, content_type, body.as_bytes()),
         Ok(Reply::Preflight) => request.respond(204, "text/plain", &[]),
         Ok(Reply::Stream(write_events)) => {
             // An error here means the client left; returning drops the receiver, which tells
@@ -109,7 +110,7 @@ use Handler::{Get, Post};
 
 /// Every endpoint of the API. The page's files are served beside them, public, by
 /// [`assets::find`].
-const ROUTES: [Route; 11] = [
+const ROUTES: [Route; 13] = [
     Route(&["/health"], Get(health), Public),
     Route(&["/props"], Get(props), Keyed),
     Route(&["/slots"], Get(slots), Keyed),
@@ -125,6 +126,16 @@ const ROUTES: [Route; 11] = [
         Keyed,
     ),
     Route(&["/v1/completions"], Post(openai::completions), Keyed),
+    Route(
+        &["/v1/embeddings"],
+        Post(embeddings::openai_embeddings),
+        Keyed,
+    ),
+    Route(
+        &["/embedding", "/embeddings"],
+        Post(embeddings::llama_embedding),
+        Keyed,
+    ),
 ];
 
 fn route<'r>(shared: &'r Shared, request: &mut Request) -> Result<Reply<'r>, ApiError> {
@@ -133,7 +144,11 @@ fn route<'r>(shared: &'r Shared, request: &mut Request) -> Result<Reply<'r>, Api
     if method == "OPTIONS" {
         return Ok(Reply::Preflight);
     }
-    let at_path = || ROUTES.iter().filter(|Route(paths, ..)| paths.contains(&path.as_str()));
+    let at_path = || {
+        ROUTES
+            .iter()
+            .filter(|Route(paths, ..)| paths.contains(&path.as_str()))
+    };
     if let Some(Route(_, handler, access)) = at_path().find(|route| route.1.method() == method) {
         if *access == Keyed {
             authorize(shared, request)?;
@@ -167,10 +182,12 @@ fn route<'r>(shared: &'r Shared, request: &mut Request) -> Result<Reply<'r>, Api
 
 /// The POST endpoint at `path`, for whoever serves a request body without the HTTP around it.
 pub fn post_endpoint(path: &str) -> Option<Endpoint> {
-    ROUTES.iter().find_map(|Route(paths, handler, _)| match handler {
-        Post(endpoint) if paths.contains(&path) => Some(*endpoint),
-        _ => None,
-    })
+    ROUTES
+        .iter()
+        .find_map(|Route(paths, handler, _)| match handler {
+            Post(endpoint) if paths.contains(&path) => Some(*endpoint),
+            _ => None,
+        })
 }
 
 fn read_fields(request: &mut Request) -> Result<Fields, ApiError> {

@@ -1,5 +1,5 @@
 //! A request body through the endpoint that would serve it, with no model behind: a stand-in
-//! answers each queued job with one token, so everything the server does with a request's
+//! answers each queued job with one token (and each embedding with ones), so everything the server does with a request's
 //! untrusted bytes runs, replies and streams included. For the `http_request` fuzz target.
 
 use super::api::{self, Reply, Shared};
@@ -7,6 +7,7 @@ use super::http::{Client, EventStream};
 use super::request::Fields;
 use super::scheduler::{Event, Job, Status, Summary};
 use super::{ModelInfo, ServerConfig};
+use crate::embedding::Pooling;
 use crate::tokenizer::Tokenizer;
 use serde_json::Value;
 use std::sync::atomic::Ordering;
@@ -42,8 +43,16 @@ pub fn dry_run(
     let endpoint = api::post_endpoint(path)?;
     let (jobs, queue) = mpsc::channel();
     let status = Status::default();
+    let n_embd = info.n_embd;
+    let embed = move |inputs: &[Vec<u32>], pooling: Pooling| {
+        Ok(inputs
+            .iter()
+            .map(|input| pooling.pool(&vec![1.0; input.len() * n_embd], n_embd))
+            .collect())
+    };
     let shared = Shared {
         tokenizer,
+        embedder: &embed,
         info,
         config,
         jobs,
@@ -119,6 +128,8 @@ mod tests {
         ModelInfo {
             name: "synthetic".into(),
             architecture: "gemma2".into(),
+            n_embd: 64,
+            pooling: None,
             template: std::sync::Arc::new(ChatTemplate::from_format(ChatFormat::Gemma)),
         }
     }
@@ -140,6 +151,7 @@ mod tests {
             slots_endpoint: false,
             speculator: None,
             metrics_endpoint: false,
+            pooling: None,
         }
     }
 

@@ -11,6 +11,7 @@ mod api;
 mod assets;
 #[doc(hidden)]
 pub mod dry_run;
+mod embeddings;
 mod http;
 mod metrics;
 mod openai;
@@ -23,6 +24,7 @@ pub mod wire;
 use crate::engine::ModelInfo;
 pub use crate::grammar::Grammar;
 
+use crate::embedding::Pooling;
 use crate::engine::Engine;
 use crate::sampling::SamplingParams;
 use crate::session::SessionError;
@@ -91,6 +93,8 @@ pub struct ServerConfig {
     pub speculator: Option<Speculator>,
     /// Whether `GET /metrics` answers (`--metrics`).
     pub metrics_endpoint: bool,
+    /// How embeddings pool their tokens (`--pooling`); None: the model's pooling, else mean.
+    pub pooling: Option<Pooling>,
 }
 
 impl ServerConfig {
@@ -139,8 +143,11 @@ pub fn serve(engine: &Arc<Engine>, config: &ServerConfig) -> Result<(), ServerEr
     let (jobs, job_receiver) = mpsc::channel();
     let status = scheduler::Status::default();
     let queue_limit = QUEUE_PER_SLOT * config.slots;
+    let embedder = embeddings::Embedder::new(engine, config.ubatch_size);
+    let embed = move |inputs: &[Vec<u32>], pooling| embedder.embed(inputs, pooling);
     let shared = api::Shared {
         tokenizer: engine.tokenizer(),
+        embedder: &embed,
         info,
         config,
         jobs,
