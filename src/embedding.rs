@@ -26,6 +26,8 @@ pub enum EmbeddingError {
     UnknownPooling(String),
     #[error("input {index} is empty: an embedding needs at least one token")]
     EmptyInput { index: usize },
+    #[error("stopped before the last pass")]
+    Stopped,
     #[error(transparent)]
     Session(#[from] SessionError),
 }
@@ -127,12 +129,14 @@ pub type Vectors = Vec<Vec<f32>>;
 /// pooled, not normalised. Inputs are packed into forward passes of at most `pass_tokens`
 /// tokens: several short ones share a pass, and a long one goes on in the next pass from its
 /// own cache. Each input gets a fresh cache of its own length, kept only while it is read, so
-/// memory holds one pass and the inputs in it, whatever the number of inputs.
+/// memory holds one pass and the inputs in it, whatever the number of inputs. `stop` is asked
+/// before each pass (a server's client that has left): a large request ends there.
 pub fn embed(
     engine: &Arc<Engine>,
     inputs: &[Vec<u32>],
     pooling: Pooling,
     pass_tokens: usize,
+    stop: &dyn Fn() -> bool,
 ) -> Result<Vec<Vectors>, EmbeddingError> {
     if let Some(index) = inputs.iter().position(Vec::is_empty) {
         return Err(EmbeddingError::EmptyInput { index });
@@ -144,6 +148,9 @@ pub fn embed(
     let mut reading: Vec<(usize, Session, Vec<f32>)> = Vec::new();
     let mut next = 0;
     while done.len() < inputs.len() {
+        if stop() {
+            return Err(EmbeddingError::Stopped);
+        }
         // Each pass takes what is left of the inputs already being read (at most one: a pass
         // ends only inside an input when its budget runs out there), then starts new ones.
         let mut budget = pass_tokens;
@@ -269,11 +276,16 @@ mod tests {
         for pooling in [Pooling::Mean, Pooling::Last, Pooling::None] {
             let alone: Vec<Vectors> = inputs
                 .iter()
-                .map(|input| embed(&engine, std::slice::from_ref(input), pooling, 512).unwrap())
+                .map(|input| {
+                    embed(&engine, std::slice::from_ref(input), pooling, 512, &|| {
+                        false
+                    })
+                    .unwrap()
+                })
                 .map(|mut one| one.remove(0))
                 .collect();
             for pass in [512, 16] {
-                let together = embed(&engine, &inputs, pooling, pass).unwrap();
+                let together = embed(&engine, &inputs, pooling, pass, &|| false).unwrap();
                 assert_eq!(together.len(), inputs.len());
                 for (index, (a, b)) in together.iter().zip(&alone).enumerate() {
                     assert_eq!(a.len(), b.len());
@@ -287,7 +299,9 @@ mod tests {
                 }
             }
         }
-        let error = embed(&engine, &[vec![1], vec![]], Pooling::Mean, 8).unwrap_err();
+        let error = embed(&engine, &[vec![1], vec![]], Pooling::Mean, 8, &|| false).unwrap_err();
         assert!(matches!(error, EmbeddingError::EmptyInput { index: 1 }));
+        let error = embed(&engine, &inputs, Pooling::Mean, 8, &|| true).unwrap_err();
+        assert!(matches!(error, EmbeddingError::Stopped));
     }
 }

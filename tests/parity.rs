@@ -16,13 +16,15 @@
 //!   forks cannot hide a wrong model, the tokens matched before the forks, over all cases, must
 //!   be at least half of what llama.cpp with flash attention matches of its own default path
 //!   (`flash_attn_greedy_agreement` in `spread.json`).
-//! - embeddings: cosine similarity at least `EMBEDDING_COSINE` with llama-embedding's vector
-//!   (mean pooling, unit length; `scripts/make-embedding-reference`) for each text read alone,
-//!   as llama-embedding read it, through the library in passes of 512 and 256 tokens and
-//!   through `llmfile embedding`. Token counts exact. Alone, not packed: Gemma 3 270M's
-//!   sentence comes out at 0.99988 alone but 0.9983 when it shares a pass with the long text
-//!   (the prompt kernels' sums change with a pass's rows; llama.cpp's do not), near llama.cpp's
-//!   own flash-attention-on-or-off spread of 0.9976.
+//! - embeddings: cosine similarity with llama-embedding's vector (mean pooling, unit length;
+//!   `scripts/make-embedding-reference`) at least `EMBEDDING_COSINE`, or, where llama.cpp's
+//!   own flash-attention paths disagree by more, within `SPREAD_MARGIN` times their
+//!   disagreement (`flash_attn_cosine`: Gemma 3 270M's sentence is at 0.9976 between them, so
+//!   its bound is 0.997). Each text alone through the library in passes of 512 and 256 tokens
+//!   and through `llmfile embedding`, and all texts packed into one pass. Token counts exact.
+//!   The looser bound is needed: that sentence comes out at 0.99988 alone on AVX-512, 0.9982
+//!   on AVX2 or packed with the long text, 0.99967 on the scalar kernels, every one a valid
+//!   summation order.
 //! - perplexity: within 1% of llama-perplexity's at -c 128, 512 and 1024 (512 at most for the
 //!   synthetic Gemma 2, whose trained context it is), and the running estimate after each
 //!   earlier chunk within 2% × sqrt(chunks / chunks so far), as it averages fewer tokens (see
@@ -294,28 +296,47 @@ fn check_embeddings(id: &str) {
         assert_eq!(input.len() as u64, case["tokens"].as_u64().unwrap());
     }
     assert!(inputs.iter().any(|input| input.len() > 256));
-    let check = |how: &str, got: &[f32], want: &[f32], text: &str| {
+    let bounds: Vec<f64> = cases
+        .iter()
+        .map(|case| {
+            let spread = 1.0 - case["flash_attn_cosine"].as_f64().unwrap();
+            EMBEDDING_COSINE.min(1.0 - SPREAD_MARGIN * spread)
+        })
+        .collect();
+    let check = |how: &str, got: &[f32], case: usize| {
+        let (want, text) = (&wants[case], texts[case]);
         assert_eq!(got.len(), want.len());
         let similarity = embedding::cosine(got, want);
         let short: String = text.chars().take(24).collect();
         eprintln!("{id} {how}: cosine {similarity:.6} for {short:?}");
         assert!(
-            similarity >= EMBEDDING_COSINE,
-            "{id} {how}: cosine {similarity} with llama-embedding for {text:?}"
+            similarity >= bounds[case],
+            "{id} {how}: cosine {similarity} with llama-embedding for {text:?} (at least {})",
+            bounds[case]
         );
     };
+    let packed = embedding::embed(&engine, &inputs, Pooling::Mean, 512, &|| false).unwrap();
+    for (case, vectors) in packed.iter().enumerate() {
+        let mut got = vectors[0].clone();
+        embedding::normalize(&mut got, 2);
+        check("library, packed in one pass", &got, case);
+    }
     // Each text alone, as llama-embedding read it.
-    for ((input, want), text) in inputs.iter().zip(&wants).zip(&texts) {
+    for (case, (input, text)) in inputs.iter().zip(&texts).enumerate() {
         for pass in [512, 256] {
-            let [vectors] =
-                &embedding::embed(&engine, std::slice::from_ref(input), Pooling::Mean, pass)
-                    .unwrap()[..]
-            else {
+            let [vectors] = &embedding::embed(
+                &engine,
+                std::slice::from_ref(input),
+                Pooling::Mean,
+                pass,
+                &|| false,
+            )
+            .unwrap()[..] else {
                 panic!("one input, one embedding");
             };
             let mut got = vectors[0].clone();
             embedding::normalize(&mut got, 2);
-            check(&format!("library, -ub {pass}"), &got, want, text);
+            check(&format!("library, -ub {pass}"), &got, case);
         }
         let model = model_path(id).unwrap();
         let output = std::process::Command::new(env!("CARGO_BIN_EXE_llmfile"))
@@ -334,7 +355,7 @@ fn check_embeddings(id: &str) {
         let [entry] = &printed["data"].as_array().unwrap()[..] else {
             panic!("one text, one embedding: {printed}");
         };
-        check("llmfile embedding", &f32s(&entry["embedding"]), want, text);
+        check("llmfile embedding", &f32s(&entry["embedding"]), case);
     }
 }
 

@@ -42,10 +42,11 @@ pub(super) fn run(args: EmbeddingArgs) -> Result<()> {
         inputs.push(tokens);
     }
     let started = std::time::Instant::now();
-    let mut vectors: Vec<Vec<f32>> = embedding::embed(&engine, &inputs, pooling, args.ubatch_size)?
-        .into_iter()
-        .flatten()
-        .collect();
+    let mut vectors: Vec<Vec<f32>> =
+        embedding::embed(&engine, &inputs, pooling, args.ubatch_size, &|| false)?
+            .into_iter()
+            .flatten()
+            .collect();
     let seconds = started.elapsed().as_secs_f64();
     for vector in &mut vectors {
         embedding::normalize(vector, args.embd_normalize);

@@ -44,7 +44,7 @@ pub fn dry_run(
     let (jobs, queue) = mpsc::channel();
     let status = Status::default();
     let n_embd = info.n_embd;
-    let embed = move |inputs: &[Vec<u32>], pooling: Pooling| {
+    let embed = move |inputs: &[Vec<u32>], pooling: Pooling, _: &Client| {
         Ok(inputs
             .iter()
             .map(|input| pooling.pool(&vec![1.0; input.len() * n_embd], n_embd))

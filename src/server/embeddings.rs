@@ -26,8 +26,10 @@ pub const MAX_INPUTS: usize = 2048;
 /// How llama.cpp normalises pooled embeddings by default: unit Euclidean length.
 pub const EUCLIDEAN: i32 = 2;
 
-/// Computes the pooled (not normalised) embeddings of checked inputs.
-pub type Embed = dyn Fn(&[Vec<u32>], Pooling) -> Result<Vec<Vectors>, EmbeddingError> + Sync;
+/// Computes the pooled (not normalised) embeddings of checked inputs, stopping between passes
+/// when the client has left.
+pub type Embed =
+    dyn Fn(&[Vec<u32>], Pooling, &Client) -> Result<Vec<Vectors>, EmbeddingError> + Sync;
 
 /// The model behind `/v1/embeddings`, one request at a time (see the module's comment).
 pub struct Embedder {
@@ -49,13 +51,16 @@ impl Embedder {
         &self,
         inputs: &[Vec<u32>],
         pooling: Pooling,
+        client: &Client,
     ) -> Result<Vec<Vectors>, EmbeddingError> {
         // A request that panicked mid-pass left nothing shared behind: its caches were its own.
         let _turn = self
             .one_at_a_time
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner());
-        embedding::embed(&self.engine, inputs, pooling, self.pass_tokens)
+        embedding::embed(&self.engine, inputs, pooling, self.pass_tokens, &|| {
+            client.gone()
+        })
     }
 }
 
@@ -70,8 +75,13 @@ impl Shared<'_> {
     /// One pooled vector per input of token ids, normalised as llama.cpp's `embd_normalize`
     /// says (-1 none, [`EUCLIDEAN`] unit length), after checking the inputs: what
     /// `/v1/embeddings` answers with, and Ollama's `/api/embed` can.
-    pub fn embed(&self, inputs: &[Vec<u32>], norm: i32) -> Result<Vec<Vec<f32>>, ApiError> {
-        let vectors = self.vectors(inputs, self.pooled()?, norm)?;
+    pub fn embed(
+        &self,
+        inputs: &[Vec<u32>],
+        norm: i32,
+        client: &Client,
+    ) -> Result<Vec<Vec<f32>>, ApiError> {
+        let vectors = self.vectors(inputs, self.pooled()?, norm, client)?;
         Ok(vectors.into_iter().flatten().collect())
     }
 
@@ -93,6 +103,7 @@ impl Shared<'_> {
         inputs: &[Vec<u32>],
         pooling: Pooling,
         norm: i32,
+        client: &Client,
     ) -> Result<Vec<Vectors>, ApiError> {
         if inputs.is_empty() {
             return Err(ApiError::bad_request(
@@ -132,12 +143,15 @@ impl Shared<'_> {
                 "with --pooling none every token's vector is returned, at most {n_ctx} tokens in all per request; these inputs are {total}"
             )));
         }
-        let mut vectors = (self.embedder)(inputs, pooling).map_err(|error| match error {
-            EmbeddingError::Session(SessionError::Model(model)) => {
-                ApiError::new(503, format!("cannot embed now: {model}"))
-            }
-            other => ApiError::bad_request(other.to_string()),
-        })?;
+        let mut vectors =
+            (self.embedder)(inputs, pooling, client).map_err(|error| match error {
+                EmbeddingError::Session(SessionError::Model(model)) => {
+                    ApiError::new(503, format!("cannot embed now: {model}"))
+                }
+                // Nobody reads this reply: the client has left.
+                EmbeddingError::Stopped => ApiError::new(499, "the client left"),
+                other => ApiError::bad_request(other.to_string()),
+            })?;
         if pooling != Pooling::None {
             vectors
                 .iter_mut()
@@ -207,7 +221,7 @@ impl Shared<'_> {
 pub fn openai_embeddings<'r>(
     shared: &'r Shared,
     fields: &Fields,
-    _: Client,
+    client: Client,
 ) -> Result<Reply<'r>, ApiError> {
     let input = fields
         .get("input")
@@ -230,7 +244,7 @@ pub fn openai_embeddings<'r>(
         }
     }
     let inputs = shared.embedding_inputs(input)?;
-    let vectors = shared.embed(&inputs, Shared::norm(fields)?)?;
+    let vectors = shared.embed(&inputs, Shared::norm(fields)?, &client)?;
     let data: Vec<Value> = vectors
         .into_iter()
         .enumerate()
@@ -262,14 +276,14 @@ pub fn openai_embeddings<'r>(
 pub fn llama_embedding<'r>(
     shared: &'r Shared,
     fields: &Fields,
-    _: Client,
+    client: Client,
 ) -> Result<Reply<'r>, ApiError> {
     let input = fields
         .get("content")
         .or_else(|| fields.get("input"))
         .ok_or_else(|| ApiError::bad_request("content (or input) is required"))?;
     let inputs = shared.embedding_inputs(input)?;
-    let vectors = shared.vectors(&inputs, shared.pooling(), Shared::norm(fields)?)?;
+    let vectors = shared.vectors(&inputs, shared.pooling(), Shared::norm(fields)?, &client)?;
     let results: Vec<Value> = vectors
         .into_iter()
         .enumerate()

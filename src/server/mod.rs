@@ -144,7 +144,9 @@ pub fn serve(engine: &Arc<Engine>, config: &ServerConfig) -> Result<(), ServerEr
     let status = scheduler::Status::default();
     let queue_limit = QUEUE_PER_SLOT * config.slots;
     let embedder = embeddings::Embedder::new(engine, config.ubatch_size);
-    let embed = move |inputs: &[Vec<u32>], pooling| embedder.embed(inputs, pooling);
+    let embed = move |inputs: &[Vec<u32>], pooling, client: &http::Client| {
+        embedder.embed(inputs, pooling, client)
+    };
     let shared = api::Shared {
         tokenizer: engine.tokenizer(),
         embedder: &embed,
