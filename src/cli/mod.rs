@@ -439,7 +439,8 @@ struct EmbeddingArgs {
     #[arg(
         long = "embd-normalize",
         default_value_t = 2,
-        allow_negative_numbers = true
+        allow_negative_numbers = true,
+        value_parser = clap::value_parser!(i32).range(-1..)
     )]
     embd_normalize: i32,
     /// What separates the texts given with -p or -f.
