@@ -8,6 +8,7 @@
 use crate::bundle::{self, BundleError, MappedModel, Placement};
 use crate::chat_template::{ChatTemplate, TemplateError, TemplateTokens};
 use crate::gguf::facts::Facts;
+use crate::embedding::Pooling;
 use crate::gguf::{Gguf, GgufError};
 use crate::model::{self, ModelError, Transformer};
 use crate::session::{Session, SessionError};
@@ -66,6 +67,10 @@ pub struct ModelInfo {
     pub template: Arc<ChatTemplate>,
     /// What the file says of itself, for the APIs that list models.
     pub facts: Arc<Facts>,
+    /// The width of the hidden states, so of every embedding.
+    pub n_embd: usize,
+    /// The pooling the GGUF names for embeddings, if any.
+    pub pooling: Option<Pooling>,
 }
 
 impl ModelInfo {
@@ -104,11 +109,16 @@ impl ModelInfo {
                 &tokens,
             ),
         };
+        let n_embd = gguf
+            .get_u32(&format!("{architecture}.embedding_length"))
+            .map_err(in_file)? as usize;
         Ok(ModelInfo {
+            pooling: Pooling::from_gguf(gguf),
             name,
             architecture,
             template: Arc::new(template),
             facts: Arc::default(),
+            n_embd,
         })
     }
 }

@@ -6,6 +6,7 @@ pub mod bundle;
 pub mod chat_format;
 pub mod chat_template;
 pub mod cli;
+pub mod embedding;
 pub mod engine;
 pub mod generation;
 pub mod gguf;

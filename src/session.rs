@@ -1,7 +1,7 @@
 //! A conversation with a model: its KV cache and the tokens the cache holds.
 
 use crate::engine::Engine;
-use crate::model::{KvCache, ModelError, Sequence};
+use crate::model::{KvCache, ModelError, Sequence, Transformer};
 use std::sync::Arc;
 
 /// Prompt tokens run through the model in one pass; bounds the activations' memory.
@@ -142,6 +142,19 @@ impl Session {
     /// # Panics
     /// If the sessions are not all of one engine.
     pub fn eval_batch(parts: &mut [Part]) -> Result<Vec<f32>, SessionError> {
+        Session::run_batch(parts, |model, batch| model.forward_batch(batch))
+    }
+
+    /// [`Session::eval_batch`] returning final-normed hidden states (`n_embd` values per
+    /// token asked for) instead of logits: what embeddings are made of.
+    pub fn hidden_batch(parts: &mut [Part]) -> Result<Vec<f32>, SessionError> {
+        Session::run_batch(parts, |model, batch| model.hidden_batch(batch))
+    }
+
+    fn run_batch(
+        parts: &mut [Part],
+        pass: impl FnOnce(&Transformer, &mut [Sequence]) -> Vec<f32>,
+    ) -> Result<Vec<f32>, SessionError> {
         for part in parts.iter() {
             part.session.check(part.tokens)?;
         }
@@ -164,11 +177,11 @@ impl Session {
                 logits_from: part.logits_from,
             })
             .collect();
-        let logits = engine.model().forward_batch(&mut batch);
+        let output = pass(engine.model(), &mut batch);
         for part in parts.iter_mut() {
             part.session.tokens.extend_from_slice(part.tokens);
         }
-        Ok(logits)
+        Ok(output)
     }
 
     fn check(&self, tokens: &[u32]) -> Result<(), SessionError> {

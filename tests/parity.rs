@@ -16,6 +16,15 @@
 //!   forks cannot hide a wrong model, the tokens matched before the forks, over all cases, must
 //!   be at least half of what llama.cpp with flash attention matches of its own default path
 //!   (`flash_attn_greedy_agreement` in `spread.json`).
+//! - embeddings: cosine similarity with llama-embedding's vector (mean pooling, unit length;
+//!   `scripts/make-embedding-reference`) at least `EMBEDDING_COSINE`, or, where llama.cpp's
+//!   own flash-attention paths disagree by more, within `SPREAD_MARGIN` times their
+//!   disagreement (`flash_attn_cosine`: Gemma 3 270M's sentence is at 0.9976 between them, so
+//!   its bound is 0.997). Each text alone through the library in passes of 512 and 256 tokens
+//!   and through `llmfile embedding`, and all texts packed into one pass. Token counts exact.
+//!   The looser bound is needed: that sentence comes out at 0.99988 alone on AVX-512, 0.9982
+//!   on AVX2 or packed with the long text, 0.99967 on the scalar kernels, every one a valid
+//!   summation order.
 //! - perplexity: within 1% of llama-perplexity's at -c 128, 512 and 1024 (512 at most for the
 //!   synthetic Gemma 2, whose trained context it is), and the running estimate after each
 //!   earlier chunk within 2% × sqrt(chunks / chunks so far), as it averages fewer tokens (see
@@ -29,6 +38,7 @@ use std::sync::Arc;
 
 const SPREAD_MARGIN: f64 = 1.25;
 const PERPLEXITY_TOLERANCE: f64 = 0.01;
+const EMBEDDING_COSINE: f64 = 0.999;
 
 fn fixtures() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures")
@@ -258,6 +268,97 @@ fn check_perplexity(id: &str, fixture: &str) {
     );
 }
 
+fn f32s(value: &Value) -> Vec<f32> {
+    value
+        .as_array()
+        .expect("an array of numbers")
+        .iter()
+        .map(|v| v.as_f64().expect("a number") as f32)
+        .collect()
+}
+
+fn check_embeddings(id: &str) {
+    use llmfile::embedding::{self, Pooling};
+    let Some(engine) = open_engine(id) else {
+        return;
+    };
+    let reference = read_json(&fixtures().join(id).join("embeddings.json"));
+    assert_eq!(reference["pooling"], "mean");
+    assert_eq!(reference["embd_normalize"], 2);
+    let cases = reference["cases"].as_array().unwrap();
+    let texts: Vec<&str> = cases.iter().map(|c| c["text"].as_str().unwrap()).collect();
+    let inputs: Vec<Vec<u32>> = texts
+        .iter()
+        .map(|text| engine.tokenizer().encode(text, true, true).unwrap())
+        .collect();
+    let wants: Vec<Vec<f32>> = cases.iter().map(|c| f32s(&c["embedding"])).collect();
+    for (case, input) in cases.iter().zip(&inputs) {
+        assert_eq!(input.len() as u64, case["tokens"].as_u64().unwrap());
+    }
+    assert!(inputs.iter().any(|input| input.len() > 256));
+    let bounds: Vec<f64> = cases
+        .iter()
+        .map(|case| {
+            let spread = 1.0 - case["flash_attn_cosine"].as_f64().unwrap();
+            EMBEDDING_COSINE.min(1.0 - SPREAD_MARGIN * spread)
+        })
+        .collect();
+    let check = |how: &str, got: &[f32], case: usize| {
+        let (want, text) = (&wants[case], texts[case]);
+        assert_eq!(got.len(), want.len());
+        let similarity = embedding::cosine(got, want);
+        let short: String = text.chars().take(24).collect();
+        eprintln!("{id} {how}: cosine {similarity:.6} for {short:?}");
+        assert!(
+            similarity >= bounds[case],
+            "{id} {how}: cosine {similarity} with llama-embedding for {text:?} (at least {})",
+            bounds[case]
+        );
+    };
+    let packed = embedding::embed(&engine, &inputs, Pooling::Mean, 512, &|| false).unwrap();
+    for (case, vectors) in packed.iter().enumerate() {
+        let mut got = vectors[0].clone();
+        embedding::normalize(&mut got, 2);
+        check("library, packed in one pass", &got, case);
+    }
+    // Each text alone, as llama-embedding read it.
+    for (case, (input, text)) in inputs.iter().zip(&texts).enumerate() {
+        for pass in [512, 256] {
+            let [vectors] = &embedding::embed(
+                &engine,
+                std::slice::from_ref(input),
+                Pooling::Mean,
+                pass,
+                &|| false,
+            )
+            .unwrap()[..] else {
+                panic!("one input, one embedding");
+            };
+            let mut got = vectors[0].clone();
+            embedding::normalize(&mut got, 2);
+            check(&format!("library, -ub {pass}"), &got, case);
+        }
+        let model = model_path(id).unwrap();
+        let output = std::process::Command::new(env!("CARGO_BIN_EXE_llmfile"))
+            .arg("embedding")
+            .arg("-m")
+            .arg(&model)
+            .args(["-t", "2", "--pooling", "mean", "-p", text])
+            .output()
+            .unwrap();
+        assert!(
+            output.status.success(),
+            "{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        let printed: Value = serde_json::from_slice(&output.stdout).unwrap();
+        let [entry] = &printed["data"].as_array().unwrap()[..] else {
+            panic!("one text, one embedding: {printed}");
+        };
+        check("llmfile embedding", &f32s(&entry["embedding"]), case);
+    }
+}
+
 macro_rules! parity_tests {
     ($($name:ident => $id:literal),* $(,)?) => {
         mod tokens {
@@ -292,6 +393,20 @@ parity_tests! {
     smollm2_135m => "smollm2-135m-q4_1",
     gemma2_synthetic_q4_k_m => "gemma2-synthetic-q4_k_m",
     gemma2_synthetic_q6_k => "gemma2-synthetic-q6_k",
+}
+
+/// The downloaded models only: llama-embedding's references were made for them.
+macro_rules! embedding_tests {
+    ($($name:ident => $id:literal),* $(,)?) => {
+        mod embeddings {
+            $(#[test] fn $name() { super::check_embeddings($id) })*
+        }
+    };
+}
+
+embedding_tests! {
+    gemma3_270m => "gemma3-270m-q4_k_m",
+    smollm2_135m => "smollm2-135m-q4_1",
 }
 
 perplexity_1024_tests! {

@@ -86,6 +86,7 @@ fn config(index: u8) -> ServerConfig {
         ubatch_size: 512,
         slots_endpoint: false,
         metrics_endpoint: false,
+        pooling: None,
     }
 }
 
@@ -125,6 +126,8 @@ fuzz_target!(|data: &[u8]| {
     let info = ModelInfo {
         name: "synthetic".into(),
         architecture: "gemma2".into(),
+        n_embd: 64,
+        pooling: None,
         template: std::sync::Arc::new(ChatTemplate::from_format(format((selector >> 3) & 7))),
         facts: Default::default(),
     };

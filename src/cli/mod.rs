@@ -1,12 +1,14 @@
 //! The command line: llama.cpp's flag names, so what people already type works.
 
 mod chat;
+mod embedding;
 mod escapes;
 mod generate;
 mod perplexity;
 mod serve;
 
 use crate::bundle;
+use crate::embedding::Pooling;
 use crate::engine::{Engine, OpenOptions};
 use crate::grammar::{json_schema, Grammar};
 use crate::sampling::SamplingParams;
@@ -42,6 +44,8 @@ enum Command {
     Tokenize(TokenizeArgs),
     /// Compute perplexity over a text file, chunked as llama-perplexity does.
     Perplexity(PerplexityArgs),
+    /// Print the embeddings of texts as JSON, as llama-embedding does.
+    Embedding(EmbeddingArgs),
     /// Measure prompt and generation speed as llama-bench does.
     Bench(BenchArgs),
     /// Measure the throughput of several sequences decoded together, as llama-batched-bench.
@@ -304,6 +308,14 @@ struct ServeArgs {
     /// order rather than prefix-suffix-middle, for models trained that way.
     #[arg(long = "spm-infill")]
     spm_infill: bool,
+    /// Accepted for llama-server's command lines: /v1/embeddings and /embedding are always
+    /// served.
+    #[arg(long = "embedding", visible_alias = "embeddings")]
+    embedding: bool,
+    /// How the server's embeddings pool their tokens: none, mean, cls or last (default: the
+    /// model's pooling, else mean).
+    #[arg(long = "pooling", value_name = "none|mean|cls|last")]
+    pooling: Option<Pooling>,
 }
 
 #[derive(Args, Debug, Clone)]
@@ -464,6 +476,42 @@ struct PerplexityArgs {
 }
 
 #[derive(Args, Debug)]
+struct EmbeddingArgs {
+    #[command(flatten)]
+    model: ModelArgs,
+    /// The texts to embed, split at each --embd-separator.
+    #[arg(short = 'p', long = "prompt", conflicts_with = "file")]
+    prompt: Option<String>,
+    /// Read the texts from a file.
+    #[arg(short = 'f', long = "file")]
+    file: Option<PathBuf>,
+    /// How the tokens' vectors become one: none, mean, cls or last (default: the model's
+    /// pooling, else mean).
+    #[arg(long = "pooling", value_name = "none|mean|cls|last")]
+    pooling: Option<Pooling>,
+    /// -1 none, 0 the int16 range, 1 taxicab, 2 Euclidean (unit length), p > 2: p-norm.
+    #[arg(
+        long = "embd-normalize",
+        default_value_t = 2,
+        allow_negative_numbers = true,
+        value_parser = clap::value_parser!(i32).range(-1..)
+    )]
+    embd_normalize: i32,
+    /// What separates the texts given with -p or -f.
+    #[arg(long = "embd-separator", default_value = "\n")]
+    embd_separator: String,
+    /// json (OpenAI's list) or array (an array of arrays).
+    #[arg(long = "embd-output-format", default_value = "json", value_parser = ["json", "array"])]
+    embd_output_format: String,
+    /// Context size in tokens, the most one text may have (0: the model's trained maximum).
+    #[arg(short = 'c', long = "ctx-size")]
+    ctx_size: Option<usize>,
+    /// Tokens in one forward pass at most (-ub); short texts share a pass.
+    #[arg(long = "ubatch-size", default_value_t = 512)]
+    ubatch_size: usize,
+}
+
+#[derive(Args, Debug)]
 struct BenchArgs {
     #[command(flatten)]
     model: ModelArgs,
@@ -615,6 +663,7 @@ pub fn main_with_args(args: Vec<OsString>) -> Result<()> {
     match cli.command {
         Some(Command::Tokenize(args)) => tokenize(args),
         Some(Command::Perplexity(args)) => perplexity::run(args),
+        Some(Command::Embedding(args)) => embedding::run(args),
         Some(Command::Bench(args)) => {
             let engine = open_engine(&args.model, false)?;
             crate::bench::run(&engine, args.n_prompt, args.n_gen, args.repetitions)?;

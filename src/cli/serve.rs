@@ -29,6 +29,7 @@ pub(super) fn run(args: RunArgs) -> Result<()> {
         speculator,
         metrics_endpoint: serve.metrics,
         spm_infill: serve.spm_infill,
+        pooling: serve.pooling,
     };
     server::serve(&engine, &config)?;
     Ok(())

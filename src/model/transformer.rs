@@ -313,16 +313,41 @@ impl<'a> Transformer<'a> {
     /// The caller guarantees each sequence's positions fit its cache, the ids fit the
     /// vocabulary, and no cache appears twice.
     pub fn forward_batch(&self, batch: &mut [Sequence]) -> Vec<f32> {
+        self.run(batch, Head::Logits)
+    }
+
+    /// [`Self::forward_batch`] without the vocabulary projection: the final-normed hidden
+    /// state (llama.cpp's `result_norm`, what it calls the embeddings) after each token a
+    /// sequence asks logits for, `n_embd` values each, sequence after sequence.
+    pub fn hidden_batch(&self, batch: &mut [Sequence]) -> Vec<f32> {
+        self.run(batch, Head::Hidden)
+    }
+
+    fn run(&self, batch: &mut [Sequence], head: Head) -> Vec<f32> {
         // Run on one of rayon's threads: a parallel loop started from any other thread hands
         // its work over and sleeps until it is done, and a forward pass starts hundreds of
         // them. One hand-over per pass instead of one per matmul (at one token and -t 1 those
         // were 8% of the time, in futex waits and wake-ups).
-        rayon::scope(|_| self.forward_in_pool(batch))
+        rayon::scope(|_| {
+            let rows = Rows::of(batch);
+            let x = self.layers_pass(batch, &rows);
+            let mut wanted = Vec::new();
+            for (sequence, first) in batch.iter().zip(&rows.first_row) {
+                let from = first + sequence.logits_from.min(sequence.tokens.len());
+                let to = first + sequence.tokens.len();
+                wanted.extend_from_slice(&x[from * self.hparams.n_embd..to * self.hparams.n_embd]);
+            }
+            ops::rms_norm(&mut wanted, &self.output_norm, self.rms_eps);
+            match head {
+                Head::Hidden => wanted,
+                Head::Logits => self.logits(&wanted),
+            }
+        })
     }
 
-    fn forward_in_pool(&self, batch: &mut [Sequence]) -> Vec<f32> {
+    /// The token embeddings through every layer: the residual stream after the last one.
+    fn layers_pass(&self, batch: &mut [Sequence], rows: &Rows) -> Vec<f32> {
         let h = &self.hparams;
-        let rows = Rows::of(batch);
         let n = rows.positions.len();
         let mut x = vec![0f32; n * h.n_embd];
         let tokens = batch.iter().flat_map(|s| s.tokens);
@@ -335,7 +360,7 @@ impl<'a> Transformer<'a> {
         for (il, layer) in self.layers.iter().enumerate() {
             scratch.normed.copy_from_slice(&x);
             ops::rms_norm(&mut scratch.normed, &layer.attn_norm, self.rms_eps);
-            self.attention(layer, &mut scratch, batch, &rows, il);
+            self.attention(layer, &mut scratch, batch, rows, il);
             if let Some(norm) = &layer.post_attn_norm {
                 ops::rms_norm(&mut scratch.out, norm, self.rms_eps);
             }
@@ -349,19 +374,18 @@ impl<'a> Transformer<'a> {
             }
             ops::add_in_place(&mut x, &scratch.out);
         }
+        x
+    }
 
-        let mut wanted = Vec::new();
-        for (sequence, first) in batch.iter().zip(&rows.first_row) {
-            let from = first + sequence.logits_from.min(sequence.tokens.len());
-            let to = first + sequence.tokens.len();
-            wanted.extend_from_slice(&x[from * h.n_embd..to * h.n_embd]);
+    /// The vocabulary projection of final-normed hidden states: the largest matmul of a small
+    /// model, so it is only done for the rows someone reads.
+    fn logits(&self, normed: &[f32]) -> Vec<f32> {
+        let h = &self.hparams;
+        let mut logits = vec![0f32; normed.len() / h.n_embd * h.n_vocab];
+        if logits.is_empty() {
+            return logits;
         }
-        if wanted.is_empty() {
-            return Vec::new();
-        }
-        ops::rms_norm(&mut wanted, &self.output_norm, self.rms_eps);
-        let mut logits = vec![0f32; wanted.len() / h.n_embd * h.n_vocab];
-        self.output.matmul(&self.kernels, &wanted, &mut logits);
+        self.output.matmul(&self.kernels, normed, &mut logits);
         if let Some(cap) = self.final_soft_cap {
             ops::soft_cap(&mut logits, cap);
         }
@@ -509,9 +533,18 @@ impl<'a> Transformer<'a> {
     }
 }
 
+/// What a forward pass ends with.
+#[derive(Clone, Copy)]
+enum Head {
+    /// The vocabulary projection: logits, for sampling and scoring.
+    Logits,
+    /// The final-normed hidden states themselves, for embeddings.
+    Hidden,
+}
+
 /// One sequence's share of a forward pass: `tokens` at positions `start..start + tokens.len()`,
 /// their keys and values written into `cache` (anything it held from `start` on is forgotten),
-/// and logits wanted after each of `tokens[logits_from..]`.
+/// and logits (or hidden states) wanted after each of `tokens[logits_from..]`.
 pub struct Sequence<'b> {
     pub cache: &'b mut KvCache,
     pub tokens: &'b [u32],

@@ -1,5 +1,6 @@
 //! Routing and llama.cpp's endpoints: /health, /props, /completion, /tokenize, /detokenize.
 
+use super::embeddings::{self, Embed};
 use super::http::{ApiError, Client, EventStream, Request, StreamFormat};
 use super::request::Fields;
 use super::scheduler::{Event, Job, Settings, Status, Summary, TokenProbs};
@@ -29,6 +30,8 @@ const CLIENT_CHECK: Duration = Duration::from_millis(50);
 /// What every HTTP worker shares.
 pub struct Shared<'a> {
     pub tokenizer: &'a Tokenizer,
+    /// Computes embeddings: the model in the worker's thread ([`embeddings::Embedder`]).
+    pub embedder: &'a Embed,
     pub info: &'a ModelInfo,
     pub config: &'a ServerConfig,
     pub jobs: Sender<Job>,
@@ -126,7 +129,7 @@ use Handler::{Get, Post};
 
 /// Every endpoint of the API. The page's files are served beside them, public, by
 /// [`assets::find`].
-const ROUTES: [Route; 18] = [
+const ROUTES: [Route; 20] = [
     Route(&["/health"], Get(health), Public),
     Route(&["/props"], Get(props), Keyed),
     Route(&["/slots"], Get(slots), Keyed),
@@ -149,6 +152,16 @@ const ROUTES: [Route; 18] = [
     Route(&["/api/show"], Post(ollama::show), Keyed),
     Route(&["/api/generate"], Post(ollama::generate), Keyed),
     Route(&["/api/chat"], Post(ollama::chat), Keyed),
+    Route(
+        &["/v1/embeddings"],
+        Post(embeddings::openai_embeddings),
+        Keyed,
+    ),
+    Route(
+        &["/embedding", "/embeddings"],
+        Post(embeddings::llama_embedding),
+        Keyed,
+    ),
 ];
 
 fn route<'r>(shared: &'r Shared, request: &mut Request) -> Result<Reply<'r>, ApiError> {

@@ -1,5 +1,5 @@
 //! A request body through the endpoint that would serve it, with no model behind: a stand-in
-//! answers each queued job with one token, so everything the server does with a request's
+//! answers each queued job with one token (and each embedding with ones), so everything the server does with a request's
 //! untrusted bytes runs, replies and streams included. For the `http_request` fuzz target.
 
 use super::api::{self, Reply, Shared};
@@ -7,6 +7,7 @@ use super::http::{Client, EventStream, StreamFormat};
 use super::request::Fields;
 use super::scheduler::{Event, Job, Status, Summary};
 use super::{ModelInfo, ServerConfig};
+use crate::embedding::Pooling;
 use crate::tokenizer::Tokenizer;
 use serde_json::Value;
 use std::sync::atomic::Ordering;
@@ -42,8 +43,16 @@ pub fn dry_run(
     let endpoint = api::post_endpoint(path)?;
     let (jobs, queue) = mpsc::channel();
     let status = Status::default();
+    let n_embd = info.n_embd;
+    let embed = move |inputs: &[Vec<u32>], pooling: Pooling, _: &Client| {
+        Ok(inputs
+            .iter()
+            .map(|input| pooling.pool(&vec![1.0; input.len() * n_embd], n_embd))
+            .collect())
+    };
     let shared = Shared {
         tokenizer,
+        embedder: &embed,
         info,
         config,
         jobs,
@@ -127,6 +136,8 @@ mod tests {
         ModelInfo {
             name: "synthetic".into(),
             architecture: "gemma2".into(),
+            n_embd: 64,
+            pooling: None,
             template: std::sync::Arc::new(ChatTemplate::from_format(ChatFormat::Gemma)),
             facts: Default::default(),
         }
@@ -150,6 +161,7 @@ mod tests {
             speculator: None,
             metrics_endpoint: false,
             spm_infill: false,
+            pooling: None,
         }
     }
 

@@ -11,6 +11,7 @@ mod api;
 mod assets;
 #[doc(hidden)]
 pub mod dry_run;
+mod embeddings;
 mod http;
 mod infill;
 mod metrics;
@@ -25,6 +26,7 @@ pub mod wire;
 use crate::engine::ModelInfo;
 pub use crate::grammar::Grammar;
 
+use crate::embedding::Pooling;
 use crate::engine::Engine;
 use crate::sampling::SamplingParams;
 use crate::session::SessionError;
@@ -96,6 +98,8 @@ pub struct ServerConfig {
     /// Fill-in-the-middle prompts put the suffix before the prefix (`--spm-infill`), as some
     /// models were trained.
     pub spm_infill: bool,
+    /// How embeddings pool their tokens (`--pooling`); None: the model's pooling, else mean.
+    pub pooling: Option<Pooling>,
 }
 
 impl ServerConfig {
@@ -144,8 +148,13 @@ pub fn serve(engine: &Arc<Engine>, config: &ServerConfig) -> Result<(), ServerEr
     let (jobs, job_receiver) = mpsc::channel();
     let status = scheduler::Status::default();
     let queue_limit = QUEUE_PER_SLOT * config.slots;
+    let embedder = embeddings::Embedder::new(engine, config.ubatch_size);
+    let embed = move |inputs: &[Vec<u32>], pooling, client: &http::Client| {
+        embedder.embed(inputs, pooling, client)
+    };
     let shared = api::Shared {
         tokenizer: engine.tokenizer(),
+        embedder: &embed,
         info,
         config,
         jobs,
