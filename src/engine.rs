@@ -7,8 +7,8 @@
 
 use crate::bundle::{self, BundleError, MappedModel, Placement};
 use crate::chat_template::{ChatTemplate, TemplateError, TemplateTokens};
-use crate::gguf::facts::Facts;
 use crate::embedding::Pooling;
+use crate::gguf::facts::Facts;
 use crate::gguf::{Gguf, GgufError};
 use crate::model::{self, ModelError, Transformer};
 use crate::session::{Session, SessionError};
@@ -156,6 +156,11 @@ impl Engine {
     pub fn open(name: Option<&Path>, options: &OpenOptions) -> Result<Arc<Engine>, EngineError> {
         let mut map = bundle::resolve_model(name)?;
         let source_name = map.to_string();
+        // The bundle's name when the model rides in one, else the GGUF's: what a user calls it.
+        let file_name = map.path().file_stem().map_or_else(
+            || map.name().to_string(),
+            |stem| stem.to_string_lossy().into_owned(),
+        );
         map.place(options.placement, options.quiet)
             .map_err(|error| EngineError::Placement {
                 source_name: source_name.clone(),
@@ -167,6 +172,7 @@ impl Engine {
         Engine::load(
             Weights::Mapped(map),
             source_name,
+            file_name,
             options.kernels,
             options.chat_template.as_deref(),
         )
@@ -177,6 +183,7 @@ impl Engine {
         Engine::load(
             Weights::Owned(bytes),
             "the GGUF in memory".into(),
+            "model".into(),
             kernels,
             None,
         )
@@ -185,6 +192,7 @@ impl Engine {
     fn load(
         weights: Weights,
         source_name: String,
+        file_name: String,
         kernels: Kernels,
         chat_template: Option<&str>,
     ) -> Result<Arc<Engine>, EngineError> {
@@ -207,7 +215,10 @@ impl Engine {
             error,
         })?;
         let info = ModelInfo {
-            facts: Arc::new(Facts::read(&gguf, bytes)),
+            facts: Arc::new(Facts {
+                file_name,
+                ..Facts::read(&gguf, bytes)
+            }),
             ..ModelInfo::new(&gguf, &tokenizer, chat_template, &source_name)?
         };
         Ok(Arc::new(Engine {

@@ -1,7 +1,7 @@
 """The official Ollama Python client against llmfile's server. Usage: ollama_client.py URL
 
 The model list, its description, the running models, chat replies whole and streamed (the
-same text at temperature 0), generate, JSON output, and a refused option.
+same text at temperature 0), generate, JSON output, a refused option, and embeddings.
 """
 
 import json
@@ -90,6 +90,11 @@ def main() -> None:
         assert "mirostat" in error.error, error.error
     else:
         raise AssertionError("an option that is not honoured is refused")
+    embedded = client.embed(model=model, input=["Hello", "The sky is blue"])
+    assert len(embedded.embeddings) == 2, embedded
+    for vector in embedded.embeddings:
+        assert abs(sum(v * v for v in vector) - 1) < 1e-3, vector[:4]
+    print(f"ollama: embed gave {len(embedded.embeddings)} vectors of {len(vector)}")
     print("ollama: client OK")
 
 

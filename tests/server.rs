@@ -613,7 +613,8 @@ fn ollama_lists_and_shows_the_model() {
     let server = Server::start(&synthetic_model(), &["-c", "256"]);
     let version = server.get("/api/version").json();
     assert!(version["version"].as_str().is_some_and(|v| !v.is_empty()));
-    let name = server.get("/v1/models").json()["data"][0]["id"].clone();
+    // Listed under the file's name, as a user calls it.
+    let name = json!("gemma2-synthetic-q4_k_m");
 
     let tags = server.get("/api/tags").json();
     let [model] = tags["models"].as_array().unwrap().as_slice() else {
@@ -658,6 +659,51 @@ fn ollama_lists_and_shows_the_model() {
         .as_array()
         .unwrap()
         .contains(&json!("completion")));
+}
+
+/// Ollama's `/api/embed`: one unit-length vector per text, the same as `/v1/embeddings`
+/// gives; a text longer than the context is cut unless `truncate` is false.
+#[test]
+fn ollama_embeds_texts() {
+    let server = Server::start(&synthetic_model(), &["-c", "64"]);
+    let texts = json!(["Hello", "The quick brown fox"]);
+    let reply = server.post_ok("/api/embed", &json!({"model": "any", "input": texts}));
+    let openai = server.post_ok("/v1/embeddings", &json!({"input": texts}));
+    let vectors = reply["embeddings"].as_array().unwrap();
+    assert_eq!(vectors.len(), 2);
+    for (index, vector) in vectors.iter().enumerate() {
+        let values: Vec<f64> = vector
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v.as_f64().unwrap())
+            .collect();
+        let norm: f64 = values.iter().map(|v| v * v).sum::<f64>().sqrt();
+        assert!((norm - 1.0).abs() < 1e-4, "{norm}");
+        assert_eq!(*vector, openai["data"][index]["embedding"]);
+    }
+    assert!(reply["prompt_eval_count"].as_u64().unwrap() > 2);
+    let long = "word ".repeat(200);
+    let cut = server.post_ok("/api/embed", &json!({"input": long}));
+    assert_eq!(cut["embeddings"].as_array().unwrap().len(), 1);
+    assert_eq!(cut["prompt_eval_count"], 64);
+    for (body, says) in [
+        (
+            json!({"input": long, "truncate": false}),
+            "does not fit the context",
+        ),
+        (json!({"input": ""}), "empty"),
+        (json!({"input": [1, 2]}), "a string or a list of strings"),
+        (json!({}), "input is required"),
+    ] {
+        let reply = server.post("/api/embed", &body);
+        assert_eq!(reply.status, 400, "{body}: {}", reply.text());
+        assert!(
+            reply.json()["error"].as_str().unwrap().contains(says),
+            "{}",
+            reply.text()
+        );
+    }
 }
 
 #[test]
@@ -830,7 +876,11 @@ fn ollama_refuses_what_it_cannot_honour_with_400s_in_its_shape() {
             prompt(json!({"template": "{{ .Prompt }}"})),
             "template",
         ),
-        ("/api/generate", prompt(json!({"suffix": "end"})), "suffix"),
+        (
+            "/api/generate",
+            prompt(json!({"suffix": "end"})),
+            "no fill-in-the-middle tokens",
+        ),
         (
             "/api/generate",
             prompt(json!({"context": [1, 2]})),
@@ -1207,7 +1257,7 @@ fn api_key_guards_every_api_endpoint_but_not_the_page() {
 fn unknown_paths_are_404_and_wrong_methods_405() {
     let server = Server::start(&synthetic_model(), &["--metrics", "--slots"]);
     let cases = [
-        ("GET", "/v1/embeddings", 404, ""),
+        ("GET", "/v1/embeddings", 405, "only POST"),
         ("POST", "/v1/audio/speech", 404, ""),
         ("GET", "/metricsx", 404, ""),
         ("POST", "/metrics", 405, "only GET"),

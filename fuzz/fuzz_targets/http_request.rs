@@ -87,6 +87,8 @@ fn config(index: u8) -> ServerConfig {
         slots_endpoint: false,
         metrics_endpoint: false,
         pooling: None,
+        speculator: None,
+        spm_infill: false,
     }
 }
 

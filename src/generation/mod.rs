@@ -102,7 +102,9 @@ impl<'t> Generation<'t> {
         // over them, so the text is the one llama.cpp gives.
         if limits.ignore_eos {
             let banned = tokenizer.end_of_generation_tokens().iter();
-            sampling.logit_bias.extend(banned.map(|&id| (id, f32::NEG_INFINITY)));
+            sampling
+                .logit_bias
+                .extend(banned.map(|&id| (id, f32::NEG_INFINITY)));
         }
         let mut sampler = Sampler::new(sampling);
         prompt.iter().for_each(|&t| sampler.accept(t));

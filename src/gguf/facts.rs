@@ -7,6 +7,9 @@ use sha2::{Digest, Sha256};
 
 #[derive(Debug, Clone, Default)]
 pub struct Facts {
+    /// The stem of the file the model came from (a bundle or a GGUF), which Ollama's API lists
+    /// it under.
+    pub file_name: String,
     /// Bytes of the GGUF, weights included.
     pub size: u64,
     /// Elements of every tensor.
@@ -45,6 +48,7 @@ impl Facts {
             })
             .collect();
         Facts {
+            file_name: String::new(),
             size: bytes.len() as u64,
             parameters: gguf.tensors().iter().map(|t| t.n_elements()).sum(),
             quantization: quantization(gguf),

@@ -129,7 +129,7 @@ use Handler::{Get, Post};
 
 /// Every endpoint of the API. The page's files are served beside them, public, by
 /// [`assets::find`].
-const ROUTES: [Route; 20] = [
+const ROUTES: [Route; 21] = [
     Route(&["/health"], Get(health), Public),
     Route(&["/props"], Get(props), Keyed),
     Route(&["/slots"], Get(slots), Keyed),
@@ -152,6 +152,7 @@ const ROUTES: [Route; 20] = [
     Route(&["/api/show"], Post(ollama::show), Keyed),
     Route(&["/api/generate"], Post(ollama::generate), Keyed),
     Route(&["/api/chat"], Post(ollama::chat), Keyed),
+    Route(&["/api/embed"], Post(ollama::embed), Keyed),
     Route(
         &["/v1/embeddings"],
         Post(embeddings::openai_embeddings),
@@ -839,14 +840,8 @@ pub fn complete<'r>(
     let kept = |tokens: Vec<u32>| if return_tokens { tokens } else { Vec::new() };
     if !generation.stream {
         let done = collect(events)?;
-        let body = Completion::new(
-            shared,
-            &settings,
-            done.content,
-            done.probs,
-            &done.summary,
-        )
-        .with_tokens(kept(done.tokens), &rendered);
+        let body = Completion::new(shared, &settings, done.content, done.probs, &done.summary)
+            .with_tokens(kept(done.tokens), &rendered);
         return Reply::json(&body);
     }
     Ok(Reply::Stream(Box::new(move |stream| {

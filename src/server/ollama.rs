@@ -6,7 +6,9 @@
 //! as llama-server does.
 
 use super::api::{self, Pending, Reply, Shared};
+use super::embeddings;
 use super::http::{ApiError, Client};
+use super::infill;
 use super::openai;
 use super::request::{schema_grammar, Fields};
 use super::scheduler::{Event, Summary};
@@ -138,8 +140,8 @@ fn parameters(shared: &Shared) -> String {
 fn listing(shared: &Shared) -> Value {
     let facts = &shared.info.facts;
     json!({
-        "name": shared.info.name,
-        "model": shared.info.name,
+        "name": facts.file_name,
+        "model": facts.file_name,
         "size": facts.size,
         "digest": facts.digest,
         "details": details(shared),
@@ -203,11 +205,6 @@ pub fn generate<'r>(
             "template is not supported: prompts go through the model's chat template (or the server's --chat-template); send raw: true with a prompt formatted as you need it",
         ));
     }
-    if fields.str("suffix")?.is_some_and(|s| !s.is_empty()) {
-        return Err(ApiError::bad_request(
-            "suffix is not supported: /api/generate does not fill in the middle",
-        ));
-    }
     if fields.get("context").is_some_and(|c| c != &json!([])) {
         return Err(ApiError::bad_request(
             "context is not supported: send the conversation again, or use /api/chat",
@@ -220,7 +217,13 @@ pub fn generate<'r>(
         return Ok(loaded(shared, Kind::Generate));
     }
     let template = &shared.info.template;
-    let (tokens, stops) = if fields.bool("raw")?.unwrap_or(false) {
+    let suffix = fields.str("suffix")?.filter(|s| !s.is_empty());
+    let (tokens, stops) = if let Some(suffix) = suffix {
+        // As Ollama: with a suffix the reply is what goes between the prompt and it, in the
+        // model's fill-in-the-middle format (a 400 for a model without those tokens).
+        let tokens = infill::completion_prompt(shared, &request.fields, prompt, suffix)?;
+        (tokens, Vec::new())
+    } else if fields.bool("raw")?.unwrap_or(false) {
         (shared.encode(prompt, true, true)?, Vec::new())
     } else {
         let mut messages = Vec::with_capacity(2);
@@ -629,4 +632,67 @@ mod tests {
         assert_eq!(parameter_size(4_096), "4.10K");
         assert_eq!(parameter_size(12), "12");
     }
+}
+
+/// Ollama's `POST /api/embed`: `input` a text or a list of texts, each one unit-length vector;
+/// `truncate` (default true) cuts a text longer than the context to fit, as Ollama does,
+/// where false refuses it.
+pub fn embed<'r>(
+    shared: &'r Shared,
+    fields: &Fields,
+    client: Client,
+) -> Result<Reply<'r>, ApiError> {
+    let started = Instant::now();
+    let texts: Vec<&str> = match fields.get("input") {
+        Some(Value::String(text)) => vec![text],
+        Some(Value::Array(items)) => items
+            .iter()
+            .map(|item| item.as_str())
+            .collect::<Option<_>>()
+            .ok_or_else(|| ApiError::bad_request("input must be a string or a list of strings"))?,
+        Some(_) => {
+            return Err(ApiError::bad_request(
+                "input must be a string or a list of strings",
+            ))
+        }
+        None => return Err(ApiError::bad_request("input is required")),
+    };
+    if texts.iter().any(|text| text.is_empty()) {
+        return Err(ApiError::bad_request(
+            "input holds an empty text: there is nothing to embed",
+        ));
+    }
+    if texts.len() > embeddings::MAX_INPUTS {
+        return Err(ApiError::bad_request(format!(
+            "input holds {} texts; at most {} are embedded per request",
+            texts.len(),
+            embeddings::MAX_INPUTS
+        )));
+    }
+    let n_embd = shared.info.n_embd;
+    if let Some(dimensions) = fields.i64("dimensions")? {
+        if dimensions != n_embd as i64 {
+            return Err(ApiError::bad_request(format!(
+                "dimensions {dimensions} cannot be had: this model's embeddings have {n_embd}"
+            )));
+        }
+    }
+    let truncate = fields.bool("truncate")?.unwrap_or(true);
+    let n_ctx = shared.config.n_ctx;
+    let mut inputs = texts
+        .iter()
+        .map(|text| shared.encode(text, true, true))
+        .collect::<Result<Vec<_>, _>>()?;
+    if truncate {
+        inputs.iter_mut().for_each(|input| input.truncate(n_ctx));
+    }
+    let vectors = shared.embed(&inputs, embeddings::EUCLIDEAN, &client)?;
+    let tokens: usize = inputs.iter().map(Vec::len).sum();
+    Ok(Reply::Json(json!({
+        "model": fields.str("model")?.unwrap_or(&shared.info.facts.file_name),
+        "embeddings": vectors,
+        "total_duration": started.elapsed().as_nanos() as u64,
+        "load_duration": 0,
+        "prompt_eval_count": tokens,
+    })))
 }

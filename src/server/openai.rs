@@ -446,9 +446,7 @@ impl Logprobs {
                 match (fields.bool("logprobs")?, top) {
                     (Some(true), top) => Some(top.unwrap_or(0)),
                     (_, Some(_)) => {
-                        return Err(ApiError::bad_request(
-                            "top_logprobs needs logprobs: true",
-                        ))
+                        return Err(ApiError::bad_request("top_logprobs needs logprobs: true"))
                     }
                     _ => None,
                 }
