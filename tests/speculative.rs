@@ -163,16 +163,22 @@ fn smollm2_speculation_keeps_plain_decodings_text() {
     check_speculation_keeps_plain_text("smollm2-135m-instruct-q4_1.gguf");
 }
 
-/// Edited code repeats its input: most n-gram guesses are taken.
-#[test]
-fn ngram_guesses_are_mostly_taken_when_code_is_copied() {
-    let Some(engine) = open("gemma-3-270m-q4_k_m.gguf") else {
-        return;
-    };
+/// Gemma 3 270M and the code-editing prompt, tokenized.
+fn gemma3_with_code_to_edit() -> Option<(Arc<Engine>, Vec<u32>)> {
+    let engine = open("gemma-3-270m-q4_k_m.gguf")?;
     let prompt = engine
         .tokenizer()
         .encode(&fixture("rename.txt"), true, false)
         .unwrap();
+    Some((engine, prompt))
+}
+
+/// Edited code repeats its input: most n-gram guesses are taken.
+#[test]
+fn ngram_guesses_are_mostly_taken_when_code_is_copied() {
+    let Some((engine, prompt)) = gemma3_with_code_to_edit() else {
+        return;
+    };
     let mut speculation = ngram().start(2048).unwrap();
     let tokens = decode(&engine, &prompt, 2048, 300, Some(&mut speculation));
     let stats = speculation.stats;
@@ -187,13 +193,9 @@ fn ngram_guesses_are_mostly_taken_when_code_is_copied() {
 /// speculation as without it, from both sides of where the guesses stop fitting.
 #[test]
 fn speculation_fills_the_context_to_the_last_position() {
-    let Some(engine) = open("gemma-3-270m-q4_k_m.gguf") else {
+    let Some((engine, prompt)) = gemma3_with_code_to_edit() else {
         return;
     };
-    let prompt = engine
-        .tokenizer()
-        .encode(&fixture("rename.txt"), true, false)
-        .unwrap();
     for extra in [1, 2, 3, 47, 48, 49, 50, 120] {
         let n_ctx = prompt.len() + extra;
         let mut speculation = ngram().start(n_ctx).unwrap();

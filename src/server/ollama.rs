@@ -14,6 +14,7 @@ use super::request::{schema_grammar, Fields};
 use super::scheduler::{Event, Summary};
 use super::tools::{Answer, ToolPlan};
 use crate::chat_format::{Message, Role};
+use crate::chat_template::civil_from_days;
 use crate::gguf::Value as GgufValue;
 use crate::grammar::{json_schema, Grammar};
 use serde_json::{json, Map, Value};
@@ -578,7 +579,7 @@ fn started(shared: &Shared) -> SystemTime {
 fn timestamp(time: SystemTime) -> String {
     let since = time.duration_since(UNIX_EPOCH).unwrap_or_default();
     let seconds = since.as_secs();
-    let (year, month, day) = civil_date((seconds / 86_400) as i64);
+    let (year, month, day) = civil_from_days((seconds / 86_400) as i64);
     let of_day = seconds % 86_400;
     format!(
         "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{:09}Z",
@@ -587,25 +588,6 @@ fn timestamp(time: SystemTime) -> String {
         of_day % 60,
         since.subsec_nanos()
     )
-}
-
-/// The proleptic Gregorian date `days` after 1970-01-01 (Howard Hinnant's `civil_from_days`).
-fn civil_date(days: i64) -> (i64, u32, u32) {
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let day_of_era = z.rem_euclid(146_097);
-    let year_of_era =
-        (day_of_era - day_of_era / 1460 + day_of_era / 36_524 - day_of_era / 146_096) / 365;
-    let day_of_year = day_of_era - (365 * year_of_era + year_of_era / 4 - year_of_era / 100);
-    let shifted_month = (5 * day_of_year + 2) / 153;
-    let day = (day_of_year - (153 * shifted_month + 2) / 5 + 1) as u32;
-    let month = (if shifted_month < 10 {
-        shifted_month + 3
-    } else {
-        shifted_month - 9
-    }) as u32;
-    let year = year_of_era + era * 400 + i64::from(month <= 2);
-    (year, month, day)
 }
 
 #[cfg(test)]
