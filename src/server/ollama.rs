@@ -590,32 +590,6 @@ fn timestamp(time: SystemTime) -> String {
     )
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn times_are_written_as_rfc_3339_in_utc() {
-        let at = |seconds: u64, nanos: u32| {
-            timestamp(
-                UNIX_EPOCH + Duration::from_secs(seconds) + Duration::from_nanos(nanos.into()),
-            )
-        };
-        assert_eq!(at(0, 0), "1970-01-01T00:00:00.000000000Z");
-        assert_eq!(at(951_782_400, 5), "2000-02-29T00:00:00.000000005Z");
-        assert_eq!(at(1_786_107_723, 0), "2026-08-07T13:02:03.000000000Z");
-        assert_eq!(at(4_107_542_399, 0), "2100-02-28T23:59:59.000000000Z");
-    }
-
-    #[test]
-    fn parameter_counts_read_as_ollama_writes_them() {
-        assert_eq!(parameter_size(7_615_616_512), "7.6B");
-        assert_eq!(parameter_size(268_098_176), "268.10M");
-        assert_eq!(parameter_size(4_096), "4.10K");
-        assert_eq!(parameter_size(12), "12");
-    }
-}
-
 /// Ollama's `POST /api/embed`: `input` a text or a list of texts, each one unit-length vector;
 /// `truncate` (default true) cuts a text longer than the context to fit, as Ollama does,
 /// where false refuses it.
@@ -677,4 +651,30 @@ pub fn embed<'r>(
         "load_duration": 0,
         "prompt_eval_count": tokens,
     })))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn times_are_written_as_rfc_3339_in_utc() {
+        let at = |seconds: u64, nanos: u32| {
+            timestamp(
+                UNIX_EPOCH + Duration::from_secs(seconds) + Duration::from_nanos(nanos.into()),
+            )
+        };
+        assert_eq!(at(0, 0), "1970-01-01T00:00:00.000000000Z");
+        assert_eq!(at(951_782_400, 5), "2000-02-29T00:00:00.000000005Z");
+        assert_eq!(at(1_786_107_723, 0), "2026-08-07T13:02:03.000000000Z");
+        assert_eq!(at(4_107_542_399, 0), "2100-02-28T23:59:59.000000000Z");
+    }
+
+    #[test]
+    fn parameter_counts_read_as_ollama_writes_them() {
+        assert_eq!(parameter_size(7_615_616_512), "7.6B");
+        assert_eq!(parameter_size(268_098_176), "268.10M");
+        assert_eq!(parameter_size(4_096), "4.10K");
+        assert_eq!(parameter_size(12), "12");
+    }
 }
