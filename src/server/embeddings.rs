@@ -18,7 +18,8 @@ use super::request::Fields;
 use crate::embedding::{self, EmbeddingError, Pooling, Vectors};
 use crate::engine::Engine;
 use crate::session::SessionError;
-use serde_json::{json, Value};
+use serde::Serialize;
+use serde_json::Value;
 use std::sync::{Arc, Mutex};
 
 /// The most inputs one request may hold: OpenAI's limit.
@@ -245,30 +246,66 @@ pub fn openai_embeddings<'r>(
     }
     let inputs = shared.embedding_inputs(input)?;
     let vectors = shared.embed(&inputs, Shared::norm(fields)?, &client)?;
-    let data: Vec<Value> = vectors
+    let data = vectors
         .into_iter()
         .enumerate()
-        .map(|(index, vector)| {
-            let embedding = if base64 {
+        .map(|(index, vector)| OpenAiEmbedding {
+            object: "embedding",
+            index,
+            embedding: if base64 {
                 let bytes: Vec<u8> = vector.iter().flat_map(|v| v.to_le_bytes()).collect();
-                json!(base64::encode(bytes))
+                Encoded::Base64(base64::encode(bytes))
             } else {
-                json!(vector)
-            };
-            json!({"object": "embedding", "index": index, "embedding": embedding})
+                Encoded::Floats(vector)
+            },
         })
         .collect();
     let tokens: usize = inputs.iter().map(Vec::len).sum();
-    let model = match fields.str("model")? {
-        Some(model) => model.to_string(),
-        None => shared.info.name.clone(),
-    };
-    Ok(Reply::Json(json!({
-        "object": "list",
-        "data": data,
-        "model": model,
-        "usage": {"prompt_tokens": tokens, "total_tokens": tokens},
-    })))
+    Reply::json(&OpenAiEmbeddings {
+        object: "list",
+        data,
+        model: fields.str("model")?.unwrap_or(&shared.info.name),
+        usage: Usage {
+            prompt_tokens: tokens,
+            total_tokens: tokens,
+        },
+    })
+}
+
+#[derive(Serialize)]
+struct OpenAiEmbeddings<'a> {
+    object: &'static str,
+    data: Vec<OpenAiEmbedding>,
+    model: &'a str,
+    usage: Usage,
+}
+
+#[derive(Serialize)]
+struct OpenAiEmbedding {
+    object: &'static str,
+    index: usize,
+    embedding: Encoded,
+}
+
+/// `encoding_format`: the floats, or their little-endian bytes in base64.
+#[derive(Serialize)]
+#[serde(untagged)]
+enum Encoded {
+    Floats(Vec<f32>),
+    Base64(String),
+}
+
+#[derive(Serialize)]
+struct Usage {
+    prompt_tokens: usize,
+    total_tokens: usize,
+}
+
+/// One input's vector in llama-server's shape, or each of its tokens' with pooling none.
+#[derive(Serialize)]
+struct LlamaEmbedding {
+    index: usize,
+    embedding: Vectors,
 }
 
 /// llama-server's `POST /embedding` and `/embeddings`: `content` (or `input`), and a list of
@@ -284,10 +321,10 @@ pub fn llama_embedding<'r>(
         .ok_or_else(|| ApiError::bad_request("content (or input) is required"))?;
     let inputs = shared.embedding_inputs(input)?;
     let vectors = shared.vectors(&inputs, shared.pooling(), Shared::norm(fields)?, &client)?;
-    let results: Vec<Value> = vectors
+    let results: Vec<LlamaEmbedding> = vectors
         .into_iter()
         .enumerate()
-        .map(|(index, embedding)| json!({"index": index, "embedding": embedding}))
+        .map(|(index, embedding)| LlamaEmbedding { index, embedding })
         .collect();
-    Ok(Reply::Json(Value::Array(results)))
+    Reply::json(&results)
 }

@@ -17,6 +17,7 @@ use crate::chat_format::{Message, Role};
 use crate::chat_template::civil_from_days;
 use crate::gguf::Value as GgufValue;
 use crate::grammar::{json_schema, Grammar};
+use serde::Serialize;
 use serde_json::{json, Map, Value};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -54,23 +55,68 @@ const SAME_NAME: [&str; 10] = [
     "stop",
 ];
 
+#[derive(Serialize)]
+struct Version {
+    version: &'static str,
+}
+
 pub fn version<'r>(_: &'r Shared) -> Result<Reply<'r>, ApiError> {
-    Ok(Reply::Json(json!({"version": env!("CARGO_PKG_VERSION")})))
+    Reply::json(&Version {
+        version: env!("CARGO_PKG_VERSION"),
+    })
+}
+
+/// `/api/tags` and `/api/ps`: the one model.
+#[derive(Serialize)]
+struct Models<'a> {
+    models: [Listing<'a>; 1],
+}
+
+/// The model as `/api/tags` lists it, and `/api/ps` with what is loaded.
+#[derive(Serialize)]
+struct Listing<'a> {
+    name: &'a str,
+    model: &'a str,
+    size: u64,
+    digest: &'a str,
+    details: Details<'a>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    modified_at: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    expires_at: Option<&'static str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    size_vram: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    context_length: Option<usize>,
+}
+
+#[derive(Serialize)]
+struct Details<'a> {
+    parent_model: &'static str,
+    format: &'static str,
+    family: &'a str,
+    families: [&'a str; 1],
+    parameter_size: String,
+    quantization_level: &'a str,
 }
 
 pub fn tags<'r>(shared: &'r Shared) -> Result<Reply<'r>, ApiError> {
-    let mut model = listing(shared);
-    model["modified_at"] = json!(timestamp(started(shared)));
-    Ok(Reply::Json(json!({"models": [model]})))
+    let model = Listing {
+        modified_at: Some(timestamp(started(shared))),
+        ..listing(shared)
+    };
+    Reply::json(&Models { models: [model] })
 }
 
 /// The model stays loaded for as long as the server runs.
 pub fn ps<'r>(shared: &'r Shared) -> Result<Reply<'r>, ApiError> {
-    let mut model = listing(shared);
-    model["expires_at"] = json!(NEVER);
-    model["size_vram"] = json!(0);
-    model["context_length"] = json!(shared.config.n_ctx);
-    Ok(Reply::Json(json!({"models": [model]})))
+    let model = Listing {
+        expires_at: Some(NEVER),
+        size_vram: Some(0),
+        context_length: Some(shared.config.n_ctx),
+        ..listing(shared)
+    };
+    Reply::json(&Models { models: [model] })
 }
 
 /// `expires_at` of a model that is never unloaded.
@@ -99,23 +145,36 @@ pub fn show<'r>(shared: &'r Shared, fields: &Fields, _: Client) -> Result<Reply<
         .find(|(key, _)| key == "general.license")
         .and_then(|(_, value)| value.as_str())
         .unwrap_or_default();
-    Ok(Reply::Json(json!({
-        "license": license,
-        "modelfile": format!(
-            "# The model llmfile serves, in a Modelfile's words.\nFROM {}\nTEMPLATE \"\"\"{template}\"\"\"\n{}",
-            info.name,
-            parameters
-                .lines()
-                .map(|line| format!("PARAMETER {line}\n"))
-                .collect::<String>()
-        ),
-        "parameters": parameters,
-        "template": template,
-        "details": details(shared),
-        "model_info": model_info,
-        "capabilities": ["completion", "tools"],
-        "modified_at": timestamp(started(shared)),
-    })))
+    let modelfile = format!(
+        "# The model llmfile serves, in a Modelfile's words.\nFROM {}\nTEMPLATE \"\"\"{template}\"\"\"\n{}",
+        info.name,
+        parameters
+            .lines()
+            .map(|line| format!("PARAMETER {line}\n"))
+            .collect::<String>()
+    );
+    Reply::json(&Show {
+        license,
+        modelfile,
+        parameters,
+        template,
+        details: details(shared),
+        model_info,
+        capabilities: ["completion", "tools"],
+        modified_at: timestamp(started(shared)),
+    })
+}
+
+#[derive(Serialize)]
+struct Show<'a> {
+    license: &'a str,
+    modelfile: String,
+    parameters: String,
+    template: String,
+    details: Details<'a>,
+    model_info: Map<String, Value>,
+    capabilities: [&'static str; 2],
+    modified_at: String,
 }
 
 /// The server's sampling defaults and the template's stop strings, one `name value` a line as
@@ -137,28 +196,31 @@ fn parameters(shared: &Shared) -> String {
     lines.join("\n")
 }
 
-/// The model as `/api/tags` and `/api/ps` list it.
-fn listing(shared: &Shared) -> Value {
+fn listing<'a>(shared: &'a Shared) -> Listing<'a> {
     let facts = &shared.info.facts;
-    json!({
-        "name": facts.file_name,
-        "model": facts.file_name,
-        "size": facts.size,
-        "digest": facts.digest,
-        "details": details(shared),
-    })
+    Listing {
+        name: &facts.file_name,
+        model: &facts.file_name,
+        size: facts.size,
+        digest: &facts.digest,
+        details: details(shared),
+        modified_at: None,
+        expires_at: None,
+        size_vram: None,
+        context_length: None,
+    }
 }
 
-fn details(shared: &Shared) -> Value {
+fn details<'a>(shared: &'a Shared) -> Details<'a> {
     let architecture = &shared.info.architecture;
-    json!({
-        "parent_model": "",
-        "format": "gguf",
-        "family": architecture,
-        "families": [architecture],
-        "parameter_size": parameter_size(shared.info.facts.parameters),
-        "quantization_level": shared.info.facts.quantization,
-    })
+    Details {
+        parent_model: "",
+        format: "gguf",
+        family: architecture,
+        families: [architecture],
+        parameter_size: parameter_size(shared.info.facts.parameters),
+        quantization_level: &shared.info.facts.quantization,
+    }
 }
 
 /// "7.6B", "268.10M", as Ollama writes a parameter count.
@@ -215,7 +277,7 @@ pub fn generate<'r>(
     let request = Translated::read(shared, fields)?;
     let prompt = fields.str("prompt")?.unwrap_or_default();
     if prompt.is_empty() {
-        return Ok(loaded(shared, Kind::Generate));
+        return loaded(shared, Kind::Generate);
     }
     let template = &shared.info.template;
     let suffix = fields.str("suffix")?.filter(|s| !s.is_empty());
@@ -255,9 +317,9 @@ pub fn chat<'r>(
     let started = Instant::now();
     let mut request = Translated::read(shared, fields)?;
     let messages = match fields.get("messages") {
-        None => return Ok(loaded(shared, Kind::Chat)),
+        None => return loaded(shared, Kind::Chat),
         Some(Value::Array(items)) if items.is_empty() => {
-            return Ok(loaded(shared, Kind::Chat));
+            return loaded(shared, Kind::Chat);
         }
         Some(Value::Array(items)) => items,
         Some(_) => return Err(ApiError::bad_request("messages must be an array")),
@@ -314,18 +376,16 @@ fn refuse_images(key: &str, images: Option<&Value>) -> Result<(), ApiError> {
 
 /// Ollama's answer to a request with nothing to generate, which clients send to load a model:
 /// this one is always loaded.
-fn loaded<'r>(shared: &Shared, kind: Kind) -> Reply<'r> {
-    let mut body = json!({
-        "model": shared.info.name,
-        "created_at": timestamp(SystemTime::now()),
-        "done": true,
-        "done_reason": "load",
-    });
-    match kind {
-        Kind::Generate => body["response"] = json!(""),
-        Kind::Chat => body["message"] = json!({"role": "assistant", "content": ""}),
-    }
-    Reply::Json(body)
+fn loaded<'r>(shared: &Shared, kind: Kind) -> Result<Reply<'r>, ApiError> {
+    let lines = Lines {
+        kind,
+        model: shared.info.facts.file_name.clone(),
+        started: Instant::now(),
+    };
+    Reply::json(&Line {
+        done_reason: Some("load"),
+        ..lines.piece("", true)
+    })
 }
 
 /// An Ollama request read into llama.cpp's field names.
@@ -454,7 +514,7 @@ fn respond<'r>(
     let events = shared.submit(generation.prompt, generation.settings, client)?;
     let lines = Lines {
         kind,
-        model: shared.info.name.clone(),
+        model: shared.info.facts.file_name.clone(),
         started,
     };
     if let Some(plan) = plan {
@@ -472,7 +532,7 @@ fn respond<'r>(
     }
     if !stream {
         let done = api::collect(events)?;
-        return Ok(Reply::Json(lines.last(&done.content, &done.summary)));
+        return Reply::json(&lines.last(&done.content, &done.summary));
     }
     Ok(Reply::Lines(Box::new(move |out| {
         lines.stream(events, |line| out.send(&line.to_string()))
@@ -486,40 +546,94 @@ struct Lines {
     started: Instant,
 }
 
+/// One object of a reply: a piece of the text, or the last with the counts.
+#[derive(Serialize)]
+struct Line<'a> {
+    model: &'a str,
+    created_at: String,
+    /// `/api/generate`'s text.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    response: Option<String>,
+    /// `/api/chat`'s text or tool calls.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    message: Option<LineMessage>,
+    done: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    done_reason: Option<&'static str>,
+    #[serde(flatten, skip_serializing_if = "Option::is_none")]
+    counts: Option<Counts>,
+}
+
+#[derive(Serialize)]
+struct LineMessage {
+    role: &'static str,
+    content: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    tool_calls: Option<Vec<CallOut>>,
+}
+
+/// The last object's counts; durations in nanoseconds, as Ollama's.
+#[derive(Serialize)]
+struct Counts {
+    total_duration: u64,
+    load_duration: u64,
+    prompt_eval_count: usize,
+    prompt_eval_duration: u64,
+    eval_count: usize,
+    eval_duration: u64,
+}
+
+/// A tool call in Ollama's shape: the arguments as an object, not as JSON text.
+#[derive(Serialize)]
+struct CallOut {
+    function: FunctionOut,
+}
+
+#[derive(Serialize)]
+struct FunctionOut {
+    name: String,
+    arguments: Value,
+}
+
 impl Lines {
-    fn piece(&self, text: &str, done: bool) -> Value {
-        let mut body = json!({
-            "model": self.model,
-            "created_at": timestamp(SystemTime::now()),
-        });
-        match self.kind {
-            Kind::Generate => body["response"] = json!(text),
-            Kind::Chat => body["message"] = json!({"role": "assistant", "content": text}),
+    fn piece(&self, text: &str, done: bool) -> Line<'_> {
+        let (response, message) = match self.kind {
+            Kind::Generate => (Some(text.to_string()), None),
+            Kind::Chat => (
+                None,
+                Some(LineMessage {
+                    role: "assistant",
+                    content: text.to_string(),
+                    tool_calls: None,
+                }),
+            ),
+        };
+        Line {
+            model: &self.model,
+            created_at: timestamp(SystemTime::now()),
+            response,
+            message,
+            done,
+            done_reason: None,
+            counts: None,
         }
-        body["done"] = json!(done);
-        body
     }
 
     /// The object that ends a reply: `text` (all of it when not streamed) and the counts.
-    fn last(&self, text: &str, summary: &Summary) -> Value {
+    fn last(&self, text: &str, summary: &Summary) -> Line<'_> {
         let nanos = |ms: f64| (ms * 1e6).round() as u64;
-        let mut body = self.piece(text, true);
-        let fields = [
-            ("done_reason", json!(done_reason(summary))),
-            (
-                "total_duration",
-                json!(self.started.elapsed().as_nanos() as u64),
-            ),
-            ("load_duration", json!(0)),
-            ("prompt_eval_count", json!(summary.tokens_evaluated)),
-            ("prompt_eval_duration", json!(nanos(summary.prompt_ms))),
-            ("eval_count", json!(summary.tokens_predicted)),
-            ("eval_duration", json!(nanos(summary.predicted_ms))),
-        ];
-        for (key, value) in fields {
-            body[key] = value;
+        Line {
+            done_reason: Some(done_reason(summary)),
+            counts: Some(Counts {
+                total_duration: self.started.elapsed().as_nanos() as u64,
+                load_duration: 0,
+                prompt_eval_count: summary.tokens_evaluated,
+                prompt_eval_duration: nanos(summary.prompt_ms),
+                eval_count: summary.tokens_predicted,
+                eval_duration: nanos(summary.predicted_ms),
+            }),
+            ..self.piece(text, true)
         }
-        body
     }
 
     fn stream(
@@ -530,8 +644,8 @@ impl Lines {
         for event in events {
             match event {
                 Event::Token { text, .. } if text.is_empty() => {}
-                Event::Token { text, .. } => send(self.piece(&text, false))?,
-                Event::Done(summary) => return send(self.last("", &summary)),
+                Event::Token { text, .. } => send(value(&self.piece(&text, false)))?,
+                Event::Done(summary) => return send(value(&self.last("", &summary))),
                 Event::Failed(message) => {
                     return send(ApiError::new(500, message).to_plain_json());
                 }
@@ -543,24 +657,34 @@ impl Lines {
     /// A chat answer under tools, whole: its calls with their arguments as objects, or its
     /// words.
     fn with_tools(&self, plan: &ToolPlan, done: &api::Collected) -> Value {
-        match plan.parse(&done.content) {
+        let line = match plan.parse(&done.content) {
             Some(Answer::Calls(calls)) => {
-                let calls: Vec<Value> = calls
+                let calls = calls
                     .iter()
-                    .map(|call| {
-                        let arguments: Value =
-                            serde_json::from_str(&call.arguments).unwrap_or(json!({}));
-                        json!({"function": {"name": call.name, "arguments": arguments}})
+                    .map(|call| CallOut {
+                        function: FunctionOut {
+                            name: call.name.clone(),
+                            arguments: serde_json::from_str(&call.arguments)
+                                .unwrap_or_else(|_| Value::Object(Map::new())),
+                        },
                     })
                     .collect();
-                let mut body = self.last("", &done.summary);
-                body["message"]["tool_calls"] = json!(calls);
-                body
+                let mut line = self.last("", &done.summary);
+                if let Some(message) = &mut line.message {
+                    message.tool_calls = Some(calls);
+                }
+                line
             }
             Some(Answer::Text(text)) => self.last(&text, &done.summary),
             None => self.last(&done.content, &done.summary),
-        }
+        };
+        value(&line)
     }
+}
+
+/// A reply object as JSON: plain fields and maps with string keys, which always serialize.
+fn value(line: &Line) -> Value {
+    serde_json::to_value(line).expect("a reply object serializes")
 }
 
 fn done_reason(summary: &Summary) -> &'static str {
@@ -588,6 +712,15 @@ fn timestamp(time: SystemTime) -> String {
         of_day % 60,
         since.subsec_nanos()
     )
+}
+
+#[derive(Serialize)]
+struct Embedded<'a> {
+    model: &'a str,
+    embeddings: Vec<Vec<f32>>,
+    total_duration: u64,
+    load_duration: u64,
+    prompt_eval_count: usize,
 }
 
 /// Ollama's `POST /api/embed`: `input` a text or a list of texts, each one unit-length vector;
@@ -644,13 +777,13 @@ pub fn embed<'r>(
     }
     let vectors = shared.embed(&inputs, embeddings::EUCLIDEAN, &client)?;
     let tokens: usize = inputs.iter().map(Vec::len).sum();
-    Ok(Reply::Json(json!({
-        "model": fields.str("model")?.unwrap_or(&shared.info.facts.file_name),
-        "embeddings": vectors,
-        "total_duration": started.elapsed().as_nanos() as u64,
-        "load_duration": 0,
-        "prompt_eval_count": tokens,
-    })))
+    Reply::json(&Embedded {
+        model: fields.str("model")?.unwrap_or(&shared.info.facts.file_name),
+        embeddings: vectors,
+        total_duration: started.elapsed().as_nanos() as u64,
+        load_duration: 0,
+        prompt_eval_count: tokens,
+    })
 }
 
 #[cfg(test)]
