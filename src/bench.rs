@@ -124,7 +124,7 @@ pub fn run(
 ) -> Result<(), ModelError> {
     let model = engine.model();
     let summary = ModelSummary::of(&engine.gguf());
-    let isa = model.kernels().isa().name();
+    let isa = model.kernels().to_string();
     let threads = rayon::current_num_threads();
     println!("{}", header());
     let tests = [
@@ -133,7 +133,7 @@ pub fn run(
     ];
     for (_, test) in tests.into_iter().filter(|&(n, _)| n > 0) {
         let m = measure(model, test, repetitions)?;
-        println!("{}", row(&summary, isa, threads, &m));
+        println!("{}", row(&summary, &isa, threads, &m));
     }
     Ok(())
 }

@@ -277,7 +277,7 @@ fn scalar_kernels_give_every_shape_exactly_the_one_token_logits() {
 
 #[test]
 fn simd_kernels_keep_every_shape_close_to_the_one_token_logits() {
-    let simd = [Isa::Avx2, Isa::Avx512, Isa::Neon].into_iter();
+    let simd = [Isa::Avx2, Isa::Avx512, Isa::Avx512Wide, Isa::Neon].into_iter();
     for kernels in simd.filter_map(Kernels::for_isa) {
         let engine = open(&synthetic_model(), kernels);
         let tokens = prompt(&engine, SIZES[SIZES.len() - 1] + 1);

@@ -2,6 +2,7 @@
 
 use crate::types::GgmlType::{self, *};
 use crate::{bf16, f16, f32, q4_0, q4_1, q4_k, q5_0, q5_1, q5_k, q6_k, q8_0, q8_1, q8_k};
+use std::borrow::Cow;
 use std::fmt;
 use std::str::FromStr;
 
@@ -15,13 +16,22 @@ pub enum Isa {
     /// x86-64 with AVX-512 F, BW, VL and VNNI (plus AVX2, FMA, F16C). A CPU with AVX-512 but
     /// without VNNI gets [`Isa::Avx2`] from [`Kernels::detect`].
     Avx512,
+    /// [`Isa::Avx512`] with generation's row kernels in 512-bit registers, for cores that run
+    /// them at full width; [`Kernels::detect`] measures which of the two is faster.
+    Avx512Wide,
     /// AArch64 Advanced SIMD.
     Neon,
 }
 
 impl Isa {
     /// Every ISA, best last.
-    pub const ALL: [Isa; 4] = [Isa::Scalar, Isa::Neon, Isa::Avx2, Isa::Avx512];
+    pub const ALL: [Isa; 5] = [
+        Isa::Scalar,
+        Isa::Neon,
+        Isa::Avx2,
+        Isa::Avx512,
+        Isa::Avx512Wide,
+    ];
 
     /// The name accepted by `LLMFILE_ISA`.
     pub fn name(self) -> &'static str {
@@ -29,6 +39,7 @@ impl Isa {
             Isa::Scalar => "scalar",
             Isa::Avx2 => "avx2",
             Isa::Avx512 => "avx512",
+            Isa::Avx512Wide => "avx512-wide",
             Isa::Neon => "neon",
         }
     }
@@ -40,7 +51,7 @@ impl Isa {
             #[cfg(target_arch = "x86_64")]
             Isa::Avx2 => crate::x86::has_avx2(),
             #[cfg(target_arch = "x86_64")]
-            Isa::Avx512 => crate::x86::has_avx512(),
+            Isa::Avx512 | Isa::Avx512Wide => crate::x86::has_avx512(),
             #[cfg(target_arch = "aarch64")]
             Isa::Neon => crate::arm::has_neon(),
             #[allow(unreachable_patterns)]
@@ -69,7 +80,7 @@ impl FromStr for Isa {
 /// Why an ISA requested by name cannot be used.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum IsaError {
-    /// The name is none of `scalar`, `avx2`, `avx512`, `neon`.
+    /// The name is none of `scalar`, `avx2`, `avx512`, `avx512-wide`, `neon`.
     Unknown(String),
     /// The host CPU lacks the instructions.
     Unavailable(Isa),
@@ -80,7 +91,7 @@ impl fmt::Display for IsaError {
         match self {
             IsaError::Unknown(name) => write!(
                 f,
-                "unknown instruction set {name:?} in {ISA_ENV}: use scalar, avx2, avx512 or neon"
+                "unknown instruction set {name:?} in {ISA_ENV}: use scalar, avx2, avx512, avx512-wide or neon"
             ),
             IsaError::Unavailable(isa) => {
                 let usable: Vec<_> = Isa::ALL
@@ -107,6 +118,9 @@ pub const ISA_ENV: &str = "LLMFILE_ISA";
 /// `out.len()` rows of equal length, `act` the activation row in the weight type's
 /// `vec_dot_type`; the caller has checked the lengths.
 pub(crate) type DotRowsFn = unsafe fn(rows: &[u8], act: &[u8], out: &mut [f32]);
+/// An activation row rewritten for one type's `DotRowsFn` (see [`Kernels::prepare_rows`]);
+/// length checked by the caller.
+pub(crate) type PrepareFn = unsafe fn(act: &[u8]) -> Vec<u8>;
 /// Dot products of several weight rows with several activation rows: `out[r * n_acts + t]` =
 /// row `r` · activation `t`, where `rows` holds `out.len() / n_acts` rows of `row_bytes` and
 /// `acts` holds `n_acts` rows; the caller has checked the lengths.
@@ -122,11 +136,25 @@ pub(crate) type AccumulateFn = unsafe fn(weights: &[f32], rows: &[u8], out: &mut
 
 const SLOTS: usize = 43;
 
+/// An activation row as one kernel table's `dot_prepared_rows` reads it for one weight type
+/// and length (made by [`Kernels::prepare_rows`]).
+pub struct RowsActivation<'a> {
+    bytes: Cow<'a, [u8]>,
+    weight_ty: GgmlType,
+    n: usize,
+    isa: Isa,
+    /// Which layout `bytes` is in: the address of the function that made it, if any.
+    prepared: Option<usize>,
+}
+
 /// Kernels per type, indexed by ggml type id. A function in here may need CPU features: only
 /// `Kernels::for_isa` builds tables, after checking the host has them.
 #[derive(Clone, Copy)]
 pub(crate) struct Table {
     pub(crate) dot_rows: [Option<DotRowsFn>; SLOTS],
+    /// For a type whose `dot_rows` reads the activation in a layout of its own, the function
+    /// that makes it from the `vec_dot_type` row; `dot_rows` then gets that instead.
+    pub(crate) prepare_rows: [Option<PrepareFn>; SLOTS],
     /// Kernels that read each weight block once for several activation rows; types without
     /// one fall back to `dot_rows` per activation row.
     pub(crate) dot_tile: [Option<DotTileFn>; SLOTS],
@@ -139,6 +167,7 @@ impl Table {
     fn scalar() -> Table {
         let mut t = Table {
             dot_rows: [None; SLOTS],
+            prepare_rows: [None; SLOTS],
             dot_tile: [None; SLOTS],
             dequantize: [None; SLOTS],
             quantize: [None; SLOTS],
@@ -183,6 +212,46 @@ impl Table {
 pub struct Kernels {
     isa: Isa,
     table: Table,
+    /// Types whose row kernels `detect` took from [`Isa::Avx512Wide`] (bit = type id).
+    wide_rows: u64,
+}
+
+/// The types with 512-bit row kernels, which `detect` measures against the 256-bit ones.
+#[cfg(target_arch = "x86_64")]
+const WIDE_ROW_TYPES: [GgmlType; 5] = [Q4_K, Q6_K, Q8_0, Q5_0, Q4_0];
+
+/// How much faster the 512-bit row kernel must run to be taken: closer than this, the choice
+/// would flip between starts with the machine's noise (Zen 4: Q5_0 within 5%, Q4_K 17% faster).
+#[cfg(target_arch = "x86_64")]
+const WIDE_ROWS_MARGIN: f64 = 0.9;
+
+/// Bytes whose every pair reads as a modest f16 (high byte 0x20..0x2F), so that the
+/// calibration's scales are finite whatever the block layout.
+#[cfg(target_arch = "x86_64")]
+fn calibration_weights(len: usize) -> Vec<u8> {
+    let mut state = 0x2545_F491_4F6C_DD1Du64;
+    (0..len)
+        .map(|_| {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            0x20 | (state as u8 & 0x0F)
+        })
+        .collect()
+}
+
+/// The ISA's name, and the types whose generation kernels are 512-bit: `avx512 (512-bit
+/// rows: q4_K)`.
+impl fmt::Display for Kernels {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.isa.name())?;
+        let wide = self.wide_rows();
+        if !wide.is_empty() {
+            let names: Vec<_> = wide.iter().map(|t| t.name()).collect();
+            write!(f, " (512-bit rows: {})", names.join(", "))?;
+        }
+        Ok(())
+    }
 }
 
 impl fmt::Debug for Kernels {
@@ -193,12 +262,61 @@ impl fmt::Debug for Kernels {
 
 impl Kernels {
     /// The best kernels the host CPU can run.
+    /// The best kernels for this CPU. Where AVX-512 runs, each type's generation kernel is the
+    /// 256-bit or the 512-bit one, whichever `calibrate_rows` measures faster here: Zen 4 splits
+    /// a 512-bit operation in two and gains only where the instruction count sets the pace;
+    /// Intel cores since Ice Lake run it at full width.
     pub fn detect() -> Kernels {
-        Isa::ALL
+        let best = Isa::ALL
             .into_iter()
             .rev()
+            .filter(|&isa| isa != Isa::Avx512Wide)
             .find_map(Kernels::for_isa)
-            .expect("scalar kernels run everywhere")
+            .expect("scalar kernels run everywhere");
+        #[cfg(target_arch = "x86_64")]
+        if let Some(wide) = Kernels::for_isa(Isa::Avx512Wide) {
+            if best.isa == Isa::Avx512 {
+                return best.calibrate_rows(&wide);
+            }
+        }
+        best
+    }
+
+    /// Takes from `wide` each row kernel that runs at least `1 / WIDE_ROWS_MARGIN` times as
+    /// fast as this table's on a matrix that stays in L2 (what the two widths differ in is
+    /// arithmetic; from memory both wait on the same bandwidth when the arithmetic keeps up).
+    /// Each is timed nine times, alternating, and the best of each counts: a few milliseconds
+    /// at start.
+    #[cfg(target_arch = "x86_64")]
+    fn calibrate_rows(mut self, wide: &Kernels) -> Kernels {
+        const COLS: usize = 2048;
+        const BYTES: usize = 96 << 10;
+        let x: Vec<f32> = (0..COLS)
+            .map(|i| ((i * 7919) % 1000) as f32 / 500.0 - 1.0)
+            .collect();
+        for ty in WIDE_ROW_TYPES {
+            let row_bytes = ty.row_bytes(COLS).expect("whole blocks");
+            let rows = BYTES / row_bytes;
+            let weights = calibration_weights(rows * row_bytes);
+            let mut act = vec![0u8; ty.vec_dot_type().row_bytes(COLS).expect("whole blocks")];
+            self.quantize_activation(ty, &x, &mut act);
+            let mut out = vec![0.0f32; rows];
+            let mut best = [f64::MAX; 2];
+            for _ in 0..9 {
+                for (k, best) in [&self, wide].into_iter().zip(&mut best) {
+                    let act = k.prepare_rows(ty, COLS, &act);
+                    let start = std::time::Instant::now();
+                    k.dot_prepared_rows(ty, COLS, std::hint::black_box(&weights), &act, &mut out);
+                    *best = best.min(start.elapsed().as_secs_f64());
+                }
+            }
+            if best[1] < WIDE_ROWS_MARGIN * best[0] {
+                self.table.dot_rows[ty as usize] = wide.table.dot_rows[ty as usize];
+                self.table.prepare_rows[ty as usize] = wide.table.prepare_rows[ty as usize];
+                self.wide_rows |= 1 << ty as u32;
+            }
+        }
+        self
     }
 
     /// The kernels for `isa`, or `None` when the host CPU cannot run them. Types without a
@@ -214,16 +332,23 @@ impl Kernels {
             #[cfg(target_arch = "x86_64")]
             Isa::Avx2 => crate::x86::avx2::install(&mut table),
             #[cfg(target_arch = "x86_64")]
-            Isa::Avx512 => {
+            Isa::Avx512 | Isa::Avx512Wide => {
                 crate::x86::avx512::install(&mut table);
                 crate::x86::avx512::install_wide(&mut table);
+                if isa == Isa::Avx512Wide {
+                    crate::x86::wide_rows::install(&mut table);
+                }
             }
             #[cfg(target_arch = "aarch64")]
             Isa::Neon => crate::arm::neon::install(&mut table),
             #[allow(unreachable_patterns)]
             _ => unreachable!("is_available is false for other architectures' ISAs"),
         }
-        Some(Kernels { isa, table })
+        Some(Kernels {
+            isa,
+            table,
+            wide_rows: 0,
+        })
     }
 
     /// [`Kernels::detect`], unless `LLMFILE_ISA` names an ISA (`scalar`, `avx2`, `avx512`,
@@ -241,6 +366,14 @@ impl Kernels {
     /// The instruction set these kernels were built for.
     pub fn isa(&self) -> Isa {
         self.isa
+    }
+
+    /// The types whose generation kernel `detect` took at 512 bits.
+    pub fn wide_rows(&self) -> Vec<GgmlType> {
+        (0..u64::BITS)
+            .filter(|&id| self.wide_rows & (1 << id) != 0)
+            .filter_map(GgmlType::from_id)
+            .collect()
     }
 
     /// Converts the activation row `src` to `weight_ty.vec_dot_type()`, ready for
@@ -288,8 +421,58 @@ impl Kernels {
         act: &[u8],
         out: &mut [f32],
     ) {
+        let act = self.prepare_rows(weight_ty, n, act);
+        self.dot_prepared_rows(weight_ty, n, rows, &act, out);
+    }
+
+    /// The activation row `act` (`n` elements in the weight type's `vec_dot_type`) in the
+    /// form this table's `dot_prepared_rows` reads for `weight_ty`: the same bytes, or a
+    /// layout the kernel reads faster, made once for every row it meets (generation calls
+    /// the kernel once per task of rows, so a layout made per call would be made hundreds of
+    /// times per matrix).
+    pub fn prepare_rows<'a>(
+        &self,
+        weight_ty: GgmlType,
+        n: usize,
+        act: &'a [u8],
+    ) -> RowsActivation<'a> {
+        assert_eq!(
+            Some(act.len()),
+            weight_ty.vec_dot_type().row_bytes(n),
+            "activation row length"
+        );
+        let bytes = match self.table.prepare_rows[weight_ty as usize] {
+            // SAFETY: as in `quantize_activation`.
+            Some(prepare) => Cow::Owned(unsafe { prepare(act) }),
+            None => Cow::Borrowed(act),
+        };
+        RowsActivation {
+            bytes,
+            weight_ty,
+            n,
+            isa: self.isa,
+            prepared: self.table.prepare_rows[weight_ty as usize].map(|f| f as usize),
+        }
+    }
+
+    /// `dot_rows` with an activation made by `prepare_rows` of this same table.
+    pub fn dot_prepared_rows(
+        &self,
+        weight_ty: GgmlType,
+        n: usize,
+        rows: &[u8],
+        act: &RowsActivation,
+        out: &mut [f32],
+    ) {
         let dot = self.table.dot_rows[weight_ty as usize]
             .unwrap_or_else(|| panic!("no kernels for {}", weight_ty.name()));
+        assert!(
+            act.weight_ty == weight_ty
+                && act.n == n
+                && act.isa == self.isa
+                && act.prepared == self.table.prepare_rows[weight_ty as usize].map(|f| f as usize),
+            "activation prepared for another type, length or kernel table"
+        );
         let row_bytes = weight_ty
             .row_bytes(n)
             .unwrap_or_else(|| panic!("{} rows of {n} elements", weight_ty.name()));
@@ -298,13 +481,8 @@ impl Kernels {
             row_bytes.checked_mul(out.len()),
             "weight rows length"
         );
-        assert_eq!(
-            Some(act.len()),
-            weight_ty.vec_dot_type().row_bytes(n),
-            "activation row length"
-        );
-        // SAFETY: as in `quantize_activation`.
-        unsafe { dot(rows, act, out) }
+        // SAFETY: as in `quantize_activation`; `act` was made for this kernel and length.
+        unsafe { dot(rows, &act.bytes, out) }
     }
 
     /// `out[t * n_rows + r]` = dot product of weight row `r` with activation row `t`, for every
@@ -435,13 +613,56 @@ mod tests {
             Kernels::for_isa(Isa::Scalar).map(|k| k.isa()),
             Some(Isa::Scalar)
         );
-        let best = Kernels::detect().isa();
+        let detected = Kernels::detect();
+        let best = detected.isa();
         assert!(best.is_available());
+        assert_ne!(
+            best,
+            Isa::Avx512Wide,
+            "detect takes 512-bit rows type by type"
+        );
         assert!(Isa::ALL
             .iter()
             .rev()
+            .filter(|&&i| i != Isa::Avx512Wide)
             .take_while(|&&i| i != best)
             .all(|i| !i.is_available()));
+        let wide = detected.wide_rows();
+        #[cfg(target_arch = "x86_64")]
+        if best == Isa::Avx512 {
+            assert!(
+                wide.iter().all(|ty| WIDE_ROW_TYPES.contains(ty)),
+                "{wide:?}"
+            );
+        }
+        if best != Isa::Avx512 {
+            assert!(wide.is_empty(), "{wide:?}");
+        }
+        let shown = detected.to_string();
+        assert!(shown.starts_with(best.name()), "{shown}");
+        assert_eq!(shown.contains("512-bit rows"), !wide.is_empty(), "{shown}");
+    }
+
+    #[test]
+    fn an_activation_prepared_for_another_length_or_table_is_refused() {
+        let refused = |k: &Kernels, prepared: &RowsActivation, n: usize| {
+            let rows = vec![0u8; Q4_K.row_bytes(n).unwrap()];
+            let run = || k.dot_prepared_rows(Q4_K, n, &rows, prepared, &mut [0.0]);
+            std::panic::catch_unwind(std::panic::AssertUnwindSafe(run)).is_err()
+        };
+        let k = Kernels::detect();
+        let act = vec![0u8; Q4_K.vec_dot_type().row_bytes(256).unwrap()];
+        let prepared = k.prepare_rows(Q4_K, 256, &act);
+        assert!(!refused(&k, &prepared, 256));
+        assert!(refused(&k, &prepared, 512));
+        if let (Some(narrow), Some(wide)) = (
+            Kernels::for_isa(Isa::Avx512),
+            Kernels::for_isa(Isa::Avx512Wide),
+        ) {
+            let prepared = wide.prepare_rows(Q4_K, 256, &act);
+            assert!(refused(&narrow, &prepared, 256));
+            assert!(!refused(&wide, &prepared, 256));
+        }
     }
 
     #[test]

@@ -97,10 +97,12 @@ fn compare_dots(ty: GgmlType, n: usize, rows: &[u8], x: &[f32], what: &str) {
 fn dot_rows_match_scalar_on_random_blocks() {
     let mut rng = Rng::new(100);
     for ty in WEIGHT_TYPES {
-        let lens: &[usize] = if ty.block_len() == 1 {
-            &[7, 64, 263, 4096] // exercise the 8- and 32-element tails of the float kernels
-        } else {
-            &[256, 2048, 4096]
+        // The float kernels' 8- and 32-element tails; rows of one, three and nine blocks
+        // beside even ones, for kernels that take blocks in pairs.
+        let lens: &[usize] = match ty.block_len() {
+            1 => &[7, 64, 263, 4096],
+            32 => &[32, 96, 256, 288, 2048, 4096],
+            _ => &[256, 768, 2048, 4096],
         };
         for &n in lens {
             let rows: Vec<u8> = (0..5)

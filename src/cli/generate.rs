@@ -100,7 +100,7 @@ pub(super) fn run(args: RunArgs) -> Result<()> {
             generation_time.as_secs_f64() * 1e3,
             rate(generated, generation_time.as_secs_f64()),
             rayon::current_num_threads(),
-            engine.model().kernels().isa(),
+            engine.model().kernels(),
         );
         if let Some(speculation) = &speculation {
             eprintln!("llmfile: {}", speculation.describe());

@@ -695,7 +695,7 @@ pub fn main_with_args(args: Vec<OsString>) -> Result<()> {
         .map_err(Into::into),
         Some(Command::Info(args)) => {
             print!("{}", bundle::info(args.file.as_deref())?);
-            println!("kernels: {} (this CPU)", Kernels::from_env()?.isa());
+            println!("kernels: {} (this CPU)", Kernels::from_env()?);
             Ok(())
         }
         None if cli.run.serve.chat => chat::run(cli.run),

@@ -105,16 +105,17 @@ impl<'a> Matrix<'a> {
             rows: self.rows,
         };
         let tasks = self.rows.div_ceil(ROWS_PER_TASK);
+        let one_token = (n == 1).then(|| kernels.prepare_rows(self.ty, self.cols, acts));
         (0..tasks)
             .into_par_iter()
             .for_each_init(Vec::new, |block, task| {
                 let first = task * ROWS_PER_TASK;
                 let count = ROWS_PER_TASK.min(self.rows - first);
                 let rows = &self.data[first * row_bytes..(first + count) * row_bytes];
-                if n == 1 {
+                if let Some(act) = &one_token {
                     // SAFETY: each task writes only its own rows `first..first + count`.
                     let out_rows = unsafe { out.rows_of(0, first, count) };
-                    kernels.dot_rows(self.ty, self.cols, rows, acts, out_rows);
+                    kernels.dot_prepared_rows(self.ty, self.cols, rows, act, out_rows);
                     return;
                 }
                 block.resize(n * count, 0.0);

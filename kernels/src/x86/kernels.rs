@@ -57,7 +57,7 @@ macro_rules! x86_kernels {
         /// previous one.
         #[inline]
         #[target_feature(enable = $features)]
-        unsafe fn halves(a: [u8; 2], b: [u8; 2]) -> (f32, f32) {
+        pub(super) unsafe fn halves(a: [u8; 2], b: [u8; 2]) -> (f32, f32) {
             let bits = u16::from_le_bytes(a) as u32 | (u16::from_le_bytes(b) as u32) << 16;
             let v = _mm_cvtph_ps(_mm_cvtsi32_si128(bits as i32));
             (_mm_cvtss_f32(v), _mm_cvtss_f32(_mm_movehdup_ps(v)))
@@ -98,7 +98,7 @@ macro_rules! x86_kernels {
         /// unpacked in general registers four at a time (the scalar reference's byte arrays,
         /// read back by a vector load, would stall on store forwarding every block).
         #[inline(always)]
-        unsafe fn scales_mins_k(packed: &[u8; 12]) -> (__m128i, __m128i) {
+        pub(super) unsafe fn scales_mins_k(packed: &[u8; 12]) -> (__m128i, __m128i) {
             let word = |i: usize| {
                 u32::from_le_bytes([
                     packed[4 * i],

@@ -3,6 +3,7 @@
 pub(crate) mod avx2;
 pub(crate) mod avx512;
 mod kernels;
+pub(crate) mod wide_rows;
 
 /// AVX2 kernels also use FMA and F16C, which every AVX2 CPU in practice has.
 pub(crate) fn has_avx2() -> bool {
