@@ -12,7 +12,8 @@ const ROWS_PER_TASK: usize = 128;
 /// Up to this many tokens (generation, one token from each of a few sequences), the weight
 /// rows are split among the tasks and each task runs the one-token kernel for every token over
 /// its rows while they are in cache: the weights are read from memory once per pass, as for one
-/// token, and each token's result is the one it would get alone.
+/// token, and each token's result is the one it would get alone (the same sums in the same
+/// order; a 512-bit row kernel, where `Kernels::detect` takes one, adds in other lanes).
 const MAX_TOKENS_BY_ROWS: usize = 8;
 
 /// Prompt tokens per task at most. The prompt kernels themselves cut a task's tokens into
@@ -56,27 +57,49 @@ impl<'a> Matrix<'a> {
     /// `out[t] = self · input[t]` for each of the `n` input rows: `input` is `n × cols`, `out`
     /// is `n × rows`. Each input row is quantized once to the format the weight's dot product
     /// wants, then every weight row is read once for all `n` inputs.
+    pub fn matmul(&self, kernels: &Kernels, input: &[f32], out: &mut [f32]) {
+        self.matmul_quantized(kernels, &self.quantize(kernels, input), out);
+    }
+
+    /// `input` (`n × cols`) in this matrix's activation format, for `matmul_quantized` by
+    /// this matrix and any other of the same activation format and width.
+    pub fn quantize(&self, kernels: &Kernels, input: &[f32]) -> Activations {
+        let n = input.len() / self.cols;
+        debug_assert_eq!(input.len(), n * self.cols);
+        let ty = self.ty.vec_dot_type();
+        let row_bytes = ty
+            .row_bytes(self.cols)
+            .expect("activation blocks match weight blocks");
+        let mut bytes = vec![0u8; n * row_bytes];
+        bytes
+            .par_chunks_mut(row_bytes)
+            .zip(input.par_chunks(self.cols))
+            .for_each(|(dst, src)| kernels.quantize_activation(self.ty, src, dst));
+        Activations {
+            ty,
+            cols: self.cols,
+            n,
+            row_bytes,
+            bytes,
+        }
+    }
+
+    /// `matmul` of an input already quantized by `quantize`.
     ///
     /// No inputs, or a matrix of no rows, is no work: the task split below would otherwise
     /// divide by a task count of zero or chunk by zero bytes.
-    pub fn matmul(&self, kernels: &Kernels, input: &[f32], out: &mut [f32]) {
-        let n = input.len() / self.cols;
-        debug_assert_eq!(input.len(), n * self.cols);
+    pub fn matmul_quantized(&self, kernels: &Kernels, input: &Activations, out: &mut [f32]) {
+        assert!(
+            input.ty == self.ty.vec_dot_type() && input.cols == self.cols,
+            "activations quantized for another format or width"
+        );
+        let (n, act_bytes, acts) = (input.n, input.row_bytes, &input.bytes);
         debug_assert_eq!(out.len(), n * self.rows);
         if n == 0 || self.rows == 0 {
             return;
         }
-        let act_type = self.ty.vec_dot_type();
-        let act_bytes = act_type
-            .row_bytes(self.cols)
-            .expect("activation blocks match weight blocks");
-        let mut acts = vec![0u8; n * act_bytes];
-        acts.par_chunks_mut(act_bytes)
-            .zip(input.par_chunks(self.cols))
-            .for_each(|(dst, src)| kernels.quantize_activation(self.ty, src, dst));
-
         if n <= MAX_TOKENS_BY_ROWS {
-            self.matmul_by_rows(kernels, &acts, act_bytes, out);
+            self.matmul_by_rows(kernels, acts, act_bytes, out);
             return;
         }
 
@@ -91,6 +114,28 @@ impl<'a> Matrix<'a> {
             .for_each(|(out_tokens, acts)| {
                 kernels.dot_rows_batch(self.ty, self.cols, self.data, acts, out_tokens);
             });
+    }
+
+    /// `out_i = matrix_i · input` for matrices that read the same input (a layer's `wq`,
+    /// `wk` and `wv`; `gate` and `up`): the input is quantized once per activation format
+    /// among them, not once per matrix.
+    pub fn matmul_each<const N: usize>(
+        kernels: &Kernels,
+        input: &[f32],
+        products: [(&Matrix, &mut [f32]); N],
+    ) {
+        let mut quantized: Vec<Activations> = Vec::new();
+        for (matrix, out) in products {
+            let fits = |a: &Activations| a.ty == matrix.ty.vec_dot_type() && a.cols == matrix.cols;
+            let at = match quantized.iter().position(fits) {
+                Some(at) => at,
+                None => {
+                    quantized.push(matrix.quantize(kernels, input));
+                    quantized.len() - 1
+                }
+            };
+            matrix.matmul_quantized(kernels, &quantized[at], out);
+        }
     }
 
     /// `out[t] = self · acts[t]`, the rows split among tasks of [`ROWS_PER_TASK`]. One token
@@ -129,6 +174,15 @@ impl<'a> Matrix<'a> {
     }
 }
 
+/// Input rows quantized to one activation format (see `Matrix::quantize`).
+pub struct Activations {
+    ty: GgmlType,
+    cols: usize,
+    n: usize,
+    row_bytes: usize,
+    bytes: Vec<u8>,
+}
+
 /// A token-major output (`tokens × rows`) that tasks split by rows write into at once: each
 /// task's share of a token's output is contiguous, but its shares of different tokens are not,
 /// so they cannot be handed out as disjoint slices up front.
@@ -154,5 +208,95 @@ impl TokenRows {
         // SAFETY: in bounds (checked above) of the slice this was made from, which outlives
         // the loop; exclusivity is the caller's promise.
         unsafe { std::slice::from_raw_parts_mut(self.start.add(at), count) }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `rows × cols` weights of `ty` (Q8_0 or F32), from a smooth pattern.
+    fn weights(kernels: &Kernels, ty: GgmlType, rows: usize, cols: usize, seed: f32) -> Vec<u8> {
+        let floats: Vec<f32> = (0..rows * cols)
+            .map(|i| ((i as f32 + seed) * 0.618).sin())
+            .collect();
+        let row_bytes = ty.row_bytes(cols).unwrap();
+        let mut bytes = vec![0u8; rows * row_bytes];
+        for (dst, src) in bytes
+            .chunks_exact_mut(row_bytes)
+            .zip(floats.chunks_exact(cols))
+        {
+            kernels.quantize_activation(ty, src, dst);
+        }
+        bytes
+    }
+
+    #[test]
+    fn matmul_each_gives_each_matrix_its_own_product() {
+        let kernels = Kernels::detect();
+        let cols = 64;
+        // Two Q8_0 matrices share one quantized input; the F32 one gets its own. Token counts
+        // on both sides of MAX_TOKENS_BY_ROWS.
+        let shapes = [
+            (GgmlType::Q8_0, 40),
+            (GgmlType::F32, 24),
+            (GgmlType::Q8_0, 8),
+        ];
+        let data: Vec<Vec<u8>> = shapes
+            .iter()
+            .enumerate()
+            .map(|(i, &(ty, rows))| weights(&kernels, ty, rows, cols, i as f32 * 100.0))
+            .collect();
+        let matrices: Vec<Matrix> = shapes
+            .iter()
+            .zip(&data)
+            .map(|(&(ty, rows), data)| Matrix {
+                ty,
+                rows,
+                cols,
+                data,
+            })
+            .collect();
+        for n in [1, MAX_TOKENS_BY_ROWS, MAX_TOKENS_BY_ROWS + 1] {
+            let input: Vec<f32> = (0..n * cols).map(|i| (i as f32 * 0.31).cos()).collect();
+            let alone: Vec<Vec<f32>> = matrices
+                .iter()
+                .map(|m| {
+                    let mut out = vec![0.0; n * m.rows];
+                    m.matmul(&kernels, &input, &mut out);
+                    out
+                })
+                .collect();
+            let mut outs: Vec<Vec<f32>> = matrices.iter().map(|m| vec![0.0; n * m.rows]).collect();
+            let [a, b, c] = &mut outs[..] else {
+                unreachable!()
+            };
+            Matrix::matmul_each(
+                &kernels,
+                &input,
+                [(&matrices[0], a), (&matrices[1], b), (&matrices[2], c)],
+            );
+            assert_eq!(outs, alone, "{n} tokens");
+        }
+    }
+
+    #[test]
+    #[should_panic(expected = "activations quantized for another format or width")]
+    fn activations_of_another_width_are_refused() {
+        let kernels = Kernels::detect();
+        let data = weights(&kernels, GgmlType::Q8_0, 2, 64, 0.0);
+        let narrow = Matrix {
+            ty: GgmlType::Q8_0,
+            rows: 4,
+            cols: 32,
+            data: &data,
+        };
+        let wide = Matrix {
+            rows: 2,
+            cols: 64,
+            ..narrow
+        };
+        let input = narrow.quantize(&kernels, &[0.5; 32]);
+        wide.matmul_quantized(&kernels, &input, &mut [0.0; 2]);
     }
 }

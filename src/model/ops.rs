@@ -65,15 +65,21 @@ pub struct Rope {
 }
 
 impl Rope {
-    /// Rotates every head of one token's `q` or `k` vector in place.
-    pub fn apply(&self, heads: &mut [f32], head_dim: usize, pos: usize) {
-        self.rotate(heads, head_dim, pos as f32);
+    /// Rotates every head of one token's `q` and `k` vectors in place, with the angles worked
+    /// out once for both.
+    pub fn apply(&self, q: &mut [f32], k: &mut [f32], head_dim: usize, pos: usize) {
+        let angles = self.angles(pos as f32);
+        self.rotate_by(&angles, q, head_dim);
+        self.rotate_by(&angles, k, head_dim);
     }
 
     /// Rotates by `positions`, which may be negative: rotations add, so a key rotated for
     /// position p and then by -d is the key for position p - d (a context shift).
     pub fn rotate(&self, heads: &mut [f32], head_dim: usize, positions: f32) {
-        let (cos, sin) = self.angles(positions);
+        self.rotate_by(&self.angles(positions), heads, head_dim);
+    }
+
+    fn rotate_by(&self, (cos, sin): &(Vec<f32>, Vec<f32>), heads: &mut [f32], head_dim: usize) {
         for head in heads.chunks_exact_mut(head_dim) {
             for i in 0..self.dims / 2 {
                 let (a, b) = match self.style {
@@ -231,12 +237,32 @@ mod tests {
             };
             let original: Vec<f32> = (0..16).map(|i| i as f32 - 7.5).collect();
             let mut x = original.clone();
-            rope.apply(&mut x, 8, 0);
+            rope.rotate(&mut x, 8, 0.0);
             assert_eq!(x, original);
-            rope.apply(&mut x, 8, 17);
+            rope.rotate(&mut x, 8, 17.0);
             let norm = |v: &[f32]| v.iter().map(|a| a * a).sum::<f32>();
             assert!((norm(&x[..8]) - norm(&original[..8])).abs() < 1e-3);
             assert_ne!(x, original);
+        }
+    }
+
+    #[test]
+    fn rope_of_q_and_k_together_is_each_rotated_alone() {
+        for style in [RopeStyle::Neox, RopeStyle::Adjacent] {
+            let rope = Rope {
+                style,
+                dims: 6,
+                base: 1e6,
+                freq_scale: 0.25,
+            };
+            let q: Vec<f32> = (0..32).map(|i| (i as f32 * 0.37).sin()).collect();
+            let k: Vec<f32> = (0..16).map(|i| (i as f32 * 0.91).cos()).collect();
+            let (mut q_both, mut k_both) = (q.clone(), k.clone());
+            rope.apply(&mut q_both, &mut k_both, 8, 300);
+            let (mut q_alone, mut k_alone) = (q, k);
+            rope.rotate(&mut q_alone, 8, 300.0);
+            rope.rotate(&mut k_alone, 8, 300.0);
+            assert_eq!((q_both, k_both), (q_alone, k_alone));
         }
     }
 
@@ -249,7 +275,7 @@ mod tests {
             freq_scale: 1.0,
         };
         let mut x = vec![1.0, 0.0, 0.0, 0.0];
-        rope.apply(&mut x, 4, 1);
+        rope.rotate(&mut x, 4, 1.0);
         assert!((x[0] - 1f32.cos()).abs() < 1e-6);
         assert!((x[2] - 1f32.sin()).abs() < 1e-6);
     }

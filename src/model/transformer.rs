@@ -418,9 +418,11 @@ impl<'a> Transformer<'a> {
         let (k, rest) = rest.split_at_mut(n * k_dim);
         let v = &mut rest[..n * v_dim];
         let heads_out = &mut second[..n * h.n_head * h.head_dim_v];
-        layer.wq.matmul(&self.kernels, input, q);
-        layer.wk.matmul(&self.kernels, input, k);
-        layer.wv.matmul(&self.kernels, input, v);
+        Matrix::matmul_each(
+            &self.kernels,
+            input,
+            [(&layer.wq, q), (&layer.wk, k), (&layer.wv, v)],
+        );
         if let Some(norm) = &layer.q_norm {
             ops::rms_norm(q, norm, self.rms_eps);
         }
@@ -431,8 +433,7 @@ impl<'a> Transformer<'a> {
             .zip(k.par_chunks_mut(k_dim))
             .zip(&rows.positions)
             .for_each(|((q, k), &(_, pos))| {
-                layer.rope.apply(q, h.head_dim, pos);
-                layer.rope.apply(k, h.head_dim, pos);
+                layer.rope.apply(q, k, h.head_dim, pos);
             });
         // llama.cpp's attention converts queries to f16 before the dot with the f16 keys.
         let mut q_f16 = vec![f16::ZERO; q.len()];
@@ -522,8 +523,7 @@ impl<'a> Transformer<'a> {
         } = scratch;
         let gate = &mut first[..n * self.hparams.n_ff];
         let up = &mut second[..n * self.hparams.n_ff];
-        layer.gate.matmul(&self.kernels, input, gate);
-        layer.up.matmul(&self.kernels, input, up);
+        Matrix::matmul_each(&self.kernels, input, [(&layer.gate, gate), (&layer.up, up)]);
         match self.ffn {
             FeedForward::GeluGated => ops::gelu_in_place(gate),
             FeedForward::SiluGated => ops::silu_in_place(gate),
