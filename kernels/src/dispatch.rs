@@ -216,30 +216,6 @@ pub struct Kernels {
     wide_rows: u64,
 }
 
-/// The types with 512-bit row kernels, which `detect` measures against the 256-bit ones.
-#[cfg(target_arch = "x86_64")]
-const WIDE_ROW_TYPES: [GgmlType; 5] = [Q4_K, Q6_K, Q8_0, Q5_0, Q4_0];
-
-/// How much faster the 512-bit row kernel must run to be taken: closer than this, the choice
-/// would flip between starts with the machine's noise (Zen 4: Q5_0 within 5%, Q4_K 17% faster).
-#[cfg(target_arch = "x86_64")]
-const WIDE_ROWS_MARGIN: f64 = 0.9;
-
-/// Bytes whose every pair reads as a modest f16 (high byte 0x20..0x2F), so that the
-/// calibration's scales are finite whatever the block layout.
-#[cfg(target_arch = "x86_64")]
-fn calibration_weights(len: usize) -> Vec<u8> {
-    let mut state = 0x2545_F491_4F6C_DD1Du64;
-    (0..len)
-        .map(|_| {
-            state ^= state << 13;
-            state ^= state >> 7;
-            state ^= state << 17;
-            0x20 | (state as u8 & 0x0F)
-        })
-        .collect()
-}
-
 /// The ISA's name, and the types whose generation kernels are 512-bit: `avx512 (512-bit
 /// rows: q4_K)`.
 impl fmt::Display for Kernels {
@@ -261,11 +237,10 @@ impl fmt::Debug for Kernels {
 }
 
 impl Kernels {
-    /// The best kernels the host CPU can run.
     /// The best kernels for this CPU. Where AVX-512 runs, each type's generation kernel is the
-    /// 256-bit or the 512-bit one, whichever `calibrate_rows` measures faster here: Zen 4 splits
-    /// a 512-bit operation in two and gains only where the instruction count sets the pace;
-    /// Intel cores since Ice Lake run it at full width.
+    /// 256-bit or the 512-bit one as `x86::wide_row_types` says for this CPU's make: chosen by
+    /// the CPU, not timed at start, so that every start rounds alike and a seed gives the same
+    /// text every time.
     pub fn detect() -> Kernels {
         let best = Isa::ALL
             .into_iter()
@@ -276,45 +251,19 @@ impl Kernels {
         #[cfg(target_arch = "x86_64")]
         if let Some(wide) = Kernels::for_isa(Isa::Avx512Wide) {
             if best.isa == Isa::Avx512 {
-                return best.calibrate_rows(&wide);
+                return best.with_wide_rows(&wide, crate::x86::wide_row_types());
             }
         }
         best
     }
 
-    /// Takes from `wide` each row kernel that runs at least `1 / WIDE_ROWS_MARGIN` times as
-    /// fast as this table's on a matrix that stays in L2 (what the two widths differ in is
-    /// arithmetic; from memory both wait on the same bandwidth when the arithmetic keeps up).
-    /// Each is timed nine times, alternating, and the best of each counts: a few milliseconds
-    /// at start.
+    /// This table with `wide`'s row kernels for `types`.
     #[cfg(target_arch = "x86_64")]
-    fn calibrate_rows(mut self, wide: &Kernels) -> Kernels {
-        const COLS: usize = 2048;
-        const BYTES: usize = 96 << 10;
-        let x: Vec<f32> = (0..COLS)
-            .map(|i| ((i * 7919) % 1000) as f32 / 500.0 - 1.0)
-            .collect();
-        for ty in WIDE_ROW_TYPES {
-            let row_bytes = ty.row_bytes(COLS).expect("whole blocks");
-            let rows = BYTES / row_bytes;
-            let weights = calibration_weights(rows * row_bytes);
-            let mut act = vec![0u8; ty.vec_dot_type().row_bytes(COLS).expect("whole blocks")];
-            self.quantize_activation(ty, &x, &mut act);
-            let mut out = vec![0.0f32; rows];
-            let mut best = [f64::MAX; 2];
-            for _ in 0..9 {
-                for (k, best) in [&self, wide].into_iter().zip(&mut best) {
-                    let act = k.prepare_rows(ty, COLS, &act);
-                    let start = std::time::Instant::now();
-                    k.dot_prepared_rows(ty, COLS, std::hint::black_box(&weights), &act, &mut out);
-                    *best = best.min(start.elapsed().as_secs_f64());
-                }
-            }
-            if best[1] < WIDE_ROWS_MARGIN * best[0] {
-                self.table.dot_rows[ty as usize] = wide.table.dot_rows[ty as usize];
-                self.table.prepare_rows[ty as usize] = wide.table.prepare_rows[ty as usize];
-                self.wide_rows |= 1 << ty as u32;
-            }
+    fn with_wide_rows(mut self, wide: &Kernels, types: &[GgmlType]) -> Kernels {
+        for &ty in types {
+            self.table.dot_rows[ty as usize] = wide.table.dot_rows[ty as usize];
+            self.table.prepare_rows[ty as usize] = wide.table.prepare_rows[ty as usize];
+            self.wide_rows |= 1 << ty as u32;
         }
         self
     }
@@ -630,10 +579,7 @@ mod tests {
         let wide = detected.wide_rows();
         #[cfg(target_arch = "x86_64")]
         if best == Isa::Avx512 {
-            assert!(
-                wide.iter().all(|ty| WIDE_ROW_TYPES.contains(ty)),
-                "{wide:?}"
-            );
+            assert_eq!(wide, crate::x86::wide_row_types());
         }
         if best != Isa::Avx512 {
             assert!(wide.is_empty(), "{wide:?}");

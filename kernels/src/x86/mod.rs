@@ -1,5 +1,7 @@
 //! x86-64 kernels, compiled on every x86-64 build and chosen at run time.
 
+use crate::types::GgmlType;
+
 pub(crate) mod avx2;
 pub(crate) mod avx512;
 mod kernels;
@@ -20,4 +22,25 @@ pub(crate) fn has_avx512() -> bool {
         && is_x86_feature_detected!("avx512bw")
         && is_x86_feature_detected!("avx512vl")
         && is_x86_feature_detected!("avx512vnni")
+}
+
+/// The types whose 512-bit row kernels (`wide_rows`) run faster on this CPU than the 256-bit
+/// ones, by make. Zen 4 splits each 512-bit operation in two, so only a kernel whose pace is
+/// set by its instruction count gains: measured with the dot_rows bench (2304 columns, one
+/// core, GB/s, 256 / 512 bits), Q4_K 23.4 / 27.4 in L2 and 21.6 / 23.5 from memory; Q6_K 33.6 /
+/// 33.1; Q8_0 33.1 / 29.4; Q4_0 14.9 / 15.1; Q5_0 14.9 / 15.7. Intel's AVX-512 cores with VNNI
+/// (Ice Lake, Sapphire Rapids and later) run 512-bit operations at full width, where each of
+/// these kernels does half the instructions per byte; not yet measured there.
+pub(crate) fn wide_row_types() -> &'static [GgmlType] {
+    use GgmlType::*;
+    let leaf = std::arch::x86_64::__cpuid(0);
+    let vendor: Vec<u8> = [leaf.ebx, leaf.edx, leaf.ecx]
+        .iter()
+        .flat_map(|r| r.to_le_bytes())
+        .collect();
+    match &vendor[..] {
+        b"GenuineIntel" => &[Q4_K, Q6_K, Q8_0, Q5_0, Q4_0],
+        b"AuthenticAMD" => &[Q4_K],
+        _ => &[],
+    }
 }
