@@ -17,7 +17,7 @@ pub enum Isa {
     /// without VNNI gets [`Isa::Avx2`] from [`Kernels::detect`].
     Avx512,
     /// [`Isa::Avx512`] with generation's row kernels in 512-bit registers, for cores that run
-    /// them at full width; [`Kernels::detect`] measures which of the two is faster.
+    /// them at full width; [`Kernels::detect`] takes them type by type by the CPU's make.
     Avx512Wide,
     /// AArch64 Advanced SIMD.
     Neon,
@@ -300,7 +300,7 @@ impl Kernels {
         })
     }
 
-    /// [`Kernels::detect`], unless `LLMFILE_ISA` names an ISA (`scalar`, `avx2`, `avx512`,
+    /// [`Kernels::detect`], unless `LLMFILE_ISA` names an ISA (`scalar`, `avx2`, `avx512`, `avx512-wide`,
     /// `neon`); an unknown name or one the CPU cannot run is an error.
     pub fn from_env() -> Result<Kernels, IsaError> {
         match std::env::var(ISA_ENV) {

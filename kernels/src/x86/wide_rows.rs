@@ -2,11 +2,11 @@
 //! two 32-element blocks, or half a K-quant super-block, per instruction. A core that runs
 //! 512-bit operations at full width (Intel since Ice Lake, with two FMA ports on Sapphire
 //! Rapids) does about twice the work per instruction that the 256-bit kernels get from it;
-//! Zen 4 splits each into two 256-bit halves, which is why `Kernels::detect` measures both
-//! widths before choosing (see `dispatch::faster_generation`).
+//! Zen 4 splits each into two 256-bit halves, which is why `Kernels::detect` takes them type
+//! by type, by the CPU's make (see `x86::wide_row_types`).
 //!
-//! What depends on the activation alone is rearranged once per call, for all the rows of the
-//! call: pairs of Q8_0 blocks side by side with their scales already broadcast, and the Q8_K
+//! What depends on the activation alone is rearranged once per matrix (`Kernels::prepare_rows`),
+//! for all the rows it meets: pairs of Q8_0 blocks side by side with their scales already broadcast, and the Q8_K
 //! quants of each super-block in the order a 512-bit load of Q4_K nibbles meets them. Each row
 //! then needs only its own weights' unpacking.
 
