@@ -130,9 +130,13 @@ pub(crate) type DotTileFn =
 pub(crate) type DequantizeFn = unsafe fn(src: &[u8], dst: &mut [f32]);
 /// Conversion of an f32 row to an activation format; lengths checked by the caller.
 pub(crate) type QuantizeFn = unsafe fn(src: &[f32], dst: &mut [u8]);
-/// `out[d] += Σ_i weights[i] · rows[i][d]` over f16 rows of `out.len()` elements; lengths
-/// checked by the caller.
-pub(crate) type AccumulateFn = unsafe fn(weights: &[f32], rows: &[u8], out: &mut [f32]);
+/// For each of `queries` queries q: `out[q][d] += Σ_i weights[q][i] · rows[i][d]` over f16
+/// rows of `out.len() / queries` elements; lengths checked by the caller.
+pub(crate) type AccumulateFn =
+    unsafe fn(weights: &[f32], rows: &[u8], out: &mut [f32], queries: usize);
+/// `scores[q][i]` = the dot product of f16 query q with f16 key row i, both `dim` long;
+/// lengths checked by the caller.
+pub(crate) type ScoresFn = unsafe fn(queries: &[u8], keys: &[u8], dim: usize, scores: &mut [f32]);
 
 const SLOTS: usize = 43;
 
@@ -145,6 +149,13 @@ pub struct RowsActivation<'a> {
     isa: Isa,
     /// Which layout `bytes` is in: the address of the function that made it, if any.
     prepared: Option<usize>,
+}
+
+/// The number of queries and keys, each `dim` halves long.
+fn attention_shape(queries: &[half::f16], keys: &[half::f16], dim: usize) -> (usize, usize) {
+    assert!(dim > 0 && queries.len().is_multiple_of(dim), "queries length");
+    assert_eq!(keys.len() % dim, 0, "key rows length");
+    (queries.len() / dim, keys.len() / dim)
 }
 
 /// Kernels per type, indexed by ggml type id. A function in here may need CPU features: only
@@ -161,6 +172,8 @@ pub(crate) struct Table {
     pub(crate) dequantize: [Option<DequantizeFn>; SLOTS],
     pub(crate) quantize: [Option<QuantizeFn>; SLOTS],
     pub(crate) accumulate_f16_rows: AccumulateFn,
+    /// Attention scores of several queries at once; without one, `dot_rows` of F16 per query.
+    pub(crate) attention_scores_f16: Option<ScoresFn>,
 }
 
 impl Table {
@@ -172,6 +185,7 @@ impl Table {
             dequantize: [None; SLOTS],
             quantize: [None; SLOTS],
             accumulate_f16_rows: f16::accumulate_rows,
+            attention_scores_f16: None,
         };
         let weights: [(GgmlType, DotRowsFn, DequantizeFn); 11] = [
             (F32, f32::dot_rows, f32::dequantize),
@@ -487,39 +501,81 @@ impl Kernels {
         }
     }
 
-    /// `scores[i]` = dot product of `query` with key row `i` of `keys` (`scores.len()` rows of
-    /// `query.len()` halves), in f32: the attention scores of one query.
+    /// `scores[q · n + i]` = the dot product, in f32, of query `q` (the `dim` halves of `queries`
+    /// from `q · dim`) with key row `i` of `keys` (`n` rows of `dim` halves): the attention
+    /// scores of queries that read the same keys, such as the query heads of one key head.
+    /// A query's scores are the same whichever queries share the call.
     ///
     /// # Panics
-    /// If `keys.len() != scores.len() * query.len()`.
-    pub fn attention_scores(&self, query: &[half::f16], keys: &[half::f16], scores: &mut [f32]) {
+    /// If `dim` is 0 or does not divide the lengths, or `scores` does not hold a score per
+    /// query and key.
+    pub fn attention_scores(
+        &self,
+        queries: &[half::f16],
+        keys: &[half::f16],
+        dim: usize,
+        scores: &mut [f32],
+    ) {
+        let (n_queries, n_keys) = attention_shape(queries, keys, dim);
         assert_eq!(
-            Some(keys.len()),
-            scores.len().checked_mul(query.len()),
-            "key rows length"
+            Some(scores.len()),
+            n_queries.checked_mul(n_keys),
+            "scores length"
         );
-        self.dot_rows(
-            GgmlType::F16,
-            query.len(),
-            halves_as_bytes(keys),
-            halves_as_bytes(query),
-            scores,
-        );
+        if scores.is_empty() {
+            return;
+        }
+        match self.table.attention_scores_f16 {
+            // SAFETY: as in `quantize_activation`; lengths checked above.
+            Some(scores_f16) => unsafe {
+                scores_f16(halves_as_bytes(queries), halves_as_bytes(keys), dim, scores)
+            },
+            None => {
+                for (query, scores) in queries
+                    .chunks_exact(dim)
+                    .zip(scores.chunks_exact_mut(n_keys))
+                {
+                    self.dot_rows(
+                        GgmlType::F16,
+                        dim,
+                        halves_as_bytes(keys),
+                        halves_as_bytes(query),
+                        scores,
+                    );
+                }
+            }
+        }
     }
 
-    /// `out[d] += Σ_i weights[i] · values[i][d]`, the rows of `values` being `out.len()` halves
-    /// long: the weighted sum of values of one query, accumulated in f32 in the order of `i`.
+    /// For each query q: `out[q · dim + d] += Σ_i weights[q · n + i] · values[i · dim + d]`, the
+    /// weighted sum of the `n` value rows, accumulated in f32 in the order of `i`. A query's
+    /// sums are the same whichever queries share the call.
     ///
     /// # Panics
-    /// If `values.len() != weights.len() * out.len()`.
-    pub fn attention_values(&self, weights: &[f32], values: &[half::f16], out: &mut [f32]) {
+    /// If `dim` is 0 or does not divide the lengths of `values` and `out`, or `weights` does
+    /// not hold a weight per query and value row.
+    pub fn attention_values(
+        &self,
+        weights: &[f32],
+        values: &[half::f16],
+        dim: usize,
+        out: &mut [f32],
+    ) {
+        assert!(dim > 0 && out.len().is_multiple_of(dim), "output length");
+        let (n_rows, n_queries) = (values.len() / dim, out.len() / dim);
+        assert_eq!(values.len() % dim, 0, "value rows length");
         assert_eq!(
-            Some(values.len()),
-            weights.len().checked_mul(out.len()),
-            "value rows length"
+            Some(weights.len()),
+            n_queries.checked_mul(n_rows),
+            "weights length"
         );
-        // SAFETY: as in `quantize_activation`.
-        unsafe { (self.table.accumulate_f16_rows)(weights, halves_as_bytes(values), out) }
+        if n_queries == 0 || n_rows == 0 {
+            return;
+        }
+        // SAFETY: as in `quantize_activation`; lengths checked above.
+        unsafe {
+            (self.table.accumulate_f16_rows)(weights, halves_as_bytes(values), out, n_queries)
+        }
     }
 
     /// Converts one row of `ty` to f32 (embedding lookups). Supports every weight type plus

@@ -35,15 +35,23 @@ pub(crate) fn dot_rows(rows: &[u8], act: &[u8], out: &mut [f32]) {
     for_each_row(rows, act, out, dot);
 }
 
-/// `out[d] += Σ_i weights[i] · rows[i][d]` over rows of `out.len()` halves, each element's sum
-/// taken over `i` in order: the weighted sum of values in attention.
-pub(crate) fn accumulate_rows(weights: &[f32], rows: &[u8], out: &mut [f32]) {
-    if out.is_empty() {
+/// For each of `queries` queries: `out[d] += Σ_i weights[i] · rows[i][d]` over rows of
+/// `out.len() / queries` halves, each element's sum taken over `i` in order: the weighted sum
+/// of values in attention.
+pub(crate) fn accumulate_rows(weights: &[f32], rows: &[u8], out: &mut [f32], queries: usize) {
+    let dim = out.len() / queries;
+    if dim == 0 {
         return;
     }
-    for (&w, row) in weights.iter().zip(rows.chunks_exact(2 * out.len())) {
-        for (o, x) in out.iter_mut().zip(as_blocks::<F16>(row)) {
-            *o += w * f16_to_f32(x.0);
+    let n_rows = weights.len() / queries;
+    for (weights, out) in weights
+        .chunks_exact(n_rows.max(1))
+        .zip(out.chunks_exact_mut(dim))
+    {
+        for (&w, row) in weights.iter().zip(rows.chunks_exact(2 * dim)) {
+            for (o, x) in out.iter_mut().zip(as_blocks::<F16>(row)) {
+                *o += w * f16_to_f32(x.0);
+            }
         }
     }
 }
@@ -80,7 +88,7 @@ mod tests {
         let mut rows = [0u8; 12];
         quantize(&[1.0, 2.0, 3.0, -1.0, 0.5, 4.0], &mut rows);
         let mut out = [10.0f32, 20.0, 30.0];
-        accumulate_rows(&[2.0, -1.0], &rows, &mut out);
+        accumulate_rows(&[2.0, -1.0], &rows, &mut out, 1);
         assert_eq!(out, [13.0, 23.5, 32.0]);
     }
 

@@ -223,38 +223,127 @@ fn activation_quantizers_match_scalar_bit_for_bit() {
     }
 }
 
-/// Attention's weighted sum of f16 value rows: only the rounding of the products may differ
-/// (fused multiply-add), so |simd − scalar| ≤ 1e-6 · Σ_i |w_i · v_i[d]| per element.
+fn f16_vec(rng: &mut Rng, len: usize, scale: f32) -> Vec<half::f16> {
+    rng.normal_vec(len, scale)
+        .into_iter()
+        .map(half::f16::from_f32)
+        .collect()
+}
+
+/// Attention's weighted sums of f16 value rows for 1 to 9 queries at once (both sides of each
+/// ISA's queries per group): only the rounding of the products may differ (fused multiply-add),
+/// so |simd − scalar| ≤ 1e-6 · Σ_i |w_i · v_i[d]| per element; and each query's sums are
+/// bit for bit those it gets alone, which lets the model group query heads as it likes.
 #[test]
 fn attention_values_match_scalar() {
     let mut rng = Rng::new(103);
     let reference = scalar();
-    for (dim, rows) in [(256, 37), (64, 1), (72, 5), (13, 4), (256, 0)] {
-        let values: Vec<half::f16> = rng
-            .normal_vec(dim * rows, 3.0)
-            .into_iter()
-            .map(half::f16::from_f32)
-            .collect();
-        let weights = rng.normal_vec(rows, 1.0);
-        let start = rng.normal_vec(dim, 1.0);
-        let mut expected = start.clone();
-        reference.attention_values(&weights, &values, &mut expected);
-        for k in simd_variants() {
-            let mut got = start.clone();
-            k.attention_values(&weights, &values, &mut got);
-            for d in 0..dim {
-                let magnitude: f64 = start[d].abs() as f64
-                    + (0..rows)
-                        .map(|i| (weights[i] * values[i * dim + d].to_f32()).abs() as f64)
-                        .sum::<f64>();
-                let bound = 1e-6 * magnitude;
-                assert!(
-                    (got[d] as f64 - expected[d] as f64).abs() <= bound,
-                    "{} dim {dim} rows {rows} element {d}: {} vs scalar {} (bound {bound})",
-                    k.isa(),
-                    got[d],
-                    expected[d]
-                );
+    for (dim, rows) in [(256, 37), (64, 1), (72, 5), (13, 4), (256, 0), (40, 600)] {
+        let values = f16_vec(&mut rng, dim * rows, 3.0);
+        for queries in [1, 2, 3, 4, 5, 8, 9] {
+            let weights = rng.normal_vec(queries * rows, 1.0);
+            let start = rng.normal_vec(queries * dim, 1.0);
+            let mut expected = start.clone();
+            reference.attention_values(&weights, &values, dim, &mut expected);
+            for k in simd_variants() {
+                let mut got = start.clone();
+                k.attention_values(&weights, &values, dim, &mut got);
+                for q in 0..queries {
+                    let mut alone = start[q * dim..][..dim].to_vec();
+                    k.attention_values(&weights[q * rows..][..rows], &values, dim, &mut alone);
+                    assert!(
+                        alone
+                            .iter()
+                            .zip(&got[q * dim..])
+                            .all(|(a, b)| a.to_bits() == b.to_bits()),
+                        "{} dim {dim} rows {rows}: query {q} of {queries} differs from alone",
+                        k.isa()
+                    );
+                    for d in 0..dim {
+                        let at = q * dim + d;
+                        let magnitude: f64 = start[at].abs() as f64
+                            + (0..rows)
+                                .map(|i| {
+                                    (weights[q * rows + i] * values[i * dim + d].to_f32()).abs()
+                                        as f64
+                                })
+                                .sum::<f64>();
+                        let bound = 1e-6 * magnitude;
+                        assert!(
+                            (got[at] as f64 - expected[at] as f64).abs() <= bound,
+                            "{} dim {dim} rows {rows} query {q} element {d}: {} vs scalar {} \
+                             (bound {bound})",
+                            k.isa(),
+                            got[at],
+                            expected[at]
+                        );
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Attention scores of 1 to 9 queries against f16 keys, dims on both sides of the kernels'
+/// 8- and 32-element steps: within the dot-product tolerance of the scalar reference, and for
+/// each query bit for bit what one F16 dot product per key gives, alone or grouped.
+#[test]
+fn attention_scores_match_scalar_and_single_dots() {
+    let mut rng = Rng::new(107);
+    let reference = scalar();
+    for (dim, n_keys) in [
+        (256, 37),
+        (64, 1),
+        (72, 5),
+        (13, 4),
+        (256, 0),
+        (40, 600),
+        (7, 3),
+    ] {
+        let keys = f16_vec(&mut rng, dim * n_keys, 2.0);
+        for queries in [1, 2, 3, 4, 5, 8, 9] {
+            let query_halves = f16_vec(&mut rng, queries * dim, 2.0);
+            let mut expected = vec![0f32; queries * n_keys];
+            reference.attention_scores(&query_halves, &keys, dim, &mut expected);
+            for k in simd_variants() {
+                let mut got = vec![f32::NAN; queries * n_keys];
+                k.attention_scores(&query_halves, &keys, dim, &mut got);
+                for q in 0..queries {
+                    let query = &query_halves[q * dim..][..dim];
+                    let as_bytes = |h: &[half::f16]| -> Vec<u8> {
+                        h.iter().flat_map(|x| x.to_le_bytes()).collect()
+                    };
+                    let mut single = vec![0f32; n_keys];
+                    k.dot_rows(
+                        GgmlType::F16,
+                        dim,
+                        &as_bytes(&keys),
+                        &as_bytes(query),
+                        &mut single,
+                    );
+                    for i in 0..n_keys {
+                        let at = q * n_keys + i;
+                        assert_eq!(
+                            got[at].to_bits(),
+                            single[i].to_bits(),
+                            "{} dim {dim} query {q} of {queries} key {i}: {} vs one dot {}",
+                            k.isa(),
+                            got[at],
+                            single[i]
+                        );
+                        let magnitude: f64 = (0..dim)
+                            .map(|d| (query[d].to_f32() * keys[i * dim + d].to_f32()).abs() as f64)
+                            .sum();
+                        let bound = 1e-5 * magnitude;
+                        assert!(
+                            (got[at] as f64 - expected[at] as f64).abs() <= bound,
+                            "{} dim {dim} query {q} key {i}: {} vs scalar {} (bound {bound})",
+                            k.isa(),
+                            got[at],
+                            expected[at]
+                        );
+                    }
+                }
             }
         }
     }

@@ -475,27 +475,37 @@ impl<'a> Transformer<'a> {
 
         let caches: Vec<&KvCache> = batch.iter().map(|sequence| &*sequence.cache).collect();
         let group = h.n_head / h.n_head_kv;
+        // The query heads of one key head read the same keys and values, so a task takes them
+        // together and the kernels convert each key and value once for all of them; with few
+        // tokens, a head per task keeps every thread busy. A head's result is the same either way.
+        let heads_per_task = if n * h.n_head_kv >= 4 * rayon::current_num_threads() {
+            group
+        } else {
+            1
+        };
         heads_out
-            .par_chunks_mut(h.head_dim_v)
+            .par_chunks_mut(heads_per_task * h.head_dim_v)
             .enumerate()
             .for_each_init(
                 || (Vec::<f32>::new(), Vec::<f16>::new()),
-                |(scores, rounded), (index, out)| {
-                    let (t, head) = (index / h.n_head, index % h.n_head);
+                |(scores, rounded), (task, out)| {
+                    let first_head = task * heads_per_task;
+                    let (t, head) = (first_head / h.n_head, first_head % h.n_head);
                     let (sequence, pos) = rows.positions[t];
                     let (keys, values) = (&caches[sequence].keys[il], &caches[sequence].values[il]);
                     let kv_head = head / group;
-                    let query = &q[t * q_dim + head * h.head_dim..][..h.head_dim];
+                    let dim = h.head_dim;
+                    let queries = &q[t * q_dim + head * dim..][..heads_per_task * dim];
                     // A sliding layer masks key position p0 for query position p when p - p0 >= window.
                     let first = layer.window.map_or(0, |w| (pos + 1).saturating_sub(w));
-                    let dim = h.head_dim;
-                    scores.resize(pos + 1 - first, 0.0);
+                    let n_keys = pos + 1 - first;
+                    scores.resize(heads_per_task * n_keys, 0.0);
                     let keys = &keys[kv_head][first * dim..(pos + 1) * dim];
-                    self.kernels.attention_scores(query, keys, scores);
+                    self.kernels.attention_scores(queries, keys, dim, scores);
                     if let Some(cap) = self.attn_soft_cap {
                         ops::soft_cap(scores, cap);
                     }
-                    ops::softmax(scores);
+                    scores.chunks_exact_mut(n_keys).for_each(ops::softmax);
                     // llama.cpp multiplies the f16 values by f16 weights; Gemma 3's large attention
                     // scores make the logits sensitive to that rounding.
                     rounded.resize(scores.len(), f16::ZERO);
@@ -505,7 +515,7 @@ impl<'a> Transformer<'a> {
                     let values = &values[kv_head][first * dim..(pos + 1) * dim];
                     // The values are added to what `out` holds, left from the layer before.
                     out.fill(0.0);
-                    self.kernels.attention_values(scores, values, out);
+                    self.kernels.attention_values(scores, values, dim, out);
                 },
             );
 

@@ -4,6 +4,10 @@
 /// accumulators are what the 16 vector registers hold without spilling.
 const ROW_LANE_ACTS: usize = 4;
 
+/// Queries whose attention scores share each key's conversion: three queries' four
+/// accumulators and the converted key fill the 16 vector registers.
+const ATTENTION_QUERIES: usize = 3;
+
 /// `vpmaddubsw` saturates each pair of byte products at 16 bits: unsigned bytes above
 /// 128 times activations near ±127 would clip.
 const UNSATURATED_BYTE_PRODUCTS: bool = false;

@@ -15,6 +15,10 @@ const ROW_LANE_ACTS: usize = 8;
 /// used (2B-shaped Gemma 2 pp512 -t 1: 35.7 t/s with four, 43.3 with eight).
 const WIDE_ACTS: usize = 8;
 
+/// Queries whose attention scores share each key's conversion (Gemma 3's and Llama 3's four
+/// query heads per key head); the 32 vector registers hold their sixteen accumulators.
+const ATTENTION_QUERIES: usize = 4;
+
 /// `vpdpbusd` adds its four byte products into 32 bits: any unsigned byte times any
 /// signed byte is exact.
 const UNSATURATED_BYTE_PRODUCTS: bool = true;

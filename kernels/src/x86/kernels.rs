@@ -44,6 +44,7 @@ macro_rules! x86_kernels {
             table.quantize[GgmlType::Q8_0 as usize] = Some(quantize_q8_0);
             table.quantize[GgmlType::Q8_K as usize] = Some(quantize_q8_k);
             table.accumulate_f16_rows = accumulate_f16_rows;
+            table.attention_scores_f16 = Some(attention_scores_f16);
             table.dot_tile[GgmlType::Q8_0 as usize] = Some(dot_tile_q8_0);
             table.dot_tile[GgmlType::Q5_0 as usize] = Some(dot_tile_q5_0);
             table.dot_tile[GgmlType::Q4_0 as usize] = Some(dot_tile_q4_0);
@@ -1280,46 +1281,165 @@ macro_rules! x86_kernels {
             1,
             offset_sum::<8>
         );
-        /// Each group of 64 (then 8) output elements stays in registers while every row is
-        /// added to it, so `out` is read and written once.
+        /// The scores of several f16 queries against the same f16 keys (`scores`: query after
+        /// query, a score per key), each sum taken exactly as `dot_f16` takes it: a query's
+        /// scores do not depend on which queries share the call. Each key is converted once for
+        /// `ATTENTION_QUERIES` queries instead of once per query, and the queries once in all.
         #[target_feature(enable = $features)]
-        unsafe fn accumulate_f16_rows(weights: &[f32], rows: &[u8], out: &mut [f32]) {
-            let dim = out.len();
-            let at = |i: usize, d: usize| rows.as_ptr().add(2 * (i * dim + d));
-            let mut d = 0;
-            while d + 64 <= dim {
-                let mut acc = [_mm256_setzero_ps(); 8];
-                for (k, a) in acc.iter_mut().enumerate() {
-                    *a = _mm256_loadu_ps(out.as_ptr().add(d + 8 * k));
+        unsafe fn attention_scores_f16(queries: &[u8], keys: &[u8], dim: usize, scores: &mut [f32]) {
+            let n_keys = keys.len() / (2 * dim);
+            let mut widened = vec![0f32; queries.len() / 2];
+            for (to, from) in widened.chunks_exact_mut(8).zip(queries.chunks_exact(16)) {
+                _mm256_storeu_ps(to.as_mut_ptr(), _mm256_cvtph_ps(_mm_loadu_si128(from.as_ptr().cast())));
+            }
+            let converted = widened.len() / 8 * 8;
+            for (to, from) in widened[converted..].iter_mut().zip(queries[2 * converted..].chunks_exact(2)) {
+                *to = _mm_cvtss_f32(_mm_cvtph_ps(_mm_cvtsi32_si128(u16::from_le_bytes([from[0], from[1]]) as i32)));
+            }
+            let mut query = 0;
+            for (group, out) in widened
+                .chunks(ATTENTION_QUERIES * dim)
+                .zip(scores.chunks_mut(ATTENTION_QUERIES * n_keys))
+            {
+                match group.len() / dim {
+                    1 => scores_of_queries::<1>(group, keys, dim, out),
+                    2 => scores_of_queries::<2>(group, keys, dim, out),
+                    3 => scores_of_queries::<3>(group, keys, dim, out),
+                    _ => scores_of_queries::<ATTENTION_QUERIES>(group, keys, dim, out),
                 }
-                for (i, &w) in weights.iter().enumerate() {
-                    let w = _mm256_set1_ps(w);
+                query += group.len() / dim;
+            }
+            debug_assert_eq!(query * n_keys, scores.len());
+        }
+
+        /// `attention_scores_f16` for `M` queries already in f32.
+        #[inline(always)]
+        unsafe fn scores_of_queries<const M: usize>(
+            queries: &[f32],
+            keys: &[u8],
+            dim: usize,
+            scores: &mut [f32],
+        ) {
+            let n_keys = keys.len() / (2 * dim);
+            let widen = |p: *const u8| _mm256_cvtph_ps(_mm_loadu_si128(p.cast()));
+            let query = |m: usize, d: usize| queries.as_ptr().add(m * dim + d);
+            for (i, key) in keys.chunks_exact(2 * dim).enumerate() {
+                let key = key.as_ptr();
+                let mut sums = [[_mm256_setzero_ps(); 4]; M];
+                let mut d = 0;
+                while d + 32 <= dim {
+                    for k in 0..4 {
+                        let x = widen(key.add(2 * (d + 8 * k)));
+                        for (m, s) in sums.iter_mut().enumerate() {
+                            s[k] = _mm256_fmadd_ps(x, _mm256_loadu_ps(query(m, d + 8 * k)), s[k]);
+                        }
+                    }
+                    d += 32;
+                }
+                while d + 8 <= dim {
+                    let x = widen(key.add(2 * d));
+                    for (m, s) in sums.iter_mut().enumerate() {
+                        s[0] = _mm256_fmadd_ps(x, _mm256_loadu_ps(query(m, d)), s[0]);
+                    }
+                    d += 8;
+                }
+                let rest = dim - d;
+                let mut tail_key = [0u8; 16];
+                std::ptr::copy_nonoverlapping(key.add(2 * d), tail_key.as_mut_ptr(), 2 * rest);
+                let tail_key = widen(tail_key.as_ptr());
+                for (m, s) in sums.iter().enumerate() {
+                    let total = _mm256_add_ps(_mm256_add_ps(s[0], s[1]), _mm256_add_ps(s[2], s[3]));
+                    let mut sum = hsum_ps(total);
+                    if rest > 0 {
+                        let mut tail_query = [0f32; 8];
+                        std::ptr::copy_nonoverlapping(query(m, d), tail_query.as_mut_ptr(), rest);
+                        sum += hsum_ps(_mm256_mul_ps(tail_key, _mm256_loadu_ps(tail_query.as_ptr())));
+                    }
+                    *scores.get_unchecked_mut(m * n_keys + i) = sum;
+                }
+            }
+        }
+
+        /// The weighted sums of f16 value rows for several queries (`weights` and `out` query
+        /// after query). Every element's sum runs over the rows in order whatever the grouping,
+        /// so a query's result does not depend on which queries share the call; each value is
+        /// converted once for `ATTENTION_QUERIES` queries. Each group of 32 (then 8) output
+        /// elements stays in registers while every row is added to it.
+        #[target_feature(enable = $features)]
+        unsafe fn accumulate_f16_rows(weights: &[f32], rows: &[u8], out: &mut [f32], queries: usize) {
+            let dim = out.len() / queries;
+            let n_rows = weights.len() / queries;
+            for (weights, out) in weights
+                .chunks(ATTENTION_QUERIES * n_rows)
+                .zip(out.chunks_mut(ATTENTION_QUERIES * dim))
+            {
+                match out.len() / dim {
+                    1 => accumulate_for_queries::<1>(weights, rows, out, dim),
+                    2 => accumulate_for_queries::<2>(weights, rows, out, dim),
+                    3 => accumulate_for_queries::<3>(weights, rows, out, dim),
+                    _ => accumulate_for_queries::<ATTENTION_QUERIES>(weights, rows, out, dim),
+                }
+            }
+        }
+
+        /// `accumulate_f16_rows` for `M` queries.
+        #[inline(always)]
+        unsafe fn accumulate_for_queries<const M: usize>(
+            weights: &[f32],
+            rows: &[u8],
+            out: &mut [f32],
+            dim: usize,
+        ) {
+            let n_rows = weights.len() / M;
+            let value = |i: usize, d: usize| _mm256_cvtph_ps(_mm_loadu_si128(rows.as_ptr().add(2 * (i * dim + d)).cast()));
+            let weight = |m: usize, i: usize| _mm256_set1_ps(*weights.get_unchecked(m * n_rows + i));
+            let out_at = |m: usize, d: usize| m * dim + d;
+            let mut d = 0;
+            while d + 32 <= dim {
+                let mut acc = [[_mm256_setzero_ps(); 4]; M];
+                for (m, acc) in acc.iter_mut().enumerate() {
                     for (k, a) in acc.iter_mut().enumerate() {
-                        let v = _mm256_cvtph_ps(_mm_loadu_si128(at(i, d + 8 * k).cast()));
-                        *a = _mm256_fmadd_ps(w, v, *a);
+                        *a = _mm256_loadu_ps(out.as_ptr().add(out_at(m, d + 8 * k)));
                     }
                 }
-                for (k, a) in acc.iter().enumerate() {
-                    _mm256_storeu_ps(out.as_mut_ptr().add(d + 8 * k), *a);
+                for i in 0..n_rows {
+                    let w: [__m256; M] = std::array::from_fn(|m| weight(m, i));
+                    for k in 0..4 {
+                        let v = value(i, d + 8 * k);
+                        for (acc, w) in acc.iter_mut().zip(&w) {
+                            acc[k] = _mm256_fmadd_ps(*w, v, acc[k]);
+                        }
+                    }
                 }
-                d += 64;
+                for (m, acc) in acc.iter().enumerate() {
+                    for (k, a) in acc.iter().enumerate() {
+                        _mm256_storeu_ps(out.as_mut_ptr().add(out_at(m, d + 8 * k)), *a);
+                    }
+                }
+                d += 32;
             }
             while d + 8 <= dim {
-                let mut acc = _mm256_loadu_ps(out.as_ptr().add(d));
-                for (i, &w) in weights.iter().enumerate() {
-                    let v = _mm256_cvtph_ps(_mm_loadu_si128(at(i, d).cast()));
-                    acc = _mm256_fmadd_ps(_mm256_set1_ps(w), v, acc);
+                let mut acc: [__m256; M] = std::array::from_fn(|m| _mm256_loadu_ps(out.as_ptr().add(out_at(m, d))));
+                for i in 0..n_rows {
+                    let v = value(i, d);
+                    for (m, a) in acc.iter_mut().enumerate() {
+                        *a = _mm256_fmadd_ps(weight(m, i), v, *a);
+                    }
                 }
-                _mm256_storeu_ps(out.as_mut_ptr().add(d), acc);
+                for (m, a) in acc.iter().enumerate() {
+                    _mm256_storeu_ps(out.as_mut_ptr().add(out_at(m, d)), *a);
+                }
                 d += 8;
             }
-            for (d, o) in out.iter_mut().enumerate().skip(d) {
-                for (i, &w) in weights.iter().enumerate() {
-                    let v = _mm_cvtph_ps(_mm_cvtsi32_si128(u16::from_le_bytes([
-                        *at(i, d),
-                        *at(i, d).add(1),
-                    ]) as i32));
-                    *o = _mm_cvtss_f32(_mm_fmadd_ss(_mm_set_ss(w), v, _mm_set_ss(*o)));
+            for d in d..dim {
+                for i in 0..n_rows {
+                    let at = rows.as_ptr().add(2 * (i * dim + d));
+                    let v = _mm_cvtph_ps(_mm_cvtsi32_si128(u16::from_le_bytes([*at, *at.add(1)]) as i32));
+                    for m in 0..M {
+                        let o = out.get_unchecked_mut(out_at(m, d));
+                        let w = *weights.get_unchecked(m * n_rows + i);
+                        *o = _mm_cvtss_f32(_mm_fmadd_ss(_mm_set_ss(w), v, _mm_set_ss(*o)));
+                    }
                 }
             }
         }
