@@ -153,7 +153,10 @@ pub struct RowsActivation<'a> {
 
 /// The number of queries and keys, each `dim` halves long.
 fn attention_shape(queries: &[half::f16], keys: &[half::f16], dim: usize) -> (usize, usize) {
-    assert!(dim > 0 && queries.len().is_multiple_of(dim), "queries length");
+    assert!(
+        dim > 0 && queries.len().is_multiple_of(dim),
+        "queries length"
+    );
     assert_eq!(keys.len() % dim, 0, "key rows length");
     (queries.len() / dim, keys.len() / dim)
 }

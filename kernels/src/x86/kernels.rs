@@ -1286,17 +1286,24 @@ macro_rules! x86_kernels {
         /// scores do not depend on which queries share the call. Each key is converted once for
         /// `ATTENTION_QUERIES` queries instead of once per query, and the queries once in all.
         #[target_feature(enable = $features)]
-        unsafe fn attention_scores_f16(queries: &[u8], keys: &[u8], dim: usize, scores: &mut [f32]) {
+        unsafe fn attention_scores_f16(
+            queries: &[u8],
+            keys: &[u8],
+            dim: usize,
+            scores: &mut [f32],
+        ) {
             let n_keys = keys.len() / (2 * dim);
             let mut widened = vec![0f32; queries.len() / 2];
-            for (to, from) in widened.chunks_exact_mut(8).zip(queries.chunks_exact(16)) {
-                _mm256_storeu_ps(to.as_mut_ptr(), _mm256_cvtph_ps(_mm_loadu_si128(from.as_ptr().cast())));
+            let mut eights = widened.chunks_exact_mut(8);
+            for (to, from) in (&mut eights).zip(queries.chunks_exact(16)) {
+                let eight = _mm256_cvtph_ps(_mm_loadu_si128(from.as_ptr().cast()));
+                _mm256_storeu_ps(to.as_mut_ptr(), eight);
             }
-            let converted = widened.len() / 8 * 8;
-            for (to, from) in widened[converted..].iter_mut().zip(queries[2 * converted..].chunks_exact(2)) {
-                *to = _mm_cvtss_f32(_mm_cvtph_ps(_mm_cvtsi32_si128(u16::from_le_bytes([from[0], from[1]]) as i32)));
+            let rest = eights.into_remainder();
+            let rest_halves = queries[queries.len() - 2 * rest.len()..].chunks_exact(2);
+            for (to, from) in rest.iter_mut().zip(rest_halves) {
+                *to = crate::block::f16_to_f32([from[0], from[1]]);
             }
-            let mut query = 0;
             for (group, out) in widened
                 .chunks(ATTENTION_QUERIES * dim)
                 .zip(scores.chunks_mut(ATTENTION_QUERIES * n_keys))
@@ -1307,9 +1314,7 @@ macro_rules! x86_kernels {
                     3 => scores_of_queries::<3>(group, keys, dim, out),
                     _ => scores_of_queries::<ATTENTION_QUERIES>(group, keys, dim, out),
                 }
-                query += group.len() / dim;
             }
-            debug_assert_eq!(query * n_keys, scores.len());
         }
 
         /// `attention_scores_f16` for `M` queries already in f32.
@@ -1353,7 +1358,8 @@ macro_rules! x86_kernels {
                     if rest > 0 {
                         let mut tail_query = [0f32; 8];
                         std::ptr::copy_nonoverlapping(query(m, d), tail_query.as_mut_ptr(), rest);
-                        sum += hsum_ps(_mm256_mul_ps(tail_key, _mm256_loadu_ps(tail_query.as_ptr())));
+                        let tail_query = _mm256_loadu_ps(tail_query.as_ptr());
+                        sum += hsum_ps(_mm256_mul_ps(tail_key, tail_query));
                     }
                     *scores.get_unchecked_mut(m * n_keys + i) = sum;
                 }
@@ -1366,7 +1372,12 @@ macro_rules! x86_kernels {
         /// converted once for `ATTENTION_QUERIES` queries. Each group of 32 (then 8) output
         /// elements stays in registers while every row is added to it.
         #[target_feature(enable = $features)]
-        unsafe fn accumulate_f16_rows(weights: &[f32], rows: &[u8], out: &mut [f32], queries: usize) {
+        unsafe fn accumulate_f16_rows(
+            weights: &[f32],
+            rows: &[u8],
+            out: &mut [f32],
+            queries: usize,
+        ) {
             let dim = out.len() / queries;
             let n_rows = weights.len() / queries;
             for (weights, out) in weights
@@ -1391,8 +1402,12 @@ macro_rules! x86_kernels {
             dim: usize,
         ) {
             let n_rows = weights.len() / M;
-            let value = |i: usize, d: usize| _mm256_cvtph_ps(_mm_loadu_si128(rows.as_ptr().add(2 * (i * dim + d)).cast()));
-            let weight = |m: usize, i: usize| _mm256_set1_ps(*weights.get_unchecked(m * n_rows + i));
+            let value = |i: usize, d: usize| {
+                _mm256_cvtph_ps(_mm_loadu_si128(rows.as_ptr().add(2 * (i * dim + d)).cast()))
+            };
+            let weight = |m: usize, i: usize| {
+                _mm256_set1_ps(*weights.get_unchecked(m * n_rows + i))
+            };
             let out_at = |m: usize, d: usize| m * dim + d;
             let mut d = 0;
             while d + 32 <= dim {
@@ -1419,7 +1434,8 @@ macro_rules! x86_kernels {
                 d += 32;
             }
             while d + 8 <= dim {
-                let mut acc: [__m256; M] = std::array::from_fn(|m| _mm256_loadu_ps(out.as_ptr().add(out_at(m, d))));
+                let mut acc: [__m256; M] =
+                    std::array::from_fn(|m| _mm256_loadu_ps(out.as_ptr().add(out_at(m, d))));
                 for i in 0..n_rows {
                     let v = value(i, d);
                     for (m, a) in acc.iter_mut().enumerate() {
@@ -1434,7 +1450,7 @@ macro_rules! x86_kernels {
             for d in d..dim {
                 for i in 0..n_rows {
                     let at = rows.as_ptr().add(2 * (i * dim + d));
-                    let v = _mm_cvtph_ps(_mm_cvtsi32_si128(u16::from_le_bytes([*at, *at.add(1)]) as i32));
+                    let v = _mm_set_ss(crate::block::f16_to_f32([*at, *at.add(1)]));
                     for m in 0..M {
                         let o = out.get_unchecked_mut(out_at(m, d));
                         let w = *weights.get_unchecked(m * n_rows + i);
