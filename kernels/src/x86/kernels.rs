@@ -23,7 +23,7 @@ macro_rules! x86_kernels {
         use crate::q5_0::BlockQ5_0;
         use crate::q5_k::BlockQ5K;
         use crate::q6_k::BlockQ6K;
-        use crate::q8_0::{scales, BlockQ8_0};
+        use crate::q8_0::{ready, scales, BlockQ8_0, ReadyQ8_0};
         use crate::q8_1::BlockQ8_1;
         use crate::q8_k::BlockQ8K;
         use crate::types::GgmlType;
@@ -37,6 +37,9 @@ macro_rules! x86_kernels {
             table.dot_rows[GgmlType::Q8_0 as usize] = Some(dot_rows_q8_0);
             table.dot_rows[GgmlType::Q4_0 as usize] = Some(dot_rows_q4_0);
             table.dot_rows[GgmlType::Q5_0 as usize] = Some(dot_rows_q5_0);
+            table.prepare_rows[GgmlType::Q8_0 as usize] = Some(ready::<0>);
+            table.prepare_rows[GgmlType::Q4_0 as usize] = Some(ready::<8>);
+            table.prepare_rows[GgmlType::Q5_0 as usize] = Some(ready::<16>);
             table.dot_rows[GgmlType::Q4_1 as usize] = Some(dot_rows_q4_1);
             table.dot_rows[GgmlType::F32 as usize] = Some(dot_rows_f32);
             table.dot_rows[GgmlType::F16 as usize] = Some(dot_rows_f16);
@@ -1473,7 +1476,7 @@ macro_rules! x86_kernels {
         /// One weight row of a 32-element format against one activation row, row after row
         /// (one stream through memory reads faster than four rows side by side). Two
         /// accumulators take alternate blocks, so each block does not wait on the previous
-        /// one's FMA.
+        /// one's FMA. The activation comes as `ReadyQ8_0` blocks made once per matrix.
         #[inline(always)]
         unsafe fn row_q8_acts<W: Block, const OFFSET: i8>(
             rows: &[u8],
@@ -1482,48 +1485,32 @@ macro_rules! x86_kernels {
             quants: impl Fn(&W) -> (__m256i, [u8; 2]),
         ) {
             let zero = _mm256_setzero_si256();
-            // What depends on the activation alone is worked out once for all rows: each
-            // block's scale and, for unsigned quants, its −OFFSET·Σa.
-            let act_blocks = as_blocks::<BlockQ8_0>(act);
-            let act_scales: Vec<f32> = act_blocks.iter().map(|a| halves(a.d, a.d).0).collect();
-            let starts: Vec<i32> = if OFFSET != 0 {
-                let offset = _mm256_set1_epi8(OFFSET);
-                act_blocks
-                    .iter()
-                    .map(|a| -hsum_epi32(dot_u8_i8(zero, offset, load(a.qs.as_ptr().cast()))))
-                    .collect()
-            } else {
-                Vec::new()
-            };
-            let block_sum = |w: &W, a: &BlockQ8_0, b: usize| {
+            let block_sum = |w: &W, a: &ReadyQ8_0| {
                 let (q, wd) = quants(w);
                 let y = load(a.qs.as_ptr().cast());
                 let s = if OFFSET != 0 {
                     // The lanes are summed at the end, so the start goes in one lane only.
-                    let start = _mm256_zextsi128_si256(_mm_cvtsi32_si128(*starts.get_unchecked(b)));
+                    let start = _mm256_zextsi128_si256(_mm_cvtsi32_si128(a.start()));
                     dot_u8_i8(start, q, y)
                 } else {
                     dot_u8_i8(zero, _mm256_sign_epi8(q, q), _mm256_sign_epi8(y, q))
                 };
-                let scale = _mm256_mul_ps(
-                    broadcast_f16(wd),
-                    _mm256_set1_ps(*act_scales.get_unchecked(b)),
-                );
+                let scale = _mm256_mul_ps(broadcast_f16(wd), _mm256_set1_ps(a.scale()));
                 (scale, _mm256_cvtepi32_ps(s))
             };
-            for_each_row(rows, act, out, |x: &[W], act: &[BlockQ8_0]| {
+            for_each_row(rows, act, out, |x: &[W], act: &[ReadyQ8_0]| {
                 let mut acc = [_mm256_setzero_ps(); 2];
                 let pairs = x.len() / 2;
                 for b in 0..pairs {
                     for (k, acc) in acc.iter_mut().enumerate() {
                         let i = 2 * b + k;
-                        let (scale, sum) = block_sum(x.get_unchecked(i), act.get_unchecked(i), i);
+                        let (scale, sum) = block_sum(x.get_unchecked(i), act.get_unchecked(i));
                         *acc = _mm256_fmadd_ps(scale, sum, *acc);
                     }
                 }
                 if x.len() % 2 == 1 {
                     let i = x.len() - 1;
-                    let (scale, sum) = block_sum(x.get_unchecked(i), act.get_unchecked(i), i);
+                    let (scale, sum) = block_sum(x.get_unchecked(i), act.get_unchecked(i));
                     acc[0] = _mm256_fmadd_ps(scale, sum, acc[0]);
                 }
                 hsum_ps(_mm256_add_ps(acc[0], acc[1]))
