@@ -98,6 +98,10 @@ impl<'a> Matrix<'a> {
         if n == 0 || self.rows == 0 {
             return;
         }
+        if n == 1 {
+            one_token_products(kernels, vec![(*self, input, out)]);
+            return;
+        }
         if n <= MAX_TOKENS_BY_ROWS {
             self.matmul_by_rows(kernels, acts, act_bytes, out);
             return;
@@ -125,22 +129,34 @@ impl<'a> Matrix<'a> {
         products: [(&Matrix, &mut [f32]); N],
     ) {
         let mut quantized: Vec<Activations> = Vec::new();
-        for (matrix, out) in products {
+        let mut formats = [0; N];
+        for ((matrix, _), format) in products.iter().zip(&mut formats) {
             let fits = |a: &Activations| a.ty == matrix.ty.vec_dot_type() && a.cols == matrix.cols;
-            let at = match quantized.iter().position(fits) {
+            *format = match quantized.iter().position(fits) {
                 Some(at) => at,
                 None => {
                     quantized.push(matrix.quantize(kernels, input));
                     quantized.len() - 1
                 }
             };
-            matrix.matmul_quantized(kernels, &quantized[at], out);
+        }
+        if quantized.first().is_some_and(|a| a.n == 1) {
+            let one_token = products
+                .into_iter()
+                .zip(formats)
+                .map(|((matrix, out), format)| (*matrix, &quantized[format], out))
+                .collect();
+            one_token_products(kernels, one_token);
+            return;
+        }
+        for ((matrix, out), format) in products.into_iter().zip(formats) {
+            matrix.matmul_quantized(kernels, &quantized[format], out);
         }
     }
 
-    /// `out[t] = self · acts[t]`, the rows split among tasks of [`ROWS_PER_TASK`]. One token
-    /// goes through the one-token kernel; several go through the prompt tiles, which unpack
-    /// each weight block once for all of them.
+    /// `out[t] = self · acts[t]` for a few tokens, the rows split among tasks of
+    /// [`ROWS_PER_TASK`], each going through the prompt tiles, which unpack each weight block
+    /// once for all the tokens.
     fn matmul_by_rows(&self, kernels: &Kernels, acts: &[u8], act_bytes: usize, out: &mut [f32]) {
         let row_bytes = self.row_bytes();
         let n = acts.len() / act_bytes;
@@ -150,19 +166,12 @@ impl<'a> Matrix<'a> {
             rows: self.rows,
         };
         let tasks = self.rows.div_ceil(ROWS_PER_TASK);
-        let one_token = (n == 1).then(|| kernels.prepare_rows(self.ty, self.cols, acts));
         (0..tasks)
             .into_par_iter()
             .for_each_init(Vec::new, |block, task| {
                 let first = task * ROWS_PER_TASK;
                 let count = ROWS_PER_TASK.min(self.rows - first);
                 let rows = &self.data[first * row_bytes..(first + count) * row_bytes];
-                if let Some(act) = &one_token {
-                    // SAFETY: each task writes only its own rows `first..first + count`.
-                    let out_rows = unsafe { out.rows_of(0, first, count) };
-                    kernels.dot_prepared_rows(self.ty, self.cols, rows, act, out_rows);
-                    return;
-                }
                 block.resize(n * count, 0.0);
                 kernels.dot_rows_batch(self.ty, self.cols, rows, acts, block);
                 for (t, results) in block.chunks_exact(count).enumerate() {
@@ -172,6 +181,35 @@ impl<'a> Matrix<'a> {
                 }
             });
     }
+}
+
+/// One token through each matrix, `out = matrix · input`, in one parallel loop over every
+/// matrix's tasks of [`ROWS_PER_TASK`] rows: in generation a fork and join per matrix, with its
+/// thread wake-ups, costs as much as a small matrix's work. The activation is laid out for the
+/// row kernel once per matrix.
+fn one_token_products(kernels: &Kernels, products: Vec<(Matrix, &Activations, &mut [f32])>) {
+    let prepared: Vec<_> = products
+        .iter()
+        .map(|(matrix, input, _)| {
+            assert!(
+                input.n == 1 && input.ty == matrix.ty.vec_dot_type() && input.cols == matrix.cols,
+                "activations quantized for another format or width"
+            );
+            kernels.prepare_rows(matrix.ty, matrix.cols, &input.bytes)
+        })
+        .collect();
+    let mut tasks = Vec::new();
+    for ((matrix, _, out), act) in products.into_iter().zip(&prepared) {
+        let row_bytes = matrix.row_bytes();
+        let rows = matrix.data.chunks(ROWS_PER_TASK * row_bytes);
+        tasks.extend(
+            rows.zip(out.chunks_mut(ROWS_PER_TASK))
+                .map(|(rows, out)| (matrix, act, rows, out)),
+        );
+    }
+    tasks.into_par_iter().for_each(|(matrix, act, rows, out)| {
+        kernels.dot_prepared_rows(matrix.ty, matrix.cols, rows, act, out);
+    });
 }
 
 /// Input rows quantized to one activation format (see `Matrix::quantize`).
