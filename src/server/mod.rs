@@ -146,7 +146,7 @@ pub fn serve(engine: &Arc<Engine>, config: &ServerConfig) -> Result<(), ServerEr
     }
 
     let (jobs, job_receiver) = mpsc::channel();
-    let status = scheduler::Status::default();
+    let status = scheduler::Status::new(&sessions);
     let queue_limit = QUEUE_PER_SLOT * config.slots;
     let embedder = embeddings::Embedder::new(engine, config.ubatch_size);
     let embed = move |inputs: &[Vec<u32>], pooling, client: &http::Client| {

@@ -36,6 +36,33 @@ pub struct Status {
     pub metrics: Metrics,
 }
 
+impl Status {
+    /// The status of a server whose slots, one per session, have served nothing yet: what
+    /// `GET /slots` shows from the moment the address is printed, before the scheduler's first
+    /// step publishes anything.
+    pub fn new(sessions: &[Session]) -> Status {
+        let views = sessions
+            .iter()
+            .enumerate()
+            .map(|(id, session)| SlotView::idle(id, session.n_ctx()))
+            .collect();
+        Status {
+            slots: Mutex::new(views),
+            ..Status::default()
+        }
+    }
+}
+
+impl SlotView {
+    fn idle(id: usize, n_ctx: usize) -> SlotView {
+        SlotView {
+            id,
+            n_ctx,
+            ..SlotView::default()
+        }
+    }
+}
+
 /// One slot, in llama-server's `/slots` shape.
 #[derive(Debug, Clone, Serialize, Default)]
 pub struct SlotView {
@@ -225,11 +252,7 @@ fn run_with(
         .into_iter()
         .enumerate()
         .map(|(id, session)| Slot {
-            view: SlotView {
-                id,
-                n_ctx: session.n_ctx(),
-                ..SlotView::default()
-            },
+            view: SlotView::idle(id, session.n_ctx()),
             session,
             draft: drafts.next(),
             task: None,
