@@ -1,7 +1,7 @@
 //! Choosing kernels once for the host CPU, and the entry points the engine calls.
 
 use crate::types::GgmlType::{self, *};
-use crate::{bf16, f16, f32, q4_0, q4_1, q4_k, q5_0, q5_1, q5_k, q6_k, q8_0, q8_1, q8_k};
+use crate::{bf16, exp, f16, f32, q4_0, q4_1, q4_k, q5_0, q5_1, q5_k, q6_k, q8_0, q8_1, q8_k};
 use std::borrow::Cow;
 use std::fmt;
 use std::str::FromStr;
@@ -134,6 +134,8 @@ pub(crate) type QuantizeFn = unsafe fn(src: &[f32], dst: &mut [u8]);
 /// rows of `out.len() / queries` elements; lengths checked by the caller.
 pub(crate) type AccumulateFn =
     unsafe fn(weights: &[f32], rows: &[u8], out: &mut [f32], queries: usize);
+/// Softmax's exponentials in place and their sum (see `exp`).
+pub(crate) type SoftmaxFn = unsafe fn(x: &mut [f32], max: f32) -> f64;
 /// `scores[q][i]` = the dot product of f16 query q with f16 key row i, both `dim` long;
 /// lengths checked by the caller.
 pub(crate) type ScoresFn = unsafe fn(queries: &[u8], keys: &[u8], dim: usize, scores: &mut [f32]);
@@ -177,6 +179,7 @@ pub(crate) struct Table {
     pub(crate) accumulate_f16_rows: AccumulateFn,
     /// Attention scores of several queries at once; without one, `dot_rows` of F16 per query.
     pub(crate) attention_scores_f16: Option<ScoresFn>,
+    pub(crate) softmax_exponentials: SoftmaxFn,
 }
 
 impl Table {
@@ -189,6 +192,7 @@ impl Table {
             quantize: [None; SLOTS],
             accumulate_f16_rows: f16::accumulate_rows,
             attention_scores_f16: None,
+            softmax_exponentials: exp::softmax_exponentials,
         };
         let weights: [(GgmlType, DotRowsFn, DequantizeFn); 11] = [
             (F32, f32::dot_rows, f32::dequantize),
@@ -579,6 +583,15 @@ impl Kernels {
         unsafe {
             (self.table.accumulate_f16_rows)(weights, halves_as_bytes(values), out, n_queries)
         }
+    }
+
+    /// Replaces each `x[i]` by e^(x[i] − max) and returns their sum, in llama.cpp's way on
+    /// AVX-512 (a polynomial sixteen at a time, each sixteen summed in f32, then libm's `expf`
+    /// for the rest) on every ISA, which agree bit for bit. `max` must be at least every
+    /// element: the polynomial is only taken for exponents of at most 0.
+    pub fn softmax_exponentials(&self, x: &mut [f32], max: f32) -> f64 {
+        // SAFETY: as in `quantize_activation`.
+        unsafe { (self.table.softmax_exponentials)(x, max) }
     }
 
     /// Converts one row of `ty` to f32 (embedding lookups). Supports every weight type plus

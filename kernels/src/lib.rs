@@ -29,6 +29,7 @@ mod dispatch;
 mod types;
 
 mod bf16;
+mod exp;
 mod f16;
 mod f32;
 mod q4_0;

@@ -490,3 +490,40 @@ fn dot_rows_batch_of_nothing_is_nothing() {
         }
     }
 }
+
+/// Softmax's exponentials and their sum, bit for bit the scalar reference's: lengths on both
+/// sides of the sixteen-element groups, scores from far below the maximum (underflow to
+/// subnormals and to 0) to the maximum itself, and −∞ for masked scores.
+#[test]
+fn softmax_exponentials_match_scalar_bit_for_bit() {
+    let mut rng = Rng::new(109);
+    let reference = scalar();
+    for len in [0, 1, 7, 15, 16, 17, 31, 32, 33, 48, 100, 1000] {
+        let mut x = rng.normal_vec(len, 30.0);
+        if len > 3 {
+            x[1] = f32::NEG_INFINITY;
+            x[2] = -100.0;
+        }
+        let max = x.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+        let mut expected = x.clone();
+        let expected_sum = reference.softmax_exponentials(&mut expected, max);
+        for k in simd_variants() {
+            let mut got = x.clone();
+            let sum = k.softmax_exponentials(&mut got, max);
+            assert_eq!(
+                sum.to_bits(),
+                expected_sum.to_bits(),
+                "{} length {len}: sum",
+                k.isa()
+            );
+            for (i, (g, e)) in got.iter().zip(&expected).enumerate() {
+                assert_eq!(
+                    g.to_bits(),
+                    e.to_bits(),
+                    "{} length {len} element {i}",
+                    k.isa()
+                );
+            }
+        }
+    }
+}

@@ -6,6 +6,7 @@
 
 use half::f16;
 use half::slice::HalfFloatSliceExt;
+use kernels::Kernels;
 use rayon::prelude::*;
 use std::sync::OnceLock;
 
@@ -117,15 +118,11 @@ pub fn soft_cap(x: &mut [f32], cap: f32) {
     });
 }
 
-/// Numerically stable softmax in place; the sum is kept in f64 as ggml does.
-pub fn softmax(x: &mut [f32]) {
+/// Numerically stable softmax in place, as ggml's CPU backend takes it: the exponentials by its
+/// polynomial, their sum in f64 (see `Kernels::softmax_exponentials`).
+pub fn softmax(kernels: &Kernels, x: &mut [f32]) {
     let max = x.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-    let mut sum = 0f64;
-    for v in x.iter_mut() {
-        *v = (*v - max).exp();
-        sum += f64::from(*v);
-    }
-    let inv = (1.0 / sum) as f32;
+    let inv = (1.0 / kernels.softmax_exponentials(x, max)) as f32;
     for v in x {
         *v *= inv;
     }
@@ -282,11 +279,17 @@ mod tests {
 
     #[test]
     fn softmax_sums_to_one_and_survives_large_inputs() {
-        let mut x = vec![1000.0, 1001.0, f32::NEG_INFINITY];
-        softmax(&mut x);
-        assert!((x.iter().sum::<f32>() - 1.0).abs() < 1e-6);
-        assert_eq!(x[2], 0.0);
-        assert!(x[1] > x[0]);
+        let kernels = Kernels::detect();
+        // Lengths below and above the kernel's sixteen-element groups.
+        for len in [3, 40] {
+            let mut x: Vec<f32> = (0..len).map(|i| 1000.0 + (i % 5) as f32 * 0.25).collect();
+            x[1] = 1001.0;
+            x[2] = f32::NEG_INFINITY;
+            softmax(&kernels, &mut x);
+            assert!((x.iter().sum::<f32>() - 1.0).abs() < 1e-6, "length {len}");
+            assert_eq!(x[2], 0.0);
+            assert!(x[1] > x[0]);
+        }
     }
 
     #[test]

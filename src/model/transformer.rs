@@ -505,7 +505,9 @@ impl<'a> Transformer<'a> {
                     if let Some(cap) = self.attn_soft_cap {
                         ops::soft_cap(scores, cap);
                     }
-                    scores.chunks_exact_mut(n_keys).for_each(ops::softmax);
+                    scores
+                        .chunks_exact_mut(n_keys)
+                        .for_each(|scores| ops::softmax(&self.kernels, scores));
                     // llama.cpp multiplies the f16 values by f16 weights; Gemma 3's large attention
                     // scores make the logits sensitive to that rounding.
                     rounded.resize(scores.len(), f16::ZERO);

@@ -48,6 +48,7 @@ macro_rules! x86_kernels {
             table.quantize[GgmlType::Q8_K as usize] = Some(quantize_q8_k);
             table.accumulate_f16_rows = accumulate_f16_rows;
             table.attention_scores_f16 = Some(attention_scores_f16);
+            table.softmax_exponentials = softmax_exponentials;
             table.dot_tile[GgmlType::Q8_0 as usize] = Some(dot_tile_q8_0);
             table.dot_tile[GgmlType::Q5_0 as usize] = Some(dot_tile_q5_0);
             table.dot_tile[GgmlType::Q4_0 as usize] = Some(dot_tile_q4_0);
@@ -1367,6 +1368,50 @@ macro_rules! x86_kernels {
                     *scores.get_unchecked_mut(m * n_keys + i) = sum;
                 }
             }
+        }
+
+        /// `exp::exp_nonpositive` on eight lanes, the same operations in the same order.
+        #[inline(always)]
+        unsafe fn exp_nonpositive(x: __m256) -> __m256 {
+            use crate::exp::*;
+            let set = _mm256_set1_ps;
+            let shifted = _mm256_fmadd_ps(x, set(LOG2_E), set(SHIFTER));
+            let n = _mm256_sub_ps(shifted, set(SHIFTER));
+            let b = _mm256_fnmadd_ps(n, set(LN2_LOW), _mm256_fnmadd_ps(n, set(LN2_HIGH), x));
+            let u = _mm256_mul_ps(b, b);
+            let high = _mm256_fmadd_ps(_mm256_fmadd_ps(set(P5), b, set(P4)), u, {
+                _mm256_fmadd_ps(set(P3), b, set(P2))
+            });
+            let j = _mm256_fmadd_ps(high, u, _mm256_fmadd_ps(set(P1), b, set(1.0)));
+            let exponent = _mm256_add_epi32(_mm256_cvtps_epi32(n), _mm256_set1_epi32(SPLIT + 127));
+            let power = _mm256_castsi256_ps(_mm256_slli_epi32::<23>(exponent));
+            let unsplit = set(f32::from_bits(((127 - SPLIT) as u32) << 23));
+            let scaled = _mm256_mul_ps(_mm256_mul_ps(j, power), unsplit);
+            // Not below the lowest power, or NaN: kept.
+            let kept = _mm256_cmp_ps::<_CMP_NLT_UQ>(n, set(LOWEST_POWER));
+            _mm256_and_ps(scaled, kept)
+        }
+
+        /// `exp::softmax_exponentials`: each group's f32 sum is `hsum_ps` of its two halves
+        /// added, the order of `_mm512_reduce_add_ps`.
+        #[target_feature(enable = $features)]
+        unsafe fn softmax_exponentials(x: &mut [f32], max: f32) -> f64 {
+            let mut sum = 0f64;
+            let mut groups = x.chunks_exact_mut(crate::exp::GROUP);
+            let shift = _mm256_set1_ps(max);
+            for group in &mut groups {
+                let p = group.as_mut_ptr();
+                let low = exp_nonpositive(_mm256_sub_ps(_mm256_loadu_ps(p), shift));
+                let high = exp_nonpositive(_mm256_sub_ps(_mm256_loadu_ps(p.add(8)), shift));
+                _mm256_storeu_ps(p, low);
+                _mm256_storeu_ps(p.add(8), high);
+                sum += f64::from(hsum_ps(_mm256_add_ps(low, high)));
+            }
+            for v in groups.into_remainder() {
+                *v = (*v - max).exp();
+                sum += f64::from(*v);
+            }
+            sum
         }
 
         /// The weighted sums of f16 value rows for several queries (`weights` and `out` query
