@@ -23,7 +23,8 @@ macro_rules! x86_kernels {
         use crate::q5_0::BlockQ5_0;
         use crate::q5_k::BlockQ5K;
         use crate::q6_k::BlockQ6K;
-        use crate::q8_0::{ready, scales, BlockQ8_0, ReadyQ8_0};
+        use crate::q8_0::{scales, BlockQ8_0};
+        use crate::x86::{ready, ReadyQ8_0};
         use crate::q8_1::BlockQ8_1;
         use crate::q8_k::BlockQ8K;
         use crate::types::GgmlType;

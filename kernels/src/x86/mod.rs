@@ -1,6 +1,9 @@
 //! x86-64 kernels, compiled on every x86-64 build and chosen at run time.
 
+use crate::block::{as_blocks, Block};
+use crate::q8_0::BlockQ8_0;
 use crate::types::GgmlType;
+use std::mem::size_of;
 
 pub(crate) mod avx2;
 pub(crate) mod avx512;
@@ -43,4 +46,44 @@ pub(crate) fn wide_row_types() -> &'static [GgmlType] {
         b"AuthenticAMD" => &[Q4_K],
         _ => &[],
     }
+}
+
+/// A Q8_0 activation block with what the 256-bit row kernels need of it alone, worked out once
+/// per matrix (`Kernels::prepare_rows`) instead of once per task of rows: its scale in f32, and
+/// the start of each block sum, `−offset·Σa`, the share of the offset by which a weight
+/// format's unsigned quants exceed its values (Q4_0: 8, Q5_0: 16; Q8_0's signed quants: 0).
+#[repr(C)]
+pub(crate) struct ReadyQ8_0 {
+    pub(crate) qs: [i8; 32],
+    scale: [u8; 4],
+    start: [u8; 4],
+}
+const _: () = assert!(size_of::<ReadyQ8_0>() == 40);
+
+// SAFETY: repr(C), only byte arrays, 40 bytes.
+unsafe impl Block for ReadyQ8_0 {}
+
+impl ReadyQ8_0 {
+    #[inline(always)]
+    pub(crate) fn scale(&self) -> f32 {
+        f32::from_le_bytes(self.scale)
+    }
+
+    #[inline(always)]
+    pub(crate) fn start(&self) -> i32 {
+        i32::from_le_bytes(self.start)
+    }
+}
+
+/// The Q8_0 activation row `act` as `ReadyQ8_0` blocks for weights offset by `OFFSET`.
+pub(crate) fn ready<const OFFSET: i32>(act: &[u8]) -> Vec<u8> {
+    let blocks = as_blocks::<BlockQ8_0>(act);
+    let mut ready = Vec::with_capacity(blocks.len() * size_of::<ReadyQ8_0>());
+    for a in blocks {
+        let sum: i32 = a.qs.iter().map(|&q| i32::from(q)).sum();
+        ready.extend(a.qs.iter().map(|&q| q as u8));
+        ready.extend(a.d().to_le_bytes());
+        ready.extend((-OFFSET * sum).to_le_bytes());
+    }
+    ready
 }
