@@ -1333,6 +1333,13 @@ macro_rules! x86_kernels {
             let n_keys = keys.len() / (2 * dim);
             let widen = |p: *const u8| _mm256_cvtph_ps(_mm_loadu_si128(p.cast()));
             let query = |m: usize, d: usize| queries.as_ptr().add(m * dim + d);
+            // The last `dim % 8` elements (none in the models' head sizes), zero-padded once.
+            let (whole, rest) = (dim / 8 * 8, dim % 8);
+            let tail_queries: [__m256; M] = std::array::from_fn(|m| {
+                let mut tail = [0f32; 8];
+                std::ptr::copy_nonoverlapping(query(m, whole), tail.as_mut_ptr(), rest);
+                _mm256_loadu_ps(tail.as_ptr())
+            });
             for (i, key) in keys.chunks_exact(2 * dim).enumerate() {
                 let key = key.as_ptr();
                 let mut sums = [[_mm256_setzero_ps(); 4]; M];
@@ -1353,22 +1360,45 @@ macro_rules! x86_kernels {
                     }
                     d += 8;
                 }
-                let rest = dim - d;
-                let mut tail_key = [0u8; 16];
-                std::ptr::copy_nonoverlapping(key.add(2 * d), tail_key.as_mut_ptr(), 2 * rest);
-                let tail_key = widen(tail_key.as_ptr());
-                for (m, s) in sums.iter().enumerate() {
-                    let total = _mm256_add_ps(_mm256_add_ps(s[0], s[1]), _mm256_add_ps(s[2], s[3]));
-                    let mut sum = hsum_ps(total);
-                    if rest > 0 {
-                        let mut tail_query = [0f32; 8];
-                        std::ptr::copy_nonoverlapping(query(m, d), tail_query.as_mut_ptr(), rest);
-                        let tail_query = _mm256_loadu_ps(tail_query.as_ptr());
-                        sum += hsum_ps(_mm256_mul_ps(tail_key, tail_query));
+                let totals: [__m256; M] = std::array::from_fn(|m| {
+                    let s = &sums[m];
+                    _mm256_add_ps(_mm256_add_ps(s[0], s[1]), _mm256_add_ps(s[2], s[3]))
+                });
+                let mut dots = [0f32; M];
+                for (pair, totals) in dots.chunks_mut(2).zip(totals.chunks(2)) {
+                    match totals {
+                        [a, b] => (pair[0], pair[1]) = hsum_ps_pair(*a, *b),
+                        [a] => pair[0] = hsum_ps(*a),
+                        _ => unreachable!(),
                     }
-                    *scores.get_unchecked_mut(m * n_keys + i) = sum;
+                }
+                if rest > 0 {
+                    let mut tail_key = [0u8; 16];
+                    std::ptr::copy_nonoverlapping(key.add(2 * whole), tail_key.as_mut_ptr(), 2 * rest);
+                    let tail_key = widen(tail_key.as_ptr());
+                    for (dot, tail_query) in dots.iter_mut().zip(&tail_queries) {
+                        *dot += hsum_ps(_mm256_mul_ps(tail_key, *tail_query));
+                    }
+                }
+                for (m, dot) in dots.iter().enumerate() {
+                    *scores.get_unchecked_mut(m * n_keys + i) = *dot;
                 }
             }
+        }
+
+        /// `hsum_ps` of two vectors at once, each summed in the same order.
+        #[inline(always)]
+        unsafe fn hsum_ps_pair(a: __m256, b: __m256) -> (f32, f32) {
+            let halves = _mm256_add_ps(
+                _mm256_permute2f128_ps::<0x20>(a, b),
+                _mm256_permute2f128_ps::<0x31>(a, b),
+            );
+            let pairs = _mm256_add_ps(halves, _mm256_shuffle_ps::<0b11_10_11_10>(halves, halves));
+            let sums = _mm256_add_ps(pairs, _mm256_movehdup_ps(pairs));
+            (
+                _mm_cvtss_f32(_mm256_castps256_ps128(sums)),
+                _mm_cvtss_f32(_mm256_extractf128_ps::<1>(sums)),
+            )
         }
 
         /// `exp::exp_nonpositive` on eight lanes, the same operations in the same order.
