@@ -274,11 +274,12 @@ mod tests {
         let kernels = Kernels::detect();
         let cols = 64;
         // Two Q8_0 matrices share one quantized input; the F32 one gets its own. Token counts
-        // on both sides of MAX_TOKENS_BY_ROWS.
+        // on both sides of MAX_TOKENS_BY_ROWS, and row counts on both sides of ROWS_PER_TASK
+        // (one token's tasks from all three matrices share one parallel loop).
         let shapes = [
-            (GgmlType::Q8_0, 40),
+            (GgmlType::Q8_0, 2 * ROWS_PER_TASK + 44),
             (GgmlType::F32, 24),
-            (GgmlType::Q8_0, 8),
+            (GgmlType::Q8_0, ROWS_PER_TASK + 1),
         ];
         let data: Vec<Vec<u8>> = shapes
             .iter()
