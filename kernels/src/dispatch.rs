@@ -131,7 +131,7 @@ pub(crate) type DequantizeFn = unsafe fn(src: &[u8], dst: &mut [f32]);
 /// Conversion of an f32 row to an activation format; lengths checked by the caller.
 pub(crate) type QuantizeFn = unsafe fn(src: &[f32], dst: &mut [u8]);
 /// For each of `queries` queries q: `out[q][d] += Σ_i weights[q][i] · rows[i][d]` over f16
-/// rows of `out.len() / queries` elements; lengths checked by the caller.
+/// rows of `out.len() / queries` elements; lengths checked, and none zero, by the caller.
 pub(crate) type AccumulateFn =
     unsafe fn(weights: &[f32], rows: &[u8], out: &mut [f32], queries: usize);
 /// Softmax's exponentials in place and their sum (see `exp`).

@@ -39,15 +39,8 @@ pub(crate) fn dot_rows(rows: &[u8], act: &[u8], out: &mut [f32]) {
 /// `out.len() / queries` halves, each element's sum taken over `i` in order: the weighted sum
 /// of values in attention.
 pub(crate) fn accumulate_rows(weights: &[f32], rows: &[u8], out: &mut [f32], queries: usize) {
-    let dim = out.len() / queries;
-    if dim == 0 {
-        return;
-    }
-    let n_rows = weights.len() / queries;
-    for (weights, out) in weights
-        .chunks_exact(n_rows.max(1))
-        .zip(out.chunks_exact_mut(dim))
-    {
+    let (dim, n_rows) = (out.len() / queries, weights.len() / queries);
+    for (weights, out) in weights.chunks_exact(n_rows).zip(out.chunks_exact_mut(dim)) {
         for (&w, row) in weights.iter().zip(rows.chunks_exact(2 * dim)) {
             for (o, x) in out.iter_mut().zip(as_blocks::<F16>(row)) {
                 *o += w * f16_to_f32(x.0);

@@ -625,8 +625,7 @@ macro_rules! x86_kernels {
         /// −offset·Σa of a Q8_0 activation block, the offset read as an unsigned byte (as
         /// `vpdpbusd` reads the quants): it starts the block's sum in the rows-in-lanes tiles.
         fn offset_sum<const OFFSET: i8>(a: &BlockQ8_0) -> std::iter::Once<i32> {
-            let sum: i32 = a.qs.iter().map(|&q| i32::from(q)).sum();
-            std::iter::once(-i32::from(OFFSET as u8) * sum)
+            std::iter::once(-i32::from(OFFSET as u8) * crate::x86::quant_sum(a))
         }
 
         /// A 32-element format's pack for the rows-in-lanes tiles, and the row-by-row tiles

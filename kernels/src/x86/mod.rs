@@ -75,15 +75,20 @@ impl ReadyQ8_0 {
     }
 }
 
+/// The sum of a Q8_0 activation block's quants: a weight format whose unsigned quants stand for
+/// `q − offset` owes `−offset` times this to each block's dot product.
+pub(crate) fn quant_sum(a: &BlockQ8_0) -> i32 {
+    a.qs.iter().map(|&q| i32::from(q)).sum()
+}
+
 /// The Q8_0 activation row `act` as `ReadyQ8_0` blocks for weights offset by `OFFSET`.
 pub(crate) fn ready<const OFFSET: i32>(act: &[u8]) -> Vec<u8> {
     let blocks = as_blocks::<BlockQ8_0>(act);
     let mut ready = Vec::with_capacity(blocks.len() * size_of::<ReadyQ8_0>());
     for a in blocks {
-        let sum: i32 = a.qs.iter().map(|&q| i32::from(q)).sum();
         ready.extend(a.qs.iter().map(|&q| q as u8));
         ready.extend(a.d().to_le_bytes());
-        ready.extend((-OFFSET * sum).to_le_bytes());
+        ready.extend((-OFFSET * quant_sum(a)).to_le_bytes());
     }
     ready
 }

@@ -5,10 +5,10 @@
 //! Zen 4 splits each into two 256-bit halves, which is why `Kernels::detect` takes them type
 //! by type, by the CPU's make (see `x86::wide_row_types`).
 //!
-//! What depends on the activation alone is rearranged once per matrix (`Kernels::prepare_rows`),
-//! for all the rows it meets: pairs of Q8_0 blocks side by side with their scales already broadcast, and the Q8_K
-//! quants of each super-block in the order a 512-bit load of Q4_K nibbles meets them. Each row
-//! then needs only its own weights' unpacking.
+//! What depends on the activation alone is rearranged once per matrix
+//! (`Kernels::prepare_rows`), for all the rows it meets: pairs of Q8_0 blocks side by side with
+//! their scales already broadcast, and the Q8_K quants of each super-block in the order a
+//! 512-bit load of Q4_K nibbles meets them. Each row then needs only its own weights' unpacking.
 
 use super::avx512::{halves, scales_mins_k};
 use crate::block::{as_blocks, for_each_row, Block};
@@ -60,7 +60,7 @@ fn pair_q8_0(act: &[u8], offset: i32) -> Vec<u8> {
         for (half, a) in pair.iter().enumerate() {
             quants[32 * half..32 * half + 32].copy_from_slice(&a.qs);
             scales[8 * half..8 * half + 8].fill(a.d());
-            starts[8 * half] = -offset * a.qs.iter().map(|&q| q as i32).sum::<i32>();
+            starts[8 * half] = -offset * super::quant_sum(a);
         }
         paired.extend(quants.iter().map(|&q| q as u8));
         paired.extend(scales.iter().flat_map(|s| s.to_le_bytes()));
