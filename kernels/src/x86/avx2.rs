@@ -1,47 +1,45 @@
 //! AVX2 + FMA + F16C kernels.
 
-/// Activation rows per eight-row tile: with eight transposed quant registers, four
-/// accumulators are what the 16 vector registers hold without spilling.
-const ROW_LANE_ACTS: usize = 4;
+use super::kernels::{entry_points, IsaPrimitives};
+use std::arch::x86_64::*;
 
-/// Queries whose attention scores share each key's conversion: three queries' four
-/// accumulators and the converted key fill the 16 vector registers.
-const ATTENTION_QUERIES: usize = 3;
+/// AVX2 with FMA and F16C, which every AVX2 CPU in practice has.
+pub(crate) struct Avx2;
 
-/// `vpmaddubsw` saturates each pair of byte products at 16 bits: unsigned bytes above
-/// 128 times activations near ±127 would clip.
-const UNSATURATED_BYTE_PRODUCTS: bool = false;
+// Four activation rows per eight-row tile: with eight transposed quant registers, four
+// accumulators are what the 16 vector registers hold without spilling. Three queries per
+// key: their four accumulators each and the converted key fill the 16 registers.
+entry_points!("avx2,fma,f16c", Avx2, row_lane_acts: 4, attention_queries: 3);
 
-super::kernels::x86_kernels!("avx2,fma,f16c");
+impl IsaPrimitives for Avx2 {
+    /// `vpmaddubsw` saturates each pair of byte products at 16 bits: unsigned bytes above
+    /// 128 times activations near ±127 would clip.
+    const UNSATURATED_BYTE_PRODUCTS: bool = false;
 
-#[inline]
-#[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn dot_u8_i8(acc: __m256i, u: __m256i, s: __m256i) -> __m256i {
-    _mm256_add_epi32(
-        acc,
-        _mm256_madd_epi16(_mm256_maddubs_epi16(u, s), _mm256_set1_epi16(1)),
-    )
-}
+    #[inline(always)]
+    unsafe fn dot_u8_i8(acc: __m256i, u: __m256i, s: __m256i) -> __m256i {
+        _mm256_add_epi32(
+            acc,
+            _mm256_madd_epi16(_mm256_maddubs_epi16(u, s), _mm256_set1_epi16(1)),
+        )
+    }
 
-#[inline]
-#[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn madd_acc(acc: __m256i, a: __m256i, b: __m256i) -> __m256i {
-    _mm256_add_epi32(acc, _mm256_madd_epi16(a, b))
-}
+    #[inline(always)]
+    unsafe fn madd_acc(acc: __m256i, a: __m256i, b: __m256i) -> __m256i {
+        _mm256_add_epi32(acc, _mm256_madd_epi16(a, b))
+    }
 
-/// Adds 16 to byte j of `q` where bit j of the little-endian `bits` is set.
-#[inline]
-#[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn add_16_where_set(q: __m256i, bits: [u8; 4]) -> __m256i {
-    _mm256_or_si256(
-        q,
-        _mm256_and_si256(bytes_from_bits(bits), _mm256_set1_epi8(16)),
-    )
+    #[inline(always)]
+    unsafe fn add_16_where_set(q: __m256i, bits: [u8; 4]) -> __m256i {
+        _mm256_or_si256(
+            q,
+            _mm256_and_si256(bytes_from_bits(bits), _mm256_set1_epi8(16)),
+        )
+    }
 }
 
 /// Byte j is 0xFF where bit j of the little-endian `bits` is set.
-#[inline]
-#[target_feature(enable = "avx2,fma,f16c")]
+#[inline(always)]
 unsafe fn bytes_from_bits(bits: [u8; 4]) -> __m256i {
     let spread = _mm256_shuffle_epi8(
         _mm256_set1_epi32(i32::from_le_bytes(bits)),

@@ -7,42 +7,58 @@
 //! of eight. Generation stays at 256 bits: a 512-bit Q4_K row kernel ran 14% faster from L2
 //! but 9% slower from memory, and the 2B-shaped Gemma 2's tg64 -t 1 fell from 11.9 to 10.5 t/s.
 
-/// Activation rows per eight-row tile: eight accumulators and eight transposed quant registers
-/// fit the 32 vector registers with room to spare.
-const ROW_LANE_ACTS: usize = 8;
+use super::kernels::{
+    dot_tile_in_lanes, entry_points, pair_sums, q6_k_starts, tail_k_quant, tiles_q8_acts,
+    IsaPrimitives, Lanes32x8, Q4KLanes8, Q4_0Plus8, Q5_0Plus16, Q6KLanes8, Q8_0Plus128, Quants32,
+    RowsInLanes,
+};
+use crate::q4_k::BlockQ4K;
+use crate::q6_k::BlockQ6K;
+use crate::q8_0::BlockQ8_0;
+use crate::q8_k::BlockQ8K;
+use crate::types::GgmlType;
+use std::arch::x86_64::*;
+use std::mem::size_of;
+
+/// AVX-512 with BW, VL and VNNI (and AVX2, FMA and F16C beside it).
+pub(crate) struct Avx512;
+
+// Eight activation rows per eight-row tile: eight accumulators and eight transposed quant
+// registers fit the 32 vector registers with room to spare. Four queries per key (Gemma 3's
+// and Llama 3's four query heads per key head): the 32 registers hold their sixteen
+// accumulators.
+entry_points!(
+    "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni",
+    Avx512,
+    row_lane_acts: 8,
+    attention_queries: 4
+);
+
+impl IsaPrimitives for Avx512 {
+    /// `vpdpbusd` adds its four byte products into 32 bits: any unsigned byte times any
+    /// signed byte is exact.
+    const UNSATURATED_BYTE_PRODUCTS: bool = true;
+
+    #[inline(always)]
+    unsafe fn dot_u8_i8(acc: __m256i, u: __m256i, s: __m256i) -> __m256i {
+        _mm256_dpbusd_epi32(acc, u, s)
+    }
+
+    #[inline(always)]
+    unsafe fn madd_acc(acc: __m256i, a: __m256i, b: __m256i) -> __m256i {
+        _mm256_dpwssd_epi32(acc, a, b)
+    }
+
+    /// One masked add.
+    #[inline(always)]
+    unsafe fn add_16_where_set(q: __m256i, bits: [u8; 4]) -> __m256i {
+        _mm256_mask_add_epi8(q, u32::from_le_bytes(bits), q, _mm256_set1_epi8(16))
+    }
+}
 
 /// Activation rows per sixteen-row (512-bit) tile: fewer would leave the register file half
 /// used (2B-shaped Gemma 2 pp512 -t 1: 35.7 t/s with four, 43.3 with eight).
 const WIDE_ACTS: usize = 8;
-
-/// Queries whose attention scores share each key's conversion (Gemma 3's and Llama 3's four
-/// query heads per key head); the 32 vector registers hold their sixteen accumulators.
-const ATTENTION_QUERIES: usize = 4;
-
-/// `vpdpbusd` adds its four byte products into 32 bits: any unsigned byte times any
-/// signed byte is exact.
-const UNSATURATED_BYTE_PRODUCTS: bool = true;
-
-super::kernels::x86_kernels!("avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni");
-
-#[inline]
-#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
-unsafe fn dot_u8_i8(acc: __m256i, u: __m256i, s: __m256i) -> __m256i {
-    _mm256_dpbusd_epi32(acc, u, s)
-}
-
-#[inline]
-#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
-unsafe fn madd_acc(acc: __m256i, a: __m256i, b: __m256i) -> __m256i {
-    _mm256_dpwssd_epi32(acc, a, b)
-}
-
-/// Adds 16 to byte j of `q` where bit j of the little-endian `bits` is set: one masked add.
-#[inline]
-#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
-unsafe fn add_16_where_set(q: __m256i, bits: [u8; 4]) -> __m256i {
-    _mm256_mask_add_epi8(q, u32::from_le_bytes(bits), q, _mm256_set1_epi8(16))
-}
 
 /// `dots_in_lanes` on sixteen lanes.
 #[inline(always)]
@@ -87,38 +103,32 @@ struct PackedQ6K16 {
     scales: [__m512; 16],
 }
 
-/// A sixteen-row pack made of two eight-row packs: each 256-bit vector of the first (rows
-/// 0-7) becomes the low half of the matching 512-bit vector, and the second's the high half.
-/// `P8` and `P16` hold nothing but vectors, the same fields in the same order, 256 and 512
-/// bits wide.
+/// A sixteen-row pack made of two of `F8`'s eight-row packs: each 256-bit vector of the
+/// first (rows 0-7) becomes the low half of the matching 512-bit vector, and the second's the
+/// high half. `F8::Packed` and `P16` hold nothing but vectors, the same fields in the same
+/// order, 256 and 512 bits wide.
 #[inline(always)]
-unsafe fn pack_16_rows<B, P8, P16>(
-    rows: &[&[B]],
+unsafe fn pack_16_rows<F8: RowsInLanes<Avx512>, P16>(
+    rows: &[&[F8::Weight]],
     b: usize,
     packed: &mut P16,
-    pack8: unsafe fn(&[&[B]], usize, &mut P8),
 ) {
-    const { assert!(size_of::<P16>() == 2 * size_of::<P8>() && size_of::<P8>().is_multiple_of(32)) };
-    let mut low: P8 = std::mem::zeroed();
-    let mut high: P8 = std::mem::zeroed();
-    pack8(&rows[..8], b, &mut low);
-    pack8(&rows[8..], b, &mut high);
-    let low = (&low as *const P8).cast::<__m256i>();
-    let high = (&high as *const P8).cast::<__m256i>();
+    const {
+        assert!(
+            size_of::<P16>() == 2 * size_of::<F8::Packed>()
+                && size_of::<F8::Packed>().is_multiple_of(32)
+        )
+    };
+    let mut low: F8::Packed = std::mem::zeroed();
+    let mut high: F8::Packed = std::mem::zeroed();
+    F8::pack(&rows[..8], b, &mut low);
+    F8::pack(&rows[8..], b, &mut high);
+    let low = (&low as *const F8::Packed).cast::<__m256i>();
+    let high = (&high as *const F8::Packed).cast::<__m256i>();
     let joined = (packed as *mut P16).cast::<__m512i>();
-    for k in 0..size_of::<P8>() / 32 {
+    for k in 0..size_of::<F8::Packed>() / 32 {
         *joined.add(k) = join_halves(*low.add(k), *high.add(k));
     }
-}
-
-#[inline(always)]
-unsafe fn pack_q4_k_16_rows(rows: &[&[BlockQ4K]], b: usize, packed: &mut PackedQ4K16) {
-    pack_16_rows(rows, b, packed, pack_q4_k_8_rows);
-}
-
-#[inline(always)]
-unsafe fn pack_q6_k_16_rows(rows: &[&[BlockQ6K]], b: usize, packed: &mut PackedQ6K16) {
-    pack_16_rows(rows, b, packed, pack_q6_k_8_rows);
 }
 
 /// `tile_q4_k_rows_in_lanes` on sixteen rows: each broadcast of four activation bytes meets
@@ -202,31 +212,6 @@ unsafe fn tile_q6_k_16_rows<const T: usize>(
     acc
 }
 
-packed_tiles!(
-    dot_tile_q4_k_wide,
-    BlockQ4K,
-    BlockQ8K,
-    PackedQ4K16,
-    pack_q4_k_16_rows rows 16,
-    tile_q4_k_16_rows by WIDE_ACTS,
-    _mm512_storeu_ps,
-    tail_q4_k,
-    8,
-    pair_sums
-);
-packed_tiles!(
-    dot_tile_q6_k_wide,
-    BlockQ6K,
-    BlockQ8K,
-    PackedQ6K16,
-    pack_q6_k_16_rows rows 16,
-    tile_q6_k_16_rows by WIDE_ACTS,
-    _mm512_storeu_ps,
-    tail_q6_k,
-    16,
-    q6_k_starts
-);
-
 /// Sixteen rows of one block of a 32-element format, laid out for `tile_32_16_rows` as
 /// `Packed32x8` is for eight.
 #[derive(Clone, Copy)]
@@ -234,21 +219,6 @@ packed_tiles!(
 struct Packed32x16 {
     quants: [__m512i; 8],
     scales: __m512,
-}
-
-#[inline(always)]
-unsafe fn pack_q8_0_16_rows(rows: &[&[BlockQ8_0]], b: usize, packed: &mut Packed32x16) {
-    pack_16_rows(rows, b, packed, pack_q8_0_8_rows);
-}
-
-#[inline(always)]
-unsafe fn pack_q5_0_16_rows(rows: &[&[BlockQ5_0]], b: usize, packed: &mut Packed32x16) {
-    pack_16_rows(rows, b, packed, pack_q5_0_8_rows);
-}
-
-#[inline(always)]
-unsafe fn pack_q4_0_16_rows(rows: &[&[BlockQ4_0]], b: usize, packed: &mut Packed32x16) {
-    pack_16_rows(rows, b, packed, pack_q4_0_8_rows);
 }
 
 /// `tile_32_rows_in_lanes` on sixteen rows.
@@ -276,48 +246,167 @@ unsafe fn tile_32_16_rows<const T: usize>(
     acc
 }
 
-packed_tiles!(
-    dot_tile_q8_0_wide,
-    BlockQ8_0,
-    BlockQ8_0,
-    Packed32x16,
-    pack_q8_0_16_rows rows 16,
-    tile_32_16_rows by WIDE_ACTS,
-    _mm512_storeu_ps,
-    tail_q8_0,
-    1,
-    offset_sum::<-128>
-);
-packed_tiles!(
-    dot_tile_q5_0_wide,
-    BlockQ5_0,
-    BlockQ8_0,
-    Packed32x16,
-    pack_q5_0_16_rows rows 16,
-    tile_32_16_rows by WIDE_ACTS,
-    _mm512_storeu_ps,
-    tail_q5_0,
-    1,
-    offset_sum::<16>
-);
-packed_tiles!(
-    dot_tile_q4_0_wide,
-    BlockQ4_0,
-    BlockQ8_0,
-    Packed32x16,
-    pack_q4_0_16_rows rows 16,
-    tile_32_16_rows by WIDE_ACTS,
-    _mm512_storeu_ps,
-    tail_q4_0,
-    1,
-    offset_sum::<8>
-);
+/// Q4_K's sixteen-row tiles.
+struct Q4KLanes16;
+
+/// Q6_K's sixteen-row tiles.
+struct Q6KLanes16;
+
+/// The sixteen-row tiles of a 32-element format read as `F`.
+struct Lanes32x16<F>(std::marker::PhantomData<F>);
+
+impl RowsInLanes<Avx512> for Q4KLanes16 {
+    type Weight = BlockQ4K;
+    type Act = BlockQ8K;
+    type Packed = PackedQ4K16;
+    type Extra = f32;
+    type Sums = __m512;
+    const LANES: usize = 16;
+    const EXTRA_PER_BLOCK: usize = 8;
+
+    fn extra(a: &BlockQ8K) -> impl Iterator<Item = f32> {
+        pair_sums(a)
+    }
+
+    #[inline(always)]
+    unsafe fn pack(rows: &[&[BlockQ4K]], b: usize, packed: &mut PackedQ4K16) {
+        pack_16_rows::<Q4KLanes8, _>(rows, b, packed)
+    }
+
+    #[inline(always)]
+    unsafe fn tile<const T: usize>(
+        packed: &[PackedQ4K16],
+        acts: [&[BlockQ8K]; T],
+        extra: [&[f32]; T],
+    ) -> [__m512; T] {
+        tile_q4_k_16_rows::<T>(packed, acts, extra)
+    }
+
+    #[inline(always)]
+    unsafe fn store(out: *mut f32, sums: __m512) {
+        _mm512_storeu_ps(out, sums)
+    }
+
+    #[inline(always)]
+    unsafe fn tail(
+        rows: &[u8],
+        row_bytes: usize,
+        acts: &[u8],
+        n_acts: usize,
+        out: &mut [f32],
+        out_stride: usize,
+    ) {
+        tail_k_quant::<Avx512, BlockQ4K>(rows, row_bytes, acts, n_acts, out, out_stride)
+    }
+}
+
+impl RowsInLanes<Avx512> for Q6KLanes16 {
+    type Weight = BlockQ6K;
+    type Act = BlockQ8K;
+    type Packed = PackedQ6K16;
+    type Extra = i32;
+    type Sums = __m512;
+    const LANES: usize = 16;
+    const EXTRA_PER_BLOCK: usize = 16;
+
+    fn extra(a: &BlockQ8K) -> impl Iterator<Item = i32> {
+        q6_k_starts(a)
+    }
+
+    #[inline(always)]
+    unsafe fn pack(rows: &[&[BlockQ6K]], b: usize, packed: &mut PackedQ6K16) {
+        pack_16_rows::<Q6KLanes8, _>(rows, b, packed)
+    }
+
+    #[inline(always)]
+    unsafe fn tile<const T: usize>(
+        packed: &[PackedQ6K16],
+        acts: [&[BlockQ8K]; T],
+        extra: [&[i32]; T],
+    ) -> [__m512; T] {
+        tile_q6_k_16_rows::<T>(packed, acts, extra)
+    }
+
+    #[inline(always)]
+    unsafe fn store(out: *mut f32, sums: __m512) {
+        _mm512_storeu_ps(out, sums)
+    }
+
+    #[inline(always)]
+    unsafe fn tail(
+        rows: &[u8],
+        row_bytes: usize,
+        acts: &[u8],
+        n_acts: usize,
+        out: &mut [f32],
+        out_stride: usize,
+    ) {
+        tail_k_quant::<Avx512, BlockQ6K>(rows, row_bytes, acts, n_acts, out, out_stride)
+    }
+}
+
+impl<F: Quants32> RowsInLanes<Avx512> for Lanes32x16<F> {
+    type Weight = F::Block;
+    type Act = BlockQ8_0;
+    type Packed = Packed32x16;
+    type Extra = i32;
+    type Sums = __m512;
+    const LANES: usize = 16;
+    const EXTRA_PER_BLOCK: usize = 1;
+
+    fn extra(a: &BlockQ8_0) -> impl Iterator<Item = i32> {
+        <Lanes32x8<F> as RowsInLanes<Avx512>>::extra(a)
+    }
+
+    #[inline(always)]
+    unsafe fn pack(rows: &[&[F::Block]], b: usize, packed: &mut Packed32x16) {
+        pack_16_rows::<Lanes32x8<F>, _>(rows, b, packed)
+    }
+
+    #[inline(always)]
+    unsafe fn tile<const T: usize>(
+        packed: &[Packed32x16],
+        acts: [&[BlockQ8_0]; T],
+        extra: [&[i32]; T],
+    ) -> [__m512; T] {
+        tile_32_16_rows::<T>(packed, acts, extra)
+    }
+
+    #[inline(always)]
+    unsafe fn store(out: *mut f32, sums: __m512) {
+        _mm512_storeu_ps(out, sums)
+    }
+
+    #[inline(always)]
+    unsafe fn tail(
+        rows: &[u8],
+        row_bytes: usize,
+        acts: &[u8],
+        n_acts: usize,
+        out: &mut [f32],
+        out_stride: usize,
+    ) {
+        tiles_q8_acts::<Avx512, F>(rows, row_bytes, acts, n_acts, out, out_stride)
+    }
+}
+
+/// The entry point of the sixteen-row tiles of `F`.
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+unsafe fn dot_tile_wide<F: RowsInLanes<Avx512>>(
+    rows: &[u8],
+    row_bytes: usize,
+    acts: &[u8],
+    n_acts: usize,
+    out: &mut [f32],
+) {
+    dot_tile_in_lanes::<Avx512, F, WIDE_ACTS>(rows, row_bytes, acts, n_acts, out)
+}
 
 /// Puts the 512-bit kernels over the 256-bit ones `install` put into `table`.
 pub(crate) fn install_wide(table: &mut crate::dispatch::Table) {
-    table.dot_tile[GgmlType::Q4_K as usize] = Some(dot_tile_q4_k_wide);
-    table.dot_tile[GgmlType::Q6_K as usize] = Some(dot_tile_q6_k_wide);
-    table.dot_tile[GgmlType::Q8_0 as usize] = Some(dot_tile_q8_0_wide);
-    table.dot_tile[GgmlType::Q5_0 as usize] = Some(dot_tile_q5_0_wide);
-    table.dot_tile[GgmlType::Q4_0 as usize] = Some(dot_tile_q4_0_wide);
+    table.dot_tile[GgmlType::Q4_K as usize] = Some(dot_tile_wide::<Q4KLanes16>);
+    table.dot_tile[GgmlType::Q6_K as usize] = Some(dot_tile_wide::<Q6KLanes16>);
+    table.dot_tile[GgmlType::Q8_0 as usize] = Some(dot_tile_wide::<Lanes32x16<Q8_0Plus128>>);
+    table.dot_tile[GgmlType::Q5_0 as usize] = Some(dot_tile_wide::<Lanes32x16<Q5_0Plus16>>);
+    table.dot_tile[GgmlType::Q4_0 as usize] = Some(dot_tile_wide::<Lanes32x16<Q4_0Plus8>>);
 }

@@ -1,1703 +1,1905 @@
-//! The x86 kernel bodies, written once and compiled for each x86 ISA.
+//! The x86 kernel bodies, written once for every x86 ISA.
 //!
-//! `x86_kernels!("features")` expands to the kernels with `#[target_feature(enable =
-//! "features")]` and an `install` function. The invoking module supplies two integer
-//! primitives, the only place where AVX2 and AVX-512 VNNI differ:
-//! - `dot_u8_i8(acc, u, s)`: adds to each i32 lane of `acc` the sum of the four products of
-//!   unsigned bytes `u` and signed bytes `s` in that lane (no intermediate saturation for the
-//!   ranges used here: |u| ≤ 128, |s| ≤ 127);
-//! - `madd_acc(acc, a, b)`: adds to each i32 lane the two products of i16 pairs;
-//! - `add_16_where_set(q, bits)`: adds 16 to each byte of `q` whose bit in `bits` is set (Q5_0
-//!   and Q5_K's fifth bit; AVX-512 does it with a mask register).
+//! Every body here is `#[inline(always)]` and generic over `IsaPrimitives`, the few integer
+//! operations in which AVX2 and AVX-512 VNNI differ. Only the entry points that go into the
+//! dispatch table carry `#[target_feature]`: `entry_points!` stamps them for one ISA, and the
+//! bodies they call are compiled inside them, with their features (llamafile's tinyBLAS
+//! compiles one body per ISA the same way).
 
-macro_rules! x86_kernels {
-    ($features:literal) => {
-        use crate::bf16::Bf16;
-        use crate::block::{as_blocks, as_blocks_mut, f32_to_f16, for_each_row, Block};
-        use crate::dispatch::Table;
-        use crate::f16::F16;
-        use crate::f32::F32;
-        use crate::q4_0::BlockQ4_0;
-        use crate::q4_1::BlockQ4_1;
-        use crate::q4_k::BlockQ4K;
-        use crate::q5_0::BlockQ5_0;
-        use crate::q5_k::BlockQ5K;
-        use crate::q6_k::BlockQ6K;
-        use crate::q8_0::{scales, BlockQ8_0};
-        use crate::x86::{ready, ReadyQ8_0};
-        use crate::q8_1::BlockQ8_1;
-        use crate::q8_k::BlockQ8K;
-        use crate::types::GgmlType;
-        use std::arch::x86_64::*;
+use crate::bf16::Bf16;
+use crate::block::{as_blocks, as_blocks_mut, f32_to_f16, for_each_row, Block};
+use crate::f16::F16;
+use crate::f32::F32;
+use crate::q4_0::BlockQ4_0;
+use crate::q4_1::BlockQ4_1;
+use crate::q4_k::BlockQ4K;
+use crate::q5_0::BlockQ5_0;
+use crate::q5_k::BlockQ5K;
+use crate::q6_k::BlockQ6K;
+use crate::q8_0::{scales, BlockQ8_0};
+use crate::q8_1::BlockQ8_1;
+use crate::q8_k::BlockQ8K;
+use crate::x86::ReadyQ8_0;
+use std::arch::x86_64::*;
+
+/// The integer operations in which the x86 ISAs differ. Implementations are
+/// `#[inline(always)]` and are only called from inside an entry point that enables their ISA.
+pub(crate) trait IsaPrimitives {
+    /// Whether `dot_u8_i8` sums its byte products without saturating on the way (VNNI) or
+    /// saturates each pair at 16 bits (AVX2's `vpmaddubsw`, where unsigned bytes above 128
+    /// times activations near ±127 would clip).
+    const UNSATURATED_BYTE_PRODUCTS: bool;
+
+    /// Adds to each i32 lane of `acc` the sum of the four products of unsigned bytes `u` and
+    /// signed bytes `s` in that lane (exact for |u| ≤ 128, |s| ≤ 127 on every ISA).
+    unsafe fn dot_u8_i8(acc: __m256i, u: __m256i, s: __m256i) -> __m256i;
+
+    /// Adds to each i32 lane of `acc` the two products of its i16 pairs.
+    unsafe fn madd_acc(acc: __m256i, a: __m256i, b: __m256i) -> __m256i;
+
+    /// Adds 16 to byte j of `q` where bit j of the little-endian `bits` is set (Q5_0's and
+    /// Q5_K's fifth bit).
+    unsafe fn add_16_where_set(q: __m256i, bits: [u8; 4]) -> __m256i;
+}
+
+/// The `#[target_feature]` entry points of one ISA, named as the generic bodies they call,
+/// and `install`, which puts them into the dispatch table. `row_lane_acts` is the number of
+/// activations an eight-row rows-in-lanes tile takes and `attention_queries` the number of
+/// queries that share each key's conversion: both are sized to the ISA's register file.
+macro_rules! entry_points {
+    (
+        $features:literal,
+        $isa:ty,
+        row_lane_acts: $acts:literal,
+        attention_queries: $queries:literal
+    ) => {
+        entry_points!(@each $features, [$isa],
+            dot_rows_q4_k(rows: &[u8], act: &[u8], out: &mut [f32]);
+            dot_rows_q5_k(rows: &[u8], act: &[u8], out: &mut [f32]);
+            dot_rows_q6_k(rows: &[u8], act: &[u8], out: &mut [f32]);
+            dot_rows_q8_0(rows: &[u8], act: &[u8], out: &mut [f32]);
+            dot_rows_q4_0(rows: &[u8], act: &[u8], out: &mut [f32]);
+            dot_rows_q5_0(rows: &[u8], act: &[u8], out: &mut [f32]);
+            dot_rows_q4_1(rows: &[u8], act: &[u8], out: &mut [f32]);
+            dot_rows_f32(rows: &[u8], act: &[u8], out: &mut [f32]);
+            dot_rows_f16(rows: &[u8], act: &[u8], out: &mut [f32]);
+            dot_rows_bf16(rows: &[u8], act: &[u8], out: &mut [f32]);
+            quantize_q8_0(src: &[f32], dst: &mut [u8]);
+            quantize_q8_k(src: &[f32], dst: &mut [u8]);
+            softmax_exponentials(x: &mut [f32], max: f32) -> f64;
+        );
+        entry_points!(@each $features, [$isa, $queries],
+            accumulate_f16_rows(weights: &[f32], rows: &[u8], out: &mut [f32], queries: usize);
+            attention_scores_f16(queries: &[u8], keys: &[u8], dim: usize, scores: &mut [f32]);
+        );
+        entry_points!(@each $features, [$isa, $acts],
+            dot_tile_q8_0(rows: &[u8], row_bytes: usize, acts: &[u8], n_acts: usize, out: &mut [f32]);
+            dot_tile_q5_0(rows: &[u8], row_bytes: usize, acts: &[u8], n_acts: usize, out: &mut [f32]);
+            dot_tile_q4_0(rows: &[u8], row_bytes: usize, acts: &[u8], n_acts: usize, out: &mut [f32]);
+            dot_tile_q4_k(rows: &[u8], row_bytes: usize, acts: &[u8], n_acts: usize, out: &mut [f32]);
+            dot_tile_q6_k(rows: &[u8], row_bytes: usize, acts: &[u8], n_acts: usize, out: &mut [f32]);
+        );
 
         /// Puts this ISA's kernels into `table`.
-        pub(crate) fn install(table: &mut Table) {
-            table.dot_rows[GgmlType::Q4_K as usize] = Some(dot_rows_q4_k);
-            table.dot_rows[GgmlType::Q5_K as usize] = Some(dot_rows_q5_k);
-            table.dot_rows[GgmlType::Q6_K as usize] = Some(dot_rows_q6_k);
-            table.dot_rows[GgmlType::Q8_0 as usize] = Some(dot_rows_q8_0);
-            table.dot_rows[GgmlType::Q4_0 as usize] = Some(dot_rows_q4_0);
-            table.dot_rows[GgmlType::Q5_0 as usize] = Some(dot_rows_q5_0);
-            table.prepare_rows[GgmlType::Q8_0 as usize] = Some(ready::<0>);
-            table.prepare_rows[GgmlType::Q4_0 as usize] = Some(ready::<8>);
-            table.prepare_rows[GgmlType::Q5_0 as usize] = Some(ready::<16>);
-            table.dot_rows[GgmlType::Q4_1 as usize] = Some(dot_rows_q4_1);
-            table.dot_rows[GgmlType::F32 as usize] = Some(dot_rows_f32);
-            table.dot_rows[GgmlType::F16 as usize] = Some(dot_rows_f16);
-            table.dot_rows[GgmlType::BF16 as usize] = Some(dot_rows_bf16);
-            table.quantize[GgmlType::Q8_0 as usize] = Some(quantize_q8_0);
-            table.quantize[GgmlType::Q8_K as usize] = Some(quantize_q8_k);
+        pub(crate) fn install(table: &mut crate::dispatch::Table) {
+            use crate::types::GgmlType::*;
+            use crate::x86::ready;
+            table.dot_rows[Q4_K as usize] = Some(dot_rows_q4_k);
+            table.dot_rows[Q5_K as usize] = Some(dot_rows_q5_k);
+            table.dot_rows[Q6_K as usize] = Some(dot_rows_q6_k);
+            table.dot_rows[Q8_0 as usize] = Some(dot_rows_q8_0);
+            table.dot_rows[Q4_0 as usize] = Some(dot_rows_q4_0);
+            table.dot_rows[Q5_0 as usize] = Some(dot_rows_q5_0);
+            table.prepare_rows[Q8_0 as usize] = Some(ready::<0>);
+            table.prepare_rows[Q4_0 as usize] = Some(ready::<8>);
+            table.prepare_rows[Q5_0 as usize] = Some(ready::<16>);
+            table.dot_rows[Q4_1 as usize] = Some(dot_rows_q4_1);
+            table.dot_rows[F32 as usize] = Some(dot_rows_f32);
+            table.dot_rows[F16 as usize] = Some(dot_rows_f16);
+            table.dot_rows[BF16 as usize] = Some(dot_rows_bf16);
+            table.quantize[Q8_0 as usize] = Some(quantize_q8_0);
+            table.quantize[Q8_K as usize] = Some(quantize_q8_k);
             table.accumulate_f16_rows = accumulate_f16_rows;
             table.attention_scores_f16 = Some(attention_scores_f16);
             table.softmax_exponentials = softmax_exponentials;
-            table.dot_tile[GgmlType::Q8_0 as usize] = Some(dot_tile_q8_0);
-            table.dot_tile[GgmlType::Q5_0 as usize] = Some(dot_tile_q5_0);
-            table.dot_tile[GgmlType::Q4_0 as usize] = Some(dot_tile_q4_0);
-            table.dot_tile[GgmlType::Q4_K as usize] = Some(dot_tile_q4_k);
-            table.dot_tile[GgmlType::Q6_K as usize] = Some(dot_tile_q6_k);
+            table.dot_tile[Q8_0 as usize] = Some(dot_tile_q8_0);
+            table.dot_tile[Q5_0 as usize] = Some(dot_tile_q5_0);
+            table.dot_tile[Q4_0 as usize] = Some(dot_tile_q4_0);
+            table.dot_tile[Q4_K as usize] = Some(dot_tile_q4_k);
+            table.dot_tile[Q6_K as usize] = Some(dot_tile_q6_k);
         }
-
-        /// Two f16s to f32 with F16C (`half` would take its software path here). Both go in
-        /// one `vmovd`: converting one alone, LLVM inserts it into whatever register is free,
-        /// often a live accumulator, and that false dependency chains every block behind the
-        /// previous one.
-        #[inline]
+    };
+    (@each $features:literal, $generics:tt, $($name:ident $args:tt $(-> $ret:ty)?;)*) => {
+        $(entry_points!(@one $features, $generics, $name $args $(-> $ret)?);)*
+    };
+    (@one $features:literal, [$($generic:tt)*],
+        $name:ident($($arg:ident: $type:ty),*) $(-> $ret:ty)?
+    ) => {
         #[target_feature(enable = $features)]
-        pub(super) unsafe fn halves(a: [u8; 2], b: [u8; 2]) -> (f32, f32) {
-            let bits = u16::from_le_bytes(a) as u32 | (u16::from_le_bytes(b) as u32) << 16;
-            let v = _mm_cvtph_ps(_mm_cvtsi32_si128(bits as i32));
-            (_mm_cvtss_f32(v), _mm_cvtss_f32(_mm_movehdup_ps(v)))
-        }
-
-        #[inline]
-        #[target_feature(enable = $features)]
-        unsafe fn hsum_ps(v: __m256) -> f32 {
-            let s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps::<1>(v));
-            let s = _mm_add_ps(s, _mm_movehl_ps(s, s));
-            _mm_cvtss_f32(_mm_add_ss(s, _mm_movehdup_ps(s)))
-        }
-
-        #[inline]
-        #[target_feature(enable = $features)]
-        unsafe fn hsum_epi32(v: __m256i) -> i32 {
-            let s = _mm_add_epi32(_mm256_castsi256_si128(v), _mm256_extracti128_si256::<1>(v));
-            let s = _mm_add_epi32(s, _mm_shuffle_epi32::<0b01_00_11_10>(s));
-            _mm_cvtsi128_si32(_mm_add_epi32(s, _mm_shuffle_epi32::<0b10_11_00_01>(s)))
-        }
-
-        #[inline]
-        #[target_feature(enable = $features)]
-        unsafe fn load(p: *const u8) -> __m256i {
-            _mm256_loadu_si256(p.cast())
-        }
-
-        /// The 32 nibbles of a Q4_0/Q4_1 block in element order (low nibbles first).
-        #[inline]
-        #[target_feature(enable = $features)]
-        unsafe fn nibbles(qs: &[u8; 16]) -> __m256i {
-            let q = _mm_loadu_si128(qs.as_ptr().cast());
-            let both = _mm256_set_m128i(_mm_srli_epi16::<4>(q), q);
-            _mm256_and_si256(both, _mm256_set1_epi8(0x0F))
-        }
-
-        /// The eight 6-bit scales and eight 6-bit mins of a Q4_K/Q5_K block as i16 lanes,
-        /// unpacked in general registers four at a time (the scalar reference's byte arrays,
-        /// read back by a vector load, would stall on store forwarding every block).
-        #[inline(always)]
-        pub(super) unsafe fn scales_mins_k(packed: &[u8; 12]) -> (__m128i, __m128i) {
-            let word = |i: usize| {
-                u32::from_le_bytes([
-                    packed[4 * i],
-                    packed[4 * i + 1],
-                    packed[4 * i + 2],
-                    packed[4 * i + 3],
-                ])
-            };
-            let (w0, w1, w2) = (word(0), word(1), word(2));
-            let scales_lo = w0 & 0x3F3F_3F3F;
-            let mins_lo = w1 & 0x3F3F_3F3F;
-            let scales_hi = (w2 & 0x0F0F_0F0F) | ((w0 >> 6) & 0x0303_0303) << 4;
-            let mins_hi = ((w2 >> 4) & 0x0F0F_0F0F) | ((w1 >> 6) & 0x0303_0303) << 4;
-            let widen = |lo: u32, hi: u32| {
-                _mm_cvtepu8_epi16(_mm_cvtsi64_si128(((hi as u64) << 32 | lo as u64) as i64))
-            };
-            (widen(scales_lo, scales_hi), widen(mins_lo, mins_hi))
-        }
-
-        #[target_feature(enable = $features)]
-        unsafe fn dot_q4_k(x: &[BlockQ4K], y: &[BlockQ8K]) -> f32 {
-            let m4 = _mm256_set1_epi8(0x0F);
-            let mut acc = _mm256_setzero_ps();
-            let mut acc_m = _mm_setzero_ps();
-            for (xb, yb) in x.iter().zip(y) {
-                _mm_prefetch::<_MM_HINT_T0>(
-                    (xb as *const BlockQ4K).cast::<i8>().add(PREFETCH_BYTES),
-                );
-                let (xd, xdmin) = halves(xb.d, xb.dmin);
-                let d = xd * yb.d();
-                let dmin = -xdmin * yb.d();
-                let (sc16, mins16) = scales_mins_k(&xb.scales);
-
-                let bsums = load(yb.bsums.as_ptr());
-                let pair_sums = _mm_hadd_epi16(
-                    _mm256_castsi256_si128(bsums),
-                    _mm256_extracti128_si256::<1>(bsums),
-                );
-                let min_prod = _mm_madd_epi16(mins16, pair_sums);
-                acc_m = _mm_fmadd_ps(_mm_set1_ps(dmin), _mm_cvtepi32_ps(min_prod), acc_m);
-
-                let sc16 = _mm256_set_m128i(sc16, sc16);
-                let mut sumi = _mm256_setzero_si256();
-                for c in 0..4 {
-                    let q4 = load(xb.qs.as_ptr().add(32 * c));
-                    let lo = _mm256_and_si256(q4, m4);
-                    let hi = _mm256_and_si256(_mm256_srli_epi16::<4>(q4), m4);
-                    let p_lo = _mm256_maddubs_epi16(lo, load(yb.qs.as_ptr().add(64 * c).cast()));
-                    let p_hi =
-                        _mm256_maddubs_epi16(hi, load(yb.qs.as_ptr().add(64 * c + 32).cast()));
-                    let j = 2 * c as i16;
-                    let s_lo =
-                        _mm256_shuffle_epi8(sc16, _mm256_set1_epi16((2 * j + 1) << 8 | 2 * j));
-                    let s_hi = _mm256_shuffle_epi8(
-                        sc16,
-                        _mm256_set1_epi16((2 * j + 3) << 8 | (2 * j + 2)),
-                    );
-                    sumi = madd_acc(sumi, p_lo, s_lo);
-                    sumi = madd_acc(sumi, p_hi, s_hi);
-                }
-                acc = _mm256_fmadd_ps(_mm256_set1_ps(d), _mm256_cvtepi32_ps(sumi), acc);
-            }
-            let m = _mm_add_ps(acc_m, _mm_movehl_ps(acc_m, acc_m));
-            hsum_ps(acc) + _mm_cvtss_f32(_mm_add_ss(m, _mm_movehdup_ps(m)))
-        }
-
-        #[target_feature(enable = $features)]
-        unsafe fn dot_q5_k(x: &[BlockQ5K], y: &[BlockQ8K]) -> f32 {
-            let m4 = _mm256_set1_epi8(0x0F);
-            let one = _mm256_set1_epi8(1);
-            let two = _mm256_set1_epi8(2);
-            let mut acc = _mm256_setzero_ps();
-            let mut acc_m = _mm_setzero_ps();
-            for (xb, yb) in x.iter().zip(y) {
-                let (xd, xdmin) = halves(xb.d, xb.dmin);
-                let d = xd * yb.d();
-                let dmin = -xdmin * yb.d();
-                let (sc16, mins16) = scales_mins_k(&xb.scales);
-
-                let bsums = load(yb.bsums.as_ptr());
-                let pair_sums = _mm_hadd_epi16(
-                    _mm256_castsi256_si128(bsums),
-                    _mm256_extracti128_si256::<1>(bsums),
-                );
-                let min_prod = _mm_madd_epi16(mins16, pair_sums);
-                acc_m = _mm_fmadd_ps(_mm_set1_ps(dmin), _mm_cvtepi32_ps(min_prod), acc_m);
-
-                let sc16 = _mm256_set_m128i(sc16, sc16);
-                // Bit 2c of each qh byte is the fifth bit for sub-block 2c, bit 2c+1 for 2c+1;
-                // shifting by two per chunk keeps the bits needed next at positions 0 and 1.
-                let mut hbits = load(xb.qh.as_ptr());
-                let mut sumi = _mm256_setzero_si256();
-                for c in 0..4 {
-                    let q4 = load(xb.qs.as_ptr().add(32 * c));
-                    let lo = _mm256_or_si256(
-                        _mm256_and_si256(q4, m4),
-                        _mm256_slli_epi16::<4>(_mm256_and_si256(hbits, one)),
-                    );
-                    let hi = _mm256_or_si256(
-                        _mm256_and_si256(_mm256_srli_epi16::<4>(q4), m4),
-                        _mm256_slli_epi16::<3>(_mm256_and_si256(hbits, two)),
-                    );
-                    hbits = _mm256_srli_epi16::<2>(hbits);
-                    let p_lo = _mm256_maddubs_epi16(lo, load(yb.qs.as_ptr().add(64 * c).cast()));
-                    let p_hi =
-                        _mm256_maddubs_epi16(hi, load(yb.qs.as_ptr().add(64 * c + 32).cast()));
-                    let j = 2 * c as i16;
-                    let s_lo =
-                        _mm256_shuffle_epi8(sc16, _mm256_set1_epi16((2 * j + 1) << 8 | 2 * j));
-                    let s_hi = _mm256_shuffle_epi8(
-                        sc16,
-                        _mm256_set1_epi16((2 * j + 3) << 8 | (2 * j + 2)),
-                    );
-                    sumi = madd_acc(sumi, p_lo, s_lo);
-                    sumi = madd_acc(sumi, p_hi, s_hi);
-                }
-                acc = _mm256_fmadd_ps(_mm256_set1_ps(d), _mm256_cvtepi32_ps(sumi), acc);
-            }
-            let m = _mm_add_ps(acc_m, _mm_movehl_ps(acc_m, acc_m));
-            hsum_ps(acc) + _mm_cvtss_f32(_mm_add_ss(m, _mm_movehdup_ps(m)))
-        }
-
-        /// Multiplies the unsigned 6-bit quants (0..63) and subtracts 32·Σ sc·bsum once per
-        /// block instead of re-centring every quant.
-        #[target_feature(enable = $features)]
-        unsafe fn dot_q6_k(x: &[BlockQ6K], y: &[BlockQ8K]) -> f32 {
-            let m4 = _mm256_set1_epi8(0x0F);
-            let m2 = _mm256_set1_epi8(0x30);
-            let mut acc = _mm256_setzero_ps();
-            for (xb, yb) in x.iter().zip(y) {
-                let d = halves(xb.d, xb.d).0 * yb.d();
-                let sc8 = _mm_loadu_si128(xb.scales.as_ptr().cast());
-                let sc16 = _mm256_cvtepi8_epi16(sc8);
-                let offset =
-                    _mm256_slli_epi32::<5>(_mm256_madd_epi16(sc16, load(yb.bsums.as_ptr())));
-                let mut sumi = _mm256_setzero_si256();
-                for h in 0..2 {
-                    // The eight i16 scales of this half in both 128-bit lanes, so one byte
-                    // shuffle puts sub-block j's scale in the low lane and j+1's in the high.
-                    let half_sc = _mm_cvtepi8_epi16(if h == 0 {
-                        sc8
-                    } else {
-                        _mm_unpackhi_epi64(sc8, sc8)
-                    });
-                    let half_sc = _mm256_set_m128i(half_sc, half_sc);
-                    let ql0 = load(xb.ql.as_ptr().add(64 * h));
-                    let ql1 = load(xb.ql.as_ptr().add(64 * h + 32));
-                    let qh = load(xb.qh.as_ptr().add(32 * h));
-                    let quarters = [
-                        _mm256_or_si256(
-                            _mm256_and_si256(ql0, m4),
-                            _mm256_and_si256(_mm256_slli_epi16::<4>(qh), m2),
-                        ),
-                        _mm256_or_si256(
-                            _mm256_and_si256(ql1, m4),
-                            _mm256_and_si256(_mm256_slli_epi16::<2>(qh), m2),
-                        ),
-                        _mm256_or_si256(
-                            _mm256_and_si256(_mm256_srli_epi16::<4>(ql0), m4),
-                            _mm256_and_si256(qh, m2),
-                        ),
-                        _mm256_or_si256(
-                            _mm256_and_si256(_mm256_srli_epi16::<4>(ql1), m4),
-                            _mm256_and_si256(_mm256_srli_epi16::<2>(qh), m2),
-                        ),
-                    ];
-                    for (k, q) in quarters.into_iter().enumerate() {
-                        let q8 = load(yb.qs.as_ptr().add(128 * h + 32 * k).cast());
-                        let p = _mm256_maddubs_epi16(q, q8);
-                        let w = 2 * k as i16; // word index of sub-block 8h + 2k in half_sc
-                        let pick = _mm256_set_m128i(
-                            _mm_set1_epi16((2 * w + 3) << 8 | (2 * w + 2)),
-                            _mm_set1_epi16((2 * w + 1) << 8 | 2 * w),
-                        );
-                        sumi = madd_acc(sumi, p, _mm256_shuffle_epi8(half_sc, pick));
-                    }
-                }
-                let sumi = _mm256_sub_epi32(sumi, offset);
-                acc = _mm256_fmadd_ps(_mm256_set1_ps(d), _mm256_cvtepi32_ps(sumi), acc);
-            }
-            hsum_ps(acc)
-        }
-
-        #[target_feature(enable = $features)]
-        unsafe fn dot_q4_1(x: &[BlockQ4_1], y: &[BlockQ8_1]) -> f32 {
-            let mut acc = _mm256_setzero_ps();
-            let mut offsets = 0.0f32;
-            for (xb, yb) in x.iter().zip(y) {
-                let (xd, yd) = halves(xb.d, yb.d);
-                let d = xd * yd;
-                let (m, s) = halves(xb.m, yb.s);
-                offsets += m * s;
-                let s = dot_u8_i8(
-                    _mm256_setzero_si256(),
-                    nibbles(&xb.qs),
-                    load(yb.qs.as_ptr().cast()),
-                );
-                acc = _mm256_fmadd_ps(_mm256_set1_ps(d), _mm256_cvtepi32_ps(s), acc);
-            }
-            hsum_ps(acc) + offsets
-        }
-
-        /// Shared by F32, F16 and BF16: `widen(p)` loads the 8 elements of `size` bytes at
-        /// `p` as f32.
-        #[inline]
-        #[target_feature(enable = $features)]
-        unsafe fn dot_floats<const SIZE: usize>(
-            x: *const u8,
-            y: *const u8,
-            n: usize,
-            widen: impl Fn(*const u8) -> __m256,
-        ) -> f32 {
-            let mut sums = [_mm256_setzero_ps(); 4];
-            let mut i = 0;
-            while i + 32 <= n {
-                for (k, s) in sums.iter_mut().enumerate() {
-                    let at = SIZE * (i + 8 * k);
-                    *s = _mm256_fmadd_ps(widen(x.add(at)), widen(y.add(at)), *s);
-                }
-                i += 32;
-            }
-            while i + 8 <= n {
-                let at = SIZE * i;
-                sums[0] = _mm256_fmadd_ps(widen(x.add(at)), widen(y.add(at)), sums[0]);
-                i += 8;
-            }
-            let total = _mm256_add_ps(
-                _mm256_add_ps(sums[0], sums[1]),
-                _mm256_add_ps(sums[2], sums[3]),
-            );
-            let mut sum = hsum_ps(total);
-            let rest = n - i;
-            if rest > 0 {
-                // Zero-padded copies of the last partial group of 8.
-                let mut tail_x = [0u8; 32];
-                let mut tail_y = [0u8; 32];
-                std::ptr::copy_nonoverlapping(x.add(SIZE * i), tail_x.as_mut_ptr(), SIZE * rest);
-                std::ptr::copy_nonoverlapping(y.add(SIZE * i), tail_y.as_mut_ptr(), SIZE * rest);
-                sum += hsum_ps(_mm256_mul_ps(
-                    widen(tail_x.as_ptr()),
-                    widen(tail_y.as_ptr()),
-                ));
-            }
-            sum
-        }
-
-        #[target_feature(enable = $features)]
-        unsafe fn dot_f32(x: &[F32], y: &[F32]) -> f32 {
-            dot_floats::<4>(x.as_ptr().cast(), y.as_ptr().cast(), x.len(), |p| {
-                _mm256_loadu_ps(p.cast())
-            })
-        }
-
-        #[target_feature(enable = $features)]
-        unsafe fn dot_f16(x: &[F16], y: &[F16]) -> f32 {
-            dot_floats::<2>(x.as_ptr().cast(), y.as_ptr().cast(), x.len(), |p| {
-                _mm256_cvtph_ps(_mm_loadu_si128(p.cast()))
-            })
-        }
-
-        #[target_feature(enable = $features)]
-        unsafe fn dot_bf16(x: &[Bf16], y: &[Bf16]) -> f32 {
-            dot_floats::<2>(x.as_ptr().cast(), y.as_ptr().cast(), x.len(), |p| {
-                let wide = _mm256_cvtepu16_epi32(_mm_loadu_si128(p.cast()));
-                _mm256_castsi256_ps(_mm256_slli_epi32::<16>(wide))
-            })
-        }
-
-        /// How far ahead of the block being multiplied some dot products ask for the weights.
-        /// Measured per kernel (dot_rows bench): Q4_K rows from DRAM 17.6 -> 19.3 GB/s, the
-        /// 32-element tiles from L3 15 -> 17-20; Q6_K got slower and Q5_K no faster, so they
-        /// do without.
-        const PREFETCH_BYTES: usize = 1024;
-
-        /// An f16 scale, converted and broadcast to eight lanes.
-        #[inline(always)]
-        unsafe fn broadcast_f16(d: [u8; 2]) -> __m256 {
-            _mm256_cvtph_ps(_mm_set1_epi16(i16::from_le_bytes(d)))
-        }
-
-        /// `R` weight rows × `T` activation rows of a 32-element format with Q8_0 activations.
-        /// Each weight block is unpacked once for `T` activations and each activation block
-        /// loaded once for `R` rows; the R·T sums stay in registers.
-        ///
-        /// `quants(block)` gives a weight block's 32 quants and its f16 scale. With `OFFSET` 0
-        /// the quants are signed bytes (a −128 is read as magnitude 128, exact because Q8_0
-        /// activations stop at ±127). Otherwise they are unsigned and stand for `q − OFFSET`
-        /// (Q4_0: 8, Q5_0: 16): they go into the unsigned side of the byte dot product as they
-        /// are, and the offset's share, −OFFSET·Σa, depends only on the activation block, so it
-        /// is computed once for all `R` rows and starts each row's sum.
-        #[inline(always)]
-        unsafe fn tile_q8_acts<W: Block, const R: usize, const T: usize, const OFFSET: i8>(
-            rows: [&[W]; R],
-            acts: [&[BlockQ8_0]; T],
-            quants: impl Fn(&W) -> (__m256i, [u8; 2]),
-            out: &mut [f32],
-            out_stride: usize,
-        ) {
-            let zero = _mm256_setzero_si256();
-            let mut acc = [[_mm256_setzero_ps(); T]; R];
-            for b in 0..rows[0].len() {
-                let mut a = [zero; T];
-                let mut ad = [_mm256_setzero_ps(); T];
-                let mut start = [zero; T];
-                for t in 0..T {
-                    let block = acts[t].get_unchecked(b);
-                    a[t] = load(block.qs.as_ptr().cast());
-                    ad[t] = broadcast_f16(block.d);
-                    if OFFSET != 0 {
-                        let offset_sum = dot_u8_i8(zero, _mm256_set1_epi8(OFFSET), a[t]);
-                        start[t] = _mm256_sub_epi32(zero, offset_sum);
-                    }
-                }
-                for r in 0..R {
-                    // The same block of the row R rows on, which the next tile reads: rows
-                    // lie one after another, and a row of a small model (640 Q8_0 quants,
-                    // 680 bytes) is shorter than a fixed distance ahead would have to be.
-                    let ahead = rows[r]
-                        .as_ptr()
-                        .add(b)
-                        .cast::<i8>()
-                        .wrapping_add(R * size_of_val(rows[r]));
-                    _mm_prefetch::<_MM_HINT_T0>(ahead);
-                    let (w, wd) = quants(rows[r].get_unchecked(b));
-                    let wd = broadcast_f16(wd);
-                    let w_abs = _mm256_sign_epi8(w, w);
-                    for t in 0..T {
-                        let s = if OFFSET != 0 {
-                            dot_u8_i8(start[t], w, a[t])
-                        } else {
-                            dot_u8_i8(zero, w_abs, _mm256_sign_epi8(a[t], w))
-                        };
-                        let scale = _mm256_mul_ps(wd, ad[t]);
-                        acc[r][t] = _mm256_fmadd_ps(scale, _mm256_cvtepi32_ps(s), acc[r][t]);
-                    }
-                }
-            }
-            for r in 0..R {
-                for t in 0..T {
-                    out[t * out_stride + r] = hsum_ps(acc[r][t]);
-                }
-            }
-        }
-
-        /// Drives `tile_q8_acts` over all rows × activations: tiles of 4 × 4, activations in
-        /// groups that stay in L2 while the rows pass over them. Activation row t's results
-        /// go to `out[t * out_stride..]`.
-        #[inline(always)]
-        unsafe fn tiles_q8_acts<W: Block, const OFFSET: i8>(
-            rows: &[u8],
-            row_bytes: usize,
-            acts: &[u8],
-            n_acts: usize,
-            out: &mut [f32],
-            out_stride: usize,
-            quants: impl Fn(&W) -> (__m256i, [u8; 2]) + Copy,
-        ) {
-            const ACT_GROUP: usize = 64;
-            let n_rows = rows.len() / row_bytes;
-            let act_bytes = acts.len() / n_acts;
-            let row = |r: usize| as_blocks::<W>(&rows[r * row_bytes..(r + 1) * row_bytes]);
-            let act = |t: usize| as_blocks::<BlockQ8_0>(&acts[t * act_bytes..(t + 1) * act_bytes]);
-            for group in (0..n_acts).step_by(ACT_GROUP) {
-                let group_end = (group + ACT_GROUP).min(n_acts);
-                for r0 in (0..n_rows).step_by(4) {
-                    let rr = (n_rows - r0).min(4);
-                    let mut t0 = group;
-                    while t0 < group_end {
-                        let tt = (group_end - t0).min(4);
-                        macro_rules! go {
-                            ($r:literal, $t:literal, $first_row:expr) => {
-                                tile_q8_acts::<W, $r, $t, OFFSET>(
-                                    std::array::from_fn(|i| row($first_row + i)),
-                                    std::array::from_fn(|i| act(t0 + i)),
-                                    quants,
-                                    &mut out[t0 * out_stride + $first_row..],
-                                    out_stride,
-                                )
-                            };
-                        }
-                        if rr == 4 {
-                            match tt {
-                                4 => go!(4, 4, r0),
-                                3 => go!(4, 3, r0),
-                                2 => go!(4, 2, r0),
-                                _ => go!(4, 1, r0),
-                            }
-                        } else {
-                            for r in r0..r0 + rr {
-                                match tt {
-                                    4 => go!(1, 4, r),
-                                    3 => go!(1, 3, r),
-                                    2 => go!(1, 2, r),
-                                    _ => go!(1, 1, r),
-                                }
-                            }
-                        }
-                        t0 += tt;
-                    }
-                }
-            }
-        }
-
-        /// `T` accumulators of rows-in-lanes products: accumulator t adds `w[k]` times bytes
-        /// 4k..4k+3 of `acts[t]` broadcast, for k < `K`. The k loop runs outside the t loop so
-        /// that consecutive `vpdpbusd` feed different accumulators and no chain waits on the
-        /// one before it (on Zen 4 this measures the same as the other order, whose chains the
-        /// out-of-order window already overlaps; a core with a smaller window would not).
-        #[inline(always)]
-        unsafe fn dots_in_lanes<const T: usize, const K: usize>(
-            starts: [__m256i; T],
-            w: &[__m256i],
-            acts: [*const i8; T],
-        ) -> [__m256i; T] {
-            let mut s = starts;
-            for (k, wk) in w[..K].iter().enumerate() {
-                for t in 0..T {
-                    let four = i32::from_le_bytes(*acts[t].add(4 * k).cast::<[u8; 4]>());
-                    s[t] = dot_u8_i8(s[t], *wk, _mm256_set1_epi32(four));
-                }
-            }
-            s
-        }
-
-        /// Transposes eight vectors of eight 32-bit lanes: lane i of result k is lane k of
-        /// input i.
-        #[inline(always)]
-        unsafe fn transpose_dwords(v: [__m256i; 8]) -> [__m256i; 8] {
-            let t = [
-                _mm256_unpacklo_epi32(v[0], v[1]),
-                _mm256_unpackhi_epi32(v[0], v[1]),
-                _mm256_unpacklo_epi32(v[2], v[3]),
-                _mm256_unpackhi_epi32(v[2], v[3]),
-                _mm256_unpacklo_epi32(v[4], v[5]),
-                _mm256_unpackhi_epi32(v[4], v[5]),
-                _mm256_unpacklo_epi32(v[6], v[7]),
-                _mm256_unpackhi_epi32(v[6], v[7]),
-            ];
-            let u = [
-                _mm256_unpacklo_epi64(t[0], t[2]),
-                _mm256_unpackhi_epi64(t[0], t[2]),
-                _mm256_unpacklo_epi64(t[1], t[3]),
-                _mm256_unpackhi_epi64(t[1], t[3]),
-                _mm256_unpacklo_epi64(t[4], t[6]),
-                _mm256_unpackhi_epi64(t[4], t[6]),
-                _mm256_unpacklo_epi64(t[5], t[7]),
-                _mm256_unpackhi_epi64(t[5], t[7]),
-            ];
-            [
-                _mm256_permute2x128_si256::<0x20>(u[0], u[4]),
-                _mm256_permute2x128_si256::<0x20>(u[1], u[5]),
-                _mm256_permute2x128_si256::<0x20>(u[2], u[6]),
-                _mm256_permute2x128_si256::<0x20>(u[3], u[7]),
-                _mm256_permute2x128_si256::<0x31>(u[0], u[4]),
-                _mm256_permute2x128_si256::<0x31>(u[1], u[5]),
-                _mm256_permute2x128_si256::<0x31>(u[2], u[6]),
-                _mm256_permute2x128_si256::<0x31>(u[3], u[7]),
-            ]
-        }
-
-        /// Eight rows of one block of a format with unsigned quants standing for
-        /// `q − offset`, laid out for `tile_32_rows_in_lanes`: register k holds quants
-        /// 4k..4k+3 of every row, and the rows' scales are f32 lanes.
-        #[derive(Clone, Copy)]
-        #[repr(C)]
-        struct Packed32x8 {
-            quants: [__m256i; 8],
-            scales: __m256,
-        }
-
-        #[inline(always)]
-        unsafe fn pack_32_8_rows<W: Block>(
-            rows: &[&[W]],
-            b: usize,
-            packed: &mut Packed32x8,
-            quants: impl Fn(&W) -> (__m256i, [u8; 2]),
-        ) {
-            let mut w = [_mm256_setzero_si256(); 8];
-            let mut d = [0u16; 8];
-            for i in 0..8 {
-                let (q, scale) = quants(rows[i].get_unchecked(b));
-                w[i] = q;
-                d[i] = u16::from_le_bytes(scale);
-            }
-            packed.quants = transpose_dwords(w);
-            packed.scales = _mm256_cvtph_ps(_mm_loadu_si128(d.as_ptr().cast()));
-        }
-
-        /// Eight packed rows of a 32-element format against `T` activation rows, one row per
-        /// lane: each quant register meets four activation bytes broadcast, a block's eight
-        /// row sums come out of eight `vpdpbusd` in one register and are converted and scaled
-        /// together, where row-by-row tiles spend a conversion, a scale product and an FMA on
-        /// every row and activation. `offset_sums[t][b]` is −offset·Σa of activation block b,
-        /// which starts its sum.
-        #[inline(always)]
-        unsafe fn tile_32_rows_in_lanes<const T: usize>(
-            packed: &[Packed32x8],
-            acts: [&[BlockQ8_0]; T],
-            offset_sums: [&[i32]; T],
-        ) -> [__m256; T] {
-            let mut acc = [_mm256_setzero_ps(); T];
-            for (b, p) in packed.iter().enumerate() {
-                let mut starts = [_mm256_setzero_si256(); T];
-                let mut qs = [std::ptr::null(); T];
-                for t in 0..T {
-                    starts[t] = _mm256_set1_epi32(*offset_sums[t].get_unchecked(b));
-                    qs[t] = acts[t].get_unchecked(b).qs.as_ptr();
-                }
-                let sums = dots_in_lanes::<T, 8>(starts, &p.quants, qs);
-                for t in 0..T {
-                    let scale = _mm256_mul_ps(p.scales, broadcast_f16(acts[t].get_unchecked(b).d));
-                    acc[t] = _mm256_fmadd_ps(scale, _mm256_cvtepi32_ps(sums[t]), acc[t]);
-                }
-            }
-            acc
-        }
-
-        /// −offset·Σa of a Q8_0 activation block, the offset read as an unsigned byte (as
-        /// `vpdpbusd` reads the quants): it starts the block's sum in the rows-in-lanes tiles.
-        fn offset_sum<const OFFSET: i8>(a: &BlockQ8_0) -> std::iter::Once<i32> {
-            std::iter::once(-i32::from(OFFSET as u8) * crate::x86::quant_sum(a))
-        }
-
-        /// A 32-element format's pack for the rows-in-lanes tiles, and the row-by-row tiles
-        /// that take the rows after the last group of eight.
-        macro_rules! rows_in_lanes_format {
-            ($pack:ident, $tail:ident, $block:ty, $offset:literal, $quants:ident) => {
-                #[inline(always)]
-                unsafe fn $pack(rows: &[&[$block]], b: usize, packed: &mut Packed32x8) {
-                    pack_32_8_rows(rows, b, packed, |x: &$block| unsafe { $quants(x) });
-                }
-
-                #[inline(always)]
-                unsafe fn $tail(
-                    rows: &[u8],
-                    row_bytes: usize,
-                    acts: &[u8],
-                    n_acts: usize,
-                    out: &mut [f32],
-                    out_stride: usize,
-                ) {
-                    tiles_q8_acts::<$block, $offset>(
-                        rows,
-                        row_bytes,
-                        acts,
-                        n_acts,
-                        out,
-                        out_stride,
-                        |x: &$block| unsafe { $quants(x) },
-                    );
-                }
-            };
-        }
-
-        /// A Q8_0 block's quants, signed, and its scale.
-        #[inline(always)]
-        unsafe fn quants_q8_0(x: &BlockQ8_0) -> (__m256i, [u8; 2]) {
-            (load(x.qs.as_ptr().cast()), x.d)
-        }
-
-        /// A Q8_0 block's quants as unsigned `q + 128`, and its scale.
-        #[inline(always)]
-        unsafe fn quants_q8_0_offset(x: &BlockQ8_0) -> (__m256i, [u8; 2]) {
-            let q = load(x.qs.as_ptr().cast());
-            (_mm256_xor_si256(q, _mm256_set1_epi8(i8::MIN)), x.d)
-        }
-
-        /// A Q5_0 block's quants as unsigned `q + 16`, and its scale.
-        #[inline(always)]
-        unsafe fn quants_q5_0(x: &BlockQ5_0) -> (__m256i, [u8; 2]) {
-            (add_16_where_set(nibbles(&x.qs), x.qh), x.d)
-        }
-
-        /// A Q4_0 block's quants as unsigned `q + 8`, and its scale.
-        #[inline(always)]
-        unsafe fn quants_q4_0(x: &BlockQ4_0) -> (__m256i, [u8; 2]) {
-            (nibbles(&x.qs), x.d)
-        }
-
-        /// Q8_0's signed quants in row-by-row tiles.
-        #[target_feature(enable = $features)]
-        unsafe fn dot_tile_q8_0_by_row(
-            rows: &[u8],
-            row_bytes: usize,
-            acts: &[u8],
-            n_acts: usize,
-            out: &mut [f32],
-        ) {
-            let n_rows = rows.len() / row_bytes;
-            // SAFETY: reachable only through a table built after checking the CPU has
-            // `$features`, which the quant unpacking needs.
-            let quants = |x: &BlockQ8_0| unsafe { quants_q8_0(x) };
-            tiles_q8_acts::<_, 0>(rows, row_bytes, acts, n_acts, out, n_rows, quants);
-        }
-        // −128 is the byte 0x80, read as the unsigned offset 128.
-        rows_in_lanes_format!(pack_q8_0_8_rows, tail_q8_0, BlockQ8_0, -128, quants_q8_0_offset);
-        rows_in_lanes_format!(pack_q5_0_8_rows, tail_q5_0, BlockQ5_0, 16, quants_q5_0);
-        rows_in_lanes_format!(pack_q4_0_8_rows, tail_q4_0, BlockQ4_0, 8, quants_q4_0);
-
-        /// Q8_0 gets the rows-in-lanes tiles only where its quants plus 128 (up to 255) can
-        /// meet activations without saturating: AVX2's `vpmaddubsw` saturates pairs of
-        /// products at 32767 (2 × 255 × 127 is more), VNNI's `vpdpbusd` sums into 32 bits.
-        #[target_feature(enable = $features)]
-        unsafe fn dot_tile_q8_0(
-            rows: &[u8],
-            row_bytes: usize,
-            acts: &[u8],
-            n_acts: usize,
-            out: &mut [f32],
-        ) {
-            if UNSATURATED_BYTE_PRODUCTS {
-                dot_tile_q8_0_in_lanes(rows, row_bytes, acts, n_acts, out)
-            } else {
-                dot_tile_q8_0_by_row(rows, row_bytes, acts, n_acts, out)
-            }
-        }
-
-        /// One Q4_K row × `T` activation rows: each block's quants and scales are unpacked
-        /// once, then multiplied with every activation row as `dot_q4_k` does.
-        #[inline(always)]
-        unsafe fn tile_q4_k<const T: usize>(x: &[BlockQ4K], y: [&[BlockQ8K]; T]) -> [f32; T] {
-            let m4 = _mm256_set1_epi8(0x0F);
-            let mut acc = [_mm256_setzero_ps(); T];
-            let mut acc_m = [_mm_setzero_ps(); T];
-            for (b, xb) in x.iter().enumerate() {
-                let (xd, xdmin) = halves(xb.d, xb.dmin);
-                let (sc16, mins16) = scales_mins_k(&xb.scales);
-                let sc16 = _mm256_set_m128i(sc16, sc16);
-                let mut quants = [_mm256_setzero_si256(); 8];
-                let mut scales = [_mm256_setzero_si256(); 8];
-                for c in 0..4 {
-                    let q4 = load(xb.qs.as_ptr().add(32 * c));
-                    quants[2 * c] = _mm256_and_si256(q4, m4);
-                    quants[2 * c + 1] = _mm256_and_si256(_mm256_srli_epi16::<4>(q4), m4);
-                    let j = 2 * c as i16;
-                    scales[2 * c] =
-                        _mm256_shuffle_epi8(sc16, _mm256_set1_epi16((2 * j + 1) << 8 | 2 * j));
-                    scales[2 * c + 1] = _mm256_shuffle_epi8(
-                        sc16,
-                        _mm256_set1_epi16((2 * j + 3) << 8 | (2 * j + 2)),
-                    );
-                }
-                for t in 0..T {
-                    let yb = y[t].get_unchecked(b);
-                    let bsums = load(yb.bsums.as_ptr());
-                    let pair_sums = _mm_hadd_epi16(
-                        _mm256_castsi256_si128(bsums),
-                        _mm256_extracti128_si256::<1>(bsums),
-                    );
-                    let min_prod = _mm_madd_epi16(mins16, pair_sums);
-                    let dmin = _mm_set1_ps(-xdmin * yb.d());
-                    acc_m[t] = _mm_fmadd_ps(dmin, _mm_cvtepi32_ps(min_prod), acc_m[t]);
-                    let mut sumi = _mm256_setzero_si256();
-                    for k in 0..8 {
-                        let p = _mm256_maddubs_epi16(
-                            quants[k],
-                            load(yb.qs.as_ptr().add(32 * k).cast()),
-                        );
-                        sumi = madd_acc(sumi, p, scales[k]);
-                    }
-                    let d = _mm256_set1_ps(xd * yb.d());
-                    acc[t] = _mm256_fmadd_ps(d, _mm256_cvtepi32_ps(sumi), acc[t]);
-                }
-            }
-            std::array::from_fn(|t| {
-                let m = _mm_add_ps(acc_m[t], _mm_movehl_ps(acc_m[t], acc_m[t]));
-                hsum_ps(acc[t]) + _mm_cvtss_f32(_mm_add_ss(m, _mm_movehdup_ps(m)))
-            })
-        }
-
-        /// One Q6_K row × `T` activation rows, unpacking each block once (see `dot_q6_k`).
-        #[inline(always)]
-        unsafe fn tile_q6_k<const T: usize>(x: &[BlockQ6K], y: [&[BlockQ8K]; T]) -> [f32; T] {
-            let m4 = _mm256_set1_epi8(0x0F);
-            let m2 = _mm256_set1_epi8(0x30);
-            let mut acc = [_mm256_setzero_ps(); T];
-            for (b, xb) in x.iter().enumerate() {
-                let xd = halves(xb.d, xb.d).0;
-                let sc8 = _mm_loadu_si128(xb.scales.as_ptr().cast());
-                let sc16 = _mm256_cvtepi8_epi16(sc8);
-                let mut quants = [_mm256_setzero_si256(); 8];
-                let mut scales = [_mm256_setzero_si256(); 8];
-                for h in 0..2 {
-                    let half_sc = _mm_cvtepi8_epi16(if h == 0 {
-                        sc8
-                    } else {
-                        _mm_unpackhi_epi64(sc8, sc8)
-                    });
-                    let half_sc = _mm256_set_m128i(half_sc, half_sc);
-                    let ql0 = load(xb.ql.as_ptr().add(64 * h));
-                    let ql1 = load(xb.ql.as_ptr().add(64 * h + 32));
-                    let qh = load(xb.qh.as_ptr().add(32 * h));
-                    quants[4 * h] = _mm256_or_si256(
-                        _mm256_and_si256(ql0, m4),
-                        _mm256_and_si256(_mm256_slli_epi16::<4>(qh), m2),
-                    );
-                    quants[4 * h + 1] = _mm256_or_si256(
-                        _mm256_and_si256(ql1, m4),
-                        _mm256_and_si256(_mm256_slli_epi16::<2>(qh), m2),
-                    );
-                    quants[4 * h + 2] = _mm256_or_si256(
-                        _mm256_and_si256(_mm256_srli_epi16::<4>(ql0), m4),
-                        _mm256_and_si256(qh, m2),
-                    );
-                    quants[4 * h + 3] = _mm256_or_si256(
-                        _mm256_and_si256(_mm256_srli_epi16::<4>(ql1), m4),
-                        _mm256_and_si256(_mm256_srli_epi16::<2>(qh), m2),
-                    );
-                    for k in 0..4 {
-                        let w = 2 * k as i16;
-                        let pick = _mm256_set_m128i(
-                            _mm_set1_epi16((2 * w + 3) << 8 | (2 * w + 2)),
-                            _mm_set1_epi16((2 * w + 1) << 8 | 2 * w),
-                        );
-                        scales[4 * h + k] = _mm256_shuffle_epi8(half_sc, pick);
-                    }
-                }
-                for t in 0..T {
-                    let yb = y[t].get_unchecked(b);
-                    let offset =
-                        _mm256_slli_epi32::<5>(_mm256_madd_epi16(sc16, load(yb.bsums.as_ptr())));
-                    let mut sumi = _mm256_setzero_si256();
-                    for k in 0..8 {
-                        let p = _mm256_maddubs_epi16(
-                            quants[k],
-                            load(yb.qs.as_ptr().add(32 * k).cast()),
-                        );
-                        sumi = madd_acc(sumi, p, scales[k]);
-                    }
-                    let sumi = _mm256_sub_epi32(sumi, offset);
-                    let d = _mm256_set1_ps(xd * yb.d());
-                    acc[t] = _mm256_fmadd_ps(d, _mm256_cvtepi32_ps(sumi), acc[t]);
-                }
-            }
-            std::array::from_fn(|t| hsum_ps(acc[t]))
-        }
-
-
-        /// Transposes eight vectors of eight 16-bit lanes: lane i of result j is lane j of
-        /// input i.
-        #[inline(always)]
-        unsafe fn transpose_words(r: [__m128i; 8]) -> [__m128i; 8] {
-            let a: [__m128i; 8] = std::array::from_fn(|i| {
-                let (x, y) = (r[i / 2 * 2], r[i / 2 * 2 + 1]);
-                if i % 2 == 0 {
-                    _mm_unpacklo_epi16(x, y)
-                } else {
-                    _mm_unpackhi_epi16(x, y)
-                }
-            });
-            // b[0..4]: rows 0-3, words (0,1), (2,3), (4,5), (6,7); b[4..8]: rows 4-7.
-            let b: [__m128i; 8] = std::array::from_fn(|i| {
-                let base = i / 4 * 4;
-                let (x, y) = (a[base + (i % 4) / 2], a[base + 2 + (i % 4) / 2]);
-                if i % 2 == 0 {
-                    _mm_unpacklo_epi32(x, y)
-                } else {
-                    _mm_unpackhi_epi32(x, y)
-                }
-            });
-            std::array::from_fn(|j| {
-                let (x, y) = (b[j / 2], b[4 + j / 2]);
-                if j % 2 == 0 {
-                    _mm_unpacklo_epi64(x, y)
-                } else {
-                    _mm_unpackhi_epi64(x, y)
-                }
-            })
-        }
-
-        /// Eight Q4_K rows of one block laid out for `tile_q4_k_rows_in_lanes`: the quant
-        /// dwords transposed so that lane i holds row i, and the rows' `d·scale` and
-        /// `dmin·min` multiplied out. A row group is packed once per activation group instead
-        /// of in every tile of activations.
-        #[derive(Clone, Copy)]
-        #[repr(C)]
-        struct PackedQ4K8 {
-            quants: [[__m256i; 8]; 4],
-            scales: [__m256; 8],
-            mins: [__m256; 8],
-        }
-
-        /// Eight f16s, one per row, to f32.
-        #[inline(always)]
-        unsafe fn f16_lanes_8<B>(blocks: &[&B], f: impl Fn(&B) -> [u8; 2]) -> __m256 {
-            let h: [u16; 8] = std::array::from_fn(|i| u16::from_le_bytes(f(blocks[i])));
-            _mm256_cvtph_ps(_mm_loadu_si128(h.as_ptr().cast()))
-        }
-
-        /// Eight rows' 16-bit scales, transposed to a word per row, times `by` as f32.
-        #[inline(always)]
-        unsafe fn per_row(v: __m128i, by: __m256) -> __m256 {
-            _mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_cvtepi16_epi32(v)), by)
-        }
-
-        #[inline(always)]
-        unsafe fn pack_q4_k_8_rows(rows: &[&[BlockQ4K]], b: usize, packed: &mut PackedQ4K8) {
-            let blocks: [&BlockQ4K; 8] = std::array::from_fn(|i| rows[i].get_unchecked(b));
-            let d = f16_lanes_8(&blocks, |x| x.d);
-            let dmin = f16_lanes_8(&blocks, |x| x.dmin);
-            // Plain loops, not closures, around the intrinsics: a closure does not inherit
-            // this function's target features, so an intrinsic inside one stays a call.
-            let mut scales = [_mm_setzero_si128(); 8];
-            let mut mins = [_mm_setzero_si128(); 8];
-            for i in 0..8 {
-                (scales[i], mins[i]) = scales_mins_k(&blocks[i].scales);
-            }
-            let (scales, mins) = (transpose_words(scales), transpose_words(mins));
-            for j in 0..8 {
-                packed.scales[j] = per_row(scales[j], d);
-                packed.mins[j] = per_row(mins[j], dmin);
-            }
-            for c in 0..4 {
-                let mut quants = [_mm256_setzero_si256(); 8];
-                for (i, q) in quants.iter_mut().enumerate() {
-                    *q = load(blocks[i].qs.as_ptr().add(32 * c));
-                }
-                packed.quants[c] = transpose_dwords(quants);
-            }
-        }
-
-        /// Eight packed Q4_K rows against `T` activation rows, one row per lane, as the
-        /// 32-element formats' `tile_32_rows_in_lanes`: each 32-quant sub-block's eight row sums
-        /// come out of eight `vpdpbusd` in one register and are scaled by the rows' `d·scale`,
-        /// shared by every activation; the mins are the rows' `dmin·min` against the
-        /// activation's sub-block sums. Returns, per activation, the eight rows' sums.
-        /// `pair_sums[t][8b + j]` is Σa over sub-block j of block b, as f32.
-        #[inline(always)]
-        unsafe fn tile_q4_k_rows_in_lanes<const T: usize>(
-            packed: &[PackedQ4K8],
-            acts: [&[BlockQ8K]; T],
-            pair_sums: [&[f32]; T],
-        ) -> [__m256; T] {
-            let m4 = _mm256_set1_epi8(0x0F);
-            let mut acc = [_mm256_setzero_ps(); T];
-            for (b, p) in packed.iter().enumerate() {
-                let mut sums = [_mm256_setzero_ps(); T];
-                for t in 0..T {
-                    let pairs = pair_sums[t].as_ptr().add(8 * b);
-                    for (j, min) in p.mins.iter().enumerate() {
-                        sums[t] = _mm256_fnmadd_ps(*min, _mm256_set1_ps(*pairs.add(j)), sums[t]);
-                    }
-                }
-                for c in 0..4 {
-                    for half in 0..2 {
-                        let j = 2 * c + half;
-                        let w: [__m256i; 8] = std::array::from_fn(|k| {
-                            let raw = p.quants[c][k];
-                            let q = if half == 0 {
-                                raw
-                            } else {
-                                _mm256_srli_epi16::<4>(raw)
-                            };
-                            _mm256_and_si256(q, m4)
-                        });
-                        let dots = dots_in_lanes::<T, 8>(
-                            [_mm256_setzero_si256(); T],
-                            &w,
-                            std::array::from_fn(|t| {
-                                acts[t].get_unchecked(b).qs.as_ptr().add(32 * j)
-                            }),
-                        );
-                        for t in 0..T {
-                            sums[t] =
-                                _mm256_fmadd_ps(_mm256_cvtepi32_ps(dots[t]), p.scales[j], sums[t]);
-                        }
-                    }
-                }
-                for t in 0..T {
-                    let ad = _mm256_set1_ps(acts[t].get_unchecked(b).d());
-                    acc[t] = _mm256_fmadd_ps(sums[t], ad, acc[t]);
-                }
-            }
-            acc
-        }
-
-        /// Eight Q6_K rows of one block laid out for `tile_q6_k_rows_in_lanes`: each 32-quant
-        /// chunk unpacked to six-bit values (0..63) and transposed so that lane i holds row i,
-        /// and the rows' `d·scale` per 16-quant sub-block multiplied out.
-        #[derive(Clone, Copy)]
-        #[repr(C)]
-        struct PackedQ6K8 {
-            quants: [[__m256i; 8]; 8],
-            scales: [__m256; 16],
-        }
-
-        #[inline(always)]
-        unsafe fn pack_q6_k_8_rows(rows: &[&[BlockQ6K]], b: usize, packed: &mut PackedQ6K8) {
-            let m4 = _mm256_set1_epi8(0x0F);
-            let m2 = _mm256_set1_epi8(0x30);
-            let blocks: [&BlockQ6K; 8] = std::array::from_fn(|i| rows[i].get_unchecked(b));
-            let d = f16_lanes_8(&blocks, |x| x.d);
-            let mut low = [_mm_setzero_si128(); 8];
-            let mut high = [_mm_setzero_si128(); 8];
-            for i in 0..8 {
-                let raw = _mm_loadu_si128(blocks[i].scales.as_ptr().cast());
-                low[i] = _mm_cvtepi8_epi16(raw);
-                high[i] = _mm_cvtepi8_epi16(_mm_unpackhi_epi64(raw, raw));
-            }
-            let (low, high) = (transpose_words(low), transpose_words(high));
-            for j in 0..8 {
-                packed.scales[j] = per_row(low[j], d);
-                packed.scales[8 + j] = per_row(high[j], d);
-            }
-            // Chunk c of 32 quants (c4 = c mod 4 within its half of 128) takes its low four
-            // bits from nibble c4 / 2 of `ql`'s 32-byte stretch c4 mod 2, and its high two
-            // from bits 2·c4..2·c4+1 of each `qh` byte, shifted here to bits 4-5.
-            for chunk in 0..8 {
-                let (half, c4) = (chunk / 4, chunk % 4);
-                let nibble_shift = _mm_cvtsi32_si128(4 * (c4 / 2) as i32);
-                let high_shift = _mm_cvtsi32_si128(2 * c4 as i32);
-                let mut quants = [_mm256_setzero_si256(); 8];
-                for (i, q) in quants.iter_mut().enumerate() {
-                    let ql = load(blocks[i].ql.as_ptr().add(64 * half + 32 * (c4 % 2)));
-                    let qh = load(blocks[i].qh.as_ptr().add(32 * half));
-                    let low = _mm256_and_si256(_mm256_srl_epi16(ql, nibble_shift), m4);
-                    let high = _mm256_slli_epi16::<4>(_mm256_srl_epi16(qh, high_shift));
-                    *q = _mm256_or_si256(low, _mm256_and_si256(high, m2));
-                }
-                packed.quants[chunk] = transpose_dwords(quants);
-            }
-        }
-
-        /// Eight packed Q6_K rows against `T` activation rows, one row per lane, as
-        /// `tile_q4_k_rows_in_lanes`: each 16-quant sub-block's eight row sums come out of four
-        /// `vpdpbusd` in one register, and the rows' `d·scale` scales them.
-        /// The quants go in unsigned (0..63); `starts[t][16b + s]` is −32·Σa over sub-block s
-        /// of block b, which starts that sub-block's sum and so takes the offset back out.
-        #[inline(always)]
-        unsafe fn tile_q6_k_rows_in_lanes<const T: usize>(
-            packed: &[PackedQ6K8],
-            acts: [&[BlockQ8K]; T],
-            starts: [&[i32]; T],
-        ) -> [__m256; T] {
-            let mut acc = [_mm256_setzero_ps(); T];
-            for (b, p) in packed.iter().enumerate() {
-                let mut sums = [_mm256_setzero_ps(); T];
-                for (chunk, w) in p.quants.iter().enumerate() {
-                    for sub in 0..2 {
-                        let s_index = 2 * chunk + sub;
-                        let dots = dots_in_lanes::<T, 4>(
-                            std::array::from_fn(|t| {
-                                _mm256_set1_epi32(*starts[t].get_unchecked(16 * b + s_index))
-                            }),
-                            &w[4 * sub..],
-                            std::array::from_fn(|t| {
-                                acts[t].get_unchecked(b).qs.as_ptr().add(16 * s_index)
-                            }),
-                        );
-                        for t in 0..T {
-                            sums[t] = _mm256_fmadd_ps(
-                                _mm256_cvtepi32_ps(dots[t]),
-                                p.scales[s_index],
-                                sums[t],
-                            );
-                        }
-                    }
-                }
-                for t in 0..T {
-                    let ad = _mm256_set1_ps(acts[t].get_unchecked(b).d());
-                    acc[t] = _mm256_fmadd_ps(sums[t], ad, acc[t]);
-                }
-            }
-            acc
-        }
-
-        /// Activation bytes an activation group may span, so that it stays in L2 while every
-        /// packed row group meets it: larger groups pack each row group fewer times.
-        const ACT_GROUP_BYTES: usize = 512 << 10;
-
-        /// Batched products with the rows in the lanes: groups of `$lanes` rows, each packed
-        /// once per activation group into `$packed` blocks by `$pack` and met by `$tile`,
-        /// `$acts` activations (of block type `$act`) at a time, whose sums `$store` writes;
-        /// `$tail` takes the rows after the last group. `$per_block` gives the `$count` values
-        /// per activation block that `$tile` reads beside the quants, worked out once for
-        /// every row group.
-        macro_rules! packed_tiles {
-            (
-                $name:ident,
-                $block:ty,
-                $act:ty,
-                $packed:ty,
-                $pack:ident rows $lanes:literal,
-                $tile:ident by $acts:expr,
-                $store:ident,
-                $tail:ident,
-                $count:literal,
-                $per_block:expr
-            ) => {
-                #[target_feature(enable = $features)]
-                unsafe fn $name(
-                    rows: &[u8],
-                    row_bytes: usize,
-                    acts: &[u8],
-                    n_acts: usize,
-                    out: &mut [f32],
-                ) {
-                    let n_rows = rows.len() / row_bytes;
-                    // Fewer activations than one tile (generation, a token from each of a few
-                    // sequences): packing would cost more than the tiles save. The by-row
-                    // tiles unpack each block once for all of them.
-                    if n_acts < $acts {
-                        $tail(rows, row_bytes, acts, n_acts, out, n_rows);
-                        return;
-                    }
-                    let act_bytes = acts.len() / n_acts;
-                    let n_blocks = act_bytes / size_of::<$act>();
-                    let prepared: Vec<_> =
-                        as_blocks::<$act>(acts).iter().flat_map($per_block).collect();
-                    let row =
-                        |r: usize| as_blocks::<$block>(&rows[r * row_bytes..(r + 1) * row_bytes]);
-                    let act =
-                        |t: usize| as_blocks::<$act>(&acts[t * act_bytes..(t + 1) * act_bytes]);
-                    let per_act = $count * n_blocks;
-                    let extra = |t: usize| &prepared[t * per_act..(t + 1) * per_act];
-                    let full_rows = n_rows / $lanes * $lanes;
-                    let act_group = (ACT_GROUP_BYTES / act_bytes / $acts).max(1) * $acts;
-                    // All zero bits are a valid value of every SIMD type the packed blocks hold.
-                    let mut packed: Vec<$packed> = vec![std::mem::zeroed(); n_blocks];
-                    for group in (0..n_acts).step_by(act_group) {
-                        let group_end = (group + act_group).min(n_acts);
-                        for r0 in (0..full_rows).step_by($lanes) {
-                            let rows: [&[$block]; $lanes] = std::array::from_fn(|i| row(r0 + i));
-                            for (b, p) in packed.iter_mut().enumerate() {
-                                $pack(&rows, b, p);
-                            }
-                            let mut t0 = group;
-                            while t0 < group_end {
-                                macro_rules! go {
-                                    ($t:expr) => {{
-                                        let acc = $tile::<{ $t }>(
-                                            &packed,
-                                            std::array::from_fn(|i| act(t0 + i)),
-                                            std::array::from_fn(|i| extra(t0 + i)),
-                                        );
-                                        for (t, lanes) in acc.iter().enumerate() {
-                                            let at = (t0 + t) * n_rows + r0;
-                                            $store(out[at..at + $lanes].as_mut_ptr(), *lanes);
-                                        }
-                                        t0 += $t;
-                                    }};
-                                }
-                                if group_end - t0 >= $acts {
-                                    go!($acts)
-                                } else {
-                                    go!(1)
-                                }
-                            }
-                        }
-                    }
-                    if full_rows < n_rows {
-                        $tail(
-                            &rows[full_rows * row_bytes..],
-                            row_bytes,
-                            acts,
-                            n_acts,
-                            &mut out[full_rows..],
-                            n_rows,
-                        );
-                    }
-                }
-            };
-        }
-
-        /// A K-quant's rows one at a time against up to four activations (`$tile1`): the rows
-        /// after the last group of the rows-in-lanes tiles, and every row of a batch of fewer
-        /// activations than one such tile.
-        macro_rules! k_quant_tail {
-            ($name:ident, $block:ty, $tile1:ident) => {
-                #[inline(always)]
-                unsafe fn $name(
-                    rows: &[u8],
-                    row_bytes: usize,
-                    acts: &[u8],
-                    n_acts: usize,
-                    out: &mut [f32],
-                    out_stride: usize,
-                ) {
-                    let act_bytes = acts.len() / n_acts;
-                    let act =
-                        |t: usize| as_blocks::<BlockQ8K>(&acts[t * act_bytes..(t + 1) * act_bytes]);
-                    for (r, x) in rows.chunks_exact(row_bytes).enumerate() {
-                        let x = as_blocks::<$block>(x);
-                        let mut t0 = 0;
-                        // The last one to three activations share one pass over the row too:
-                        // a few sequences generating together are often fewer than four.
-                        while t0 < n_acts {
-                            macro_rules! go {
-                                ($t:literal) => {{
-                                    let sums = $tile1::<$t>(x, std::array::from_fn(|i| act(t0 + i)));
-                                    for (i, sum) in sums.into_iter().enumerate() {
-                                        out[(t0 + i) * out_stride + r] = sum;
-                                    }
-                                    t0 += $t;
-                                }};
-                            }
-                            match n_acts - t0 {
-                                1 => go!(1),
-                                2 => go!(2),
-                                3 => go!(3),
-                                _ => go!(4),
-                            }
-                        }
-                    }
-                }
-            };
-        }
-        k_quant_tail!(tail_q4_k, BlockQ4K, tile_q4_k);
-        k_quant_tail!(tail_q6_k, BlockQ6K, tile_q6_k);
-
-        /// Σa over each 32-quant sub-block of a Q8_K block, as Q4_K's mins want it.
-        fn pair_sums(a: &BlockQ8K) -> impl Iterator<Item = f32> + '_ {
-            (0..8).map(move |j| f32::from(a.bsum(2 * j)) + f32::from(a.bsum(2 * j + 1)))
-        }
-
-        /// −32·Σa over each 16-quant sub-block of a Q8_K block: Q6_K's offset.
-        fn q6_k_starts(a: &BlockQ8K) -> impl Iterator<Item = i32> + '_ {
-            (0..16).map(move |s| -32 * i32::from(a.bsum(s)))
-        }
-
-        packed_tiles!(
-            dot_tile_q4_k,
-            BlockQ4K,
-            BlockQ8K,
-            PackedQ4K8,
-            pack_q4_k_8_rows rows 8,
-            tile_q4_k_rows_in_lanes by ROW_LANE_ACTS,
-            _mm256_storeu_ps,
-            tail_q4_k,
-            8,
-            pair_sums
-        );
-        packed_tiles!(
-            dot_tile_q6_k,
-            BlockQ6K,
-            BlockQ8K,
-            PackedQ6K8,
-            pack_q6_k_8_rows rows 8,
-            tile_q6_k_rows_in_lanes by ROW_LANE_ACTS,
-            _mm256_storeu_ps,
-            tail_q6_k,
-            16,
-            q6_k_starts
-        );
-        packed_tiles!(
-            dot_tile_q8_0_in_lanes,
-            BlockQ8_0,
-            BlockQ8_0,
-            Packed32x8,
-            pack_q8_0_8_rows rows 8,
-            tile_32_rows_in_lanes by ROW_LANE_ACTS,
-            _mm256_storeu_ps,
-            tail_q8_0,
-            1,
-            offset_sum::<-128>
-        );
-        packed_tiles!(
-            dot_tile_q5_0,
-            BlockQ5_0,
-            BlockQ8_0,
-            Packed32x8,
-            pack_q5_0_8_rows rows 8,
-            tile_32_rows_in_lanes by ROW_LANE_ACTS,
-            _mm256_storeu_ps,
-            tail_q5_0,
-            1,
-            offset_sum::<16>
-        );
-        packed_tiles!(
-            dot_tile_q4_0,
-            BlockQ4_0,
-            BlockQ8_0,
-            Packed32x8,
-            pack_q4_0_8_rows rows 8,
-            tile_32_rows_in_lanes by ROW_LANE_ACTS,
-            _mm256_storeu_ps,
-            tail_q4_0,
-            1,
-            offset_sum::<8>
-        );
-        /// The scores of several f16 queries against the same f16 keys (`scores`: query after
-        /// query, a score per key), each sum taken exactly as `dot_f16` takes it: a query's
-        /// scores do not depend on which queries share the call. Each key is converted once for
-        /// `ATTENTION_QUERIES` queries instead of once per query, and the queries once in all.
-        #[target_feature(enable = $features)]
-        unsafe fn attention_scores_f16(
-            queries: &[u8],
-            keys: &[u8],
-            dim: usize,
-            scores: &mut [f32],
-        ) {
-            let n_keys = keys.len() / (2 * dim);
-            let mut widened = vec![0f32; queries.len() / 2];
-            let mut eights = widened.chunks_exact_mut(8);
-            for (to, from) in (&mut eights).zip(queries.chunks_exact(16)) {
-                let eight = _mm256_cvtph_ps(_mm_loadu_si128(from.as_ptr().cast()));
-                _mm256_storeu_ps(to.as_mut_ptr(), eight);
-            }
-            let rest = eights.into_remainder();
-            let rest_halves = queries[queries.len() - 2 * rest.len()..].chunks_exact(2);
-            for (to, from) in rest.iter_mut().zip(rest_halves) {
-                *to = crate::block::f16_to_f32([from[0], from[1]]);
-            }
-            for (group, out) in widened
-                .chunks(ATTENTION_QUERIES * dim)
-                .zip(scores.chunks_mut(ATTENTION_QUERIES * n_keys))
-            {
-                match group.len() / dim {
-                    1 => scores_of_queries::<1>(group, keys, dim, out),
-                    2 => scores_of_queries::<2>(group, keys, dim, out),
-                    3 => scores_of_queries::<3>(group, keys, dim, out),
-                    _ => scores_of_queries::<ATTENTION_QUERIES>(group, keys, dim, out),
-                }
-            }
-        }
-
-        /// `attention_scores_f16` for `M` queries already in f32.
-        #[inline(always)]
-        unsafe fn scores_of_queries<const M: usize>(
-            queries: &[f32],
-            keys: &[u8],
-            dim: usize,
-            scores: &mut [f32],
-        ) {
-            let n_keys = keys.len() / (2 * dim);
-            let widen = |p: *const u8| _mm256_cvtph_ps(_mm_loadu_si128(p.cast()));
-            let query = |m: usize, d: usize| queries.as_ptr().add(m * dim + d);
-            // The last `dim % 8` elements (none in the models' head sizes), zero-padded once.
-            let (whole, rest) = (dim / 8 * 8, dim % 8);
-            let tail_queries: [__m256; M] = std::array::from_fn(|m| {
-                let mut tail = [0f32; 8];
-                std::ptr::copy_nonoverlapping(query(m, whole), tail.as_mut_ptr(), rest);
-                _mm256_loadu_ps(tail.as_ptr())
-            });
-            for (i, key) in keys.chunks_exact(2 * dim).enumerate() {
-                let key = key.as_ptr();
-                let mut sums = [[_mm256_setzero_ps(); 4]; M];
-                let mut d = 0;
-                while d + 32 <= dim {
-                    for k in 0..4 {
-                        let x = widen(key.add(2 * (d + 8 * k)));
-                        for (m, s) in sums.iter_mut().enumerate() {
-                            s[k] = _mm256_fmadd_ps(x, _mm256_loadu_ps(query(m, d + 8 * k)), s[k]);
-                        }
-                    }
-                    d += 32;
-                }
-                while d + 8 <= dim {
-                    let x = widen(key.add(2 * d));
-                    for (m, s) in sums.iter_mut().enumerate() {
-                        s[0] = _mm256_fmadd_ps(x, _mm256_loadu_ps(query(m, d)), s[0]);
-                    }
-                    d += 8;
-                }
-                let totals: [__m256; M] = std::array::from_fn(|m| {
-                    let s = &sums[m];
-                    _mm256_add_ps(_mm256_add_ps(s[0], s[1]), _mm256_add_ps(s[2], s[3]))
-                });
-                let mut dots = [0f32; M];
-                for (pair, totals) in dots.chunks_mut(2).zip(totals.chunks(2)) {
-                    match totals {
-                        [a, b] => (pair[0], pair[1]) = hsum_ps_pair(*a, *b),
-                        [a] => pair[0] = hsum_ps(*a),
-                        _ => unreachable!(),
-                    }
-                }
-                if rest > 0 {
-                    let mut tail_key = [0u8; 16];
-                    std::ptr::copy_nonoverlapping(key.add(2 * whole), tail_key.as_mut_ptr(), 2 * rest);
-                    let tail_key = widen(tail_key.as_ptr());
-                    for (dot, tail_query) in dots.iter_mut().zip(&tail_queries) {
-                        *dot += hsum_ps(_mm256_mul_ps(tail_key, *tail_query));
-                    }
-                }
-                for (m, dot) in dots.iter().enumerate() {
-                    *scores.get_unchecked_mut(m * n_keys + i) = *dot;
-                }
-            }
-        }
-
-        /// `hsum_ps` of two vectors at once, each summed in the same order.
-        #[inline(always)]
-        unsafe fn hsum_ps_pair(a: __m256, b: __m256) -> (f32, f32) {
-            let halves = _mm256_add_ps(
-                _mm256_permute2f128_ps::<0x20>(a, b),
-                _mm256_permute2f128_ps::<0x31>(a, b),
-            );
-            let pairs = _mm256_add_ps(halves, _mm256_shuffle_ps::<0b11_10_11_10>(halves, halves));
-            let sums = _mm256_add_ps(pairs, _mm256_movehdup_ps(pairs));
-            (
-                _mm_cvtss_f32(_mm256_castps256_ps128(sums)),
-                _mm_cvtss_f32(_mm256_extractf128_ps::<1>(sums)),
-            )
-        }
-
-        /// `exp::exp_nonpositive` on eight lanes, the same operations in the same order.
-        #[inline(always)]
-        unsafe fn exp_nonpositive(x: __m256) -> __m256 {
-            use crate::exp::*;
-            let set = _mm256_set1_ps;
-            let shifted = _mm256_fmadd_ps(x, set(LOG2_E), set(SHIFTER));
-            let n = _mm256_sub_ps(shifted, set(SHIFTER));
-            let b = _mm256_fnmadd_ps(n, set(LN2_LOW), _mm256_fnmadd_ps(n, set(LN2_HIGH), x));
-            let u = _mm256_mul_ps(b, b);
-            let high = _mm256_fmadd_ps(_mm256_fmadd_ps(set(P5), b, set(P4)), u, {
-                _mm256_fmadd_ps(set(P3), b, set(P2))
-            });
-            let j = _mm256_fmadd_ps(high, u, _mm256_fmadd_ps(set(P1), b, set(1.0)));
-            let exponent = _mm256_add_epi32(_mm256_cvtps_epi32(n), _mm256_set1_epi32(SPLIT + 127));
-            let power = _mm256_castsi256_ps(_mm256_slli_epi32::<23>(exponent));
-            let unsplit = set(f32::from_bits(((127 - SPLIT) as u32) << 23));
-            let scaled = _mm256_mul_ps(_mm256_mul_ps(j, power), unsplit);
-            // Not below the lowest power, or NaN: kept.
-            let kept = _mm256_cmp_ps::<_CMP_NLT_UQ>(n, set(LOWEST_POWER));
-            _mm256_and_ps(scaled, kept)
-        }
-
-        /// `exp::softmax_exponentials`: each group's f32 sum is `hsum_ps` of its two halves
-        /// added, the order of `_mm512_reduce_add_ps`.
-        #[target_feature(enable = $features)]
-        unsafe fn softmax_exponentials(x: &mut [f32], max: f32) -> f64 {
-            let mut sum = 0f64;
-            let mut groups = x.chunks_exact_mut(crate::exp::GROUP);
-            let shift = _mm256_set1_ps(max);
-            for group in &mut groups {
-                let p = group.as_mut_ptr();
-                let low = exp_nonpositive(_mm256_sub_ps(_mm256_loadu_ps(p), shift));
-                let high = exp_nonpositive(_mm256_sub_ps(_mm256_loadu_ps(p.add(8)), shift));
-                _mm256_storeu_ps(p, low);
-                _mm256_storeu_ps(p.add(8), high);
-                sum += f64::from(hsum_ps(_mm256_add_ps(low, high)));
-            }
-            for v in groups.into_remainder() {
-                *v = (*v - max).exp();
-                sum += f64::from(*v);
-            }
-            sum
-        }
-
-        /// The weighted sums of f16 value rows for several queries (`weights` and `out` query
-        /// after query). Every element's sum runs over the rows in order whatever the grouping,
-        /// so a query's result does not depend on which queries share the call; each value is
-        /// converted once for `ATTENTION_QUERIES` queries. Each group of 32 (then 8) output
-        /// elements stays in registers while every row is added to it.
-        #[target_feature(enable = $features)]
-        unsafe fn accumulate_f16_rows(
-            weights: &[f32],
-            rows: &[u8],
-            out: &mut [f32],
-            queries: usize,
-        ) {
-            let dim = out.len() / queries;
-            let n_rows = weights.len() / queries;
-            for (weights, out) in weights
-                .chunks(ATTENTION_QUERIES * n_rows)
-                .zip(out.chunks_mut(ATTENTION_QUERIES * dim))
-            {
-                match out.len() / dim {
-                    1 => accumulate_for_queries::<1>(weights, rows, out, dim),
-                    2 => accumulate_for_queries::<2>(weights, rows, out, dim),
-                    3 => accumulate_for_queries::<3>(weights, rows, out, dim),
-                    _ => accumulate_for_queries::<ATTENTION_QUERIES>(weights, rows, out, dim),
-                }
-            }
-        }
-
-        /// `accumulate_f16_rows` for `M` queries.
-        #[inline(always)]
-        unsafe fn accumulate_for_queries<const M: usize>(
-            weights: &[f32],
-            rows: &[u8],
-            out: &mut [f32],
-            dim: usize,
-        ) {
-            let n_rows = weights.len() / M;
-            let value = |i: usize, d: usize| {
-                _mm256_cvtph_ps(_mm_loadu_si128(rows.as_ptr().add(2 * (i * dim + d)).cast()))
-            };
-            let weight = |m: usize, i: usize| {
-                _mm256_set1_ps(*weights.get_unchecked(m * n_rows + i))
-            };
-            let out_at = |m: usize, d: usize| m * dim + d;
-            let mut d = 0;
-            while d + 32 <= dim {
-                let mut acc = [[_mm256_setzero_ps(); 4]; M];
-                for (m, acc) in acc.iter_mut().enumerate() {
-                    for (k, a) in acc.iter_mut().enumerate() {
-                        *a = _mm256_loadu_ps(out.as_ptr().add(out_at(m, d + 8 * k)));
-                    }
-                }
-                for i in 0..n_rows {
-                    let w: [__m256; M] = std::array::from_fn(|m| weight(m, i));
-                    for k in 0..4 {
-                        let v = value(i, d + 8 * k);
-                        for (acc, w) in acc.iter_mut().zip(&w) {
-                            acc[k] = _mm256_fmadd_ps(*w, v, acc[k]);
-                        }
-                    }
-                }
-                for (m, acc) in acc.iter().enumerate() {
-                    for (k, a) in acc.iter().enumerate() {
-                        _mm256_storeu_ps(out.as_mut_ptr().add(out_at(m, d + 8 * k)), *a);
-                    }
-                }
-                d += 32;
-            }
-            while d + 8 <= dim {
-                let mut acc: [__m256; M] =
-                    std::array::from_fn(|m| _mm256_loadu_ps(out.as_ptr().add(out_at(m, d))));
-                for i in 0..n_rows {
-                    let v = value(i, d);
-                    for (m, a) in acc.iter_mut().enumerate() {
-                        *a = _mm256_fmadd_ps(weight(m, i), v, *a);
-                    }
-                }
-                for (m, a) in acc.iter().enumerate() {
-                    _mm256_storeu_ps(out.as_mut_ptr().add(out_at(m, d)), *a);
-                }
-                d += 8;
-            }
-            for d in d..dim {
-                for i in 0..n_rows {
-                    let at = rows.as_ptr().add(2 * (i * dim + d));
-                    let v = _mm_set_ss(crate::block::f16_to_f32([*at, *at.add(1)]));
-                    for m in 0..M {
-                        let o = out.get_unchecked_mut(out_at(m, d));
-                        let w = *weights.get_unchecked(m * n_rows + i);
-                        *o = _mm_cvtss_f32(_mm_fmadd_ss(_mm_set_ss(w), v, _mm_set_ss(*o)));
-                    }
-                }
-            }
-        }
-
-        macro_rules! rows_fn {
-            ($name:ident, $dot:ident) => {
-                #[target_feature(enable = $features)]
-                unsafe fn $name(rows: &[u8], act: &[u8], out: &mut [f32]) {
-                    // SAFETY: this function is only reachable through a table built after
-                    // checking the CPU has `$features`, which `$dot` needs.
-                    for_each_row(rows, act, out, |x, y| unsafe { $dot(x, y) });
-                }
-            };
-        }
-        /// One weight row of a 32-element format against one activation row, row after row
-        /// (one stream through memory reads faster than four rows side by side). Two
-        /// accumulators take alternate blocks, so each block does not wait on the previous
-        /// one's FMA. The activation comes as `ReadyQ8_0` blocks made once per matrix.
-        #[inline(always)]
-        unsafe fn row_q8_acts<W: Block, const OFFSET: i8>(
-            rows: &[u8],
-            act: &[u8],
-            out: &mut [f32],
-            quants: impl Fn(&W) -> (__m256i, [u8; 2]),
-        ) {
-            let zero = _mm256_setzero_si256();
-            let block_sum = |w: &W, a: &ReadyQ8_0| {
-                let (q, wd) = quants(w);
-                let y = load(a.qs.as_ptr().cast());
-                let s = if OFFSET != 0 {
-                    // The lanes are summed at the end, so the start goes in one lane only.
-                    let start = _mm256_zextsi128_si256(_mm_cvtsi32_si128(a.start()));
-                    dot_u8_i8(start, q, y)
-                } else {
-                    dot_u8_i8(zero, _mm256_sign_epi8(q, q), _mm256_sign_epi8(y, q))
-                };
-                let scale = _mm256_mul_ps(broadcast_f16(wd), _mm256_set1_ps(a.scale()));
-                (scale, _mm256_cvtepi32_ps(s))
-            };
-            for_each_row(rows, act, out, |x: &[W], act: &[ReadyQ8_0]| {
-                let mut acc = [_mm256_setzero_ps(); 2];
-                let pairs = x.len() / 2;
-                for b in 0..pairs {
-                    for (k, acc) in acc.iter_mut().enumerate() {
-                        let i = 2 * b + k;
-                        let (scale, sum) = block_sum(x.get_unchecked(i), act.get_unchecked(i));
-                        *acc = _mm256_fmadd_ps(scale, sum, *acc);
-                    }
-                }
-                if x.len() % 2 == 1 {
-                    let i = x.len() - 1;
-                    let (scale, sum) = block_sum(x.get_unchecked(i), act.get_unchecked(i));
-                    acc[0] = _mm256_fmadd_ps(scale, sum, acc[0]);
-                }
-                hsum_ps(_mm256_add_ps(acc[0], acc[1]))
-            });
-        }
-
-        macro_rules! rows_by_stream {
-            ($name:ident, $offset:literal, $quants:ident) => {
-                #[target_feature(enable = $features)]
-                unsafe fn $name(rows: &[u8], act: &[u8], out: &mut [f32]) {
-                    // SAFETY: reachable only through a table built after checking the CPU
-                    // has `$features`, which the quant unpacking needs.
-                    row_q8_acts::<_, $offset>(rows, act, out, |x: &_| unsafe { $quants(x) });
-                }
-            };
-        }
-        rows_by_stream!(dot_rows_q8_0, 0, quants_q8_0);
-        rows_by_stream!(dot_rows_q5_0, 16, quants_q5_0);
-        rows_by_stream!(dot_rows_q4_0, 8, quants_q4_0);
-        rows_fn!(dot_rows_q4_k, dot_q4_k);
-        rows_fn!(dot_rows_q5_k, dot_q5_k);
-        rows_fn!(dot_rows_q6_k, dot_q6_k);
-        rows_fn!(dot_rows_q4_1, dot_q4_1);
-        rows_fn!(dot_rows_f32, dot_f32);
-        rows_fn!(dot_rows_f16, dot_f16);
-        rows_fn!(dot_rows_bf16, dot_bf16);
-
-        /// Rounds 32 floats times `scale` to even and packs them to bytes in order; also
-        /// returns the four i32 vectors before packing.
-        #[inline]
-        #[target_feature(enable = $features)]
-        unsafe fn round_pack(x: *const f32, scale: f32, dst: *mut i8) -> [__m256i; 4] {
-            let mul = _mm256_set1_ps(scale);
-            let mut ints = [_mm256_setzero_si256(); 4];
-            for (k, v) in ints.iter_mut().enumerate() {
-                let scaled = _mm256_mul_ps(_mm256_loadu_ps(x.add(8 * k)), mul);
-                let rounded =
-                    _mm256_round_ps::<{ _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC }>(scaled);
-                *v = _mm256_cvtps_epi32(rounded);
-            }
-            let lo = _mm256_packs_epi32(ints[0], ints[1]);
-            let hi = _mm256_packs_epi32(ints[2], ints[3]);
-            let packed = _mm256_permutevar8x32_epi32(
-                _mm256_packs_epi16(lo, hi),
-                _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7),
-            );
-            _mm256_storeu_si256(dst.cast(), packed);
-            ints
-        }
-
-        #[inline]
-        #[target_feature(enable = $features)]
-        unsafe fn abs_max(x: &[f32]) -> f32 {
-            let sign = _mm256_set1_ps(-0.0);
-            let mut m = _mm256_setzero_ps();
-            for c in x.chunks_exact(8) {
-                // maxps returns its second operand when either is NaN: with the running
-                // maximum second, NaNs are skipped as the scalar references skip them.
-                m = _mm256_max_ps(_mm256_andnot_ps(sign, _mm256_loadu_ps(c.as_ptr())), m);
-            }
-            let h = _mm_max_ps(_mm256_castps256_ps128(m), _mm256_extractf128_ps::<1>(m));
-            let h = _mm_max_ps(h, _mm_movehl_ps(h, h));
-            _mm_cvtss_f32(_mm_max_ss(h, _mm_movehdup_ps(h)))
-        }
-
-        /// Bit-identical to `q8_0::quantize`.
-        #[target_feature(enable = $features)]
-        unsafe fn quantize_q8_0(src: &[f32], dst: &mut [u8]) {
-            let blocks = as_blocks_mut::<BlockQ8_0>(dst);
-            assert_eq!(src.len(), blocks.len() * 32);
-            for (x, y) in src.chunks_exact(32).zip(blocks) {
-                let (d, id) = scales(abs_max(x));
-                y.d = f32_to_f16(d);
-                round_pack(x.as_ptr(), id, y.qs.as_mut_ptr());
-            }
-        }
-
-        /// Bit-identical to `q8_k::quantize`.
-        #[target_feature(enable = $features)]
-        unsafe fn quantize_q8_k(src: &[f32], dst: &mut [u8]) {
-            let blocks = as_blocks_mut::<BlockQ8K>(dst);
-            assert_eq!(src.len(), blocks.len() * 256);
-            for (x, y) in src.chunks_exact(256).zip(blocks) {
-                let amax = abs_max(x);
-                if amax == 0.0 {
-                    y.d = 0.0f32.to_le_bytes();
-                    y.qs = [0; 256];
-                    y.bsums = [0; 32];
-                    continue;
-                }
-                // The first element of largest magnitude, as the reference's strict `>` finds.
-                let max = *x
-                    .iter()
-                    .find(|v| v.abs() == amax)
-                    .expect("amax is some |x|");
-                let iscale = -127.0 / max;
-                for g in 0..8 {
-                    let ints = round_pack(
-                        x.as_ptr().add(32 * g),
-                        iscale,
-                        y.qs.as_mut_ptr().add(32 * g),
-                    );
-                    for half in 0..2 {
-                        let s = hsum_epi32(_mm256_add_epi32(ints[2 * half], ints[2 * half + 1]));
-                        let at = 2 * (2 * g + half);
-                        y.bsums[at..at + 2].copy_from_slice(&(s as i16).to_le_bytes());
-                    }
-                }
-                y.d = (1.0 / iscale).to_le_bytes();
-            }
+        unsafe fn $name($($arg: $type),*) $(-> $ret)? {
+            // SAFETY: reachable only through a table built after checking that the CPU has
+            // `$features`.
+            super::kernels::$name::<$($generic)*>($($arg),*)
         }
     };
 }
+pub(crate) use entry_points;
 
-pub(crate) use x86_kernels;
+/// Two f16s to f32 with F16C (`half` would take its software path here). Both go in
+/// one `vmovd`: converting one alone, LLVM inserts it into whatever register is free,
+/// often a live accumulator, and that false dependency chains every block behind the
+/// previous one.
+#[inline(always)]
+pub(super) unsafe fn halves(a: [u8; 2], b: [u8; 2]) -> (f32, f32) {
+    let bits = u16::from_le_bytes(a) as u32 | (u16::from_le_bytes(b) as u32) << 16;
+    let v = _mm_cvtph_ps(_mm_cvtsi32_si128(bits as i32));
+    (_mm_cvtss_f32(v), _mm_cvtss_f32(_mm_movehdup_ps(v)))
+}
+
+#[inline(always)]
+unsafe fn hsum_ps(v: __m256) -> f32 {
+    let s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps::<1>(v));
+    let s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+    _mm_cvtss_f32(_mm_add_ss(s, _mm_movehdup_ps(s)))
+}
+
+#[inline(always)]
+unsafe fn hsum_epi32(v: __m256i) -> i32 {
+    let s = _mm_add_epi32(_mm256_castsi256_si128(v), _mm256_extracti128_si256::<1>(v));
+    let s = _mm_add_epi32(s, _mm_shuffle_epi32::<0b01_00_11_10>(s));
+    _mm_cvtsi128_si32(_mm_add_epi32(s, _mm_shuffle_epi32::<0b10_11_00_01>(s)))
+}
+
+#[inline(always)]
+unsafe fn load(p: *const u8) -> __m256i {
+    _mm256_loadu_si256(p.cast())
+}
+
+/// The 32 nibbles of a Q4_0/Q4_1 block in element order (low nibbles first).
+#[inline(always)]
+unsafe fn nibbles(qs: &[u8; 16]) -> __m256i {
+    let q = _mm_loadu_si128(qs.as_ptr().cast());
+    let both = _mm256_set_m128i(_mm_srli_epi16::<4>(q), q);
+    _mm256_and_si256(both, _mm256_set1_epi8(0x0F))
+}
+
+/// The eight 6-bit scales and eight 6-bit mins of a Q4_K/Q5_K block as i16 lanes,
+/// unpacked in general registers four at a time (the scalar reference's byte arrays,
+/// read back by a vector load, would stall on store forwarding every block).
+#[inline(always)]
+pub(super) unsafe fn scales_mins_k(packed: &[u8; 12]) -> (__m128i, __m128i) {
+    let word = |i: usize| {
+        u32::from_le_bytes([
+            packed[4 * i],
+            packed[4 * i + 1],
+            packed[4 * i + 2],
+            packed[4 * i + 3],
+        ])
+    };
+    let (w0, w1, w2) = (word(0), word(1), word(2));
+    let scales_lo = w0 & 0x3F3F_3F3F;
+    let mins_lo = w1 & 0x3F3F_3F3F;
+    let scales_hi = (w2 & 0x0F0F_0F0F) | ((w0 >> 6) & 0x0303_0303) << 4;
+    let mins_hi = ((w2 >> 4) & 0x0F0F_0F0F) | ((w1 >> 6) & 0x0303_0303) << 4;
+    let widen = |lo: u32, hi: u32| {
+        _mm_cvtepu8_epi16(_mm_cvtsi64_si128(((hi as u64) << 32 | lo as u64) as i64))
+    };
+    (widen(scales_lo, scales_hi), widen(mins_lo, mins_hi))
+}
+
+#[inline(always)]
+unsafe fn dot_q4_k<I: IsaPrimitives>(x: &[BlockQ4K], y: &[BlockQ8K]) -> f32 {
+    let m4 = _mm256_set1_epi8(0x0F);
+    let mut acc = _mm256_setzero_ps();
+    let mut acc_m = _mm_setzero_ps();
+    for (xb, yb) in x.iter().zip(y) {
+        _mm_prefetch::<_MM_HINT_T0>((xb as *const BlockQ4K).cast::<i8>().add(PREFETCH_BYTES));
+        let (xd, xdmin) = halves(xb.d, xb.dmin);
+        let d = xd * yb.d();
+        let dmin = -xdmin * yb.d();
+        let (sc16, mins16) = scales_mins_k(&xb.scales);
+
+        let bsums = load(yb.bsums.as_ptr());
+        let pair_sums = _mm_hadd_epi16(
+            _mm256_castsi256_si128(bsums),
+            _mm256_extracti128_si256::<1>(bsums),
+        );
+        let min_prod = _mm_madd_epi16(mins16, pair_sums);
+        acc_m = _mm_fmadd_ps(_mm_set1_ps(dmin), _mm_cvtepi32_ps(min_prod), acc_m);
+
+        let sc16 = _mm256_set_m128i(sc16, sc16);
+        let mut sumi = _mm256_setzero_si256();
+        for c in 0..4 {
+            let q4 = load(xb.qs.as_ptr().add(32 * c));
+            let lo = _mm256_and_si256(q4, m4);
+            let hi = _mm256_and_si256(_mm256_srli_epi16::<4>(q4), m4);
+            let p_lo = _mm256_maddubs_epi16(lo, load(yb.qs.as_ptr().add(64 * c).cast()));
+            let p_hi = _mm256_maddubs_epi16(hi, load(yb.qs.as_ptr().add(64 * c + 32).cast()));
+            let j = 2 * c as i16;
+            let s_lo = _mm256_shuffle_epi8(sc16, _mm256_set1_epi16((2 * j + 1) << 8 | 2 * j));
+            let s_hi = _mm256_shuffle_epi8(sc16, _mm256_set1_epi16((2 * j + 3) << 8 | (2 * j + 2)));
+            sumi = I::madd_acc(sumi, p_lo, s_lo);
+            sumi = I::madd_acc(sumi, p_hi, s_hi);
+        }
+        acc = _mm256_fmadd_ps(_mm256_set1_ps(d), _mm256_cvtepi32_ps(sumi), acc);
+    }
+    let m = _mm_add_ps(acc_m, _mm_movehl_ps(acc_m, acc_m));
+    hsum_ps(acc) + _mm_cvtss_f32(_mm_add_ss(m, _mm_movehdup_ps(m)))
+}
+
+#[inline(always)]
+unsafe fn dot_q5_k<I: IsaPrimitives>(x: &[BlockQ5K], y: &[BlockQ8K]) -> f32 {
+    let m4 = _mm256_set1_epi8(0x0F);
+    let one = _mm256_set1_epi8(1);
+    let two = _mm256_set1_epi8(2);
+    let mut acc = _mm256_setzero_ps();
+    let mut acc_m = _mm_setzero_ps();
+    for (xb, yb) in x.iter().zip(y) {
+        let (xd, xdmin) = halves(xb.d, xb.dmin);
+        let d = xd * yb.d();
+        let dmin = -xdmin * yb.d();
+        let (sc16, mins16) = scales_mins_k(&xb.scales);
+
+        let bsums = load(yb.bsums.as_ptr());
+        let pair_sums = _mm_hadd_epi16(
+            _mm256_castsi256_si128(bsums),
+            _mm256_extracti128_si256::<1>(bsums),
+        );
+        let min_prod = _mm_madd_epi16(mins16, pair_sums);
+        acc_m = _mm_fmadd_ps(_mm_set1_ps(dmin), _mm_cvtepi32_ps(min_prod), acc_m);
+
+        let sc16 = _mm256_set_m128i(sc16, sc16);
+        // Bit 2c of each qh byte is the fifth bit for sub-block 2c, bit 2c+1 for 2c+1;
+        // shifting by two per chunk keeps the bits needed next at positions 0 and 1.
+        let mut hbits = load(xb.qh.as_ptr());
+        let mut sumi = _mm256_setzero_si256();
+        for c in 0..4 {
+            let q4 = load(xb.qs.as_ptr().add(32 * c));
+            let lo = _mm256_or_si256(
+                _mm256_and_si256(q4, m4),
+                _mm256_slli_epi16::<4>(_mm256_and_si256(hbits, one)),
+            );
+            let hi = _mm256_or_si256(
+                _mm256_and_si256(_mm256_srli_epi16::<4>(q4), m4),
+                _mm256_slli_epi16::<3>(_mm256_and_si256(hbits, two)),
+            );
+            hbits = _mm256_srli_epi16::<2>(hbits);
+            let p_lo = _mm256_maddubs_epi16(lo, load(yb.qs.as_ptr().add(64 * c).cast()));
+            let p_hi = _mm256_maddubs_epi16(hi, load(yb.qs.as_ptr().add(64 * c + 32).cast()));
+            let j = 2 * c as i16;
+            let s_lo = _mm256_shuffle_epi8(sc16, _mm256_set1_epi16((2 * j + 1) << 8 | 2 * j));
+            let s_hi = _mm256_shuffle_epi8(sc16, _mm256_set1_epi16((2 * j + 3) << 8 | (2 * j + 2)));
+            sumi = I::madd_acc(sumi, p_lo, s_lo);
+            sumi = I::madd_acc(sumi, p_hi, s_hi);
+        }
+        acc = _mm256_fmadd_ps(_mm256_set1_ps(d), _mm256_cvtepi32_ps(sumi), acc);
+    }
+    let m = _mm_add_ps(acc_m, _mm_movehl_ps(acc_m, acc_m));
+    hsum_ps(acc) + _mm_cvtss_f32(_mm_add_ss(m, _mm_movehdup_ps(m)))
+}
+
+/// Multiplies the unsigned 6-bit quants (0..63) and subtracts 32·Σ sc·bsum once per
+/// block instead of re-centring every quant.
+#[inline(always)]
+unsafe fn dot_q6_k<I: IsaPrimitives>(x: &[BlockQ6K], y: &[BlockQ8K]) -> f32 {
+    let m4 = _mm256_set1_epi8(0x0F);
+    let m2 = _mm256_set1_epi8(0x30);
+    let mut acc = _mm256_setzero_ps();
+    for (xb, yb) in x.iter().zip(y) {
+        let d = halves(xb.d, xb.d).0 * yb.d();
+        let sc8 = _mm_loadu_si128(xb.scales.as_ptr().cast());
+        let sc16 = _mm256_cvtepi8_epi16(sc8);
+        let offset = _mm256_slli_epi32::<5>(_mm256_madd_epi16(sc16, load(yb.bsums.as_ptr())));
+        let mut sumi = _mm256_setzero_si256();
+        for h in 0..2 {
+            // The eight i16 scales of this half in both 128-bit lanes, so one byte
+            // shuffle puts sub-block j's scale in the low lane and j+1's in the high.
+            let half_sc = _mm_cvtepi8_epi16(if h == 0 {
+                sc8
+            } else {
+                _mm_unpackhi_epi64(sc8, sc8)
+            });
+            let half_sc = _mm256_set_m128i(half_sc, half_sc);
+            let ql0 = load(xb.ql.as_ptr().add(64 * h));
+            let ql1 = load(xb.ql.as_ptr().add(64 * h + 32));
+            let qh = load(xb.qh.as_ptr().add(32 * h));
+            let quarters = [
+                _mm256_or_si256(
+                    _mm256_and_si256(ql0, m4),
+                    _mm256_and_si256(_mm256_slli_epi16::<4>(qh), m2),
+                ),
+                _mm256_or_si256(
+                    _mm256_and_si256(ql1, m4),
+                    _mm256_and_si256(_mm256_slli_epi16::<2>(qh), m2),
+                ),
+                _mm256_or_si256(
+                    _mm256_and_si256(_mm256_srli_epi16::<4>(ql0), m4),
+                    _mm256_and_si256(qh, m2),
+                ),
+                _mm256_or_si256(
+                    _mm256_and_si256(_mm256_srli_epi16::<4>(ql1), m4),
+                    _mm256_and_si256(_mm256_srli_epi16::<2>(qh), m2),
+                ),
+            ];
+            for (k, q) in quarters.into_iter().enumerate() {
+                let q8 = load(yb.qs.as_ptr().add(128 * h + 32 * k).cast());
+                let p = _mm256_maddubs_epi16(q, q8);
+                let w = 2 * k as i16; // word index of sub-block 8h + 2k in half_sc
+                let pick = _mm256_set_m128i(
+                    _mm_set1_epi16((2 * w + 3) << 8 | (2 * w + 2)),
+                    _mm_set1_epi16((2 * w + 1) << 8 | 2 * w),
+                );
+                sumi = I::madd_acc(sumi, p, _mm256_shuffle_epi8(half_sc, pick));
+            }
+        }
+        let sumi = _mm256_sub_epi32(sumi, offset);
+        acc = _mm256_fmadd_ps(_mm256_set1_ps(d), _mm256_cvtepi32_ps(sumi), acc);
+    }
+    hsum_ps(acc)
+}
+
+#[inline(always)]
+unsafe fn dot_q4_1<I: IsaPrimitives>(x: &[BlockQ4_1], y: &[BlockQ8_1]) -> f32 {
+    let mut acc = _mm256_setzero_ps();
+    let mut offsets = 0.0f32;
+    for (xb, yb) in x.iter().zip(y) {
+        let (xd, yd) = halves(xb.d, yb.d);
+        let d = xd * yd;
+        let (m, s) = halves(xb.m, yb.s);
+        offsets += m * s;
+        let s = I::dot_u8_i8(
+            _mm256_setzero_si256(),
+            nibbles(&xb.qs),
+            load(yb.qs.as_ptr().cast()),
+        );
+        acc = _mm256_fmadd_ps(_mm256_set1_ps(d), _mm256_cvtepi32_ps(s), acc);
+    }
+    hsum_ps(acc) + offsets
+}
+
+/// Shared by F32, F16 and BF16: `widen(p)` loads the 8 elements of `size` bytes at
+/// `p` as f32.
+#[inline(always)]
+unsafe fn dot_floats<const SIZE: usize>(
+    x: *const u8,
+    y: *const u8,
+    n: usize,
+    widen: impl Fn(*const u8) -> __m256,
+) -> f32 {
+    let mut sums = [_mm256_setzero_ps(); 4];
+    let mut i = 0;
+    while i + 32 <= n {
+        for (k, s) in sums.iter_mut().enumerate() {
+            let at = SIZE * (i + 8 * k);
+            *s = _mm256_fmadd_ps(widen(x.add(at)), widen(y.add(at)), *s);
+        }
+        i += 32;
+    }
+    while i + 8 <= n {
+        let at = SIZE * i;
+        sums[0] = _mm256_fmadd_ps(widen(x.add(at)), widen(y.add(at)), sums[0]);
+        i += 8;
+    }
+    let total = _mm256_add_ps(
+        _mm256_add_ps(sums[0], sums[1]),
+        _mm256_add_ps(sums[2], sums[3]),
+    );
+    let mut sum = hsum_ps(total);
+    let rest = n - i;
+    if rest > 0 {
+        // Zero-padded copies of the last partial group of 8.
+        let mut tail_x = [0u8; 32];
+        let mut tail_y = [0u8; 32];
+        std::ptr::copy_nonoverlapping(x.add(SIZE * i), tail_x.as_mut_ptr(), SIZE * rest);
+        std::ptr::copy_nonoverlapping(y.add(SIZE * i), tail_y.as_mut_ptr(), SIZE * rest);
+        sum += hsum_ps(_mm256_mul_ps(
+            widen(tail_x.as_ptr()),
+            widen(tail_y.as_ptr()),
+        ));
+    }
+    sum
+}
+
+#[inline(always)]
+unsafe fn dot_f32(x: &[F32], y: &[F32]) -> f32 {
+    dot_floats::<4>(x.as_ptr().cast(), y.as_ptr().cast(), x.len(), |p| {
+        _mm256_loadu_ps(p.cast())
+    })
+}
+
+#[inline(always)]
+unsafe fn dot_f16(x: &[F16], y: &[F16]) -> f32 {
+    dot_floats::<2>(x.as_ptr().cast(), y.as_ptr().cast(), x.len(), |p| {
+        _mm256_cvtph_ps(_mm_loadu_si128(p.cast()))
+    })
+}
+
+#[inline(always)]
+unsafe fn dot_bf16(x: &[Bf16], y: &[Bf16]) -> f32 {
+    dot_floats::<2>(x.as_ptr().cast(), y.as_ptr().cast(), x.len(), |p| {
+        let wide = _mm256_cvtepu16_epi32(_mm_loadu_si128(p.cast()));
+        _mm256_castsi256_ps(_mm256_slli_epi32::<16>(wide))
+    })
+}
+
+/// How far ahead of the block being multiplied some dot products ask for the weights.
+/// Measured per kernel (dot_rows bench): Q4_K rows from DRAM 17.6 -> 19.3 GB/s, the
+/// 32-element tiles from L3 15 -> 17-20; Q6_K got slower and Q5_K no faster, so they
+/// do without.
+const PREFETCH_BYTES: usize = 1024;
+
+/// An f16 scale, converted and broadcast to eight lanes.
+#[inline(always)]
+unsafe fn broadcast_f16(d: [u8; 2]) -> __m256 {
+    _mm256_cvtph_ps(_mm_set1_epi16(i16::from_le_bytes(d)))
+}
+
+/// A 32-element weight format as the byte products read it: `quants` gives a block's 32
+/// quants and its f16 scale. With `OFFSET` 0 the quants are signed bytes (a −128 is read as
+/// magnitude 128, exact because Q8_0 activations stop at ±127). Otherwise they are unsigned
+/// and stand for `q − OFFSET`, the offset read as an unsigned byte as `vpdpbusd` reads the
+/// quants (Q4_0: 8, Q5_0: 16, Q8_0 plus 128: −128, the byte 0x80): they go into the unsigned
+/// side of the byte dot product as they are, and the offset's share, −OFFSET·Σa, depends only
+/// on the activation block, so it is computed once for all rows and starts each row's sum.
+pub(super) trait Quants32 {
+    type Block: Block;
+    const OFFSET: i8;
+    unsafe fn quants<I: IsaPrimitives>(x: &Self::Block) -> (__m256i, [u8; 2]);
+}
+
+/// Q8_0's quants as they are, signed.
+pub(super) struct SignedQ8_0;
+
+/// Q8_0's quants as unsigned `q + 128`.
+pub(super) struct Q8_0Plus128;
+
+/// Q5_0's quants as unsigned `q + 16`.
+pub(super) struct Q5_0Plus16;
+
+/// Q4_0's quants as unsigned `q + 8`.
+pub(super) struct Q4_0Plus8;
+
+impl Quants32 for SignedQ8_0 {
+    type Block = BlockQ8_0;
+    const OFFSET: i8 = 0;
+    #[inline(always)]
+    unsafe fn quants<I: IsaPrimitives>(x: &BlockQ8_0) -> (__m256i, [u8; 2]) {
+        (load(x.qs.as_ptr().cast()), x.d)
+    }
+}
+
+impl Quants32 for Q8_0Plus128 {
+    type Block = BlockQ8_0;
+    const OFFSET: i8 = i8::MIN;
+    #[inline(always)]
+    unsafe fn quants<I: IsaPrimitives>(x: &BlockQ8_0) -> (__m256i, [u8; 2]) {
+        let q = load(x.qs.as_ptr().cast());
+        (_mm256_xor_si256(q, _mm256_set1_epi8(i8::MIN)), x.d)
+    }
+}
+
+impl Quants32 for Q5_0Plus16 {
+    type Block = BlockQ5_0;
+    const OFFSET: i8 = 16;
+    #[inline(always)]
+    unsafe fn quants<I: IsaPrimitives>(x: &BlockQ5_0) -> (__m256i, [u8; 2]) {
+        (I::add_16_where_set(nibbles(&x.qs), x.qh), x.d)
+    }
+}
+
+impl Quants32 for Q4_0Plus8 {
+    type Block = BlockQ4_0;
+    const OFFSET: i8 = 8;
+    #[inline(always)]
+    unsafe fn quants<I: IsaPrimitives>(x: &BlockQ4_0) -> (__m256i, [u8; 2]) {
+        (nibbles(&x.qs), x.d)
+    }
+}
+
+/// −offset·Σa of a Q8_0 activation block for weights of format `F`: it starts the block's
+/// sum in the rows-in-lanes tiles.
+fn offset_sum<F: Quants32>(a: &BlockQ8_0) -> std::iter::Once<i32> {
+    std::iter::once(-i32::from(F::OFFSET as u8) * crate::x86::quant_sum(a))
+}
+
+/// `R` weight rows × `T` activation rows of a 32-element format with Q8_0 activations.
+/// Each weight block is unpacked once for `T` activations and each activation block
+/// loaded once for `R` rows; the R·T sums stay in registers.
+#[inline(always)]
+unsafe fn tile_q8_acts<I: IsaPrimitives, F: Quants32, const R: usize, const T: usize>(
+    rows: [&[F::Block]; R],
+    acts: [&[BlockQ8_0]; T],
+    out: &mut [f32],
+    out_stride: usize,
+) {
+    let zero = _mm256_setzero_si256();
+    let mut acc = [[_mm256_setzero_ps(); T]; R];
+    for b in 0..rows[0].len() {
+        let mut a = [zero; T];
+        let mut ad = [_mm256_setzero_ps(); T];
+        let mut start = [zero; T];
+        for t in 0..T {
+            let block = acts[t].get_unchecked(b);
+            a[t] = load(block.qs.as_ptr().cast());
+            ad[t] = broadcast_f16(block.d);
+            if F::OFFSET != 0 {
+                let offset_sum = I::dot_u8_i8(zero, _mm256_set1_epi8(F::OFFSET), a[t]);
+                start[t] = _mm256_sub_epi32(zero, offset_sum);
+            }
+        }
+        for r in 0..R {
+            // The same block of the row R rows on, which the next tile reads: rows
+            // lie one after another, and a row of a small model (640 Q8_0 quants,
+            // 680 bytes) is shorter than a fixed distance ahead would have to be.
+            let ahead = rows[r]
+                .as_ptr()
+                .add(b)
+                .cast::<i8>()
+                .wrapping_add(R * size_of_val(rows[r]));
+            _mm_prefetch::<_MM_HINT_T0>(ahead);
+            let (w, wd) = F::quants::<I>(rows[r].get_unchecked(b));
+            let wd = broadcast_f16(wd);
+            let w_abs = _mm256_sign_epi8(w, w);
+            for t in 0..T {
+                let s = if F::OFFSET != 0 {
+                    I::dot_u8_i8(start[t], w, a[t])
+                } else {
+                    I::dot_u8_i8(zero, w_abs, _mm256_sign_epi8(a[t], w))
+                };
+                let scale = _mm256_mul_ps(wd, ad[t]);
+                acc[r][t] = _mm256_fmadd_ps(scale, _mm256_cvtepi32_ps(s), acc[r][t]);
+            }
+        }
+    }
+    for r in 0..R {
+        for t in 0..T {
+            out[t * out_stride + r] = hsum_ps(acc[r][t]);
+        }
+    }
+}
+
+/// `tile_q8_acts` with as many activations as `acts` holds, one to four.
+#[inline(always)]
+unsafe fn tile_q8_acts_of<I: IsaPrimitives, F: Quants32, const R: usize>(
+    rows: [&[F::Block]; R],
+    acts: &[&[BlockQ8_0]],
+    out: &mut [f32],
+    out_stride: usize,
+) {
+    match acts.len() {
+        4 => tile_q8_acts::<I, F, R, 4>(rows, std::array::from_fn(|t| acts[t]), out, out_stride),
+        3 => tile_q8_acts::<I, F, R, 3>(rows, std::array::from_fn(|t| acts[t]), out, out_stride),
+        2 => tile_q8_acts::<I, F, R, 2>(rows, std::array::from_fn(|t| acts[t]), out, out_stride),
+        _ => tile_q8_acts::<I, F, R, 1>(rows, [acts[0]], out, out_stride),
+    }
+}
+
+/// Drives `tile_q8_acts` over all rows × activations: tiles of 4 × 4, activations in
+/// groups that stay in L2 while the rows pass over them. Activation row t's results
+/// go to `out[t * out_stride..]`.
+#[inline(always)]
+pub(super) unsafe fn tiles_q8_acts<I: IsaPrimitives, F: Quants32>(
+    rows: &[u8],
+    row_bytes: usize,
+    acts: &[u8],
+    n_acts: usize,
+    out: &mut [f32],
+    out_stride: usize,
+) {
+    const ACT_GROUP: usize = 64;
+    let n_rows = rows.len() / row_bytes;
+    let act_bytes = acts.len() / n_acts;
+    let row = |r: usize| as_blocks::<F::Block>(&rows[r * row_bytes..(r + 1) * row_bytes]);
+    let act = |t: usize| as_blocks::<BlockQ8_0>(&acts[t * act_bytes..(t + 1) * act_bytes]);
+    let mut tile_acts: [&[BlockQ8_0]; 4] = [&[]; 4];
+    for group in (0..n_acts).step_by(ACT_GROUP) {
+        let group_end = (group + ACT_GROUP).min(n_acts);
+        for r0 in (0..n_rows).step_by(4) {
+            let rr = (n_rows - r0).min(4);
+            let mut t0 = group;
+            while t0 < group_end {
+                let tt = (group_end - t0).min(4);
+                for (i, a) in tile_acts[..tt].iter_mut().enumerate() {
+                    *a = act(t0 + i);
+                }
+                let tile_acts = &tile_acts[..tt];
+                if rr == 4 {
+                    let out = &mut out[t0 * out_stride + r0..];
+                    let rows = std::array::from_fn(|i| row(r0 + i));
+                    tile_q8_acts_of::<I, F, 4>(rows, tile_acts, out, out_stride);
+                } else {
+                    for r in r0..r0 + rr {
+                        let out = &mut out[t0 * out_stride + r..];
+                        tile_q8_acts_of::<I, F, 1>([row(r)], tile_acts, out, out_stride);
+                    }
+                }
+                t0 += tt;
+            }
+        }
+    }
+}
+
+/// `T` accumulators of rows-in-lanes products: accumulator t adds `w[k]` times bytes
+/// 4k..4k+3 of `acts[t]` broadcast, for k < `K`. The k loop runs outside the t loop so
+/// that consecutive `vpdpbusd` feed different accumulators and no chain waits on the
+/// one before it (on Zen 4 this measures the same as the other order, whose chains the
+/// out-of-order window already overlaps; a core with a smaller window would not).
+#[inline(always)]
+unsafe fn dots_in_lanes<I: IsaPrimitives, const T: usize, const K: usize>(
+    starts: [__m256i; T],
+    w: &[__m256i],
+    acts: [*const i8; T],
+) -> [__m256i; T] {
+    let mut s = starts;
+    for (k, wk) in w[..K].iter().enumerate() {
+        for t in 0..T {
+            let four = i32::from_le_bytes(*acts[t].add(4 * k).cast::<[u8; 4]>());
+            s[t] = I::dot_u8_i8(s[t], *wk, _mm256_set1_epi32(four));
+        }
+    }
+    s
+}
+
+/// Transposes eight vectors of eight 32-bit lanes: lane i of result k is lane k of
+/// input i.
+#[inline(always)]
+unsafe fn transpose_dwords(v: [__m256i; 8]) -> [__m256i; 8] {
+    let t = [
+        _mm256_unpacklo_epi32(v[0], v[1]),
+        _mm256_unpackhi_epi32(v[0], v[1]),
+        _mm256_unpacklo_epi32(v[2], v[3]),
+        _mm256_unpackhi_epi32(v[2], v[3]),
+        _mm256_unpacklo_epi32(v[4], v[5]),
+        _mm256_unpackhi_epi32(v[4], v[5]),
+        _mm256_unpacklo_epi32(v[6], v[7]),
+        _mm256_unpackhi_epi32(v[6], v[7]),
+    ];
+    let u = [
+        _mm256_unpacklo_epi64(t[0], t[2]),
+        _mm256_unpackhi_epi64(t[0], t[2]),
+        _mm256_unpacklo_epi64(t[1], t[3]),
+        _mm256_unpackhi_epi64(t[1], t[3]),
+        _mm256_unpacklo_epi64(t[4], t[6]),
+        _mm256_unpackhi_epi64(t[4], t[6]),
+        _mm256_unpacklo_epi64(t[5], t[7]),
+        _mm256_unpackhi_epi64(t[5], t[7]),
+    ];
+    [
+        _mm256_permute2x128_si256::<0x20>(u[0], u[4]),
+        _mm256_permute2x128_si256::<0x20>(u[1], u[5]),
+        _mm256_permute2x128_si256::<0x20>(u[2], u[6]),
+        _mm256_permute2x128_si256::<0x20>(u[3], u[7]),
+        _mm256_permute2x128_si256::<0x31>(u[0], u[4]),
+        _mm256_permute2x128_si256::<0x31>(u[1], u[5]),
+        _mm256_permute2x128_si256::<0x31>(u[2], u[6]),
+        _mm256_permute2x128_si256::<0x31>(u[3], u[7]),
+    ]
+}
+
+/// Eight rows of one block of a format with unsigned quants standing for
+/// `q − offset`, laid out for `tile_32_rows_in_lanes`: register k holds quants
+/// 4k..4k+3 of every row, and the rows' scales are f32 lanes.
+#[derive(Clone, Copy)]
+#[repr(C)]
+pub(super) struct Packed32x8 {
+    quants: [__m256i; 8],
+    scales: __m256,
+}
+
+#[inline(always)]
+unsafe fn pack_32_8_rows<I: IsaPrimitives, F: Quants32>(
+    rows: &[&[F::Block]],
+    b: usize,
+    packed: &mut Packed32x8,
+) {
+    let mut w = [_mm256_setzero_si256(); 8];
+    let mut d = [0u16; 8];
+    for i in 0..8 {
+        let (q, scale) = F::quants::<I>(rows[i].get_unchecked(b));
+        w[i] = q;
+        d[i] = u16::from_le_bytes(scale);
+    }
+    packed.quants = transpose_dwords(w);
+    packed.scales = _mm256_cvtph_ps(_mm_loadu_si128(d.as_ptr().cast()));
+}
+
+/// Eight packed rows of a 32-element format against `T` activation rows, one row per
+/// lane: each quant register meets four activation bytes broadcast, a block's eight
+/// row sums come out of eight `vpdpbusd` in one register and are converted and scaled
+/// together, where row-by-row tiles spend a conversion, a scale product and an FMA on
+/// every row and activation. `offset_sums[t][b]` is −offset·Σa of activation block b,
+/// which starts its sum.
+#[inline(always)]
+unsafe fn tile_32_rows_in_lanes<I: IsaPrimitives, const T: usize>(
+    packed: &[Packed32x8],
+    acts: [&[BlockQ8_0]; T],
+    offset_sums: [&[i32]; T],
+) -> [__m256; T] {
+    let mut acc = [_mm256_setzero_ps(); T];
+    for (b, p) in packed.iter().enumerate() {
+        let mut starts = [_mm256_setzero_si256(); T];
+        let mut qs = [std::ptr::null(); T];
+        for t in 0..T {
+            starts[t] = _mm256_set1_epi32(*offset_sums[t].get_unchecked(b));
+            qs[t] = acts[t].get_unchecked(b).qs.as_ptr();
+        }
+        let sums = dots_in_lanes::<I, T, 8>(starts, &p.quants, qs);
+        for t in 0..T {
+            let scale = _mm256_mul_ps(p.scales, broadcast_f16(acts[t].get_unchecked(b).d));
+            acc[t] = _mm256_fmadd_ps(scale, _mm256_cvtepi32_ps(sums[t]), acc[t]);
+        }
+    }
+    acc
+}
+
+/// One Q4_K row × `T` activation rows: each block's quants and scales are unpacked
+/// once, then multiplied with every activation row as `dot_q4_k` does.
+#[inline(always)]
+unsafe fn tile_q4_k<I: IsaPrimitives, const T: usize>(
+    x: &[BlockQ4K],
+    y: [&[BlockQ8K]; T],
+) -> [f32; T] {
+    let m4 = _mm256_set1_epi8(0x0F);
+    let mut acc = [_mm256_setzero_ps(); T];
+    let mut acc_m = [_mm_setzero_ps(); T];
+    for (b, xb) in x.iter().enumerate() {
+        let (xd, xdmin) = halves(xb.d, xb.dmin);
+        let (sc16, mins16) = scales_mins_k(&xb.scales);
+        let sc16 = _mm256_set_m128i(sc16, sc16);
+        let mut quants = [_mm256_setzero_si256(); 8];
+        let mut scales = [_mm256_setzero_si256(); 8];
+        for c in 0..4 {
+            let q4 = load(xb.qs.as_ptr().add(32 * c));
+            quants[2 * c] = _mm256_and_si256(q4, m4);
+            quants[2 * c + 1] = _mm256_and_si256(_mm256_srli_epi16::<4>(q4), m4);
+            let j = 2 * c as i16;
+            scales[2 * c] = _mm256_shuffle_epi8(sc16, _mm256_set1_epi16((2 * j + 1) << 8 | 2 * j));
+            scales[2 * c + 1] =
+                _mm256_shuffle_epi8(sc16, _mm256_set1_epi16((2 * j + 3) << 8 | (2 * j + 2)));
+        }
+        for t in 0..T {
+            let yb = y[t].get_unchecked(b);
+            let bsums = load(yb.bsums.as_ptr());
+            let pair_sums = _mm_hadd_epi16(
+                _mm256_castsi256_si128(bsums),
+                _mm256_extracti128_si256::<1>(bsums),
+            );
+            let min_prod = _mm_madd_epi16(mins16, pair_sums);
+            let dmin = _mm_set1_ps(-xdmin * yb.d());
+            acc_m[t] = _mm_fmadd_ps(dmin, _mm_cvtepi32_ps(min_prod), acc_m[t]);
+            let mut sumi = _mm256_setzero_si256();
+            for k in 0..8 {
+                let p = _mm256_maddubs_epi16(quants[k], load(yb.qs.as_ptr().add(32 * k).cast()));
+                sumi = I::madd_acc(sumi, p, scales[k]);
+            }
+            let d = _mm256_set1_ps(xd * yb.d());
+            acc[t] = _mm256_fmadd_ps(d, _mm256_cvtepi32_ps(sumi), acc[t]);
+        }
+    }
+    std::array::from_fn(|t| {
+        let m = _mm_add_ps(acc_m[t], _mm_movehl_ps(acc_m[t], acc_m[t]));
+        hsum_ps(acc[t]) + _mm_cvtss_f32(_mm_add_ss(m, _mm_movehdup_ps(m)))
+    })
+}
+
+/// One Q6_K row × `T` activation rows, unpacking each block once (see `dot_q6_k`).
+#[inline(always)]
+unsafe fn tile_q6_k<I: IsaPrimitives, const T: usize>(
+    x: &[BlockQ6K],
+    y: [&[BlockQ8K]; T],
+) -> [f32; T] {
+    let m4 = _mm256_set1_epi8(0x0F);
+    let m2 = _mm256_set1_epi8(0x30);
+    let mut acc = [_mm256_setzero_ps(); T];
+    for (b, xb) in x.iter().enumerate() {
+        let xd = halves(xb.d, xb.d).0;
+        let sc8 = _mm_loadu_si128(xb.scales.as_ptr().cast());
+        let sc16 = _mm256_cvtepi8_epi16(sc8);
+        let mut quants = [_mm256_setzero_si256(); 8];
+        let mut scales = [_mm256_setzero_si256(); 8];
+        for h in 0..2 {
+            let half_sc = _mm_cvtepi8_epi16(if h == 0 {
+                sc8
+            } else {
+                _mm_unpackhi_epi64(sc8, sc8)
+            });
+            let half_sc = _mm256_set_m128i(half_sc, half_sc);
+            let ql0 = load(xb.ql.as_ptr().add(64 * h));
+            let ql1 = load(xb.ql.as_ptr().add(64 * h + 32));
+            let qh = load(xb.qh.as_ptr().add(32 * h));
+            quants[4 * h] = _mm256_or_si256(
+                _mm256_and_si256(ql0, m4),
+                _mm256_and_si256(_mm256_slli_epi16::<4>(qh), m2),
+            );
+            quants[4 * h + 1] = _mm256_or_si256(
+                _mm256_and_si256(ql1, m4),
+                _mm256_and_si256(_mm256_slli_epi16::<2>(qh), m2),
+            );
+            quants[4 * h + 2] = _mm256_or_si256(
+                _mm256_and_si256(_mm256_srli_epi16::<4>(ql0), m4),
+                _mm256_and_si256(qh, m2),
+            );
+            quants[4 * h + 3] = _mm256_or_si256(
+                _mm256_and_si256(_mm256_srli_epi16::<4>(ql1), m4),
+                _mm256_and_si256(_mm256_srli_epi16::<2>(qh), m2),
+            );
+            for k in 0..4 {
+                let w = 2 * k as i16;
+                let pick = _mm256_set_m128i(
+                    _mm_set1_epi16((2 * w + 3) << 8 | (2 * w + 2)),
+                    _mm_set1_epi16((2 * w + 1) << 8 | 2 * w),
+                );
+                scales[4 * h + k] = _mm256_shuffle_epi8(half_sc, pick);
+            }
+        }
+        for t in 0..T {
+            let yb = y[t].get_unchecked(b);
+            let offset = _mm256_slli_epi32::<5>(_mm256_madd_epi16(sc16, load(yb.bsums.as_ptr())));
+            let mut sumi = _mm256_setzero_si256();
+            for k in 0..8 {
+                let p = _mm256_maddubs_epi16(quants[k], load(yb.qs.as_ptr().add(32 * k).cast()));
+                sumi = I::madd_acc(sumi, p, scales[k]);
+            }
+            let sumi = _mm256_sub_epi32(sumi, offset);
+            let d = _mm256_set1_ps(xd * yb.d());
+            acc[t] = _mm256_fmadd_ps(d, _mm256_cvtepi32_ps(sumi), acc[t]);
+        }
+    }
+    std::array::from_fn(|t| hsum_ps(acc[t]))
+}
+
+/// Transposes eight vectors of eight 16-bit lanes: lane i of result j is lane j of
+/// input i.
+#[inline(always)]
+unsafe fn transpose_words(r: [__m128i; 8]) -> [__m128i; 8] {
+    let a: [__m128i; 8] = std::array::from_fn(|i| {
+        let (x, y) = (r[i / 2 * 2], r[i / 2 * 2 + 1]);
+        if i % 2 == 0 {
+            _mm_unpacklo_epi16(x, y)
+        } else {
+            _mm_unpackhi_epi16(x, y)
+        }
+    });
+    // b[0..4]: rows 0-3, words (0,1), (2,3), (4,5), (6,7); b[4..8]: rows 4-7.
+    let b: [__m128i; 8] = std::array::from_fn(|i| {
+        let base = i / 4 * 4;
+        let (x, y) = (a[base + (i % 4) / 2], a[base + 2 + (i % 4) / 2]);
+        if i % 2 == 0 {
+            _mm_unpacklo_epi32(x, y)
+        } else {
+            _mm_unpackhi_epi32(x, y)
+        }
+    });
+    std::array::from_fn(|j| {
+        let (x, y) = (b[j / 2], b[4 + j / 2]);
+        if j % 2 == 0 {
+            _mm_unpacklo_epi64(x, y)
+        } else {
+            _mm_unpackhi_epi64(x, y)
+        }
+    })
+}
+
+/// Eight Q4_K rows of one block laid out for `tile_q4_k_rows_in_lanes`: the quant
+/// dwords transposed so that lane i holds row i, and the rows' `d·scale` and
+/// `dmin·min` multiplied out. A row group is packed once per activation group instead
+/// of in every tile of activations.
+#[derive(Clone, Copy)]
+#[repr(C)]
+pub(super) struct PackedQ4K8 {
+    quants: [[__m256i; 8]; 4],
+    scales: [__m256; 8],
+    mins: [__m256; 8],
+}
+
+/// Eight f16s, one per row, to f32.
+#[inline(always)]
+unsafe fn f16_lanes_8<B>(blocks: &[&B], f: impl Fn(&B) -> [u8; 2]) -> __m256 {
+    let h: [u16; 8] = std::array::from_fn(|i| u16::from_le_bytes(f(blocks[i])));
+    _mm256_cvtph_ps(_mm_loadu_si128(h.as_ptr().cast()))
+}
+
+/// Eight rows' 16-bit scales, transposed to a word per row, times `by` as f32.
+#[inline(always)]
+unsafe fn per_row(v: __m128i, by: __m256) -> __m256 {
+    _mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_cvtepi16_epi32(v)), by)
+}
+
+#[inline(always)]
+unsafe fn pack_q4_k_8_rows(rows: &[&[BlockQ4K]], b: usize, packed: &mut PackedQ4K8) {
+    let blocks: [&BlockQ4K; 8] = std::array::from_fn(|i| rows[i].get_unchecked(b));
+    let d = f16_lanes_8(&blocks, |x| x.d);
+    let dmin = f16_lanes_8(&blocks, |x| x.dmin);
+    // Plain loops, not closures, around the intrinsics: a closure does not inherit
+    // this function's target features, so an intrinsic inside one stays a call.
+    let mut scales = [_mm_setzero_si128(); 8];
+    let mut mins = [_mm_setzero_si128(); 8];
+    for i in 0..8 {
+        (scales[i], mins[i]) = scales_mins_k(&blocks[i].scales);
+    }
+    let (scales, mins) = (transpose_words(scales), transpose_words(mins));
+    for j in 0..8 {
+        packed.scales[j] = per_row(scales[j], d);
+        packed.mins[j] = per_row(mins[j], dmin);
+    }
+    for c in 0..4 {
+        let mut quants = [_mm256_setzero_si256(); 8];
+        for (i, q) in quants.iter_mut().enumerate() {
+            *q = load(blocks[i].qs.as_ptr().add(32 * c));
+        }
+        packed.quants[c] = transpose_dwords(quants);
+    }
+}
+
+/// Eight packed Q4_K rows against `T` activation rows, one row per lane, as the
+/// 32-element formats' `tile_32_rows_in_lanes`: each 32-quant sub-block's eight row sums
+/// come out of eight `vpdpbusd` in one register and are scaled by the rows' `d·scale`,
+/// shared by every activation; the mins are the rows' `dmin·min` against the
+/// activation's sub-block sums. Returns, per activation, the eight rows' sums.
+/// `pair_sums[t][8b + j]` is Σa over sub-block j of block b, as f32.
+#[inline(always)]
+unsafe fn tile_q4_k_rows_in_lanes<I: IsaPrimitives, const T: usize>(
+    packed: &[PackedQ4K8],
+    acts: [&[BlockQ8K]; T],
+    pair_sums: [&[f32]; T],
+) -> [__m256; T] {
+    let m4 = _mm256_set1_epi8(0x0F);
+    let mut acc = [_mm256_setzero_ps(); T];
+    for (b, p) in packed.iter().enumerate() {
+        let mut sums = [_mm256_setzero_ps(); T];
+        for t in 0..T {
+            let pairs = pair_sums[t].as_ptr().add(8 * b);
+            for (j, min) in p.mins.iter().enumerate() {
+                sums[t] = _mm256_fnmadd_ps(*min, _mm256_set1_ps(*pairs.add(j)), sums[t]);
+            }
+        }
+        for c in 0..4 {
+            for half in 0..2 {
+                let j = 2 * c + half;
+                let w: [__m256i; 8] = std::array::from_fn(|k| {
+                    let raw = p.quants[c][k];
+                    let q = if half == 0 {
+                        raw
+                    } else {
+                        _mm256_srli_epi16::<4>(raw)
+                    };
+                    _mm256_and_si256(q, m4)
+                });
+                let dots = dots_in_lanes::<I, T, 8>(
+                    [_mm256_setzero_si256(); T],
+                    &w,
+                    std::array::from_fn(|t| acts[t].get_unchecked(b).qs.as_ptr().add(32 * j)),
+                );
+                for t in 0..T {
+                    sums[t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(dots[t]), p.scales[j], sums[t]);
+                }
+            }
+        }
+        for t in 0..T {
+            let ad = _mm256_set1_ps(acts[t].get_unchecked(b).d());
+            acc[t] = _mm256_fmadd_ps(sums[t], ad, acc[t]);
+        }
+    }
+    acc
+}
+
+/// Eight Q6_K rows of one block laid out for `tile_q6_k_rows_in_lanes`: each 32-quant
+/// chunk unpacked to six-bit values (0..63) and transposed so that lane i holds row i,
+/// and the rows' `d·scale` per 16-quant sub-block multiplied out.
+#[derive(Clone, Copy)]
+#[repr(C)]
+pub(super) struct PackedQ6K8 {
+    quants: [[__m256i; 8]; 8],
+    scales: [__m256; 16],
+}
+
+#[inline(always)]
+unsafe fn pack_q6_k_8_rows(rows: &[&[BlockQ6K]], b: usize, packed: &mut PackedQ6K8) {
+    let m4 = _mm256_set1_epi8(0x0F);
+    let m2 = _mm256_set1_epi8(0x30);
+    let blocks: [&BlockQ6K; 8] = std::array::from_fn(|i| rows[i].get_unchecked(b));
+    let d = f16_lanes_8(&blocks, |x| x.d);
+    let mut low = [_mm_setzero_si128(); 8];
+    let mut high = [_mm_setzero_si128(); 8];
+    for i in 0..8 {
+        let raw = _mm_loadu_si128(blocks[i].scales.as_ptr().cast());
+        low[i] = _mm_cvtepi8_epi16(raw);
+        high[i] = _mm_cvtepi8_epi16(_mm_unpackhi_epi64(raw, raw));
+    }
+    let (low, high) = (transpose_words(low), transpose_words(high));
+    for j in 0..8 {
+        packed.scales[j] = per_row(low[j], d);
+        packed.scales[8 + j] = per_row(high[j], d);
+    }
+    // Chunk c of 32 quants (c4 = c mod 4 within its half of 128) takes its low four
+    // bits from nibble c4 / 2 of `ql`'s 32-byte stretch c4 mod 2, and its high two
+    // from bits 2·c4..2·c4+1 of each `qh` byte, shifted here to bits 4-5.
+    for chunk in 0..8 {
+        let (half, c4) = (chunk / 4, chunk % 4);
+        let nibble_shift = _mm_cvtsi32_si128(4 * (c4 / 2) as i32);
+        let high_shift = _mm_cvtsi32_si128(2 * c4 as i32);
+        let mut quants = [_mm256_setzero_si256(); 8];
+        for (i, q) in quants.iter_mut().enumerate() {
+            let ql = load(blocks[i].ql.as_ptr().add(64 * half + 32 * (c4 % 2)));
+            let qh = load(blocks[i].qh.as_ptr().add(32 * half));
+            let low = _mm256_and_si256(_mm256_srl_epi16(ql, nibble_shift), m4);
+            let high = _mm256_slli_epi16::<4>(_mm256_srl_epi16(qh, high_shift));
+            *q = _mm256_or_si256(low, _mm256_and_si256(high, m2));
+        }
+        packed.quants[chunk] = transpose_dwords(quants);
+    }
+}
+
+/// Eight packed Q6_K rows against `T` activation rows, one row per lane, as
+/// `tile_q4_k_rows_in_lanes`: each 16-quant sub-block's eight row sums come out of four
+/// `vpdpbusd` in one register, and the rows' `d·scale` scales them.
+/// The quants go in unsigned (0..63); `starts[t][16b + s]` is −32·Σa over sub-block s
+/// of block b, which starts that sub-block's sum and so takes the offset back out.
+#[inline(always)]
+unsafe fn tile_q6_k_rows_in_lanes<I: IsaPrimitives, const T: usize>(
+    packed: &[PackedQ6K8],
+    acts: [&[BlockQ8K]; T],
+    starts: [&[i32]; T],
+) -> [__m256; T] {
+    let mut acc = [_mm256_setzero_ps(); T];
+    for (b, p) in packed.iter().enumerate() {
+        let mut sums = [_mm256_setzero_ps(); T];
+        for (chunk, w) in p.quants.iter().enumerate() {
+            for sub in 0..2 {
+                let s_index = 2 * chunk + sub;
+                let dots = dots_in_lanes::<I, T, 4>(
+                    std::array::from_fn(|t| {
+                        _mm256_set1_epi32(*starts[t].get_unchecked(16 * b + s_index))
+                    }),
+                    &w[4 * sub..],
+                    std::array::from_fn(|t| acts[t].get_unchecked(b).qs.as_ptr().add(16 * s_index)),
+                );
+                for t in 0..T {
+                    sums[t] =
+                        _mm256_fmadd_ps(_mm256_cvtepi32_ps(dots[t]), p.scales[s_index], sums[t]);
+                }
+            }
+        }
+        for t in 0..T {
+            let ad = _mm256_set1_ps(acts[t].get_unchecked(b).d());
+            acc[t] = _mm256_fmadd_ps(sums[t], ad, acc[t]);
+        }
+    }
+    acc
+}
+
+/// Activation bytes an activation group may span, so that it stays in L2 while every
+/// packed row group meets it: larger groups pack each row group fewer times.
+const ACT_GROUP_BYTES: usize = 512 << 10;
+
+/// The most rows a rows-in-lanes tile holds (sixteen f32 lanes of a 512-bit register).
+const MAX_LANES: usize = 16;
+
+/// A weight format's rows-in-lanes tiles, for `dot_tile_in_lanes`: groups of `LANES` rows,
+/// each packed once per activation group by `pack` and met by `tile` several activations at
+/// a time.
+pub(super) trait RowsInLanes<I: IsaPrimitives> {
+    type Weight: Block;
+    type Act: Block;
+    /// One block of `LANES` rows laid out for `tile`. Nothing but SIMD vectors: all zero
+    /// bits is a value.
+    type Packed: Copy;
+    /// What `tile` reads per activation block beside the quants, worked out once per matrix.
+    type Extra: Copy;
+    /// The `LANES` rows' sums for one activation.
+    type Sums: Copy;
+    const LANES: usize;
+    /// How many `Extra` values each activation block has.
+    const EXTRA_PER_BLOCK: usize;
+
+    fn extra(a: &Self::Act) -> impl Iterator<Item = Self::Extra>;
+
+    unsafe fn pack(rows: &[&[Self::Weight]], b: usize, packed: &mut Self::Packed);
+
+    /// The sums of the packed rows with each of `T` activations; `extra[t]` holds
+    /// `EXTRA_PER_BLOCK` values per block of `acts[t]`.
+    unsafe fn tile<const T: usize>(
+        packed: &[Self::Packed],
+        acts: [&[Self::Act]; T],
+        extra: [&[Self::Extra]; T],
+    ) -> [Self::Sums; T];
+
+    /// Writes `LANES` sums from `out` on.
+    unsafe fn store(out: *mut f32, sums: Self::Sums);
+
+    /// Row-by-row products: the rows after the last group of `LANES`, and every row of a
+    /// batch of fewer activations than one tile. Activation t's sums go to
+    /// `out[t * out_stride..]`.
+    unsafe fn tail(
+        rows: &[u8],
+        row_bytes: usize,
+        acts: &[u8],
+        n_acts: usize,
+        out: &mut [f32],
+        out_stride: usize,
+    );
+}
+
+/// Batched products with the rows in the lanes (a `DotTileFn`): `F`'s row groups against
+/// `ACTS` activations at a time, the activations in groups that stay in L2 while every row
+/// group is packed once for them and meets them.
+#[inline(always)]
+pub(super) unsafe fn dot_tile_in_lanes<I: IsaPrimitives, F: RowsInLanes<I>, const ACTS: usize>(
+    rows: &[u8],
+    row_bytes: usize,
+    acts: &[u8],
+    n_acts: usize,
+    out: &mut [f32],
+) {
+    const { assert!(F::LANES <= MAX_LANES) };
+    let n_rows = rows.len() / row_bytes;
+    // Fewer activations than one tile (generation, a token from each of a few sequences):
+    // packing would cost more than the tiles save. The row-by-row tiles unpack each block
+    // once for all of them.
+    if n_acts < ACTS {
+        F::tail(rows, row_bytes, acts, n_acts, out, n_rows);
+        return;
+    }
+    let act_bytes = acts.len() / n_acts;
+    let n_blocks = act_bytes / size_of::<F::Act>();
+    let extra: Vec<F::Extra> = as_blocks::<F::Act>(acts)
+        .iter()
+        .flat_map(F::extra)
+        .collect();
+    let row = |r: usize| as_blocks::<F::Weight>(&rows[r * row_bytes..(r + 1) * row_bytes]);
+    let act = |t: usize| as_blocks::<F::Act>(&acts[t * act_bytes..(t + 1) * act_bytes]);
+    let per_act = F::EXTRA_PER_BLOCK * n_blocks;
+    let extra_of = |t: usize| &extra[t * per_act..(t + 1) * per_act];
+    let store = |sums: &[F::Sums], out: &mut [f32], t0: usize, r0: usize| {
+        for (t, lanes) in sums.iter().enumerate() {
+            let at = (t0 + t) * n_rows + r0;
+            F::store(out[at..at + F::LANES].as_mut_ptr(), *lanes);
+        }
+    };
+    let full_rows = n_rows / F::LANES * F::LANES;
+    let act_group = (ACT_GROUP_BYTES / act_bytes / ACTS).max(1) * ACTS;
+    let mut packed: Vec<F::Packed> = vec![std::mem::zeroed(); n_blocks];
+    let mut group_rows: [&[F::Weight]; MAX_LANES] = [&[]; MAX_LANES];
+    let group_rows = &mut group_rows[..F::LANES];
+    for group in (0..n_acts).step_by(act_group) {
+        let group_end = (group + act_group).min(n_acts);
+        for r0 in (0..full_rows).step_by(F::LANES) {
+            for (i, r) in group_rows.iter_mut().enumerate() {
+                *r = row(r0 + i);
+            }
+            for (b, p) in packed.iter_mut().enumerate() {
+                F::pack(group_rows, b, p);
+            }
+            let mut t0 = group;
+            while t0 + ACTS <= group_end {
+                let acts = std::array::from_fn(|i| act(t0 + i));
+                let sums =
+                    F::tile::<ACTS>(&packed, acts, std::array::from_fn(|i| extra_of(t0 + i)));
+                store(&sums, out, t0, r0);
+                t0 += ACTS;
+            }
+            for t0 in t0..group_end {
+                store(
+                    &F::tile::<1>(&packed, [act(t0)], [extra_of(t0)]),
+                    out,
+                    t0,
+                    r0,
+                );
+            }
+        }
+    }
+    if full_rows < n_rows {
+        F::tail(
+            &rows[full_rows * row_bytes..],
+            row_bytes,
+            acts,
+            n_acts,
+            &mut out[full_rows..],
+            n_rows,
+        );
+    }
+}
+
+/// A K-quant whose rows go one at a time against up to four activations.
+pub(super) trait KQuantRow: Block + Sized {
+    unsafe fn tile<I: IsaPrimitives, const T: usize>(x: &[Self], y: [&[BlockQ8K]; T]) -> [f32; T];
+}
+
+impl KQuantRow for BlockQ4K {
+    #[inline(always)]
+    unsafe fn tile<I: IsaPrimitives, const T: usize>(x: &[Self], y: [&[BlockQ8K]; T]) -> [f32; T] {
+        tile_q4_k::<I, T>(x, y)
+    }
+}
+
+impl KQuantRow for BlockQ6K {
+    #[inline(always)]
+    unsafe fn tile<I: IsaPrimitives, const T: usize>(x: &[Self], y: [&[BlockQ8K]; T]) -> [f32; T] {
+        tile_q6_k::<I, T>(x, y)
+    }
+}
+
+/// A K-quant's rows one at a time against up to four activations (`RowsInLanes::tail`).
+#[inline(always)]
+pub(super) unsafe fn tail_k_quant<I: IsaPrimitives, W: KQuantRow>(
+    rows: &[u8],
+    row_bytes: usize,
+    acts: &[u8],
+    n_acts: usize,
+    out: &mut [f32],
+    out_stride: usize,
+) {
+    let act_bytes = acts.len() / n_acts;
+    let act = |t: usize| as_blocks::<BlockQ8K>(&acts[t * act_bytes..(t + 1) * act_bytes]);
+    for (r, x) in rows.chunks_exact(row_bytes).enumerate() {
+        let x = as_blocks::<W>(x);
+        let mut t0 = 0;
+        // The last one to three activations share one pass over the row too: a few
+        // sequences generating together are often fewer than four.
+        while t0 < n_acts {
+            let n = (n_acts - t0).min(4);
+            let acts = |i: usize| act(t0 + i);
+            let mut store = |sums: &[f32]| {
+                for (i, sum) in sums.iter().enumerate() {
+                    out[(t0 + i) * out_stride + r] = *sum;
+                }
+            };
+            match n {
+                1 => store(&W::tile::<I, 1>(x, [acts(0)])),
+                2 => store(&W::tile::<I, 2>(x, std::array::from_fn(acts))),
+                3 => store(&W::tile::<I, 3>(x, std::array::from_fn(acts))),
+                _ => store(&W::tile::<I, 4>(x, std::array::from_fn(acts))),
+            }
+            t0 += n;
+        }
+    }
+}
+
+/// Σa over each 32-quant sub-block of a Q8_K block, as Q4_K's mins want it.
+pub(super) fn pair_sums(a: &BlockQ8K) -> impl Iterator<Item = f32> + '_ {
+    (0..8).map(move |j| f32::from(a.bsum(2 * j)) + f32::from(a.bsum(2 * j + 1)))
+}
+
+/// −32·Σa over each 16-quant sub-block of a Q8_K block: Q6_K's offset.
+pub(super) fn q6_k_starts(a: &BlockQ8K) -> impl Iterator<Item = i32> + '_ {
+    (0..16).map(move |s| -32 * i32::from(a.bsum(s)))
+}
+
+/// Q4_K's eight-row tiles.
+pub(super) struct Q4KLanes8;
+
+/// Q6_K's eight-row tiles.
+pub(super) struct Q6KLanes8;
+
+/// The eight-row tiles of a 32-element format read as `F`.
+pub(super) struct Lanes32x8<F>(std::marker::PhantomData<F>);
+
+impl<I: IsaPrimitives> RowsInLanes<I> for Q4KLanes8 {
+    type Weight = BlockQ4K;
+    type Act = BlockQ8K;
+    type Packed = PackedQ4K8;
+    type Extra = f32;
+    type Sums = __m256;
+    const LANES: usize = 8;
+    const EXTRA_PER_BLOCK: usize = 8;
+
+    fn extra(a: &BlockQ8K) -> impl Iterator<Item = f32> {
+        pair_sums(a)
+    }
+
+    #[inline(always)]
+    unsafe fn pack(rows: &[&[BlockQ4K]], b: usize, packed: &mut PackedQ4K8) {
+        pack_q4_k_8_rows(rows, b, packed)
+    }
+
+    #[inline(always)]
+    unsafe fn tile<const T: usize>(
+        packed: &[PackedQ4K8],
+        acts: [&[BlockQ8K]; T],
+        extra: [&[f32]; T],
+    ) -> [__m256; T] {
+        tile_q4_k_rows_in_lanes::<I, T>(packed, acts, extra)
+    }
+
+    #[inline(always)]
+    unsafe fn store(out: *mut f32, sums: __m256) {
+        _mm256_storeu_ps(out, sums)
+    }
+
+    #[inline(always)]
+    unsafe fn tail(
+        rows: &[u8],
+        row_bytes: usize,
+        acts: &[u8],
+        n_acts: usize,
+        out: &mut [f32],
+        out_stride: usize,
+    ) {
+        tail_k_quant::<I, BlockQ4K>(rows, row_bytes, acts, n_acts, out, out_stride)
+    }
+}
+
+impl<I: IsaPrimitives> RowsInLanes<I> for Q6KLanes8 {
+    type Weight = BlockQ6K;
+    type Act = BlockQ8K;
+    type Packed = PackedQ6K8;
+    type Extra = i32;
+    type Sums = __m256;
+    const LANES: usize = 8;
+    const EXTRA_PER_BLOCK: usize = 16;
+
+    fn extra(a: &BlockQ8K) -> impl Iterator<Item = i32> {
+        q6_k_starts(a)
+    }
+
+    #[inline(always)]
+    unsafe fn pack(rows: &[&[BlockQ6K]], b: usize, packed: &mut PackedQ6K8) {
+        pack_q6_k_8_rows(rows, b, packed)
+    }
+
+    #[inline(always)]
+    unsafe fn tile<const T: usize>(
+        packed: &[PackedQ6K8],
+        acts: [&[BlockQ8K]; T],
+        extra: [&[i32]; T],
+    ) -> [__m256; T] {
+        tile_q6_k_rows_in_lanes::<I, T>(packed, acts, extra)
+    }
+
+    #[inline(always)]
+    unsafe fn store(out: *mut f32, sums: __m256) {
+        _mm256_storeu_ps(out, sums)
+    }
+
+    #[inline(always)]
+    unsafe fn tail(
+        rows: &[u8],
+        row_bytes: usize,
+        acts: &[u8],
+        n_acts: usize,
+        out: &mut [f32],
+        out_stride: usize,
+    ) {
+        tail_k_quant::<I, BlockQ6K>(rows, row_bytes, acts, n_acts, out, out_stride)
+    }
+}
+
+impl<I: IsaPrimitives, F: Quants32> RowsInLanes<I> for Lanes32x8<F> {
+    type Weight = F::Block;
+    type Act = BlockQ8_0;
+    type Packed = Packed32x8;
+    type Extra = i32;
+    type Sums = __m256;
+    const LANES: usize = 8;
+    const EXTRA_PER_BLOCK: usize = 1;
+
+    fn extra(a: &BlockQ8_0) -> impl Iterator<Item = i32> {
+        offset_sum::<F>(a)
+    }
+
+    #[inline(always)]
+    unsafe fn pack(rows: &[&[F::Block]], b: usize, packed: &mut Packed32x8) {
+        pack_32_8_rows::<I, F>(rows, b, packed)
+    }
+
+    #[inline(always)]
+    unsafe fn tile<const T: usize>(
+        packed: &[Packed32x8],
+        acts: [&[BlockQ8_0]; T],
+        extra: [&[i32]; T],
+    ) -> [__m256; T] {
+        tile_32_rows_in_lanes::<I, T>(packed, acts, extra)
+    }
+
+    #[inline(always)]
+    unsafe fn store(out: *mut f32, sums: __m256) {
+        _mm256_storeu_ps(out, sums)
+    }
+
+    #[inline(always)]
+    unsafe fn tail(
+        rows: &[u8],
+        row_bytes: usize,
+        acts: &[u8],
+        n_acts: usize,
+        out: &mut [f32],
+        out_stride: usize,
+    ) {
+        tiles_q8_acts::<I, F>(rows, row_bytes, acts, n_acts, out, out_stride)
+    }
+}
+
+/// Q8_0 gets the rows-in-lanes tiles only where its quants plus 128 (up to 255) can
+/// meet activations without saturating: AVX2's `vpmaddubsw` saturates pairs of
+/// products at 32767 (2 × 255 × 127 is more), VNNI's `vpdpbusd` sums into 32 bits.
+/// Elsewhere its signed quants go through the row-by-row tiles.
+#[inline(always)]
+pub(super) unsafe fn dot_tile_q8_0<I: IsaPrimitives, const ACTS: usize>(
+    rows: &[u8],
+    row_bytes: usize,
+    acts: &[u8],
+    n_acts: usize,
+    out: &mut [f32],
+) {
+    if I::UNSATURATED_BYTE_PRODUCTS {
+        dot_tile_in_lanes::<I, Lanes32x8<Q8_0Plus128>, ACTS>(rows, row_bytes, acts, n_acts, out)
+    } else {
+        let n_rows = rows.len() / row_bytes;
+        tiles_q8_acts::<I, SignedQ8_0>(rows, row_bytes, acts, n_acts, out, n_rows)
+    }
+}
+
+#[inline(always)]
+pub(super) unsafe fn dot_tile_q5_0<I: IsaPrimitives, const ACTS: usize>(
+    rows: &[u8],
+    row_bytes: usize,
+    acts: &[u8],
+    n_acts: usize,
+    out: &mut [f32],
+) {
+    dot_tile_in_lanes::<I, Lanes32x8<Q5_0Plus16>, ACTS>(rows, row_bytes, acts, n_acts, out)
+}
+
+#[inline(always)]
+pub(super) unsafe fn dot_tile_q4_0<I: IsaPrimitives, const ACTS: usize>(
+    rows: &[u8],
+    row_bytes: usize,
+    acts: &[u8],
+    n_acts: usize,
+    out: &mut [f32],
+) {
+    dot_tile_in_lanes::<I, Lanes32x8<Q4_0Plus8>, ACTS>(rows, row_bytes, acts, n_acts, out)
+}
+
+#[inline(always)]
+pub(super) unsafe fn dot_tile_q4_k<I: IsaPrimitives, const ACTS: usize>(
+    rows: &[u8],
+    row_bytes: usize,
+    acts: &[u8],
+    n_acts: usize,
+    out: &mut [f32],
+) {
+    dot_tile_in_lanes::<I, Q4KLanes8, ACTS>(rows, row_bytes, acts, n_acts, out)
+}
+
+#[inline(always)]
+pub(super) unsafe fn dot_tile_q6_k<I: IsaPrimitives, const ACTS: usize>(
+    rows: &[u8],
+    row_bytes: usize,
+    acts: &[u8],
+    n_acts: usize,
+    out: &mut [f32],
+) {
+    dot_tile_in_lanes::<I, Q6KLanes8, ACTS>(rows, row_bytes, acts, n_acts, out)
+}
+
+/// The scores of several f16 queries against the same f16 keys (`scores`: query after
+/// query, a score per key), each sum taken exactly as `dot_f16` takes it: a query's
+/// scores do not depend on which queries share the call. Each key is converted once for
+/// `QUERIES` queries instead of once per query, and the queries once in all.
+#[inline(always)]
+pub(super) unsafe fn attention_scores_f16<I: IsaPrimitives, const QUERIES: usize>(
+    queries: &[u8],
+    keys: &[u8],
+    dim: usize,
+    scores: &mut [f32],
+) {
+    let n_keys = keys.len() / (2 * dim);
+    let mut widened = vec![0f32; queries.len() / 2];
+    let mut eights = widened.chunks_exact_mut(8);
+    for (to, from) in (&mut eights).zip(queries.chunks_exact(16)) {
+        let eight = _mm256_cvtph_ps(_mm_loadu_si128(from.as_ptr().cast()));
+        _mm256_storeu_ps(to.as_mut_ptr(), eight);
+    }
+    let rest = eights.into_remainder();
+    let rest_halves = queries[queries.len() - 2 * rest.len()..].chunks_exact(2);
+    for (to, from) in rest.iter_mut().zip(rest_halves) {
+        *to = crate::block::f16_to_f32([from[0], from[1]]);
+    }
+    for (group, out) in widened
+        .chunks(QUERIES * dim)
+        .zip(scores.chunks_mut(QUERIES * n_keys))
+    {
+        match group.len() / dim {
+            1 => scores_of_queries::<1>(group, keys, dim, out),
+            2 => scores_of_queries::<2>(group, keys, dim, out),
+            3 => scores_of_queries::<3>(group, keys, dim, out),
+            _ => scores_of_queries::<QUERIES>(group, keys, dim, out),
+        }
+    }
+}
+
+/// `attention_scores_f16` for `M` queries already in f32.
+#[inline(always)]
+unsafe fn scores_of_queries<const M: usize>(
+    queries: &[f32],
+    keys: &[u8],
+    dim: usize,
+    scores: &mut [f32],
+) {
+    let n_keys = keys.len() / (2 * dim);
+    let widen = |p: *const u8| _mm256_cvtph_ps(_mm_loadu_si128(p.cast()));
+    let query = |m: usize, d: usize| queries.as_ptr().add(m * dim + d);
+    // The last `dim % 8` elements (none in the models' head sizes), zero-padded once.
+    let (whole, rest) = (dim / 8 * 8, dim % 8);
+    let tail_queries: [__m256; M] = std::array::from_fn(|m| {
+        let mut tail = [0f32; 8];
+        std::ptr::copy_nonoverlapping(query(m, whole), tail.as_mut_ptr(), rest);
+        _mm256_loadu_ps(tail.as_ptr())
+    });
+    for (i, key) in keys.chunks_exact(2 * dim).enumerate() {
+        let key = key.as_ptr();
+        let mut sums = [[_mm256_setzero_ps(); 4]; M];
+        let mut d = 0;
+        while d + 32 <= dim {
+            for k in 0..4 {
+                let x = widen(key.add(2 * (d + 8 * k)));
+                for (m, s) in sums.iter_mut().enumerate() {
+                    s[k] = _mm256_fmadd_ps(x, _mm256_loadu_ps(query(m, d + 8 * k)), s[k]);
+                }
+            }
+            d += 32;
+        }
+        while d + 8 <= dim {
+            let x = widen(key.add(2 * d));
+            for (m, s) in sums.iter_mut().enumerate() {
+                s[0] = _mm256_fmadd_ps(x, _mm256_loadu_ps(query(m, d)), s[0]);
+            }
+            d += 8;
+        }
+        let totals: [__m256; M] = std::array::from_fn(|m| {
+            let s = &sums[m];
+            _mm256_add_ps(_mm256_add_ps(s[0], s[1]), _mm256_add_ps(s[2], s[3]))
+        });
+        let mut dots = [0f32; M];
+        for (pair, totals) in dots.chunks_mut(2).zip(totals.chunks(2)) {
+            match totals {
+                [a, b] => (pair[0], pair[1]) = hsum_ps_pair(*a, *b),
+                [a] => pair[0] = hsum_ps(*a),
+                _ => unreachable!(),
+            }
+        }
+        if rest > 0 {
+            let mut tail_key = [0u8; 16];
+            std::ptr::copy_nonoverlapping(key.add(2 * whole), tail_key.as_mut_ptr(), 2 * rest);
+            let tail_key = widen(tail_key.as_ptr());
+            for (dot, tail_query) in dots.iter_mut().zip(&tail_queries) {
+                *dot += hsum_ps(_mm256_mul_ps(tail_key, *tail_query));
+            }
+        }
+        for (m, dot) in dots.iter().enumerate() {
+            *scores.get_unchecked_mut(m * n_keys + i) = *dot;
+        }
+    }
+}
+
+/// `hsum_ps` of two vectors at once, each summed in the same order.
+#[inline(always)]
+unsafe fn hsum_ps_pair(a: __m256, b: __m256) -> (f32, f32) {
+    let halves = _mm256_add_ps(
+        _mm256_permute2f128_ps::<0x20>(a, b),
+        _mm256_permute2f128_ps::<0x31>(a, b),
+    );
+    let pairs = _mm256_add_ps(halves, _mm256_shuffle_ps::<0b11_10_11_10>(halves, halves));
+    let sums = _mm256_add_ps(pairs, _mm256_movehdup_ps(pairs));
+    (
+        _mm_cvtss_f32(_mm256_castps256_ps128(sums)),
+        _mm_cvtss_f32(_mm256_extractf128_ps::<1>(sums)),
+    )
+}
+
+/// `exp::exp_nonpositive` on eight lanes, the same operations in the same order.
+#[inline(always)]
+unsafe fn exp_nonpositive(x: __m256) -> __m256 {
+    use crate::exp::*;
+    let set = _mm256_set1_ps;
+    let shifted = _mm256_fmadd_ps(x, set(LOG2_E), set(SHIFTER));
+    let n = _mm256_sub_ps(shifted, set(SHIFTER));
+    let b = _mm256_fnmadd_ps(n, set(LN2_LOW), _mm256_fnmadd_ps(n, set(LN2_HIGH), x));
+    let u = _mm256_mul_ps(b, b);
+    let high = _mm256_fmadd_ps(_mm256_fmadd_ps(set(P5), b, set(P4)), u, {
+        _mm256_fmadd_ps(set(P3), b, set(P2))
+    });
+    let j = _mm256_fmadd_ps(high, u, _mm256_fmadd_ps(set(P1), b, set(1.0)));
+    let exponent = _mm256_add_epi32(_mm256_cvtps_epi32(n), _mm256_set1_epi32(SPLIT + 127));
+    let power = _mm256_castsi256_ps(_mm256_slli_epi32::<23>(exponent));
+    let unsplit = set(f32::from_bits(((127 - SPLIT) as u32) << 23));
+    let scaled = _mm256_mul_ps(_mm256_mul_ps(j, power), unsplit);
+    // Not below the lowest power, or NaN: kept.
+    let kept = _mm256_cmp_ps::<_CMP_NLT_UQ>(n, set(LOWEST_POWER));
+    _mm256_and_ps(scaled, kept)
+}
+
+/// `exp::softmax_exponentials`: each group's f32 sum is `hsum_ps` of its two halves
+/// added, the order of `_mm512_reduce_add_ps`.
+#[inline(always)]
+pub(super) unsafe fn softmax_exponentials<I: IsaPrimitives>(x: &mut [f32], max: f32) -> f64 {
+    let mut sum = 0f64;
+    let mut groups = x.chunks_exact_mut(crate::exp::GROUP);
+    let shift = _mm256_set1_ps(max);
+    for group in &mut groups {
+        let p = group.as_mut_ptr();
+        let low = exp_nonpositive(_mm256_sub_ps(_mm256_loadu_ps(p), shift));
+        let high = exp_nonpositive(_mm256_sub_ps(_mm256_loadu_ps(p.add(8)), shift));
+        _mm256_storeu_ps(p, low);
+        _mm256_storeu_ps(p.add(8), high);
+        sum += f64::from(hsum_ps(_mm256_add_ps(low, high)));
+    }
+    for v in groups.into_remainder() {
+        *v = (*v - max).exp();
+        sum += f64::from(*v);
+    }
+    sum
+}
+
+/// The weighted sums of f16 value rows for several queries (`weights` and `out` query
+/// after query). Every element's sum runs over the rows in order whatever the grouping,
+/// so a query's result does not depend on which queries share the call; each value is
+/// converted once for `QUERIES` queries. Each group of 32 (then 8) output
+/// elements stays in registers while every row is added to it.
+#[inline(always)]
+pub(super) unsafe fn accumulate_f16_rows<I: IsaPrimitives, const QUERIES: usize>(
+    weights: &[f32],
+    rows: &[u8],
+    out: &mut [f32],
+    queries: usize,
+) {
+    let dim = out.len() / queries;
+    let n_rows = weights.len() / queries;
+    for (weights, out) in weights
+        .chunks(QUERIES * n_rows)
+        .zip(out.chunks_mut(QUERIES * dim))
+    {
+        match out.len() / dim {
+            1 => accumulate_for_queries::<1>(weights, rows, out, dim),
+            2 => accumulate_for_queries::<2>(weights, rows, out, dim),
+            3 => accumulate_for_queries::<3>(weights, rows, out, dim),
+            _ => accumulate_for_queries::<QUERIES>(weights, rows, out, dim),
+        }
+    }
+}
+
+/// `accumulate_f16_rows` for `M` queries.
+#[inline(always)]
+unsafe fn accumulate_for_queries<const M: usize>(
+    weights: &[f32],
+    rows: &[u8],
+    out: &mut [f32],
+    dim: usize,
+) {
+    let n_rows = weights.len() / M;
+    let value = |i: usize, d: usize| {
+        _mm256_cvtph_ps(_mm_loadu_si128(rows.as_ptr().add(2 * (i * dim + d)).cast()))
+    };
+    let weight = |m: usize, i: usize| _mm256_set1_ps(*weights.get_unchecked(m * n_rows + i));
+    let out_at = |m: usize, d: usize| m * dim + d;
+    let mut d = 0;
+    while d + 32 <= dim {
+        let mut acc = [[_mm256_setzero_ps(); 4]; M];
+        for (m, acc) in acc.iter_mut().enumerate() {
+            for (k, a) in acc.iter_mut().enumerate() {
+                *a = _mm256_loadu_ps(out.as_ptr().add(out_at(m, d + 8 * k)));
+            }
+        }
+        for i in 0..n_rows {
+            let w: [__m256; M] = std::array::from_fn(|m| weight(m, i));
+            for k in 0..4 {
+                let v = value(i, d + 8 * k);
+                for (acc, w) in acc.iter_mut().zip(&w) {
+                    acc[k] = _mm256_fmadd_ps(*w, v, acc[k]);
+                }
+            }
+        }
+        for (m, acc) in acc.iter().enumerate() {
+            for (k, a) in acc.iter().enumerate() {
+                _mm256_storeu_ps(out.as_mut_ptr().add(out_at(m, d + 8 * k)), *a);
+            }
+        }
+        d += 32;
+    }
+    while d + 8 <= dim {
+        let mut acc: [__m256; M] =
+            std::array::from_fn(|m| _mm256_loadu_ps(out.as_ptr().add(out_at(m, d))));
+        for i in 0..n_rows {
+            let v = value(i, d);
+            for (m, a) in acc.iter_mut().enumerate() {
+                *a = _mm256_fmadd_ps(weight(m, i), v, *a);
+            }
+        }
+        for (m, a) in acc.iter().enumerate() {
+            _mm256_storeu_ps(out.as_mut_ptr().add(out_at(m, d)), *a);
+        }
+        d += 8;
+    }
+    for d in d..dim {
+        for i in 0..n_rows {
+            let at = rows.as_ptr().add(2 * (i * dim + d));
+            let v = _mm_set_ss(crate::block::f16_to_f32([*at, *at.add(1)]));
+            for m in 0..M {
+                let o = out.get_unchecked_mut(out_at(m, d));
+                let w = *weights.get_unchecked(m * n_rows + i);
+                *o = _mm_cvtss_f32(_mm_fmadd_ss(_mm_set_ss(w), v, _mm_set_ss(*o)));
+            }
+        }
+    }
+}
+
+/// One weight row of a 32-element format against one activation row, row after row
+/// (one stream through memory reads faster than four rows side by side). Two
+/// accumulators take alternate blocks, so each block does not wait on the previous
+/// one's FMA. The activation comes as `ReadyQ8_0` blocks made once per matrix.
+#[inline(always)]
+unsafe fn row_q8_acts<I: IsaPrimitives, F: Quants32>(rows: &[u8], act: &[u8], out: &mut [f32]) {
+    for_each_row(rows, act, out, |x: &[F::Block], act: &[ReadyQ8_0]| {
+        let mut acc = [_mm256_setzero_ps(); 2];
+        let pairs = x.len() / 2;
+        for b in 0..pairs {
+            for (k, acc) in acc.iter_mut().enumerate() {
+                let i = 2 * b + k;
+                let (scale, sum) = block_sum::<I, F>(x.get_unchecked(i), act.get_unchecked(i));
+                *acc = _mm256_fmadd_ps(scale, sum, *acc);
+            }
+        }
+        if x.len() % 2 == 1 {
+            let i = x.len() - 1;
+            let (scale, sum) = block_sum::<I, F>(x.get_unchecked(i), act.get_unchecked(i));
+            acc[0] = _mm256_fmadd_ps(scale, sum, acc[0]);
+        }
+        hsum_ps(_mm256_add_ps(acc[0], acc[1]))
+    });
+}
+
+/// One block's products for `row_q8_acts`: the scale, and the integer sum as f32.
+#[inline(always)]
+unsafe fn block_sum<I: IsaPrimitives, F: Quants32>(
+    w: &F::Block,
+    a: &ReadyQ8_0,
+) -> (__m256, __m256) {
+    let (q, wd) = F::quants::<I>(w);
+    let y = load(a.qs.as_ptr().cast());
+    let s = if F::OFFSET != 0 {
+        // The lanes are summed at the end, so the start goes in one lane only.
+        let start = _mm256_zextsi128_si256(_mm_cvtsi32_si128(a.start()));
+        I::dot_u8_i8(start, q, y)
+    } else {
+        I::dot_u8_i8(
+            _mm256_setzero_si256(),
+            _mm256_sign_epi8(q, q),
+            _mm256_sign_epi8(y, q),
+        )
+    };
+    let scale = _mm256_mul_ps(broadcast_f16(wd), _mm256_set1_ps(a.scale()));
+    (scale, _mm256_cvtepi32_ps(s))
+}
+
+#[inline(always)]
+pub(super) unsafe fn dot_rows_q8_0<I: IsaPrimitives>(rows: &[u8], act: &[u8], out: &mut [f32]) {
+    row_q8_acts::<I, SignedQ8_0>(rows, act, out)
+}
+
+#[inline(always)]
+pub(super) unsafe fn dot_rows_q5_0<I: IsaPrimitives>(rows: &[u8], act: &[u8], out: &mut [f32]) {
+    row_q8_acts::<I, Q5_0Plus16>(rows, act, out)
+}
+
+#[inline(always)]
+pub(super) unsafe fn dot_rows_q4_0<I: IsaPrimitives>(rows: &[u8], act: &[u8], out: &mut [f32]) {
+    row_q8_acts::<I, Q4_0Plus8>(rows, act, out)
+}
+
+#[inline(always)]
+pub(super) unsafe fn dot_rows_q4_k<I: IsaPrimitives>(rows: &[u8], act: &[u8], out: &mut [f32]) {
+    for_each_row(rows, act, out, |x, y| dot_q4_k::<I>(x, y))
+}
+
+#[inline(always)]
+pub(super) unsafe fn dot_rows_q5_k<I: IsaPrimitives>(rows: &[u8], act: &[u8], out: &mut [f32]) {
+    for_each_row(rows, act, out, |x, y| dot_q5_k::<I>(x, y))
+}
+
+#[inline(always)]
+pub(super) unsafe fn dot_rows_q6_k<I: IsaPrimitives>(rows: &[u8], act: &[u8], out: &mut [f32]) {
+    for_each_row(rows, act, out, |x, y| dot_q6_k::<I>(x, y))
+}
+
+#[inline(always)]
+pub(super) unsafe fn dot_rows_q4_1<I: IsaPrimitives>(rows: &[u8], act: &[u8], out: &mut [f32]) {
+    for_each_row(rows, act, out, |x, y| dot_q4_1::<I>(x, y))
+}
+
+#[inline(always)]
+pub(super) unsafe fn dot_rows_f32<I: IsaPrimitives>(rows: &[u8], act: &[u8], out: &mut [f32]) {
+    for_each_row(rows, act, out, |x, y| dot_f32(x, y))
+}
+
+#[inline(always)]
+pub(super) unsafe fn dot_rows_f16<I: IsaPrimitives>(rows: &[u8], act: &[u8], out: &mut [f32]) {
+    for_each_row(rows, act, out, |x, y| dot_f16(x, y))
+}
+
+#[inline(always)]
+pub(super) unsafe fn dot_rows_bf16<I: IsaPrimitives>(rows: &[u8], act: &[u8], out: &mut [f32]) {
+    for_each_row(rows, act, out, |x, y| dot_bf16(x, y))
+}
+
+/// Rounds 32 floats times `scale` to even and packs them to bytes in order; also
+/// returns the four i32 vectors before packing.
+#[inline(always)]
+unsafe fn round_pack(x: *const f32, scale: f32, dst: *mut i8) -> [__m256i; 4] {
+    let mul = _mm256_set1_ps(scale);
+    let mut ints = [_mm256_setzero_si256(); 4];
+    for (k, v) in ints.iter_mut().enumerate() {
+        let scaled = _mm256_mul_ps(_mm256_loadu_ps(x.add(8 * k)), mul);
+        let rounded = _mm256_round_ps::<{ _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC }>(scaled);
+        *v = _mm256_cvtps_epi32(rounded);
+    }
+    let lo = _mm256_packs_epi32(ints[0], ints[1]);
+    let hi = _mm256_packs_epi32(ints[2], ints[3]);
+    let packed = _mm256_permutevar8x32_epi32(
+        _mm256_packs_epi16(lo, hi),
+        _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7),
+    );
+    _mm256_storeu_si256(dst.cast(), packed);
+    ints
+}
+
+#[inline(always)]
+unsafe fn abs_max(x: &[f32]) -> f32 {
+    let sign = _mm256_set1_ps(-0.0);
+    let mut m = _mm256_setzero_ps();
+    for c in x.chunks_exact(8) {
+        // maxps returns its second operand when either is NaN: with the running
+        // maximum second, NaNs are skipped as the scalar references skip them.
+        m = _mm256_max_ps(_mm256_andnot_ps(sign, _mm256_loadu_ps(c.as_ptr())), m);
+    }
+    let h = _mm_max_ps(_mm256_castps256_ps128(m), _mm256_extractf128_ps::<1>(m));
+    let h = _mm_max_ps(h, _mm_movehl_ps(h, h));
+    _mm_cvtss_f32(_mm_max_ss(h, _mm_movehdup_ps(h)))
+}
+
+/// Bit-identical to `q8_0::quantize`.
+#[inline(always)]
+pub(super) unsafe fn quantize_q8_0<I: IsaPrimitives>(src: &[f32], dst: &mut [u8]) {
+    let blocks = as_blocks_mut::<BlockQ8_0>(dst);
+    assert_eq!(src.len(), blocks.len() * 32);
+    for (x, y) in src.chunks_exact(32).zip(blocks) {
+        let (d, id) = scales(abs_max(x));
+        y.d = f32_to_f16(d);
+        round_pack(x.as_ptr(), id, y.qs.as_mut_ptr());
+    }
+}
+
+/// Bit-identical to `q8_k::quantize`.
+#[inline(always)]
+pub(super) unsafe fn quantize_q8_k<I: IsaPrimitives>(src: &[f32], dst: &mut [u8]) {
+    let blocks = as_blocks_mut::<BlockQ8K>(dst);
+    assert_eq!(src.len(), blocks.len() * 256);
+    for (x, y) in src.chunks_exact(256).zip(blocks) {
+        let amax = abs_max(x);
+        if amax == 0.0 {
+            y.d = 0.0f32.to_le_bytes();
+            y.qs = [0; 256];
+            y.bsums = [0; 32];
+            continue;
+        }
+        // The first element of largest magnitude, as the reference's strict `>` finds.
+        let max = *x
+            .iter()
+            .find(|v| v.abs() == amax)
+            .expect("amax is some |x|");
+        let iscale = -127.0 / max;
+        for g in 0..8 {
+            let ints = round_pack(
+                x.as_ptr().add(32 * g),
+                iscale,
+                y.qs.as_mut_ptr().add(32 * g),
+            );
+            for half in 0..2 {
+                let s = hsum_epi32(_mm256_add_epi32(ints[2 * half], ints[2 * half + 1]));
+                let at = 2 * (2 * g + half);
+                y.bsums[at..at + 2].copy_from_slice(&(s as i16).to_le_bytes());
+            }
+        }
+        y.d = (1.0 / iscale).to_le_bytes();
+    }
+}

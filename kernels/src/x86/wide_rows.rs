@@ -10,7 +10,7 @@
 //! their scales already broadcast, and the Q8_K quants of each super-block in the order a
 //! 512-bit load of Q4_K nibbles meets them. Each row then needs only its own weights' unpacking.
 
-use super::avx512::{halves, scales_mins_k};
+use super::kernels::{halves, scales_mins_k};
 use crate::block::{as_blocks, for_each_row, Block};
 use crate::dispatch::{DotRowsFn, PrepareFn, Table};
 use crate::q4_0::BlockQ4_0;
