@@ -619,25 +619,149 @@ pub(super) unsafe fn tiles_q8_acts<I: IsaPrimitives, F: Quants32>(
     }
 }
 
+/// The registers a rows-in-lanes tile keeps its rows' sums in, one row per 32-bit lane:
+/// eight rows in 256 bits (`Lanes8`) or sixteen in 512 (`Lanes16`, AVX-512 only). The tiles
+/// are written once over these operations.
+pub(super) trait RowLanes: Sized {
+    const LANES: usize;
+    /// Four quant bytes, or one i32 sum, per row.
+    type Ints: Copy;
+    /// One f32 per row.
+    type Floats: Copy;
+    unsafe fn zero_ints() -> Self::Ints;
+    unsafe fn zero_floats() -> Self::Floats;
+    unsafe fn splat_i32(x: i32) -> Self::Ints;
+    unsafe fn splat_f32(x: f32) -> Self::Floats;
+    unsafe fn splat_f16(x: [u8; 2]) -> Self::Floats;
+    /// The low four bits of every byte.
+    unsafe fn low_nibbles(q: Self::Ints) -> Self::Ints;
+    /// The high four bits of every byte, moved to the low four.
+    unsafe fn high_nibbles(q: Self::Ints) -> Self::Ints;
+    /// Adds to each row's sum the products of its four unsigned quant bytes with the four
+    /// signed bytes of `four`, the same for every row.
+    unsafe fn add_byte_products(acc: Self::Ints, quants: Self::Ints, four: i32) -> Self::Ints;
+    unsafe fn to_floats(x: Self::Ints) -> Self::Floats;
+    unsafe fn mul(a: Self::Floats, b: Self::Floats) -> Self::Floats;
+    /// `a · b + c`.
+    unsafe fn mul_add(a: Self::Floats, b: Self::Floats, c: Self::Floats) -> Self::Floats;
+    /// `c − a · b`.
+    unsafe fn neg_mul_add(a: Self::Floats, b: Self::Floats, c: Self::Floats) -> Self::Floats;
+    unsafe fn store(out: *mut f32, x: Self::Floats);
+    /// Block b of the rows of format `F`, one row per lane.
+    unsafe fn pack<F: LaneFormat>(rows: &[&[F::Weight]], b: usize, packed: &mut F::Packed<Self>);
+}
+
+/// Eight rows in 256-bit registers, the byte products as the ISA `I` takes them.
+pub(super) struct Lanes8<I>(std::marker::PhantomData<I>);
+
+impl<I: IsaPrimitives> RowLanes for Lanes8<I> {
+    const LANES: usize = 8;
+    type Ints = __m256i;
+    type Floats = __m256;
+
+    #[inline(always)]
+    unsafe fn zero_ints() -> __m256i {
+        _mm256_setzero_si256()
+    }
+
+    #[inline(always)]
+    unsafe fn zero_floats() -> __m256 {
+        _mm256_setzero_ps()
+    }
+
+    #[inline(always)]
+    unsafe fn splat_i32(x: i32) -> __m256i {
+        _mm256_set1_epi32(x)
+    }
+
+    #[inline(always)]
+    unsafe fn splat_f32(x: f32) -> __m256 {
+        _mm256_set1_ps(x)
+    }
+
+    #[inline(always)]
+    unsafe fn splat_f16(x: [u8; 2]) -> __m256 {
+        broadcast_f16(x)
+    }
+
+    #[inline(always)]
+    unsafe fn low_nibbles(q: __m256i) -> __m256i {
+        _mm256_and_si256(q, _mm256_set1_epi8(0x0F))
+    }
+
+    #[inline(always)]
+    unsafe fn high_nibbles(q: __m256i) -> __m256i {
+        _mm256_and_si256(_mm256_srli_epi16::<4>(q), _mm256_set1_epi8(0x0F))
+    }
+
+    #[inline(always)]
+    unsafe fn add_byte_products(acc: __m256i, quants: __m256i, four: i32) -> __m256i {
+        I::dot_u8_i8(acc, quants, _mm256_set1_epi32(four))
+    }
+
+    #[inline(always)]
+    unsafe fn to_floats(x: __m256i) -> __m256 {
+        _mm256_cvtepi32_ps(x)
+    }
+
+    #[inline(always)]
+    unsafe fn mul(a: __m256, b: __m256) -> __m256 {
+        _mm256_mul_ps(a, b)
+    }
+
+    #[inline(always)]
+    unsafe fn mul_add(a: __m256, b: __m256, c: __m256) -> __m256 {
+        _mm256_fmadd_ps(a, b, c)
+    }
+
+    #[inline(always)]
+    unsafe fn neg_mul_add(a: __m256, b: __m256, c: __m256) -> __m256 {
+        _mm256_fnmadd_ps(a, b, c)
+    }
+
+    #[inline(always)]
+    unsafe fn store(out: *mut f32, x: __m256) {
+        _mm256_storeu_ps(out, x)
+    }
+
+    #[inline(always)]
+    unsafe fn pack<F: LaneFormat>(rows: &[&[F::Weight]], b: usize, packed: &mut F::Packed<Self>) {
+        F::pack_8::<I>(rows, b, packed)
+    }
+}
+
 /// `T` accumulators of rows-in-lanes products: accumulator t adds `w[k]` times bytes
 /// 4k..4k+3 of `acts[t]` broadcast, for k < `K`. The k loop runs outside the t loop so
 /// that consecutive `vpdpbusd` feed different accumulators and no chain waits on the
 /// one before it (on Zen 4 this measures the same as the other order, whose chains the
 /// out-of-order window already overlaps; a core with a smaller window would not).
 #[inline(always)]
-unsafe fn dots_in_lanes<I: IsaPrimitives, const T: usize, const K: usize>(
-    starts: [__m256i; T],
-    w: &[__m256i],
+unsafe fn dots_in_lanes<V: RowLanes, const T: usize, const K: usize>(
+    starts: [V::Ints; T],
+    w: &[V::Ints],
     acts: [*const i8; T],
-) -> [__m256i; T] {
+) -> [V::Ints; T] {
     let mut s = starts;
     for (k, wk) in w[..K].iter().enumerate() {
         for t in 0..T {
             let four = i32::from_le_bytes(*acts[t].add(4 * k).cast::<[u8; 4]>());
-            s[t] = I::dot_u8_i8(s[t], *wk, _mm256_set1_epi32(four));
+            s[t] = V::add_byte_products(s[t], *wk, four);
         }
     }
     s
+}
+
+/// `Clone` and `Copy` for a pack generic over its lanes: `derive` would ask them of `V`
+/// instead of the vectors the pack holds.
+macro_rules! copy_pack {
+    ($pack:ident) => {
+        impl<V: RowLanes> Clone for $pack<V> {
+            fn clone(&self) -> Self {
+                *self
+            }
+        }
+        impl<V: RowLanes> Copy for $pack<V> {}
+    };
 }
 
 /// Transposes eight vectors of eight 32-bit lanes: lane i of result k is lane k of
@@ -676,21 +800,21 @@ unsafe fn transpose_dwords(v: [__m256i; 8]) -> [__m256i; 8] {
     ]
 }
 
-/// Eight rows of one block of a format with unsigned quants standing for
-/// `q − offset`, laid out for `tile_32_rows_in_lanes`: register k holds quants
-/// 4k..4k+3 of every row, and the rows' scales are f32 lanes.
-#[derive(Clone, Copy)]
+/// The rows of one block of a format with unsigned quants standing for `q − offset`, laid
+/// out for `tile_32_rows_in_lanes`: register k holds quants 4k..4k+3 of every row, and the
+/// rows' scales are f32 lanes.
 #[repr(C)]
-pub(super) struct Packed32x8 {
-    quants: [__m256i; 8],
-    scales: __m256,
+pub(super) struct Packed32<V: RowLanes> {
+    quants: [V::Ints; 8],
+    scales: V::Floats,
 }
+copy_pack!(Packed32);
 
 #[inline(always)]
 unsafe fn pack_32_8_rows<I: IsaPrimitives, F: Quants32>(
     rows: &[&[F::Block]],
     b: usize,
-    packed: &mut Packed32x8,
+    packed: &mut Packed32<Lanes8<I>>,
 ) {
     let mut w = [_mm256_setzero_si256(); 8];
     let mut d = [0u16; 8];
@@ -703,30 +827,29 @@ unsafe fn pack_32_8_rows<I: IsaPrimitives, F: Quants32>(
     packed.scales = _mm256_cvtph_ps(_mm_loadu_si128(d.as_ptr().cast()));
 }
 
-/// Eight packed rows of a 32-element format against `T` activation rows, one row per
-/// lane: each quant register meets four activation bytes broadcast, a block's eight
-/// row sums come out of eight `vpdpbusd` in one register and are converted and scaled
-/// together, where row-by-row tiles spend a conversion, a scale product and an FMA on
-/// every row and activation. `offset_sums[t][b]` is −offset·Σa of activation block b,
-/// which starts its sum.
+/// Packed rows of a 32-element format against `T` activation rows, one row per lane: each
+/// quant register meets four activation bytes broadcast, a block's row sums come out of
+/// eight `vpdpbusd` in one register and are converted and scaled together, where row-by-row
+/// tiles spend a conversion, a scale product and an FMA on every row and activation.
+/// `offset_sums[t][b]` is −offset·Σa of activation block b, which starts its sum.
 #[inline(always)]
-unsafe fn tile_32_rows_in_lanes<I: IsaPrimitives, const T: usize>(
-    packed: &[Packed32x8],
+pub(super) unsafe fn tile_32_rows_in_lanes<V: RowLanes, const T: usize>(
+    packed: &[Packed32<V>],
     acts: [&[BlockQ8_0]; T],
     offset_sums: [&[i32]; T],
-) -> [__m256; T] {
-    let mut acc = [_mm256_setzero_ps(); T];
+) -> [V::Floats; T] {
+    let mut acc = [V::zero_floats(); T];
     for (b, p) in packed.iter().enumerate() {
-        let mut starts = [_mm256_setzero_si256(); T];
+        let mut starts = [V::zero_ints(); T];
         let mut qs = [std::ptr::null(); T];
         for t in 0..T {
-            starts[t] = _mm256_set1_epi32(*offset_sums[t].get_unchecked(b));
+            starts[t] = V::splat_i32(*offset_sums[t].get_unchecked(b));
             qs[t] = acts[t].get_unchecked(b).qs.as_ptr();
         }
-        let sums = dots_in_lanes::<I, T, 8>(starts, &p.quants, qs);
+        let sums = dots_in_lanes::<V, T, 8>(starts, &p.quants, qs);
         for t in 0..T {
-            let scale = _mm256_mul_ps(p.scales, broadcast_f16(acts[t].get_unchecked(b).d));
-            acc[t] = _mm256_fmadd_ps(scale, _mm256_cvtepi32_ps(sums[t]), acc[t]);
+            let scale = V::mul(p.scales, V::splat_f16(acts[t].get_unchecked(b).d));
+            acc[t] = V::mul_add(scale, V::to_floats(sums[t]), acc[t]);
         }
     }
     acc
@@ -880,17 +1003,17 @@ unsafe fn transpose_words(r: [__m128i; 8]) -> [__m128i; 8] {
     })
 }
 
-/// Eight Q4_K rows of one block laid out for `tile_q4_k_rows_in_lanes`: the quant
-/// dwords transposed so that lane i holds row i, and the rows' `d·scale` and
-/// `dmin·min` multiplied out. A row group is packed once per activation group instead
-/// of in every tile of activations.
-#[derive(Clone, Copy)]
+/// Q4_K rows of one block laid out for `tile_q4_k_rows_in_lanes`: the quant dwords
+/// transposed so that lane i holds row i, and the rows' `d·scale` and `dmin·min`
+/// multiplied out. A row group is packed once per activation group instead of in every
+/// tile of activations.
 #[repr(C)]
-pub(super) struct PackedQ4K8 {
-    quants: [[__m256i; 8]; 4],
-    scales: [__m256; 8],
-    mins: [__m256; 8],
+pub(super) struct PackedQ4K<V: RowLanes> {
+    quants: [[V::Ints; 8]; 4],
+    scales: [V::Floats; 8],
+    mins: [V::Floats; 8],
 }
+copy_pack!(PackedQ4K);
 
 /// Eight f16s, one per row, to f32.
 #[inline(always)]
@@ -906,12 +1029,14 @@ unsafe fn per_row(v: __m128i, by: __m256) -> __m256 {
 }
 
 #[inline(always)]
-unsafe fn pack_q4_k_8_rows(rows: &[&[BlockQ4K]], b: usize, packed: &mut PackedQ4K8) {
+unsafe fn pack_q4_k_8_rows<I: IsaPrimitives>(
+    rows: &[&[BlockQ4K]],
+    b: usize,
+    packed: &mut PackedQ4K<Lanes8<I>>,
+) {
     let blocks: [&BlockQ4K; 8] = std::array::from_fn(|i| rows[i].get_unchecked(b));
     let d = f16_lanes_8(&blocks, |x| x.d);
     let dmin = f16_lanes_8(&blocks, |x| x.dmin);
-    // Plain loops, not closures, around the intrinsics: a closure does not inherit
-    // this function's target features, so an intrinsic inside one stays a call.
     let mut scales = [_mm_setzero_si128(); 8];
     let mut mins = [_mm_setzero_si128(); 8];
     for i in 0..8 {
@@ -931,70 +1056,71 @@ unsafe fn pack_q4_k_8_rows(rows: &[&[BlockQ4K]], b: usize, packed: &mut PackedQ4
     }
 }
 
-/// Eight packed Q4_K rows against `T` activation rows, one row per lane, as the
-/// 32-element formats' `tile_32_rows_in_lanes`: each 32-quant sub-block's eight row sums
-/// come out of eight `vpdpbusd` in one register and are scaled by the rows' `d·scale`,
-/// shared by every activation; the mins are the rows' `dmin·min` against the
-/// activation's sub-block sums. Returns, per activation, the eight rows' sums.
-/// `pair_sums[t][8b + j]` is Σa over sub-block j of block b, as f32.
+/// Packed Q4_K rows against `T` activation rows, one row per lane, as the 32-element
+/// formats' `tile_32_rows_in_lanes`: each 32-quant sub-block's row sums come out of eight
+/// `vpdpbusd` in one register and are scaled by the rows' `d·scale`, shared by every
+/// activation; the mins are the rows' `dmin·min` against the activation's sub-block sums.
+/// Returns, per activation, the rows' sums. `pair_sums[t][8b + j]` is Σa over sub-block j
+/// of block b, as f32.
 #[inline(always)]
-unsafe fn tile_q4_k_rows_in_lanes<I: IsaPrimitives, const T: usize>(
-    packed: &[PackedQ4K8],
+pub(super) unsafe fn tile_q4_k_rows_in_lanes<V: RowLanes, const T: usize>(
+    packed: &[PackedQ4K<V>],
     acts: [&[BlockQ8K]; T],
     pair_sums: [&[f32]; T],
-) -> [__m256; T] {
-    let m4 = _mm256_set1_epi8(0x0F);
-    let mut acc = [_mm256_setzero_ps(); T];
+) -> [V::Floats; T] {
+    let mut acc = [V::zero_floats(); T];
     for (b, p) in packed.iter().enumerate() {
-        let mut sums = [_mm256_setzero_ps(); T];
+        let mut sums = [V::zero_floats(); T];
         for t in 0..T {
             let pairs = pair_sums[t].as_ptr().add(8 * b);
             for (j, min) in p.mins.iter().enumerate() {
-                sums[t] = _mm256_fnmadd_ps(*min, _mm256_set1_ps(*pairs.add(j)), sums[t]);
+                sums[t] = V::neg_mul_add(*min, V::splat_f32(*pairs.add(j)), sums[t]);
             }
         }
         for c in 0..4 {
             for half in 0..2 {
                 let j = 2 * c + half;
-                let w: [__m256i; 8] = std::array::from_fn(|k| {
-                    let raw = p.quants[c][k];
-                    let q = if half == 0 {
-                        raw
+                let w: [V::Ints; 8] = std::array::from_fn(|k| {
+                    if half == 0 {
+                        V::low_nibbles(p.quants[c][k])
                     } else {
-                        _mm256_srli_epi16::<4>(raw)
-                    };
-                    _mm256_and_si256(q, m4)
+                        V::high_nibbles(p.quants[c][k])
+                    }
                 });
-                let dots = dots_in_lanes::<I, T, 8>(
-                    [_mm256_setzero_si256(); T],
+                let dots = dots_in_lanes::<V, T, 8>(
+                    [V::zero_ints(); T],
                     &w,
                     std::array::from_fn(|t| acts[t].get_unchecked(b).qs.as_ptr().add(32 * j)),
                 );
                 for t in 0..T {
-                    sums[t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(dots[t]), p.scales[j], sums[t]);
+                    sums[t] = V::mul_add(V::to_floats(dots[t]), p.scales[j], sums[t]);
                 }
             }
         }
         for t in 0..T {
-            let ad = _mm256_set1_ps(acts[t].get_unchecked(b).d());
-            acc[t] = _mm256_fmadd_ps(sums[t], ad, acc[t]);
+            let ad = V::splat_f32(acts[t].get_unchecked(b).d());
+            acc[t] = V::mul_add(sums[t], ad, acc[t]);
         }
     }
     acc
 }
 
-/// Eight Q6_K rows of one block laid out for `tile_q6_k_rows_in_lanes`: each 32-quant
-/// chunk unpacked to six-bit values (0..63) and transposed so that lane i holds row i,
-/// and the rows' `d·scale` per 16-quant sub-block multiplied out.
-#[derive(Clone, Copy)]
+/// Q6_K rows of one block laid out for `tile_q6_k_rows_in_lanes`: each 32-quant chunk
+/// unpacked to six-bit values (0..63) and transposed so that lane i holds row i, and the
+/// rows' `d·scale` per 16-quant sub-block multiplied out.
 #[repr(C)]
-pub(super) struct PackedQ6K8 {
-    quants: [[__m256i; 8]; 8],
-    scales: [__m256; 16],
+pub(super) struct PackedQ6K<V: RowLanes> {
+    quants: [[V::Ints; 8]; 8],
+    scales: [V::Floats; 16],
 }
+copy_pack!(PackedQ6K);
 
 #[inline(always)]
-unsafe fn pack_q6_k_8_rows(rows: &[&[BlockQ6K]], b: usize, packed: &mut PackedQ6K8) {
+unsafe fn pack_q6_k_8_rows<I: IsaPrimitives>(
+    rows: &[&[BlockQ6K]],
+    b: usize,
+    packed: &mut PackedQ6K<Lanes8<I>>,
+) {
     let m4 = _mm256_set1_epi8(0x0F);
     let m2 = _mm256_set1_epi8(0x30);
     let blocks: [&BlockQ6K; 8] = std::array::from_fn(|i| rows[i].get_unchecked(b));
@@ -1030,39 +1156,38 @@ unsafe fn pack_q6_k_8_rows(rows: &[&[BlockQ6K]], b: usize, packed: &mut PackedQ6
     }
 }
 
-/// Eight packed Q6_K rows against `T` activation rows, one row per lane, as
-/// `tile_q4_k_rows_in_lanes`: each 16-quant sub-block's eight row sums come out of four
-/// `vpdpbusd` in one register, and the rows' `d·scale` scales them.
-/// The quants go in unsigned (0..63); `starts[t][16b + s]` is −32·Σa over sub-block s
-/// of block b, which starts that sub-block's sum and so takes the offset back out.
+/// Packed Q6_K rows against `T` activation rows, one row per lane, as
+/// `tile_q4_k_rows_in_lanes`: each 16-quant sub-block's row sums come out of four
+/// `vpdpbusd` in one register, and the rows' `d·scale` scales them. The quants go in
+/// unsigned (0..63); `starts[t][16b + s]` is −32·Σa over sub-block s of block b, which
+/// starts that sub-block's sum and so takes the offset back out.
 #[inline(always)]
-unsafe fn tile_q6_k_rows_in_lanes<I: IsaPrimitives, const T: usize>(
-    packed: &[PackedQ6K8],
+pub(super) unsafe fn tile_q6_k_rows_in_lanes<V: RowLanes, const T: usize>(
+    packed: &[PackedQ6K<V>],
     acts: [&[BlockQ8K]; T],
     starts: [&[i32]; T],
-) -> [__m256; T] {
-    let mut acc = [_mm256_setzero_ps(); T];
+) -> [V::Floats; T] {
+    let mut acc = [V::zero_floats(); T];
     for (b, p) in packed.iter().enumerate() {
-        let mut sums = [_mm256_setzero_ps(); T];
+        let mut sums = [V::zero_floats(); T];
         for (chunk, w) in p.quants.iter().enumerate() {
             for sub in 0..2 {
                 let s_index = 2 * chunk + sub;
-                let dots = dots_in_lanes::<I, T, 4>(
+                let dots = dots_in_lanes::<V, T, 4>(
                     std::array::from_fn(|t| {
-                        _mm256_set1_epi32(*starts[t].get_unchecked(16 * b + s_index))
+                        V::splat_i32(*starts[t].get_unchecked(16 * b + s_index))
                     }),
                     &w[4 * sub..],
                     std::array::from_fn(|t| acts[t].get_unchecked(b).qs.as_ptr().add(16 * s_index)),
                 );
                 for t in 0..T {
-                    sums[t] =
-                        _mm256_fmadd_ps(_mm256_cvtepi32_ps(dots[t]), p.scales[s_index], sums[t]);
+                    sums[t] = V::mul_add(V::to_floats(dots[t]), p.scales[s_index], sums[t]);
                 }
             }
         }
         for t in 0..T {
-            let ad = _mm256_set1_ps(acts[t].get_unchecked(b).d());
-            acc[t] = _mm256_fmadd_ps(sums[t], ad, acc[t]);
+            let ad = V::splat_f32(acts[t].get_unchecked(b).d());
+            acc[t] = V::mul_add(sums[t], ad, acc[t]);
         }
     }
     acc
@@ -1075,42 +1200,40 @@ const ACT_GROUP_BYTES: usize = 512 << 10;
 /// The most rows a rows-in-lanes tile holds (sixteen f32 lanes of a 512-bit register).
 const MAX_LANES: usize = 16;
 
-/// A weight format's rows-in-lanes tiles, for `dot_tile_in_lanes`: groups of `LANES` rows,
-/// each packed once per activation group by `pack` and met by `tile` several activations at
-/// a time.
-pub(super) trait RowsInLanes<I: IsaPrimitives> {
+/// A weight format's rows-in-lanes tiles, for `dot_tile_in_lanes`, written once for every
+/// width of `RowLanes`: groups of as many rows as the lanes hold, each packed once per
+/// activation group and met by `tile` several activations at a time.
+pub(super) trait LaneFormat {
     type Weight: Block;
     type Act: Block;
-    /// One block of `LANES` rows laid out for `tile`. Nothing but SIMD vectors: all zero
+    /// One block of a group of rows laid out for `tile`. Nothing but SIMD vectors: all zero
     /// bits is a value.
-    type Packed: Copy;
+    type Packed<V: RowLanes>: Copy;
     /// What `tile` reads per activation block beside the quants, worked out once per matrix.
     type Extra: Copy;
-    /// The `LANES` rows' sums for one activation.
-    type Sums: Copy;
-    const LANES: usize;
     /// How many `Extra` values each activation block has.
     const EXTRA_PER_BLOCK: usize;
 
     fn extra(a: &Self::Act) -> impl Iterator<Item = Self::Extra>;
 
-    unsafe fn pack(rows: &[&[Self::Weight]], b: usize, packed: &mut Self::Packed);
+    /// Block b of eight rows, packed into 256-bit lanes (wider packs join these).
+    unsafe fn pack_8<I: IsaPrimitives>(
+        rows: &[&[Self::Weight]],
+        b: usize,
+        packed: &mut Self::Packed<Lanes8<I>>,
+    );
 
     /// The sums of the packed rows with each of `T` activations; `extra[t]` holds
     /// `EXTRA_PER_BLOCK` values per block of `acts[t]`.
-    unsafe fn tile<const T: usize>(
-        packed: &[Self::Packed],
+    unsafe fn tile<V: RowLanes, const T: usize>(
+        packed: &[Self::Packed<V>],
         acts: [&[Self::Act]; T],
         extra: [&[Self::Extra]; T],
-    ) -> [Self::Sums; T];
+    ) -> [V::Floats; T];
 
-    /// Writes `LANES` sums from `out` on.
-    unsafe fn store(out: *mut f32, sums: Self::Sums);
-
-    /// Row-by-row products: the rows after the last group of `LANES`, and every row of a
-    /// batch of fewer activations than one tile. Activation t's sums go to
-    /// `out[t * out_stride..]`.
-    unsafe fn tail(
+    /// Row-by-row products: the rows after the last group, and every row of a batch of
+    /// fewer activations than one tile. Activation t's sums go to `out[t * out_stride..]`.
+    unsafe fn tail<I: IsaPrimitives>(
         rows: &[u8],
         row_bytes: usize,
         acts: &[u8],
@@ -1120,24 +1243,29 @@ pub(super) trait RowsInLanes<I: IsaPrimitives> {
     );
 }
 
-/// Batched products with the rows in the lanes (a `DotTileFn`): `F`'s row groups against
-/// `ACTS` activations at a time, the activations in groups that stay in L2 while every row
-/// group is packed once for them and meets them.
+/// Batched products with the rows in the lanes (a `DotTileFn`): `F`'s rows in groups of
+/// `V::LANES` against `ACTS` activations at a time, the activations in groups that stay in
+/// L2 while every row group is packed once for them and meets them.
 #[inline(always)]
-pub(super) unsafe fn dot_tile_in_lanes<I: IsaPrimitives, F: RowsInLanes<I>, const ACTS: usize>(
+pub(super) unsafe fn dot_tile_in_lanes<
+    I: IsaPrimitives,
+    F: LaneFormat,
+    V: RowLanes,
+    const ACTS: usize,
+>(
     rows: &[u8],
     row_bytes: usize,
     acts: &[u8],
     n_acts: usize,
     out: &mut [f32],
 ) {
-    const { assert!(F::LANES <= MAX_LANES) };
+    const { assert!(V::LANES <= MAX_LANES) };
     let n_rows = rows.len() / row_bytes;
     // Fewer activations than one tile (generation, a token from each of a few sequences):
     // packing would cost more than the tiles save. The row-by-row tiles unpack each block
     // once for all of them.
     if n_acts < ACTS {
-        F::tail(rows, row_bytes, acts, n_acts, out, n_rows);
+        F::tail::<I>(rows, row_bytes, acts, n_acts, out, n_rows);
         return;
     }
     let act_bytes = acts.len() / n_acts;
@@ -1150,37 +1278,37 @@ pub(super) unsafe fn dot_tile_in_lanes<I: IsaPrimitives, F: RowsInLanes<I>, cons
     let act = |t: usize| as_blocks::<F::Act>(&acts[t * act_bytes..(t + 1) * act_bytes]);
     let per_act = F::EXTRA_PER_BLOCK * n_blocks;
     let extra_of = |t: usize| &extra[t * per_act..(t + 1) * per_act];
-    let store = |sums: &[F::Sums], out: &mut [f32], t0: usize, r0: usize| {
-        for (t, lanes) in sums.iter().enumerate() {
+    let store = |sums: &[V::Floats], out: &mut [f32], t0: usize, r0: usize| {
+        for (t, sums) in sums.iter().enumerate() {
             let at = (t0 + t) * n_rows + r0;
-            F::store(out[at..at + F::LANES].as_mut_ptr(), *lanes);
+            V::store(out[at..at + V::LANES].as_mut_ptr(), *sums);
         }
     };
-    let full_rows = n_rows / F::LANES * F::LANES;
+    let full_rows = n_rows / V::LANES * V::LANES;
     let act_group = (ACT_GROUP_BYTES / act_bytes / ACTS).max(1) * ACTS;
-    let mut packed: Vec<F::Packed> = vec![std::mem::zeroed(); n_blocks];
+    let mut packed: Vec<F::Packed<V>> = vec![std::mem::zeroed(); n_blocks];
     let mut group_rows: [&[F::Weight]; MAX_LANES] = [&[]; MAX_LANES];
-    let group_rows = &mut group_rows[..F::LANES];
+    let group_rows = &mut group_rows[..V::LANES];
     for group in (0..n_acts).step_by(act_group) {
         let group_end = (group + act_group).min(n_acts);
-        for r0 in (0..full_rows).step_by(F::LANES) {
+        for r0 in (0..full_rows).step_by(V::LANES) {
             for (i, r) in group_rows.iter_mut().enumerate() {
                 *r = row(r0 + i);
             }
             for (b, p) in packed.iter_mut().enumerate() {
-                F::pack(group_rows, b, p);
+                V::pack::<F>(group_rows, b, p);
             }
             let mut t0 = group;
             while t0 + ACTS <= group_end {
                 let acts = std::array::from_fn(|i| act(t0 + i));
                 let sums =
-                    F::tile::<ACTS>(&packed, acts, std::array::from_fn(|i| extra_of(t0 + i)));
+                    F::tile::<V, ACTS>(&packed, acts, std::array::from_fn(|i| extra_of(t0 + i)));
                 store(&sums, out, t0, r0);
                 t0 += ACTS;
             }
             for t0 in t0..group_end {
                 store(
-                    &F::tile::<1>(&packed, [act(t0)], [extra_of(t0)]),
+                    &F::tile::<V, 1>(&packed, [act(t0)], [extra_of(t0)]),
                     out,
                     t0,
                     r0,
@@ -1189,7 +1317,7 @@ pub(super) unsafe fn dot_tile_in_lanes<I: IsaPrimitives, F: RowsInLanes<I>, cons
         }
     }
     if full_rows < n_rows {
-        F::tail(
+        F::tail::<I>(
             &rows[full_rows * row_bytes..],
             row_bytes,
             acts,
@@ -1219,7 +1347,7 @@ impl KQuantRow for BlockQ6K {
     }
 }
 
-/// A K-quant's rows one at a time against up to four activations (`RowsInLanes::tail`).
+/// A K-quant's rows one at a time against up to four activations (`LaneFormat::tail`).
 #[inline(always)]
 pub(super) unsafe fn tail_k_quant<I: IsaPrimitives, W: KQuantRow>(
     rows: &[u8],
@@ -1265,22 +1393,11 @@ pub(super) fn q6_k_starts(a: &BlockQ8K) -> impl Iterator<Item = i32> + '_ {
     (0..16).map(move |s| -32 * i32::from(a.bsum(s)))
 }
 
-/// Q4_K's eight-row tiles.
-pub(super) struct Q4KLanes8;
-
-/// Q6_K's eight-row tiles.
-pub(super) struct Q6KLanes8;
-
-/// The eight-row tiles of a 32-element format read as `F`.
-pub(super) struct Lanes32x8<F>(std::marker::PhantomData<F>);
-
-impl<I: IsaPrimitives> RowsInLanes<I> for Q4KLanes8 {
+impl LaneFormat for BlockQ4K {
     type Weight = BlockQ4K;
     type Act = BlockQ8K;
-    type Packed = PackedQ4K8;
+    type Packed<V: RowLanes> = PackedQ4K<V>;
     type Extra = f32;
-    type Sums = __m256;
-    const LANES: usize = 8;
     const EXTRA_PER_BLOCK: usize = 8;
 
     fn extra(a: &BlockQ8K) -> impl Iterator<Item = f32> {
@@ -1288,26 +1405,25 @@ impl<I: IsaPrimitives> RowsInLanes<I> for Q4KLanes8 {
     }
 
     #[inline(always)]
-    unsafe fn pack(rows: &[&[BlockQ4K]], b: usize, packed: &mut PackedQ4K8) {
+    unsafe fn pack_8<I: IsaPrimitives>(
+        rows: &[&[BlockQ4K]],
+        b: usize,
+        packed: &mut PackedQ4K<Lanes8<I>>,
+    ) {
         pack_q4_k_8_rows(rows, b, packed)
     }
 
     #[inline(always)]
-    unsafe fn tile<const T: usize>(
-        packed: &[PackedQ4K8],
+    unsafe fn tile<V: RowLanes, const T: usize>(
+        packed: &[PackedQ4K<V>],
         acts: [&[BlockQ8K]; T],
         extra: [&[f32]; T],
-    ) -> [__m256; T] {
-        tile_q4_k_rows_in_lanes::<I, T>(packed, acts, extra)
+    ) -> [V::Floats; T] {
+        tile_q4_k_rows_in_lanes::<V, T>(packed, acts, extra)
     }
 
     #[inline(always)]
-    unsafe fn store(out: *mut f32, sums: __m256) {
-        _mm256_storeu_ps(out, sums)
-    }
-
-    #[inline(always)]
-    unsafe fn tail(
+    unsafe fn tail<I: IsaPrimitives>(
         rows: &[u8],
         row_bytes: usize,
         acts: &[u8],
@@ -1319,13 +1435,11 @@ impl<I: IsaPrimitives> RowsInLanes<I> for Q4KLanes8 {
     }
 }
 
-impl<I: IsaPrimitives> RowsInLanes<I> for Q6KLanes8 {
+impl LaneFormat for BlockQ6K {
     type Weight = BlockQ6K;
     type Act = BlockQ8K;
-    type Packed = PackedQ6K8;
+    type Packed<V: RowLanes> = PackedQ6K<V>;
     type Extra = i32;
-    type Sums = __m256;
-    const LANES: usize = 8;
     const EXTRA_PER_BLOCK: usize = 16;
 
     fn extra(a: &BlockQ8K) -> impl Iterator<Item = i32> {
@@ -1333,26 +1447,25 @@ impl<I: IsaPrimitives> RowsInLanes<I> for Q6KLanes8 {
     }
 
     #[inline(always)]
-    unsafe fn pack(rows: &[&[BlockQ6K]], b: usize, packed: &mut PackedQ6K8) {
+    unsafe fn pack_8<I: IsaPrimitives>(
+        rows: &[&[BlockQ6K]],
+        b: usize,
+        packed: &mut PackedQ6K<Lanes8<I>>,
+    ) {
         pack_q6_k_8_rows(rows, b, packed)
     }
 
     #[inline(always)]
-    unsafe fn tile<const T: usize>(
-        packed: &[PackedQ6K8],
+    unsafe fn tile<V: RowLanes, const T: usize>(
+        packed: &[PackedQ6K<V>],
         acts: [&[BlockQ8K]; T],
         extra: [&[i32]; T],
-    ) -> [__m256; T] {
-        tile_q6_k_rows_in_lanes::<I, T>(packed, acts, extra)
+    ) -> [V::Floats; T] {
+        tile_q6_k_rows_in_lanes::<V, T>(packed, acts, extra)
     }
 
     #[inline(always)]
-    unsafe fn store(out: *mut f32, sums: __m256) {
-        _mm256_storeu_ps(out, sums)
-    }
-
-    #[inline(always)]
-    unsafe fn tail(
+    unsafe fn tail<I: IsaPrimitives>(
         rows: &[u8],
         row_bytes: usize,
         acts: &[u8],
@@ -1364,13 +1477,14 @@ impl<I: IsaPrimitives> RowsInLanes<I> for Q6KLanes8 {
     }
 }
 
-impl<I: IsaPrimitives, F: Quants32> RowsInLanes<I> for Lanes32x8<F> {
+/// A 32-element format read as `F`, for the rows-in-lanes tiles.
+pub(super) struct InLanes<F>(std::marker::PhantomData<F>);
+
+impl<F: Quants32> LaneFormat for InLanes<F> {
     type Weight = F::Block;
     type Act = BlockQ8_0;
-    type Packed = Packed32x8;
+    type Packed<V: RowLanes> = Packed32<V>;
     type Extra = i32;
-    type Sums = __m256;
-    const LANES: usize = 8;
     const EXTRA_PER_BLOCK: usize = 1;
 
     fn extra(a: &BlockQ8_0) -> impl Iterator<Item = i32> {
@@ -1378,26 +1492,25 @@ impl<I: IsaPrimitives, F: Quants32> RowsInLanes<I> for Lanes32x8<F> {
     }
 
     #[inline(always)]
-    unsafe fn pack(rows: &[&[F::Block]], b: usize, packed: &mut Packed32x8) {
+    unsafe fn pack_8<I: IsaPrimitives>(
+        rows: &[&[F::Block]],
+        b: usize,
+        packed: &mut Packed32<Lanes8<I>>,
+    ) {
         pack_32_8_rows::<I, F>(rows, b, packed)
     }
 
     #[inline(always)]
-    unsafe fn tile<const T: usize>(
-        packed: &[Packed32x8],
+    unsafe fn tile<V: RowLanes, const T: usize>(
+        packed: &[Packed32<V>],
         acts: [&[BlockQ8_0]; T],
         extra: [&[i32]; T],
-    ) -> [__m256; T] {
-        tile_32_rows_in_lanes::<I, T>(packed, acts, extra)
+    ) -> [V::Floats; T] {
+        tile_32_rows_in_lanes::<V, T>(packed, acts, extra)
     }
 
     #[inline(always)]
-    unsafe fn store(out: *mut f32, sums: __m256) {
-        _mm256_storeu_ps(out, sums)
-    }
-
-    #[inline(always)]
-    unsafe fn tail(
+    unsafe fn tail<I: IsaPrimitives>(
         rows: &[u8],
         row_bytes: usize,
         acts: &[u8],
@@ -1422,7 +1535,9 @@ pub(super) unsafe fn dot_tile_q8_0<I: IsaPrimitives, const ACTS: usize>(
     out: &mut [f32],
 ) {
     if I::UNSATURATED_BYTE_PRODUCTS {
-        dot_tile_in_lanes::<I, Lanes32x8<Q8_0Plus128>, ACTS>(rows, row_bytes, acts, n_acts, out)
+        dot_tile_in_lanes::<I, InLanes<Q8_0Plus128>, Lanes8<I>, ACTS>(
+            rows, row_bytes, acts, n_acts, out,
+        )
     } else {
         let n_rows = rows.len() / row_bytes;
         tiles_q8_acts::<I, SignedQ8_0>(rows, row_bytes, acts, n_acts, out, n_rows)
@@ -1437,7 +1552,7 @@ pub(super) unsafe fn dot_tile_q5_0<I: IsaPrimitives, const ACTS: usize>(
     n_acts: usize,
     out: &mut [f32],
 ) {
-    dot_tile_in_lanes::<I, Lanes32x8<Q5_0Plus16>, ACTS>(rows, row_bytes, acts, n_acts, out)
+    dot_tile_in_lanes::<I, InLanes<Q5_0Plus16>, Lanes8<I>, ACTS>(rows, row_bytes, acts, n_acts, out)
 }
 
 #[inline(always)]
@@ -1448,7 +1563,7 @@ pub(super) unsafe fn dot_tile_q4_0<I: IsaPrimitives, const ACTS: usize>(
     n_acts: usize,
     out: &mut [f32],
 ) {
-    dot_tile_in_lanes::<I, Lanes32x8<Q4_0Plus8>, ACTS>(rows, row_bytes, acts, n_acts, out)
+    dot_tile_in_lanes::<I, InLanes<Q4_0Plus8>, Lanes8<I>, ACTS>(rows, row_bytes, acts, n_acts, out)
 }
 
 #[inline(always)]
@@ -1459,7 +1574,7 @@ pub(super) unsafe fn dot_tile_q4_k<I: IsaPrimitives, const ACTS: usize>(
     n_acts: usize,
     out: &mut [f32],
 ) {
-    dot_tile_in_lanes::<I, Q4KLanes8, ACTS>(rows, row_bytes, acts, n_acts, out)
+    dot_tile_in_lanes::<I, BlockQ4K, Lanes8<I>, ACTS>(rows, row_bytes, acts, n_acts, out)
 }
 
 #[inline(always)]
@@ -1470,7 +1585,7 @@ pub(super) unsafe fn dot_tile_q6_k<I: IsaPrimitives, const ACTS: usize>(
     n_acts: usize,
     out: &mut [f32],
 ) {
-    dot_tile_in_lanes::<I, Q6KLanes8, ACTS>(rows, row_bytes, acts, n_acts, out)
+    dot_tile_in_lanes::<I, BlockQ6K, Lanes8<I>, ACTS>(rows, row_bytes, acts, n_acts, out)
 }
 
 /// The scores of several f16 queries against the same f16 keys (`scores`: query after
