@@ -42,7 +42,7 @@ pub(crate) trait IsaPrimitives {
     unsafe fn add_16_where_set(q: __m256i, bits: [u8; 4]) -> __m256i;
 }
 
-/// The `#[target_feature]` entry points of one ISA, named as the generic bodies they call,
+/// The `#[target_feature]` entry points of one ISA, named as the bodies they call,
 /// and `install`, which puts them into the dispatch table. `row_lane_acts` is the number of
 /// activations an eight-row rows-in-lanes tile takes and `attention_queries` the number of
 /// queries that share each key's conversion: both are sized to the ISA's register file.
@@ -61,6 +61,8 @@ macro_rules! entry_points {
             dot_rows_q4_0(rows: &[u8], act: &[u8], out: &mut [f32]);
             dot_rows_q5_0(rows: &[u8], act: &[u8], out: &mut [f32]);
             dot_rows_q4_1(rows: &[u8], act: &[u8], out: &mut [f32]);
+        );
+        entry_points!(@each $features, [],
             dot_rows_f32(rows: &[u8], act: &[u8], out: &mut [f32]);
             dot_rows_f16(rows: &[u8], act: &[u8], out: &mut [f32]);
             dot_rows_bf16(rows: &[u8], act: &[u8], out: &mut [f32]);
@@ -68,7 +70,7 @@ macro_rules! entry_points {
             quantize_q8_k(src: &[f32], dst: &mut [u8]);
             softmax_exponentials(x: &mut [f32], max: f32) -> f64;
         );
-        entry_points!(@each $features, [$isa, $queries],
+        entry_points!(@each $features, [$queries],
             accumulate_f16_rows(weights: &[f32], rows: &[u8], out: &mut [f32], queries: usize);
             attention_scores_f16(queries: &[u8], keys: &[u8], dim: usize, scores: &mut [f32]);
         );
@@ -448,7 +450,7 @@ pub(super) trait Quants32 {
 }
 
 /// Q8_0's quants as they are, signed.
-pub(super) struct SignedQ8_0;
+struct SignedQ8_0;
 
 /// Q8_0's quants as unsigned `q + 128`.
 pub(super) struct Q8_0Plus128;
@@ -578,7 +580,7 @@ unsafe fn tile_q8_acts_of<I: IsaPrimitives, F: Quants32, const R: usize>(
 /// groups that stay in L2 while the rows pass over them. Activation row t's results
 /// go to `out[t * out_stride..]`.
 #[inline(always)]
-pub(super) unsafe fn tiles_q8_acts<I: IsaPrimitives, F: Quants32>(
+unsafe fn tiles_q8_acts<I: IsaPrimitives, F: Quants32>(
     rows: &[u8],
     row_bytes: usize,
     acts: &[u8],
@@ -833,7 +835,7 @@ unsafe fn pack_32_8_rows<I: IsaPrimitives, F: Quants32>(
 /// tiles spend a conversion, a scale product and an FMA on every row and activation.
 /// `offset_sums[t][b]` is −offset·Σa of activation block b, which starts its sum.
 #[inline(always)]
-pub(super) unsafe fn tile_32_rows_in_lanes<V: RowLanes, const T: usize>(
+unsafe fn tile_32_rows_in_lanes<V: RowLanes, const T: usize>(
     packed: &[Packed32<V>],
     acts: [&[BlockQ8_0]; T],
     offset_sums: [&[i32]; T],
@@ -1063,7 +1065,7 @@ unsafe fn pack_q4_k_8_rows<I: IsaPrimitives>(
 /// Returns, per activation, the rows' sums. `pair_sums[t][8b + j]` is Σa over sub-block j
 /// of block b, as f32.
 #[inline(always)]
-pub(super) unsafe fn tile_q4_k_rows_in_lanes<V: RowLanes, const T: usize>(
+unsafe fn tile_q4_k_rows_in_lanes<V: RowLanes, const T: usize>(
     packed: &[PackedQ4K<V>],
     acts: [&[BlockQ8K]; T],
     pair_sums: [&[f32]; T],
@@ -1162,7 +1164,7 @@ unsafe fn pack_q6_k_8_rows<I: IsaPrimitives>(
 /// unsigned (0..63); `starts[t][16b + s]` is −32·Σa over sub-block s of block b, which
 /// starts that sub-block's sum and so takes the offset back out.
 #[inline(always)]
-pub(super) unsafe fn tile_q6_k_rows_in_lanes<V: RowLanes, const T: usize>(
+unsafe fn tile_q6_k_rows_in_lanes<V: RowLanes, const T: usize>(
     packed: &[PackedQ6K<V>],
     acts: [&[BlockQ8K]; T],
     starts: [&[i32]; T],
@@ -1329,7 +1331,7 @@ pub(super) unsafe fn dot_tile_in_lanes<
 }
 
 /// A K-quant whose rows go one at a time against up to four activations.
-pub(super) trait KQuantRow: Block + Sized {
+trait KQuantRow: Block + Sized {
     unsafe fn tile<I: IsaPrimitives, const T: usize>(x: &[Self], y: [&[BlockQ8K]; T]) -> [f32; T];
 }
 
@@ -1349,7 +1351,7 @@ impl KQuantRow for BlockQ6K {
 
 /// A K-quant's rows one at a time against up to four activations (`LaneFormat::tail`).
 #[inline(always)]
-pub(super) unsafe fn tail_k_quant<I: IsaPrimitives, W: KQuantRow>(
+unsafe fn tail_k_quant<I: IsaPrimitives, W: KQuantRow>(
     rows: &[u8],
     row_bytes: usize,
     acts: &[u8],
@@ -1384,12 +1386,12 @@ pub(super) unsafe fn tail_k_quant<I: IsaPrimitives, W: KQuantRow>(
 }
 
 /// Σa over each 32-quant sub-block of a Q8_K block, as Q4_K's mins want it.
-pub(super) fn pair_sums(a: &BlockQ8K) -> impl Iterator<Item = f32> + '_ {
+fn pair_sums(a: &BlockQ8K) -> impl Iterator<Item = f32> + '_ {
     (0..8).map(move |j| f32::from(a.bsum(2 * j)) + f32::from(a.bsum(2 * j + 1)))
 }
 
 /// −32·Σa over each 16-quant sub-block of a Q8_K block: Q6_K's offset.
-pub(super) fn q6_k_starts(a: &BlockQ8K) -> impl Iterator<Item = i32> + '_ {
+fn q6_k_starts(a: &BlockQ8K) -> impl Iterator<Item = i32> + '_ {
     (0..16).map(move |s| -32 * i32::from(a.bsum(s)))
 }
 
@@ -1593,7 +1595,7 @@ pub(super) unsafe fn dot_tile_q6_k<I: IsaPrimitives, const ACTS: usize>(
 /// scores do not depend on which queries share the call. Each key is converted once for
 /// `QUERIES` queries instead of once per query, and the queries once in all.
 #[inline(always)]
-pub(super) unsafe fn attention_scores_f16<I: IsaPrimitives, const QUERIES: usize>(
+pub(super) unsafe fn attention_scores_f16<const QUERIES: usize>(
     queries: &[u8],
     keys: &[u8],
     dim: usize,
@@ -1728,7 +1730,7 @@ unsafe fn exp_nonpositive(x: __m256) -> __m256 {
 /// `exp::softmax_exponentials`: each group's f32 sum is `hsum_ps` of its two halves
 /// added, the order of `_mm512_reduce_add_ps`.
 #[inline(always)]
-pub(super) unsafe fn softmax_exponentials<I: IsaPrimitives>(x: &mut [f32], max: f32) -> f64 {
+pub(super) unsafe fn softmax_exponentials(x: &mut [f32], max: f32) -> f64 {
     let mut sum = 0f64;
     let mut groups = x.chunks_exact_mut(crate::exp::GROUP);
     let shift = _mm256_set1_ps(max);
@@ -1753,7 +1755,7 @@ pub(super) unsafe fn softmax_exponentials<I: IsaPrimitives>(x: &mut [f32], max: 
 /// converted once for `QUERIES` queries. Each group of 32 (then 8) output
 /// elements stays in registers while every row is added to it.
 #[inline(always)]
-pub(super) unsafe fn accumulate_f16_rows<I: IsaPrimitives, const QUERIES: usize>(
+pub(super) unsafe fn accumulate_f16_rows<const QUERIES: usize>(
     weights: &[f32],
     rows: &[u8],
     out: &mut [f32],
@@ -1923,17 +1925,17 @@ pub(super) unsafe fn dot_rows_q4_1<I: IsaPrimitives>(rows: &[u8], act: &[u8], ou
 }
 
 #[inline(always)]
-pub(super) unsafe fn dot_rows_f32<I: IsaPrimitives>(rows: &[u8], act: &[u8], out: &mut [f32]) {
+pub(super) unsafe fn dot_rows_f32(rows: &[u8], act: &[u8], out: &mut [f32]) {
     for_each_row(rows, act, out, |x, y| dot_f32(x, y))
 }
 
 #[inline(always)]
-pub(super) unsafe fn dot_rows_f16<I: IsaPrimitives>(rows: &[u8], act: &[u8], out: &mut [f32]) {
+pub(super) unsafe fn dot_rows_f16(rows: &[u8], act: &[u8], out: &mut [f32]) {
     for_each_row(rows, act, out, |x, y| dot_f16(x, y))
 }
 
 #[inline(always)]
-pub(super) unsafe fn dot_rows_bf16<I: IsaPrimitives>(rows: &[u8], act: &[u8], out: &mut [f32]) {
+pub(super) unsafe fn dot_rows_bf16(rows: &[u8], act: &[u8], out: &mut [f32]) {
     for_each_row(rows, act, out, |x, y| dot_bf16(x, y))
 }
 
@@ -1974,7 +1976,7 @@ unsafe fn abs_max(x: &[f32]) -> f32 {
 
 /// Bit-identical to `q8_0::quantize`.
 #[inline(always)]
-pub(super) unsafe fn quantize_q8_0<I: IsaPrimitives>(src: &[f32], dst: &mut [u8]) {
+pub(super) unsafe fn quantize_q8_0(src: &[f32], dst: &mut [u8]) {
     let blocks = as_blocks_mut::<BlockQ8_0>(dst);
     assert_eq!(src.len(), blocks.len() * 32);
     for (x, y) in src.chunks_exact(32).zip(blocks) {
@@ -1986,7 +1988,7 @@ pub(super) unsafe fn quantize_q8_0<I: IsaPrimitives>(src: &[f32], dst: &mut [u8]
 
 /// Bit-identical to `q8_k::quantize`.
 #[inline(always)]
-pub(super) unsafe fn quantize_q8_k<I: IsaPrimitives>(src: &[f32], dst: &mut [u8]) {
+pub(super) unsafe fn quantize_q8_k(src: &[f32], dst: &mut [u8]) {
     let blocks = as_blocks_mut::<BlockQ8K>(dst);
     assert_eq!(src.len(), blocks.len() * 256);
     for (x, y) in src.chunks_exact(256).zip(blocks) {
