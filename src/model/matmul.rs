@@ -1,7 +1,7 @@
 //! Weight matrix × activations, split across threads by output rows.
 
 use crate::gguf::Tensor;
-use kernels::{GgmlType, Kernels};
+use kernels::{GgmlType, Kernels, RowsActivation};
 use rayon::prelude::*;
 
 /// Output rows handed to one task in generation. Long runs of rows read memory faster (the
@@ -186,20 +186,27 @@ impl<'a> Matrix<'a> {
 /// One token through each matrix, `out = matrix · input`, in one parallel loop over every
 /// matrix's tasks of [`ROWS_PER_TASK`] rows: in generation a fork and join per matrix, with its
 /// thread wake-ups, costs as much as a small matrix's work. The activation is laid out for the
-/// row kernel once per matrix.
+/// row kernel once per input and weight type (`wq`, `wk` and `wv` of one type share it).
 fn one_token_products(kernels: &Kernels, products: Vec<(Matrix, &Activations, &mut [f32])>) {
-    let prepared: Vec<_> = products
-        .iter()
-        .map(|(matrix, input, _)| {
-            assert!(
-                input.n == 1 && input.ty == matrix.ty.vec_dot_type() && input.cols == matrix.cols,
-                "activations quantized for another format or width"
-            );
-            kernels.prepare_rows(matrix.ty, matrix.cols, &input.bytes)
-        })
-        .collect();
+    let mut prepared: Vec<(&Activations, GgmlType, RowsActivation)> = Vec::new();
+    let mut which = Vec::with_capacity(products.len());
+    for (matrix, input, _) in &products {
+        assert!(
+            input.n == 1 && input.ty == matrix.ty.vec_dot_type() && input.cols == matrix.cols,
+            "activations quantized for another format or width"
+        );
+        let same = |(made_from, ty, _): &(&Activations, GgmlType, RowsActivation)| {
+            std::ptr::eq(*made_from, *input) && *ty == matrix.ty
+        };
+        which.push(prepared.iter().position(same).unwrap_or_else(|| {
+            let act = kernels.prepare_rows(matrix.ty, matrix.cols, &input.bytes);
+            prepared.push((input, matrix.ty, act));
+            prepared.len() - 1
+        }));
+    }
     let mut tasks = Vec::new();
-    for ((matrix, _, out), act) in products.into_iter().zip(&prepared) {
+    for ((matrix, _, out), at) in products.into_iter().zip(which) {
+        let act = &prepared[at].2;
         let row_bytes = matrix.row_bytes();
         let rows = matrix.data.chunks(ROWS_PER_TASK * row_bytes);
         tasks.extend(
