@@ -124,7 +124,7 @@ pub fn run(
 ) -> Result<(), ModelError> {
     let model = engine.model();
     let summary = ModelSummary::of(&engine.gguf());
-    let isa = model.kernels().to_string();
+    let isa = model.backend();
     let threads = rayon::current_num_threads();
     println!("{}", header());
     let tests = [

@@ -57,6 +57,10 @@ pub struct OpenOptions {
     pub kernels: Kernels,
     /// `--chat-template`: a built-in format's name or a Jinja file, over the model's own.
     pub chat_template: Option<String>,
+    /// Rewrite weights copied into memory into the layouts the kernels read fastest
+    /// (`model::group_weights`); `--no-repack` says no. Mapped weights stay as the file has
+    /// them: rewriting them would copy them, which is what `--no-mmap` does.
+    pub repack: bool,
 }
 
 /// What the API tells clients about the model.
@@ -169,12 +173,21 @@ impl Engine {
         if options.warm_up {
             map.fault_in(options.quiet);
         }
+        let grouped = match map.bytes_mut() {
+            Some(bytes) if options.repack => model::group_weights(bytes, &options.kernels)
+                .map_err(|error| EngineError::Gguf {
+                    source_name: source_name.clone(),
+                    error,
+                })?,
+            _ => false,
+        };
         Engine::load(
             Weights::Mapped(map),
             source_name,
             file_name,
             options.kernels,
             options.chat_template.as_deref(),
+            grouped,
         )
     }
 
@@ -186,6 +199,28 @@ impl Engine {
             "model".into(),
             kernels,
             None,
+            false,
+        )
+    }
+
+    /// [`Engine::from_bytes`] with the weights grouped as `--no-mmap` groups them.
+    pub fn from_bytes_grouped(
+        mut bytes: Vec<u8>,
+        kernels: Kernels,
+    ) -> Result<Arc<Engine>, EngineError> {
+        let source_name = "the GGUF in memory".to_string();
+        let grouped =
+            model::group_weights(&mut bytes, &kernels).map_err(|error| EngineError::Gguf {
+                source_name: source_name.clone(),
+                error,
+            })?;
+        Engine::load(
+            Weights::Owned(bytes),
+            source_name,
+            "model".into(),
+            kernels,
+            None,
+            grouped,
         )
     }
 
@@ -195,6 +230,7 @@ impl Engine {
         file_name: String,
         kernels: Kernels,
         chat_template: Option<&str>,
+        grouped: bool,
     ) -> Result<Arc<Engine>, EngineError> {
         // SAFETY: the bytes of `weights` stay at one address, unchanged, until `weights` is
         // dropped (a read-only mapping, or a Vec that is never touched again), and the engine
@@ -206,7 +242,7 @@ impl Engine {
             source_name: source_name.clone(),
             error,
         })?;
-        let model = model::load(&gguf, kernels).map_err(|error| EngineError::Model {
+        let model = model::load(&gguf, kernels, grouped).map_err(|error| EngineError::Model {
             source_name: source_name.clone(),
             error,
         })?;

@@ -86,15 +86,34 @@ fn ids(value: &Value) -> Vec<u32> {
         .collect()
 }
 
+/// How the weights lie in memory.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Layout {
+    /// As the file has them (mapped, or `--no-mmap --no-repack`).
+    File,
+    /// Regrouped for the kernels, as `--no-mmap` does. Skipped (with a note) where the host's
+    /// kernels have no grouped layout.
+    Grouped,
+}
+
 /// The fixture's model, opened as every front end opens one.
-fn open_engine(id: &str) -> Option<Arc<Engine>> {
+fn open_engine(id: &str, layout: Layout) -> Option<Arc<Engine>> {
     let path = model_path(id)?;
     let bytes = std::fs::read(path).expect("model readable");
-    Some(Engine::from_bytes(bytes, kernels::Kernels::detect()).expect("model loads"))
+    let kernels = kernels::Kernels::detect();
+    if layout == Layout::File {
+        return Some(Engine::from_bytes(bytes, kernels).expect("model loads"));
+    }
+    let engine = Engine::from_bytes_grouped(bytes, kernels).expect("model loads");
+    if engine.model().grouped_types().is_empty() {
+        eprintln!("skipping {id} grouped: these kernels group no weights of it");
+        return None;
+    }
+    Some(engine)
 }
 
 fn check_tokens(id: &str) {
-    let Some(engine) = open_engine(id) else {
+    let Some(engine) = open_engine(id, Layout::File) else {
         return;
     };
     let tokenizer = engine.tokenizer();
@@ -122,8 +141,8 @@ fn check_tokens(id: &str) {
     );
 }
 
-fn check_greedy(id: &str) {
-    let Some(engine) = open_engine(id) else {
+fn check_greedy(id: &str, layout: Layout) {
+    let Some(engine) = open_engine(id, layout) else {
         return;
     };
     let reference = read_json(&fixtures().join(id).join("greedy.json"));
@@ -174,8 +193,8 @@ fn check_greedy(id: &str) {
     );
 }
 
-fn check_logits(id: &str) {
-    let Some(engine) = open_engine(id) else {
+fn check_logits(id: &str, layout: Layout) {
+    let Some(engine) = open_engine(id, layout) else {
         return;
     };
     let n_vocab = engine.model().hparams.n_vocab;
@@ -207,8 +226,8 @@ fn check_logits(id: &str) {
 /// Perplexity against one of llama-perplexity's runs (`perplexity.json` at -c 128,
 /// `perplexity-512.json`, `perplexity-1024.json`): the final estimate and the running estimate
 /// after every chunk, so that a wrong chunk cannot hide in the average.
-fn check_perplexity(id: &str, fixture: &str) {
-    let Some(engine) = open_engine(id) else {
+fn check_perplexity(id: &str, fixture: &str, layout: Layout) {
+    let Some(engine) = open_engine(id, layout) else {
         return;
     };
     let reference = read_json(&fixtures().join(id).join(fixture));
@@ -279,7 +298,7 @@ fn f32s(value: &Value) -> Vec<f32> {
 
 fn check_embeddings(id: &str) {
     use llmfile::embedding::{self, Pooling};
-    let Some(engine) = open_engine(id) else {
+    let Some(engine) = open_engine(id, Layout::File) else {
         return;
     };
     let reference = read_json(&fixtures().join(id).join("embeddings.json"));
@@ -365,16 +384,20 @@ macro_rules! parity_tests {
             $(#[test] fn $name() { super::check_tokens($id) })*
         }
         mod greedy {
-            $(#[test] fn $name() { super::check_greedy($id) })*
+            $(#[test] fn $name() { super::check_greedy($id, super::Layout::File) })*
         }
         mod logits {
-            $(#[test] fn $name() { super::check_logits($id) })*
+            $(#[test] fn $name() { super::check_logits($id, super::Layout::File) })*
         }
         mod perplexity {
-            $(#[test] fn $name() { super::check_perplexity($id, "perplexity.json") })*
+            $(#[test] fn $name() {
+                super::check_perplexity($id, "perplexity.json", super::Layout::File)
+            })*
         }
         mod perplexity_512 {
-            $(#[test] fn $name() { super::check_perplexity($id, "perplexity-512.json") })*
+            $(#[test] fn $name() {
+                super::check_perplexity($id, "perplexity-512.json", super::Layout::File)
+            })*
         }
     };
 }
@@ -383,7 +406,9 @@ macro_rules! parity_tests {
 macro_rules! perplexity_1024_tests {
     ($($name:ident => $id:literal),* $(,)?) => {
         mod perplexity_1024 {
-            $(#[test] fn $name() { super::check_perplexity($id, "perplexity-1024.json") })*
+            $(#[test] fn $name() {
+                super::check_perplexity($id, "perplexity-1024.json", super::Layout::File)
+            })*
         }
     };
 }
@@ -391,6 +416,32 @@ macro_rules! perplexity_1024_tests {
 parity_tests! {
     gemma3_270m => "gemma3-270m-q4_k_m",
     smollm2_135m => "smollm2-135m-q4_1",
+    gemma2_synthetic_q4_k_m => "gemma2-synthetic-q4_k_m",
+    gemma2_synthetic_q6_k => "gemma2-synthetic-q6_k",
+}
+
+/// The same checks with the weights grouped as `--no-mmap` groups them, for the models with
+/// weights of a grouped type (Q4_K, Q6_K).
+macro_rules! grouped_parity_tests {
+    ($($name:ident => $id:literal),* $(,)?) => {
+        mod grouped {
+            mod greedy {
+                $(#[test] fn $name() { super::super::check_greedy($id, super::super::Layout::Grouped) })*
+            }
+            mod logits {
+                $(#[test] fn $name() { super::super::check_logits($id, super::super::Layout::Grouped) })*
+            }
+            mod perplexity_512 {
+                $(#[test] fn $name() {
+                    super::super::check_perplexity($id, "perplexity-512.json", super::super::Layout::Grouped)
+                })*
+            }
+        }
+    };
+}
+
+grouped_parity_tests! {
+    gemma3_270m => "gemma3-270m-q4_k_m",
     gemma2_synthetic_q4_k_m => "gemma2-synthetic-q4_k_m",
     gemma2_synthetic_q6_k => "gemma2-synthetic-q6_k",
 }

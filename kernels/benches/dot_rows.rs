@@ -73,33 +73,60 @@ fn main() {
             continue;
         }
         let row_bytes = ty.row_bytes(cols).unwrap();
-        let rows = min_bytes.div_ceil(row_bytes);
+        // Whole groups of eight rows, for the grouped layout.
+        let rows = min_bytes.div_ceil(row_bytes).next_multiple_of(8);
         let w = weights(rows * row_bytes);
         let w = &w[..rows * row_bytes];
         let mut out = vec![0.0f32; rows];
-        print!(
-            "{:<6} {:>8.1}",
-            ty.name(),
-            w.len() as f64 / (1 << 20) as f64
-        );
+        let mib = w.len() as f64 / (1 << 20) as f64;
+        let mut plain = format!("{:<6} {mib:>8.1}", ty.name());
+        let mut grouped = format!("{:<6} {:>8}", "", "grouped");
+        let mut any_grouped = false;
         for k in &variants {
             let mut act = vec![0u8; ty.vec_dot_type().row_bytes(cols).unwrap()];
             k.quantize_activation(ty, &x, &mut act);
-            let act = k.prepare_rows(ty, cols, &act);
-            k.dot_prepared_rows(ty, cols, w, &act, &mut out); // warm up
-            let mut best = Duration::MAX;
-            let start = Instant::now();
-            while start.elapsed() < Duration::from_millis(700) {
-                let t = Instant::now();
-                // Generation's tasks: 128 rows each, one activation made once for all.
-                for (w, out) in w.chunks(128 * row_bytes).zip(out.chunks_mut(128)) {
-                    k.dot_prepared_rows(ty, cols, black_box(w), black_box(&act), out);
-                }
-                best = best.min(t.elapsed());
+            let prepared = k.prepare_rows(ty, cols, &act);
+            let speed = gigabytes_per_second(w, row_bytes, &mut out, |w, out| {
+                k.dot_prepared_rows(ty, cols, w, &prepared, out)
+            });
+            plain += &format!(" {speed:>14.2}");
+            let mut groups = weights(w.len());
+            groups.copy_from_slice(w);
+            if k.group_rows(ty, cols, &mut groups) {
+                let speed = gigabytes_per_second(&groups, row_bytes, &mut out, |w, out| {
+                    k.dot_groups(ty, cols, w, &act, out)
+                });
+                grouped += &format!(" {speed:>14.2}");
+                any_grouped = true;
+            } else {
+                grouped += &format!(" {:>14}", "-");
             }
-            black_box(&out);
-            print!(" {:>14.2}", w.len() as f64 / best.as_secs_f64() / 1e9);
         }
-        println!();
+        println!("{plain}");
+        if any_grouped {
+            println!("{grouped}");
+        }
     }
+}
+
+/// The best of repeated passes over `w` in generation's tasks (128 rows each, one
+/// activation made once for all), in GB/s of weights read.
+fn gigabytes_per_second(
+    w: &[u8],
+    row_bytes: usize,
+    out: &mut [f32],
+    mut dot: impl FnMut(&[u8], &mut [f32]),
+) -> f64 {
+    dot(w, out); // warm up
+    let mut best = Duration::MAX;
+    let start = Instant::now();
+    while start.elapsed() < Duration::from_millis(700) {
+        let t = Instant::now();
+        for (w, out) in w.chunks(128 * row_bytes).zip(out.chunks_mut(128)) {
+            dot(black_box(w), out);
+        }
+        best = best.min(t.elapsed());
+    }
+    black_box(&out);
+    w.len() as f64 / best.as_secs_f64() / 1e9
 }

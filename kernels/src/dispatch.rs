@@ -142,6 +142,14 @@ pub(crate) type ScoresFn = unsafe fn(queries: &[u8], keys: &[u8], dim: usize, sc
 
 const SLOTS: usize = 43;
 
+/// How a matrix's rows lie: one after another as the GGUF stores them, or grouped (see
+/// [`Kernels::group_rows`]).
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Layout {
+    Rows,
+    Groups,
+}
+
 /// An activation row as one kernel table's `dot_prepared_rows` reads it for one weight type
 /// and length (made by [`Kernels::prepare_rows`]).
 pub struct RowsActivation<'a> {
@@ -174,6 +182,11 @@ pub(crate) struct Table {
     /// Kernels that read each weight block once for several activation rows; types without
     /// one fall back to `dot_rows` per activation row.
     pub(crate) dot_tile: [Option<DotTileFn>; SLOTS],
+    /// For a type with a grouped layout (see [`Kernels::group_rows`]): `dot_rows` and
+    /// `dot_tile` over grouped rows. Only tables whose kernels gain from the layout have
+    /// them; the scalar reference for it is the type's module's own.
+    pub(crate) dot_groups: [Option<DotRowsFn>; SLOTS],
+    pub(crate) dot_groups_tile: [Option<DotTileFn>; SLOTS],
     pub(crate) dequantize: [Option<DequantizeFn>; SLOTS],
     pub(crate) quantize: [Option<QuantizeFn>; SLOTS],
     pub(crate) accumulate_f16_rows: AccumulateFn,
@@ -188,6 +201,8 @@ impl Table {
             dot_rows: [None; SLOTS],
             prepare_rows: [None; SLOTS],
             dot_tile: [None; SLOTS],
+            dot_groups: [None; SLOTS],
+            dot_groups_tile: [None; SLOTS],
             dequantize: [None; SLOTS],
             quantize: [None; SLOTS],
             accumulate_f16_rows: f16::accumulate_rows,
@@ -472,6 +487,130 @@ impl Kernels {
         acts: &[u8],
         out: &mut [f32],
     ) {
+        self.batch(weight_ty, n, rows, acts, out, Layout::Rows)
+    }
+
+    /// Whether this table has kernels for `weight_ty` in groups of rows, and how many rows a
+    /// group holds: the row count a matrix needs for [`Kernels::group_rows`].
+    pub fn group_len(&self, weight_ty: GgmlType) -> Option<usize> {
+        let grouped = self.table.dot_groups[weight_ty as usize].is_some()
+            && self.table.dot_groups_tile[weight_ty as usize].is_some();
+        match weight_ty {
+            Q4_K if grouped => Some(q4_k::GROUP_ROWS),
+            Q6_K if grouped => Some(q6_k::GROUP_ROWS),
+            _ => None,
+        }
+    }
+
+    /// Rewrites `rows` (whole rows of `n` elements of `weight_ty`) in place in the grouped
+    /// layout this table's [`Kernels::dot_groups`] and [`Kernels::dot_groups_batch`] read:
+    /// [`Kernels::group_len`] rows at a time interleaved block by block, one row per SIMD lane,
+    /// the same size as before. Returns false, leaving the rows as they were, where this table
+    /// has no grouped kernels for the type or the rows are not whole groups.
+    ///
+    /// # Panics
+    /// If `n` is not a whole number of blocks or `rows` not a whole number of rows.
+    pub fn group_rows(&self, weight_ty: GgmlType, n: usize, rows: &mut [u8]) -> bool {
+        let row_bytes = weight_ty
+            .row_bytes(n)
+            .unwrap_or_else(|| panic!("{} rows of {n} elements", weight_ty.name()));
+        let Some(group_len) = self.group_len(weight_ty) else {
+            return false;
+        };
+        if row_bytes == 0 {
+            return false;
+        }
+        assert_eq!(rows.len() % row_bytes, 0, "weight rows length");
+        if !(rows.len() / row_bytes).is_multiple_of(group_len) {
+            return false;
+        }
+        let group = match weight_ty {
+            Q4_K => q4_k::group,
+            Q6_K => q6_k::group,
+            _ => unreachable!("group_len names the grouped types"),
+        };
+        let mut plain = vec![0u8; group_len * row_bytes];
+        for stripe in rows.chunks_exact_mut(group_len * row_bytes) {
+            plain.copy_from_slice(stripe);
+            group(&plain, row_bytes, stripe);
+        }
+        true
+    }
+
+    /// [`Kernels::dot_rows`] over rows grouped by [`Kernels::group_rows`] (`out.len()` a whole
+    /// number of groups), with `act` as [`Kernels::quantize_activation`] made it.
+    ///
+    /// # Panics
+    /// As [`Kernels::dot_rows`], and if this table has no grouped kernels for `weight_ty` or
+    /// `out.len()` is not a whole number of groups.
+    pub fn dot_groups(
+        &self,
+        weight_ty: GgmlType,
+        n: usize,
+        groups: &[u8],
+        act: &[u8],
+        out: &mut [f32],
+    ) {
+        let (dot, group_len) = match (
+            self.table.dot_groups[weight_ty as usize],
+            self.group_len(weight_ty),
+        ) {
+            (Some(dot), Some(len)) => (dot, len),
+            _ => panic!("no grouped kernels for {}", weight_ty.name()),
+        };
+        assert_eq!(
+            Some(act.len()),
+            weight_ty.vec_dot_type().row_bytes(n),
+            "activation row length"
+        );
+        assert!(out.len().is_multiple_of(group_len), "whole groups of rows");
+        let row_bytes = weight_ty
+            .row_bytes(n)
+            .unwrap_or_else(|| panic!("{} rows of {n} elements", weight_ty.name()));
+        assert_eq!(
+            Some(groups.len()),
+            row_bytes.checked_mul(out.len()),
+            "weight rows length"
+        );
+        if row_bytes == 0 {
+            out.fill(0.0);
+            return;
+        }
+        // SAFETY: as in `quantize_activation`; lengths checked above.
+        unsafe { dot(groups, act, out) }
+    }
+
+    /// [`Kernels::dot_rows_batch`] over rows grouped by [`Kernels::group_rows`].
+    ///
+    /// # Panics
+    /// As [`Kernels::dot_groups`].
+    pub fn dot_groups_batch(
+        &self,
+        weight_ty: GgmlType,
+        n: usize,
+        groups: &[u8],
+        acts: &[u8],
+        out: &mut [f32],
+    ) {
+        self.batch(weight_ty, n, groups, acts, out, Layout::Groups)
+    }
+
+    fn batch(
+        &self,
+        weight_ty: GgmlType,
+        n: usize,
+        rows: &[u8],
+        acts: &[u8],
+        out: &mut [f32],
+        layout: Layout,
+    ) {
+        let tile = match layout {
+            Layout::Rows => self.table.dot_tile[weight_ty as usize],
+            Layout::Groups => match self.group_len(weight_ty) {
+                Some(_) => self.table.dot_groups_tile[weight_ty as usize],
+                None => panic!("no grouped kernels for {}", weight_ty.name()),
+            },
+        };
         let row_bytes = weight_ty
             .row_bytes(n)
             .unwrap_or_else(|| panic!("{} rows of {n} elements", weight_ty.name()));
@@ -493,7 +632,14 @@ impl Kernels {
         assert_eq!(acts.len() % act_bytes, 0, "activation rows length");
         let n_acts = acts.len() / act_bytes;
         assert_eq!(out.len(), rows.len() / row_bytes * n_acts, "output length");
-        match self.table.dot_tile[weight_ty as usize] {
+        if layout == Layout::Groups {
+            let group_len = self.group_len(weight_ty).expect("checked above");
+            assert!(
+                (rows.len() / row_bytes).is_multiple_of(group_len),
+                "whole groups of rows"
+            );
+        }
+        match tile {
             // SAFETY: as in `quantize_activation`.
             Some(tile) => unsafe { tile(rows, row_bytes, acts, n_acts, out) },
             None => {

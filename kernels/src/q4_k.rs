@@ -2,7 +2,7 @@
 //! value = d·sc·q − dmin·m. The 32 bytes of `qs` chunk c hold sub-block 2c in their low
 //! nibbles and 2c+1 in their high nibbles.
 
-use crate::block::{as_blocks, f16_to_f32, for_each_row, Block};
+use crate::block::{as_blocks, as_blocks_mut, f16_to_f32, for_each_row, Block};
 use crate::q8_k::BlockQ8K;
 use std::mem::size_of;
 
@@ -107,6 +107,81 @@ pub(crate) fn dot_rows(rows: &[u8], act: &[u8], out: &mut [f32]) {
     for_each_row(rows, act, out, dot);
 }
 
+/// Rows grouped eight at a time: a group holds, block by block, block b of each of its eight
+/// rows, laid out for kernels that keep one row per 32-bit lane (llama.cpp's `repack.cpp`
+/// interleaves its q4_K the same way). One 32-byte load holds four quants of every row, and
+/// each row's twelve scale bytes are split into three words, word w of all eight rows
+/// together, so that one load and a few shifts unpack every row's scales and mins. The same
+/// size as the eight blocks, so that a copy of the weights is rewritten in place.
+#[repr(C)]
+pub(crate) struct BlockQ4KGroup {
+    pub(crate) d: [[u8; 2]; 8],
+    pub(crate) dmin: [[u8; 2]; 8],
+    /// `scales[w][r]`: bytes 4w..4w+3 of row r's `scales`.
+    pub(crate) scales: [[[u8; 4]; 8]; 3],
+    /// `qs[c][k][r]`: bytes 32c+4k..32c+4k+3 of row r's `qs`.
+    pub(crate) qs: [[[[u8; 4]; 8]; 8]; 4],
+}
+const _: () = assert!(size_of::<BlockQ4KGroup>() == GROUP_ROWS * size_of::<BlockQ4K>());
+
+// SAFETY: repr(C), only byte arrays, eight Q4_K blocks' worth of bytes.
+unsafe impl Block for BlockQ4KGroup {}
+
+/// The rows in a `BlockQ4KGroup`.
+pub(crate) const GROUP_ROWS: usize = 8;
+
+/// Rewrites `GROUP_ROWS` rows of Q4_K (`rows`, each `row_bytes` long) as one group.
+pub(crate) fn group(rows: &[u8], row_bytes: usize, group: &mut [u8]) {
+    let rows: Vec<&[BlockQ4K]> = rows.chunks_exact(row_bytes).map(as_blocks).collect();
+    assert_eq!(rows.len(), GROUP_ROWS, "a group is eight rows");
+    for (b, g) in as_blocks_mut::<BlockQ4KGroup>(group).iter_mut().enumerate() {
+        for (r, row) in rows.iter().enumerate() {
+            let x = &row[b];
+            g.d[r] = x.d;
+            g.dmin[r] = x.dmin;
+            for (w, word) in x.scales.chunks_exact(4).enumerate() {
+                g.scales[w][r].copy_from_slice(word);
+            }
+            for (i, four) in x.qs.chunks_exact(4).enumerate() {
+                g.qs[i / 8][i % 8][r].copy_from_slice(four);
+            }
+        }
+    }
+}
+
+/// Row `r` of a group, block by block, as plain Q4_K: `group`'s inverse.
+#[cfg(test)]
+pub(crate) fn ungroup_row(group: &[BlockQ4KGroup], r: usize) -> Vec<u8> {
+    let mut row = Vec::with_capacity(group.len() * size_of::<BlockQ4K>());
+    for g in group {
+        row.extend(g.d[r]);
+        row.extend(g.dmin[r]);
+        row.extend(g.scales.iter().flat_map(|word| word[r]));
+        row.extend(g.qs.iter().flatten().flat_map(|words| words[r]));
+    }
+    row
+}
+
+/// The scalar reference for grouped rows: each row taken back out of its group and dotted as
+/// plain Q4_K, so the grouped kernels answer to the same sums as the row kernels.
+#[cfg(test)]
+pub(crate) fn dot_groups(groups: &[u8], act: &[u8], out: &mut [f32]) {
+    let act = as_blocks::<BlockQ8K>(act);
+    if act.is_empty() {
+        out.fill(0.0);
+        return;
+    }
+    let groups = as_blocks::<BlockQ4KGroup>(groups);
+    for (group, out) in groups
+        .chunks_exact(act.len())
+        .zip(out.chunks_exact_mut(GROUP_ROWS))
+    {
+        for (r, o) in out.iter_mut().enumerate() {
+            *o = dot(as_blocks(&ungroup_row(group, r)), act);
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -132,6 +207,31 @@ mod tests {
         let (sc, m) = unpack_scales_mins(&s);
         assert_eq!(sc, [1, 2, 3, 63, 1 | 3 << 4, 3 | 1 << 4, 5, 7 | 2 << 4]);
         assert_eq!(m, [5, 6, 7, 8, 2 | 3 << 4, 4, 6 | 1 << 4, 8 | 2 << 4]);
+    }
+
+    #[test]
+    fn grouping_rewrites_eight_rows_and_ungrouping_gives_them_back() {
+        let mut rng = crate::test_util::Rng::new(7);
+        let n = 3 * 256;
+        let row_bytes = GgmlType::Q4_K.row_bytes(n).unwrap();
+        let rows = rng.bytes(GROUP_ROWS * row_bytes);
+        let mut grouped = vec![0u8; rows.len()];
+        group(&rows, row_bytes, &mut grouped);
+        assert_ne!(grouped, rows);
+        let groups = as_blocks::<BlockQ4KGroup>(&grouped);
+        assert_eq!(
+            groups[1].qs[2][3][5],
+            rows[5 * row_bytes + 144 + 16 + 64 + 12..][..4]
+        );
+        for (r, row) in rows.chunks_exact(row_bytes).enumerate() {
+            assert_eq!(ungroup_row(groups, r), row, "row {r}");
+        }
+        let mut act = vec![0u8; GgmlType::Q8_K.row_bytes(n).unwrap()];
+        crate::q8_k::quantize(&rng.normal_vec(n, 1.0), &mut act);
+        let (mut by_rows, mut by_groups) = ([0f32; GROUP_ROWS], [0f32; GROUP_ROWS]);
+        dot_rows(&rows, &act, &mut by_rows);
+        dot_groups(&grouped, &act, &mut by_groups);
+        assert_eq!(by_groups.map(f32::to_bits), by_rows.map(f32::to_bits));
     }
 
     #[test]

@@ -3,7 +3,7 @@
 //! l+64 in byte l, l+32 and l+96 in byte l+32) and `qh[l]` the 2-bit high parts of elements
 //! l, l+32, l+64, l+96.
 
-use crate::block::{as_blocks, f16_to_f32, for_each_row, Block};
+use crate::block::{as_blocks, as_blocks_mut, f16_to_f32, for_each_row, Block};
 use crate::q8_k::BlockQ8K;
 use std::mem::size_of;
 
@@ -74,10 +74,121 @@ pub(crate) fn dot_rows(rows: &[u8], act: &[u8], out: &mut [f32]) {
     for_each_row(rows, act, out, dot);
 }
 
+/// Q6_K rows grouped eight at a time, block by block, for kernels that keep one row per
+/// 32-bit lane, as `q4_k::BlockQ4KGroup`: the quant bytes of the eight rows interleave four at
+/// a time, and the scales of a sub-block lie together. The three words that make up four
+/// quants of each of four chunks (two of `ql`, one of `qh`) lie side by side, so that a kernel
+/// reads the group front to back. The same size as the eight blocks.
+#[repr(C)]
+pub(crate) struct BlockQ6KGroup {
+    pub(crate) d: [[u8; 2]; 8],
+    /// `scales[s][r]`: row r's scale of sub-block s.
+    pub(crate) scales: [[i8; 8]; 16],
+    /// `qs[h][k][i][r]`: for i = 0 and 1, bytes 32(2h+i)+4k..+3 of row r's `ql`; for i = 2,
+    /// bytes 32h+4k..+3 of its `qh`.
+    pub(crate) qs: [[[[[u8; 4]; 8]; 3]; 8]; 2],
+}
+const _: () = assert!(size_of::<BlockQ6KGroup>() == GROUP_ROWS * size_of::<BlockQ6K>());
+
+// SAFETY: repr(C), only byte arrays, eight Q6_K blocks' worth of bytes.
+unsafe impl Block for BlockQ6KGroup {}
+
+pub(crate) use crate::q4_k::GROUP_ROWS;
+
+/// Rewrites `GROUP_ROWS` rows of Q6_K (`rows`, each `row_bytes` long) as one group.
+pub(crate) fn group(rows: &[u8], row_bytes: usize, group: &mut [u8]) {
+    let rows: Vec<&[BlockQ6K]> = rows.chunks_exact(row_bytes).map(as_blocks).collect();
+    assert_eq!(rows.len(), GROUP_ROWS, "a group is eight rows");
+    for (b, g) in as_blocks_mut::<BlockQ6KGroup>(group).iter_mut().enumerate() {
+        for (r, row) in rows.iter().enumerate() {
+            let x = &row[b];
+            g.d[r] = x.d;
+            for (s, &scale) in x.scales.iter().enumerate() {
+                g.scales[s][r] = scale;
+            }
+            for (i, four) in x.ql.chunks_exact(4).enumerate() {
+                let (stretch, k) = (i / 8, i % 8);
+                g.qs[stretch / 2][k][stretch % 2][r].copy_from_slice(four);
+            }
+            for (i, four) in x.qh.chunks_exact(4).enumerate() {
+                g.qs[i / 8][i % 8][2][r].copy_from_slice(four);
+            }
+        }
+    }
+}
+
+/// Row `r` of a group, block by block, as plain Q6_K: `group`'s inverse.
+#[cfg(test)]
+pub(crate) fn ungroup_row(group: &[BlockQ6KGroup], r: usize) -> Vec<u8> {
+    let mut row = Vec::with_capacity(group.len() * size_of::<BlockQ6K>());
+    for g in group {
+        for stretch in 0..4 {
+            row.extend((0..8).flat_map(|k| g.qs[stretch / 2][k][stretch % 2][r]));
+        }
+        for h in 0..2 {
+            row.extend((0..8).flat_map(|k| g.qs[h][k][2][r]));
+        }
+        row.extend(g.scales.iter().map(|scales| scales[r] as u8));
+        row.extend(g.d[r]);
+    }
+    row
+}
+
+/// The scalar reference for grouped rows, as `q4_k::dot_groups`.
+#[cfg(test)]
+pub(crate) fn dot_groups(groups: &[u8], act: &[u8], out: &mut [f32]) {
+    let act = as_blocks::<BlockQ8K>(act);
+    if act.is_empty() {
+        out.fill(0.0);
+        return;
+    }
+    let groups = as_blocks::<BlockQ6KGroup>(groups);
+    for (group, out) in groups
+        .chunks_exact(act.len())
+        .zip(out.chunks_exact_mut(GROUP_ROWS))
+    {
+        for (r, o) in out.iter_mut().enumerate() {
+            *o = dot(as_blocks(&ungroup_row(group, r)), act);
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
+    use super::*;
     use crate::test_util::check_dot_against_dequantized;
     use crate::GgmlType;
+
+    #[test]
+    fn grouping_rewrites_eight_rows_and_ungrouping_gives_them_back() {
+        let mut rng = crate::test_util::Rng::new(8);
+        let n = 3 * 256;
+        let row_bytes = GgmlType::Q6_K.row_bytes(n).unwrap();
+        let rows = rng.bytes(GROUP_ROWS * row_bytes);
+        let mut grouped = vec![0u8; rows.len()];
+        group(&rows, row_bytes, &mut grouped);
+        assert_ne!(grouped, rows);
+        let groups = as_blocks::<BlockQ6KGroup>(&grouped);
+        let qh = &rows[5 * row_bytes + 210 + 128 + 32 + 12..][..4];
+        assert_eq!(groups[1].qs[1][3][2][5], qh);
+        assert_eq!(
+            groups[1].qs[1][3][1][5],
+            rows[5 * row_bytes + 210 + 96 + 12..][..4]
+        );
+        assert_eq!(
+            groups[2].scales[9][4] as u8,
+            rows[4 * row_bytes + 2 * 210 + 192 + 9]
+        );
+        for (r, row) in rows.chunks_exact(row_bytes).enumerate() {
+            assert_eq!(ungroup_row(groups, r), row, "row {r}");
+        }
+        let mut act = vec![0u8; GgmlType::Q8_K.row_bytes(n).unwrap()];
+        crate::q8_k::quantize(&rng.normal_vec(n, 1.0), &mut act);
+        let (mut by_rows, mut by_groups) = ([0f32; GROUP_ROWS], [0f32; GROUP_ROWS]);
+        dot_rows(&rows, &act, &mut by_rows);
+        dot_groups(&grouped, &act, &mut by_groups);
+        assert_eq!(by_groups.map(f32::to_bits), by_rows.map(f32::to_bits));
+    }
 
     #[test]
     fn dot_matches_dequantized_dot() {

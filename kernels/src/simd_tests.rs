@@ -351,7 +351,9 @@ fn attention_scores_match_scalar_and_single_dots() {
 
 /// The batched kernels (tiled where a variant has them, else `dot_rows` per activation row)
 /// against scalar `dot_rows` one activation row at a time, with the bound of `compare_dots`;
-/// shapes cover every tile remainder and more activation rows than one cache group.
+/// shapes cover every tile remainder and more activation rows than one cache group. Where a
+/// variant has grouped kernels for the type, the rows grouped go through them too, batched
+/// and one activation at a time.
 #[test]
 fn dot_rows_batch_matches_scalar_dot_rows() {
     let mut rng = Rng::new(104);
@@ -376,6 +378,7 @@ fn dot_rows_batch_matches_scalar_dot_rows() {
             (3, 2, short),
             (35, 11, short),
             (16, 40, short),
+            (24, 9, short),
             (17, 53, 10240),
             (19, 9, short),
         ];
@@ -416,25 +419,49 @@ fn dot_rows_batch_matches_scalar_dot_rows() {
                 xs.push(dequantized(act_ty, act));
             }
             let row_bytes = ty.row_bytes(n).unwrap();
-            for k in &variants {
-                let mut got = vec![f32::NAN; n_rows * n_acts];
-                k.dot_rows_batch(ty, n, &rows, &acts, &mut got);
-                for (t, act) in acts.chunks_exact(act_bytes).enumerate() {
+            let expected: Vec<Vec<f32>> = acts
+                .chunks_exact(act_bytes)
+                .map(|act| {
                     let mut expected = vec![0f32; n_rows];
                     reference.dot_rows(ty, n, &rows, act, &mut expected);
+                    expected
+                })
+                .collect();
+            let check = |got: &[f32], k: &Kernels, what: &str| {
+                for (t, expected) in expected.iter().enumerate() {
                     for r in 0..n_rows {
                         let row = &rows[r * row_bytes..][..row_bytes];
                         let bound = 1e-5 * magnitude(ty, row, &xs[t]);
                         let g = got[t * n_rows + r];
                         assert!(
                             (g as f64 - expected[r] as f64).abs() <= bound,
-                            "{} {} {n_rows}x{n_acts} row {r} act {t}: {g} vs scalar {} (bound {bound})",
+                            "{} {} {what} {n_rows}x{n_acts} row {r} act {t}: {g} vs scalar {} (bound {bound})",
                             k.isa(),
                             ty.name(),
                             expected[r]
                         );
                     }
                 }
+            };
+            for k in &variants {
+                let mut got = vec![f32::NAN; n_rows * n_acts];
+                k.dot_rows_batch(ty, n, &rows, &acts, &mut got);
+                check(&got, k, "rows");
+                let mut grouped = rows.clone();
+                if !k.group_rows(ty, n, &mut grouped) {
+                    continue;
+                }
+                got.fill(f32::NAN);
+                k.dot_groups_batch(ty, n, &grouped, &acts, &mut got);
+                check(&got, k, "grouped");
+                for (act, got) in acts
+                    .chunks_exact(act_bytes)
+                    .zip(got.chunks_exact_mut(n_rows))
+                {
+                    got.fill(f32::NAN);
+                    k.dot_groups(ty, n, &grouped, act, got);
+                }
+                check(&got, k, "grouped, one activation at a time");
             }
         }
     }

@@ -3,7 +3,7 @@
 use super::progress::Progress;
 use super::zip::{check_mappable, Archive, Entry};
 use super::{gguf_entries, join_names, open, own_archive, BundleError};
-use memmap2::{Mmap, MmapOptions};
+use memmap2::{Mmap, MmapMut, MmapOptions};
 use std::fmt;
 use std::fs::File;
 use std::io;
@@ -37,7 +37,9 @@ pub struct MappedModel {
     map: Mmap,
     /// The GGUF's length: a copy in memory is rounded up to whole huge pages.
     len: usize,
-    in_memory: bool,
+    /// The copy in anonymous memory (`Placement::Memory`), which the bytes then are. It stays
+    /// writable: the loader may rewrite weights in place into the layout its kernels read.
+    memory: Option<MmapMut>,
     name: String,
     path: PathBuf,
     offset: u64,
@@ -64,7 +66,7 @@ impl MappedModel {
     /// cold disk shows progress rather than a silent first token. Does nothing when `quiet`,
     /// when stderr is not a terminal, or for models small enough to load unnoticed.
     pub fn fault_in(&self, quiet: bool) {
-        if self.in_memory || quiet || self.len() < BIG_MODEL || !std::io::stderr().is_terminal() {
+        if self.in_memory() || quiet || self.len() < BIG_MODEL || !std::io::stderr().is_terminal() {
             return;
         }
         let mut progress =
@@ -80,7 +82,13 @@ impl MappedModel {
 
     /// Whether the weights were copied into memory rather than mapped.
     pub fn in_memory(&self) -> bool {
-        self.in_memory
+        self.memory.is_some()
+    }
+
+    /// The bytes, writable, where they are this process's own copy (`Placement::Memory`).
+    pub fn bytes_mut(&mut self) -> Option<&mut [u8]> {
+        let len = self.len;
+        self.memory.as_mut().map(|memory| &mut memory[..len])
     }
 
     /// Moves the GGUF into memory if `placement` asks for it. Generation reads every weight
@@ -89,16 +97,15 @@ impl MappedModel {
     /// 16.1 → 18.7 with two. The cost is a copy at start and memory that is the process's own,
     /// so it is asked for, never the default.
     pub fn place(&mut self, placement: Placement, quiet: bool) -> io::Result<()> {
-        if placement == Placement::Memory && !self.in_memory {
-            self.map = self.copy_to_memory(quiet)?;
-            self.in_memory = true;
+        if placement == Placement::Memory && !self.in_memory() {
+            self.memory = Some(self.copy_to_memory(quiet)?);
         }
         Ok(())
     }
 
     /// Copies chunk by chunk, releasing each chunk of the mapping once copied, so that the
     /// process never holds both copies (peak resident memory stays about one model).
-    fn copy_to_memory(&self, quiet: bool) -> io::Result<Mmap> {
+    fn copy_to_memory(&self, quiet: bool) -> io::Result<MmapMut> {
         let mut memory = MmapOptions::new()
             .len(self.len.next_multiple_of(HUGE_PAGE))
             .map_anon()?;
@@ -126,7 +133,7 @@ impl MappedModel {
             progress.advance((end - start) as u64);
         }
         progress.finish();
-        memory.make_read_only()
+        Ok(memory)
     }
 }
 
@@ -134,7 +141,10 @@ impl Deref for MappedModel {
     type Target = [u8];
 
     fn deref(&self) -> &[u8] {
-        &self.map[..self.len]
+        match &self.memory {
+            Some(memory) => &memory[..self.len],
+            None => &self.map[..self.len],
+        }
     }
 }
 
@@ -303,7 +313,7 @@ fn map_range(
     Ok(MappedModel {
         map,
         len: len_usize,
-        in_memory: false,
+        memory: None,
         name,
         path: path.to_path_buf(),
         offset,

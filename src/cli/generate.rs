@@ -92,7 +92,7 @@ pub(super) fn run(args: RunArgs) -> Result<()> {
     if !args.log_disable {
         let rate = |n: usize, secs: f64| if secs > 0.0 { n as f64 / secs } else { 0.0 };
         eprintln!(
-            "llmfile: prompt {} tokens in {:.0} ms ({:.1} tokens/s), generated {} tokens in {:.0} ms ({:.1} tokens/s), {} threads, {} kernels",
+            "llmfile: prompt {} tokens in {:.0} ms ({:.1} tokens/s), generated {} tokens in {:.0} ms ({:.1} tokens/s), {} threads, kernels: {}",
             prompt_tokens.len(),
             prompt_time.as_secs_f64() * 1e3,
             rate(prompt_tokens.len(), prompt_time.as_secs_f64()),
@@ -100,7 +100,7 @@ pub(super) fn run(args: RunArgs) -> Result<()> {
             generation_time.as_secs_f64() * 1e3,
             rate(generated, generation_time.as_secs_f64()),
             rayon::current_num_threads(),
-            engine.model().kernels(),
+            engine.model().backend(),
         );
         if let Some(speculation) = &speculation {
             eprintln!("llmfile: {}", speculation.describe());

@@ -99,6 +99,10 @@ struct ModelArgs {
     /// faster; costs a copy at start and memory of the process's own.
     #[arg(long = "no-mmap", overrides_with = "mmap")]
     no_mmap: bool,
+    /// With --no-mmap, leave the copied weights in the file's layout instead of regrouping
+    /// Q4_K matrices eight rows at a time for the kernels (llama.cpp's --no-repack).
+    #[arg(long = "no-repack")]
+    no_repack: bool,
 }
 
 impl ModelArgs {
@@ -236,6 +240,7 @@ impl SpecArgs {
                     warm_up: true,
                     kernels: Kernels::from_env()?,
                     chat_template: None,
+                    repack: !model.no_repack,
                 };
                 let draft = Engine::open(Some(path), &options)
                     .with_context(|| format!("-md {}", path.display()))?;
@@ -728,6 +733,7 @@ fn open_engine(args: &ModelArgs, quiet: bool) -> Result<Arc<Engine>> {
         warm_up: true,
         kernels: Kernels::from_env()?,
         chat_template: None,
+        repack: !args.no_repack,
     };
     Ok(Engine::open(args.model.as_deref(), &options)?)
 }
@@ -742,6 +748,7 @@ fn open_run_engine(args: &RunArgs, quiet: bool) -> Result<Arc<Engine>> {
         warm_up: !args.no_warmup,
         kernels: Kernels::from_env()?,
         chat_template: args.chat_template.clone(),
+        repack: !args.model.no_repack,
     };
     let engine = Engine::open(args.model.model.as_deref(), &options)?;
     if args.mlock {

@@ -6,7 +6,9 @@ use rayon::prelude::*;
 
 /// Output rows handed to one task in generation. Long runs of rows read memory faster (the
 /// 2B-shaped Gemma 2 at -t 2: 10.2-10.4 t/s with 32 rows, 10.4-10.9 with 128), while several
-/// tasks per thread still let a thread that finishes early take over another's work.
+/// tasks per thread still let a thread that finishes early take over another's work. A
+/// multiple of the rows of every grouped layout, so that tasks split grouped matrices between
+/// groups.
 const ROWS_PER_TASK: usize = 128;
 
 /// Up to this many tokens (generation, one token from each of a few sequences), the weight
@@ -30,6 +32,8 @@ pub struct Matrix<'a> {
     pub rows: usize,
     pub cols: usize,
     pub data: &'a [u8],
+    /// The rows were rewritten by `Kernels::group_rows` and go through the grouped kernels.
+    pub grouped: bool,
 }
 
 impl<'a> Matrix<'a> {
@@ -39,6 +43,7 @@ impl<'a> Matrix<'a> {
             rows: tensor.n_rows(),
             cols: tensor.row_len(),
             data: tensor.data,
+            grouped: false,
         }
     }
 
@@ -48,8 +53,10 @@ impl<'a> Matrix<'a> {
             .expect("the GGUF reader checked the row length")
     }
 
-    /// Dequantizes one row (an embedding lookup).
+    /// Dequantizes one row (an embedding lookup). The loader never groups a matrix whose rows
+    /// are looked up.
     pub fn row(&self, kernels: &Kernels, index: usize, out: &mut [f32]) {
+        assert!(!self.grouped, "a row looked up in grouped weights");
         let bytes = self.row_bytes();
         kernels.dequantize_row(self.ty, &self.data[index * bytes..(index + 1) * bytes], out);
     }
@@ -115,9 +122,7 @@ impl<'a> Matrix<'a> {
         let tokens_per_task = n.div_ceil(tasks);
         out.par_chunks_mut(tokens_per_task * self.rows)
             .zip(acts.par_chunks(tokens_per_task * act_bytes))
-            .for_each(|(out_tokens, acts)| {
-                kernels.dot_rows_batch(self.ty, self.cols, self.data, acts, out_tokens);
-            });
+            .for_each(|(out_tokens, acts)| self.batch(kernels, self.data, acts, out_tokens));
     }
 
     /// `out_i = matrix_i · input` for matrices that read the same input (a layer's `wq`,
@@ -173,7 +178,7 @@ impl<'a> Matrix<'a> {
                 let count = ROWS_PER_TASK.min(self.rows - first);
                 let rows = &self.data[first * row_bytes..(first + count) * row_bytes];
                 block.resize(n * count, 0.0);
-                kernels.dot_rows_batch(self.ty, self.cols, rows, acts, block);
+                self.batch(kernels, rows, acts, block);
                 for (t, results) in block.chunks_exact(count).enumerate() {
                     // SAFETY: each task writes only its own rows `first..first + count` of each
                     // token's output, so no two tasks touch the same element.
@@ -183,10 +188,23 @@ impl<'a> Matrix<'a> {
     }
 }
 
+impl Matrix<'_> {
+    /// The prompt kernels over `rows`, some or all of this matrix's (whole groups where it is
+    /// grouped).
+    fn batch(&self, kernels: &Kernels, rows: &[u8], acts: &[u8], out: &mut [f32]) {
+        if self.grouped {
+            kernels.dot_groups_batch(self.ty, self.cols, rows, acts, out);
+        } else {
+            kernels.dot_rows_batch(self.ty, self.cols, rows, acts, out);
+        }
+    }
+}
+
 /// One token through each matrix, `out = matrix · input`, in one parallel loop over every
 /// matrix's tasks of [`ROWS_PER_TASK`] rows: in generation a fork and join per matrix, with its
 /// thread wake-ups, costs as much as a small matrix's work. The activation is laid out for the
 /// row kernel once per input and weight type (`wq`, `wk` and `wv` of one type share it).
+/// A grouped matrix reads the quantized activation as it is.
 fn one_token_products(kernels: &Kernels, products: Vec<(Matrix, &Activations, &mut [f32])>) {
     let mut prepared: Vec<(&Activations, GgmlType, RowsActivation)> = Vec::new();
     let mut which = Vec::with_capacity(products.len());
@@ -198,25 +216,30 @@ fn one_token_products(kernels: &Kernels, products: Vec<(Matrix, &Activations, &m
         let same = |(made_from, ty, _): &(&Activations, GgmlType, RowsActivation)| {
             std::ptr::eq(*made_from, *input) && *ty == matrix.ty
         };
-        which.push(prepared.iter().position(same).unwrap_or_else(|| {
-            let act = kernels.prepare_rows(matrix.ty, matrix.cols, &input.bytes);
-            prepared.push((input, matrix.ty, act));
-            prepared.len() - 1
+        which.push((!matrix.grouped).then(|| {
+            prepared.iter().position(same).unwrap_or_else(|| {
+                let act = kernels.prepare_rows(matrix.ty, matrix.cols, &input.bytes);
+                prepared.push((input, matrix.ty, act));
+                prepared.len() - 1
+            })
         }));
     }
     let mut tasks = Vec::new();
-    for ((matrix, _, out), at) in products.into_iter().zip(which) {
-        let act = &prepared[at].2;
+    for ((matrix, input, out), at) in products.into_iter().zip(which) {
+        let act = at.map(|at| &prepared[at].2);
         let row_bytes = matrix.row_bytes();
         let rows = matrix.data.chunks(ROWS_PER_TASK * row_bytes);
         tasks.extend(
             rows.zip(out.chunks_mut(ROWS_PER_TASK))
-                .map(|(rows, out)| (matrix, act, rows, out)),
+                .map(|(rows, out)| (matrix, input, act, rows, out)),
         );
     }
-    tasks.into_par_iter().for_each(|(matrix, act, rows, out)| {
-        kernels.dot_prepared_rows(matrix.ty, matrix.cols, rows, act, out);
-    });
+    tasks
+        .into_par_iter()
+        .for_each(|(matrix, input, act, rows, out)| match act {
+            Some(act) => kernels.dot_prepared_rows(matrix.ty, matrix.cols, rows, act, out),
+            None => kernels.dot_groups(matrix.ty, matrix.cols, rows, &input.bytes, out),
+        });
 }
 
 /// Input rows quantized to one activation format (see `Matrix::quantize`).
@@ -301,6 +324,7 @@ mod tests {
                 rows,
                 cols,
                 data,
+                grouped: false,
             })
             .collect();
         for n in [1, MAX_TOKENS_BY_ROWS, MAX_TOKENS_BY_ROWS + 1] {
@@ -326,6 +350,80 @@ mod tests {
         }
     }
 
+    /// K-quant rows of pseudo-random quants whose f16 scale fields (Q4_K's d and dmin at the
+    /// start of each block, Q6_K's d at the end) hold small values, as real weights do.
+    fn k_quant_weights(ty: GgmlType, rows: usize, cols: usize) -> Vec<u8> {
+        let mut state = 0x9E37_79B9_7F4A_7C15u64;
+        let mut bytes: Vec<u8> = (0..rows * ty.row_bytes(cols).unwrap())
+            .map(|_| {
+                state ^= state << 13;
+                state ^= state >> 7;
+                state ^= state << 17;
+                state as u8
+            })
+            .collect();
+        let scale = half::f16::from_f32(0.004).to_bits().to_le_bytes();
+        for block in bytes.chunks_exact_mut(ty.block_bytes()) {
+            match ty {
+                GgmlType::Q4_K => {
+                    block[..2].copy_from_slice(&scale);
+                    block[2..4].copy_from_slice(&scale);
+                }
+                _ => {
+                    let at = block.len() - 2;
+                    block[at..].copy_from_slice(&scale);
+                }
+            }
+        }
+        bytes
+    }
+
+    /// Grouped matrices (`--no-mmap`'s layout) against the same rows as the file has them,
+    /// through every path of `matmul`: one token (tasks of `ROWS_PER_TASK` rows), a few tokens
+    /// by rows, and prompts; row counts on both sides of a task and of the sixteen-row tiles.
+    #[test]
+    fn grouped_matrices_give_the_products_of_their_rows() {
+        let kernels = Kernels::detect();
+        let cols = 512;
+        for ty in [GgmlType::Q4_K, GgmlType::Q6_K] {
+            let Some(group_len) = kernels.group_len(ty) else {
+                eprintln!("no grouped kernels for {} here", ty.name());
+                continue;
+            };
+            for rows in [group_len, 3 * group_len, ROWS_PER_TASK + group_len] {
+                let data = k_quant_weights(ty, rows, cols);
+                let mut grouped = data.clone();
+                assert!(kernels.group_rows(ty, cols, &mut grouped));
+                let plain = Matrix {
+                    ty,
+                    rows,
+                    cols,
+                    data: &data,
+                    grouped: false,
+                };
+                let by_groups = Matrix {
+                    data: &grouped,
+                    grouped: true,
+                    ..plain
+                };
+                for n in [1, 2, MAX_TOKENS_BY_ROWS, MAX_TOKENS_BY_ROWS + 1, 40] {
+                    let input: Vec<f32> = (0..n * cols).map(|i| (i as f32 * 0.37).sin()).collect();
+                    let (mut want, mut got) = (vec![0.0; n * rows], vec![f32::NAN; n * rows]);
+                    plain.matmul(&kernels, &input, &mut want);
+                    by_groups.matmul(&kernels, &input, &mut got);
+                    let largest = want.iter().fold(0f32, |m, v| m.max(v.abs()));
+                    for (i, (g, w)) in got.iter().zip(&want).enumerate() {
+                        assert!(
+                            (g - w).abs() <= 1e-5 * largest,
+                            "{} {rows} rows, {n} tokens, output {i}: {g} grouped, {w} plain",
+                            ty.name()
+                        );
+                    }
+                }
+            }
+        }
+    }
+
     #[test]
     #[should_panic(expected = "activations quantized for another format or width")]
     fn activations_of_another_width_are_refused() {
@@ -336,6 +434,7 @@ mod tests {
             rows: 4,
             cols: 32,
             data: &data,
+            grouped: false,
         };
         let wide = Matrix {
             rows: 2,

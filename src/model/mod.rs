@@ -11,9 +11,10 @@ pub mod matmul;
 pub mod ops;
 mod transformer;
 
-use crate::gguf::{Gguf, GgufError};
+use crate::gguf::{Gguf, GgufError, Tensor};
 use kernels::Kernels;
 use matmul::Matrix;
+use rayon::prelude::*;
 
 pub use transformer::{KvCache, Sequence, Transformer};
 
@@ -41,8 +42,53 @@ pub enum ModelError {
     EmptyVocabulary,
 }
 
-/// Loads whichever supported architecture the file declares.
-pub fn load<'a>(gguf: &Gguf<'a>, kernels: Kernels) -> Result<Transformer<'a>, ModelError> {
+/// Rewrites, in place, the weights of `bytes` (a whole GGUF) that `kernels` reads faster
+/// grouped (`Kernels::group_rows`): every matrix of a type with grouped kernels whose rows
+/// are whole groups, but for the token embeddings, whose rows are looked up one at a time.
+/// [`load`] with `grouped` then reads them so. Returns whether any matrix was grouped.
+pub fn group_weights(bytes: &mut [u8], kernels: &Kernels) -> Result<bool, GgufError> {
+    let start = bytes.as_ptr() as usize;
+    let chosen: Vec<(std::ops::Range<usize>, kernels::GgmlType, usize, usize)> = {
+        let gguf = Gguf::parse(bytes)?;
+        gguf.tensors()
+            .iter()
+            .filter(|t| is_grouped(t, kernels))
+            .map(|t| {
+                let at = t.data.as_ptr() as usize - start;
+                let group_len = kernels.group_len(t.ty).expect("is_grouped checked");
+                (at..at + t.data.len(), t.ty, t.row_len(), group_len)
+            })
+            .collect()
+    };
+    for (range, ty, cols, group_len) in &chosen {
+        let stripe = ty.row_bytes(*cols).expect("the GGUF reader checked rows") * group_len;
+        // Many stripes per task: each task copies its stripes aside one at a time.
+        bytes[range.clone()]
+            .par_chunks_mut(stripe * 64)
+            .for_each(|stripes| {
+                assert!(kernels.group_rows(*ty, *cols, stripes), "whole groups");
+            });
+    }
+    Ok(!chosen.is_empty())
+}
+
+/// Whether `group_weights` groups this tensor.
+fn is_grouped(tensor: &Tensor, kernels: &Kernels) -> bool {
+    tensor.dims.len() == 2
+        && tensor.name != "token_embd.weight"
+        && tensor.row_len() > 0
+        && kernels
+            .group_len(tensor.ty)
+            .is_some_and(|len| tensor.n_rows().is_multiple_of(len))
+}
+
+/// Loads whichever supported architecture the file declares; `grouped` says that
+/// [`group_weights`] rewrote its weights with the same kernels.
+pub fn load<'a>(
+    gguf: &Gguf<'a>,
+    kernels: Kernels,
+    grouped: bool,
+) -> Result<Transformer<'a>, ModelError> {
     let arch = gguf.architecture()?;
     let recipe = match arch {
         "gemma2" => gemma2::recipe(gguf)?,
@@ -50,7 +96,7 @@ pub fn load<'a>(gguf: &Gguf<'a>, kernels: Kernels) -> Result<Transformer<'a>, Mo
         "llama" => llama::recipe(gguf)?,
         other => return Err(ModelError::UnsupportedArchitecture(other.to_string())),
     };
-    let model = Transformer::load(gguf, recipe, kernels)?;
+    let model = Transformer::load(gguf, recipe, kernels, grouped)?;
     if model.hparams.n_vocab == 0 {
         return Err(ModelError::EmptyVocabulary);
     }
@@ -212,8 +258,11 @@ fn sliding_layers(
         .collect())
 }
 
+/// The matrix `name`, of `rows` rows of `cols`; `grouped` as [`load`] has it.
 fn matrix<'a>(
     gguf: &Gguf<'a>,
+    kernels: &Kernels,
+    grouped: bool,
     name: &str,
     cols: usize,
     rows: usize,
@@ -229,7 +278,10 @@ fn matrix<'a>(
             got: tensor.dims.clone(),
         });
     }
-    Ok(Matrix::from_tensor(tensor))
+    Ok(Matrix {
+        grouped: grouped && is_grouped(tensor, kernels),
+        ..Matrix::from_tensor(tensor)
+    })
 }
 
 fn vector(gguf: &Gguf, kernels: &Kernels, name: &str, len: usize) -> Result<Vec<f32>, ModelError> {
@@ -273,7 +325,7 @@ mod tests {
 
     fn load_error(bytes: &[u8]) -> ModelError {
         let gguf = Gguf::parse(bytes).expect("still a well-formed GGUF");
-        match load(&gguf, Kernels::detect()) {
+        match load(&gguf, Kernels::detect(), false) {
             Ok(_) => panic!("the model loaded"),
             Err(e) => e,
         }
@@ -284,7 +336,10 @@ mod tests {
         let bytes = synthetic_model();
         let gguf = Gguf::parse(&bytes).unwrap();
         assert_eq!(
-            load(&gguf, Kernels::detect()).unwrap().hparams.n_vocab,
+            load(&gguf, Kernels::detect(), false)
+                .unwrap()
+                .hparams
+                .n_vocab,
             4096
         );
     }
@@ -309,7 +364,7 @@ mod tests {
         // abort the process.
         let bytes = synthetic_model();
         let gguf = Gguf::parse(&bytes).unwrap();
-        let model = load(&gguf, Kernels::detect()).unwrap();
+        let model = load(&gguf, Kernels::detect(), false).unwrap();
         assert!(matches!(
             model.new_cache(1 << 40),
             Err(ModelError::ContextTooLarge { requested }) if requested == 1 << 40

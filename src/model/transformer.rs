@@ -6,7 +6,7 @@ use super::{matrix, vector, FeedForward, ModelError, Recipe};
 use crate::gguf::Gguf;
 use half::f16;
 use half::slice::HalfFloatSliceExt;
-use kernels::Kernels;
+use kernels::{GgmlType, Kernels};
 use rayon::prelude::*;
 
 /// Shapes and constants of a loaded model.
@@ -167,8 +167,10 @@ impl<'a> Transformer<'a> {
         gguf: &Gguf<'a>,
         recipe: Recipe,
         kernels: Kernels,
+        grouped: bool,
     ) -> Result<Transformer<'a>, ModelError> {
         let c = &recipe.common;
+        let matrix = |name: &str, cols, rows| matrix(gguf, &kernels, grouped, name, cols, rows);
         let embd = gguf
             .tensor("token_embd.weight")
             .ok_or_else(|| ModelError::MissingTensor("token_embd.weight".into()))?;
@@ -182,7 +184,7 @@ impl<'a> Transformer<'a> {
         let n_vocab = embd.dims[1] as usize;
         let token_embd = Matrix::from_tensor(embd);
         let output = match gguf.tensor("output.weight") {
-            Some(_) => matrix(gguf, "output.weight", c.n_embd, n_vocab)?,
+            Some(_) => matrix("output.weight", c.n_embd, n_vocab)?,
             None => token_embd,
         };
         let q_dim = c.n_head * c.head_dim;
@@ -198,22 +200,17 @@ impl<'a> Transformer<'a> {
             };
             layers.push(Layer {
                 attn_norm: vector(gguf, &kernels, &name("attn_norm"), c.n_embd)?,
-                wq: matrix(gguf, &name("attn_q"), c.n_embd, q_dim)?,
-                wk: matrix(gguf, &name("attn_k"), c.n_embd, k_dim)?,
-                wv: matrix(gguf, &name("attn_v"), c.n_embd, v_dim)?,
-                wo: matrix(
-                    gguf,
-                    &name("attn_output"),
-                    c.n_head * c.head_dim_v,
-                    c.n_embd,
-                )?,
+                wq: matrix(&name("attn_q"), c.n_embd, q_dim)?,
+                wk: matrix(&name("attn_k"), c.n_embd, k_dim)?,
+                wv: matrix(&name("attn_v"), c.n_embd, v_dim)?,
+                wo: matrix(&name("attn_output"), c.n_head * c.head_dim_v, c.n_embd)?,
                 q_norm: optional_norm(recipe.qk_norms, "attn_q_norm", c.head_dim)?,
                 k_norm: optional_norm(recipe.qk_norms, "attn_k_norm", c.head_dim)?,
                 post_attn_norm: optional_norm(recipe.post_norms, "post_attention_norm", c.n_embd)?,
                 ffn_norm: vector(gguf, &kernels, &name("ffn_norm"), c.n_embd)?,
-                gate: matrix(gguf, &name("ffn_gate"), c.n_embd, c.n_ff)?,
-                up: matrix(gguf, &name("ffn_up"), c.n_embd, c.n_ff)?,
-                down: matrix(gguf, &name("ffn_down"), c.n_ff, c.n_embd)?,
+                gate: matrix(&name("ffn_gate"), c.n_embd, c.n_ff)?,
+                up: matrix(&name("ffn_up"), c.n_embd, c.n_ff)?,
+                down: matrix(&name("ffn_down"), c.n_ff, c.n_embd)?,
                 post_ffn_norm: optional_norm(recipe.post_norms, "post_ffw_norm", c.n_embd)?,
                 rope: layer.rope,
                 window: layer.window,
@@ -252,6 +249,32 @@ impl<'a> Transformer<'a> {
 
     pub fn kernels(&self) -> &Kernels {
         &self.kernels
+    }
+
+    /// The weight types of the matrices the loader grouped (`model::group_weights`).
+    pub fn grouped_types(&self) -> Vec<GgmlType> {
+        let mut types: Vec<GgmlType> = self
+            .layers
+            .iter()
+            .flat_map(|l| [&l.wq, &l.wk, &l.wv, &l.wo, &l.gate, &l.up, &l.down])
+            .chain([&self.output])
+            .filter(|m| m.grouped)
+            .map(|m| m.ty)
+            .collect();
+        types.sort_by_key(|t| t.id());
+        types.dedup();
+        types
+    }
+
+    /// The kernels, and the weight types read grouped: `avx512 (512-bit rows: q4_K), grouped
+    /// q4_K`, as the benchmarks and `--verbose` print it.
+    pub fn backend(&self) -> String {
+        let grouped: Vec<&str> = self.grouped_types().iter().map(|t| t.name()).collect();
+        if grouped.is_empty() {
+            self.kernels.to_string()
+        } else {
+            format!("{}, grouped {}", self.kernels, grouped.join(", "))
+        }
     }
 
     /// A cache for `n_ctx` positions, or `ContextTooLarge` when the memory cannot be had.

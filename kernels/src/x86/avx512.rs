@@ -11,8 +11,8 @@ use super::kernels::{
     dot_tile_in_lanes, entry_points, InLanes, IsaPrimitives, LaneFormat, Lanes8, Q4_0Plus8,
     Q5_0Plus16, Q8_0Plus128, RowLanes,
 };
-use crate::q4_k::BlockQ4K;
-use crate::q6_k::BlockQ6K;
+use crate::q4_k::{BlockQ4K, BlockQ4KGroup};
+use crate::q6_k::{BlockQ6K, BlockQ6KGroup};
 use crate::types::GgmlType;
 use std::arch::x86_64::*;
 use std::mem::size_of;
@@ -137,7 +137,11 @@ impl RowLanes for Lanes16 {
     /// tile of eight activations, took the 2B-shaped Gemma 2 pp512 from 43 to 50 t/s at -t 1
     /// and from 89 to 106 at -t 2.
     #[inline(always)]
-    unsafe fn pack<F: LaneFormat>(rows: &[&[F::Weight]], b: usize, packed: &mut F::Packed<Self>) {
+    unsafe fn pack<F: LaneFormat>(
+        stripes: &[&[F::Weight]],
+        b: usize,
+        packed: &mut F::Packed<Self>,
+    ) {
         type Half<F> = <F as LaneFormat>::Packed<Lanes8<Avx512>>;
         const {
             assert!(
@@ -147,8 +151,9 @@ impl RowLanes for Lanes16 {
         };
         let mut low: Half<F> = std::mem::zeroed();
         let mut high: Half<F> = std::mem::zeroed();
-        F::pack_8::<Avx512>(&rows[..8], b, &mut low);
-        F::pack_8::<Avx512>(&rows[8..], b, &mut high);
+        let (first, second) = stripes.split_at(8 / F::STRIPE_ROWS);
+        F::pack_8::<Avx512>(first, b, &mut low);
+        F::pack_8::<Avx512>(second, b, &mut high);
         let low = (&low as *const Half<F>).cast::<__m256i>();
         let high = (&high as *const Half<F>).cast::<__m256i>();
         let joined = (packed as *mut F::Packed<Self>).cast::<__m512i>();
@@ -176,6 +181,8 @@ unsafe fn dot_tile_wide<F: LaneFormat>(
 pub(crate) fn install_wide(table: &mut crate::dispatch::Table) {
     table.dot_tile[GgmlType::Q4_K as usize] = Some(dot_tile_wide::<BlockQ4K>);
     table.dot_tile[GgmlType::Q6_K as usize] = Some(dot_tile_wide::<BlockQ6K>);
+    table.dot_groups_tile[GgmlType::Q4_K as usize] = Some(dot_tile_wide::<BlockQ4KGroup>);
+    table.dot_groups_tile[GgmlType::Q6_K as usize] = Some(dot_tile_wide::<BlockQ6KGroup>);
     table.dot_tile[GgmlType::Q8_0 as usize] = Some(dot_tile_wide::<InLanes<Q8_0Plus128>>);
     table.dot_tile[GgmlType::Q5_0 as usize] = Some(dot_tile_wide::<InLanes<Q5_0Plus16>>);
     table.dot_tile[GgmlType::Q4_0 as usize] = Some(dot_tile_wide::<InLanes<Q4_0Plus8>>);

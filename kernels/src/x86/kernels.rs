@@ -12,10 +12,10 @@ use crate::f16::F16;
 use crate::f32::F32;
 use crate::q4_0::BlockQ4_0;
 use crate::q4_1::BlockQ4_1;
-use crate::q4_k::BlockQ4K;
+use crate::q4_k::{BlockQ4K, BlockQ4KGroup, GROUP_ROWS};
 use crate::q5_0::BlockQ5_0;
 use crate::q5_k::BlockQ5K;
-use crate::q6_k::BlockQ6K;
+use crate::q6_k::{BlockQ6K, BlockQ6KGroup};
 use crate::q8_0::{scales, BlockQ8_0};
 use crate::q8_1::BlockQ8_1;
 use crate::q8_k::BlockQ8K;
@@ -61,6 +61,8 @@ macro_rules! entry_points {
             dot_rows_q4_0(rows: &[u8], act: &[u8], out: &mut [f32]);
             dot_rows_q5_0(rows: &[u8], act: &[u8], out: &mut [f32]);
             dot_rows_q4_1(rows: &[u8], act: &[u8], out: &mut [f32]);
+            dot_groups_q4_k(groups: &[u8], act: &[u8], out: &mut [f32]);
+            dot_groups_q6_k(groups: &[u8], act: &[u8], out: &mut [f32]);
         );
         entry_points!(@each $features, [],
             dot_rows_f32(rows: &[u8], act: &[u8], out: &mut [f32]);
@@ -80,6 +82,8 @@ macro_rules! entry_points {
             dot_tile_q4_0(rows: &[u8], row_bytes: usize, acts: &[u8], n_acts: usize, out: &mut [f32]);
             dot_tile_q4_k(rows: &[u8], row_bytes: usize, acts: &[u8], n_acts: usize, out: &mut [f32]);
             dot_tile_q6_k(rows: &[u8], row_bytes: usize, acts: &[u8], n_acts: usize, out: &mut [f32]);
+            dot_groups_tile_q4_k(rows: &[u8], row_bytes: usize, acts: &[u8], n_acts: usize, out: &mut [f32]);
+            dot_groups_tile_q6_k(rows: &[u8], row_bytes: usize, acts: &[u8], n_acts: usize, out: &mut [f32]);
         );
 
         /// Puts this ISA's kernels into `table`.
@@ -109,6 +113,10 @@ macro_rules! entry_points {
             table.dot_tile[Q4_0 as usize] = Some(dot_tile_q4_0);
             table.dot_tile[Q4_K as usize] = Some(dot_tile_q4_k);
             table.dot_tile[Q6_K as usize] = Some(dot_tile_q6_k);
+            table.dot_groups[Q4_K as usize] = Some(dot_groups_q4_k);
+            table.dot_groups_tile[Q4_K as usize] = Some(dot_groups_tile_q4_k);
+            table.dot_groups[Q6_K as usize] = Some(dot_groups_q6_k);
+            table.dot_groups_tile[Q6_K as usize] = Some(dot_groups_tile_q6_k);
         }
     };
     (@each $features:literal, $generics:tt, $($name:ident $args:tt $(-> $ret:ty)?;)*) => {
@@ -649,8 +657,8 @@ pub(super) trait RowLanes: Sized {
     /// `c − a · b`.
     unsafe fn neg_mul_add(a: Self::Floats, b: Self::Floats, c: Self::Floats) -> Self::Floats;
     unsafe fn store(out: *mut f32, x: Self::Floats);
-    /// Block b of the rows of format `F`, one row per lane.
-    unsafe fn pack<F: LaneFormat>(rows: &[&[F::Weight]], b: usize, packed: &mut F::Packed<Self>);
+    /// Block b of the stripes of format `F`, one row per lane.
+    unsafe fn pack<F: LaneFormat>(stripes: &[&[F::Weight]], b: usize, packed: &mut F::Packed<Self>);
 }
 
 /// Eight rows in 256-bit registers, the byte products as the ISA `I` takes them.
@@ -727,8 +735,12 @@ impl<I: IsaPrimitives> RowLanes for Lanes8<I> {
     }
 
     #[inline(always)]
-    unsafe fn pack<F: LaneFormat>(rows: &[&[F::Weight]], b: usize, packed: &mut F::Packed<Self>) {
-        F::pack_8::<I>(rows, b, packed)
+    unsafe fn pack<F: LaneFormat>(
+        stripes: &[&[F::Weight]],
+        b: usize,
+        packed: &mut F::Packed<Self>,
+    ) {
+        F::pack_8::<I>(stripes, b, packed)
     }
 }
 
@@ -1215,12 +1227,16 @@ pub(super) trait LaneFormat {
     type Extra: Copy;
     /// How many `Extra` values each activation block has.
     const EXTRA_PER_BLOCK: usize;
+    /// The rows one `Weight` block holds: 1 for a plain format, where each row is a stripe of
+    /// its own, or the rows of a grouped layout's stripe.
+    const STRIPE_ROWS: usize = 1;
 
     fn extra(a: &Self::Act) -> impl Iterator<Item = Self::Extra>;
 
-    /// Block b of eight rows, packed into 256-bit lanes (wider packs join these).
+    /// Block b of eight rows (`8 / STRIPE_ROWS` stripes), packed into 256-bit lanes (wider
+    /// packs join these).
     unsafe fn pack_8<I: IsaPrimitives>(
-        rows: &[&[Self::Weight]],
+        stripes: &[&[Self::Weight]],
         b: usize,
         packed: &mut Self::Packed<Lanes8<I>>,
     );
@@ -1233,8 +1249,9 @@ pub(super) trait LaneFormat {
         extra: [&[Self::Extra]; T],
     ) -> [V::Floats; T];
 
-    /// Row-by-row products: the rows after the last group, and every row of a batch of
-    /// fewer activations than one tile. Activation t's sums go to `out[t * out_stride..]`.
+    /// Row-by-row (stripe-by-stripe) products: the rows after the last group, and every row
+    /// of a batch of fewer activations than one tile. Activation t's sums go to
+    /// `out[t * out_stride..]`.
     unsafe fn tail<I: IsaPrimitives>(
         rows: &[u8],
         row_bytes: usize,
@@ -1272,11 +1289,16 @@ pub(super) unsafe fn dot_tile_in_lanes<
     }
     let act_bytes = acts.len() / n_acts;
     let n_blocks = act_bytes / size_of::<F::Act>();
+    const { assert!(8 % F::STRIPE_ROWS == 0) };
     let extra: Vec<F::Extra> = as_blocks::<F::Act>(acts)
         .iter()
         .flat_map(F::extra)
         .collect();
-    let row = |r: usize| as_blocks::<F::Weight>(&rows[r * row_bytes..(r + 1) * row_bytes]);
+    let stripe_bytes = row_bytes * F::STRIPE_ROWS;
+    let stripe = |r: usize| {
+        let at = r / F::STRIPE_ROWS * stripe_bytes;
+        as_blocks::<F::Weight>(&rows[at..at + stripe_bytes])
+    };
     let act = |t: usize| as_blocks::<F::Act>(&acts[t * act_bytes..(t + 1) * act_bytes]);
     let per_act = F::EXTRA_PER_BLOCK * n_blocks;
     let extra_of = |t: usize| &extra[t * per_act..(t + 1) * per_act];
@@ -1289,16 +1311,16 @@ pub(super) unsafe fn dot_tile_in_lanes<
     let full_rows = n_rows / V::LANES * V::LANES;
     let act_group = (ACT_GROUP_BYTES / act_bytes / ACTS).max(1) * ACTS;
     let mut packed: Vec<F::Packed<V>> = vec![std::mem::zeroed(); n_blocks];
-    let mut group_rows: [&[F::Weight]; MAX_LANES] = [&[]; MAX_LANES];
-    let group_rows = &mut group_rows[..V::LANES];
+    let mut group_stripes: [&[F::Weight]; MAX_LANES] = [&[]; MAX_LANES];
+    let group_stripes = &mut group_stripes[..V::LANES / F::STRIPE_ROWS];
     for group in (0..n_acts).step_by(act_group) {
         let group_end = (group + act_group).min(n_acts);
         for r0 in (0..full_rows).step_by(V::LANES) {
-            for (i, r) in group_rows.iter_mut().enumerate() {
-                *r = row(r0 + i);
+            for (i, s) in group_stripes.iter_mut().enumerate() {
+                *s = stripe(r0 + i * F::STRIPE_ROWS);
             }
             for (b, p) in packed.iter_mut().enumerate() {
-                V::pack::<F>(group_rows, b, p);
+                V::pack::<F>(group_stripes, b, p);
             }
             let mut t0 = group;
             while t0 + ACTS <= group_end {
@@ -1479,6 +1501,351 @@ impl LaneFormat for BlockQ6K {
     }
 }
 
+/// The eight rows' scales and mins of a Q4_K group block, one row per 32-bit lane: byte j
+/// of lane r of the first vector is row r's scale of sub-block j, of the second its scale of
+/// sub-block 4 + j; the third and fourth hold the mins alike. `unpack_scales_mins` for all
+/// eight rows at once.
+#[inline(always)]
+unsafe fn scales_mins_in_lanes(g: &BlockQ4KGroup) -> [__m256i; 4] {
+    let word = |w: usize| load(g.scales[w].as_ptr().cast());
+    let (s0, s1, s2) = (word(0), word(1), word(2));
+    let low6 = _mm256_set1_epi8(0x3F);
+    let m4 = _mm256_set1_epi8(0x0F);
+    let bits_4_5 = _mm256_set1_epi8(0x30);
+    // Shifting 16-bit lanes carries bits across bytes; the masks drop them.
+    let top_two = |w: __m256i| _mm256_and_si256(_mm256_srli_epi16::<2>(w), bits_4_5);
+    [
+        _mm256_and_si256(s0, low6),
+        _mm256_or_si256(_mm256_and_si256(s2, m4), top_two(s0)),
+        _mm256_and_si256(s1, low6),
+        _mm256_or_si256(
+            _mm256_and_si256(_mm256_srli_epi16::<4>(s2), m4),
+            top_two(s1),
+        ),
+    ]
+}
+
+/// Sub-block j's byte of each lane of `scales_mins_in_lanes`' pair of vectors `[low, high]`
+/// (j < 4 from `low`, 4 + j from `high`), as an i32.
+#[inline(always)]
+unsafe fn sub_block_lanes(pair: [__m256i; 2], j: usize) -> __m256i {
+    let v = pair[j / 4];
+    let byte = _mm256_set1_epi32(0xFF);
+    match j % 4 {
+        0 => _mm256_and_si256(v, byte),
+        1 => _mm256_and_si256(_mm256_srli_epi32::<8>(v), byte),
+        2 => _mm256_and_si256(_mm256_srli_epi32::<16>(v), byte),
+        _ => _mm256_srli_epi32::<24>(v),
+    }
+}
+
+/// One Q4_K group stripe (eight rows) against one activation row: the rows' sums, one per
+/// lane, each broadcast of four activation bytes meeting all eight rows in one `vpdpbusd`.
+/// A row-by-row kernel spends a shuffle and a multiply-add per 32 quants on the scales and a
+/// horizontal sum per row; here the scales multiply eight rows' integer sums at once.
+/// The mins meet the activation's 32-quant sums, each split as `64·high + low` so that both
+/// parts are bytes and one `vpdpbusd` takes four sub-blocks of every row.
+#[inline(always)]
+unsafe fn dot_group_q4_k<I: IsaPrimitives>(x: &[BlockQ4KGroup], y: &[BlockQ8K]) -> __m256 {
+    let m4 = _mm256_set1_epi8(0x0F);
+    let mut acc = _mm256_setzero_ps();
+    for (xb, yb) in x.iter().zip(y) {
+        let [sc_low, sc_high, min_low, min_high] = scales_mins_in_lanes(xb);
+
+        let bsums = load(yb.bsums.as_ptr());
+        let pair_sums = _mm_hadd_epi16(
+            _mm256_castsi256_si128(bsums),
+            _mm256_extracti128_si256::<1>(bsums),
+        );
+        let split = _mm_packs_epi16(
+            _mm_srai_epi16::<6>(pair_sums),
+            _mm_and_si128(pair_sums, _mm_set1_epi16(63)),
+        );
+        // Four sub-blocks' high bytes in each of words 0 and 1, their low bytes in 2 and 3.
+        let split: [i32; 4] = std::mem::transmute(split);
+        let part = |i: usize| _mm256_set1_epi32(split[i]);
+        let mut highs = I::dot_u8_i8(_mm256_setzero_si256(), min_low, part(0));
+        highs = I::dot_u8_i8(highs, min_high, part(1));
+        let mut mins = I::dot_u8_i8(_mm256_slli_epi32::<6>(highs), min_low, part(2));
+        mins = I::dot_u8_i8(mins, min_high, part(3));
+
+        let mut sums = _mm256_setzero_si256();
+        for c in 0..4 {
+            let a = yb.qs.as_ptr().add(64 * c);
+            let four = |at: usize| _mm256_set1_epi32(a.add(at).cast::<i32>().read_unaligned());
+            let (mut low, mut high) = (_mm256_setzero_si256(), _mm256_setzero_si256());
+            for k in 0..8 {
+                let q = load(xb.qs[c][k].as_ptr().cast());
+                low = I::dot_u8_i8(low, _mm256_and_si256(q, m4), four(4 * k));
+                let q_high = _mm256_and_si256(_mm256_srli_epi16::<4>(q), m4);
+                high = I::dot_u8_i8(high, q_high, four(32 + 4 * k));
+            }
+            let scales = [sc_low, sc_high];
+            let low = _mm256_mullo_epi32(low, sub_block_lanes(scales, 2 * c));
+            let high = _mm256_mullo_epi32(high, sub_block_lanes(scales, 2 * c + 1));
+            sums = _mm256_add_epi32(sums, _mm256_add_epi32(low, high));
+        }
+        let yd = _mm256_set1_ps(yb.d());
+        let d = _mm256_mul_ps(_mm256_cvtph_ps(_mm_loadu_si128(xb.d.as_ptr().cast())), yd);
+        let dmin = _mm256_mul_ps(
+            _mm256_cvtph_ps(_mm_loadu_si128(xb.dmin.as_ptr().cast())),
+            yd,
+        );
+        acc = _mm256_fmadd_ps(d, _mm256_cvtepi32_ps(sums), acc);
+        acc = _mm256_fnmadd_ps(dmin, _mm256_cvtepi32_ps(mins), acc);
+    }
+    acc
+}
+
+/// Grouped Q4_K rows against one activation row: eight sums per stripe.
+#[inline(always)]
+pub(super) unsafe fn dot_groups_q4_k<I: IsaPrimitives>(groups: &[u8], act: &[u8], out: &mut [f32]) {
+    let y = as_blocks::<BlockQ8K>(act);
+    for (x, out) in as_blocks::<BlockQ4KGroup>(groups)
+        .chunks_exact(y.len())
+        .zip(out.chunks_exact_mut(GROUP_ROWS))
+    {
+        _mm256_storeu_ps(out.as_mut_ptr(), dot_group_q4_k::<I>(x, y));
+    }
+}
+
+/// Block b of a group stripe as `PackedQ4K`: no transposes, the group is already one row
+/// per lane.
+#[inline(always)]
+unsafe fn pack_q4_k_group<I: IsaPrimitives>(
+    stripes: &[&[BlockQ4KGroup]],
+    b: usize,
+    packed: &mut PackedQ4K<Lanes8<I>>,
+) {
+    let g = stripes[0].get_unchecked(b);
+    let d = _mm256_cvtph_ps(_mm_loadu_si128(g.d.as_ptr().cast()));
+    let dmin = _mm256_cvtph_ps(_mm_loadu_si128(g.dmin.as_ptr().cast()));
+    let [sc_low, sc_high, min_low, min_high] = scales_mins_in_lanes(g);
+    for j in 0..8 {
+        let times = |pair, by| _mm256_mul_ps(_mm256_cvtepi32_ps(sub_block_lanes(pair, j)), by);
+        packed.scales[j] = times([sc_low, sc_high], d);
+        packed.mins[j] = times([min_low, min_high], dmin);
+    }
+    for (c, quants) in packed.quants.iter_mut().enumerate() {
+        for (k, q) in quants.iter_mut().enumerate() {
+            *q = load(g.qs[c][k].as_ptr().cast());
+        }
+    }
+}
+
+impl LaneFormat for BlockQ4KGroup {
+    type Weight = BlockQ4KGroup;
+    type Act = BlockQ8K;
+    type Packed<V: RowLanes> = PackedQ4K<V>;
+    type Extra = f32;
+    const EXTRA_PER_BLOCK: usize = 8;
+    const STRIPE_ROWS: usize = GROUP_ROWS;
+
+    fn extra(a: &BlockQ8K) -> impl Iterator<Item = f32> {
+        pair_sums(a)
+    }
+
+    #[inline(always)]
+    unsafe fn pack_8<I: IsaPrimitives>(
+        stripes: &[&[BlockQ4KGroup]],
+        b: usize,
+        packed: &mut PackedQ4K<Lanes8<I>>,
+    ) {
+        pack_q4_k_group(stripes, b, packed)
+    }
+
+    #[inline(always)]
+    unsafe fn tile<V: RowLanes, const T: usize>(
+        packed: &[PackedQ4K<V>],
+        acts: [&[BlockQ8K]; T],
+        extra: [&[f32]; T],
+    ) -> [V::Floats; T] {
+        tile_q4_k_rows_in_lanes::<V, T>(packed, acts, extra)
+    }
+
+    #[inline(always)]
+    unsafe fn tail<I: IsaPrimitives>(
+        rows: &[u8],
+        row_bytes: usize,
+        acts: &[u8],
+        n_acts: usize,
+        out: &mut [f32],
+        out_stride: usize,
+    ) {
+        tail_grouped(
+            rows,
+            row_bytes,
+            acts,
+            n_acts,
+            out,
+            out_stride,
+            |rows, act, out| dot_groups_q4_k::<I>(rows, act, out),
+        )
+    }
+}
+
+/// A grouped format's `LaneFormat::tail`: each activation through the whole stripes in turn
+/// by `dot`, the format's one-activation kernel. With fewer activations than a tile, packing
+/// would cost more than the tiles save.
+#[inline(always)]
+unsafe fn tail_grouped(
+    rows: &[u8],
+    row_bytes: usize,
+    acts: &[u8],
+    n_acts: usize,
+    out: &mut [f32],
+    out_stride: usize,
+    dot: impl Fn(&[u8], &[u8], &mut [f32]),
+) {
+    let n_rows = rows.len() / row_bytes;
+    for (t, act) in acts.chunks_exact(acts.len() / n_acts).enumerate() {
+        dot(rows, act, &mut out[t * out_stride..][..n_rows]);
+    }
+}
+
+/// Quant chunk `c4` (0..4) of a 128-quant half from one four-byte column of `ql` and `qh`
+/// of eight rows: the low (`c4` < 2) or high nibble of `ql`, and bits 2·`c4`..2·`c4`+1 of
+/// `qh` moved to bits 4-5, giving 0..63 (`q6_k::unpack_quants` without the − 32).
+#[inline(always)]
+unsafe fn q6_k_quants(ql: __m256i, qh: __m256i, c4: usize) -> __m256i {
+    let m4 = _mm256_set1_epi8(0x0F);
+    let low = match c4 {
+        0 | 1 => _mm256_and_si256(ql, m4),
+        _ => _mm256_and_si256(_mm256_srli_epi16::<4>(ql), m4),
+    };
+    // 16-bit shifts carry bits across bytes; the mask drops them.
+    let high = match c4 {
+        0 => _mm256_slli_epi16::<4>(qh),
+        1 => _mm256_slli_epi16::<2>(qh),
+        2 => qh,
+        _ => _mm256_srli_epi16::<2>(qh),
+    };
+    _mm256_or_si256(low, _mm256_and_si256(high, _mm256_set1_epi8(0x30)))
+}
+
+/// One Q6_K group stripe (eight rows) against one activation row, as `dot_group_q4_k`: each
+/// 16-quant sub-block's sums start at −32·Σa, which takes the quants' offset back out, and
+/// are multiplied by the eight rows' scales at once. Each half's three words per column make
+/// four chunks' quants, met by their activations in eight accumulators.
+#[inline(always)]
+unsafe fn dot_group_q6_k<I: IsaPrimitives>(x: &[BlockQ6KGroup], y: &[BlockQ8K]) -> __m256 {
+    let mut acc = _mm256_setzero_ps();
+    for (xb, yb) in x.iter().zip(y) {
+        let mut sums = _mm256_setzero_si256();
+        for (half, columns) in xb.qs.iter().enumerate() {
+            let start = |s: usize| _mm256_set1_epi32(-32 * i32::from(yb.bsum(s)));
+            let mut dots: [__m256i; 8] = std::array::from_fn(|i| start(8 * half + i));
+            for (k, words) in columns.iter().enumerate() {
+                let [ql0, ql1, qh] = words.map(|w| load(w.as_ptr().cast()));
+                for c4 in 0..4 {
+                    let a = yb.qs.as_ptr().add(128 * half + 32 * c4 + 4 * k);
+                    let four = _mm256_set1_epi32(a.cast::<i32>().read_unaligned());
+                    let ql = if c4 % 2 == 0 { ql0 } else { ql1 };
+                    let at = 2 * c4 + k / 4;
+                    dots[at] = I::dot_u8_i8(dots[at], q6_k_quants(ql, qh, c4), four);
+                }
+            }
+            for (i, dot) in dots.into_iter().enumerate() {
+                let scales = _mm_loadl_epi64(xb.scales[8 * half + i].as_ptr().cast());
+                let scaled = _mm256_mullo_epi32(dot, _mm256_cvtepi8_epi32(scales));
+                sums = _mm256_add_epi32(sums, scaled);
+            }
+        }
+        let d = _mm256_mul_ps(
+            _mm256_cvtph_ps(_mm_loadu_si128(xb.d.as_ptr().cast())),
+            _mm256_set1_ps(yb.d()),
+        );
+        acc = _mm256_fmadd_ps(d, _mm256_cvtepi32_ps(sums), acc);
+    }
+    acc
+}
+
+/// Grouped Q6_K rows against one activation row: eight sums per stripe.
+#[inline(always)]
+pub(super) unsafe fn dot_groups_q6_k<I: IsaPrimitives>(groups: &[u8], act: &[u8], out: &mut [f32]) {
+    let y = as_blocks::<BlockQ8K>(act);
+    for (x, out) in as_blocks::<BlockQ6KGroup>(groups)
+        .chunks_exact(y.len())
+        .zip(out.chunks_exact_mut(GROUP_ROWS))
+    {
+        _mm256_storeu_ps(out.as_mut_ptr(), dot_group_q6_k::<I>(x, y));
+    }
+}
+
+/// Block b of a Q6_K group stripe as `PackedQ6K`.
+#[inline(always)]
+unsafe fn pack_q6_k_group<I: IsaPrimitives>(
+    stripes: &[&[BlockQ6KGroup]],
+    b: usize,
+    packed: &mut PackedQ6K<Lanes8<I>>,
+) {
+    let g = stripes[0].get_unchecked(b);
+    let d = _mm256_cvtph_ps(_mm_loadu_si128(g.d.as_ptr().cast()));
+    for (s, scale) in packed.scales.iter_mut().enumerate() {
+        let scales = _mm256_cvtepi8_epi32(_mm_loadl_epi64(g.scales[s].as_ptr().cast()));
+        *scale = _mm256_mul_ps(_mm256_cvtepi32_ps(scales), d);
+    }
+    for (chunk, quants) in packed.quants.iter_mut().enumerate() {
+        let (half, c4) = (chunk / 4, chunk % 4);
+        for (k, q) in quants.iter_mut().enumerate() {
+            let words = &g.qs[half][k];
+            let ql = load(words[c4 % 2].as_ptr().cast());
+            *q = q6_k_quants(ql, load(words[2].as_ptr().cast()), c4);
+        }
+    }
+}
+
+impl LaneFormat for BlockQ6KGroup {
+    type Weight = BlockQ6KGroup;
+    type Act = BlockQ8K;
+    type Packed<V: RowLanes> = PackedQ6K<V>;
+    type Extra = i32;
+    const EXTRA_PER_BLOCK: usize = 16;
+    const STRIPE_ROWS: usize = GROUP_ROWS;
+
+    fn extra(a: &BlockQ8K) -> impl Iterator<Item = i32> {
+        q6_k_starts(a)
+    }
+
+    #[inline(always)]
+    unsafe fn pack_8<I: IsaPrimitives>(
+        stripes: &[&[BlockQ6KGroup]],
+        b: usize,
+        packed: &mut PackedQ6K<Lanes8<I>>,
+    ) {
+        pack_q6_k_group(stripes, b, packed)
+    }
+
+    #[inline(always)]
+    unsafe fn tile<V: RowLanes, const T: usize>(
+        packed: &[PackedQ6K<V>],
+        acts: [&[BlockQ8K]; T],
+        extra: [&[i32]; T],
+    ) -> [V::Floats; T] {
+        tile_q6_k_rows_in_lanes::<V, T>(packed, acts, extra)
+    }
+
+    #[inline(always)]
+    unsafe fn tail<I: IsaPrimitives>(
+        rows: &[u8],
+        row_bytes: usize,
+        acts: &[u8],
+        n_acts: usize,
+        out: &mut [f32],
+        out_stride: usize,
+    ) {
+        tail_grouped(
+            rows,
+            row_bytes,
+            acts,
+            n_acts,
+            out,
+            out_stride,
+            |rows, act, out| dot_groups_q6_k::<I>(rows, act, out),
+        )
+    }
+}
+
 /// A 32-element format read as `F`, for the rows-in-lanes tiles.
 pub(super) struct InLanes<F>(std::marker::PhantomData<F>);
 
@@ -1577,6 +1944,28 @@ pub(super) unsafe fn dot_tile_q4_k<I: IsaPrimitives, const ACTS: usize>(
     out: &mut [f32],
 ) {
     dot_tile_in_lanes::<I, BlockQ4K, Lanes8<I>, ACTS>(rows, row_bytes, acts, n_acts, out)
+}
+
+#[inline(always)]
+pub(super) unsafe fn dot_groups_tile_q4_k<I: IsaPrimitives, const ACTS: usize>(
+    rows: &[u8],
+    row_bytes: usize,
+    acts: &[u8],
+    n_acts: usize,
+    out: &mut [f32],
+) {
+    dot_tile_in_lanes::<I, BlockQ4KGroup, Lanes8<I>, ACTS>(rows, row_bytes, acts, n_acts, out)
+}
+
+#[inline(always)]
+pub(super) unsafe fn dot_groups_tile_q6_k<I: IsaPrimitives, const ACTS: usize>(
+    rows: &[u8],
+    row_bytes: usize,
+    acts: &[u8],
+    n_acts: usize,
+    out: &mut [f32],
+) {
+    dot_tile_in_lanes::<I, BlockQ6KGroup, Lanes8<I>, ACTS>(rows, row_bytes, acts, n_acts, out)
 }
 
 #[inline(always)]
