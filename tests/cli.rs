@@ -244,6 +244,16 @@ fn mapped_and_copied_weights_give_the_same_text() {
         .is_some();
     assert_eq!(said.contains("grouped q4_K, q6_K"), groups, "{said}");
     assert_eq!(grouped, mapped);
+    // --repack regroups mapped weights through a private mapping, the file left as it was.
+    let before = std::fs::read(&file).unwrap();
+    let (regrouped, said) = run(&["--repack"]);
+    assert_eq!(said.contains("grouped q4_K, q6_K"), groups, "{said}");
+    assert_eq!(regrouped, mapped);
+    assert!(
+        std::fs::read(&file).unwrap() == before,
+        "--repack wrote to the model file"
+    );
+    assert_eq!(run(&["--repack", "--no-repack"]).0, mapped);
     // Both may be given, the last winning, so a user's flag overrides one in a bundle's .args.
     assert_eq!(run(&["--no-mmap", "--mmap"]).0, mapped);
 }

@@ -537,6 +537,35 @@ impl Kernels {
         true
     }
 
+    /// Row `r` of rows grouped by [`Kernels::group_rows`], dequantized (an embedding lookup in
+    /// a matrix that is also the output projection).
+    ///
+    /// # Panics
+    /// If `weight_ty` has no grouped layout here, `dst.len()` is not a whole number of its
+    /// blocks, or row `r`'s group lies beyond `groups`.
+    pub fn dequantize_grouped_row(
+        &self,
+        weight_ty: GgmlType,
+        groups: &[u8],
+        r: usize,
+        dst: &mut [f32],
+    ) {
+        let group_len = self
+            .group_len(weight_ty)
+            .unwrap_or_else(|| panic!("no grouped kernels for {}", weight_ty.name()));
+        let row_bytes = weight_ty
+            .row_bytes(dst.len())
+            .unwrap_or_else(|| panic!("{} rows of {} elements", weight_ty.name(), dst.len()));
+        let stripe_bytes = group_len * row_bytes;
+        let stripe = &groups[r / group_len * stripe_bytes..][..stripe_bytes];
+        let row = match weight_ty {
+            Q4_K => q4_k::ungroup_row(crate::block::as_blocks(stripe), r % group_len),
+            Q6_K => q6_k::ungroup_row(crate::block::as_blocks(stripe), r % group_len),
+            _ => unreachable!("group_len names the grouped types"),
+        };
+        self.dequantize_row(weight_ty, &row, dst);
+    }
+
     /// [`Kernels::dot_rows`] over rows grouped by [`Kernels::group_rows`] (`out.len()` a whole
     /// number of groups), with `act` as [`Kernels::quantize_activation`] made it.
     ///
@@ -595,6 +624,7 @@ impl Kernels {
         self.batch(weight_ty, n, groups, acts, out, Layout::Groups)
     }
 
+    /// `dot_rows_batch` or `dot_groups_batch`: the same checks, and the layout's tiles.
     fn batch(
         &self,
         weight_ty: GgmlType,

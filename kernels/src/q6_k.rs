@@ -118,7 +118,6 @@ pub(crate) fn group(rows: &[u8], row_bytes: usize, group: &mut [u8]) {
 }
 
 /// Row `r` of a group, block by block, as plain Q6_K: `group`'s inverse.
-#[cfg(test)]
 pub(crate) fn ungroup_row(group: &[BlockQ6KGroup], r: usize) -> Vec<u8> {
     let mut row = Vec::with_capacity(group.len() * size_of::<BlockQ6K>());
     for g in group {

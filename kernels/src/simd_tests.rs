@@ -462,6 +462,19 @@ fn dot_rows_batch_matches_scalar_dot_rows() {
                     k.dot_groups(ty, n, &grouped, act, got);
                 }
                 check(&got, k, "grouped, one activation at a time");
+                let mut row_back = vec![f32::NAN; n];
+                for (r, row) in rows.chunks_exact(row_bytes).enumerate() {
+                    k.dequantize_grouped_row(ty, &grouped, r, &mut row_back);
+                    assert!(
+                        row_back
+                            .iter()
+                            .map(|x| x.to_bits())
+                            .eq(dequantized(ty, row).iter().map(|x| x.to_bits())),
+                        "{} {} row {r} of {n_rows} taken back out of its group",
+                        k.isa(),
+                        ty.name()
+                    );
+                }
             }
         }
     }

@@ -30,6 +30,17 @@ pub enum Placement {
     Mapped,
     /// Copied into anonymous memory (`--no-mmap`), asking for transparent huge pages.
     Memory,
+    /// Mapped copy-on-write (`--repack` without `--no-mmap`): shared with the page cache until
+    /// the loader rewrites a page, which then becomes the process's own (in 4 KiB pages).
+    Private,
+}
+
+/// Bytes of the model that are this process's own.
+enum Own {
+    /// A copy in anonymous memory.
+    Memory(MmapMut),
+    /// The file mapped copy-on-write.
+    Private(MmapMut),
 }
 
 /// A GGUF mapped read-only from a file on disk or from inside an llmfile or zip.
@@ -37,9 +48,10 @@ pub struct MappedModel {
     map: Mmap,
     /// The GGUF's length: a copy in memory is rounded up to whole huge pages.
     len: usize,
-    /// The copy in anonymous memory (`Placement::Memory`), which the bytes then are. It stays
-    /// writable: the loader may rewrite weights in place into the layout its kernels read.
-    memory: Option<MmapMut>,
+    /// The copy in anonymous memory (`Placement::Memory`) or the private mapping
+    /// (`Placement::Private`), which the bytes then are. It stays writable: the loader may
+    /// rewrite weights in place into the layout its kernels read.
+    own: Option<Own>,
     name: String,
     path: PathBuf,
     offset: u64,
@@ -82,13 +94,17 @@ impl MappedModel {
 
     /// Whether the weights were copied into memory rather than mapped.
     pub fn in_memory(&self) -> bool {
-        self.memory.is_some()
+        matches!(self.own, Some(Own::Memory(_)))
     }
 
-    /// The bytes, writable, where they are this process's own copy (`Placement::Memory`).
+    /// The bytes, writable, where they are this process's own: copied (`Placement::Memory`) or
+    /// mapped privately (`Placement::Private`).
     pub fn bytes_mut(&mut self) -> Option<&mut [u8]> {
         let len = self.len;
-        self.memory.as_mut().map(|memory| &mut memory[..len])
+        match &mut self.own {
+            Some(Own::Memory(bytes) | Own::Private(bytes)) => Some(&mut bytes[..len]),
+            None => None,
+        }
     }
 
     /// Moves the GGUF into memory if `placement` asks for it. Generation reads every weight
@@ -97,8 +113,22 @@ impl MappedModel {
     /// 16.1 → 18.7 with two. The cost is a copy at start and memory that is the process's own,
     /// so it is asked for, never the default.
     pub fn place(&mut self, placement: Placement, quiet: bool) -> io::Result<()> {
-        if placement == Placement::Memory && !self.in_memory() {
-            self.memory = Some(self.copy_to_memory(quiet)?);
+        match placement {
+            Placement::Memory if !self.in_memory() => {
+                self.own = Some(Own::Memory(self.copy_to_memory(quiet)?));
+            }
+            Placement::Private if self.own.is_none() => {
+                let file = File::open(&self.path)?;
+                // SAFETY: as the shared mapping in `map_range`; writes stay in this process.
+                let private = unsafe {
+                    MmapOptions::new()
+                        .offset(self.offset)
+                        .len(self.len)
+                        .map_copy(&file)?
+                };
+                self.own = Some(Own::Private(private));
+            }
+            _ => {}
         }
         Ok(())
     }
@@ -141,8 +171,8 @@ impl Deref for MappedModel {
     type Target = [u8];
 
     fn deref(&self) -> &[u8] {
-        match &self.memory {
-            Some(memory) => &memory[..self.len],
+        match &self.own {
+            Some(Own::Memory(bytes) | Own::Private(bytes)) => &bytes[..self.len],
             None => &self.map[..self.len],
         }
     }
@@ -313,7 +343,7 @@ fn map_range(
     Ok(MappedModel {
         map,
         len: len_usize,
-        memory: None,
+        own: None,
         name,
         path: path.to_path_buf(),
         offset,
@@ -398,6 +428,32 @@ mod tests {
         assert!(model.in_memory());
         assert_eq!(model.len(), gguf.len());
         assert!(model[..] == gguf[..], "the copy differs from the file");
+    }
+
+    #[test]
+    fn a_privately_mapped_model_is_writable_and_its_writes_stay_in_the_process() {
+        let dir = TempDir::new();
+        let gguf = fake_gguf(70_001);
+        let bundle = bundle_bytes(b"engine", &[("m.gguf", &gguf)]);
+        let path = dir.write("private.llmfile", &bundle);
+        let mut model = resolve_with(Some(&path), no_own_archive).unwrap();
+        assert!(model.bytes_mut().is_none(), "a shared mapping is read-only");
+        model.place(Placement::Private, true).unwrap();
+        assert!(!model.in_memory());
+        assert!(
+            model[..] == gguf[..],
+            "the private mapping differs from the file"
+        );
+        let bytes = model.bytes_mut().expect("a private mapping is writable");
+        bytes[5] ^= 0xFF;
+        let last = bytes.len() - 1;
+        bytes[last] ^= 0xFF;
+        assert_eq!(model[5], gguf[5] ^ 0xFF);
+        assert_eq!(model[last], gguf[last] ^ 0xFF);
+        assert!(
+            std::fs::read(&path).unwrap() == bundle,
+            "a write reached the file"
+        );
     }
 
     #[test]

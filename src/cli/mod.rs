@@ -99,16 +99,22 @@ struct ModelArgs {
     /// faster; costs a copy at start and memory of the process's own.
     #[arg(long = "no-mmap", overrides_with = "mmap")]
     no_mmap: bool,
-    /// With --no-mmap, leave the copied weights in the file's layout instead of regrouping
-    /// Q4_K matrices eight rows at a time for the kernels (llama.cpp's --no-repack).
-    #[arg(long = "no-repack")]
+    /// Leave copied weights (--no-mmap) in the file's layout instead of regrouping Q4_K and
+    /// Q6_K matrices eight rows at a time for the kernels (llama.cpp's --no-repack).
+    #[arg(long = "no-repack", overrides_with = "repack")]
     no_repack: bool,
+    /// Regroup mapped weights too: the file is mapped copy-on-write, and the pages the regrouping
+    /// rewrites become the process's own.
+    #[arg(long = "repack", overrides_with = "no_repack")]
+    repack: bool,
 }
 
 impl ModelArgs {
     fn placement(&self) -> bundle::Placement {
         if self.no_mmap {
             bundle::Placement::Memory
+        } else if self.repack {
+            bundle::Placement::Private
         } else {
             bundle::Placement::Mapped
         }

@@ -53,10 +53,12 @@ impl<'a> Matrix<'a> {
             .expect("the GGUF reader checked the row length")
     }
 
-    /// Dequantizes one row (an embedding lookup). The loader never groups a matrix whose rows
-    /// are looked up.
+    /// Dequantizes one row (an embedding lookup).
     pub fn row(&self, kernels: &Kernels, index: usize, out: &mut [f32]) {
-        assert!(!self.grouped, "a row looked up in grouped weights");
+        if self.grouped {
+            kernels.dequantize_grouped_row(self.ty, self.data, index, out);
+            return;
+        }
         let bytes = self.row_bytes();
         kernels.dequantize_row(self.ty, &self.data[index * bytes..(index + 1) * bytes], out);
     }
@@ -378,8 +380,8 @@ mod tests {
         bytes
     }
 
-    /// Grouped matrices (`--no-mmap`'s layout) against the same rows as the file has them,
-    /// through every path of `matmul`: one token (tasks of `ROWS_PER_TASK` rows), a few tokens
+    /// Grouped matrices (`--no-mmap`'s layout) against the same rows as the file has them:
+    /// rows looked up, and every path of `matmul`: one token (tasks of `ROWS_PER_TASK` rows), a few tokens
     /// by rows, and prompts; row counts on both sides of a task and of the sixteen-row tiles.
     #[test]
     fn grouped_matrices_give_the_products_of_their_rows() {
@@ -406,6 +408,12 @@ mod tests {
                     grouped: true,
                     ..plain
                 };
+                let (mut want, mut got) = (vec![0.0; cols], vec![f32::NAN; cols]);
+                for r in [0, group_len - 1, rows - 1] {
+                    plain.row(&kernels, r, &mut want);
+                    by_groups.row(&kernels, r, &mut got);
+                    assert_eq!(got, want, "{} row {r} of {rows} looked up", ty.name());
+                }
                 for n in [1, 2, MAX_TOKENS_BY_ROWS, MAX_TOKENS_BY_ROWS + 1, 40] {
                     let input: Vec<f32> = (0..n * cols).map(|i| (i as f32 * 0.37).sin()).collect();
                     let (mut want, mut got) = (vec![0.0; n * rows], vec![f32::NAN; n * rows]);

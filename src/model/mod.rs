@@ -44,15 +44,18 @@ pub enum ModelError {
 
 /// Rewrites, in place, the weights of `bytes` (a whole GGUF) that `kernels` reads faster
 /// grouped (`Kernels::group_rows`): every matrix of a type with grouped kernels whose rows
-/// are whole groups, but for the token embeddings, whose rows are looked up one at a time.
-/// [`load`] with `grouped` then reads them so. Returns whether any matrix was grouped.
+/// are whole groups (the token embeddings too: Gemma's are also its output projection, the
+/// largest matrix, and a lookup takes its row back out of its group), but for any whose bytes
+/// another tensor also claims (a malformed file), which would otherwise read rewritten
+/// bytes. [`load`] with `grouped` then reads them so. Returns whether any
+/// matrix was grouped.
 pub fn group_weights(bytes: &mut [u8], kernels: &Kernels) -> Result<bool, GgufError> {
     let start = bytes.as_ptr() as usize;
     let chosen: Vec<(std::ops::Range<usize>, kernels::GgmlType, usize, usize)> = {
         let gguf = Gguf::parse(bytes)?;
         gguf.tensors()
             .iter()
-            .filter(|t| is_grouped(t, kernels))
+            .filter(|t| is_grouped(&gguf, t, kernels))
             .map(|t| {
                 let at = t.data.as_ptr() as usize - start;
                 let group_len = kernels.group_len(t.ty).expect("is_grouped checked");
@@ -72,11 +75,20 @@ pub fn group_weights(bytes: &mut [u8], kernels: &Kernels) -> Result<bool, GgufEr
     Ok(!chosen.is_empty())
 }
 
-/// Whether `group_weights` groups this tensor.
-fn is_grouped(tensor: &Tensor, kernels: &Kernels) -> bool {
+/// Whether `group_weights` groups this tensor of `gguf`.
+fn is_grouped(gguf: &Gguf, tensor: &Tensor, kernels: &Kernels) -> bool {
+    let span = |t: &Tensor| {
+        let start = t.data.as_ptr() as usize;
+        start..start + t.data.len()
+    };
+    let own = span(tensor);
+    let shared = gguf.tensors().iter().any(|other| {
+        let theirs = span(other);
+        !std::ptr::eq(other, tensor) && theirs.start < own.end && own.start < theirs.end
+    });
     tensor.dims.len() == 2
-        && tensor.name != "token_embd.weight"
         && tensor.row_len() > 0
+        && !shared
         && kernels
             .group_len(tensor.ty)
             .is_some_and(|len| tensor.n_rows().is_multiple_of(len))
@@ -279,7 +291,7 @@ fn matrix<'a>(
         });
     }
     Ok(Matrix {
-        grouped: grouped && is_grouped(tensor, kernels),
+        grouped: grouped && is_grouped(gguf, tensor, kernels),
         ..Matrix::from_tensor(tensor)
     })
 }
@@ -329,6 +341,42 @@ mod tests {
             Ok(_) => panic!("the model loaded"),
             Err(e) => e,
         }
+    }
+
+    #[test]
+    fn tensors_that_share_bytes_are_not_grouped() {
+        let kernels = Kernels::detect();
+        let mut bytes = synthetic_model();
+        // A malformed file: attn_k's data offset (after its name, dimension count, two
+        // dimensions and type) made attn_q's, so the two tensors claim the same bytes.
+        let offset_field = |bytes: &[u8], name: &str| after_string(bytes, name) + 4 + 16 + 4;
+        let q = offset_field(&bytes, "blk.0.attn_q.weight");
+        let k = offset_field(&bytes, "blk.0.attn_k.weight");
+        let q_offset: [u8; 8] = bytes[q..q + 8].try_into().unwrap();
+        bytes[k..k + 8].copy_from_slice(&q_offset);
+        let file = bytes.clone();
+        let gguf = Gguf::parse(&file).unwrap();
+        let range = |name: &str| {
+            let t = gguf.tensor(name).unwrap();
+            assert_eq!(t.ty, kernels::GgmlType::Q4_K, "{name}");
+            let at = t.data.as_ptr() as usize - file.as_ptr() as usize;
+            at..at + t.data.len()
+        };
+        if kernels.group_len(kernels::GgmlType::Q4_K).is_none() {
+            eprintln!("no grouped kernels here");
+            return;
+        }
+        assert!(group_weights(&mut bytes, &kernels).unwrap());
+        let q = range("blk.0.attn_q.weight");
+        assert!(
+            bytes[q.clone()] == file[q],
+            "a tensor whose bytes another claims was grouped"
+        );
+        let gate = range("blk.0.ffn_gate.weight");
+        assert!(bytes[gate.clone()] != file[gate], "the others are grouped");
+        let grouped = Gguf::parse(&bytes).unwrap();
+        let model = load(&grouped, kernels, true).unwrap();
+        assert!(!model.grouped_types().is_empty());
     }
 
     #[test]

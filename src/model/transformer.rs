@@ -2,7 +2,7 @@
 
 use super::matmul::Matrix;
 use super::ops::{self, Rope};
-use super::{matrix, vector, FeedForward, ModelError, Recipe};
+use super::{is_grouped, matrix, vector, FeedForward, ModelError, Recipe};
 use crate::gguf::Gguf;
 use half::f16;
 use half::slice::HalfFloatSliceExt;
@@ -182,7 +182,10 @@ impl<'a> Transformer<'a> {
             });
         }
         let n_vocab = embd.dims[1] as usize;
-        let token_embd = Matrix::from_tensor(embd);
+        let token_embd = Matrix {
+            grouped: grouped && is_grouped(gguf, embd, &kernels),
+            ..Matrix::from_tensor(embd)
+        };
         let output = match gguf.tensor("output.weight") {
             Some(_) => matrix("output.weight", c.n_embd, n_vocab)?,
             None => token_embd,
@@ -257,7 +260,7 @@ impl<'a> Transformer<'a> {
             .layers
             .iter()
             .flat_map(|l| [&l.wq, &l.wk, &l.wv, &l.wo, &l.gate, &l.up, &l.down])
-            .chain([&self.output])
+            .chain([&self.output, &self.token_embd])
             .filter(|m| m.grouped)
             .map(|m| m.ty)
             .collect();
