@@ -365,7 +365,8 @@ fn dot_rows_batch_matches_scalar_dot_rows() {
         // Sixteen-row tiles (AVX-512's 512-bit ones) need shapes of 16 rows and more; rows of
         // 10240 make activation groups sized by bytes (512 KiB) end before the last activation.
         // Fewer activations than a tile over many rows (48 x 1, 48 x 5, 33 x 7): generation
-        // batches, which skip the packing.
+        // batches, which skip the packing. The grouped layouts take the shapes of whole groups
+        // of eight rows; at 24 and 40 rows the sixteen-row tiles leave one group over.
         let shapes = [
             (1, 1, short),
             (48, 1, short),
@@ -378,9 +379,9 @@ fn dot_rows_batch_matches_scalar_dot_rows() {
             (3, 2, short),
             (35, 11, short),
             (16, 40, short),
-            (24, 9, short),
+            (40, 17, short),
             (17, 53, 10240),
-            (19, 9, short),
+            (24, 9, short),
         ];
         for (shape, (n_rows, n_acts, n)) in shapes.into_iter().enumerate() {
             // The last shape has every row's quant bytes at one extreme (all bits set, 0x80,

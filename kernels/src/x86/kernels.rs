@@ -226,8 +226,9 @@ unsafe fn dot_q4_k<I: IsaPrimitives>(x: &[BlockQ4K], y: &[BlockQ8K]) -> f32 {
             let p_lo = _mm256_maddubs_epi16(lo, load(yb.qs.as_ptr().add(64 * c).cast()));
             let p_hi = _mm256_maddubs_epi16(hi, load(yb.qs.as_ptr().add(64 * c + 32).cast()));
             let j = 2 * c as i16;
-            let s_lo = _mm256_shuffle_epi8(sc16, _mm256_set1_epi16((2 * j + 1) << 8 | 2 * j));
-            let s_hi = _mm256_shuffle_epi8(sc16, _mm256_set1_epi16((2 * j + 3) << 8 | (2 * j + 2)));
+            let s_lo = _mm256_shuffle_epi8(sc16, _mm256_set1_epi16(((2 * j + 1) << 8) | (2 * j)));
+            let s_hi =
+                _mm256_shuffle_epi8(sc16, _mm256_set1_epi16(((2 * j + 3) << 8) | (2 * j + 2)));
             sumi = I::madd_acc(sumi, p_lo, s_lo);
             sumi = I::madd_acc(sumi, p_hi, s_hi);
         }
@@ -277,8 +278,9 @@ unsafe fn dot_q5_k<I: IsaPrimitives>(x: &[BlockQ5K], y: &[BlockQ8K]) -> f32 {
             let p_lo = _mm256_maddubs_epi16(lo, load(yb.qs.as_ptr().add(64 * c).cast()));
             let p_hi = _mm256_maddubs_epi16(hi, load(yb.qs.as_ptr().add(64 * c + 32).cast()));
             let j = 2 * c as i16;
-            let s_lo = _mm256_shuffle_epi8(sc16, _mm256_set1_epi16((2 * j + 1) << 8 | 2 * j));
-            let s_hi = _mm256_shuffle_epi8(sc16, _mm256_set1_epi16((2 * j + 3) << 8 | (2 * j + 2)));
+            let s_lo = _mm256_shuffle_epi8(sc16, _mm256_set1_epi16(((2 * j + 1) << 8) | (2 * j)));
+            let s_hi =
+                _mm256_shuffle_epi8(sc16, _mm256_set1_epi16(((2 * j + 3) << 8) | (2 * j + 2)));
             sumi = I::madd_acc(sumi, p_lo, s_lo);
             sumi = I::madd_acc(sumi, p_hi, s_hi);
         }
@@ -336,8 +338,8 @@ unsafe fn dot_q6_k<I: IsaPrimitives>(x: &[BlockQ6K], y: &[BlockQ8K]) -> f32 {
                 let p = _mm256_maddubs_epi16(q, q8);
                 let w = 2 * k as i16; // word index of sub-block 8h + 2k in half_sc
                 let pick = _mm256_set_m128i(
-                    _mm_set1_epi16((2 * w + 3) << 8 | (2 * w + 2)),
-                    _mm_set1_epi16((2 * w + 1) << 8 | 2 * w),
+                    _mm_set1_epi16(((2 * w + 3) << 8) | (2 * w + 2)),
+                    _mm_set1_epi16(((2 * w + 1) << 8) | (2 * w)),
                 );
                 sumi = I::madd_acc(sumi, p, _mm256_shuffle_epi8(half_sc, pick));
             }
@@ -890,9 +892,10 @@ unsafe fn tile_q4_k<I: IsaPrimitives, const T: usize>(
             quants[2 * c] = _mm256_and_si256(q4, m4);
             quants[2 * c + 1] = _mm256_and_si256(_mm256_srli_epi16::<4>(q4), m4);
             let j = 2 * c as i16;
-            scales[2 * c] = _mm256_shuffle_epi8(sc16, _mm256_set1_epi16((2 * j + 1) << 8 | 2 * j));
+            scales[2 * c] =
+                _mm256_shuffle_epi8(sc16, _mm256_set1_epi16(((2 * j + 1) << 8) | (2 * j)));
             scales[2 * c + 1] =
-                _mm256_shuffle_epi8(sc16, _mm256_set1_epi16((2 * j + 3) << 8 | (2 * j + 2)));
+                _mm256_shuffle_epi8(sc16, _mm256_set1_epi16(((2 * j + 3) << 8) | (2 * j + 2)));
         }
         for t in 0..T {
             let yb = y[t].get_unchecked(b);
@@ -963,8 +966,8 @@ unsafe fn tile_q6_k<I: IsaPrimitives, const T: usize>(
             for k in 0..4 {
                 let w = 2 * k as i16;
                 let pick = _mm256_set_m128i(
-                    _mm_set1_epi16((2 * w + 3) << 8 | (2 * w + 2)),
-                    _mm_set1_epi16((2 * w + 1) << 8 | 2 * w),
+                    _mm_set1_epi16(((2 * w + 3) << 8) | (2 * w + 2)),
+                    _mm_set1_epi16(((2 * w + 1) << 8) | (2 * w)),
                 );
                 scales[4 * h + k] = _mm256_shuffle_epi8(half_sc, pick);
             }
