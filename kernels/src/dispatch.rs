@@ -458,14 +458,7 @@ impl Kernels {
                 && act.prepared == self.table.prepare_rows[weight_ty as usize].map(|f| f as usize),
             "activation prepared for another type, length or kernel table"
         );
-        let row_bytes = weight_ty
-            .row_bytes(n)
-            .unwrap_or_else(|| panic!("{} rows of {n} elements", weight_ty.name()));
-        assert_eq!(
-            Some(rows.len()),
-            row_bytes.checked_mul(out.len()),
-            "weight rows length"
-        );
+        rows_checked(weight_ty, n, rows, out.len());
         // SAFETY: as in `quantize_activation`; `act` was made for this kernel and length.
         unsafe { dot(rows, &act.bytes, out) }
     }
@@ -593,15 +586,7 @@ impl Kernels {
             "activation row length"
         );
         assert!(out.len().is_multiple_of(group_len), "whole groups of rows");
-        let row_bytes = weight_ty
-            .row_bytes(n)
-            .unwrap_or_else(|| panic!("{} rows of {n} elements", weight_ty.name()));
-        assert_eq!(
-            Some(groups.len()),
-            row_bytes.checked_mul(out.len()),
-            "weight rows length"
-        );
-        if row_bytes == 0 {
+        if rows_checked(weight_ty, n, groups, out.len()) == 0 {
             out.fill(0.0);
             return;
         }
@@ -787,6 +772,20 @@ impl Kernels {
         // SAFETY: as in `quantize_activation`.
         unsafe { dequantize(src, dst) }
     }
+}
+
+/// The bytes of a row of `n` elements of `weight_ty`, after checking that `rows` holds `count`
+/// of them.
+fn rows_checked(weight_ty: GgmlType, n: usize, rows: &[u8], count: usize) -> usize {
+    let row_bytes = weight_ty
+        .row_bytes(n)
+        .unwrap_or_else(|| panic!("{} rows of {n} elements", weight_ty.name()));
+    assert_eq!(
+        Some(rows.len()),
+        row_bytes.checked_mul(count),
+        "weight rows length"
+    );
+    row_bytes
 }
 
 fn halves_as_bytes(halves: &[half::f16]) -> &[u8] {

@@ -161,30 +161,10 @@ pub(crate) fn ungroup_row(group: &[BlockQ4KGroup], r: usize) -> Vec<u8> {
     row
 }
 
-/// The scalar reference for grouped rows: each row taken back out of its group and dotted as
-/// plain Q4_K, so the grouped kernels answer to the same sums as the row kernels.
-#[cfg(test)]
-pub(crate) fn dot_groups(groups: &[u8], act: &[u8], out: &mut [f32]) {
-    let act = as_blocks::<BlockQ8K>(act);
-    if act.is_empty() {
-        out.fill(0.0);
-        return;
-    }
-    let groups = as_blocks::<BlockQ4KGroup>(groups);
-    for (group, out) in groups
-        .chunks_exact(act.len())
-        .zip(out.chunks_exact_mut(GROUP_ROWS))
-    {
-        for (r, o) in out.iter_mut().enumerate() {
-            *o = dot(as_blocks(&ungroup_row(group, r)), act);
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::test_util::check_dot_against_dequantized;
+    use crate::test_util::{check_dot_against_dequantized, dot_groups_by_rows};
     use crate::GgmlType;
 
     #[test]
@@ -229,7 +209,7 @@ mod tests {
         crate::q8_k::quantize(&rng.normal_vec(n, 1.0), &mut act);
         let (mut by_rows, mut by_groups) = ([0f32; GROUP_ROWS], [0f32; GROUP_ROWS]);
         dot_rows(&rows, &act, &mut by_rows);
-        dot_groups(&grouped, &act, &mut by_groups);
+        dot_groups_by_rows(&grouped, &act, &mut by_groups, ungroup_row, dot);
         assert_eq!(by_groups.map(f32::to_bits), by_rows.map(f32::to_bits));
     }
 

@@ -1,6 +1,7 @@
 //! Deterministic random data for kernel tests.
 
-use crate::block::f32_to_f16;
+use crate::block::{as_blocks, f32_to_f16, Block};
+use crate::q8_k::BlockQ8K;
 use crate::{GgmlType, Isa, Kernels};
 
 /// SplitMix64: tiny, deterministic, good enough to fill test blocks.
@@ -126,6 +127,31 @@ pub(crate) fn check_dot_against_dequantized(ty: GgmlType, seed: u64) {
                 "{} n={n} row {r}: {got} vs {exact} (Σ|w·a| = {magnitude})",
                 ty.name()
             );
+        }
+    }
+}
+
+/// The scalar reference for grouped rows: each row taken back out of its group by `ungroup`
+/// and dotted by the plain format's `dot`, so that grouped kernels answer to the same sums as
+/// row kernels.
+pub(crate) fn dot_groups_by_rows<G: Block, W: Block>(
+    groups: &[u8],
+    act: &[u8],
+    out: &mut [f32],
+    ungroup: fn(&[G], usize) -> Vec<u8>,
+    dot: fn(&[W], &[BlockQ8K]) -> f32,
+) {
+    let act = as_blocks::<BlockQ8K>(act);
+    if act.is_empty() {
+        out.fill(0.0);
+        return;
+    }
+    for (group, out) in as_blocks::<G>(groups)
+        .chunks_exact(act.len())
+        .zip(out.chunks_exact_mut(crate::q4_k::GROUP_ROWS))
+    {
+        for (r, o) in out.iter_mut().enumerate() {
+            *o = dot(as_blocks(&ungroup(group, r)), act);
         }
     }
 }

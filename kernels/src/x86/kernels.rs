@@ -1589,27 +1589,40 @@ unsafe fn dot_group_q4_k<I: IsaPrimitives>(x: &[BlockQ4KGroup], y: &[BlockQ8K]) 
             sums = _mm256_add_epi32(sums, _mm256_add_epi32(low, high));
         }
         let yd = _mm256_set1_ps(yb.d());
-        let d = _mm256_mul_ps(_mm256_cvtph_ps(_mm_loadu_si128(xb.d.as_ptr().cast())), yd);
-        let dmin = _mm256_mul_ps(
-            _mm256_cvtph_ps(_mm_loadu_si128(xb.dmin.as_ptr().cast())),
-            yd,
-        );
+        let d = _mm256_mul_ps(f16_per_row(&xb.d), yd);
+        let dmin = _mm256_mul_ps(f16_per_row(&xb.dmin), yd);
         acc = _mm256_fmadd_ps(d, _mm256_cvtepi32_ps(sums), acc);
         acc = _mm256_fnmadd_ps(dmin, _mm256_cvtepi32_ps(mins), acc);
     }
     acc
 }
 
-/// Grouped Q4_K rows against one activation row: eight sums per stripe.
+/// Grouped rows against one activation row: `dot` of each stripe gives its eight sums.
 #[inline(always)]
-pub(super) unsafe fn dot_groups_q4_k<I: IsaPrimitives>(groups: &[u8], act: &[u8], out: &mut [f32]) {
+unsafe fn each_stripe<G: Block>(
+    groups: &[u8],
+    act: &[u8],
+    out: &mut [f32],
+    dot: impl Fn(&[G], &[BlockQ8K]) -> __m256,
+) {
     let y = as_blocks::<BlockQ8K>(act);
-    for (x, out) in as_blocks::<BlockQ4KGroup>(groups)
+    for (x, out) in as_blocks::<G>(groups)
         .chunks_exact(y.len())
         .zip(out.chunks_exact_mut(GROUP_ROWS))
     {
-        _mm256_storeu_ps(out.as_mut_ptr(), dot_group_q4_k::<I>(x, y));
+        _mm256_storeu_ps(out.as_mut_ptr(), dot(x, y));
     }
+}
+
+/// A group's eight f16s (its rows' `d` or `dmin`) as f32 lanes.
+#[inline(always)]
+unsafe fn f16_per_row(halves: &[[u8; 2]; 8]) -> __m256 {
+    _mm256_cvtph_ps(_mm_loadu_si128(halves.as_ptr().cast()))
+}
+
+#[inline(always)]
+pub(super) unsafe fn dot_groups_q4_k<I: IsaPrimitives>(groups: &[u8], act: &[u8], out: &mut [f32]) {
+    each_stripe(groups, act, out, |x, y| dot_group_q4_k::<I>(x, y))
 }
 
 /// Block b of a group stripe as `PackedQ4K`: no transposes, the group is already one row
@@ -1621,8 +1634,7 @@ unsafe fn pack_q4_k_group<I: IsaPrimitives>(
     packed: &mut PackedQ4K<Lanes8<I>>,
 ) {
     let g = stripes[0].get_unchecked(b);
-    let d = _mm256_cvtph_ps(_mm_loadu_si128(g.d.as_ptr().cast()));
-    let dmin = _mm256_cvtph_ps(_mm_loadu_si128(g.dmin.as_ptr().cast()));
+    let (d, dmin) = (f16_per_row(&g.d), f16_per_row(&g.dmin));
     let [sc_low, sc_high, min_low, min_high] = scales_mins_in_lanes(g);
     for j in 0..8 {
         let times = |pair, by| _mm256_mul_ps(_mm256_cvtepi32_ps(sub_block_lanes(pair, j)), by);
@@ -1754,25 +1766,15 @@ unsafe fn dot_group_q6_k<I: IsaPrimitives>(x: &[BlockQ6KGroup], y: &[BlockQ8K]) 
                 sums = _mm256_add_epi32(sums, scaled);
             }
         }
-        let d = _mm256_mul_ps(
-            _mm256_cvtph_ps(_mm_loadu_si128(xb.d.as_ptr().cast())),
-            _mm256_set1_ps(yb.d()),
-        );
+        let d = _mm256_mul_ps(f16_per_row(&xb.d), _mm256_set1_ps(yb.d()));
         acc = _mm256_fmadd_ps(d, _mm256_cvtepi32_ps(sums), acc);
     }
     acc
 }
 
-/// Grouped Q6_K rows against one activation row: eight sums per stripe.
 #[inline(always)]
 pub(super) unsafe fn dot_groups_q6_k<I: IsaPrimitives>(groups: &[u8], act: &[u8], out: &mut [f32]) {
-    let y = as_blocks::<BlockQ8K>(act);
-    for (x, out) in as_blocks::<BlockQ6KGroup>(groups)
-        .chunks_exact(y.len())
-        .zip(out.chunks_exact_mut(GROUP_ROWS))
-    {
-        _mm256_storeu_ps(out.as_mut_ptr(), dot_group_q6_k::<I>(x, y));
-    }
+    each_stripe(groups, act, out, |x, y| dot_group_q6_k::<I>(x, y))
 }
 
 /// Block b of a Q6_K group stripe as `PackedQ6K`.
@@ -1783,7 +1785,7 @@ unsafe fn pack_q6_k_group<I: IsaPrimitives>(
     packed: &mut PackedQ6K<Lanes8<I>>,
 ) {
     let g = stripes[0].get_unchecked(b);
-    let d = _mm256_cvtph_ps(_mm_loadu_si128(g.d.as_ptr().cast()));
+    let d = f16_per_row(&g.d);
     for (s, scale) in packed.scales.iter_mut().enumerate() {
         let scales = _mm256_cvtepi8_epi32(_mm_loadl_epi64(g.scales[s].as_ptr().cast()));
         *scale = _mm256_mul_ps(_mm256_cvtepi32_ps(scales), d);
