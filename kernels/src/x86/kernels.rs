@@ -1597,20 +1597,41 @@ unsafe fn dot_group_q4_k<I: IsaPrimitives>(x: &[BlockQ4KGroup], y: &[BlockQ8K]) 
     acc
 }
 
-/// Grouped rows against one activation row: `dot` of each stripe gives its eight sums.
+/// A grouped layout's one-activation kernel. A trait rather than a closure: a closure is
+/// compiled as a function of its own, without the entry point's target features, and the
+/// kernel's intrinsics would not inline into it (the grouped GEMVs ran at 0.5 GB/s so).
+pub(super) trait GroupedRows: Block {
+    /// One stripe (eight rows) against one activation row: the rows' sums, one per lane.
+    unsafe fn dot_stripe<I: IsaPrimitives>(x: &[Self], y: &[BlockQ8K]) -> __m256;
+}
+
+impl GroupedRows for BlockQ4KGroup {
+    #[inline(always)]
+    unsafe fn dot_stripe<I: IsaPrimitives>(x: &[Self], y: &[BlockQ8K]) -> __m256 {
+        dot_group_q4_k::<I>(x, y)
+    }
+}
+
+impl GroupedRows for BlockQ6KGroup {
+    #[inline(always)]
+    unsafe fn dot_stripe<I: IsaPrimitives>(x: &[Self], y: &[BlockQ8K]) -> __m256 {
+        dot_group_q6_k::<I>(x, y)
+    }
+}
+
+/// Grouped rows against one activation row: eight sums per stripe.
 #[inline(always)]
-unsafe fn each_stripe<G: Block>(
+unsafe fn each_stripe<I: IsaPrimitives, G: GroupedRows>(
     groups: &[u8],
     act: &[u8],
     out: &mut [f32],
-    dot: impl Fn(&[G], &[BlockQ8K]) -> __m256,
 ) {
     let y = as_blocks::<BlockQ8K>(act);
     for (x, out) in as_blocks::<G>(groups)
         .chunks_exact(y.len())
         .zip(out.chunks_exact_mut(GROUP_ROWS))
     {
-        _mm256_storeu_ps(out.as_mut_ptr(), dot(x, y));
+        _mm256_storeu_ps(out.as_mut_ptr(), G::dot_stripe::<I>(x, y));
     }
 }
 
@@ -1622,7 +1643,7 @@ unsafe fn f16_per_row(halves: &[[u8; 2]; 8]) -> __m256 {
 
 #[inline(always)]
 pub(super) unsafe fn dot_groups_q4_k<I: IsaPrimitives>(groups: &[u8], act: &[u8], out: &mut [f32]) {
-    each_stripe(groups, act, out, |x, y| dot_group_q4_k::<I>(x, y))
+    each_stripe::<I, BlockQ4KGroup>(groups, act, out)
 }
 
 /// Block b of a group stripe as `PackedQ4K`: no transposes, the group is already one row
@@ -1687,34 +1708,24 @@ impl LaneFormat for BlockQ4KGroup {
         out: &mut [f32],
         out_stride: usize,
     ) {
-        tail_grouped(
-            rows,
-            row_bytes,
-            acts,
-            n_acts,
-            out,
-            out_stride,
-            |rows, act, out| dot_groups_q4_k::<I>(rows, act, out),
-        )
+        tail_grouped::<I, BlockQ4KGroup>(rows, row_bytes, acts, n_acts, out, out_stride)
     }
 }
 
-/// A grouped format's `LaneFormat::tail`: each activation through the whole stripes in turn
-/// by `dot`, the format's one-activation kernel. With fewer activations than a tile, packing
-/// would cost more than the tiles save.
+/// A grouped format's `LaneFormat::tail`: each activation through the whole stripes in turn.
+/// With fewer activations than a tile, packing would cost more than the tiles save.
 #[inline(always)]
-unsafe fn tail_grouped(
+unsafe fn tail_grouped<I: IsaPrimitives, G: GroupedRows>(
     rows: &[u8],
     row_bytes: usize,
     acts: &[u8],
     n_acts: usize,
     out: &mut [f32],
     out_stride: usize,
-    dot: impl Fn(&[u8], &[u8], &mut [f32]),
 ) {
     let n_rows = rows.len() / row_bytes;
     for (t, act) in acts.chunks_exact(acts.len() / n_acts).enumerate() {
-        dot(rows, act, &mut out[t * out_stride..][..n_rows]);
+        each_stripe::<I, G>(rows, act, &mut out[t * out_stride..][..n_rows]);
     }
 }
 
@@ -1774,7 +1785,7 @@ unsafe fn dot_group_q6_k<I: IsaPrimitives>(x: &[BlockQ6KGroup], y: &[BlockQ8K]) 
 
 #[inline(always)]
 pub(super) unsafe fn dot_groups_q6_k<I: IsaPrimitives>(groups: &[u8], act: &[u8], out: &mut [f32]) {
-    each_stripe(groups, act, out, |x, y| dot_group_q6_k::<I>(x, y))
+    each_stripe::<I, BlockQ6KGroup>(groups, act, out)
 }
 
 /// Block b of a Q6_K group stripe as `PackedQ6K`.
@@ -1839,15 +1850,7 @@ impl LaneFormat for BlockQ6KGroup {
         out: &mut [f32],
         out_stride: usize,
     ) {
-        tail_grouped(
-            rows,
-            row_bytes,
-            acts,
-            n_acts,
-            out,
-            out_stride,
-            |rows, act, out| dot_groups_q6_k::<I>(rows, act, out),
-        )
+        tail_grouped::<I, BlockQ6KGroup>(rows, row_bytes, acts, n_acts, out, out_stride)
     }
 }
 
