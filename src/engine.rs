@@ -21,7 +21,9 @@ use std::sync::Arc;
 pub enum EngineError {
     #[error(transparent)]
     Bundle(#[from] BundleError),
-    #[error("loading {source_name} into memory (--mmap maps it instead): {error}")]
+    #[error(
+        "placing {source_name} as --no-mmap or --repack asks (--mmap maps it as it is): {error}"
+    )]
     Placement {
         source_name: String,
         error: std::io::Error,
@@ -57,9 +59,10 @@ pub struct OpenOptions {
     pub kernels: Kernels,
     /// `--chat-template`: a built-in format's name or a Jinja file, over the model's own.
     pub chat_template: Option<String>,
-    /// Rewrite weights copied into memory into the layouts the kernels read fastest
-    /// (`model::group_weights`); `--no-repack` says no. Mapped weights stay as the file has
-    /// them: rewriting them would copy them, which is what `--no-mmap` does.
+    /// Rewrite the weights, where they are the process's own (`Placement::Memory` copies them,
+    /// `Placement::Private` maps them copy-on-write), into the layouts the kernels read fastest
+    /// (`model::group_weights`); `--no-repack` says no. Shared mapped weights stay as the file
+    /// has them.
     pub repack: bool,
 }
 
@@ -233,7 +236,8 @@ impl Engine {
         grouped: bool,
     ) -> Result<Arc<Engine>, EngineError> {
         // SAFETY: the bytes of `weights` stay at one address, unchanged, until `weights` is
-        // dropped (a read-only mapping, or a Vec that is never touched again), and the engine
+        // dropped (a mapping or a Vec, neither written after the weights were regrouped, before
+        // this point), and the engine
         // drops `model`, the only holder of this borrow, before `weights`. The 'static never
         // leaves the engine: `model()` hands it out shortened to a borrow of the engine.
         let bytes: &'static [u8] =
