@@ -136,6 +136,24 @@ fn one_pass_over_sequences_at_different_positions_matches_each_alone() {
 }
 
 #[test]
+fn generating_sequences_over_grouped_weights_match_each_alone() {
+    // The 256-bit row kernels beside the grouped ones, so that the matrices this model does
+    // not group add in one order for one token and for a few (see above).
+    let detected = kernels::Kernels::detect();
+    let kernels = kernels::Kernels::for_isa(detected.isa()).expect("the detected ISA runs");
+    let bytes = std::fs::read(synthetic_path()).expect("model readable");
+    let engine = Engine::from_bytes_grouped(bytes, kernels).expect("model loads");
+    if engine.model().grouped_types().is_empty() {
+        eprintln!("skipping: these kernels group none of this model");
+        return;
+    }
+    // Three tokens go through the grouped stripes together, each getting what it gets alone
+    // (the kernels' tests check the sums bit for bit on random rows).
+    check_mixed_batch(&engine, [33, 2, 64], [1, 1, 1], true);
+    check_mixed_batch(&engine, [40, 5, 70], [1, 20, 3], false);
+}
+
+#[test]
 fn gemma3_sequences_past_its_sliding_window_batch_as_alone() {
     let Some(path) = llmfile::test_models::path("gemma-3-270m-q4_k_m.gguf") else {
         return;

@@ -3,7 +3,8 @@
 //! is larger than the last-level cache, so the fast variants are measured against memory
 //! bandwidth, as in token generation. `DOT_ROWS_KIB=512` shrinks the matrix to fit in L2,
 //! which measures the kernels' arithmetic alone: a type far slower there than from memory is
-//! bound by its instructions, not by bandwidth.
+//! bound by its instructions, not by bandwidth. `DOT_ROWS_ACTS=4` takes four activation rows
+//! per pass through the batched kernels, as four sequences generating together do.
 
 use kernels::{GgmlType, Isa, Kernels};
 use std::hint::black_box;
@@ -58,6 +59,11 @@ fn main() {
         .ok()
         .and_then(|c| c.parse::<usize>().ok())
         .unwrap_or(COLS);
+    let n_acts = std::env::var("DOT_ROWS_ACTS")
+        .ok()
+        .and_then(|a| a.parse::<usize>().ok())
+        .unwrap_or(1)
+        .max(1);
     let only: Option<String> = std::env::args().nth(1).filter(|a| !a.starts_with('-'));
     let variants: Vec<Kernels> = Isa::ALL.into_iter().filter_map(Kernels::for_isa).collect();
     let x: Vec<f32> = (0..cols)
@@ -77,24 +83,35 @@ fn main() {
         let rows = min_bytes.div_ceil(row_bytes).next_multiple_of(8);
         let w = weights(rows * row_bytes);
         let w = &w[..rows * row_bytes];
-        let mut out = vec![0.0f32; rows];
+        let mut out = vec![0.0f32; rows * n_acts];
         let mib = w.len() as f64 / (1 << 20) as f64;
         let mut plain = format!("{:<6} {mib:>8.1}", ty.name());
         let mut grouped = format!("{:<6} {:>8}", "", "grouped");
         let mut any_grouped = false;
         for k in &variants {
-            let mut act = vec![0u8; ty.vec_dot_type().row_bytes(cols).unwrap()];
-            k.quantize_activation(ty, &x, &mut act);
-            let prepared = k.prepare_rows(ty, cols, &act);
-            let speed = gigabytes_per_second(w, row_bytes, &mut out, |w, out| {
-                k.dot_prepared_rows(ty, cols, w, &prepared, out)
+            let act_bytes = ty.vec_dot_type().row_bytes(cols).unwrap();
+            let mut acts = vec![0u8; act_bytes * n_acts];
+            for act in acts.chunks_exact_mut(act_bytes) {
+                k.quantize_activation(ty, &x, act);
+            }
+            let prepared = k.prepare_rows(ty, cols, &acts[..act_bytes]);
+            let speed = gigabytes_per_second(w, row_bytes, n_acts, &mut out, |w, out| {
+                if n_acts == 1 {
+                    k.dot_prepared_rows(ty, cols, w, &prepared, out)
+                } else {
+                    k.dot_rows_batch(ty, cols, w, &acts, out)
+                }
             });
             plain += &format!(" {speed:>14.2}");
             let mut groups = weights(w.len());
             groups.copy_from_slice(w);
             if k.group_rows(ty, cols, &mut groups) {
-                let speed = gigabytes_per_second(&groups, row_bytes, &mut out, |w, out| {
-                    k.dot_groups(ty, cols, w, &act, out)
+                let speed = gigabytes_per_second(&groups, row_bytes, n_acts, &mut out, |w, out| {
+                    if n_acts == 1 {
+                        k.dot_groups(ty, cols, w, &acts, out)
+                    } else {
+                        k.dot_groups_batch(ty, cols, w, &acts, out)
+                    }
                 });
                 grouped += &format!(" {speed:>14.2}");
                 any_grouped = true;
@@ -109,11 +126,12 @@ fn main() {
     }
 }
 
-/// The best of repeated passes over `w` in generation's tasks (128 rows each, one
-/// activation made once for all), in GB/s of weights read.
+/// The best of repeated passes over `w` in generation's tasks (128 rows each, against
+/// `n_acts` activations made once for all), in GB/s of weights read.
 fn gigabytes_per_second(
     w: &[u8],
     row_bytes: usize,
+    n_acts: usize,
     out: &mut [f32],
     mut dot: impl FnMut(&[u8], &mut [f32]),
 ) -> f64 {
@@ -122,7 +140,7 @@ fn gigabytes_per_second(
     let start = Instant::now();
     while start.elapsed() < Duration::from_millis(700) {
         let t = Instant::now();
-        for (w, out) in w.chunks(128 * row_bytes).zip(out.chunks_mut(128)) {
+        for (w, out) in w.chunks(128 * row_bytes).zip(out.chunks_mut(128 * n_acts)) {
             dot(black_box(w), out);
         }
         best = best.min(t.elapsed());

@@ -366,7 +366,8 @@ fn dot_rows_batch_matches_scalar_dot_rows() {
         // 10240 make activation groups sized by bytes (512 KiB) end before the last activation.
         // Fewer activations than a tile over many rows (48 x 1, 48 x 5, 33 x 7): generation
         // batches, which skip the packing. The grouped layouts take the shapes of whole groups
-        // of eight rows; at 24 and 40 rows the sixteen-row tiles leave one group over.
+        // of eight rows; at 24 and 40 rows the sixteen-row tiles leave one group over; 2, 3, 6
+        // and 7 activations put every count of one to four through the grouped tail.
         let shapes = [
             (1, 1, short),
             (48, 1, short),
@@ -381,6 +382,10 @@ fn dot_rows_batch_matches_scalar_dot_rows() {
             (16, 40, short),
             (40, 17, short),
             (17, 53, 10240),
+            (16, 2, short),
+            (8, 3, short),
+            (32, 6, short),
+            (24, 7, short),
             (24, 9, short),
         ];
         for (shape, (n_rows, n_acts, n)) in shapes.into_iter().enumerate() {
@@ -455,6 +460,7 @@ fn dot_rows_batch_matches_scalar_dot_rows() {
                 got.fill(f32::NAN);
                 k.dot_groups_batch(ty, n, &grouped, &acts, &mut got);
                 check(&got, k, "grouped");
+                let batched = got.clone();
                 for (act, got) in acts
                     .chunks_exact(act_bytes)
                     .zip(got.chunks_exact_mut(n_rows))
@@ -463,6 +469,16 @@ fn dot_rows_batch_matches_scalar_dot_rows() {
                     k.dot_groups(ty, n, &grouped, act, got);
                 }
                 check(&got, k, "grouped, one activation at a time");
+                // Below every tile's activation count, a few sequences generating together
+                // get bit for bit what each would alone.
+                if n_acts < 4 {
+                    assert!(
+                        batched.iter().map(|x| x.to_bits()).eq(got.iter().map(|x| x.to_bits())),
+                        "{} {} grouped {n_rows}x{n_acts}: batched sums differ from one at a time",
+                        k.isa(),
+                        ty.name()
+                    );
+                }
                 let mut row_back = vec![f32::NAN; n];
                 for (r, row) in rows.chunks_exact(row_bytes).enumerate() {
                     k.dequantize_grouped_row(ty, &grouped, r, &mut row_back);

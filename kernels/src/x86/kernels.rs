@@ -1542,96 +1542,117 @@ unsafe fn sub_block_lanes(pair: [__m256i; 2], j: usize) -> __m256i {
     }
 }
 
-/// One Q4_K group stripe (eight rows) against one activation row: the rows' sums, one per
-/// lane, each broadcast of four activation bytes meeting all eight rows in one `vpdpbusd`.
-/// A row-by-row kernel spends a shuffle and a multiply-add per 32 quants on the scales and a
-/// horizontal sum per row; here the scales multiply eight rows' integer sums at once.
-/// The mins meet the activation's 32-quant sums, each split as `64·high + low` so that both
-/// parts are bytes and one `vpdpbusd` takes four sub-blocks of every row.
+/// The mins' share of one Q4_K group block against one activation block: each row's six-bit
+/// mins times the activation's 32-quant sums, one row per lane. The sums are split as
+/// `64·high + low` so that both parts are bytes and one `vpdpbusd` takes four sub-blocks of
+/// every row.
 #[inline(always)]
-unsafe fn dot_group_q4_k<I: IsaPrimitives>(x: &[BlockQ4KGroup], y: &[BlockQ8K]) -> __m256 {
+unsafe fn group_q4_k_mins<I: IsaPrimitives>(
+    min_low: __m256i,
+    min_high: __m256i,
+    yb: &BlockQ8K,
+) -> __m256i {
+    let bsums = load(yb.bsums.as_ptr());
+    let pair_sums = _mm_hadd_epi16(
+        _mm256_castsi256_si128(bsums),
+        _mm256_extracti128_si256::<1>(bsums),
+    );
+    let split = _mm_packs_epi16(
+        _mm_srai_epi16::<6>(pair_sums),
+        _mm_and_si128(pair_sums, _mm_set1_epi16(63)),
+    );
+    // Four sub-blocks' high bytes in each of words 0 and 1, their low bytes in 2 and 3.
+    let split: [i32; 4] = std::mem::transmute(split);
+    let part = |i: usize| _mm256_set1_epi32(split[i]);
+    let mut highs = I::dot_u8_i8(_mm256_setzero_si256(), min_low, part(0));
+    highs = I::dot_u8_i8(highs, min_high, part(1));
+    let mins = I::dot_u8_i8(_mm256_slli_epi32::<6>(highs), min_low, part(2));
+    I::dot_u8_i8(mins, min_high, part(3))
+}
+
+/// One Q4_K group stripe (eight rows) against `T` activation rows: each activation's sums,
+/// one row per lane, each broadcast of four activation bytes meeting all eight rows in one
+/// `vpdpbusd`. A row-by-row kernel spends a shuffle and a multiply-add per 32 quants on the
+/// scales and a horizontal sum per row; here the scales multiply eight rows' integer sums
+/// at once. The quants are unpacked once for all `T` activations, and each activation's
+/// sums are bit for bit what it gets alone.
+#[inline(always)]
+unsafe fn dot_group_q4_k<I: IsaPrimitives, const T: usize>(
+    x: &[BlockQ4KGroup],
+    y: [&[BlockQ8K]; T],
+) -> [__m256; T] {
     let m4 = _mm256_set1_epi8(0x0F);
-    let mut acc = _mm256_setzero_ps();
-    for (xb, yb) in x.iter().zip(y) {
+    let mut acc = [_mm256_setzero_ps(); T];
+    for (b, xb) in x.iter().enumerate() {
+        let yb: [&BlockQ8K; T] = std::array::from_fn(|t| y[t].get_unchecked(b));
         let [sc_low, sc_high, min_low, min_high] = scales_mins_in_lanes(xb);
-
-        let bsums = load(yb.bsums.as_ptr());
-        let pair_sums = _mm_hadd_epi16(
-            _mm256_castsi256_si128(bsums),
-            _mm256_extracti128_si256::<1>(bsums),
-        );
-        let split = _mm_packs_epi16(
-            _mm_srai_epi16::<6>(pair_sums),
-            _mm_and_si128(pair_sums, _mm_set1_epi16(63)),
-        );
-        // Four sub-blocks' high bytes in each of words 0 and 1, their low bytes in 2 and 3.
-        let split: [i32; 4] = std::mem::transmute(split);
-        let part = |i: usize| _mm256_set1_epi32(split[i]);
-        let mut highs = I::dot_u8_i8(_mm256_setzero_si256(), min_low, part(0));
-        highs = I::dot_u8_i8(highs, min_high, part(1));
-        let mut mins = I::dot_u8_i8(_mm256_slli_epi32::<6>(highs), min_low, part(2));
-        mins = I::dot_u8_i8(mins, min_high, part(3));
-
-        let mut sums = _mm256_setzero_si256();
+        let mut sums = [_mm256_setzero_si256(); T];
         for c in 0..4 {
-            let a = yb.qs.as_ptr().add(64 * c);
-            let four = |at: usize| _mm256_set1_epi32(a.add(at).cast::<i32>().read_unaligned());
-            let (mut low, mut high) = (_mm256_setzero_si256(), _mm256_setzero_si256());
+            let mut low = [_mm256_setzero_si256(); T];
+            let mut high = [_mm256_setzero_si256(); T];
             for k in 0..8 {
                 let q = load(xb.qs[c][k].as_ptr().cast());
-                low = I::dot_u8_i8(low, _mm256_and_si256(q, m4), four(4 * k));
+                let q_low = _mm256_and_si256(q, m4);
                 let q_high = _mm256_and_si256(_mm256_srli_epi16::<4>(q), m4);
-                high = I::dot_u8_i8(high, q_high, four(32 + 4 * k));
+                for t in 0..T {
+                    let a = yb[t].qs.as_ptr().add(64 * c);
+                    let four =
+                        |at: usize| _mm256_set1_epi32(a.add(at).cast::<i32>().read_unaligned());
+                    low[t] = I::dot_u8_i8(low[t], q_low, four(4 * k));
+                    high[t] = I::dot_u8_i8(high[t], q_high, four(32 + 4 * k));
+                }
             }
             let scales = [sc_low, sc_high];
-            let low = _mm256_mullo_epi32(low, sub_block_lanes(scales, 2 * c));
-            let high = _mm256_mullo_epi32(high, sub_block_lanes(scales, 2 * c + 1));
-            sums = _mm256_add_epi32(sums, _mm256_add_epi32(low, high));
+            let (sc_first, sc_second) = (
+                sub_block_lanes(scales, 2 * c),
+                sub_block_lanes(scales, 2 * c + 1),
+            );
+            for t in 0..T {
+                let low = _mm256_mullo_epi32(low[t], sc_first);
+                let high = _mm256_mullo_epi32(high[t], sc_second);
+                sums[t] = _mm256_add_epi32(sums[t], _mm256_add_epi32(low, high));
+            }
         }
-        let yd = _mm256_set1_ps(yb.d());
-        let d = _mm256_mul_ps(f16_per_row(&xb.d), yd);
-        let dmin = _mm256_mul_ps(f16_per_row(&xb.dmin), yd);
-        acc = _mm256_fmadd_ps(d, _mm256_cvtepi32_ps(sums), acc);
-        acc = _mm256_fnmadd_ps(dmin, _mm256_cvtepi32_ps(mins), acc);
+        let (d, dmin) = (f16_per_row(&xb.d), f16_per_row(&xb.dmin));
+        for t in 0..T {
+            let mins = group_q4_k_mins::<I>(min_low, min_high, yb[t]);
+            let yd = _mm256_set1_ps(yb[t].d());
+            acc[t] = _mm256_fmadd_ps(_mm256_mul_ps(d, yd), _mm256_cvtepi32_ps(sums[t]), acc[t]);
+            acc[t] = _mm256_fnmadd_ps(_mm256_mul_ps(dmin, yd), _mm256_cvtepi32_ps(mins), acc[t]);
+        }
     }
     acc
 }
 
-/// A grouped layout's one-activation kernel. A trait rather than a closure: a closure is
-/// compiled as a function of its own, without the entry point's target features, and the
-/// kernel's intrinsics would not inline into it (the grouped GEMVs ran at 0.5 GB/s so).
+/// A grouped layout's stripe kernel. A trait rather than a closure: a closure is compiled as
+/// a function of its own, without the entry point's target features, and the kernel's
+/// intrinsics would not inline into it (the grouped GEMVs ran at 0.5 GB/s so).
 pub(super) trait GroupedRows: Block {
-    /// One stripe (eight rows) against one activation row: the rows' sums, one per lane.
-    unsafe fn dot_stripe<I: IsaPrimitives>(x: &[Self], y: &[BlockQ8K]) -> __m256;
+    /// One stripe (eight rows) against `T` activation rows: each activation's eight sums,
+    /// one row per lane, bit for bit the same whatever `T`.
+    unsafe fn dot_stripe<I: IsaPrimitives, const T: usize>(
+        x: &[Self],
+        y: [&[BlockQ8K]; T],
+    ) -> [__m256; T];
 }
 
 impl GroupedRows for BlockQ4KGroup {
     #[inline(always)]
-    unsafe fn dot_stripe<I: IsaPrimitives>(x: &[Self], y: &[BlockQ8K]) -> __m256 {
-        dot_group_q4_k::<I>(x, y)
+    unsafe fn dot_stripe<I: IsaPrimitives, const T: usize>(
+        x: &[Self],
+        y: [&[BlockQ8K]; T],
+    ) -> [__m256; T] {
+        dot_group_q4_k::<I, T>(x, y)
     }
 }
 
 impl GroupedRows for BlockQ6KGroup {
     #[inline(always)]
-    unsafe fn dot_stripe<I: IsaPrimitives>(x: &[Self], y: &[BlockQ8K]) -> __m256 {
-        dot_group_q6_k::<I>(x, y)
-    }
-}
-
-/// Grouped rows against one activation row: eight sums per stripe.
-#[inline(always)]
-unsafe fn each_stripe<I: IsaPrimitives, G: GroupedRows>(
-    groups: &[u8],
-    act: &[u8],
-    out: &mut [f32],
-) {
-    let y = as_blocks::<BlockQ8K>(act);
-    for (x, out) in as_blocks::<G>(groups)
-        .chunks_exact(y.len())
-        .zip(out.chunks_exact_mut(GROUP_ROWS))
-    {
-        _mm256_storeu_ps(out.as_mut_ptr(), G::dot_stripe::<I>(x, y));
+    unsafe fn dot_stripe<I: IsaPrimitives, const T: usize>(
+        x: &[Self],
+        y: [&[BlockQ8K]; T],
+    ) -> [__m256; T] {
+        dot_group_q6_k::<I, T>(x, y)
     }
 }
 
@@ -1643,7 +1664,7 @@ unsafe fn f16_per_row(halves: &[[u8; 2]; 8]) -> __m256 {
 
 #[inline(always)]
 pub(super) unsafe fn dot_groups_q4_k<I: IsaPrimitives>(groups: &[u8], act: &[u8], out: &mut [f32]) {
-    each_stripe::<I, BlockQ4KGroup>(groups, act, out)
+    tail_grouped::<I, BlockQ4KGroup>(groups, groups.len() / out.len(), act, 1, out, out.len())
 }
 
 /// Block b of a group stripe as `PackedQ4K`: no transposes, the group is already one row
@@ -1712,8 +1733,10 @@ impl LaneFormat for BlockQ4KGroup {
     }
 }
 
-/// A grouped format's `LaneFormat::tail`: each activation through the whole stripes in turn.
-/// With fewer activations than a tile, packing would cost more than the tiles save.
+/// A grouped format's `LaneFormat::tail`, and its GEMV (`n_acts` 1): each stripe against up
+/// to four activations at a time, unpacking its quants once for them all. With fewer
+/// activations than a tile, packing would cost more than the tiles save; a few sequences
+/// generating together are often fewer than a tile.
 #[inline(always)]
 unsafe fn tail_grouped<I: IsaPrimitives, G: GroupedRows>(
     rows: &[u8],
@@ -1723,9 +1746,28 @@ unsafe fn tail_grouped<I: IsaPrimitives, G: GroupedRows>(
     out: &mut [f32],
     out_stride: usize,
 ) {
-    let n_rows = rows.len() / row_bytes;
-    for (t, act) in acts.chunks_exact(acts.len() / n_acts).enumerate() {
-        each_stripe::<I, G>(rows, act, &mut out[t * out_stride..][..n_rows]);
+    let act_bytes = acts.len() / n_acts;
+    let act = |t: usize| as_blocks::<BlockQ8K>(&acts[t * act_bytes..(t + 1) * act_bytes]);
+    for (s, x) in rows.chunks_exact(GROUP_ROWS * row_bytes).enumerate() {
+        let x = as_blocks::<G>(x);
+        let mut t0 = 0;
+        while t0 < n_acts {
+            let n = (n_acts - t0).min(4);
+            let acts = |i: usize| act(t0 + i);
+            let mut store = |sums: &[__m256]| {
+                for (i, sum) in sums.iter().enumerate() {
+                    let at = (t0 + i) * out_stride + s * GROUP_ROWS;
+                    _mm256_storeu_ps(out[at..at + GROUP_ROWS].as_mut_ptr(), *sum);
+                }
+            };
+            match n {
+                1 => store(&G::dot_stripe::<I, 1>(x, [acts(0)])),
+                2 => store(&G::dot_stripe::<I, 2>(x, std::array::from_fn(acts))),
+                3 => store(&G::dot_stripe::<I, 3>(x, std::array::from_fn(acts))),
+                _ => store(&G::dot_stripe::<I, 4>(x, std::array::from_fn(acts))),
+            }
+            t0 += n;
+        }
     }
 }
 
@@ -1749,43 +1791,63 @@ unsafe fn q6_k_quants(ql: __m256i, qh: __m256i, c4: usize) -> __m256i {
     _mm256_or_si256(low, _mm256_and_si256(high, _mm256_set1_epi8(0x30)))
 }
 
-/// One Q6_K group stripe (eight rows) against one activation row, as `dot_group_q4_k`: each
+/// One Q6_K group stripe (eight rows) against `T` activation rows, as `dot_group_q4_k`: each
 /// 16-quant sub-block's sums start at −32·Σa, which takes the quants' offset back out, and
-/// are multiplied by the eight rows' scales at once. Each half's three words per column make
-/// four chunks' quants, met by their activations in eight accumulators.
+/// are multiplied by the eight rows' scales at once. A quarter of a half's columns (four of
+/// its eight) holds one sub-block of each of its four chunks: their three words per column
+/// make the four chunks' quants, met by each activation in four accumulators.
 #[inline(always)]
-unsafe fn dot_group_q6_k<I: IsaPrimitives>(x: &[BlockQ6KGroup], y: &[BlockQ8K]) -> __m256 {
-    let mut acc = _mm256_setzero_ps();
-    for (xb, yb) in x.iter().zip(y) {
-        let mut sums = _mm256_setzero_si256();
+unsafe fn dot_group_q6_k<I: IsaPrimitives, const T: usize>(
+    x: &[BlockQ6KGroup],
+    y: [&[BlockQ8K]; T],
+) -> [__m256; T] {
+    let mut acc = [_mm256_setzero_ps(); T];
+    for (b, xb) in x.iter().enumerate() {
+        let yb: [&BlockQ8K; T] = std::array::from_fn(|t| y[t].get_unchecked(b));
+        let mut sums = [_mm256_setzero_si256(); T];
         for (half, columns) in xb.qs.iter().enumerate() {
-            let start = |s: usize| _mm256_set1_epi32(-32 * i32::from(yb.bsum(s)));
-            let mut dots: [__m256i; 8] = std::array::from_fn(|i| start(8 * half + i));
-            for (k, words) in columns.iter().enumerate() {
-                let [ql0, ql1, qh] = words.map(|w| load(w.as_ptr().cast()));
+            for (quarter, columns) in columns.chunks_exact(4).enumerate() {
+                // Sub-block 2·c4 + quarter of the half, for chunk c4.
+                let sub_block = |c4: usize| 8 * half + 2 * c4 + quarter;
+                let mut dots: [[__m256i; 4]; T] = std::array::from_fn(|t| {
+                    std::array::from_fn(|c4| {
+                        _mm256_set1_epi32(-32 * i32::from(yb[t].bsum(sub_block(c4))))
+                    })
+                });
+                for (k, words) in columns.iter().enumerate() {
+                    let [ql0, ql1, qh] = words.map(|w| load(w.as_ptr().cast()));
+                    for c4 in 0..4 {
+                        let quants = q6_k_quants(if c4 % 2 == 0 { ql0 } else { ql1 }, qh, c4);
+                        let at = 128 * half + 32 * c4 + 4 * (4 * quarter + k);
+                        for t in 0..T {
+                            let a = yb[t].qs.as_ptr().add(at).cast::<i32>().read_unaligned();
+                            let dot = &mut dots[t][c4];
+                            *dot = I::dot_u8_i8(*dot, quants, _mm256_set1_epi32(a));
+                        }
+                    }
+                }
                 for c4 in 0..4 {
-                    let a = yb.qs.as_ptr().add(128 * half + 32 * c4 + 4 * k);
-                    let four = _mm256_set1_epi32(a.cast::<i32>().read_unaligned());
-                    let ql = if c4 % 2 == 0 { ql0 } else { ql1 };
-                    let at = 2 * c4 + k / 4;
-                    dots[at] = I::dot_u8_i8(dots[at], q6_k_quants(ql, qh, c4), four);
+                    let scales = _mm_loadl_epi64(xb.scales[sub_block(c4)].as_ptr().cast());
+                    let scales = _mm256_cvtepi8_epi32(scales);
+                    for t in 0..T {
+                        let scaled = _mm256_mullo_epi32(dots[t][c4], scales);
+                        sums[t] = _mm256_add_epi32(sums[t], scaled);
+                    }
                 }
             }
-            for (i, dot) in dots.into_iter().enumerate() {
-                let scales = _mm_loadl_epi64(xb.scales[8 * half + i].as_ptr().cast());
-                let scaled = _mm256_mullo_epi32(dot, _mm256_cvtepi8_epi32(scales));
-                sums = _mm256_add_epi32(sums, scaled);
-            }
         }
-        let d = _mm256_mul_ps(f16_per_row(&xb.d), _mm256_set1_ps(yb.d()));
-        acc = _mm256_fmadd_ps(d, _mm256_cvtepi32_ps(sums), acc);
+        let d = f16_per_row(&xb.d);
+        for t in 0..T {
+            let d = _mm256_mul_ps(d, _mm256_set1_ps(yb[t].d()));
+            acc[t] = _mm256_fmadd_ps(d, _mm256_cvtepi32_ps(sums[t]), acc[t]);
+        }
     }
     acc
 }
 
 #[inline(always)]
 pub(super) unsafe fn dot_groups_q6_k<I: IsaPrimitives>(groups: &[u8], act: &[u8], out: &mut [f32]) {
-    each_stripe::<I, BlockQ6KGroup>(groups, act, out)
+    tail_grouped::<I, BlockQ6KGroup>(groups, groups.len() / out.len(), act, 1, out, out.len())
 }
 
 /// Block b of a Q6_K group stripe as `PackedQ6K`.
