@@ -1,7 +1,9 @@
 //! Choosing kernels once for the host CPU, and the entry points the engine calls.
 
 use crate::types::GgmlType::{self, *};
-use crate::{bf16, exp, f16, f32, q4_0, q4_1, q4_k, q5_0, q5_1, q5_k, q6_k, q8_0, q8_1, q8_k};
+use crate::{
+    bf16, exp, f16, f32, q4_0, q4_1, q4_k, q5_0, q5_1, q5_k, q6_k, q8_0, q8_1, q8_k, tanh,
+};
 use std::borrow::Cow;
 use std::fmt;
 use std::str::FromStr;
@@ -136,6 +138,8 @@ pub(crate) type AccumulateFn =
     unsafe fn(weights: &[f32], rows: &[u8], out: &mut [f32], queries: usize);
 /// Softmax's exponentials in place and their sum (see `exp`).
 pub(crate) type SoftmaxFn = unsafe fn(x: &mut [f32], max: f32) -> f64;
+/// Gemma's soft cap in place (see `tanh`).
+pub(crate) type SoftCapFn = unsafe fn(x: &mut [f32], cap: f32);
 /// `scores[q][i]` = the dot product of f16 query q with f16 key row i, both `dim` long;
 /// lengths checked by the caller.
 pub(crate) type ScoresFn = unsafe fn(queries: &[u8], keys: &[u8], dim: usize, scores: &mut [f32]);
@@ -193,6 +197,7 @@ pub(crate) struct Table {
     /// Attention scores of several queries at once; without one, `dot_rows` of F16 per query.
     pub(crate) attention_scores_f16: Option<ScoresFn>,
     pub(crate) softmax_exponentials: SoftmaxFn,
+    pub(crate) soft_cap: SoftCapFn,
 }
 
 impl Table {
@@ -208,6 +213,7 @@ impl Table {
             accumulate_f16_rows: f16::accumulate_rows,
             attention_scores_f16: None,
             softmax_exponentials: exp::softmax_exponentials,
+            soft_cap: tanh::soft_cap,
         };
         let weights: [(GgmlType, DotRowsFn, DequantizeFn); 11] = [
             (F32, f32::dot_rows, f32::dequantize),
@@ -753,6 +759,13 @@ impl Kernels {
     pub fn softmax_exponentials(&self, x: &mut [f32], max: f32) -> f64 {
         // SAFETY: as in `quantize_activation`.
         unsafe { (self.table.softmax_exponentials)(x, max) }
+    }
+
+    /// `x[i] = cap · tanh(x[i] / cap)`: Gemma's soft cap on attention scores and logits. tanh
+    /// within 2 ulp, the same on every ISA bit for bit.
+    pub fn soft_cap(&self, x: &mut [f32], cap: f32) {
+        // SAFETY: as in `quantize_activation`.
+        unsafe { (self.table.soft_cap)(x, cap) }
     }
 
     /// Converts one row of `ty` to f32 (embedding lookups). Supports every weight type plus

@@ -42,6 +42,7 @@ mod q6_k;
 mod q8_0;
 mod q8_1;
 mod q8_k;
+mod tanh;
 
 #[cfg(target_arch = "aarch64")]
 mod arm;

@@ -473,7 +473,10 @@ fn dot_rows_batch_matches_scalar_dot_rows() {
                 // get bit for bit what each would alone.
                 if n_acts < 4 {
                     assert!(
-                        batched.iter().map(|x| x.to_bits()).eq(got.iter().map(|x| x.to_bits())),
+                        batched
+                            .iter()
+                            .map(|x| x.to_bits())
+                            .eq(got.iter().map(|x| x.to_bits())),
                         "{} {} grouped {n_rows}x{n_acts}: batched sums differ from one at a time",
                         k.isa(),
                         ty.name()
@@ -573,6 +576,45 @@ fn softmax_exponentials_match_scalar_bit_for_bit() {
                 "{} length {len}: sum",
                 k.isa()
             );
+            for (i, (g, e)) in got.iter().zip(&expected).enumerate() {
+                assert_eq!(
+                    g.to_bits(),
+                    e.to_bits(),
+                    "{} length {len} element {i}",
+                    k.isa()
+                );
+            }
+        }
+    }
+}
+
+/// Gemma's soft cap, bit for bit the scalar reference's: lengths on both sides of the
+/// eight-element steps, values across the switch from tanh's polynomial to its exponential,
+/// far beyond the cap, ±0 and ±∞.
+#[test]
+fn soft_cap_matches_scalar_bit_for_bit() {
+    let mut rng = Rng::new(110);
+    let reference = scalar();
+    for len in [0, 1, 7, 8, 9, 15, 16, 17, 100, 1003] {
+        let mut x = rng.normal_vec(len, 40.0);
+        let specials = [
+            0.0,
+            -0.0,
+            14.99,
+            15.01,
+            -15.0,
+            1e6,
+            f32::INFINITY,
+            f32::NEG_INFINITY,
+        ];
+        for (v, special) in x.iter_mut().step_by(3).zip(specials) {
+            *v = special;
+        }
+        let mut expected = x.clone();
+        reference.soft_cap(&mut expected, 30.0);
+        for k in simd_variants() {
+            let mut got = x.clone();
+            k.soft_cap(&mut got, 30.0);
             for (i, (g, e)) in got.iter().zip(&expected).enumerate() {
                 assert_eq!(
                     g.to_bits(),

@@ -110,12 +110,9 @@ impl Rope {
 }
 
 /// `cap · tanh(x / cap)`: Gemma's soft limit on attention scores and logits.
-pub fn soft_cap(x: &mut [f32], cap: f32) {
-    x.par_chunks_mut(ELEMENTS_PER_TASK).for_each(|x| {
-        for v in x {
-            *v = cap * (*v / cap).tanh();
-        }
-    });
+pub fn soft_cap(kernels: &Kernels, x: &mut [f32], cap: f32) {
+    x.par_chunks_mut(ELEMENTS_PER_TASK)
+        .for_each(|x| kernels.soft_cap(x, cap));
 }
 
 /// Numerically stable softmax in place, as ggml's CPU backend takes it: the exponentials by its
@@ -308,7 +305,7 @@ mod tests {
     #[test]
     fn soft_cap_bounds_values() {
         let mut x = vec![0.0, 1e6, -1e6, 1.0];
-        soft_cap(&mut x, 30.0);
+        soft_cap(&Kernels::detect(), &mut x, 30.0);
         assert_eq!(x[0], 0.0);
         assert!((x[1] - 30.0).abs() < 1e-4 && (x[2] + 30.0).abs() < 1e-4);
         assert!((x[3] - 30.0 * (1.0f32 / 30.0).tanh()).abs() < 1e-7);

@@ -413,7 +413,7 @@ impl<'a> Transformer<'a> {
         }
         self.output.matmul(&self.kernels, normed, &mut logits);
         if let Some(cap) = self.final_soft_cap {
-            ops::soft_cap(&mut logits, cap);
+            ops::soft_cap(&self.kernels, &mut logits, cap);
         }
         logits
     }
@@ -529,7 +529,7 @@ impl<'a> Transformer<'a> {
                     let keys = &keys[kv_head][first * dim..(pos + 1) * dim];
                     self.kernels.attention_scores(queries, keys, dim, scores);
                     if let Some(cap) = self.attn_soft_cap {
-                        ops::soft_cap(scores, cap);
+                        ops::soft_cap(&self.kernels, scores, cap);
                     }
                     scores
                         .chunks_exact_mut(n_keys)
