@@ -497,6 +497,7 @@ impl Kernels {
         match weight_ty {
             Q4_K if grouped => Some(q4_k::GROUP_ROWS),
             Q6_K if grouped => Some(q6_k::GROUP_ROWS),
+            Q8_0 if grouped => Some(q8_0::GROUP_ROWS),
             _ => None,
         }
     }
@@ -526,6 +527,7 @@ impl Kernels {
         let group = match weight_ty {
             Q4_K => q4_k::group,
             Q6_K => q6_k::group,
+            Q8_0 => q8_0::group,
             _ => unreachable!("group_len names the grouped types"),
         };
         let mut plain = vec![0u8; group_len * row_bytes];
@@ -560,6 +562,7 @@ impl Kernels {
         let row = match weight_ty {
             Q4_K => q4_k::ungroup_row(crate::block::as_blocks(stripe), r % group_len),
             Q6_K => q6_k::ungroup_row(crate::block::as_blocks(stripe), r % group_len),
+            Q8_0 => q8_0::ungroup_row(crate::block::as_blocks(stripe), r % group_len),
             _ => unreachable!("group_len names the grouped types"),
         };
         self.dequantize_row(weight_ty, &row, dst);

@@ -78,6 +78,59 @@ pub(crate) fn dot_rows(rows: &[u8], act: &[u8], out: &mut [f32]) {
     for_each_row(rows, act, out, dot);
 }
 
+/// Rows grouped eight at a time for kernels that keep one row per 32-bit lane (as
+/// `q4_k::BlockQ4KGroup`): block b of each of the eight rows, four quants of every row in
+/// each 32 bytes. The quants are stored plus 128, as unsigned bytes, which is how `vpdpbusd`
+/// takes its unsigned side; the kernels take the offset back out with −128·Σa per
+/// activation block. The same size as the eight blocks, so that a copy of the weights is
+/// rewritten in place.
+#[repr(C)]
+pub(crate) struct BlockQ8_0Group {
+    pub(crate) d: [[u8; 2]; 8],
+    /// `qs[k][r]`: quants 4k..4k+3 of row r, each plus 128.
+    pub(crate) qs: [[[u8; 4]; 8]; 8],
+}
+const _: () = assert!(size_of::<BlockQ8_0Group>() == GROUP_ROWS * size_of::<BlockQ8_0>());
+
+// SAFETY: repr(C), only byte arrays, eight Q8_0 blocks' worth of bytes.
+unsafe impl Block for BlockQ8_0Group {}
+
+/// The rows in a `BlockQ8_0Group`.
+pub(crate) const GROUP_ROWS: usize = 8;
+
+/// A signed quant as the unsigned byte `q + 128`, and back: both flip the top bit.
+fn plus_128(q: u8) -> u8 {
+    q ^ 0x80
+}
+
+/// Rewrites `GROUP_ROWS` rows of Q8_0 (`rows`, each `row_bytes` long) as one group.
+pub(crate) fn group(rows: &[u8], row_bytes: usize, group: &mut [u8]) {
+    let rows: Vec<&[BlockQ8_0]> = rows.chunks_exact(row_bytes).map(as_blocks).collect();
+    assert_eq!(rows.len(), GROUP_ROWS, "a group is eight rows");
+    for (b, g) in as_blocks_mut::<BlockQ8_0Group>(group)
+        .iter_mut()
+        .enumerate()
+    {
+        for (r, row) in rows.iter().enumerate() {
+            let x = &row[b];
+            g.d[r] = x.d;
+            for (k, four) in x.qs.chunks_exact(4).enumerate() {
+                g.qs[k][r] = std::array::from_fn(|i| plus_128(four[i] as u8));
+            }
+        }
+    }
+}
+
+/// Row `r` of a group, block by block, as plain Q8_0: `group`'s inverse.
+pub(crate) fn ungroup_row(group: &[BlockQ8_0Group], r: usize) -> Vec<u8> {
+    let mut row = Vec::with_capacity(group.len() * size_of::<BlockQ8_0>());
+    for g in group {
+        row.extend(g.d[r]);
+        row.extend(g.qs.iter().flat_map(|words| words[r].map(plus_128)));
+    }
+    row
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -140,5 +193,23 @@ mod tests {
     #[test]
     fn dot_matches_dequantized_dot() {
         check_dot_against_dequantized(GgmlType::Q8_0, 3);
+    }
+
+    #[test]
+    fn grouping_rewrites_eight_rows_and_ungrouping_gives_them_back() {
+        let mut rng = Rng::new(8);
+        let row_bytes = GgmlType::Q8_0.row_bytes(3 * 32).unwrap();
+        let rows = rng.bytes(GROUP_ROWS * row_bytes);
+        let mut grouped = vec![0u8; rows.len()];
+        group(&rows, row_bytes, &mut grouped);
+        let groups = as_blocks::<BlockQ8_0Group>(&grouped);
+        // Row 5's block 1: its scale, and its quants 12..15 plus 128.
+        let block = &rows[5 * row_bytes + 34..][..34];
+        assert_eq!(groups[1].d[5], block[..2]);
+        let quants: [u8; 4] = block[2 + 12..][..4].try_into().unwrap();
+        assert_eq!(groups[1].qs[3][5], quants.map(|q| q ^ 0x80));
+        for (r, row) in rows.chunks_exact(row_bytes).enumerate() {
+            assert_eq!(ungroup_row(groups, r), row, "row {r}");
+        }
     }
 }
