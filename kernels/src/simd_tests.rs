@@ -576,15 +576,16 @@ fn softmax_exponentials_match_scalar_bit_for_bit() {
                 "{} length {len}: sum",
                 k.isa()
             );
-            for (i, (g, e)) in got.iter().zip(&expected).enumerate() {
-                assert_eq!(
-                    g.to_bits(),
-                    e.to_bits(),
-                    "{} length {len} element {i}",
-                    k.isa()
-                );
-            }
+            assert_same_bits(&got, &expected, &format!("{} length {len}", k.isa()));
         }
+    }
+}
+
+/// Each element of `got` bit for bit `expected`'s.
+fn assert_same_bits(got: &[f32], expected: &[f32], what: &str) {
+    assert_eq!(got.len(), expected.len(), "{what}: length");
+    for (i, (g, e)) in got.iter().zip(expected).enumerate() {
+        assert_eq!(g.to_bits(), e.to_bits(), "{what} element {i}: {g} vs {e}");
     }
 }
 
@@ -597,12 +598,13 @@ fn soft_cap_matches_scalar_bit_for_bit() {
     let reference = scalar();
     for len in [0, 1, 7, 8, 9, 15, 16, 17, 100, 1003] {
         let mut x = rng.normal_vec(len, 40.0);
+        // The switch lies at |x| = 0.625 · 30 = 18.75.
         let specials = [
             0.0,
             -0.0,
-            14.99,
-            15.01,
-            -15.0,
+            18.749,
+            18.751,
+            -18.75,
             1e6,
             f32::INFINITY,
             f32::NEG_INFINITY,
@@ -615,14 +617,7 @@ fn soft_cap_matches_scalar_bit_for_bit() {
         for k in simd_variants() {
             let mut got = x.clone();
             k.soft_cap(&mut got, 30.0);
-            for (i, (g, e)) in got.iter().zip(&expected).enumerate() {
-                assert_eq!(
-                    g.to_bits(),
-                    e.to_bits(),
-                    "{} length {len} element {i}",
-                    k.isa()
-                );
-            }
+            assert_same_bits(&got, &expected, &format!("{} length {len}", k.isa()));
         }
     }
 }
