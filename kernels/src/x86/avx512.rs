@@ -12,6 +12,7 @@ use super::kernels::{
     Q4_0Plus8, Q5_0Plus16, Q8_0Plus128, RowLanes,
 };
 use crate::q4_k::{BlockQ4K, BlockQ4KGroup};
+use crate::q5_0::BlockQ5_0Group;
 use crate::q6_k::{BlockQ6K, BlockQ6KGroup};
 use crate::q8_0::BlockQ8_0Group;
 use crate::types::GgmlType;
@@ -194,6 +195,7 @@ pub(crate) fn install_wide(table: &mut crate::dispatch::Table) {
     table.dot_groups_tile[GgmlType::Q6_K as usize] = Some(dot_tile_wide::<BlockQ6KGroup>);
     table.dot_groups[GgmlType::Q8_0 as usize] = Some(dot_groups_q8_0_vnni);
     table.dot_groups_tile[GgmlType::Q8_0 as usize] = Some(dot_tile_wide::<BlockQ8_0Group>);
+    table.dot_groups_tile[GgmlType::Q5_0 as usize] = Some(dot_tile_wide::<BlockQ5_0Group>);
     table.dot_tile[GgmlType::Q8_0 as usize] = Some(dot_tile_wide::<InLanes<Q8_0Plus128>>);
     table.dot_tile[GgmlType::Q5_0 as usize] = Some(dot_tile_wide::<InLanes<Q5_0Plus16>>);
     table.dot_tile[GgmlType::Q4_0 as usize] = Some(dot_tile_wide::<InLanes<Q4_0Plus8>>);

@@ -13,7 +13,7 @@ use crate::f32::F32;
 use crate::q4_0::BlockQ4_0;
 use crate::q4_1::BlockQ4_1;
 use crate::q4_k::{BlockQ4K, BlockQ4KGroup, GROUP_ROWS};
-use crate::q5_0::BlockQ5_0;
+use crate::q5_0::{BlockQ5_0, BlockQ5_0Group};
 use crate::q5_k::BlockQ5K;
 use crate::q6_k::{BlockQ6K, BlockQ6KGroup};
 use crate::q8_0::{scales, BlockQ8_0, BlockQ8_0Group};
@@ -63,6 +63,7 @@ macro_rules! entry_points {
             dot_rows_q4_1(rows: &[u8], act: &[u8], out: &mut [f32]);
             dot_groups_q4_k(groups: &[u8], act: &[u8], out: &mut [f32]);
             dot_groups_q6_k(groups: &[u8], act: &[u8], out: &mut [f32]);
+            dot_groups_q5_0(groups: &[u8], act: &[u8], out: &mut [f32]);
         );
         entry_points!(@each $features, [],
             dot_rows_f32(rows: &[u8], act: &[u8], out: &mut [f32]);
@@ -85,6 +86,7 @@ macro_rules! entry_points {
             dot_tile_q6_k(rows: &[u8], row_bytes: usize, acts: &[u8], n_acts: usize, out: &mut [f32]);
             dot_groups_tile_q4_k(rows: &[u8], row_bytes: usize, acts: &[u8], n_acts: usize, out: &mut [f32]);
             dot_groups_tile_q6_k(rows: &[u8], row_bytes: usize, acts: &[u8], n_acts: usize, out: &mut [f32]);
+            dot_groups_tile_q5_0(rows: &[u8], row_bytes: usize, acts: &[u8], n_acts: usize, out: &mut [f32]);
         );
 
         /// Puts this ISA's kernels into `table`.
@@ -119,6 +121,8 @@ macro_rules! entry_points {
             table.dot_groups_tile[Q4_K as usize] = Some(dot_groups_tile_q4_k);
             table.dot_groups[Q6_K as usize] = Some(dot_groups_q6_k);
             table.dot_groups_tile[Q6_K as usize] = Some(dot_groups_tile_q6_k);
+            table.dot_groups[Q5_0 as usize] = Some(dot_groups_q5_0);
+            table.dot_groups_tile[Q5_0 as usize] = Some(dot_groups_tile_q5_0);
         }
     };
     (@each $features:literal, $generics:tt, $($name:ident $args:tt $(-> $ret:ty)?;)*) => {
@@ -1674,6 +1678,126 @@ impl GroupedRows for BlockQ8_0Group {
     ) -> [__m256; T] {
         dot_group_q8_0::<I, T>(x, y, starts)
     }
+}
+
+impl GroupedRows for BlockQ5_0Group {
+    #[inline(always)]
+    unsafe fn dot_stripe<I: IsaPrimitives, const T: usize>(
+        x: &[Self],
+        y: [&[BlockQ8_0]; T],
+        starts: [&[i32]; T],
+    ) -> [__m256; T] {
+        dot_group_q5_0::<I, T>(x, y, starts)
+    }
+}
+
+/// Quants 4k..4k+3 (`k` < 4: low nibbles) or 16+4(k−4).. (high nibbles) of every row of a
+/// Q5_0 group block, plus 16 where their fifth bit is set: 0..31, standing for `q − 16`.
+#[inline(always)]
+unsafe fn q5_0_group_quants<I: IsaPrimitives>(g: &BlockQ5_0Group, k: usize) -> __m256i {
+    let q = load(g.qs[k % 4].as_ptr().cast());
+    let nibbles = match k {
+        0..4 => q,
+        _ => _mm256_srli_epi16::<4>(q),
+    };
+    I::add_16_where_set(
+        _mm256_and_si256(nibbles, _mm256_set1_epi8(0x0F)),
+        g.high_bits[k],
+    )
+}
+
+/// One Q5_0 group stripe (eight rows) against `T` activation rows, as `dot_group_q8_0`: the
+/// quants plus 16 meet four activation bytes broadcast for all eight rows, each block's sums
+/// starting at −16·Σa (`starts[t][b]`).
+#[inline(always)]
+unsafe fn dot_group_q5_0<I: IsaPrimitives, const T: usize>(
+    x: &[BlockQ5_0Group],
+    y: [&[BlockQ8_0]; T],
+    starts: [&[i32]; T],
+) -> [__m256; T] {
+    let mut acc = [_mm256_setzero_ps(); T];
+    for (b, xb) in x.iter().enumerate() {
+        let yb: [&BlockQ8_0; T] = std::array::from_fn(|t| y[t].get_unchecked(b));
+        let mut sums: [__m256i; T] =
+            std::array::from_fn(|t| _mm256_set1_epi32(*starts[t].get_unchecked(b)));
+        for k in 0..8 {
+            let q = q5_0_group_quants::<I>(xb, k);
+            for t in 0..T {
+                let four = yb[t].qs.as_ptr().add(4 * k).cast::<i32>().read_unaligned();
+                sums[t] = I::dot_u8_i8(sums[t], q, _mm256_set1_epi32(four));
+            }
+        }
+        let d = f16_per_row(&xb.d);
+        for t in 0..T {
+            let scale = _mm256_mul_ps(d, broadcast_f16(yb[t].d));
+            acc[t] = _mm256_fmadd_ps(scale, _mm256_cvtepi32_ps(sums[t]), acc[t]);
+        }
+    }
+    acc
+}
+
+#[inline(always)]
+pub(super) unsafe fn dot_groups_q5_0<I: IsaPrimitives>(groups: &[u8], act: &[u8], out: &mut [f32]) {
+    tail_grouped::<I, BlockQ5_0Group>(groups, groups.len() / out.len(), act, 1, out, out.len())
+}
+
+impl LaneFormat for BlockQ5_0Group {
+    type Weight = BlockQ5_0Group;
+    type Act = BlockQ8_0;
+    type Packed<V: RowLanes> = Packed32<V>;
+    type Extra = i32;
+    const EXTRA_PER_BLOCK: usize = 1;
+    const STRIPE_ROWS: usize = GROUP_ROWS;
+
+    fn extra(a: &BlockQ8_0) -> impl Iterator<Item = i32> {
+        offset_sum::<Q5_0Plus16>(a)
+    }
+
+    /// No transposes: the group is already one row per lane.
+    #[inline(always)]
+    unsafe fn pack_8<I: IsaPrimitives>(
+        stripes: &[&[BlockQ5_0Group]],
+        b: usize,
+        packed: &mut Packed32<Lanes8<I>>,
+    ) {
+        let g = stripes[0].get_unchecked(b);
+        for (k, q) in packed.quants.iter_mut().enumerate() {
+            *q = q5_0_group_quants::<I>(g, k);
+        }
+        packed.scales = f16_per_row(&g.d);
+    }
+
+    #[inline(always)]
+    unsafe fn tile<V: RowLanes, const T: usize>(
+        packed: &[Packed32<V>],
+        acts: [&[BlockQ8_0]; T],
+        extra: [&[i32]; T],
+    ) -> [V::Floats; T] {
+        tile_32_rows_in_lanes::<V, T>(packed, acts, extra)
+    }
+
+    #[inline(always)]
+    unsafe fn tail<I: IsaPrimitives>(
+        rows: &[u8],
+        row_bytes: usize,
+        acts: &[u8],
+        n_acts: usize,
+        out: &mut [f32],
+        out_stride: usize,
+    ) {
+        tail_grouped::<I, BlockQ5_0Group>(rows, row_bytes, acts, n_acts, out, out_stride)
+    }
+}
+
+#[inline(always)]
+pub(super) unsafe fn dot_groups_tile_q5_0<I: IsaPrimitives, const ACTS: usize>(
+    rows: &[u8],
+    row_bytes: usize,
+    acts: &[u8],
+    n_acts: usize,
+    out: &mut [f32],
+) {
+    dot_tile_in_lanes::<I, BlockQ5_0Group, Lanes8<I>, ACTS>(rows, row_bytes, acts, n_acts, out)
 }
 
 /// One Q8_0 group stripe (eight rows) against `T` activation rows: the quants, stored plus
