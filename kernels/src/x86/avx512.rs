@@ -8,8 +8,8 @@
 //! but 9% slower from memory, and the 2B-shaped Gemma 2's tg64 -t 1 fell from 11.9 to 10.5 t/s.
 
 use super::kernels::{
-    dot_groups_q8_0, dot_tile_in_lanes, entry_points, InLanes, IsaPrimitives, LaneFormat, Lanes8,
-    Q4_0Plus8, Q5_0Plus16, Q8_0Plus128, RowLanes,
+    dot_groups_32, dot_tile_in_lanes, entry_points, GroupedLanes, InLanes, IsaPrimitives,
+    LaneFormat, Lanes8, Q4_0Plus8, Q5_0Plus16, Q8_0Plus128, RowLanes,
 };
 use crate::q4_k::{BlockQ4K, BlockQ4KGroup};
 use crate::q5_0::BlockQ5_0Group;
@@ -180,10 +180,10 @@ unsafe fn dot_tile_wide<F: LaneFormat>(
 }
 
 /// The grouped Q8_0 rows against one activation: VNNI only, as its quants are stored plus
-/// 128 (see `dot_group_q8_0`), so the entry point is this ISA's alone.
+/// 128 (see `Grouped32`), so the entry point is this ISA's alone.
 #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
-unsafe fn dot_groups_q8_0_vnni(groups: &[u8], act: &[u8], out: &mut [f32]) {
-    dot_groups_q8_0::<Avx512>(groups, act, out)
+unsafe fn dot_groups_q8_0(groups: &[u8], act: &[u8], out: &mut [f32]) {
+    dot_groups_32::<Avx512, BlockQ8_0Group>(groups, act, out)
 }
 
 /// Puts the 512-bit kernels over the 256-bit ones `install` put into `table`, and the grouped
@@ -193,9 +193,11 @@ pub(crate) fn install_wide(table: &mut crate::dispatch::Table) {
     table.dot_tile[GgmlType::Q6_K as usize] = Some(dot_tile_wide::<BlockQ6K>);
     table.dot_groups_tile[GgmlType::Q4_K as usize] = Some(dot_tile_wide::<BlockQ4KGroup>);
     table.dot_groups_tile[GgmlType::Q6_K as usize] = Some(dot_tile_wide::<BlockQ6KGroup>);
-    table.dot_groups[GgmlType::Q8_0 as usize] = Some(dot_groups_q8_0_vnni);
-    table.dot_groups_tile[GgmlType::Q8_0 as usize] = Some(dot_tile_wide::<BlockQ8_0Group>);
-    table.dot_groups_tile[GgmlType::Q5_0 as usize] = Some(dot_tile_wide::<BlockQ5_0Group>);
+    table.dot_groups[GgmlType::Q8_0 as usize] = Some(dot_groups_q8_0);
+    table.dot_groups_tile[GgmlType::Q8_0 as usize] =
+        Some(dot_tile_wide::<GroupedLanes<BlockQ8_0Group>>);
+    table.dot_groups_tile[GgmlType::Q5_0 as usize] =
+        Some(dot_tile_wide::<GroupedLanes<BlockQ5_0Group>>);
     table.dot_tile[GgmlType::Q8_0 as usize] = Some(dot_tile_wide::<InLanes<Q8_0Plus128>>);
     table.dot_tile[GgmlType::Q5_0 as usize] = Some(dot_tile_wide::<InLanes<Q5_0Plus16>>);
     table.dot_tile[GgmlType::Q4_0 as usize] = Some(dot_tile_wide::<InLanes<Q4_0Plus8>>);

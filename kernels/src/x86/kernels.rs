@@ -1633,12 +1633,12 @@ unsafe fn dot_group_q4_k<I: IsaPrimitives, const T: usize>(
 /// A grouped layout's stripe kernel. A trait rather than a closure: a closure is compiled as
 /// a function of its own, without the entry point's target features, and the kernel's
 /// intrinsics would not inline into it (the grouped GEMVs ran at 0.5 GB/s so).
-pub(super) trait GroupedRows: LaneFormat<Weight = Self> + Block {
+pub(super) trait GroupedRows: LaneFormat {
     /// One stripe (eight rows) against `T` activation rows: each activation's eight sums,
     /// one row per lane, bit for bit the same whatever `T`. `extra[t]` is `LaneFormat::extra`
     /// of `y[t]`'s blocks, made once for every stripe.
     unsafe fn dot_stripe<I: IsaPrimitives, const T: usize>(
-        x: &[Self],
+        x: &[Self::Weight],
         y: [&[Self::Act]; T],
         extra: [&[Self::Extra]; T],
     ) -> [__m256; T];
@@ -1669,49 +1669,77 @@ impl GroupedRows for BlockQ6KGroup {
     }
 }
 
-impl GroupedRows for BlockQ8_0Group {
+/// A grouped 32-element format: block by block, eight rows' f16 scales and, per 32 bytes,
+/// four quants of every row (`q8_0::BlockQ8_0Group`, `q5_0::BlockQ5_0Group`).
+pub(super) trait Grouped32: Block {
+    /// The format whose offset the unsigned quants carry: −offset·Σa starts each block's sums.
+    type Offset: Quants32;
+
+    /// Quants 4k..4k+3 of every row (k < 8), plus the offset, one row per lane.
+    unsafe fn quants<I: IsaPrimitives>(&self, k: usize) -> __m256i;
+
+    fn scales(&self) -> &[[u8; 2]; 8];
+}
+
+/// Stored plus 128: loaded as they lie. Only for VNNI: AVX2's `vpmaddubsw` would saturate
+/// 255 × 127 pairs.
+impl Grouped32 for BlockQ8_0Group {
+    type Offset = Q8_0Plus128;
+
     #[inline(always)]
-    unsafe fn dot_stripe<I: IsaPrimitives, const T: usize>(
-        x: &[Self],
-        y: [&[BlockQ8_0]; T],
-        starts: [&[i32]; T],
-    ) -> [__m256; T] {
-        dot_group_q8_0::<I, T>(x, y, starts)
+    unsafe fn quants<I: IsaPrimitives>(&self, k: usize) -> __m256i {
+        load(self.qs[k].as_ptr().cast())
+    }
+
+    fn scales(&self) -> &[[u8; 2]; 8] {
+        &self.d
     }
 }
 
-impl GroupedRows for BlockQ5_0Group {
+/// Low nibbles for k < 4, high nibbles beyond, plus 16 where their fifth bit is set: 0..31.
+impl Grouped32 for BlockQ5_0Group {
+    type Offset = Q5_0Plus16;
+
     #[inline(always)]
-    unsafe fn dot_stripe<I: IsaPrimitives, const T: usize>(
-        x: &[Self],
-        y: [&[BlockQ8_0]; T],
-        starts: [&[i32]; T],
-    ) -> [__m256; T] {
-        dot_group_q5_0::<I, T>(x, y, starts)
+    unsafe fn quants<I: IsaPrimitives>(&self, k: usize) -> __m256i {
+        let q = load(self.qs[k % 4].as_ptr().cast());
+        let nibbles = match k {
+            0..4 => q,
+            _ => _mm256_srli_epi16::<4>(q),
+        };
+        I::add_16_where_set(
+            _mm256_and_si256(nibbles, _mm256_set1_epi8(0x0F)),
+            self.high_bits[k],
+        )
+    }
+
+    fn scales(&self) -> &[[u8; 2]; 8] {
+        &self.d
     }
 }
 
-/// Quants 4k..4k+3 (`k` < 4: low nibbles) or 16+4(k−4).. (high nibbles) of every row of a
-/// Q5_0 group block, plus 16 where their fifth bit is set: 0..31, standing for `q − 16`.
-#[inline(always)]
-unsafe fn q5_0_group_quants<I: IsaPrimitives>(g: &BlockQ5_0Group, k: usize) -> __m256i {
-    let q = load(g.qs[k % 4].as_ptr().cast());
-    let nibbles = match k {
-        0..4 => q,
-        _ => _mm256_srli_epi16::<4>(q),
-    };
-    I::add_16_where_set(
-        _mm256_and_si256(nibbles, _mm256_set1_epi8(0x0F)),
-        g.high_bits[k],
-    )
+/// A grouped 32-element format as the rows-in-lanes kernels read it.
+pub(super) struct GroupedLanes<G>(std::marker::PhantomData<G>);
+
+impl<G: Grouped32> GroupedRows for GroupedLanes<G> {
+    #[inline(always)]
+    unsafe fn dot_stripe<I: IsaPrimitives, const T: usize>(
+        x: &[G],
+        y: [&[BlockQ8_0]; T],
+        starts: [&[i32]; T],
+    ) -> [__m256; T] {
+        dot_group_32::<I, G, T>(x, y, starts)
+    }
 }
 
-/// One Q5_0 group stripe (eight rows) against `T` activation rows, as `dot_group_q8_0`: the
-/// quants plus 16 meet four activation bytes broadcast for all eight rows, each block's sums
-/// starting at −16·Σa (`starts[t][b]`).
+/// One stripe (eight rows) of a grouped 32-element format against `T` activation rows: the
+/// unsigned quants meet four activation bytes broadcast in one `vpdpbusd` for all eight rows,
+/// each block's sums starting at −offset·Σa (`starts[t][b]`), then scaled for the eight rows
+/// at once, where row by row every block costs a conversion, a scale product and an FMA per
+/// row and each row a horizontal sum.
 #[inline(always)]
-unsafe fn dot_group_q5_0<I: IsaPrimitives, const T: usize>(
-    x: &[BlockQ5_0Group],
+unsafe fn dot_group_32<I: IsaPrimitives, G: Grouped32, const T: usize>(
+    x: &[G],
     y: [&[BlockQ8_0]; T],
     starts: [&[i32]; T],
 ) -> [__m256; T] {
@@ -1721,13 +1749,13 @@ unsafe fn dot_group_q5_0<I: IsaPrimitives, const T: usize>(
         let mut sums: [__m256i; T] =
             std::array::from_fn(|t| _mm256_set1_epi32(*starts[t].get_unchecked(b)));
         for k in 0..8 {
-            let q = q5_0_group_quants::<I>(xb, k);
+            let q = xb.quants::<I>(k);
             for t in 0..T {
                 let four = yb[t].qs.as_ptr().add(4 * k).cast::<i32>().read_unaligned();
                 sums[t] = I::dot_u8_i8(sums[t], q, _mm256_set1_epi32(four));
             }
         }
-        let d = f16_per_row(&xb.d);
+        let d = f16_per_row(xb.scales());
         for t in 0..T {
             let scale = _mm256_mul_ps(d, broadcast_f16(yb[t].d));
             acc[t] = _mm256_fmadd_ps(scale, _mm256_cvtepi32_ps(sums[t]), acc[t]);
@@ -1736,13 +1764,19 @@ unsafe fn dot_group_q5_0<I: IsaPrimitives, const T: usize>(
     acc
 }
 
+/// A grouped 32-element format against one activation row (a `DotRowsFn` body).
 #[inline(always)]
-pub(super) unsafe fn dot_groups_q5_0<I: IsaPrimitives>(groups: &[u8], act: &[u8], out: &mut [f32]) {
-    tail_grouped::<I, BlockQ5_0Group>(groups, groups.len() / out.len(), act, 1, out, out.len())
+pub(super) unsafe fn dot_groups_32<I: IsaPrimitives, G: Grouped32>(
+    groups: &[u8],
+    act: &[u8],
+    out: &mut [f32],
+) {
+    let row_bytes = groups.len() / out.len();
+    tail_grouped::<I, GroupedLanes<G>>(groups, row_bytes, act, 1, out, out.len())
 }
 
-impl LaneFormat for BlockQ5_0Group {
-    type Weight = BlockQ5_0Group;
+impl<G: Grouped32> LaneFormat for GroupedLanes<G> {
+    type Weight = G;
     type Act = BlockQ8_0;
     type Packed<V: RowLanes> = Packed32<V>;
     type Extra = i32;
@@ -1750,21 +1784,21 @@ impl LaneFormat for BlockQ5_0Group {
     const STRIPE_ROWS: usize = GROUP_ROWS;
 
     fn extra(a: &BlockQ8_0) -> impl Iterator<Item = i32> {
-        offset_sum::<Q5_0Plus16>(a)
+        offset_sum::<G::Offset>(a)
     }
 
     /// No transposes: the group is already one row per lane.
     #[inline(always)]
     unsafe fn pack_8<I: IsaPrimitives>(
-        stripes: &[&[BlockQ5_0Group]],
+        stripes: &[&[G]],
         b: usize,
         packed: &mut Packed32<Lanes8<I>>,
     ) {
         let g = stripes[0].get_unchecked(b);
         for (k, q) in packed.quants.iter_mut().enumerate() {
-            *q = q5_0_group_quants::<I>(g, k);
+            *q = g.quants::<I>(k);
         }
-        packed.scales = f16_per_row(&g.d);
+        packed.scales = f16_per_row(g.scales());
     }
 
     #[inline(always)]
@@ -1785,8 +1819,13 @@ impl LaneFormat for BlockQ5_0Group {
         out: &mut [f32],
         out_stride: usize,
     ) {
-        tail_grouped::<I, BlockQ5_0Group>(rows, row_bytes, acts, n_acts, out, out_stride)
+        tail_grouped::<I, Self>(rows, row_bytes, acts, n_acts, out, out_stride)
     }
+}
+
+#[inline(always)]
+pub(super) unsafe fn dot_groups_q5_0<I: IsaPrimitives>(groups: &[u8], act: &[u8], out: &mut [f32]) {
+    dot_groups_32::<I, BlockQ5_0Group>(groups, act, out)
 }
 
 #[inline(always)]
@@ -1797,91 +1836,9 @@ pub(super) unsafe fn dot_groups_tile_q5_0<I: IsaPrimitives, const ACTS: usize>(
     n_acts: usize,
     out: &mut [f32],
 ) {
-    dot_tile_in_lanes::<I, BlockQ5_0Group, Lanes8<I>, ACTS>(rows, row_bytes, acts, n_acts, out)
-}
-
-/// One Q8_0 group stripe (eight rows) against `T` activation rows: the quants, stored plus
-/// 128, meet four activation bytes broadcast in one `vpdpbusd` for all eight rows, each
-/// block's sums starting at −128·Σa (`starts[t][b]`), then scaled for the eight rows at
-/// once. Only for VNNI: AVX2's `vpmaddubsw` would saturate 255 × 127 pairs.
-#[inline(always)]
-unsafe fn dot_group_q8_0<I: IsaPrimitives, const T: usize>(
-    x: &[BlockQ8_0Group],
-    y: [&[BlockQ8_0]; T],
-    starts: [&[i32]; T],
-) -> [__m256; T] {
-    let mut acc = [_mm256_setzero_ps(); T];
-    for (b, xb) in x.iter().enumerate() {
-        let yb: [&BlockQ8_0; T] = std::array::from_fn(|t| y[t].get_unchecked(b));
-        let mut sums: [__m256i; T] =
-            std::array::from_fn(|t| _mm256_set1_epi32(*starts[t].get_unchecked(b)));
-        for k in 0..8 {
-            let q = load(xb.qs[k].as_ptr().cast());
-            for t in 0..T {
-                let four = yb[t].qs.as_ptr().add(4 * k).cast::<i32>().read_unaligned();
-                sums[t] = I::dot_u8_i8(sums[t], q, _mm256_set1_epi32(four));
-            }
-        }
-        let d = f16_per_row(&xb.d);
-        for t in 0..T {
-            let scale = _mm256_mul_ps(d, broadcast_f16(yb[t].d));
-            acc[t] = _mm256_fmadd_ps(scale, _mm256_cvtepi32_ps(sums[t]), acc[t]);
-        }
-    }
-    acc
-}
-
-#[inline(always)]
-pub(super) unsafe fn dot_groups_q8_0<I: IsaPrimitives>(groups: &[u8], act: &[u8], out: &mut [f32]) {
-    tail_grouped::<I, BlockQ8_0Group>(groups, groups.len() / out.len(), act, 1, out, out.len())
-}
-
-impl LaneFormat for BlockQ8_0Group {
-    type Weight = BlockQ8_0Group;
-    type Act = BlockQ8_0;
-    type Packed<V: RowLanes> = Packed32<V>;
-    type Extra = i32;
-    const EXTRA_PER_BLOCK: usize = 1;
-    const STRIPE_ROWS: usize = GROUP_ROWS;
-
-    fn extra(a: &BlockQ8_0) -> impl Iterator<Item = i32> {
-        offset_sum::<Q8_0Plus128>(a)
-    }
-
-    /// No transposes: the group is already one row per lane, its quants already plus 128.
-    #[inline(always)]
-    unsafe fn pack_8<I: IsaPrimitives>(
-        stripes: &[&[BlockQ8_0Group]],
-        b: usize,
-        packed: &mut Packed32<Lanes8<I>>,
-    ) {
-        let g = stripes[0].get_unchecked(b);
-        for (k, q) in packed.quants.iter_mut().enumerate() {
-            *q = load(g.qs[k].as_ptr().cast());
-        }
-        packed.scales = f16_per_row(&g.d);
-    }
-
-    #[inline(always)]
-    unsafe fn tile<V: RowLanes, const T: usize>(
-        packed: &[Packed32<V>],
-        acts: [&[BlockQ8_0]; T],
-        extra: [&[i32]; T],
-    ) -> [V::Floats; T] {
-        tile_32_rows_in_lanes::<V, T>(packed, acts, extra)
-    }
-
-    #[inline(always)]
-    unsafe fn tail<I: IsaPrimitives>(
-        rows: &[u8],
-        row_bytes: usize,
-        acts: &[u8],
-        n_acts: usize,
-        out: &mut [f32],
-        out_stride: usize,
-    ) {
-        tail_grouped::<I, BlockQ8_0Group>(rows, row_bytes, acts, n_acts, out, out_stride)
-    }
+    dot_tile_in_lanes::<I, GroupedLanes<BlockQ5_0Group>, Lanes8<I>, ACTS>(
+        rows, row_bytes, acts, n_acts, out,
+    )
 }
 
 /// A group's eight f16s (its rows' `d` or `dmin`) as f32 lanes.
@@ -1983,7 +1940,7 @@ unsafe fn tail_grouped<I: IsaPrimitives, G: GroupedRows>(
     let per_act = extra.len() / n_acts;
     let extra_of = |t: usize| &extra[t * per_act..(t + 1) * per_act];
     for (s, x) in rows.chunks_exact(GROUP_ROWS * row_bytes).enumerate() {
-        let x = as_blocks::<G>(x);
+        let x = as_blocks::<G::Weight>(x);
         let mut t0 = 0;
         while t0 < n_acts {
             let n = (n_acts - t0).min(4);
