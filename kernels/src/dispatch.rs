@@ -123,9 +123,9 @@ pub(crate) type DotRowsFn = unsafe fn(rows: &[u8], act: &[u8], out: &mut [f32]);
 /// An activation row rewritten for one type's `DotRowsFn` (see [`Kernels::prepare_rows`]);
 /// length checked by the caller.
 pub(crate) type PrepareFn = unsafe fn(act: &[u8]) -> Vec<u8>;
-/// Dot products of several weight rows with several activation rows: `out[r * n_acts + t]` =
-/// row `r` · activation `t`, where `rows` holds `out.len() / n_acts` rows of `row_bytes` and
-/// `acts` holds `n_acts` rows; the caller has checked the lengths.
+/// Dot products of several weight rows with several activation rows: `out[t * n_rows + r]` =
+/// row `r` · activation `t`, where `rows` holds `n_rows = out.len() / n_acts` rows of
+/// `row_bytes` and `acts` holds `n_acts` rows; the caller has checked the lengths.
 pub(crate) type DotTileFn =
     unsafe fn(rows: &[u8], row_bytes: usize, acts: &[u8], n_acts: usize, out: &mut [f32]);
 /// Conversion of a row to f32; lengths checked by the caller.
@@ -154,14 +154,18 @@ enum Layout {
     Groups,
 }
 
-/// An activation row as one kernel table's `dot_prepared_rows` reads it for one weight type
-/// and length (made by [`Kernels::prepare_rows`]).
-pub struct RowsActivation<'a> {
+/// Activation rows as one kernel table's `dot_prepared_rows` or `dot_prepared_groups` reads
+/// them for one weight type, layout and length (made by [`Kernels::prepare_rows`] or
+/// [`Kernels::prepare_groups`]).
+pub struct PreparedActivation<'a> {
     bytes: Cow<'a, [u8]>,
     weight_ty: GgmlType,
     n: usize,
+    /// How many activation rows.
+    count: usize,
     isa: Isa,
-    /// Which layout `bytes` is in: the address of the function that made it, if any.
+    /// Which form `bytes` is in: the address of the function that made it, if any. The rows'
+    /// and the groups' kernels of a type may read the same form.
     prepared: Option<usize>,
 }
 
@@ -186,10 +190,13 @@ pub(crate) struct Table {
     /// Kernels that read each weight block once for several activation rows; types without
     /// one fall back to `dot_rows` per activation row.
     pub(crate) dot_tile: [Option<DotTileFn>; SLOTS],
-    /// For a type with a grouped layout (see [`Kernels::group_rows`]): `dot_rows` and
-    /// `dot_tile` over grouped rows. Only tables whose kernels gain from the layout have
-    /// them; the scalar reference for it is the type's module's own.
-    pub(crate) dot_groups: [Option<DotRowsFn>; SLOTS],
+    /// For a type with a grouped layout (see [`Kernels::group_rows`]): `dot_rows` over
+    /// grouped rows, for one activation row or a few at once (their `acts` as
+    /// `prepare_groups` made them), and `dot_tile` over grouped rows. Only tables whose kernels
+    /// gain from the layout have them; the scalar reference for it is the type's module's own.
+    pub(crate) dot_groups: [Option<DotTileFn>; SLOTS],
+    /// As `prepare_rows`, for `dot_groups`.
+    pub(crate) prepare_groups: [Option<PrepareFn>; SLOTS],
     pub(crate) dot_groups_tile: [Option<DotTileFn>; SLOTS],
     pub(crate) dequantize: [Option<DequantizeFn>; SLOTS],
     pub(crate) quantize: [Option<QuantizeFn>; SLOTS],
@@ -207,6 +214,7 @@ impl Table {
             prepare_rows: [None; SLOTS],
             dot_tile: [None; SLOTS],
             dot_groups: [None; SLOTS],
+            prepare_groups: [None; SLOTS],
             dot_groups_tile: [None; SLOTS],
             dequantize: [None; SLOTS],
             quantize: [None; SLOTS],
@@ -426,24 +434,78 @@ impl Kernels {
         weight_ty: GgmlType,
         n: usize,
         act: &'a [u8],
-    ) -> RowsActivation<'a> {
-        assert_eq!(
-            Some(act.len()),
-            weight_ty.vec_dot_type().row_bytes(n),
-            "activation row length"
-        );
-        let bytes = match self.table.prepare_rows[weight_ty as usize] {
-            // SAFETY: as in `quantize_activation`.
-            Some(prepare) => Cow::Owned(unsafe { prepare(act) }),
-            None => Cow::Borrowed(act),
+    ) -> PreparedActivation<'a> {
+        self.prepare(weight_ty, n, act, Layout::Rows)
+    }
+
+    /// As [`Kernels::prepare_rows`], for [`Kernels::dot_prepared_groups`], of one activation
+    /// row or several (`acts` a whole number of rows): a few sequences generating together
+    /// meet each group of weight rows at once.
+    pub fn prepare_groups<'a>(
+        &self,
+        weight_ty: GgmlType,
+        n: usize,
+        acts: &'a [u8],
+    ) -> PreparedActivation<'a> {
+        self.prepare(weight_ty, n, acts, Layout::Groups)
+    }
+
+    fn preparer(&self, weight_ty: GgmlType, weights: Layout) -> Option<PrepareFn> {
+        match weights {
+            Layout::Rows => self.table.prepare_rows[weight_ty as usize],
+            Layout::Groups => self.table.prepare_groups[weight_ty as usize],
+        }
+    }
+
+    fn prepare<'a>(
+        &self,
+        weight_ty: GgmlType,
+        n: usize,
+        acts: &'a [u8],
+        weights: Layout,
+    ) -> PreparedActivation<'a> {
+        let row_bytes = weight_ty
+            .vec_dot_type()
+            .row_bytes(n)
+            .unwrap_or_else(|| panic!("{} rows of {n} elements", weight_ty.name()));
+        // Rows of no elements are taken as one row: their count cannot be told from no bytes.
+        let count = match weights {
+            Layout::Groups if row_bytes > 0 => acts.len() / row_bytes,
+            _ => 1,
         };
-        RowsActivation {
+        assert_eq!(acts.len(), count * row_bytes, "activation row length");
+        let prepare = self.preparer(weight_ty, weights);
+        let bytes = match prepare {
+            // SAFETY: as in `quantize_activation`; the preparers take whole rows, block by block.
+            Some(prepare) => Cow::Owned(unsafe { prepare(acts) }),
+            None => Cow::Borrowed(acts),
+        };
+        PreparedActivation {
             bytes,
             weight_ty,
             n,
+            count,
             isa: self.isa,
-            prepared: self.table.prepare_rows[weight_ty as usize].map(|f| f as usize),
+            prepared: prepare.map(|f| f as usize),
         }
+    }
+
+    /// Refuses an activation that `prepare` did not make in the form this table reads for
+    /// the type, layout and length.
+    fn check_prepared(
+        &self,
+        act: &PreparedActivation,
+        weight_ty: GgmlType,
+        n: usize,
+        weights: Layout,
+    ) {
+        assert!(
+            act.weight_ty == weight_ty
+                && act.n == n
+                && act.isa == self.isa
+                && act.prepared == self.preparer(weight_ty, weights).map(|f| f as usize),
+            "activation prepared for another type, length, layout or kernel table"
+        );
     }
 
     /// `dot_rows` with an activation made by `prepare_rows` of this same table.
@@ -452,18 +514,12 @@ impl Kernels {
         weight_ty: GgmlType,
         n: usize,
         rows: &[u8],
-        act: &RowsActivation,
+        act: &PreparedActivation,
         out: &mut [f32],
     ) {
         let dot = self.table.dot_rows[weight_ty as usize]
             .unwrap_or_else(|| panic!("no kernels for {}", weight_ty.name()));
-        assert!(
-            act.weight_ty == weight_ty
-                && act.n == n
-                && act.isa == self.isa
-                && act.prepared == self.table.prepare_rows[weight_ty as usize].map(|f| f as usize),
-            "activation prepared for another type, length or kernel table"
-        );
+        self.check_prepared(act, weight_ty, n, Layout::Rows);
         rows_checked(weight_ty, n, rows, out.len());
         // SAFETY: as in `quantize_activation`; `act` was made for this kernel and length.
         unsafe { dot(rows, &act.bytes, out) }
@@ -585,6 +641,25 @@ impl Kernels {
         act: &[u8],
         out: &mut [f32],
     ) {
+        let act = self.prepare_groups(weight_ty, n, act);
+        self.dot_prepared_groups(weight_ty, n, groups, &act, out);
+    }
+
+    /// `dot_groups` with activations made by `prepare_groups` of this same table, one or a
+    /// few: `out[t * n_rows + r]` = row `r` · activation `t`, token-major as
+    /// [`Kernels::dot_groups_batch`] writes, each activation's sums bit for bit what it gets
+    /// alone.
+    ///
+    /// # Panics
+    /// As [`Kernels::dot_groups`], with `out.len()` the number of rows times the activations'.
+    pub fn dot_prepared_groups(
+        &self,
+        weight_ty: GgmlType,
+        n: usize,
+        groups: &[u8],
+        acts: &PreparedActivation,
+        out: &mut [f32],
+    ) {
         let (dot, group_len) = match (
             self.table.dot_groups[weight_ty as usize],
             self.group_len(weight_ty),
@@ -592,18 +667,22 @@ impl Kernels {
             (Some(dot), Some(len)) => (dot, len),
             _ => panic!("no grouped kernels for {}", weight_ty.name()),
         };
-        assert_eq!(
-            Some(act.len()),
-            weight_ty.vec_dot_type().row_bytes(n),
-            "activation row length"
-        );
-        assert!(out.len().is_multiple_of(group_len), "whole groups of rows");
-        if rows_checked(weight_ty, n, groups, out.len()) == 0 {
+        self.check_prepared(acts, weight_ty, n, Layout::Groups);
+        if acts.count == 0 {
+            assert!(out.is_empty(), "output length");
+            return;
+        }
+        assert!(out.len().is_multiple_of(acts.count), "output length");
+        let n_rows = out.len() / acts.count;
+        assert!(n_rows.is_multiple_of(group_len), "whole groups of rows");
+        let row_bytes = rows_checked(weight_ty, n, groups, n_rows);
+        if row_bytes == 0 || n_rows == 0 {
             out.fill(0.0);
             return;
         }
-        // SAFETY: as in `quantize_activation`; lengths checked above.
-        unsafe { dot(groups, act, out) }
+        // SAFETY: as in `quantize_activation`; lengths checked above, and `acts` was made for
+        // this kernel and length.
+        unsafe { dot(groups, row_bytes, &acts.bytes, acts.count, out) }
     }
 
     /// [`Kernels::dot_rows_batch`] over rows grouped by [`Kernels::group_rows`].
@@ -857,7 +936,7 @@ mod tests {
 
     #[test]
     fn an_activation_prepared_for_another_length_or_table_is_refused() {
-        let refused = |k: &Kernels, prepared: &RowsActivation, n: usize| {
+        let refused = |k: &Kernels, prepared: &PreparedActivation, n: usize| {
             let rows = vec![0u8; Q4_K.row_bytes(n).unwrap()];
             let run = || k.dot_prepared_rows(Q4_K, n, &rows, prepared, &mut [0.0]);
             std::panic::catch_unwind(std::panic::AssertUnwindSafe(run)).is_err()
@@ -875,6 +954,48 @@ mod tests {
             assert!(refused(&narrow, &prepared, 256));
             assert!(!refused(&wide, &prepared, 256));
         }
+    }
+
+    /// Grouped Q8_0 reads `ReadyQ8_0` blocks whose starts carry the grouped quants' offset of
+    /// 128, where the row kernels' carry none: each must refuse the other's.
+    #[test]
+    fn an_activation_prepared_for_another_layout_is_refused() {
+        let k = Kernels::detect();
+        let Some(group_len) = k.group_len(Q8_0) else {
+            eprintln!("no grouped Q8_0 kernels here");
+            return;
+        };
+        let n = 64;
+        let act = vec![0u8; Q8_0.row_bytes(n).unwrap()];
+        let weights = vec![0u8; group_len * Q8_0.row_bytes(n).unwrap()];
+        let mut out = vec![0.0; group_len];
+        let (for_rows, for_groups) = (
+            k.prepare_rows(Q8_0, n, &act),
+            k.prepare_groups(Q8_0, n, &act),
+        );
+        let refused = |run: &mut dyn FnMut()| {
+            std::panic::catch_unwind(std::panic::AssertUnwindSafe(run)).is_err()
+        };
+        assert!(refused(
+            &mut || k.dot_prepared_groups(Q8_0, n, &weights, &for_rows, &mut out)
+        ));
+        assert!(refused(&mut || k.dot_prepared_rows(
+            Q8_0,
+            n,
+            &weights,
+            &for_groups,
+            &mut out
+        )));
+        assert!(!refused(&mut || k.dot_prepared_groups(
+            Q8_0,
+            n,
+            &weights,
+            &for_groups,
+            &mut out
+        )));
+        assert!(!refused(
+            &mut || k.dot_prepared_rows(Q8_0, n, &weights, &for_rows, &mut out)
+        ));
     }
 
     #[test]

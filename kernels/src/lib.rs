@@ -54,5 +54,5 @@ mod simd_tests;
 #[cfg(test)]
 mod test_util;
 
-pub use dispatch::{Isa, IsaError, Kernels, RowsActivation, ISA_ENV};
+pub use dispatch::{Isa, IsaError, Kernels, PreparedActivation, ISA_ENV};
 pub use types::GgmlType;

@@ -469,19 +469,16 @@ fn dot_rows_batch_matches_scalar_dot_rows() {
                     k.dot_groups(ty, n, &grouped, act, got);
                 }
                 check(&got, k, "grouped, one activation at a time");
+                let shape = format!("{} {} grouped {n_rows}x{n_acts}", k.isa(), ty.name());
                 // Below every tile's activation count, a few sequences generating together
                 // get bit for bit what each would alone.
                 if n_acts < 4 {
-                    assert!(
-                        batched
-                            .iter()
-                            .map(|x| x.to_bits())
-                            .eq(got.iter().map(|x| x.to_bits())),
-                        "{} {} grouped {n_rows}x{n_acts}: batched sums differ from one at a time",
-                        k.isa(),
-                        ty.name()
-                    );
+                    assert_same_bits(&batched, &got, &format!("{shape} batched"));
                 }
+                let mut together = vec![f32::NAN; n_rows * n_acts];
+                let prepared = k.prepare_groups(ty, n, &acts);
+                k.dot_prepared_groups(ty, n, &grouped, &prepared, &mut together);
+                assert_same_bits(&together, &got, &format!("{shape} prepared together"));
                 let mut row_back = vec![f32::NAN; n];
                 for (r, row) in rows.chunks_exact(row_bytes).enumerate() {
                     k.dequantize_grouped_row(ty, &grouped, r, &mut row_back);

@@ -1,7 +1,7 @@
 //! Weight matrix × activations, split across threads by output rows.
 
 use crate::gguf::Tensor;
-use kernels::{GgmlType, Kernels, RowsActivation};
+use kernels::{GgmlType, Kernels, PreparedActivation};
 use rayon::prelude::*;
 
 /// Output rows handed to one task in generation. Long runs of rows read memory faster (the
@@ -12,10 +12,11 @@ use rayon::prelude::*;
 const ROWS_PER_TASK: usize = 128;
 
 /// Up to this many tokens (generation, one token from each of a few sequences), the weight
-/// rows are split among the tasks and each task runs the one-token kernel for every token over
-/// its rows while they are in cache: the weights are read from memory once per pass, as for one
-/// token, and each token's result is the one it would get alone (the same sums in the same
-/// order; a 512-bit row kernel, where `Kernels::detect` takes one, adds in other lanes).
+/// rows are split among the tasks and each task takes every token over its rows while they
+/// are in cache (`Matrix::matmul_by_rows`): the weights are read from memory once per pass, as
+/// for one token. The grouped kernels give each token bit for bit what it gets alone, and so
+/// do the K-quants' 256-bit tiles (a 512-bit row kernel, where `Kernels::detect` takes one,
+/// adds in other lanes).
 const MAX_TOKENS_BY_ROWS: usize = 8;
 
 /// Prompt tokens per task at most. The prompt kernels themselves cut a task's tokens into
@@ -162,11 +163,15 @@ impl<'a> Matrix<'a> {
     }
 
     /// `out[t] = self · acts[t]` for a few tokens, the rows split among tasks of
-    /// [`ROWS_PER_TASK`], each going through the prompt tiles, which unpack each weight block
-    /// once for all the tokens.
+    /// [`ROWS_PER_TASK`], each going through kernels that unpack each weight block once for
+    /// all the tokens: the prompt tiles, or for grouped rows the grouped kernels over the
+    /// tokens prepared once for every task.
     fn matmul_by_rows(&self, kernels: &Kernels, acts: &[u8], act_bytes: usize, out: &mut [f32]) {
         let row_bytes = self.row_bytes();
         let n = acts.len() / act_bytes;
+        let prepared = self
+            .grouped
+            .then(|| kernels.prepare_groups(self.ty, self.cols, acts));
         let out = TokenRows {
             start: out.as_mut_ptr(),
             len: out.len(),
@@ -180,7 +185,12 @@ impl<'a> Matrix<'a> {
                 let count = ROWS_PER_TASK.min(self.rows - first);
                 let rows = &self.data[first * row_bytes..(first + count) * row_bytes];
                 block.resize(n * count, 0.0);
-                self.batch(kernels, rows, acts, block);
+                match &prepared {
+                    Some(acts) => {
+                        kernels.dot_prepared_groups(self.ty, self.cols, rows, acts, block)
+                    }
+                    None => self.batch(kernels, rows, acts, block),
+                }
                 for (t, results) in block.chunks_exact(count).enumerate() {
                     // SAFETY: each task writes only its own rows `first..first + count` of each
                     // token's output, so no two tasks touch the same element.
@@ -205,43 +215,49 @@ impl Matrix<'_> {
 /// One token through each matrix, `out = matrix · input`, in one parallel loop over every
 /// matrix's tasks of [`ROWS_PER_TASK`] rows: in generation a fork and join per matrix, with its
 /// thread wake-ups, costs as much as a small matrix's work. The activation is laid out for the
-/// row kernel once per input and weight type (`wq`, `wk` and `wv` of one type share it).
-/// A grouped matrix reads the quantized activation as it is.
+/// kernel once per input, weight type and layout (`wq`, `wk` and `wv` of one type share it),
+/// not once per task.
 fn one_token_products(kernels: &Kernels, products: Vec<(Matrix, &Activations, &mut [f32])>) {
-    let mut prepared: Vec<(&Activations, GgmlType, RowsActivation)> = Vec::new();
+    type Prepared<'a> = (&'a Activations, GgmlType, bool, PreparedActivation<'a>);
+    let mut prepared: Vec<Prepared> = Vec::new();
     let mut which = Vec::with_capacity(products.len());
     for (matrix, input, _) in &products {
         assert!(
             input.n == 1 && input.ty == matrix.ty.vec_dot_type() && input.cols == matrix.cols,
             "activations quantized for another format or width"
         );
-        let same = |(made_from, ty, _): &(&Activations, GgmlType, RowsActivation)| {
-            std::ptr::eq(*made_from, *input) && *ty == matrix.ty
+        let same = |(made_from, ty, grouped, _): &Prepared| {
+            std::ptr::eq(*made_from, *input) && *ty == matrix.ty && *grouped == matrix.grouped
         };
-        which.push((!matrix.grouped).then(|| {
-            prepared.iter().position(same).unwrap_or_else(|| {
-                let act = kernels.prepare_rows(matrix.ty, matrix.cols, &input.bytes);
-                prepared.push((input, matrix.ty, act));
-                prepared.len() - 1
-            })
+        which.push(prepared.iter().position(same).unwrap_or_else(|| {
+            let (ty, cols, bytes) = (matrix.ty, matrix.cols, &input.bytes);
+            let act = if matrix.grouped {
+                kernels.prepare_groups(ty, cols, bytes)
+            } else {
+                kernels.prepare_rows(ty, cols, bytes)
+            };
+            prepared.push((input, ty, matrix.grouped, act));
+            prepared.len() - 1
         }));
     }
     let mut tasks = Vec::new();
-    for ((matrix, input, out), at) in products.into_iter().zip(which) {
-        let act = at.map(|at| &prepared[at].2);
+    for ((matrix, _, out), at) in products.into_iter().zip(which) {
+        let act = &prepared[at].3;
         let row_bytes = matrix.row_bytes();
         let rows = matrix.data.chunks(ROWS_PER_TASK * row_bytes);
         tasks.extend(
             rows.zip(out.chunks_mut(ROWS_PER_TASK))
-                .map(|(rows, out)| (matrix, input, act, rows, out)),
+                .map(|(rows, out)| (matrix, act, rows, out)),
         );
     }
-    tasks
-        .into_par_iter()
-        .for_each(|(matrix, input, act, rows, out)| match act {
-            Some(act) => kernels.dot_prepared_rows(matrix.ty, matrix.cols, rows, act, out),
-            None => kernels.dot_groups(matrix.ty, matrix.cols, rows, &input.bytes, out),
-        });
+    tasks.into_par_iter().for_each(|(matrix, act, rows, out)| {
+        let (ty, cols) = (matrix.ty, matrix.cols);
+        if matrix.grouped {
+            kernels.dot_prepared_groups(ty, cols, rows, act, out)
+        } else {
+            kernels.dot_prepared_rows(ty, cols, rows, act, out)
+        }
+    });
 }
 
 /// Input rows quantized to one activation format (see `Matrix::quantize`).

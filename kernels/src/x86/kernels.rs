@@ -21,6 +21,7 @@ use crate::q8_1::BlockQ8_1;
 use crate::q8_k::BlockQ8K;
 use crate::x86::ReadyQ8_0;
 use std::arch::x86_64::*;
+use std::borrow::Cow;
 
 /// The integer operations in which the x86 ISAs differ. Implementations are
 /// `#[inline(always)]` and are only called from inside an entry point that enables their ISA.
@@ -61,9 +62,9 @@ macro_rules! entry_points {
             dot_rows_q4_0(rows: &[u8], act: &[u8], out: &mut [f32]);
             dot_rows_q5_0(rows: &[u8], act: &[u8], out: &mut [f32]);
             dot_rows_q4_1(rows: &[u8], act: &[u8], out: &mut [f32]);
-            dot_groups_q4_k(groups: &[u8], act: &[u8], out: &mut [f32]);
-            dot_groups_q6_k(groups: &[u8], act: &[u8], out: &mut [f32]);
-            dot_groups_q5_0(groups: &[u8], act: &[u8], out: &mut [f32]);
+            dot_groups_q4_k(groups: &[u8], row_bytes: usize, acts: &[u8], n_acts: usize, out: &mut [f32]);
+            dot_groups_q6_k(groups: &[u8], row_bytes: usize, acts: &[u8], n_acts: usize, out: &mut [f32]);
+            dot_groups_q5_0(groups: &[u8], row_bytes: usize, acts: &[u8], n_acts: usize, out: &mut [f32]);
         );
         entry_points!(@each $features, [],
             dot_rows_f32(rows: &[u8], act: &[u8], out: &mut [f32]);
@@ -92,6 +93,7 @@ macro_rules! entry_points {
         /// Puts this ISA's kernels into `table`.
         pub(crate) fn install(table: &mut crate::dispatch::Table) {
             use crate::types::GgmlType::*;
+            use crate::x86::kernels::{Q4_0Plus8, Q5_0Plus16, SignedQ8_0};
             use crate::x86::ready;
             table.dot_rows[Q4_K as usize] = Some(dot_rows_q4_k);
             table.dot_rows[Q5_K as usize] = Some(dot_rows_q5_k);
@@ -99,9 +101,9 @@ macro_rules! entry_points {
             table.dot_rows[Q8_0 as usize] = Some(dot_rows_q8_0);
             table.dot_rows[Q4_0 as usize] = Some(dot_rows_q4_0);
             table.dot_rows[Q5_0 as usize] = Some(dot_rows_q5_0);
-            table.prepare_rows[Q8_0 as usize] = Some(ready::<0>);
-            table.prepare_rows[Q4_0 as usize] = Some(ready::<8>);
-            table.prepare_rows[Q5_0 as usize] = Some(ready::<16>);
+            table.prepare_rows[Q8_0 as usize] = Some(ready::<SignedQ8_0>);
+            table.prepare_rows[Q4_0 as usize] = Some(ready::<Q4_0Plus8>);
+            table.prepare_rows[Q5_0 as usize] = Some(ready::<Q5_0Plus16>);
             table.dot_rows[Q4_1 as usize] = Some(dot_rows_q4_1);
             table.dot_rows[F32 as usize] = Some(dot_rows_f32);
             table.dot_rows[F16 as usize] = Some(dot_rows_f16);
@@ -122,6 +124,7 @@ macro_rules! entry_points {
             table.dot_groups[Q6_K as usize] = Some(dot_groups_q6_k);
             table.dot_groups_tile[Q6_K as usize] = Some(dot_groups_tile_q6_k);
             table.dot_groups[Q5_0 as usize] = Some(dot_groups_q5_0);
+            table.prepare_groups[Q5_0 as usize] = Some(ready::<Q5_0Plus16>);
             table.dot_groups_tile[Q5_0 as usize] = Some(dot_groups_tile_q5_0);
         }
     };
@@ -466,7 +469,7 @@ pub(super) trait Quants32 {
 }
 
 /// Q8_0's quants as they are, signed.
-struct SignedQ8_0;
+pub(super) struct SignedQ8_0;
 
 /// Q8_0's quants as unsigned `q + 128`.
 pub(super) struct Q8_0Plus128;
@@ -516,7 +519,7 @@ impl Quants32 for Q4_0Plus8 {
 
 /// −offset·Σa of a Q8_0 activation block for weights of format `F`: it starts the block's
 /// sum in the rows-in-lanes tiles.
-fn offset_sum<F: Quants32>(a: &BlockQ8_0) -> std::iter::Once<i32> {
+pub(super) fn offset_sum<F: Quants32>(a: &BlockQ8_0) -> std::iter::Once<i32> {
     std::iter::once(-i32::from(F::OFFSET as u8) * crate::x86::quant_sum(a))
 }
 
@@ -1634,36 +1637,51 @@ unsafe fn dot_group_q4_k<I: IsaPrimitives, const T: usize>(
 /// a function of its own, without the entry point's target features, and the kernel's
 /// intrinsics would not inline into it (the grouped GEMVs ran at 0.5 GB/s so).
 pub(super) trait GroupedRows: LaneFormat {
+    /// The activation block `dot_stripe` reads: `Act` as it is, or with what the stripes
+    /// need of it alone worked out once per matrix (`Kernels::prepare_groups`).
+    type Ready: Block;
+
+    /// Activation rows of `Act` blocks as `Ready` blocks.
+    fn ready(acts: &[u8]) -> Cow<'_, [u8]>;
+
     /// One stripe (eight rows) against `T` activation rows: each activation's eight sums,
-    /// one row per lane, bit for bit the same whatever `T`. `extra[t]` is `LaneFormat::extra`
-    /// of `y[t]`'s blocks, made once for every stripe.
+    /// one row per lane, bit for bit the same whatever `T`.
     unsafe fn dot_stripe<I: IsaPrimitives, const T: usize>(
         x: &[Self::Weight],
-        y: [&[Self::Act]; T],
-        extra: [&[Self::Extra]; T],
+        y: [&[Self::Ready]; T],
     ) -> [__m256; T];
 }
 
 // The K-quants' stripes take what they need of the activation from its `bsums` themselves:
-// Q4_K's mins want the sums as bytes, not `extra`'s floats, and Q6_K's starts broadcast from
-// `extra` ran one activation 6% slower than computed in place (dot_rows bench, from L2).
+// Q4_K's mins want the sums as bytes, and Q6_K's starts read from memory ran one activation
+// 6% slower than computed in place (dot_rows bench, from L2).
 impl GroupedRows for BlockQ4KGroup {
+    type Ready = BlockQ8K;
+
+    fn ready(acts: &[u8]) -> Cow<'_, [u8]> {
+        Cow::Borrowed(acts)
+    }
+
     #[inline(always)]
     unsafe fn dot_stripe<I: IsaPrimitives, const T: usize>(
         x: &[Self],
         y: [&[BlockQ8K]; T],
-        _: [&[f32]; T],
     ) -> [__m256; T] {
         dot_group_q4_k::<I, T>(x, y)
     }
 }
 
 impl GroupedRows for BlockQ6KGroup {
+    type Ready = BlockQ8K;
+
+    fn ready(acts: &[u8]) -> Cow<'_, [u8]> {
+        Cow::Borrowed(acts)
+    }
+
     #[inline(always)]
     unsafe fn dot_stripe<I: IsaPrimitives, const T: usize>(
         x: &[Self],
         y: [&[BlockQ8K]; T],
-        _: [&[i32]; T],
     ) -> [__m256; T] {
         dot_group_q6_k::<I, T>(x, y)
     }
@@ -1722,32 +1740,35 @@ impl Grouped32 for BlockQ5_0Group {
 pub(super) struct GroupedLanes<G>(std::marker::PhantomData<G>);
 
 impl<G: Grouped32> GroupedRows for GroupedLanes<G> {
+    type Ready = ReadyQ8_0;
+
+    fn ready(acts: &[u8]) -> Cow<'_, [u8]> {
+        Cow::Owned(crate::x86::ready::<G::Offset>(acts))
+    }
+
     #[inline(always)]
     unsafe fn dot_stripe<I: IsaPrimitives, const T: usize>(
         x: &[G],
-        y: [&[BlockQ8_0]; T],
-        starts: [&[i32]; T],
+        y: [&[ReadyQ8_0]; T],
     ) -> [__m256; T] {
-        dot_group_32::<I, G, T>(x, y, starts)
+        dot_group_32::<I, G, T>(x, y)
     }
 }
 
 /// One stripe (eight rows) of a grouped 32-element format against `T` activation rows: the
 /// unsigned quants meet four activation bytes broadcast in one `vpdpbusd` for all eight rows,
-/// each block's sums starting at −offset·Σa (`starts[t][b]`), then scaled for the eight rows
-/// at once, where row by row every block costs a conversion, a scale product and an FMA per
-/// row and each row a horizontal sum.
+/// each block's sums starting at −offset·Σa (the activation's `start`), then scaled for the
+/// eight rows at once, where row by row every block costs a conversion, a scale product and
+/// an FMA per row and each row a horizontal sum.
 #[inline(always)]
 unsafe fn dot_group_32<I: IsaPrimitives, G: Grouped32, const T: usize>(
     x: &[G],
-    y: [&[BlockQ8_0]; T],
-    starts: [&[i32]; T],
+    y: [&[ReadyQ8_0]; T],
 ) -> [__m256; T] {
     let mut acc = [_mm256_setzero_ps(); T];
     for (b, xb) in x.iter().enumerate() {
-        let yb: [&BlockQ8_0; T] = std::array::from_fn(|t| y[t].get_unchecked(b));
-        let mut sums: [__m256i; T] =
-            std::array::from_fn(|t| _mm256_set1_epi32(*starts[t].get_unchecked(b)));
+        let yb: [&ReadyQ8_0; T] = std::array::from_fn(|t| y[t].get_unchecked(b));
+        let mut sums: [__m256i; T] = std::array::from_fn(|t| _mm256_set1_epi32(yb[t].start()));
         for k in 0..8 {
             let q = xb.quants::<I>(k);
             for t in 0..T {
@@ -1757,22 +1778,24 @@ unsafe fn dot_group_32<I: IsaPrimitives, G: Grouped32, const T: usize>(
         }
         let d = f16_per_row(xb.scales());
         for t in 0..T {
-            let scale = _mm256_mul_ps(d, broadcast_f16(yb[t].d));
+            let scale = _mm256_mul_ps(d, _mm256_set1_ps(yb[t].scale()));
             acc[t] = _mm256_fmadd_ps(scale, _mm256_cvtepi32_ps(sums[t]), acc[t]);
         }
     }
     acc
 }
 
-/// A grouped 32-element format against one activation row (a `DotRowsFn` body).
+/// A grouped layout against activation rows as `GroupedRows::ready` made them (a
+/// `dot_groups` body: token-major sums).
 #[inline(always)]
-pub(super) unsafe fn dot_groups_32<I: IsaPrimitives, G: Grouped32>(
+pub(super) unsafe fn dot_groups_ready<I: IsaPrimitives, G: GroupedRows>(
     groups: &[u8],
-    act: &[u8],
+    row_bytes: usize,
+    acts: &[u8],
+    n_acts: usize,
     out: &mut [f32],
 ) {
-    let row_bytes = groups.len() / out.len();
-    tail_grouped::<I, GroupedLanes<G>>(groups, row_bytes, act, 1, out, out.len())
+    tail_grouped::<I, G>(groups, row_bytes, acts, n_acts, out, out.len() / n_acts)
 }
 
 impl<G: Grouped32> LaneFormat for GroupedLanes<G> {
@@ -1819,13 +1842,19 @@ impl<G: Grouped32> LaneFormat for GroupedLanes<G> {
         out: &mut [f32],
         out_stride: usize,
     ) {
-        tail_grouped::<I, Self>(rows, row_bytes, acts, n_acts, out, out_stride)
+        tail_grouped::<I, Self>(rows, row_bytes, &Self::ready(acts), n_acts, out, out_stride)
     }
 }
 
 #[inline(always)]
-pub(super) unsafe fn dot_groups_q5_0<I: IsaPrimitives>(groups: &[u8], act: &[u8], out: &mut [f32]) {
-    dot_groups_32::<I, BlockQ5_0Group>(groups, act, out)
+pub(super) unsafe fn dot_groups_q5_0<I: IsaPrimitives>(
+    groups: &[u8],
+    row_bytes: usize,
+    acts: &[u8],
+    n_acts: usize,
+    out: &mut [f32],
+) {
+    dot_groups_ready::<I, GroupedLanes<BlockQ5_0Group>>(groups, row_bytes, acts, n_acts, out)
 }
 
 #[inline(always)]
@@ -1848,8 +1877,14 @@ unsafe fn f16_per_row(halves: &[[u8; 2]; 8]) -> __m256 {
 }
 
 #[inline(always)]
-pub(super) unsafe fn dot_groups_q4_k<I: IsaPrimitives>(groups: &[u8], act: &[u8], out: &mut [f32]) {
-    tail_grouped::<I, BlockQ4KGroup>(groups, groups.len() / out.len(), act, 1, out, out.len())
+pub(super) unsafe fn dot_groups_q4_k<I: IsaPrimitives>(
+    groups: &[u8],
+    row_bytes: usize,
+    acts: &[u8],
+    n_acts: usize,
+    out: &mut [f32],
+) {
+    dot_groups_ready::<I, BlockQ4KGroup>(groups, row_bytes, acts, n_acts, out)
 }
 
 /// Block b of a group stripe as `PackedQ4K`: no transposes, the group is already one row
@@ -1914,14 +1949,15 @@ impl LaneFormat for BlockQ4KGroup {
         out: &mut [f32],
         out_stride: usize,
     ) {
-        tail_grouped::<I, BlockQ4KGroup>(rows, row_bytes, acts, n_acts, out, out_stride)
+        tail_grouped::<I, Self>(rows, row_bytes, &Self::ready(acts), n_acts, out, out_stride)
     }
 }
 
-/// A grouped format's `LaneFormat::tail`, and its GEMV (`n_acts` 1): each stripe against up
-/// to four activations at a time, unpacking its quants once for them all. With fewer
-/// activations than a tile, packing would cost more than the tiles save; a few sequences
-/// generating together are often fewer than a tile.
+/// A grouped format's `LaneFormat::tail` and its `dot_groups` (one token, or one from each
+/// of a few sequences), over activations as `GroupedRows::ready` made them: each stripe
+/// against up to four activations at a time, unpacking its quants once for them all. A few
+/// activations do not pay for packing tiles: Gemma 3 270M, eight sequences generating
+/// together (batched-bench --no-mmap -t 1), 190 t/s through the tiles, 300 through this.
 #[inline(always)]
 unsafe fn tail_grouped<I: IsaPrimitives, G: GroupedRows>(
     rows: &[u8],
@@ -1932,20 +1968,13 @@ unsafe fn tail_grouped<I: IsaPrimitives, G: GroupedRows>(
     out_stride: usize,
 ) {
     let act_bytes = acts.len() / n_acts;
-    let act = |t: usize| as_blocks::<G::Act>(&acts[t * act_bytes..(t + 1) * act_bytes]);
-    let extra: Vec<G::Extra> = as_blocks::<G::Act>(acts)
-        .iter()
-        .flat_map(G::extra)
-        .collect();
-    let per_act = extra.len() / n_acts;
-    let extra_of = |t: usize| &extra[t * per_act..(t + 1) * per_act];
+    let act = |t: usize| as_blocks::<G::Ready>(&acts[t * act_bytes..(t + 1) * act_bytes]);
     for (s, x) in rows.chunks_exact(GROUP_ROWS * row_bytes).enumerate() {
         let x = as_blocks::<G::Weight>(x);
         let mut t0 = 0;
         while t0 < n_acts {
             let n = (n_acts - t0).min(4);
             let acts = |i: usize| act(t0 + i);
-            let extra = |i: usize| extra_of(t0 + i);
             let mut store = |sums: &[__m256]| {
                 for (i, sum) in sums.iter().enumerate() {
                     let at = (t0 + i) * out_stride + s * GROUP_ROWS;
@@ -1953,22 +1982,10 @@ unsafe fn tail_grouped<I: IsaPrimitives, G: GroupedRows>(
                 }
             };
             match n {
-                1 => store(&G::dot_stripe::<I, 1>(x, [acts(0)], [extra(0)])),
-                2 => store(&G::dot_stripe::<I, 2>(
-                    x,
-                    std::array::from_fn(acts),
-                    std::array::from_fn(extra),
-                )),
-                3 => store(&G::dot_stripe::<I, 3>(
-                    x,
-                    std::array::from_fn(acts),
-                    std::array::from_fn(extra),
-                )),
-                _ => store(&G::dot_stripe::<I, 4>(
-                    x,
-                    std::array::from_fn(acts),
-                    std::array::from_fn(extra),
-                )),
+                1 => store(&G::dot_stripe::<I, 1>(x, [acts(0)])),
+                2 => store(&G::dot_stripe::<I, 2>(x, std::array::from_fn(acts))),
+                3 => store(&G::dot_stripe::<I, 3>(x, std::array::from_fn(acts))),
+                _ => store(&G::dot_stripe::<I, 4>(x, std::array::from_fn(acts))),
             }
             t0 += n;
         }
@@ -2053,8 +2070,14 @@ unsafe fn dot_group_q6_k<I: IsaPrimitives, const T: usize>(
 }
 
 #[inline(always)]
-pub(super) unsafe fn dot_groups_q6_k<I: IsaPrimitives>(groups: &[u8], act: &[u8], out: &mut [f32]) {
-    tail_grouped::<I, BlockQ6KGroup>(groups, groups.len() / out.len(), act, 1, out, out.len())
+pub(super) unsafe fn dot_groups_q6_k<I: IsaPrimitives>(
+    groups: &[u8],
+    row_bytes: usize,
+    acts: &[u8],
+    n_acts: usize,
+    out: &mut [f32],
+) {
+    dot_groups_ready::<I, BlockQ6KGroup>(groups, row_bytes, acts, n_acts, out)
 }
 
 /// Block b of a Q6_K group stripe as `PackedQ6K`.
@@ -2119,7 +2142,7 @@ impl LaneFormat for BlockQ6KGroup {
         out: &mut [f32],
         out_stride: usize,
     ) {
-        tail_grouped::<I, BlockQ6KGroup>(rows, row_bytes, acts, n_acts, out, out_stride)
+        tail_grouped::<I, Self>(rows, row_bytes, &Self::ready(acts), n_acts, out, out_stride)
     }
 }
 

@@ -48,10 +48,11 @@ pub(crate) fn wide_row_types() -> &'static [GgmlType] {
     }
 }
 
-/// A Q8_0 activation block with what the 256-bit row kernels need of it alone, worked out once
-/// per matrix (`Kernels::prepare_rows`) instead of once per task of rows: its scale in f32, and
-/// the start of each block sum, `−offset·Σa`, the share of the offset by which a weight
-/// format's unsigned quants exceed its values (Q4_0: 8, Q5_0: 16; Q8_0's signed quants: 0).
+/// A Q8_0 activation block with what the 256-bit row kernels and the grouped kernels need of
+/// it alone, worked out once per matrix (`Kernels::prepare_rows`, `Kernels::prepare_groups`)
+/// instead of once per task of rows: its scale in f32, and the start of each block sum,
+/// `−offset·Σa`, the share of the offset by which a weight format's unsigned quants exceed its
+/// values (Q4_0: 8, Q5_0: 16; Q8_0's signed quants: 0, grouped Q8_0's: 128).
 #[repr(C)]
 pub(crate) struct ReadyQ8_0 {
     pub(crate) qs: [i8; 32],
@@ -81,14 +82,14 @@ pub(crate) fn quant_sum(a: &BlockQ8_0) -> i32 {
     a.qs.iter().map(|&q| i32::from(q)).sum()
 }
 
-/// The Q8_0 activation row `act` as `ReadyQ8_0` blocks for weights offset by `OFFSET`.
-pub(crate) fn ready<const OFFSET: i32>(act: &[u8]) -> Vec<u8> {
-    let blocks = as_blocks::<BlockQ8_0>(act);
+/// Q8_0 activation rows `acts` as `ReadyQ8_0` blocks for weights whose quants are `F`'s.
+fn ready<F: kernels::Quants32>(acts: &[u8]) -> Vec<u8> {
+    let blocks = as_blocks::<BlockQ8_0>(acts);
     let mut ready = Vec::with_capacity(blocks.len() * size_of::<ReadyQ8_0>());
     for a in blocks {
         ready.extend(a.qs.iter().map(|&q| q as u8));
         ready.extend(a.d().to_le_bytes());
-        ready.extend((-OFFSET * quant_sum(a)).to_le_bytes());
+        ready.extend(kernels::offset_sum::<F>(a).flat_map(i32::to_le_bytes));
     }
     ready
 }
