@@ -555,6 +555,7 @@ impl Kernels {
             Q6_K if grouped => Some(q6_k::GROUP_ROWS),
             Q8_0 if grouped => Some(q8_0::GROUP_ROWS),
             Q5_0 if grouped => Some(q5_0::GROUP_ROWS),
+            Q4_0 if grouped => Some(q4_0::GROUP_ROWS),
             _ => None,
         }
     }
@@ -586,6 +587,7 @@ impl Kernels {
             Q6_K => q6_k::group,
             Q8_0 => q8_0::group,
             Q5_0 => q5_0::group,
+            Q4_0 => q4_0::group,
             _ => unreachable!("group_len names the grouped types"),
         };
         let mut plain = vec![0u8; group_len * row_bytes];
@@ -622,6 +624,7 @@ impl Kernels {
             Q6_K => q6_k::ungroup_row(crate::block::as_blocks(stripe), r % group_len),
             Q8_0 => q8_0::ungroup_row(crate::block::as_blocks(stripe), r % group_len),
             Q5_0 => q5_0::ungroup_row(crate::block::as_blocks(stripe), r % group_len),
+            Q4_0 => q4_0::ungroup_row(crate::block::as_blocks(stripe), r % group_len),
             _ => unreachable!("group_len names the grouped types"),
         };
         self.dequantize_row(weight_ty, &row, dst);

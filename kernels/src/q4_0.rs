@@ -1,7 +1,7 @@
 //! Q4_0: 32 4-bit quants with an f16 scale; value = (nibble − 8)·d. Byte j holds element j in
 //! its low nibble and element j+16 in its high nibble.
 
-use crate::block::{as_blocks, f16_to_f32, for_each_row, Block};
+use crate::block::{as_blocks, as_blocks_mut, f16_to_f32, for_each_row, Block};
 use crate::q8_0::BlockQ8_0;
 use std::mem::size_of;
 
@@ -45,10 +45,75 @@ pub(crate) fn dot_rows(rows: &[u8], act: &[u8], out: &mut [f32]) {
     for_each_row(rows, act, out, dot);
 }
 
+/// Rows grouped eight at a time for kernels that keep one row per 32-bit lane (as
+/// `q5_0::BlockQ5_0Group`, without the fifth bits): block b of each of the eight rows. Each 32
+/// bytes of `qs` hold four bytes of every row, whose low nibbles are quants 4k..4k+3 and high
+/// nibbles 16+4k..16+4k+3. The same size as the eight blocks, so that a copy of the weights is
+/// rewritten in place.
+#[repr(C)]
+pub(crate) struct BlockQ4_0Group {
+    pub(crate) d: [[u8; 2]; 8],
+    /// `qs[k][r]`: bytes 4k..4k+3 of row r's `qs`.
+    pub(crate) qs: [[[u8; 4]; 8]; 4],
+}
+const _: () = assert!(size_of::<BlockQ4_0Group>() == GROUP_ROWS * size_of::<BlockQ4_0>());
+
+// SAFETY: repr(C), only byte arrays, eight Q4_0 blocks' worth of bytes.
+unsafe impl Block for BlockQ4_0Group {}
+
+/// The rows in a `BlockQ4_0Group`.
+pub(crate) const GROUP_ROWS: usize = 8;
+
+/// Rewrites `GROUP_ROWS` rows of Q4_0 (`rows`, each `row_bytes` long) as one group.
+pub(crate) fn group(rows: &[u8], row_bytes: usize, group: &mut [u8]) {
+    let rows: Vec<&[BlockQ4_0]> = rows.chunks_exact(row_bytes).map(as_blocks).collect();
+    assert_eq!(rows.len(), GROUP_ROWS, "a group is eight rows");
+    for (b, g) in as_blocks_mut::<BlockQ4_0Group>(group)
+        .iter_mut()
+        .enumerate()
+    {
+        for (r, row) in rows.iter().enumerate() {
+            let x = &row[b];
+            g.d[r] = x.d;
+            for (k, four) in x.qs.chunks_exact(4).enumerate() {
+                g.qs[k][r].copy_from_slice(four);
+            }
+        }
+    }
+}
+
+/// Row `r` of a group, block by block, as plain Q4_0: `group`'s inverse.
+pub(crate) fn ungroup_row(group: &[BlockQ4_0Group], r: usize) -> Vec<u8> {
+    let mut row = Vec::with_capacity(group.len() * size_of::<BlockQ4_0>());
+    for g in group {
+        row.extend(g.d[r]);
+        row.extend(g.qs.iter().flat_map(|words| words[r]));
+    }
+    row
+}
+
 #[cfg(test)]
 mod tests {
-    use crate::test_util::check_dot_against_dequantized;
+    use super::*;
+    use crate::test_util::{check_dot_against_dequantized, Rng};
     use crate::GgmlType;
+
+    #[test]
+    fn grouping_rewrites_eight_rows_and_ungrouping_gives_them_back() {
+        let mut rng = Rng::new(10);
+        let row_bytes = GgmlType::Q4_0.row_bytes(3 * 32).unwrap();
+        let rows = rng.bytes(GROUP_ROWS * row_bytes);
+        let mut grouped = vec![0u8; rows.len()];
+        group(&rows, row_bytes, &mut grouped);
+        let groups = as_blocks::<BlockQ4_0Group>(&grouped);
+        // Row 5's block 2: its scale, and bytes 12..15 of its qs.
+        let block = &rows[5 * row_bytes + 2 * 18..][..18];
+        assert_eq!(groups[2].d[5], block[..2]);
+        assert_eq!(groups[2].qs[3][5], block[2 + 12..][..4]);
+        for (r, row) in rows.chunks_exact(row_bytes).enumerate() {
+            assert_eq!(ungroup_row(groups, r), row, "row {r}");
+        }
+    }
 
     #[test]
     fn dot_matches_dequantized_dot() {

@@ -11,6 +11,7 @@ use super::kernels::{
     dot_groups_ready, dot_tile_in_lanes, entry_points, GroupedLanes, InLanes, IsaPrimitives,
     LaneFormat, Lanes8, Q4_0Plus8, Q5_0Plus16, Q8_0Plus128, RowLanes,
 };
+use crate::q4_0::BlockQ4_0Group;
 use crate::q4_k::{BlockQ4K, BlockQ4KGroup};
 use crate::q5_0::BlockQ5_0Group;
 use crate::q6_k::{BlockQ6K, BlockQ6KGroup};
@@ -205,6 +206,8 @@ pub(crate) fn install_wide(table: &mut crate::dispatch::Table) {
         Some(dot_tile_wide::<GroupedLanes<BlockQ8_0Group>>);
     table.dot_groups_tile[GgmlType::Q5_0 as usize] =
         Some(dot_tile_wide::<GroupedLanes<BlockQ5_0Group>>);
+    table.dot_groups_tile[GgmlType::Q4_0 as usize] =
+        Some(dot_tile_wide::<GroupedLanes<BlockQ4_0Group>>);
     table.dot_tile[GgmlType::Q8_0 as usize] = Some(dot_tile_wide::<InLanes<Q8_0Plus128>>);
     table.dot_tile[GgmlType::Q5_0 as usize] = Some(dot_tile_wide::<InLanes<Q5_0Plus16>>);
     table.dot_tile[GgmlType::Q4_0 as usize] = Some(dot_tile_wide::<InLanes<Q4_0Plus8>>);

@@ -10,7 +10,7 @@ use crate::bf16::Bf16;
 use crate::block::{as_blocks, as_blocks_mut, f32_to_f16, for_each_row, Block};
 use crate::f16::F16;
 use crate::f32::F32;
-use crate::q4_0::BlockQ4_0;
+use crate::q4_0::{BlockQ4_0, BlockQ4_0Group};
 use crate::q4_1::BlockQ4_1;
 use crate::q4_k::{BlockQ4K, BlockQ4KGroup, GROUP_ROWS};
 use crate::q5_0::{BlockQ5_0, BlockQ5_0Group};
@@ -65,6 +65,7 @@ macro_rules! entry_points {
             dot_groups_q4_k(groups: &[u8], row_bytes: usize, acts: &[u8], n_acts: usize, out: &mut [f32]);
             dot_groups_q6_k(groups: &[u8], row_bytes: usize, acts: &[u8], n_acts: usize, out: &mut [f32]);
             dot_groups_q5_0(groups: &[u8], row_bytes: usize, acts: &[u8], n_acts: usize, out: &mut [f32]);
+            dot_groups_q4_0(groups: &[u8], row_bytes: usize, acts: &[u8], n_acts: usize, out: &mut [f32]);
         );
         entry_points!(@each $features, [],
             dot_rows_f32(rows: &[u8], act: &[u8], out: &mut [f32]);
@@ -88,6 +89,7 @@ macro_rules! entry_points {
             dot_groups_tile_q4_k(rows: &[u8], row_bytes: usize, acts: &[u8], n_acts: usize, out: &mut [f32]);
             dot_groups_tile_q6_k(rows: &[u8], row_bytes: usize, acts: &[u8], n_acts: usize, out: &mut [f32]);
             dot_groups_tile_q5_0(rows: &[u8], row_bytes: usize, acts: &[u8], n_acts: usize, out: &mut [f32]);
+            dot_groups_tile_q4_0(rows: &[u8], row_bytes: usize, acts: &[u8], n_acts: usize, out: &mut [f32]);
         );
 
         /// Puts this ISA's kernels into `table`.
@@ -126,6 +128,9 @@ macro_rules! entry_points {
             table.dot_groups[Q5_0 as usize] = Some(dot_groups_q5_0);
             table.prepare_groups[Q5_0 as usize] = Some(ready::<Q5_0Plus16>);
             table.dot_groups_tile[Q5_0 as usize] = Some(dot_groups_tile_q5_0);
+            table.dot_groups[Q4_0 as usize] = Some(dot_groups_q4_0);
+            table.prepare_groups[Q4_0 as usize] = Some(ready::<Q4_0Plus8>);
+            table.dot_groups_tile[Q4_0 as usize] = Some(dot_groups_tile_q4_0);
         }
     };
     (@each $features:literal, $generics:tt, $($name:ident $args:tt $(-> $ret:ty)?;)*) => {
@@ -1736,6 +1741,25 @@ impl Grouped32 for BlockQ5_0Group {
     }
 }
 
+/// Low nibbles for k < 4, high nibbles beyond: 0..15.
+impl Grouped32 for BlockQ4_0Group {
+    type Offset = Q4_0Plus8;
+
+    #[inline(always)]
+    unsafe fn quants<I: IsaPrimitives>(&self, k: usize) -> __m256i {
+        let q = load(self.qs[k % 4].as_ptr().cast());
+        let nibbles = match k {
+            0..4 => q,
+            _ => _mm256_srli_epi16::<4>(q),
+        };
+        _mm256_and_si256(nibbles, _mm256_set1_epi8(0x0F))
+    }
+
+    fn scales(&self) -> &[[u8; 2]; 8] {
+        &self.d
+    }
+}
+
 /// A grouped 32-element format as the rows-in-lanes kernels read it.
 pub(super) struct GroupedLanes<G>(std::marker::PhantomData<G>);
 
@@ -1866,6 +1890,30 @@ pub(super) unsafe fn dot_groups_tile_q5_0<I: IsaPrimitives, const ACTS: usize>(
     out: &mut [f32],
 ) {
     dot_tile_in_lanes::<I, GroupedLanes<BlockQ5_0Group>, Lanes8<I>, ACTS>(
+        rows, row_bytes, acts, n_acts, out,
+    )
+}
+
+#[inline(always)]
+pub(super) unsafe fn dot_groups_q4_0<I: IsaPrimitives>(
+    groups: &[u8],
+    row_bytes: usize,
+    acts: &[u8],
+    n_acts: usize,
+    out: &mut [f32],
+) {
+    dot_groups_ready::<I, GroupedLanes<BlockQ4_0Group>>(groups, row_bytes, acts, n_acts, out)
+}
+
+#[inline(always)]
+pub(super) unsafe fn dot_groups_tile_q4_0<I: IsaPrimitives, const ACTS: usize>(
+    rows: &[u8],
+    row_bytes: usize,
+    acts: &[u8],
+    n_acts: usize,
+    out: &mut [f32],
+) {
+    dot_tile_in_lanes::<I, GroupedLanes<BlockQ4_0Group>, Lanes8<I>, ACTS>(
         rows, row_bytes, acts, n_acts, out,
     )
 }
