@@ -14,6 +14,7 @@ use crate::q4_0::{BlockQ4_0, BlockQ4_0Group};
 use crate::q4_1::BlockQ4_1;
 use crate::q4_k::{BlockQ4K, BlockQ4KGroup, GROUP_ROWS};
 use crate::q5_0::{BlockQ5_0, BlockQ5_0Group};
+use crate::q5_1::BlockQ5_1;
 use crate::q5_k::BlockQ5K;
 use crate::q6_k::{BlockQ6K, BlockQ6KGroup};
 use crate::q8_0::{scales, BlockQ8_0, BlockQ8_0Group};
@@ -62,6 +63,7 @@ macro_rules! entry_points {
             dot_rows_q4_0(rows: &[u8], act: &[u8], out: &mut [f32]);
             dot_rows_q5_0(rows: &[u8], act: &[u8], out: &mut [f32]);
             dot_rows_q4_1(rows: &[u8], act: &[u8], out: &mut [f32]);
+            dot_rows_q5_1(rows: &[u8], act: &[u8], out: &mut [f32]);
             dot_groups_q4_k(groups: &[u8], row_bytes: usize, acts: &[u8], n_acts: usize, out: &mut [f32]);
             dot_groups_q6_k(groups: &[u8], row_bytes: usize, acts: &[u8], n_acts: usize, out: &mut [f32]);
             dot_groups_q5_0(groups: &[u8], row_bytes: usize, acts: &[u8], n_acts: usize, out: &mut [f32]);
@@ -107,6 +109,7 @@ macro_rules! entry_points {
             table.prepare_rows[Q4_0 as usize] = Some(ready::<Q4_0Plus8>);
             table.prepare_rows[Q5_0 as usize] = Some(ready::<Q5_0Plus16>);
             table.dot_rows[Q4_1 as usize] = Some(dot_rows_q4_1);
+            table.dot_rows[Q5_1 as usize] = Some(dot_rows_q5_1);
             table.dot_rows[F32 as usize] = Some(dot_rows_f32);
             table.dot_rows[F16 as usize] = Some(dot_rows_f16);
             table.dot_rows[BF16 as usize] = Some(dot_rows_bf16);
@@ -364,18 +367,58 @@ unsafe fn dot_q6_k<I: IsaPrimitives>(x: &[BlockQ6K], y: &[BlockQ8K]) -> f32 {
     hsum_ps(acc)
 }
 
+/// A 32-element format of unsigned quants with a scale and a min per block (value = q·d + m),
+/// whose dot products take Q8_1 activations: the min meets the activation's `s` = d·Σa.
+pub(super) trait QuantsWithMin: Block {
+    /// The 32 quants in element order.
+    unsafe fn quants<I: IsaPrimitives>(&self) -> __m256i;
+    fn scale(&self) -> [u8; 2];
+    fn min(&self) -> [u8; 2];
+}
+
+impl QuantsWithMin for BlockQ4_1 {
+    #[inline(always)]
+    unsafe fn quants<I: IsaPrimitives>(&self) -> __m256i {
+        nibbles(&self.qs)
+    }
+
+    fn scale(&self) -> [u8; 2] {
+        self.d
+    }
+
+    fn min(&self) -> [u8; 2] {
+        self.m
+    }
+}
+
+/// The nibbles plus 16 where their fifth bit is set: 0..31.
+impl QuantsWithMin for BlockQ5_1 {
+    #[inline(always)]
+    unsafe fn quants<I: IsaPrimitives>(&self) -> __m256i {
+        I::add_16_where_set(nibbles(&self.qs), self.qh)
+    }
+
+    fn scale(&self) -> [u8; 2] {
+        self.d
+    }
+
+    fn min(&self) -> [u8; 2] {
+        self.m
+    }
+}
+
 #[inline(always)]
-unsafe fn dot_q4_1<I: IsaPrimitives>(x: &[BlockQ4_1], y: &[BlockQ8_1]) -> f32 {
+unsafe fn dot_with_min<I: IsaPrimitives, F: QuantsWithMin>(x: &[F], y: &[BlockQ8_1]) -> f32 {
     let mut acc = _mm256_setzero_ps();
     let mut offsets = 0.0f32;
     for (xb, yb) in x.iter().zip(y) {
-        let (xd, yd) = halves(xb.d, yb.d);
+        let (xd, yd) = halves(xb.scale(), yb.d);
         let d = xd * yd;
-        let (m, s) = halves(xb.m, yb.s);
+        let (m, s) = halves(xb.min(), yb.s);
         offsets += m * s;
         let s = I::dot_u8_i8(
             _mm256_setzero_si256(),
-            nibbles(&xb.qs),
+            xb.quants::<I>(),
             load(yb.qs.as_ptr().cast()),
         );
         acc = _mm256_fmadd_ps(_mm256_set1_ps(d), _mm256_cvtepi32_ps(s), acc);
@@ -2691,7 +2734,12 @@ pub(super) unsafe fn dot_rows_q6_k<I: IsaPrimitives>(rows: &[u8], act: &[u8], ou
 
 #[inline(always)]
 pub(super) unsafe fn dot_rows_q4_1<I: IsaPrimitives>(rows: &[u8], act: &[u8], out: &mut [f32]) {
-    for_each_row(rows, act, out, |x, y| dot_q4_1::<I>(x, y))
+    for_each_row(rows, act, out, |x, y| dot_with_min::<I, BlockQ4_1>(x, y))
+}
+
+#[inline(always)]
+pub(super) unsafe fn dot_rows_q5_1<I: IsaPrimitives>(rows: &[u8], act: &[u8], out: &mut [f32]) {
+    for_each_row(rows, act, out, |x, y| dot_with_min::<I, BlockQ5_1>(x, y))
 }
 
 #[inline(always)]
