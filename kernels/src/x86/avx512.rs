@@ -14,6 +14,7 @@ use super::kernels::{
 use crate::q4_0::BlockQ4_0Group;
 use crate::q4_k::{BlockQ4K, BlockQ4KGroup};
 use crate::q5_0::BlockQ5_0Group;
+use crate::q5_k::BlockQ5K;
 use crate::q6_k::{BlockQ6K, BlockQ6KGroup};
 use crate::q8_0::BlockQ8_0Group;
 use crate::types::GgmlType;
@@ -197,6 +198,7 @@ unsafe fn dot_groups_q8_0(
 /// Q8_0 kernels.
 pub(crate) fn install_wide(table: &mut crate::dispatch::Table) {
     table.dot_tile[GgmlType::Q4_K as usize] = Some(dot_tile_wide::<BlockQ4K>);
+    table.dot_tile[GgmlType::Q5_K as usize] = Some(dot_tile_wide::<BlockQ5K>);
     table.dot_tile[GgmlType::Q6_K as usize] = Some(dot_tile_wide::<BlockQ6K>);
     table.dot_groups_tile[GgmlType::Q4_K as usize] = Some(dot_tile_wide::<BlockQ4KGroup>);
     table.dot_groups_tile[GgmlType::Q6_K as usize] = Some(dot_tile_wide::<BlockQ6KGroup>);

@@ -87,6 +87,7 @@ macro_rules! entry_points {
             dot_tile_q5_0(rows: &[u8], row_bytes: usize, acts: &[u8], n_acts: usize, out: &mut [f32]);
             dot_tile_q4_0(rows: &[u8], row_bytes: usize, acts: &[u8], n_acts: usize, out: &mut [f32]);
             dot_tile_q4_k(rows: &[u8], row_bytes: usize, acts: &[u8], n_acts: usize, out: &mut [f32]);
+            dot_tile_q5_k(rows: &[u8], row_bytes: usize, acts: &[u8], n_acts: usize, out: &mut [f32]);
             dot_tile_q6_k(rows: &[u8], row_bytes: usize, acts: &[u8], n_acts: usize, out: &mut [f32]);
             dot_groups_tile_q4_k(rows: &[u8], row_bytes: usize, acts: &[u8], n_acts: usize, out: &mut [f32]);
             dot_groups_tile_q6_k(rows: &[u8], row_bytes: usize, acts: &[u8], n_acts: usize, out: &mut [f32]);
@@ -123,6 +124,7 @@ macro_rules! entry_points {
             table.dot_tile[Q5_0 as usize] = Some(dot_tile_q5_0);
             table.dot_tile[Q4_0 as usize] = Some(dot_tile_q4_0);
             table.dot_tile[Q4_K as usize] = Some(dot_tile_q4_k);
+            table.dot_tile[Q5_K as usize] = Some(dot_tile_q5_k);
             table.dot_tile[Q6_K as usize] = Some(dot_tile_q6_k);
             table.dot_groups[Q4_K as usize] = Some(dot_groups_q4_k);
             table.dot_groups_tile[Q4_K as usize] = Some(dot_groups_tile_q4_k);
@@ -1077,7 +1079,7 @@ unsafe fn transpose_words(r: [__m128i; 8]) -> [__m128i; 8] {
     })
 }
 
-/// Q4_K rows of one block laid out for `tile_q4_k_rows_in_lanes`: the quant dwords
+/// Q4_K rows of one block laid out for `tile_k_quant_rows_in_lanes`: the quant dwords
 /// transposed so that lane i holds row i, and the rows' `d·scale` and `dmin·min`
 /// multiplied out. A row group is packed once per activation group instead of in every
 /// tile of activations.
@@ -1102,6 +1104,28 @@ unsafe fn per_row(v: __m128i, by: __m256) -> __m256 {
     _mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_cvtepi16_epi32(v)), by)
 }
 
+/// Eight rows' `d·scale` and `dmin·min` per 32-quant sub-block, one row per lane, from
+/// their Q4_K or Q5_K block headers.
+#[inline(always)]
+unsafe fn scales_mins_8_rows(
+    d: __m256,
+    dmin: __m256,
+    packed_scales: [&[u8; 12]; 8],
+    scales_out: &mut [__m256; 8],
+    mins_out: &mut [__m256; 8],
+) {
+    let mut scales = [_mm_setzero_si128(); 8];
+    let mut mins = [_mm_setzero_si128(); 8];
+    for i in 0..8 {
+        (scales[i], mins[i]) = scales_mins_k(packed_scales[i]);
+    }
+    let (scales, mins) = (transpose_words(scales), transpose_words(mins));
+    for j in 0..8 {
+        scales_out[j] = per_row(scales[j], d);
+        mins_out[j] = per_row(mins[j], dmin);
+    }
+}
+
 #[inline(always)]
 unsafe fn pack_q4_k_8_rows<I: IsaPrimitives>(
     rows: &[&[BlockQ4K]],
@@ -1111,16 +1135,8 @@ unsafe fn pack_q4_k_8_rows<I: IsaPrimitives>(
     let blocks: [&BlockQ4K; 8] = std::array::from_fn(|i| rows[i].get_unchecked(b));
     let d = f16_lanes_8(&blocks, |x| x.d);
     let dmin = f16_lanes_8(&blocks, |x| x.dmin);
-    let mut scales = [_mm_setzero_si128(); 8];
-    let mut mins = [_mm_setzero_si128(); 8];
-    for i in 0..8 {
-        (scales[i], mins[i]) = scales_mins_k(&blocks[i].scales);
-    }
-    let (scales, mins) = (transpose_words(scales), transpose_words(mins));
-    for j in 0..8 {
-        packed.scales[j] = per_row(scales[j], d);
-        packed.mins[j] = per_row(mins[j], dmin);
-    }
+    let packed_scales = std::array::from_fn(|i| &blocks[i].scales);
+    scales_mins_8_rows(d, dmin, packed_scales, &mut packed.scales, &mut packed.mins);
     for c in 0..4 {
         let mut quants = [_mm256_setzero_si256(); 8];
         for (i, q) in quants.iter_mut().enumerate() {
@@ -1130,15 +1146,108 @@ unsafe fn pack_q4_k_8_rows<I: IsaPrimitives>(
     }
 }
 
-/// Packed Q4_K rows against `T` activation rows, one row per lane, as the 32-element
-/// formats' `tile_32_rows_in_lanes`: each 32-quant sub-block's row sums come out of eight
-/// `vpdpbusd` in one register and are scaled by the rows' `d·scale`, shared by every
+/// Q5_K rows of one block laid out for `tile_k_quant_rows_in_lanes`: each 32-quant
+/// sub-block's five-bit quants (0..31) transposed so that lane i holds row i, and the rows'
+/// `d·scale` and `dmin·min` multiplied out, as `PackedQ4K`.
+#[repr(C)]
+pub(super) struct PackedQ5K<V: RowLanes> {
+    quants: [[V::Ints; 8]; 8],
+    scales: [V::Floats; 8],
+    mins: [V::Floats; 8],
+}
+copy_pack!(PackedQ5K);
+
+#[inline(always)]
+unsafe fn pack_q5_k_8_rows<I: IsaPrimitives>(
+    rows: &[&[BlockQ5K]],
+    b: usize,
+    packed: &mut PackedQ5K<Lanes8<I>>,
+) {
+    let m4 = _mm256_set1_epi8(0x0F);
+    let blocks: [&BlockQ5K; 8] = std::array::from_fn(|i| rows[i].get_unchecked(b));
+    let d = f16_lanes_8(&blocks, |x| x.d);
+    let dmin = f16_lanes_8(&blocks, |x| x.dmin);
+    let packed_scales = std::array::from_fn(|i| &blocks[i].scales);
+    scales_mins_8_rows(d, dmin, packed_scales, &mut packed.scales, &mut packed.mins);
+    for c in 0..4 {
+        let mut low = [_mm256_setzero_si256(); 8];
+        let mut high = [_mm256_setzero_si256(); 8];
+        for i in 0..8 {
+            let q4 = load(blocks[i].qs.as_ptr().add(32 * c));
+            let qh = load(blocks[i].qh.as_ptr());
+            low[i] = _mm256_or_si256(_mm256_and_si256(q4, m4), q5_k_fifth_bits(qh, 2 * c));
+            high[i] = _mm256_or_si256(
+                _mm256_and_si256(_mm256_srli_epi16::<4>(q4), m4),
+                q5_k_fifth_bits(qh, 2 * c + 1),
+            );
+        }
+        packed.quants[2 * c] = transpose_dwords(low);
+        packed.quants[2 * c + 1] = transpose_dwords(high);
+    }
+}
+
+/// Sub-block j's fifth bits of a Q5_K block's `qh`, as 16 in each byte where set: bit j of
+/// each byte. A 16-bit shift carries the high byte's bits into the low byte's top, which the
+/// mask of bit 0 drops.
+#[inline(always)]
+unsafe fn q5_k_fifth_bits(qh: __m256i, j: usize) -> __m256i {
+    let shifted = _mm256_srl_epi16(qh, _mm_cvtsi32_si128(j as i32));
+    _mm256_slli_epi16::<4>(_mm256_and_si256(shifted, _mm256_set1_epi8(1)))
+}
+
+/// A block of rows packed one row per lane with eight 32-quant sub-blocks, each with a
+/// scale and a min (`PackedQ4K`, `PackedQ5K`), for `tile_k_quant_rows_in_lanes`.
+pub(super) trait PackedSubBlocks<V: RowLanes> {
+    /// Quants 4k..4k+3 of sub-block j of every row, unsigned.
+    unsafe fn quants(&self, j: usize, k: usize) -> V::Ints;
+    fn scales(&self) -> &[V::Floats; 8];
+    fn mins(&self) -> &[V::Floats; 8];
+}
+
+impl<V: RowLanes> PackedSubBlocks<V> for PackedQ4K<V> {
+    #[inline(always)]
+    unsafe fn quants(&self, j: usize, k: usize) -> V::Ints {
+        let both = self.quants[j / 2][k];
+        if j % 2 == 0 {
+            V::low_nibbles(both)
+        } else {
+            V::high_nibbles(both)
+        }
+    }
+
+    fn scales(&self) -> &[V::Floats; 8] {
+        &self.scales
+    }
+
+    fn mins(&self) -> &[V::Floats; 8] {
+        &self.mins
+    }
+}
+
+impl<V: RowLanes> PackedSubBlocks<V> for PackedQ5K<V> {
+    #[inline(always)]
+    unsafe fn quants(&self, j: usize, k: usize) -> V::Ints {
+        self.quants[j][k]
+    }
+
+    fn scales(&self) -> &[V::Floats; 8] {
+        &self.scales
+    }
+
+    fn mins(&self) -> &[V::Floats; 8] {
+        &self.mins
+    }
+}
+
+/// Packed Q4_K or Q5_K rows against `T` activation rows, one row per lane, as the
+/// 32-element formats' `tile_32_rows_in_lanes`: each 32-quant sub-block's row sums come out
+/// of eight `vpdpbusd` in one register and are scaled by the rows' `d·scale`, shared by every
 /// activation; the mins are the rows' `dmin·min` against the activation's sub-block sums.
 /// Returns, per activation, the rows' sums. `pair_sums[t][8b + j]` is Σa over sub-block j
 /// of block b, as f32.
 #[inline(always)]
-unsafe fn tile_q4_k_rows_in_lanes<V: RowLanes, const T: usize>(
-    packed: &[PackedQ4K<V>],
+unsafe fn tile_k_quant_rows_in_lanes<V: RowLanes, P: PackedSubBlocks<V>, const T: usize>(
+    packed: &[P],
     acts: [&[BlockQ8K]; T],
     pair_sums: [&[f32]; T],
 ) -> [V::Floats; T] {
@@ -1147,28 +1256,19 @@ unsafe fn tile_q4_k_rows_in_lanes<V: RowLanes, const T: usize>(
         let mut sums = [V::zero_floats(); T];
         for t in 0..T {
             let pairs = pair_sums[t].as_ptr().add(8 * b);
-            for (j, min) in p.mins.iter().enumerate() {
+            for (j, min) in p.mins().iter().enumerate() {
                 sums[t] = V::neg_mul_add(*min, V::splat_f32(*pairs.add(j)), sums[t]);
             }
         }
-        for c in 0..4 {
-            for half in 0..2 {
-                let j = 2 * c + half;
-                let w: [V::Ints; 8] = std::array::from_fn(|k| {
-                    if half == 0 {
-                        V::low_nibbles(p.quants[c][k])
-                    } else {
-                        V::high_nibbles(p.quants[c][k])
-                    }
-                });
-                let dots = dots_in_lanes::<V, T, 8>(
-                    [V::zero_ints(); T],
-                    &w,
-                    std::array::from_fn(|t| acts[t].get_unchecked(b).qs.as_ptr().add(32 * j)),
-                );
-                for t in 0..T {
-                    sums[t] = V::mul_add(V::to_floats(dots[t]), p.scales[j], sums[t]);
-                }
+        for j in 0..8 {
+            let w: [V::Ints; 8] = std::array::from_fn(|k| p.quants(j, k));
+            let dots = dots_in_lanes::<V, T, 8>(
+                [V::zero_ints(); T],
+                &w,
+                std::array::from_fn(|t| acts[t].get_unchecked(b).qs.as_ptr().add(32 * j)),
+            );
+            for t in 0..T {
+                sums[t] = V::mul_add(V::to_floats(dots[t]), p.scales()[j], sums[t]);
             }
         }
         for t in 0..T {
@@ -1231,7 +1331,7 @@ unsafe fn pack_q6_k_8_rows<I: IsaPrimitives>(
 }
 
 /// Packed Q6_K rows against `T` activation rows, one row per lane, as
-/// `tile_q4_k_rows_in_lanes`: each 16-quant sub-block's row sums come out of four
+/// `tile_k_quant_rows_in_lanes`: each 16-quant sub-block's row sums come out of four
 /// `vpdpbusd` in one register, and the rows' `d·scale` scales them. The quants go in
 /// unsigned (0..63); `starts[t][16b + s]` is −32·Σa over sub-block s of block b, which
 /// starts that sub-block's sum and so takes the offset back out.
@@ -1424,6 +1524,19 @@ impl KQuantRow for BlockQ4K {
     }
 }
 
+/// One activation at a time: no row-by-row tile for Q5_K yet, so a few sequences generating
+/// together each take the row kernel.
+impl KQuantRow for BlockQ5K {
+    #[inline(always)]
+    unsafe fn tile<I: IsaPrimitives, const T: usize>(x: &[Self], y: [&[BlockQ8K]; T]) -> [f32; T] {
+        let mut sums = [0.0; T];
+        for t in 0..T {
+            sums[t] = dot_q5_k::<I>(x, y[t]);
+        }
+        sums
+    }
+}
+
 impl KQuantRow for BlockQ6K {
     #[inline(always)]
     unsafe fn tile<I: IsaPrimitives, const T: usize>(x: &[Self], y: [&[BlockQ8K]; T]) -> [f32; T] {
@@ -1503,7 +1616,7 @@ impl LaneFormat for BlockQ4K {
         acts: [&[BlockQ8K]; T],
         extra: [&[f32]; T],
     ) -> [V::Floats; T] {
-        tile_q4_k_rows_in_lanes::<V, T>(packed, acts, extra)
+        tile_k_quant_rows_in_lanes::<V, _, T>(packed, acts, extra)
     }
 
     #[inline(always)]
@@ -1516,6 +1629,48 @@ impl LaneFormat for BlockQ4K {
         out_stride: usize,
     ) {
         tail_k_quant::<I, BlockQ4K>(rows, row_bytes, acts, n_acts, out, out_stride)
+    }
+}
+
+impl LaneFormat for BlockQ5K {
+    type Weight = BlockQ5K;
+    type Act = BlockQ8K;
+    type Packed<V: RowLanes> = PackedQ5K<V>;
+    type Extra = f32;
+    const EXTRA_PER_BLOCK: usize = 8;
+
+    fn extra(a: &BlockQ8K) -> impl Iterator<Item = f32> {
+        pair_sums(a)
+    }
+
+    #[inline(always)]
+    unsafe fn pack_8<I: IsaPrimitives>(
+        rows: &[&[BlockQ5K]],
+        b: usize,
+        packed: &mut PackedQ5K<Lanes8<I>>,
+    ) {
+        pack_q5_k_8_rows(rows, b, packed)
+    }
+
+    #[inline(always)]
+    unsafe fn tile<V: RowLanes, const T: usize>(
+        packed: &[PackedQ5K<V>],
+        acts: [&[BlockQ8K]; T],
+        extra: [&[f32]; T],
+    ) -> [V::Floats; T] {
+        tile_k_quant_rows_in_lanes::<V, _, T>(packed, acts, extra)
+    }
+
+    #[inline(always)]
+    unsafe fn tail<I: IsaPrimitives>(
+        rows: &[u8],
+        row_bytes: usize,
+        acts: &[u8],
+        n_acts: usize,
+        out: &mut [f32],
+        out_stride: usize,
+    ) {
+        tail_k_quant::<I, BlockQ5K>(rows, row_bytes, acts, n_acts, out, out_stride)
     }
 }
 
@@ -2028,7 +2183,7 @@ impl LaneFormat for BlockQ4KGroup {
         acts: [&[BlockQ8K]; T],
         extra: [&[f32]; T],
     ) -> [V::Floats; T] {
-        tile_q4_k_rows_in_lanes::<V, T>(packed, acts, extra)
+        tile_k_quant_rows_in_lanes::<V, _, T>(packed, acts, extra)
     }
 
     #[inline(always)]
@@ -2335,6 +2490,17 @@ pub(super) unsafe fn dot_tile_q4_k<I: IsaPrimitives, const ACTS: usize>(
     out: &mut [f32],
 ) {
     dot_tile_in_lanes::<I, BlockQ4K, Lanes8<I>, ACTS>(rows, row_bytes, acts, n_acts, out)
+}
+
+#[inline(always)]
+pub(super) unsafe fn dot_tile_q5_k<I: IsaPrimitives, const ACTS: usize>(
+    rows: &[u8],
+    row_bytes: usize,
+    acts: &[u8],
+    n_acts: usize,
+    out: &mut [f32],
+) {
+    dot_tile_in_lanes::<I, BlockQ5K, Lanes8<I>, ACTS>(rows, row_bytes, acts, n_acts, out)
 }
 
 #[inline(always)]
