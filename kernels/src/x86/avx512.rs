@@ -9,11 +9,13 @@
 
 use super::kernels::{
     dot_groups_ready, dot_tile_in_lanes, entry_points, GroupedLanes, InLanes, IsaPrimitives,
-    LaneFormat, Lanes8, Q4_0Plus8, Q5_0Plus16, Q8_0Plus128, RowLanes,
+    LaneFormat, Lanes8, MinInLanes, Q4_0Plus8, Q5_0Plus16, Q8_0Plus128, RowLanes,
 };
 use crate::q4_0::BlockQ4_0Group;
+use crate::q4_1::BlockQ4_1;
 use crate::q4_k::{BlockQ4K, BlockQ4KGroup};
 use crate::q5_0::BlockQ5_0Group;
+use crate::q5_1::BlockQ5_1;
 use crate::q5_k::BlockQ5K;
 use crate::q6_k::{BlockQ6K, BlockQ6KGroup};
 use crate::q8_0::BlockQ8_0Group;
@@ -199,6 +201,8 @@ unsafe fn dot_groups_q8_0(
 pub(crate) fn install_wide(table: &mut crate::dispatch::Table) {
     table.dot_tile[GgmlType::Q4_K as usize] = Some(dot_tile_wide::<BlockQ4K>);
     table.dot_tile[GgmlType::Q5_K as usize] = Some(dot_tile_wide::<BlockQ5K>);
+    table.dot_tile[GgmlType::Q4_1 as usize] = Some(dot_tile_wide::<MinInLanes<BlockQ4_1>>);
+    table.dot_tile[GgmlType::Q5_1 as usize] = Some(dot_tile_wide::<MinInLanes<BlockQ5_1>>);
     table.dot_tile[GgmlType::Q6_K as usize] = Some(dot_tile_wide::<BlockQ6K>);
     table.dot_groups_tile[GgmlType::Q4_K as usize] = Some(dot_tile_wide::<BlockQ4KGroup>);
     table.dot_groups_tile[GgmlType::Q6_K as usize] = Some(dot_tile_wide::<BlockQ6KGroup>);

@@ -88,6 +88,8 @@ macro_rules! entry_points {
             dot_tile_q4_0(rows: &[u8], row_bytes: usize, acts: &[u8], n_acts: usize, out: &mut [f32]);
             dot_tile_q4_k(rows: &[u8], row_bytes: usize, acts: &[u8], n_acts: usize, out: &mut [f32]);
             dot_tile_q5_k(rows: &[u8], row_bytes: usize, acts: &[u8], n_acts: usize, out: &mut [f32]);
+            dot_tile_q4_1(rows: &[u8], row_bytes: usize, acts: &[u8], n_acts: usize, out: &mut [f32]);
+            dot_tile_q5_1(rows: &[u8], row_bytes: usize, acts: &[u8], n_acts: usize, out: &mut [f32]);
             dot_tile_q6_k(rows: &[u8], row_bytes: usize, acts: &[u8], n_acts: usize, out: &mut [f32]);
             dot_groups_tile_q4_k(rows: &[u8], row_bytes: usize, acts: &[u8], n_acts: usize, out: &mut [f32]);
             dot_groups_tile_q6_k(rows: &[u8], row_bytes: usize, acts: &[u8], n_acts: usize, out: &mut [f32]);
@@ -125,6 +127,8 @@ macro_rules! entry_points {
             table.dot_tile[Q4_0 as usize] = Some(dot_tile_q4_0);
             table.dot_tile[Q4_K as usize] = Some(dot_tile_q4_k);
             table.dot_tile[Q5_K as usize] = Some(dot_tile_q5_k);
+            table.dot_tile[Q4_1 as usize] = Some(dot_tile_q4_1);
+            table.dot_tile[Q5_1 as usize] = Some(dot_tile_q5_1);
             table.dot_tile[Q6_K as usize] = Some(dot_tile_q6_k);
             table.dot_groups[Q4_K as usize] = Some(dot_groups_q4_k);
             table.dot_groups_tile[Q4_K as usize] = Some(dot_groups_tile_q4_k);
@@ -928,6 +932,137 @@ unsafe fn tile_32_rows_in_lanes<V: RowLanes, const T: usize>(
         }
     }
     acc
+}
+
+/// Rows of a format with a min per block packed one row per lane: `Packed32` with the rows'
+/// mins beside their scales.
+#[repr(C)]
+pub(super) struct Packed32Min<V: RowLanes> {
+    quants: [V::Ints; 8],
+    scales: V::Floats,
+    mins: V::Floats,
+}
+copy_pack!(Packed32Min);
+
+#[inline(always)]
+unsafe fn pack_32_min_8_rows<I: IsaPrimitives, F: QuantsWithMin>(
+    rows: &[&[F]],
+    b: usize,
+    packed: &mut Packed32Min<Lanes8<I>>,
+) {
+    let mut w = [_mm256_setzero_si256(); 8];
+    let (mut d, mut m) = ([0u16; 8], [0u16; 8]);
+    for i in 0..8 {
+        let x = rows[i].get_unchecked(b);
+        w[i] = x.quants::<I>();
+        d[i] = u16::from_le_bytes(x.scale());
+        m[i] = u16::from_le_bytes(x.min());
+    }
+    packed.quants = transpose_dwords(w);
+    packed.scales = _mm256_cvtph_ps(_mm_loadu_si128(d.as_ptr().cast()));
+    packed.mins = _mm256_cvtph_ps(_mm_loadu_si128(m.as_ptr().cast()));
+}
+
+/// Packed rows with a min per block against `T` Q8_1 activation rows, one row per lane, as
+/// `tile_32_rows_in_lanes`: a block's row sums scaled by d·d', plus the rows' mins times the
+/// activation's `s` = d'·Σa.
+#[inline(always)]
+unsafe fn tile_32_min_rows_in_lanes<V: RowLanes, const T: usize>(
+    packed: &[Packed32Min<V>],
+    acts: [&[BlockQ8_1]; T],
+) -> [V::Floats; T] {
+    let mut acc = [V::zero_floats(); T];
+    for (b, p) in packed.iter().enumerate() {
+        let qs = std::array::from_fn(|t| acts[t].get_unchecked(b).qs.as_ptr());
+        let sums = dots_in_lanes::<V, T, 8>([V::zero_ints(); T], &p.quants, qs);
+        for t in 0..T {
+            let a = acts[t].get_unchecked(b);
+            let scale = V::mul(p.scales, V::splat_f16(a.d));
+            acc[t] = V::mul_add(scale, V::to_floats(sums[t]), acc[t]);
+            acc[t] = V::mul_add(p.mins, V::splat_f16(a.s), acc[t]);
+        }
+    }
+    acc
+}
+
+/// A format with a min per block as the rows-in-lanes tiles read it.
+pub(super) struct MinInLanes<F>(std::marker::PhantomData<F>);
+
+impl<F: QuantsWithMin> LaneFormat for MinInLanes<F> {
+    type Weight = F;
+    type Act = BlockQ8_1;
+    type Packed<V: RowLanes> = Packed32Min<V>;
+    /// Nothing: the activation's `s` is in its block.
+    type Extra = ();
+    const EXTRA_PER_BLOCK: usize = 0;
+
+    fn extra(_: &BlockQ8_1) -> impl Iterator<Item = ()> {
+        std::iter::empty()
+    }
+
+    #[inline(always)]
+    unsafe fn pack_8<I: IsaPrimitives>(
+        rows: &[&[F]],
+        b: usize,
+        packed: &mut Packed32Min<Lanes8<I>>,
+    ) {
+        pack_32_min_8_rows::<I, F>(rows, b, packed)
+    }
+
+    #[inline(always)]
+    unsafe fn tile<V: RowLanes, const T: usize>(
+        packed: &[Packed32Min<V>],
+        acts: [&[BlockQ8_1]; T],
+        _: [&[()]; T],
+    ) -> [V::Floats; T] {
+        tile_32_min_rows_in_lanes::<V, T>(packed, acts)
+    }
+
+    /// The row kernel for each row and activation: no row-by-row tile for these formats.
+    #[inline(always)]
+    unsafe fn tail<I: IsaPrimitives>(
+        rows: &[u8],
+        row_bytes: usize,
+        acts: &[u8],
+        n_acts: usize,
+        out: &mut [f32],
+        out_stride: usize,
+    ) {
+        let act_bytes = acts.len() / n_acts;
+        for (r, x) in rows.chunks_exact(row_bytes).enumerate() {
+            let x = as_blocks::<F>(x);
+            for t in 0..n_acts {
+                let y = as_blocks::<BlockQ8_1>(&acts[t * act_bytes..(t + 1) * act_bytes]);
+                out[t * out_stride + r] = dot_with_min::<I, F>(x, y);
+            }
+        }
+    }
+}
+
+#[inline(always)]
+pub(super) unsafe fn dot_tile_q4_1<I: IsaPrimitives, const ACTS: usize>(
+    rows: &[u8],
+    row_bytes: usize,
+    acts: &[u8],
+    n_acts: usize,
+    out: &mut [f32],
+) {
+    dot_tile_in_lanes::<I, MinInLanes<BlockQ4_1>, Lanes8<I>, ACTS>(
+        rows, row_bytes, acts, n_acts, out,
+    )
+}
+
+#[inline(always)]
+pub(super) unsafe fn dot_tile_q5_1<I: IsaPrimitives, const ACTS: usize>(
+    rows: &[u8],
+    row_bytes: usize,
+    acts: &[u8],
+    n_acts: usize,
+    out: &mut [f32],
+) {
+    dot_tile_in_lanes::<I, MinInLanes<BlockQ5_1>, Lanes8<I>, ACTS>(
+        rows, row_bytes, acts, n_acts, out,
+    )
 }
 
 /// One Q4_K row × `T` activation rows: each block's quants and scales are unpacked
