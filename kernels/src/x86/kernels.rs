@@ -1343,7 +1343,7 @@ impl<V: RowLanes> PackedSubBlocks<V> for PackedQ4K<V> {
     #[inline(always)]
     unsafe fn quants(&self, j: usize, k: usize) -> V::Ints {
         let both = self.quants[j / 2][k];
-        if j % 2 == 0 {
+        if j.is_multiple_of(2) {
             V::low_nibbles(both)
         } else {
             V::high_nibbles(both)
