@@ -75,6 +75,7 @@ macro_rules! entry_points {
             dot_rows_bf16(rows: &[u8], act: &[u8], out: &mut [f32]);
             quantize_q8_0(src: &[f32], dst: &mut [u8]);
             quantize_q8_k(src: &[f32], dst: &mut [u8]);
+            quantize_q8_1(src: &[f32], dst: &mut [u8]);
             softmax_exponentials(x: &mut [f32], max: f32) -> f64;
             soft_cap(x: &mut [f32], cap: f32);
         );
@@ -118,6 +119,7 @@ macro_rules! entry_points {
             table.dot_rows[BF16 as usize] = Some(dot_rows_bf16);
             table.quantize[Q8_0 as usize] = Some(quantize_q8_0);
             table.quantize[Q8_K as usize] = Some(quantize_q8_k);
+            table.quantize[Q8_1 as usize] = Some(quantize_q8_1);
             table.accumulate_f16_rows = accumulate_f16_rows;
             table.attention_scores_f16 = Some(attention_scores_f16);
             table.softmax_exponentials = softmax_exponentials;
@@ -3102,6 +3104,24 @@ pub(super) unsafe fn quantize_q8_0(src: &[f32], dst: &mut [u8]) {
         let (d, id) = scales(abs_max(x));
         y.d = f32_to_f16(d);
         round_pack(x.as_ptr(), id, y.qs.as_mut_ptr());
+    }
+}
+
+/// Bit-identical to `q8_1::quantize`.
+#[inline(always)]
+pub(super) unsafe fn quantize_q8_1(src: &[f32], dst: &mut [u8]) {
+    let blocks = as_blocks_mut::<BlockQ8_1>(dst);
+    assert_eq!(src.len(), blocks.len() * 32);
+    for (x, y) in src.chunks_exact(32).zip(blocks) {
+        let (d, id) = scales(abs_max(x));
+        y.d = f32_to_f16(d);
+        let ints = round_pack(x.as_ptr(), id, y.qs.as_mut_ptr());
+        let pairs = [
+            _mm256_add_epi32(ints[0], ints[1]),
+            _mm256_add_epi32(ints[2], ints[3]),
+        ];
+        let sum = hsum_epi32(_mm256_add_epi32(pairs[0], pairs[1]));
+        y.s = f32_to_f16(d * sum as f32);
     }
 }
 
