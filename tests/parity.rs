@@ -422,7 +422,7 @@ parity_tests! {
 }
 
 /// The same checks with the weights grouped as `--no-mmap` groups them, for the models with
-/// weights of a grouped type (Q4_K, Q6_K, Q5_0, Q8_0, Q4_0).
+/// weights of a grouped type (Q4_K, Q6_K, Q5_0, Q8_0, Q4_0, Q4_1).
 macro_rules! grouped_parity_tests {
     ($($name:ident => $id:literal),* $(,)?) => {
         mod grouped {
@@ -443,6 +443,7 @@ macro_rules! grouped_parity_tests {
 
 grouped_parity_tests! {
     gemma3_270m => "gemma3-270m-q4_k_m",
+    smollm2_135m => "smollm2-135m-q4_1",
     gemma2_synthetic_q4_k_m => "gemma2-synthetic-q4_k_m",
     gemma2_synthetic_q6_k => "gemma2-synthetic-q6_k",
     gemma2_synthetic_q4_0 => "gemma2-synthetic-q4_0",

@@ -556,6 +556,8 @@ impl Kernels {
             Q8_0 if grouped => Some(q8_0::GROUP_ROWS),
             Q5_0 if grouped => Some(q5_0::GROUP_ROWS),
             Q4_0 if grouped => Some(q4_0::GROUP_ROWS),
+            Q4_1 if grouped => Some(q4_1::GROUP_ROWS),
+            Q5_1 if grouped => Some(q5_1::GROUP_ROWS),
             _ => None,
         }
     }
@@ -588,6 +590,8 @@ impl Kernels {
             Q8_0 => q8_0::group,
             Q5_0 => q5_0::group,
             Q4_0 => q4_0::group,
+            Q4_1 => q4_1::group,
+            Q5_1 => q5_1::group,
             _ => unreachable!("group_len names the grouped types"),
         };
         let mut plain = vec![0u8; group_len * row_bytes];
@@ -625,6 +629,8 @@ impl Kernels {
             Q8_0 => q8_0::ungroup_row(crate::block::as_blocks(stripe), r % group_len),
             Q5_0 => q5_0::ungroup_row(crate::block::as_blocks(stripe), r % group_len),
             Q4_0 => q4_0::ungroup_row(crate::block::as_blocks(stripe), r % group_len),
+            Q4_1 => q4_1::ungroup_row(crate::block::as_blocks(stripe), r % group_len),
+            Q5_1 => q5_1::ungroup_row(crate::block::as_blocks(stripe), r % group_len),
             _ => unreachable!("group_len names the grouped types"),
         };
         self.dequantize_row(weight_ty, &row, dst);

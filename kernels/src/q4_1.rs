@@ -1,7 +1,7 @@
 //! Q4_1: 32 4-bit quants with f16 scale and offset; value = nibble·d + m, elements ordered as
 //! in Q4_0.
 
-use crate::block::{as_blocks, f16_to_f32, for_each_row, Block};
+use crate::block::{as_blocks, as_blocks_mut, f16_to_f32, for_each_row, Block};
 use crate::q8_1::BlockQ8_1;
 use std::mem::size_of;
 
@@ -47,10 +47,76 @@ pub(crate) fn dot_rows(rows: &[u8], act: &[u8], out: &mut [f32]) {
     for_each_row(rows, act, out, dot);
 }
 
+/// Rows grouped eight at a time for kernels that keep one row per 32-bit lane (as
+/// `q4_0::BlockQ4_0Group`, with the rows' mins beside their scales).
+#[repr(C)]
+pub(crate) struct BlockQ4_1Group {
+    pub(crate) d: [[u8; 2]; 8],
+    pub(crate) m: [[u8; 2]; 8],
+    /// `qs[k][r]`: bytes 4k..4k+3 of row r's `qs`.
+    pub(crate) qs: [[[u8; 4]; 8]; 4],
+}
+const _: () = assert!(size_of::<BlockQ4_1Group>() == GROUP_ROWS * size_of::<BlockQ4_1>());
+
+// SAFETY: repr(C), only byte arrays, eight Q4_1 blocks' worth of bytes.
+unsafe impl Block for BlockQ4_1Group {}
+
+/// The rows in a `BlockQ4_1Group`.
+pub(crate) const GROUP_ROWS: usize = 8;
+
+/// Rewrites `GROUP_ROWS` rows of Q4_1 (`rows`, each `row_bytes` long) as one group.
+pub(crate) fn group(rows: &[u8], row_bytes: usize, group: &mut [u8]) {
+    let rows: Vec<&[BlockQ4_1]> = rows.chunks_exact(row_bytes).map(as_blocks).collect();
+    assert_eq!(rows.len(), GROUP_ROWS, "a group is eight rows");
+    for (b, g) in as_blocks_mut::<BlockQ4_1Group>(group)
+        .iter_mut()
+        .enumerate()
+    {
+        for (r, row) in rows.iter().enumerate() {
+            let x = &row[b];
+            g.d[r] = x.d;
+            g.m[r] = x.m;
+            for (k, four) in x.qs.chunks_exact(4).enumerate() {
+                g.qs[k][r].copy_from_slice(four);
+            }
+        }
+    }
+}
+
+/// Row `r` of a group, block by block, as plain Q4_1: `group`'s inverse.
+pub(crate) fn ungroup_row(group: &[BlockQ4_1Group], r: usize) -> Vec<u8> {
+    let mut row = Vec::with_capacity(group.len() * size_of::<BlockQ4_1>());
+    for g in group {
+        row.extend(g.d[r]);
+        row.extend(g.m[r]);
+        row.extend(g.qs.iter().flat_map(|words| words[r]));
+    }
+    row
+}
+
 #[cfg(test)]
 mod tests {
-    use crate::test_util::check_dot_against_dequantized;
+    use super::*;
+    use crate::test_util::{check_dot_against_dequantized, Rng};
     use crate::GgmlType;
+
+    #[test]
+    fn grouping_rewrites_eight_rows_and_ungrouping_gives_them_back() {
+        let mut rng = Rng::new(11);
+        let row_bytes = GgmlType::Q4_1.row_bytes(3 * 32).unwrap();
+        let rows = rng.bytes(GROUP_ROWS * row_bytes);
+        let mut grouped = vec![0u8; rows.len()];
+        group(&rows, row_bytes, &mut grouped);
+        let groups = as_blocks::<BlockQ4_1Group>(&grouped);
+        // Row 6's block 1: its scale, its min, and bytes 8..11 of its qs.
+        let block = &rows[6 * row_bytes + 20..][..20];
+        assert_eq!(groups[1].d[6], block[..2]);
+        assert_eq!(groups[1].m[6], block[2..4]);
+        assert_eq!(groups[1].qs[2][6], block[4 + 8..][..4]);
+        for (r, row) in rows.chunks_exact(row_bytes).enumerate() {
+            assert_eq!(ungroup_row(groups, r), row, "row {r}");
+        }
+    }
 
     #[test]
     fn dot_matches_dequantized_dot() {

@@ -1,6 +1,6 @@
 //! Q5_1: 32 5-bit quants with f16 scale and offset; value = q·d + m, bits laid out as Q5_0.
 
-use crate::block::{as_blocks, f16_to_f32, for_each_row, Block};
+use crate::block::{as_blocks, as_blocks_mut, f16_to_f32, for_each_row, Block};
 use crate::q5_0::quant_pair;
 use crate::q8_1::BlockQ8_1;
 use std::mem::size_of;
@@ -51,10 +51,90 @@ pub(crate) fn dot_rows(rows: &[u8], act: &[u8], out: &mut [f32]) {
     for_each_row(rows, act, out, dot);
 }
 
+/// Rows grouped eight at a time for kernels that keep one row per 32-bit lane (as
+/// `q5_0::BlockQ5_0Group`, with the rows' mins beside their scales).
+#[repr(C)]
+pub(crate) struct BlockQ5_1Group {
+    pub(crate) d: [[u8; 2]; 8],
+    pub(crate) m: [[u8; 2]; 8],
+    /// `high_bits[k]`, little-endian: bit 4r + i is the fifth bit of quant 4k + i of row r.
+    pub(crate) high_bits: [[u8; 4]; 8],
+    /// `qs[k][r]`: bytes 4k..4k+3 of row r's `qs`.
+    pub(crate) qs: [[[u8; 4]; 8]; 4],
+}
+const _: () = assert!(size_of::<BlockQ5_1Group>() == GROUP_ROWS * size_of::<BlockQ5_1>());
+
+// SAFETY: repr(C), only byte arrays, eight Q5_1 blocks' worth of bytes.
+unsafe impl Block for BlockQ5_1Group {}
+
+/// The rows in a `BlockQ5_1Group`.
+pub(crate) const GROUP_ROWS: usize = 8;
+
+/// Rewrites `GROUP_ROWS` rows of Q5_1 (`rows`, each `row_bytes` long) as one group.
+pub(crate) fn group(rows: &[u8], row_bytes: usize, group: &mut [u8]) {
+    let rows: Vec<&[BlockQ5_1]> = rows.chunks_exact(row_bytes).map(as_blocks).collect();
+    assert_eq!(rows.len(), GROUP_ROWS, "a group is eight rows");
+    for (b, g) in as_blocks_mut::<BlockQ5_1Group>(group)
+        .iter_mut()
+        .enumerate()
+    {
+        let mut masks = [0u32; 8];
+        for (r, row) in rows.iter().enumerate() {
+            let x = &row[b];
+            g.d[r] = x.d;
+            g.m[r] = x.m;
+            for (k, four) in x.qs.chunks_exact(4).enumerate() {
+                g.qs[k][r].copy_from_slice(four);
+            }
+            let qh = u32::from_le_bytes(x.qh);
+            for (k, mask) in masks.iter_mut().enumerate() {
+                *mask |= (qh >> (4 * k) & 0xF) << (4 * r);
+            }
+        }
+        g.high_bits = masks.map(u32::to_le_bytes);
+    }
+}
+
+/// Row `r` of a group, block by block, as plain Q5_1: `group`'s inverse.
+pub(crate) fn ungroup_row(group: &[BlockQ5_1Group], r: usize) -> Vec<u8> {
+    let mut row = Vec::with_capacity(group.len() * size_of::<BlockQ5_1>());
+    for g in group {
+        let qh = g.high_bits.iter().enumerate().fold(0u32, |qh, (k, mask)| {
+            qh | (u32::from_le_bytes(*mask) >> (4 * r) & 0xF) << (4 * k)
+        });
+        row.extend(g.d[r]);
+        row.extend(g.m[r]);
+        row.extend(qh.to_le_bytes());
+        row.extend(g.qs.iter().flat_map(|words| words[r]));
+    }
+    row
+}
+
 #[cfg(test)]
 mod tests {
-    use crate::test_util::check_dot_against_dequantized;
+    use super::*;
+    use crate::test_util::{check_dot_against_dequantized, Rng};
     use crate::GgmlType;
+
+    #[test]
+    fn grouping_rewrites_eight_rows_and_ungrouping_gives_them_back() {
+        let mut rng = Rng::new(12);
+        let row_bytes = GgmlType::Q5_1.row_bytes(3 * 32).unwrap();
+        let rows = rng.bytes(GROUP_ROWS * row_bytes);
+        let mut grouped = vec![0u8; rows.len()];
+        group(&rows, row_bytes, &mut grouped);
+        let groups = as_blocks::<BlockQ5_1Group>(&grouped);
+        // Row 5's block 1: its min, bytes 12..15 of its qs, and the fifth bits of quants 24..27.
+        let block = &rows[5 * row_bytes + 24..][..24];
+        assert_eq!(groups[1].m[5], block[2..4]);
+        assert_eq!(groups[1].qs[3][5], block[8 + 12..][..4]);
+        let qh = u32::from_le_bytes(block[4..8].try_into().unwrap());
+        let mask = u32::from_le_bytes(groups[1].high_bits[6]);
+        assert_eq!(mask >> 20 & 0xF, qh >> 24 & 0xF);
+        for (r, row) in rows.chunks_exact(row_bytes).enumerate() {
+            assert_eq!(ungroup_row(groups, r), row, "row {r}");
+        }
+    }
 
     #[test]
     fn dot_matches_dequantized_dot() {

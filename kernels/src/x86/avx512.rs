@@ -8,14 +8,14 @@
 //! but 9% slower from memory, and the 2B-shaped Gemma 2's tg64 -t 1 fell from 11.9 to 10.5 t/s.
 
 use super::kernels::{
-    dot_groups_ready, dot_tile_in_lanes, entry_points, GroupedLanes, InLanes, IsaPrimitives,
-    LaneFormat, Lanes8, MinInLanes, Q4_0Plus8, Q5_0Plus16, Q8_0Plus128, RowLanes,
+    dot_groups_ready, dot_tile_in_lanes, entry_points, GroupedLanes, GroupedMinLanes, InLanes,
+    IsaPrimitives, LaneFormat, Lanes8, MinInLanes, Q4_0Plus8, Q5_0Plus16, Q8_0Plus128, RowLanes,
 };
 use crate::q4_0::BlockQ4_0Group;
-use crate::q4_1::BlockQ4_1;
+use crate::q4_1::{BlockQ4_1, BlockQ4_1Group};
 use crate::q4_k::{BlockQ4K, BlockQ4KGroup};
 use crate::q5_0::BlockQ5_0Group;
-use crate::q5_1::BlockQ5_1;
+use crate::q5_1::{BlockQ5_1, BlockQ5_1Group};
 use crate::q5_k::BlockQ5K;
 use crate::q6_k::{BlockQ6K, BlockQ6KGroup};
 use crate::q8_0::BlockQ8_0Group;
@@ -214,6 +214,10 @@ pub(crate) fn install_wide(table: &mut crate::dispatch::Table) {
         Some(dot_tile_wide::<GroupedLanes<BlockQ5_0Group>>);
     table.dot_groups_tile[GgmlType::Q4_0 as usize] =
         Some(dot_tile_wide::<GroupedLanes<BlockQ4_0Group>>);
+    table.dot_groups_tile[GgmlType::Q4_1 as usize] =
+        Some(dot_tile_wide::<GroupedMinLanes<BlockQ4_1Group>>);
+    table.dot_groups_tile[GgmlType::Q5_1 as usize] =
+        Some(dot_tile_wide::<GroupedMinLanes<BlockQ5_1Group>>);
     table.dot_tile[GgmlType::Q8_0 as usize] = Some(dot_tile_wide::<InLanes<Q8_0Plus128>>);
     table.dot_tile[GgmlType::Q5_0 as usize] = Some(dot_tile_wide::<InLanes<Q5_0Plus16>>);
     table.dot_tile[GgmlType::Q4_0 as usize] = Some(dot_tile_wide::<InLanes<Q4_0Plus8>>);

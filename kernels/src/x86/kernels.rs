@@ -11,10 +11,10 @@ use crate::block::{as_blocks, as_blocks_mut, f32_to_f16, for_each_row, Block};
 use crate::f16::F16;
 use crate::f32::F32;
 use crate::q4_0::{BlockQ4_0, BlockQ4_0Group};
-use crate::q4_1::BlockQ4_1;
+use crate::q4_1::{BlockQ4_1, BlockQ4_1Group};
 use crate::q4_k::{BlockQ4K, BlockQ4KGroup, GROUP_ROWS};
 use crate::q5_0::{BlockQ5_0, BlockQ5_0Group};
-use crate::q5_1::BlockQ5_1;
+use crate::q5_1::{BlockQ5_1, BlockQ5_1Group};
 use crate::q5_k::BlockQ5K;
 use crate::q6_k::{BlockQ6K, BlockQ6KGroup};
 use crate::q8_0::{scales, BlockQ8_0, BlockQ8_0Group};
@@ -68,6 +68,8 @@ macro_rules! entry_points {
             dot_groups_q6_k(groups: &[u8], row_bytes: usize, acts: &[u8], n_acts: usize, out: &mut [f32]);
             dot_groups_q5_0(groups: &[u8], row_bytes: usize, acts: &[u8], n_acts: usize, out: &mut [f32]);
             dot_groups_q4_0(groups: &[u8], row_bytes: usize, acts: &[u8], n_acts: usize, out: &mut [f32]);
+            dot_groups_q4_1(groups: &[u8], row_bytes: usize, acts: &[u8], n_acts: usize, out: &mut [f32]);
+            dot_groups_q5_1(groups: &[u8], row_bytes: usize, acts: &[u8], n_acts: usize, out: &mut [f32]);
         );
         entry_points!(@each $features, [],
             dot_rows_f32(rows: &[u8], act: &[u8], out: &mut [f32]);
@@ -96,6 +98,8 @@ macro_rules! entry_points {
             dot_groups_tile_q6_k(rows: &[u8], row_bytes: usize, acts: &[u8], n_acts: usize, out: &mut [f32]);
             dot_groups_tile_q5_0(rows: &[u8], row_bytes: usize, acts: &[u8], n_acts: usize, out: &mut [f32]);
             dot_groups_tile_q4_0(rows: &[u8], row_bytes: usize, acts: &[u8], n_acts: usize, out: &mut [f32]);
+            dot_groups_tile_q4_1(rows: &[u8], row_bytes: usize, acts: &[u8], n_acts: usize, out: &mut [f32]);
+            dot_groups_tile_q5_1(rows: &[u8], row_bytes: usize, acts: &[u8], n_acts: usize, out: &mut [f32]);
         );
 
         /// Puts this ISA's kernels into `table`.
@@ -142,6 +146,10 @@ macro_rules! entry_points {
             table.dot_groups[Q4_0 as usize] = Some(dot_groups_q4_0);
             table.prepare_groups[Q4_0 as usize] = Some(ready::<Q4_0Plus8>);
             table.dot_groups_tile[Q4_0 as usize] = Some(dot_groups_tile_q4_0);
+            table.dot_groups[Q4_1 as usize] = Some(dot_groups_q4_1);
+            table.dot_groups_tile[Q4_1 as usize] = Some(dot_groups_tile_q4_1);
+            table.dot_groups[Q5_1 as usize] = Some(dot_groups_q5_1);
+            table.dot_groups_tile[Q5_1 as usize] = Some(dot_groups_tile_q5_1);
         }
     };
     (@each $features:literal, $generics:tt, $($name:ident $args:tt $(-> $ret:ty)?;)*) => {
@@ -2112,6 +2120,196 @@ impl<G: Grouped32> GroupedRows for GroupedLanes<G> {
     ) -> [__m256; T] {
         dot_group_32::<I, G, T>(x, y)
     }
+}
+
+/// A grouped 32-element format with a min per block (value = q·d + m), against Q8_1
+/// activations: `Grouped32`'s quants, with the rows' mins beside their scales.
+pub(super) trait GroupedWithMin: Block {
+    /// Quants 4k..4k+3 of every row (k < 8), unsigned, one row per lane.
+    unsafe fn quants<I: IsaPrimitives>(&self, k: usize) -> __m256i;
+    fn scales(&self) -> &[[u8; 2]; 8];
+    fn mins(&self) -> &[[u8; 2]; 8];
+}
+
+/// Low nibbles for k < 4, high nibbles beyond: 0..15.
+impl GroupedWithMin for BlockQ4_1Group {
+    #[inline(always)]
+    unsafe fn quants<I: IsaPrimitives>(&self, k: usize) -> __m256i {
+        let q = load(self.qs[k % 4].as_ptr().cast());
+        let nibbles = match k {
+            0..4 => q,
+            _ => _mm256_srli_epi16::<4>(q),
+        };
+        _mm256_and_si256(nibbles, _mm256_set1_epi8(0x0F))
+    }
+
+    fn scales(&self) -> &[[u8; 2]; 8] {
+        &self.d
+    }
+
+    fn mins(&self) -> &[[u8; 2]; 8] {
+        &self.m
+    }
+}
+
+/// Low nibbles for k < 4, high nibbles beyond, plus 16 where their fifth bit is set: 0..31.
+impl GroupedWithMin for BlockQ5_1Group {
+    #[inline(always)]
+    unsafe fn quants<I: IsaPrimitives>(&self, k: usize) -> __m256i {
+        let q = load(self.qs[k % 4].as_ptr().cast());
+        let nibbles = match k {
+            0..4 => q,
+            _ => _mm256_srli_epi16::<4>(q),
+        };
+        I::add_16_where_set(
+            _mm256_and_si256(nibbles, _mm256_set1_epi8(0x0F)),
+            self.high_bits[k],
+        )
+    }
+
+    fn scales(&self) -> &[[u8; 2]; 8] {
+        &self.d
+    }
+
+    fn mins(&self) -> &[[u8; 2]; 8] {
+        &self.m
+    }
+}
+
+/// A grouped format with a min per block as the rows-in-lanes kernels read it.
+pub(super) struct GroupedMinLanes<G>(std::marker::PhantomData<G>);
+
+/// Nothing to prepare: the Q8_1 block carries `s` = d'·Σa itself.
+impl<G: GroupedWithMin> GroupedRows for GroupedMinLanes<G> {
+    type Ready = BlockQ8_1;
+
+    fn ready(acts: &[u8]) -> Cow<'_, [u8]> {
+        Cow::Borrowed(acts)
+    }
+
+    #[inline(always)]
+    unsafe fn dot_stripe<I: IsaPrimitives, const T: usize>(
+        x: &[G],
+        y: [&[BlockQ8_1]; T],
+    ) -> [__m256; T] {
+        let mut acc = [_mm256_setzero_ps(); T];
+        for (b, xb) in x.iter().enumerate() {
+            let yb: [&BlockQ8_1; T] = std::array::from_fn(|t| y[t].get_unchecked(b));
+            let mut sums = [_mm256_setzero_si256(); T];
+            for k in 0..8 {
+                let q = xb.quants::<I>(k);
+                for t in 0..T {
+                    let four = yb[t].qs.as_ptr().add(4 * k).cast::<i32>().read_unaligned();
+                    sums[t] = I::dot_u8_i8(sums[t], q, _mm256_set1_epi32(four));
+                }
+            }
+            let (d, m) = (f16_per_row(xb.scales()), f16_per_row(xb.mins()));
+            for t in 0..T {
+                let scale = _mm256_mul_ps(d, broadcast_f16(yb[t].d));
+                acc[t] = _mm256_fmadd_ps(scale, _mm256_cvtepi32_ps(sums[t]), acc[t]);
+                acc[t] = _mm256_fmadd_ps(m, broadcast_f16(yb[t].s), acc[t]);
+            }
+        }
+        acc
+    }
+}
+
+impl<G: GroupedWithMin> LaneFormat for GroupedMinLanes<G> {
+    type Weight = G;
+    type Act = BlockQ8_1;
+    type Packed<V: RowLanes> = Packed32Min<V>;
+    /// Nothing: the activation's `s` is in its block.
+    type Extra = ();
+    const EXTRA_PER_BLOCK: usize = 0;
+    const STRIPE_ROWS: usize = GROUP_ROWS;
+
+    fn extra(_: &BlockQ8_1) -> impl Iterator<Item = ()> {
+        std::iter::empty()
+    }
+
+    /// No transposes: the group is already one row per lane.
+    #[inline(always)]
+    unsafe fn pack_8<I: IsaPrimitives>(
+        stripes: &[&[G]],
+        b: usize,
+        packed: &mut Packed32Min<Lanes8<I>>,
+    ) {
+        let g = stripes[0].get_unchecked(b);
+        for (k, q) in packed.quants.iter_mut().enumerate() {
+            *q = g.quants::<I>(k);
+        }
+        packed.scales = f16_per_row(g.scales());
+        packed.mins = f16_per_row(g.mins());
+    }
+
+    #[inline(always)]
+    unsafe fn tile<V: RowLanes, const T: usize>(
+        packed: &[Packed32Min<V>],
+        acts: [&[BlockQ8_1]; T],
+        _: [&[()]; T],
+    ) -> [V::Floats; T] {
+        tile_32_min_rows_in_lanes::<V, T>(packed, acts)
+    }
+
+    #[inline(always)]
+    unsafe fn tail<I: IsaPrimitives>(
+        rows: &[u8],
+        row_bytes: usize,
+        acts: &[u8],
+        n_acts: usize,
+        out: &mut [f32],
+        out_stride: usize,
+    ) {
+        tail_grouped::<I, Self>(rows, row_bytes, &Self::ready(acts), n_acts, out, out_stride)
+    }
+}
+
+#[inline(always)]
+pub(super) unsafe fn dot_groups_q4_1<I: IsaPrimitives>(
+    groups: &[u8],
+    row_bytes: usize,
+    acts: &[u8],
+    n_acts: usize,
+    out: &mut [f32],
+) {
+    dot_groups_ready::<I, GroupedMinLanes<BlockQ4_1Group>>(groups, row_bytes, acts, n_acts, out)
+}
+
+#[inline(always)]
+pub(super) unsafe fn dot_groups_q5_1<I: IsaPrimitives>(
+    groups: &[u8],
+    row_bytes: usize,
+    acts: &[u8],
+    n_acts: usize,
+    out: &mut [f32],
+) {
+    dot_groups_ready::<I, GroupedMinLanes<BlockQ5_1Group>>(groups, row_bytes, acts, n_acts, out)
+}
+
+#[inline(always)]
+pub(super) unsafe fn dot_groups_tile_q5_1<I: IsaPrimitives, const ACTS: usize>(
+    rows: &[u8],
+    row_bytes: usize,
+    acts: &[u8],
+    n_acts: usize,
+    out: &mut [f32],
+) {
+    dot_tile_in_lanes::<I, GroupedMinLanes<BlockQ5_1Group>, Lanes8<I>, ACTS>(
+        rows, row_bytes, acts, n_acts, out,
+    )
+}
+
+#[inline(always)]
+pub(super) unsafe fn dot_groups_tile_q4_1<I: IsaPrimitives, const ACTS: usize>(
+    rows: &[u8],
+    row_bytes: usize,
+    acts: &[u8],
+    n_acts: usize,
+    out: &mut [f32],
+) {
+    dot_tile_in_lanes::<I, GroupedMinLanes<BlockQ4_1Group>, Lanes8<I>, ACTS>(
+        rows, row_bytes, acts, n_acts, out,
+    )
 }
 
 /// One stripe (eight rows) of a grouped 32-element format against `T` activation rows: the
