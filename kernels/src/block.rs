@@ -78,3 +78,29 @@ pub(crate) fn for_each_row<W: Block, A: Block>(
         *o = dot(as_blocks::<W>(row), act);
     }
 }
+
+/// Rewrites eight rows of blocks `B` (`rows`, each `row_bytes` long) as groups `G` in
+/// `group`, block by block: `fill` gets a group and block b of each row.
+pub(crate) fn group_blocks<B: Block, G: Block>(
+    rows: &[u8],
+    row_bytes: usize,
+    group: &mut [u8],
+    fill: impl Fn(&mut G, [&B; 8]),
+) {
+    let rows: Vec<&[B]> = rows.chunks_exact(row_bytes).map(as_blocks).collect();
+    assert_eq!(rows.len(), 8, "a group is eight rows");
+    for (b, g) in as_blocks_mut::<G>(group).iter_mut().enumerate() {
+        fill(g, std::array::from_fn(|r| &rows[r][b]));
+    }
+}
+
+/// The 16 `qs` bytes of eight rows' blocks of a 32-element nibble format (Q4_0, Q4_1, Q5_0,
+/// Q5_1) as their groups hold them: `[k][r]` is bytes 4k..4k+3 of row r's.
+pub(crate) fn group_nibbles(qs: [&[u8; 16]; 8]) -> [[[u8; 4]; 8]; 4] {
+    std::array::from_fn(|k| std::array::from_fn(|r| qs[r][4 * k..4 * k + 4].try_into().unwrap()))
+}
+
+/// Row r's 16 `qs` bytes back out of `group_nibbles`.
+pub(crate) fn row_nibbles(words: &[[[u8; 4]; 8]; 4], r: usize) -> impl Iterator<Item = u8> + '_ {
+    words.iter().flat_map(move |w| w[r])
+}

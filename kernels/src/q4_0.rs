@@ -1,7 +1,9 @@
 //! Q4_0: 32 4-bit quants with an f16 scale; value = (nibble − 8)·d. Byte j holds element j in
 //! its low nibble and element j+16 in its high nibble.
 
-use crate::block::{as_blocks, as_blocks_mut, f16_to_f32, for_each_row, Block};
+use crate::block::{
+    as_blocks, f16_to_f32, for_each_row, group_blocks, group_nibbles, row_nibbles, Block,
+};
 use crate::q8_0::BlockQ8_0;
 use std::mem::size_of;
 
@@ -66,20 +68,15 @@ pub(crate) const GROUP_ROWS: usize = 8;
 
 /// Rewrites `GROUP_ROWS` rows of Q4_0 (`rows`, each `row_bytes` long) as one group.
 pub(crate) fn group(rows: &[u8], row_bytes: usize, group: &mut [u8]) {
-    let rows: Vec<&[BlockQ4_0]> = rows.chunks_exact(row_bytes).map(as_blocks).collect();
-    assert_eq!(rows.len(), GROUP_ROWS, "a group is eight rows");
-    for (b, g) in as_blocks_mut::<BlockQ4_0Group>(group)
-        .iter_mut()
-        .enumerate()
-    {
-        for (r, row) in rows.iter().enumerate() {
-            let x = &row[b];
-            g.d[r] = x.d;
-            for (k, four) in x.qs.chunks_exact(4).enumerate() {
-                g.qs[k][r].copy_from_slice(four);
-            }
-        }
-    }
+    group_blocks(
+        rows,
+        row_bytes,
+        group,
+        |g: &mut BlockQ4_0Group, x: [&BlockQ4_0; 8]| {
+            g.d = x.map(|x| x.d);
+            g.qs = group_nibbles(x.map(|x| &x.qs));
+        },
+    );
 }
 
 /// Row `r` of a group, block by block, as plain Q4_0: `group`'s inverse.
@@ -87,7 +84,7 @@ pub(crate) fn ungroup_row(group: &[BlockQ4_0Group], r: usize) -> Vec<u8> {
     let mut row = Vec::with_capacity(group.len() * size_of::<BlockQ4_0>());
     for g in group {
         row.extend(g.d[r]);
-        row.extend(g.qs.iter().flat_map(|words| words[r]));
+        row.extend(row_nibbles(&g.qs, r));
     }
     row
 }

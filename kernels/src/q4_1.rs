@@ -1,7 +1,9 @@
 //! Q4_1: 32 4-bit quants with f16 scale and offset; value = nibble·d + m, elements ordered as
 //! in Q4_0.
 
-use crate::block::{as_blocks, as_blocks_mut, f16_to_f32, for_each_row, Block};
+use crate::block::{
+    as_blocks, f16_to_f32, for_each_row, group_blocks, group_nibbles, row_nibbles, Block,
+};
 use crate::q8_1::BlockQ8_1;
 use std::mem::size_of;
 
@@ -66,21 +68,16 @@ pub(crate) const GROUP_ROWS: usize = 8;
 
 /// Rewrites `GROUP_ROWS` rows of Q4_1 (`rows`, each `row_bytes` long) as one group.
 pub(crate) fn group(rows: &[u8], row_bytes: usize, group: &mut [u8]) {
-    let rows: Vec<&[BlockQ4_1]> = rows.chunks_exact(row_bytes).map(as_blocks).collect();
-    assert_eq!(rows.len(), GROUP_ROWS, "a group is eight rows");
-    for (b, g) in as_blocks_mut::<BlockQ4_1Group>(group)
-        .iter_mut()
-        .enumerate()
-    {
-        for (r, row) in rows.iter().enumerate() {
-            let x = &row[b];
-            g.d[r] = x.d;
-            g.m[r] = x.m;
-            for (k, four) in x.qs.chunks_exact(4).enumerate() {
-                g.qs[k][r].copy_from_slice(four);
-            }
-        }
-    }
+    group_blocks(
+        rows,
+        row_bytes,
+        group,
+        |g: &mut BlockQ4_1Group, x: [&BlockQ4_1; 8]| {
+            g.d = x.map(|x| x.d);
+            g.m = x.map(|x| x.m);
+            g.qs = group_nibbles(x.map(|x| &x.qs));
+        },
+    );
 }
 
 /// Row `r` of a group, block by block, as plain Q4_1: `group`'s inverse.
@@ -89,7 +86,7 @@ pub(crate) fn ungroup_row(group: &[BlockQ4_1Group], r: usize) -> Vec<u8> {
     for g in group {
         row.extend(g.d[r]);
         row.extend(g.m[r]);
-        row.extend(g.qs.iter().flat_map(|words| words[r]));
+        row.extend(row_nibbles(&g.qs, r));
     }
     row
 }

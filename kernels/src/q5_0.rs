@@ -1,7 +1,9 @@
 //! Q5_0: 32 5-bit quants with an f16 scale; value = (q − 16)·d. The low four bits are packed
 //! as in Q4_0; bit j of the little-endian u32 `qh` is the fifth bit of element j.
 
-use crate::block::{as_blocks, as_blocks_mut, f16_to_f32, for_each_row, Block};
+use crate::block::{
+    as_blocks, f16_to_f32, for_each_row, group_blocks, group_nibbles, row_nibbles, Block,
+};
 use crate::q8_0::BlockQ8_0;
 use std::mem::size_of;
 
@@ -81,38 +83,46 @@ pub(crate) const GROUP_ROWS: usize = 8;
 
 /// Rewrites `GROUP_ROWS` rows of Q5_0 (`rows`, each `row_bytes` long) as one group.
 pub(crate) fn group(rows: &[u8], row_bytes: usize, group: &mut [u8]) {
-    let rows: Vec<&[BlockQ5_0]> = rows.chunks_exact(row_bytes).map(as_blocks).collect();
-    assert_eq!(rows.len(), GROUP_ROWS, "a group is eight rows");
-    for (b, g) in as_blocks_mut::<BlockQ5_0Group>(group)
-        .iter_mut()
-        .enumerate()
-    {
-        let mut masks = [0u32; 8];
-        for (r, row) in rows.iter().enumerate() {
-            let x = &row[b];
-            g.d[r] = x.d;
-            for (k, four) in x.qs.chunks_exact(4).enumerate() {
-                g.qs[k][r].copy_from_slice(four);
-            }
-            let qh = u32::from_le_bytes(x.qh);
-            for (k, mask) in masks.iter_mut().enumerate() {
-                *mask |= (qh >> (4 * k) & 0xF) << (4 * r);
-            }
+    group_blocks(
+        rows,
+        row_bytes,
+        group,
+        |g: &mut BlockQ5_0Group, x: [&BlockQ5_0; 8]| {
+            g.d = x.map(|x| x.d);
+            g.high_bits = group_fifth_bits(x.map(|x| x.qh));
+            g.qs = group_nibbles(x.map(|x| &x.qs));
+        },
+    );
+}
+
+/// The fifth bits (`qh`) of eight rows' blocks of Q5_0 or Q5_1 as their groups hold them:
+/// mask k has bit 4r + i set where quant 4k + i of row r has its fifth bit.
+pub(crate) fn group_fifth_bits(qh: [[u8; 4]; 8]) -> [[u8; 4]; 8] {
+    let mut masks = [0u32; 8];
+    for (r, qh) in qh.iter().enumerate() {
+        let qh = u32::from_le_bytes(*qh);
+        for (k, mask) in masks.iter_mut().enumerate() {
+            *mask |= (qh >> (4 * k) & 0xF) << (4 * r);
         }
-        g.high_bits = masks.map(u32::to_le_bytes);
     }
+    masks.map(u32::to_le_bytes)
+}
+
+/// Row r's `qh` back out of `group_fifth_bits`.
+pub(crate) fn row_fifth_bits(masks: &[[u8; 4]; 8], r: usize) -> [u8; 4] {
+    let qh = masks.iter().enumerate().fold(0u32, |qh, (k, mask)| {
+        qh | (u32::from_le_bytes(*mask) >> (4 * r) & 0xF) << (4 * k)
+    });
+    qh.to_le_bytes()
 }
 
 /// Row `r` of a group, block by block, as plain Q5_0: `group`'s inverse.
 pub(crate) fn ungroup_row(group: &[BlockQ5_0Group], r: usize) -> Vec<u8> {
     let mut row = Vec::with_capacity(group.len() * size_of::<BlockQ5_0>());
     for g in group {
-        let qh = g.high_bits.iter().enumerate().fold(0u32, |qh, (k, mask)| {
-            qh | (u32::from_le_bytes(*mask) >> (4 * r) & 0xF) << (4 * k)
-        });
         row.extend(g.d[r]);
-        row.extend(qh.to_le_bytes());
-        row.extend(g.qs.iter().flat_map(|words| words[r]));
+        row.extend(row_fifth_bits(&g.high_bits, r));
+        row.extend(row_nibbles(&g.qs, r));
     }
     row
 }

@@ -1,7 +1,9 @@
 //! Q5_1: 32 5-bit quants with f16 scale and offset; value = q·d + m, bits laid out as Q5_0.
 
-use crate::block::{as_blocks, as_blocks_mut, f16_to_f32, for_each_row, Block};
-use crate::q5_0::quant_pair;
+use crate::block::{
+    as_blocks, f16_to_f32, for_each_row, group_blocks, group_nibbles, row_nibbles, Block,
+};
+use crate::q5_0::{group_fifth_bits, quant_pair, row_fifth_bits};
 use crate::q8_1::BlockQ8_1;
 use std::mem::size_of;
 
@@ -72,40 +74,27 @@ pub(crate) const GROUP_ROWS: usize = 8;
 
 /// Rewrites `GROUP_ROWS` rows of Q5_1 (`rows`, each `row_bytes` long) as one group.
 pub(crate) fn group(rows: &[u8], row_bytes: usize, group: &mut [u8]) {
-    let rows: Vec<&[BlockQ5_1]> = rows.chunks_exact(row_bytes).map(as_blocks).collect();
-    assert_eq!(rows.len(), GROUP_ROWS, "a group is eight rows");
-    for (b, g) in as_blocks_mut::<BlockQ5_1Group>(group)
-        .iter_mut()
-        .enumerate()
-    {
-        let mut masks = [0u32; 8];
-        for (r, row) in rows.iter().enumerate() {
-            let x = &row[b];
-            g.d[r] = x.d;
-            g.m[r] = x.m;
-            for (k, four) in x.qs.chunks_exact(4).enumerate() {
-                g.qs[k][r].copy_from_slice(four);
-            }
-            let qh = u32::from_le_bytes(x.qh);
-            for (k, mask) in masks.iter_mut().enumerate() {
-                *mask |= (qh >> (4 * k) & 0xF) << (4 * r);
-            }
-        }
-        g.high_bits = masks.map(u32::to_le_bytes);
-    }
+    group_blocks(
+        rows,
+        row_bytes,
+        group,
+        |g: &mut BlockQ5_1Group, x: [&BlockQ5_1; 8]| {
+            g.d = x.map(|x| x.d);
+            g.m = x.map(|x| x.m);
+            g.high_bits = group_fifth_bits(x.map(|x| x.qh));
+            g.qs = group_nibbles(x.map(|x| &x.qs));
+        },
+    );
 }
 
 /// Row `r` of a group, block by block, as plain Q5_1: `group`'s inverse.
 pub(crate) fn ungroup_row(group: &[BlockQ5_1Group], r: usize) -> Vec<u8> {
     let mut row = Vec::with_capacity(group.len() * size_of::<BlockQ5_1>());
     for g in group {
-        let qh = g.high_bits.iter().enumerate().fold(0u32, |qh, (k, mask)| {
-            qh | (u32::from_le_bytes(*mask) >> (4 * r) & 0xF) << (4 * k)
-        });
         row.extend(g.d[r]);
         row.extend(g.m[r]);
-        row.extend(qh.to_le_bytes());
-        row.extend(g.qs.iter().flat_map(|words| words[r]));
+        row.extend(row_fifth_bits(&g.high_bits, r));
+        row.extend(row_nibbles(&g.qs, r));
     }
     row
 }
