@@ -526,9 +526,14 @@ unsafe fn broadcast_f16(d: [u8; 2]) -> __m256 {
 /// quants (Q4_0: 8, Q5_0: 16, Q8_0 plus 128: −128, the byte 0x80): they go into the unsigned
 /// side of the byte dot product as they are, and the offset's share, −OFFSET·Σa, depends only
 /// on the activation block, so it is computed once for all rows and starts each row's sum.
-pub(super) trait Quants32 {
-    type Block: Block;
+pub(super) trait Quants32: RowQuants32 {
     const OFFSET: i8;
+}
+
+/// A 32-element block's quants in element order and its f16 scale, as the rows-in-lanes
+/// packs read them.
+pub(super) trait RowQuants32 {
+    type Block: Block;
     unsafe fn quants<I: IsaPrimitives>(x: &Self::Block) -> (__m256i, [u8; 2]);
 }
 
@@ -545,8 +550,11 @@ pub(super) struct Q5_0Plus16;
 pub(super) struct Q4_0Plus8;
 
 impl Quants32 for SignedQ8_0 {
-    type Block = BlockQ8_0;
     const OFFSET: i8 = 0;
+}
+
+impl RowQuants32 for SignedQ8_0 {
+    type Block = BlockQ8_0;
     #[inline(always)]
     unsafe fn quants<I: IsaPrimitives>(x: &BlockQ8_0) -> (__m256i, [u8; 2]) {
         (load(x.qs.as_ptr().cast()), x.d)
@@ -554,8 +562,11 @@ impl Quants32 for SignedQ8_0 {
 }
 
 impl Quants32 for Q8_0Plus128 {
-    type Block = BlockQ8_0;
     const OFFSET: i8 = i8::MIN;
+}
+
+impl RowQuants32 for Q8_0Plus128 {
+    type Block = BlockQ8_0;
     #[inline(always)]
     unsafe fn quants<I: IsaPrimitives>(x: &BlockQ8_0) -> (__m256i, [u8; 2]) {
         let q = load(x.qs.as_ptr().cast());
@@ -564,8 +575,11 @@ impl Quants32 for Q8_0Plus128 {
 }
 
 impl Quants32 for Q5_0Plus16 {
-    type Block = BlockQ5_0;
     const OFFSET: i8 = 16;
+}
+
+impl RowQuants32 for Q5_0Plus16 {
+    type Block = BlockQ5_0;
     #[inline(always)]
     unsafe fn quants<I: IsaPrimitives>(x: &BlockQ5_0) -> (__m256i, [u8; 2]) {
         (I::add_16_where_set(nibbles(&x.qs), x.qh), x.d)
@@ -573,8 +587,11 @@ impl Quants32 for Q5_0Plus16 {
 }
 
 impl Quants32 for Q4_0Plus8 {
-    type Block = BlockQ4_0;
     const OFFSET: i8 = 8;
+}
+
+impl RowQuants32 for Q4_0Plus8 {
+    type Block = BlockQ4_0;
     #[inline(always)]
     unsafe fn quants<I: IsaPrimitives>(x: &BlockQ4_0) -> (__m256i, [u8; 2]) {
         (nibbles(&x.qs), x.d)
@@ -900,7 +917,7 @@ pub(super) struct Packed32<V: RowLanes> {
 copy_pack!(Packed32);
 
 #[inline(always)]
-unsafe fn pack_32_8_rows<I: IsaPrimitives, F: Quants32>(
+unsafe fn pack_32_8_rows<I: IsaPrimitives, F: RowQuants32>(
     rows: &[&[F::Block]],
     b: usize,
     packed: &mut Packed32<Lanes8<I>>,
@@ -948,11 +965,21 @@ unsafe fn tile_32_rows_in_lanes<V: RowLanes, const T: usize>(
 /// mins beside their scales.
 #[repr(C)]
 pub(super) struct Packed32Min<V: RowLanes> {
-    quants: [V::Ints; 8],
-    scales: V::Floats,
+    rows: Packed32<V>,
     mins: V::Floats,
 }
 copy_pack!(Packed32Min);
+
+/// The quants and scales of a format with a min per block, for `pack_32_8_rows`.
+pub(super) struct QuantsOfMin<F>(std::marker::PhantomData<F>);
+
+impl<F: QuantsWithMin> RowQuants32 for QuantsOfMin<F> {
+    type Block = F;
+    #[inline(always)]
+    unsafe fn quants<I: IsaPrimitives>(x: &F) -> (__m256i, [u8; 2]) {
+        (x.quants::<I>(), x.scale())
+    }
+}
 
 #[inline(always)]
 unsafe fn pack_32_min_8_rows<I: IsaPrimitives, F: QuantsWithMin>(
@@ -960,17 +987,12 @@ unsafe fn pack_32_min_8_rows<I: IsaPrimitives, F: QuantsWithMin>(
     b: usize,
     packed: &mut Packed32Min<Lanes8<I>>,
 ) {
-    let mut w = [_mm256_setzero_si256(); 8];
-    let (mut d, mut m) = ([0u16; 8], [0u16; 8]);
+    pack_32_8_rows::<I, QuantsOfMin<F>>(rows, b, &mut packed.rows);
+    let mut m = [[0u8; 2]; 8];
     for i in 0..8 {
-        let x = rows[i].get_unchecked(b);
-        w[i] = x.quants::<I>();
-        d[i] = u16::from_le_bytes(x.scale());
-        m[i] = u16::from_le_bytes(x.min());
+        m[i] = rows[i].get_unchecked(b).min();
     }
-    packed.quants = transpose_dwords(w);
-    packed.scales = _mm256_cvtph_ps(_mm_loadu_si128(d.as_ptr().cast()));
-    packed.mins = _mm256_cvtph_ps(_mm_loadu_si128(m.as_ptr().cast()));
+    packed.mins = f16_per_row(&m);
 }
 
 /// Packed rows with a min per block against `T` Q8_1 activation rows, one row per lane, as
@@ -984,10 +1006,10 @@ unsafe fn tile_32_min_rows_in_lanes<V: RowLanes, const T: usize>(
     let mut acc = [V::zero_floats(); T];
     for (b, p) in packed.iter().enumerate() {
         let qs = std::array::from_fn(|t| acts[t].get_unchecked(b).qs.as_ptr());
-        let sums = dots_in_lanes::<V, T, 8>([V::zero_ints(); T], &p.quants, qs);
+        let sums = dots_in_lanes::<V, T, 8>([V::zero_ints(); T], &p.rows.quants, qs);
         for t in 0..T {
             let a = acts[t].get_unchecked(b);
-            let scale = V::mul(p.scales, V::splat_f16(a.d));
+            let scale = V::mul(p.rows.scales, V::splat_f16(a.d));
             acc[t] = V::mul_add(scale, V::to_floats(sums[t]), acc[t]);
             acc[t] = V::mul_add(p.mins, V::splat_f16(a.s), acc[t]);
         }
@@ -2036,22 +2058,38 @@ impl GroupedRows for BlockQ6KGroup {
 }
 
 /// A grouped 32-element format: block by block, eight rows' f16 scales and, per 32 bytes,
-/// four quants of every row (`q8_0::BlockQ8_0Group`, `q5_0::BlockQ5_0Group`).
+/// four quants of every row, unsigned (`q8_0::BlockQ8_0Group`, `q5_0::BlockQ5_0Group`, ...).
 pub(super) trait Grouped32: Block {
-    /// The format whose offset the unsigned quants carry: −offset·Σa starts each block's sums.
-    type Offset: Quants32;
-
-    /// Quants 4k..4k+3 of every row (k < 8), plus the offset, one row per lane.
+    /// Quants 4k..4k+3 of every row (k < 8), one row per lane.
     unsafe fn quants<I: IsaPrimitives>(&self, k: usize) -> __m256i;
 
     fn scales(&self) -> &[[u8; 2]; 8];
 }
 
+/// A grouped format whose quants stand for `q − offset`: −offset·Σa starts each block's sums.
+pub(super) trait GroupedWithOffset: Grouped32 {
+    type Offset: Quants32;
+}
+
+/// A grouped format with a min per block (value = q·d + m), against Q8_1 activations.
+pub(super) trait GroupedWithMin: Grouped32 {
+    fn mins(&self) -> &[[u8; 2]; 8];
+}
+
+/// Word k % 4 of a grouped block's nibbles: the low ones for k < 4, the high ones beyond.
+#[inline(always)]
+unsafe fn grouped_nibbles(qs: &[[[u8; 4]; 8]; 4], k: usize) -> __m256i {
+    let q = load(qs[k % 4].as_ptr().cast());
+    let nibbles = match k {
+        0..4 => q,
+        _ => _mm256_srli_epi16::<4>(q),
+    };
+    _mm256_and_si256(nibbles, _mm256_set1_epi8(0x0F))
+}
+
 /// Stored plus 128: loaded as they lie. Only for VNNI: AVX2's `vpmaddubsw` would saturate
 /// 255 × 127 pairs.
 impl Grouped32 for BlockQ8_0Group {
-    type Offset = Q8_0Plus128;
-
     #[inline(always)]
     unsafe fn quants<I: IsaPrimitives>(&self, k: usize) -> __m256i {
         load(self.qs[k].as_ptr().cast())
@@ -2062,40 +2100,30 @@ impl Grouped32 for BlockQ8_0Group {
     }
 }
 
-/// Low nibbles for k < 4, high nibbles beyond, plus 16 where their fifth bit is set: 0..31.
+impl GroupedWithOffset for BlockQ8_0Group {
+    type Offset = Q8_0Plus128;
+}
+
+/// The nibbles plus 16 where their fifth bit is set: 0..31.
 impl Grouped32 for BlockQ5_0Group {
+    #[inline(always)]
+    unsafe fn quants<I: IsaPrimitives>(&self, k: usize) -> __m256i {
+        I::add_16_where_set(grouped_nibbles(&self.qs, k), self.high_bits[k])
+    }
+
+    fn scales(&self) -> &[[u8; 2]; 8] {
+        &self.d
+    }
+}
+
+impl GroupedWithOffset for BlockQ5_0Group {
     type Offset = Q5_0Plus16;
-
-    #[inline(always)]
-    unsafe fn quants<I: IsaPrimitives>(&self, k: usize) -> __m256i {
-        let q = load(self.qs[k % 4].as_ptr().cast());
-        let nibbles = match k {
-            0..4 => q,
-            _ => _mm256_srli_epi16::<4>(q),
-        };
-        I::add_16_where_set(
-            _mm256_and_si256(nibbles, _mm256_set1_epi8(0x0F)),
-            self.high_bits[k],
-        )
-    }
-
-    fn scales(&self) -> &[[u8; 2]; 8] {
-        &self.d
-    }
 }
 
-/// Low nibbles for k < 4, high nibbles beyond: 0..15.
 impl Grouped32 for BlockQ4_0Group {
-    type Offset = Q4_0Plus8;
-
     #[inline(always)]
     unsafe fn quants<I: IsaPrimitives>(&self, k: usize) -> __m256i {
-        let q = load(self.qs[k % 4].as_ptr().cast());
-        let nibbles = match k {
-            0..4 => q,
-            _ => _mm256_srli_epi16::<4>(q),
-        };
-        _mm256_and_si256(nibbles, _mm256_set1_epi8(0x0F))
+        grouped_nibbles(&self.qs, k)
     }
 
     fn scales(&self) -> &[[u8; 2]; 8] {
@@ -2103,10 +2131,78 @@ impl Grouped32 for BlockQ4_0Group {
     }
 }
 
-/// A grouped 32-element format as the rows-in-lanes kernels read it.
+impl GroupedWithOffset for BlockQ4_0Group {
+    type Offset = Q4_0Plus8;
+}
+
+impl Grouped32 for BlockQ4_1Group {
+    #[inline(always)]
+    unsafe fn quants<I: IsaPrimitives>(&self, k: usize) -> __m256i {
+        grouped_nibbles(&self.qs, k)
+    }
+
+    fn scales(&self) -> &[[u8; 2]; 8] {
+        &self.d
+    }
+}
+
+impl GroupedWithMin for BlockQ4_1Group {
+    fn mins(&self) -> &[[u8; 2]; 8] {
+        &self.m
+    }
+}
+
+/// The nibbles plus 16 where their fifth bit is set: 0..31.
+impl Grouped32 for BlockQ5_1Group {
+    #[inline(always)]
+    unsafe fn quants<I: IsaPrimitives>(&self, k: usize) -> __m256i {
+        I::add_16_where_set(grouped_nibbles(&self.qs, k), self.high_bits[k])
+    }
+
+    fn scales(&self) -> &[[u8; 2]; 8] {
+        &self.d
+    }
+}
+
+impl GroupedWithMin for BlockQ5_1Group {
+    fn mins(&self) -> &[[u8; 2]; 8] {
+        &self.m
+    }
+}
+
+/// Block b of a grouped 32-element stripe as the rows-in-lanes tiles read it. No transposes:
+/// the group is already one row per lane.
+#[inline(always)]
+unsafe fn pack_group_32<I: IsaPrimitives, G: Grouped32>(g: &G, packed: &mut Packed32<Lanes8<I>>) {
+    for (k, q) in packed.quants.iter_mut().enumerate() {
+        *q = g.quants::<I>(k);
+    }
+    packed.scales = f16_per_row(g.scales());
+}
+
+/// How a grouped 32-element format settles what its quants' sums alone miss, for the stripe
+/// written once over both kinds (`dot_group_32`).
+pub(super) trait Stripe32: GroupedRows<Weight: Grouped32> {
+    fn act_quants(a: &Self::Ready) -> &[i8; 32];
+
+    /// Where a block's integer sums start.
+    fn start(a: &Self::Ready) -> i32;
+
+    /// `acc` plus the block's sums times the rows' scales `d` and the activation's, and what
+    /// else the rows owe the block.
+    unsafe fn add_block(
+        x: &Self::Weight,
+        d: __m256,
+        a: &Self::Ready,
+        sums: __m256i,
+        acc: __m256,
+    ) -> __m256;
+}
+
+/// A grouped format with an offset as the rows-in-lanes kernels read it.
 pub(super) struct GroupedLanes<G>(std::marker::PhantomData<G>);
 
-impl<G: Grouped32> GroupedRows for GroupedLanes<G> {
+impl<G: GroupedWithOffset> GroupedRows for GroupedLanes<G> {
     type Ready = ReadyQ8_0;
 
     fn ready(acts: &[u8]) -> Cow<'_, [u8]> {
@@ -2118,61 +2214,24 @@ impl<G: Grouped32> GroupedRows for GroupedLanes<G> {
         x: &[G],
         y: [&[ReadyQ8_0]; T],
     ) -> [__m256; T] {
-        dot_group_32::<I, G, T>(x, y)
+        dot_group_32::<I, Self, T>(x, y)
     }
 }
 
-/// A grouped 32-element format with a min per block (value = q·d + m), against Q8_1
-/// activations: `Grouped32`'s quants, with the rows' mins beside their scales.
-pub(super) trait GroupedWithMin: Block {
-    /// Quants 4k..4k+3 of every row (k < 8), unsigned, one row per lane.
-    unsafe fn quants<I: IsaPrimitives>(&self, k: usize) -> __m256i;
-    fn scales(&self) -> &[[u8; 2]; 8];
-    fn mins(&self) -> &[[u8; 2]; 8];
-}
+/// −offset·Σa, worked out once per matrix, starts the sums.
+impl<G: GroupedWithOffset> Stripe32 for GroupedLanes<G> {
+    fn act_quants(a: &ReadyQ8_0) -> &[i8; 32] {
+        &a.qs
+    }
 
-/// Low nibbles for k < 4, high nibbles beyond: 0..15.
-impl GroupedWithMin for BlockQ4_1Group {
+    fn start(a: &ReadyQ8_0) -> i32 {
+        a.start()
+    }
+
     #[inline(always)]
-    unsafe fn quants<I: IsaPrimitives>(&self, k: usize) -> __m256i {
-        let q = load(self.qs[k % 4].as_ptr().cast());
-        let nibbles = match k {
-            0..4 => q,
-            _ => _mm256_srli_epi16::<4>(q),
-        };
-        _mm256_and_si256(nibbles, _mm256_set1_epi8(0x0F))
-    }
-
-    fn scales(&self) -> &[[u8; 2]; 8] {
-        &self.d
-    }
-
-    fn mins(&self) -> &[[u8; 2]; 8] {
-        &self.m
-    }
-}
-
-/// Low nibbles for k < 4, high nibbles beyond, plus 16 where their fifth bit is set: 0..31.
-impl GroupedWithMin for BlockQ5_1Group {
-    #[inline(always)]
-    unsafe fn quants<I: IsaPrimitives>(&self, k: usize) -> __m256i {
-        let q = load(self.qs[k % 4].as_ptr().cast());
-        let nibbles = match k {
-            0..4 => q,
-            _ => _mm256_srli_epi16::<4>(q),
-        };
-        I::add_16_where_set(
-            _mm256_and_si256(nibbles, _mm256_set1_epi8(0x0F)),
-            self.high_bits[k],
-        )
-    }
-
-    fn scales(&self) -> &[[u8; 2]; 8] {
-        &self.d
-    }
-
-    fn mins(&self) -> &[[u8; 2]; 8] {
-        &self.m
+    unsafe fn add_block(_: &G, d: __m256, a: &ReadyQ8_0, sums: __m256i, acc: __m256) -> __m256 {
+        let scale = _mm256_mul_ps(d, _mm256_set1_ps(a.scale()));
+        _mm256_fmadd_ps(scale, _mm256_cvtepi32_ps(sums), acc)
     }
 }
 
@@ -2192,25 +2251,25 @@ impl<G: GroupedWithMin> GroupedRows for GroupedMinLanes<G> {
         x: &[G],
         y: [&[BlockQ8_1]; T],
     ) -> [__m256; T] {
-        let mut acc = [_mm256_setzero_ps(); T];
-        for (b, xb) in x.iter().enumerate() {
-            let yb: [&BlockQ8_1; T] = std::array::from_fn(|t| y[t].get_unchecked(b));
-            let mut sums = [_mm256_setzero_si256(); T];
-            for k in 0..8 {
-                let q = xb.quants::<I>(k);
-                for t in 0..T {
-                    let four = yb[t].qs.as_ptr().add(4 * k).cast::<i32>().read_unaligned();
-                    sums[t] = I::dot_u8_i8(sums[t], q, _mm256_set1_epi32(four));
-                }
-            }
-            let (d, m) = (f16_per_row(xb.scales()), f16_per_row(xb.mins()));
-            for t in 0..T {
-                let scale = _mm256_mul_ps(d, broadcast_f16(yb[t].d));
-                acc[t] = _mm256_fmadd_ps(scale, _mm256_cvtepi32_ps(sums[t]), acc[t]);
-                acc[t] = _mm256_fmadd_ps(m, broadcast_f16(yb[t].s), acc[t]);
-            }
-        }
-        acc
+        dot_group_32::<I, Self, T>(x, y)
+    }
+}
+
+/// The sums start at zero; the rows' mins meet the activation's `s` after scaling.
+impl<G: GroupedWithMin> Stripe32 for GroupedMinLanes<G> {
+    fn act_quants(a: &BlockQ8_1) -> &[i8; 32] {
+        &a.qs
+    }
+
+    fn start(_: &BlockQ8_1) -> i32 {
+        0
+    }
+
+    #[inline(always)]
+    unsafe fn add_block(x: &G, d: __m256, a: &BlockQ8_1, sums: __m256i, acc: __m256) -> __m256 {
+        let scale = _mm256_mul_ps(d, broadcast_f16(a.d));
+        let acc = _mm256_fmadd_ps(scale, _mm256_cvtepi32_ps(sums), acc);
+        _mm256_fmadd_ps(f16_per_row(x.mins()), broadcast_f16(a.s), acc)
     }
 }
 
@@ -2235,10 +2294,7 @@ impl<G: GroupedWithMin> LaneFormat for GroupedMinLanes<G> {
         packed: &mut Packed32Min<Lanes8<I>>,
     ) {
         let g = stripes[0].get_unchecked(b);
-        for (k, q) in packed.quants.iter_mut().enumerate() {
-            *q = g.quants::<I>(k);
-        }
-        packed.scales = f16_per_row(g.scales());
+        pack_group_32::<I, G>(g, &mut packed.rows);
         packed.mins = f16_per_row(g.mins());
     }
 
@@ -2314,29 +2370,27 @@ pub(super) unsafe fn dot_groups_tile_q4_1<I: IsaPrimitives, const ACTS: usize>(
 
 /// One stripe (eight rows) of a grouped 32-element format against `T` activation rows: the
 /// unsigned quants meet four activation bytes broadcast in one `vpdpbusd` for all eight rows,
-/// each block's sums starting at −offset·Σa (the activation's `start`), then scaled for the
-/// eight rows at once, where row by row every block costs a conversion, a scale product and
-/// an FMA per row and each row a horizontal sum.
+/// then each block's sums are scaled for the eight rows at once, where row by row every block
+/// costs a conversion, a scale product and an FMA per row and each row a horizontal sum.
 #[inline(always)]
-unsafe fn dot_group_32<I: IsaPrimitives, G: Grouped32, const T: usize>(
-    x: &[G],
-    y: [&[ReadyQ8_0]; T],
+unsafe fn dot_group_32<I: IsaPrimitives, S: Stripe32, const T: usize>(
+    x: &[S::Weight],
+    y: [&[S::Ready]; T],
 ) -> [__m256; T] {
     let mut acc = [_mm256_setzero_ps(); T];
     for (b, xb) in x.iter().enumerate() {
-        let yb: [&ReadyQ8_0; T] = std::array::from_fn(|t| y[t].get_unchecked(b));
-        let mut sums: [__m256i; T] = std::array::from_fn(|t| _mm256_set1_epi32(yb[t].start()));
+        let yb: [&S::Ready; T] = std::array::from_fn(|t| y[t].get_unchecked(b));
+        let mut sums: [__m256i; T] = std::array::from_fn(|t| _mm256_set1_epi32(S::start(yb[t])));
         for k in 0..8 {
             let q = xb.quants::<I>(k);
             for t in 0..T {
-                let four = yb[t].qs.as_ptr().add(4 * k).cast::<i32>().read_unaligned();
-                sums[t] = I::dot_u8_i8(sums[t], q, _mm256_set1_epi32(four));
+                let four = S::act_quants(yb[t]).as_ptr().add(4 * k).cast::<i32>();
+                sums[t] = I::dot_u8_i8(sums[t], q, _mm256_set1_epi32(four.read_unaligned()));
             }
         }
         let d = f16_per_row(xb.scales());
         for t in 0..T {
-            let scale = _mm256_mul_ps(d, _mm256_set1_ps(yb[t].scale()));
-            acc[t] = _mm256_fmadd_ps(scale, _mm256_cvtepi32_ps(sums[t]), acc[t]);
+            acc[t] = S::add_block(xb, d, yb[t], sums[t], acc[t]);
         }
     }
     acc
@@ -2355,7 +2409,7 @@ pub(super) unsafe fn dot_groups_ready<I: IsaPrimitives, G: GroupedRows>(
     tail_grouped::<I, G>(groups, row_bytes, acts, n_acts, out, out.len() / n_acts)
 }
 
-impl<G: Grouped32> LaneFormat for GroupedLanes<G> {
+impl<G: GroupedWithOffset> LaneFormat for GroupedLanes<G> {
     type Weight = G;
     type Act = BlockQ8_0;
     type Packed<V: RowLanes> = Packed32<V>;
@@ -2374,11 +2428,7 @@ impl<G: Grouped32> LaneFormat for GroupedLanes<G> {
         b: usize,
         packed: &mut Packed32<Lanes8<I>>,
     ) {
-        let g = stripes[0].get_unchecked(b);
-        for (k, q) in packed.quants.iter_mut().enumerate() {
-            *q = g.quants::<I>(k);
-        }
-        packed.scales = f16_per_row(g.scales());
+        pack_group_32::<I, G>(stripes[0].get_unchecked(b), packed)
     }
 
     #[inline(always)]
