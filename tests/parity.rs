@@ -419,10 +419,11 @@ parity_tests! {
     gemma2_synthetic_q4_k_m => "gemma2-synthetic-q4_k_m",
     gemma2_synthetic_q6_k => "gemma2-synthetic-q6_k",
     gemma2_synthetic_q4_0 => "gemma2-synthetic-q4_0",
+    gemma2_synthetic_q5_k_m => "gemma2-synthetic-q5_k_m",
 }
 
 /// The same checks with the weights grouped as `--no-mmap` groups them, for the models with
-/// weights of a grouped type (Q4_K, Q6_K, Q5_0, Q8_0, Q4_0, Q4_1).
+/// weights of a grouped type (Q4_K, Q5_K, Q6_K, Q5_0, Q8_0, Q4_0, Q4_1).
 macro_rules! grouped_parity_tests {
     ($($name:ident => $id:literal),* $(,)?) => {
         mod grouped {
@@ -447,6 +448,7 @@ grouped_parity_tests! {
     gemma2_synthetic_q4_k_m => "gemma2-synthetic-q4_k_m",
     gemma2_synthetic_q6_k => "gemma2-synthetic-q6_k",
     gemma2_synthetic_q4_0 => "gemma2-synthetic-q4_0",
+    gemma2_synthetic_q5_k_m => "gemma2-synthetic-q5_k_m",
 }
 
 /// The downloaded models only: llama-embedding's references were made for them.

@@ -94,13 +94,18 @@ pub(crate) fn group_blocks<B: Block, G: Block>(
     }
 }
 
-/// The 16 `qs` bytes of eight rows' blocks of a 32-element nibble format (Q4_0, Q4_1, Q5_0,
-/// Q5_1) as their groups hold them: `[k][r]` is bytes 4k..4k+3 of row r's.
-pub(crate) fn group_nibbles(qs: [&[u8; 16]; 8]) -> [[[u8; 4]; 8]; 4] {
-    std::array::from_fn(|k| std::array::from_fn(|r| qs[r][4 * k..4 * k + 4].try_into().unwrap()))
+/// Eight rows' blocks' bytes (4·W of each) as their groups hold them: `[k][r]` is bytes
+/// 4k..4k+3 of row r's, so that one 32-byte load holds four of every row (the nibbles of
+/// Q4_0, Q4_1, Q5_0 and Q5_1, Q5_K's fifth bits).
+pub(crate) fn group_words<const W: usize>(bytes: [&[u8]; 8]) -> [[[u8; 4]; 8]; W] {
+    assert!(bytes.iter().all(|b| b.len() == 4 * W), "{W} words a row");
+    std::array::from_fn(|k| std::array::from_fn(|r| bytes[r][4 * k..4 * k + 4].try_into().unwrap()))
 }
 
-/// Row r's 16 `qs` bytes back out of `group_nibbles`.
-pub(crate) fn row_nibbles(words: &[[[u8; 4]; 8]; 4], r: usize) -> impl Iterator<Item = u8> + '_ {
+/// Row r's bytes back out of `group_words`.
+pub(crate) fn row_words<const W: usize>(
+    words: &[[[u8; 4]; 8]; W],
+    r: usize,
+) -> impl Iterator<Item = u8> + '_ {
     words.iter().flat_map(move |w| w[r])
 }

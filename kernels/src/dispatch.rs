@@ -552,6 +552,7 @@ impl Kernels {
             && self.table.dot_groups_tile[weight_ty as usize].is_some();
         match weight_ty {
             Q4_K if grouped => Some(q4_k::GROUP_ROWS),
+            Q5_K if grouped => Some(q5_k::GROUP_ROWS),
             Q6_K if grouped => Some(q6_k::GROUP_ROWS),
             Q8_0 if grouped => Some(q8_0::GROUP_ROWS),
             Q5_0 if grouped => Some(q5_0::GROUP_ROWS),
@@ -586,6 +587,7 @@ impl Kernels {
         }
         let group = match weight_ty {
             Q4_K => q4_k::group,
+            Q5_K => q5_k::group,
             Q6_K => q6_k::group,
             Q8_0 => q8_0::group,
             Q5_0 => q5_0::group,
@@ -625,6 +627,7 @@ impl Kernels {
         let stripe = &groups[r / group_len * stripe_bytes..][..stripe_bytes];
         let row = match weight_ty {
             Q4_K => q4_k::ungroup_row(crate::block::as_blocks(stripe), r % group_len),
+            Q5_K => q5_k::ungroup_row(crate::block::as_blocks(stripe), r % group_len),
             Q6_K => q6_k::ungroup_row(crate::block::as_blocks(stripe), r % group_len),
             Q8_0 => q8_0::ungroup_row(crate::block::as_blocks(stripe), r % group_len),
             Q5_0 => q5_0::ungroup_row(crate::block::as_blocks(stripe), r % group_len),

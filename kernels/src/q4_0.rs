@@ -2,7 +2,7 @@
 //! its low nibble and element j+16 in its high nibble.
 
 use crate::block::{
-    as_blocks, f16_to_f32, for_each_row, group_blocks, group_nibbles, row_nibbles, Block,
+    as_blocks, f16_to_f32, for_each_row, group_blocks, group_words, row_words, Block,
 };
 use crate::q8_0::BlockQ8_0;
 use std::mem::size_of;
@@ -74,7 +74,7 @@ pub(crate) fn group(rows: &[u8], row_bytes: usize, group: &mut [u8]) {
         group,
         |g: &mut BlockQ4_0Group, x: [&BlockQ4_0; 8]| {
             g.d = x.map(|x| x.d);
-            g.qs = group_nibbles(x.map(|x| &x.qs));
+            g.qs = group_words(x.map(|x| &x.qs[..]));
         },
     );
 }
@@ -84,7 +84,7 @@ pub(crate) fn ungroup_row(group: &[BlockQ4_0Group], r: usize) -> Vec<u8> {
     let mut row = Vec::with_capacity(group.len() * size_of::<BlockQ4_0>());
     for g in group {
         row.extend(g.d[r]);
-        row.extend(row_nibbles(&g.qs, r));
+        row.extend(row_words(&g.qs, r));
     }
     row
 }

@@ -2,7 +2,7 @@
 //! in Q4_0.
 
 use crate::block::{
-    as_blocks, f16_to_f32, for_each_row, group_blocks, group_nibbles, row_nibbles, Block,
+    as_blocks, f16_to_f32, for_each_row, group_blocks, group_words, row_words, Block,
 };
 use crate::q8_1::BlockQ8_1;
 use std::mem::size_of;
@@ -75,7 +75,7 @@ pub(crate) fn group(rows: &[u8], row_bytes: usize, group: &mut [u8]) {
         |g: &mut BlockQ4_1Group, x: [&BlockQ4_1; 8]| {
             g.d = x.map(|x| x.d);
             g.m = x.map(|x| x.m);
-            g.qs = group_nibbles(x.map(|x| &x.qs));
+            g.qs = group_words(x.map(|x| &x.qs[..]));
         },
     );
 }
@@ -86,7 +86,7 @@ pub(crate) fn ungroup_row(group: &[BlockQ4_1Group], r: usize) -> Vec<u8> {
     for g in group {
         row.extend(g.d[r]);
         row.extend(g.m[r]);
-        row.extend(row_nibbles(&g.qs, r));
+        row.extend(row_words(&g.qs, r));
     }
     row
 }

@@ -2,7 +2,7 @@
 //! value = d·sc·q − dmin·m. The 32 bytes of `qs` chunk c hold sub-block 2c in their low
 //! nibbles and 2c+1 in their high nibbles.
 
-use crate::block::{as_blocks, as_blocks_mut, f16_to_f32, for_each_row, Block};
+use crate::block::{as_blocks, f16_to_f32, for_each_row, group_blocks, Block};
 use crate::q8_k::BlockQ8K;
 use std::mem::size_of;
 
@@ -132,21 +132,46 @@ pub(crate) const GROUP_ROWS: usize = 8;
 
 /// Rewrites `GROUP_ROWS` rows of Q4_K (`rows`, each `row_bytes` long) as one group.
 pub(crate) fn group(rows: &[u8], row_bytes: usize, group: &mut [u8]) {
-    let rows: Vec<&[BlockQ4K]> = rows.chunks_exact(row_bytes).map(as_blocks).collect();
-    assert_eq!(rows.len(), GROUP_ROWS, "a group is eight rows");
-    for (b, g) in as_blocks_mut::<BlockQ4KGroup>(group).iter_mut().enumerate() {
-        for (r, row) in rows.iter().enumerate() {
-            let x = &row[b];
-            g.d[r] = x.d;
-            g.dmin[r] = x.dmin;
-            for (w, word) in x.scales.chunks_exact(4).enumerate() {
-                g.scales[w][r].copy_from_slice(word);
-            }
-            for (i, four) in x.qs.chunks_exact(4).enumerate() {
-                g.qs[i / 8][i % 8][r].copy_from_slice(four);
-            }
-        }
-    }
+    group_blocks(
+        rows,
+        row_bytes,
+        group,
+        |g: &mut BlockQ4KGroup, x: [&BlockQ4K; 8]| {
+            g.d = x.map(|x| x.d);
+            g.dmin = x.map(|x| x.dmin);
+            g.scales = group_scales(x.map(|x| &x.scales));
+            g.qs = group_quants(x.map(|x| &x.qs));
+        },
+    );
+}
+
+/// The twelve scale bytes of eight rows' blocks of Q4_K or Q5_K as their groups hold them:
+/// `[w][r]` is bytes 4w..4w+3 of row r's.
+pub(crate) fn group_scales(scales: [&[u8; 12]; 8]) -> [[[u8; 4]; 8]; 3] {
+    std::array::from_fn(|w| std::array::from_fn(|r| scales[r][4 * w..][..4].try_into().unwrap()))
+}
+
+/// The 128 `qs` bytes of eight rows' blocks of Q4_K or Q5_K as their groups hold them:
+/// `[c][k][r]` is bytes 32c+4k..32c+4k+3 of row r's.
+pub(crate) fn group_quants(qs: [&[u8; 128]; 8]) -> [[[[u8; 4]; 8]; 8]; 4] {
+    std::array::from_fn(|c| {
+        std::array::from_fn(|k| {
+            std::array::from_fn(|r| qs[r][32 * c + 4 * k..][..4].try_into().unwrap())
+        })
+    })
+}
+
+/// Row r's scale bytes back out of `group_scales`.
+pub(crate) fn row_scales(words: &[[[u8; 4]; 8]; 3], r: usize) -> impl Iterator<Item = u8> + '_ {
+    words.iter().flat_map(move |w| w[r])
+}
+
+/// Row r's `qs` bytes back out of `group_quants`.
+pub(crate) fn row_quants(
+    words: &[[[[u8; 4]; 8]; 8]; 4],
+    r: usize,
+) -> impl Iterator<Item = u8> + '_ {
+    words.iter().flatten().flat_map(move |w| w[r])
 }
 
 /// Row `r` of a group, block by block, as plain Q4_K: `group`'s inverse.
@@ -155,8 +180,8 @@ pub(crate) fn ungroup_row(group: &[BlockQ4KGroup], r: usize) -> Vec<u8> {
     for g in group {
         row.extend(g.d[r]);
         row.extend(g.dmin[r]);
-        row.extend(g.scales.iter().flat_map(|word| word[r]));
-        row.extend(g.qs.iter().flatten().flat_map(|words| words[r]));
+        row.extend(row_scales(&g.scales, r));
+        row.extend(row_quants(&g.qs, r));
     }
     row
 }

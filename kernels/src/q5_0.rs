@@ -2,7 +2,7 @@
 //! as in Q4_0; bit j of the little-endian u32 `qh` is the fifth bit of element j.
 
 use crate::block::{
-    as_blocks, f16_to_f32, for_each_row, group_blocks, group_nibbles, row_nibbles, Block,
+    as_blocks, f16_to_f32, for_each_row, group_blocks, group_words, row_words, Block,
 };
 use crate::q8_0::BlockQ8_0;
 use std::mem::size_of;
@@ -90,7 +90,7 @@ pub(crate) fn group(rows: &[u8], row_bytes: usize, group: &mut [u8]) {
         |g: &mut BlockQ5_0Group, x: [&BlockQ5_0; 8]| {
             g.d = x.map(|x| x.d);
             g.high_bits = group_fifth_bits(x.map(|x| x.qh));
-            g.qs = group_nibbles(x.map(|x| &x.qs));
+            g.qs = group_words(x.map(|x| &x.qs[..]));
         },
     );
 }
@@ -122,7 +122,7 @@ pub(crate) fn ungroup_row(group: &[BlockQ5_0Group], r: usize) -> Vec<u8> {
     for g in group {
         row.extend(g.d[r]);
         row.extend(row_fifth_bits(&g.high_bits, r));
-        row.extend(row_nibbles(&g.qs, r));
+        row.extend(row_words(&g.qs, r));
     }
     row
 }

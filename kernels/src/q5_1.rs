@@ -1,7 +1,7 @@
 //! Q5_1: 32 5-bit quants with f16 scale and offset; value = q·d + m, bits laid out as Q5_0.
 
 use crate::block::{
-    as_blocks, f16_to_f32, for_each_row, group_blocks, group_nibbles, row_nibbles, Block,
+    as_blocks, f16_to_f32, for_each_row, group_blocks, group_words, row_words, Block,
 };
 use crate::q5_0::{group_fifth_bits, quant_pair, row_fifth_bits};
 use crate::q8_1::BlockQ8_1;
@@ -82,7 +82,7 @@ pub(crate) fn group(rows: &[u8], row_bytes: usize, group: &mut [u8]) {
             g.d = x.map(|x| x.d);
             g.m = x.map(|x| x.m);
             g.high_bits = group_fifth_bits(x.map(|x| x.qh));
-            g.qs = group_nibbles(x.map(|x| &x.qs));
+            g.qs = group_words(x.map(|x| &x.qs[..]));
         },
     );
 }
@@ -94,7 +94,7 @@ pub(crate) fn ungroup_row(group: &[BlockQ5_1Group], r: usize) -> Vec<u8> {
         row.extend(g.d[r]);
         row.extend(g.m[r]);
         row.extend(row_fifth_bits(&g.high_bits, r));
-        row.extend(row_nibbles(&g.qs, r));
+        row.extend(row_words(&g.qs, r));
     }
     row
 }

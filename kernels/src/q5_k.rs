@@ -1,8 +1,12 @@
 //! Q5_K: Q4_K with a fifth bit per quant: bit j of `qh[l]` is the high bit of element l of
 //! sub-block j.
 
-use crate::block::{as_blocks, f16_to_f32, for_each_row, Block};
-use crate::q4_k::{lane_sums, min_sum, unpack_scales_mins};
+use crate::block::{
+    as_blocks, f16_to_f32, for_each_row, group_blocks, group_words, row_words, Block,
+};
+use crate::q4_k::{
+    group_quants, group_scales, lane_sums, min_sum, row_quants, row_scales, unpack_scales_mins,
+};
 use crate::q8_k::BlockQ8K;
 use std::mem::size_of;
 
@@ -76,10 +80,88 @@ pub(crate) fn dot_rows(rows: &[u8], act: &[u8], out: &mut [f32]) {
     for_each_row(rows, act, out, dot);
 }
 
+/// Rows grouped eight at a time, as `q4_k::BlockQ4KGroup` (scales, mins and nibbles laid out
+/// alike), with `qh` grouped as the nibbles are: one 32-byte load holds the fifth bits of four
+/// elements of every row in all eight sub-blocks, so a shift and a mask give any sub-block's
+/// to the register of nibbles beside them. The same size as the eight blocks, so that a copy
+/// of the weights is rewritten in place.
+#[repr(C)]
+pub(crate) struct BlockQ5KGroup {
+    pub(crate) d: [[u8; 2]; 8],
+    pub(crate) dmin: [[u8; 2]; 8],
+    /// `scales[w][r]`: bytes 4w..4w+3 of row r's `scales`.
+    pub(crate) scales: [[[u8; 4]; 8]; 3],
+    /// `qh[k][r]`: bytes 4k..4k+3 of row r's `qh`.
+    pub(crate) qh: [[[u8; 4]; 8]; 8],
+    /// `qs[c][k][r]`: bytes 32c+4k..32c+4k+3 of row r's `qs`.
+    pub(crate) qs: [[[[u8; 4]; 8]; 8]; 4],
+}
+const _: () = assert!(size_of::<BlockQ5KGroup>() == GROUP_ROWS * size_of::<BlockQ5K>());
+
+// SAFETY: repr(C), only byte arrays, eight Q5_K blocks' worth of bytes.
+unsafe impl Block for BlockQ5KGroup {}
+
+/// The rows in a `BlockQ5KGroup`.
+pub(crate) const GROUP_ROWS: usize = 8;
+
+/// Rewrites `GROUP_ROWS` rows of Q5_K (`rows`, each `row_bytes` long) as one group.
+pub(crate) fn group(rows: &[u8], row_bytes: usize, group: &mut [u8]) {
+    group_blocks(
+        rows,
+        row_bytes,
+        group,
+        |g: &mut BlockQ5KGroup, x: [&BlockQ5K; 8]| {
+            g.d = x.map(|x| x.d);
+            g.dmin = x.map(|x| x.dmin);
+            g.scales = group_scales(x.map(|x| &x.scales));
+            g.qh = group_words(x.map(|x| &x.qh[..]));
+            g.qs = group_quants(x.map(|x| &x.qs));
+        },
+    );
+}
+
+/// Row `r` of a group, block by block, as plain Q5_K: `group`'s inverse.
+pub(crate) fn ungroup_row(group: &[BlockQ5KGroup], r: usize) -> Vec<u8> {
+    let mut row = Vec::with_capacity(group.len() * size_of::<BlockQ5K>());
+    for g in group {
+        row.extend(g.d[r]);
+        row.extend(g.dmin[r]);
+        row.extend(row_scales(&g.scales, r));
+        row.extend(row_words(&g.qh, r));
+        row.extend(row_quants(&g.qs, r));
+    }
+    row
+}
+
 #[cfg(test)]
 mod tests {
-    use crate::test_util::check_dot_against_dequantized;
+    use super::*;
+    use crate::test_util::{check_dot_against_dequantized, dot_groups_by_rows, Rng};
     use crate::GgmlType;
+
+    #[test]
+    fn grouping_rewrites_eight_rows_and_ungrouping_gives_them_back() {
+        let mut rng = Rng::new(11);
+        let n = 3 * 256;
+        let row_bytes = GgmlType::Q5_K.row_bytes(n).unwrap();
+        let rows = rng.bytes(GROUP_ROWS * row_bytes);
+        let mut grouped = vec![0u8; rows.len()];
+        group(&rows, row_bytes, &mut grouped);
+        let groups = as_blocks::<BlockQ5KGroup>(&grouped);
+        // Row 5's block 1: bytes 32·2 + 12.. of its qs, and bytes 24..27 of its qh.
+        let block = &rows[5 * row_bytes + 176..][..176];
+        assert_eq!(groups[1].qs[2][3][5], block[48 + 64 + 12..][..4]);
+        assert_eq!(groups[1].qh[6][5], block[16 + 24..][..4]);
+        for (r, row) in rows.chunks_exact(row_bytes).enumerate() {
+            assert_eq!(ungroup_row(groups, r), row, "row {r}");
+        }
+        let mut act = vec![0u8; GgmlType::Q8_K.row_bytes(n).unwrap()];
+        crate::q8_k::quantize(&rng.normal_vec(n, 1.0), &mut act);
+        let (mut by_rows, mut by_groups) = ([0f32; GROUP_ROWS], [0f32; GROUP_ROWS]);
+        dot_rows(&rows, &act, &mut by_rows);
+        dot_groups_by_rows(&grouped, &act, &mut by_groups, ungroup_row, dot);
+        assert_eq!(by_groups.map(f32::to_bits), by_rows.map(f32::to_bits));
+    }
 
     #[test]
     fn dot_matches_dequantized_dot() {

@@ -99,9 +99,9 @@ struct ModelArgs {
     /// faster; costs a copy at start and memory of the process's own.
     #[arg(long = "no-mmap", overrides_with = "mmap")]
     no_mmap: bool,
-    /// Leave copied weights (--no-mmap) in the file's layout instead of regrouping Q4_K, Q6_K,
-    /// Q5_0, Q4_0, Q4_1, Q5_1 and (with AVX-512 VNNI) Q8_0 matrices eight rows at a time for the
-    /// kernels (llama.cpp's --no-repack).
+    /// Leave copied weights (--no-mmap) in the file's layout instead of regrouping Q4_K, Q5_K,
+    /// Q6_K, Q5_0, Q4_0, Q4_1, Q5_1 and (with AVX-512 VNNI) Q8_0 matrices eight rows at a time
+    /// for the kernels (llama.cpp's --no-repack).
     #[arg(long = "no-repack", overrides_with = "repack")]
     no_repack: bool,
     /// Regroup mapped weights too: the file is mapped copy-on-write, and the pages the regrouping

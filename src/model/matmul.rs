@@ -383,7 +383,7 @@ mod tests {
         let scale = half::f16::from_f32(0.004).to_bits().to_le_bytes();
         for block in bytes.chunks_exact_mut(ty.block_bytes()) {
             match ty {
-                GgmlType::Q4_K => {
+                GgmlType::Q4_K | GgmlType::Q5_K => {
                     block[..2].copy_from_slice(&scale);
                     block[2..4].copy_from_slice(&scale);
                 }
@@ -403,7 +403,7 @@ mod tests {
     fn grouped_matrices_give_the_products_of_their_rows() {
         let kernels = Kernels::detect();
         let cols = 512;
-        for ty in [GgmlType::Q4_K, GgmlType::Q6_K] {
+        for ty in [GgmlType::Q4_K, GgmlType::Q5_K, GgmlType::Q6_K] {
             let Some(group_len) = kernels.group_len(ty) else {
                 eprintln!("no grouped kernels for {} here", ty.name());
                 continue;

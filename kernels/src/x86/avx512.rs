@@ -16,7 +16,7 @@ use crate::q4_1::{BlockQ4_1, BlockQ4_1Group};
 use crate::q4_k::{BlockQ4K, BlockQ4KGroup};
 use crate::q5_0::BlockQ5_0Group;
 use crate::q5_1::{BlockQ5_1, BlockQ5_1Group};
-use crate::q5_k::BlockQ5K;
+use crate::q5_k::{BlockQ5K, BlockQ5KGroup};
 use crate::q6_k::{BlockQ6K, BlockQ6KGroup};
 use crate::q8_0::BlockQ8_0Group;
 use crate::types::GgmlType;
@@ -205,6 +205,7 @@ pub(crate) fn install_wide(table: &mut crate::dispatch::Table) {
     table.dot_tile[GgmlType::Q5_1 as usize] = Some(dot_tile_wide::<MinInLanes<BlockQ5_1>>);
     table.dot_tile[GgmlType::Q6_K as usize] = Some(dot_tile_wide::<BlockQ6K>);
     table.dot_groups_tile[GgmlType::Q4_K as usize] = Some(dot_tile_wide::<BlockQ4KGroup>);
+    table.dot_groups_tile[GgmlType::Q5_K as usize] = Some(dot_tile_wide::<BlockQ5KGroup>);
     table.dot_groups_tile[GgmlType::Q6_K as usize] = Some(dot_tile_wide::<BlockQ6KGroup>);
     table.dot_groups[GgmlType::Q8_0 as usize] = Some(dot_groups_q8_0);
     table.prepare_groups[GgmlType::Q8_0 as usize] = Some(crate::x86::ready::<Q8_0Plus128>);

@@ -15,7 +15,7 @@ use crate::q4_1::{BlockQ4_1, BlockQ4_1Group};
 use crate::q4_k::{BlockQ4K, BlockQ4KGroup, GROUP_ROWS};
 use crate::q5_0::{BlockQ5_0, BlockQ5_0Group};
 use crate::q5_1::{BlockQ5_1, BlockQ5_1Group};
-use crate::q5_k::BlockQ5K;
+use crate::q5_k::{BlockQ5K, BlockQ5KGroup};
 use crate::q6_k::{BlockQ6K, BlockQ6KGroup};
 use crate::q8_0::{scales, BlockQ8_0, BlockQ8_0Group};
 use crate::q8_1::BlockQ8_1;
@@ -65,6 +65,7 @@ macro_rules! entry_points {
             dot_rows_q4_1(rows: &[u8], act: &[u8], out: &mut [f32]);
             dot_rows_q5_1(rows: &[u8], act: &[u8], out: &mut [f32]);
             dot_groups_q4_k(groups: &[u8], row_bytes: usize, acts: &[u8], n_acts: usize, out: &mut [f32]);
+            dot_groups_q5_k(groups: &[u8], row_bytes: usize, acts: &[u8], n_acts: usize, out: &mut [f32]);
             dot_groups_q6_k(groups: &[u8], row_bytes: usize, acts: &[u8], n_acts: usize, out: &mut [f32]);
             dot_groups_q5_0(groups: &[u8], row_bytes: usize, acts: &[u8], n_acts: usize, out: &mut [f32]);
             dot_groups_q4_0(groups: &[u8], row_bytes: usize, acts: &[u8], n_acts: usize, out: &mut [f32]);
@@ -95,6 +96,7 @@ macro_rules! entry_points {
             dot_tile_q5_1(rows: &[u8], row_bytes: usize, acts: &[u8], n_acts: usize, out: &mut [f32]);
             dot_tile_q6_k(rows: &[u8], row_bytes: usize, acts: &[u8], n_acts: usize, out: &mut [f32]);
             dot_groups_tile_q4_k(rows: &[u8], row_bytes: usize, acts: &[u8], n_acts: usize, out: &mut [f32]);
+            dot_groups_tile_q5_k(rows: &[u8], row_bytes: usize, acts: &[u8], n_acts: usize, out: &mut [f32]);
             dot_groups_tile_q6_k(rows: &[u8], row_bytes: usize, acts: &[u8], n_acts: usize, out: &mut [f32]);
             dot_groups_tile_q5_0(rows: &[u8], row_bytes: usize, acts: &[u8], n_acts: usize, out: &mut [f32]);
             dot_groups_tile_q4_0(rows: &[u8], row_bytes: usize, acts: &[u8], n_acts: usize, out: &mut [f32]);
@@ -138,6 +140,8 @@ macro_rules! entry_points {
             table.dot_tile[Q6_K as usize] = Some(dot_tile_q6_k);
             table.dot_groups[Q4_K as usize] = Some(dot_groups_q4_k);
             table.dot_groups_tile[Q4_K as usize] = Some(dot_groups_tile_q4_k);
+            table.dot_groups[Q5_K as usize] = Some(dot_groups_q5_k);
+            table.dot_groups_tile[Q5_K as usize] = Some(dot_groups_tile_q5_k);
             table.dot_groups[Q6_K as usize] = Some(dot_groups_q6_k);
             table.dot_groups_tile[Q6_K as usize] = Some(dot_groups_tile_q6_k);
             table.dot_groups[Q5_0 as usize] = Some(dot_groups_q5_0);
@@ -1888,8 +1892,8 @@ impl LaneFormat for BlockQ6K {
 /// sub-block 4 + j; the third and fourth hold the mins alike. `unpack_scales_mins` for all
 /// eight rows at once.
 #[inline(always)]
-unsafe fn scales_mins_in_lanes(g: &BlockQ4KGroup) -> [__m256i; 4] {
-    let word = |w: usize| load(g.scales[w].as_ptr().cast());
+unsafe fn scales_mins_in_lanes(words: &[[[u8; 4]; 8]; 3]) -> [__m256i; 4] {
+    let word = |w: usize| load(words[w].as_ptr().cast());
     let (s0, s1, s2) = (word(0), word(1), word(2));
     let low6 = _mm256_set1_epi8(0x3F);
     let m4 = _mm256_set1_epi8(0x0F);
@@ -1949,30 +1953,94 @@ unsafe fn group_q4_k_mins<I: IsaPrimitives>(
     I::dot_u8_i8(mins, min_high, part(3))
 }
 
-/// One Q4_K group stripe (eight rows) against `T` activation rows: each activation's sums,
+/// A grouped K-quant format with Q4_K's scales and mins (`BlockQ4KGroup`, `BlockQ5KGroup`).
+pub(super) trait GroupedKQuant: Block {
+    fn d(&self) -> &[[u8; 2]; 8];
+    fn dmin(&self) -> &[[u8; 2]; 8];
+    /// The twelve scale bytes of every row, as `q4_k::group_scales` lays them out.
+    fn scale_words(&self) -> &[[[u8; 4]; 8]; 3];
+    /// Quants 4k..4k+3 of sub-blocks 2c and 2c + 1 of every row, unsigned, one row per lane.
+    unsafe fn quants<I: IsaPrimitives>(&self, c: usize, k: usize) -> (__m256i, __m256i);
+}
+
+impl GroupedKQuant for BlockQ4KGroup {
+    fn d(&self) -> &[[u8; 2]; 8] {
+        &self.d
+    }
+
+    fn dmin(&self) -> &[[u8; 2]; 8] {
+        &self.dmin
+    }
+
+    fn scale_words(&self) -> &[[[u8; 4]; 8]; 3] {
+        &self.scales
+    }
+
+    #[inline(always)]
+    unsafe fn quants<I: IsaPrimitives>(&self, c: usize, k: usize) -> (__m256i, __m256i) {
+        let q = load(self.qs[c][k].as_ptr().cast());
+        let m4 = _mm256_set1_epi8(0x0F);
+        (
+            _mm256_and_si256(q, m4),
+            _mm256_and_si256(_mm256_srli_epi16::<4>(q), m4),
+        )
+    }
+}
+
+/// Q4_K's nibbles with their fifth bits: 0..31.
+impl GroupedKQuant for BlockQ5KGroup {
+    fn d(&self) -> &[[u8; 2]; 8] {
+        &self.d
+    }
+
+    fn dmin(&self) -> &[[u8; 2]; 8] {
+        &self.dmin
+    }
+
+    fn scale_words(&self) -> &[[[u8; 4]; 8]; 3] {
+        &self.scales
+    }
+
+    #[inline(always)]
+    unsafe fn quants<I: IsaPrimitives>(&self, c: usize, k: usize) -> (__m256i, __m256i) {
+        let q = load(self.qs[c][k].as_ptr().cast());
+        // Bits 2c and 2c + 1 of each byte of qh moved to bits 0 and 1; a 16-bit shift carries
+        // the high byte's bits into the low byte's top, which the masks drop.
+        let qh = load(self.qh[k].as_ptr().cast());
+        let qh = _mm256_srl_epi16(qh, _mm_cvtsi32_si128(2 * c as i32));
+        let m4 = _mm256_set1_epi8(0x0F);
+        let fifth = |bit: i8| _mm256_and_si256(qh, _mm256_set1_epi8(bit));
+        (
+            _mm256_or_si256(_mm256_and_si256(q, m4), _mm256_slli_epi16::<4>(fifth(1))),
+            _mm256_or_si256(
+                _mm256_and_si256(_mm256_srli_epi16::<4>(q), m4),
+                _mm256_slli_epi16::<3>(fifth(2)),
+            ),
+        )
+    }
+}
+
+/// One Q4_K or Q5_K group stripe (eight rows) against `T` activation rows: each activation's sums,
 /// one row per lane, each broadcast of four activation bytes meeting all eight rows in one
 /// `vpdpbusd`. A row-by-row kernel spends a shuffle and a multiply-add per 32 quants on the
 /// scales and a horizontal sum per row; here the scales multiply eight rows' integer sums
 /// at once. The quants are unpacked once for all `T` activations, and each activation's
 /// sums are bit for bit what it gets alone.
 #[inline(always)]
-unsafe fn dot_group_q4_k<I: IsaPrimitives, const T: usize>(
-    x: &[BlockQ4KGroup],
+unsafe fn dot_group_k_quant<I: IsaPrimitives, G: GroupedKQuant, const T: usize>(
+    x: &[G],
     y: [&[BlockQ8K]; T],
 ) -> [__m256; T] {
-    let m4 = _mm256_set1_epi8(0x0F);
     let mut acc = [_mm256_setzero_ps(); T];
     for (b, xb) in x.iter().enumerate() {
         let yb: [&BlockQ8K; T] = std::array::from_fn(|t| y[t].get_unchecked(b));
-        let [sc_low, sc_high, min_low, min_high] = scales_mins_in_lanes(xb);
+        let [sc_low, sc_high, min_low, min_high] = scales_mins_in_lanes(xb.scale_words());
         let mut sums = [_mm256_setzero_si256(); T];
         for c in 0..4 {
             let mut low = [_mm256_setzero_si256(); T];
             let mut high = [_mm256_setzero_si256(); T];
             for k in 0..8 {
-                let q = load(xb.qs[c][k].as_ptr().cast());
-                let q_low = _mm256_and_si256(q, m4);
-                let q_high = _mm256_and_si256(_mm256_srli_epi16::<4>(q), m4);
+                let (q_low, q_high) = xb.quants::<I>(c, k);
                 for t in 0..T {
                     let a = yb[t].qs.as_ptr().add(64 * c);
                     let four =
@@ -1992,7 +2060,7 @@ unsafe fn dot_group_q4_k<I: IsaPrimitives, const T: usize>(
                 sums[t] = _mm256_add_epi32(sums[t], _mm256_add_epi32(low, high));
             }
         }
-        let (d, dmin) = (f16_per_row(&xb.d), f16_per_row(&xb.dmin));
+        let (d, dmin) = (f16_per_row(xb.d()), f16_per_row(xb.dmin()));
         for t in 0..T {
             let mins = group_q4_k_mins::<I>(min_low, min_high, yb[t]);
             let yd = _mm256_set1_ps(yb[t].d());
@@ -2037,7 +2105,23 @@ impl GroupedRows for BlockQ4KGroup {
         x: &[Self],
         y: [&[BlockQ8K]; T],
     ) -> [__m256; T] {
-        dot_group_q4_k::<I, T>(x, y)
+        dot_group_k_quant::<I, Self, T>(x, y)
+    }
+}
+
+impl GroupedRows for BlockQ5KGroup {
+    type Ready = BlockQ8K;
+
+    fn ready(acts: &[u8]) -> Cow<'_, [u8]> {
+        Cow::Borrowed(acts)
+    }
+
+    #[inline(always)]
+    unsafe fn dot_stripe<I: IsaPrimitives, const T: usize>(
+        x: &[Self],
+        y: [&[BlockQ8K]; T],
+    ) -> [__m256; T] {
+        dot_group_k_quant::<I, Self, T>(x, y)
     }
 }
 
@@ -2518,6 +2602,34 @@ pub(super) unsafe fn dot_groups_q4_k<I: IsaPrimitives>(
     dot_groups_ready::<I, BlockQ4KGroup>(groups, row_bytes, acts, n_acts, out)
 }
 
+#[inline(always)]
+pub(super) unsafe fn dot_groups_q5_k<I: IsaPrimitives>(
+    groups: &[u8],
+    row_bytes: usize,
+    acts: &[u8],
+    n_acts: usize,
+    out: &mut [f32],
+) {
+    dot_groups_ready::<I, BlockQ5KGroup>(groups, row_bytes, acts, n_acts, out)
+}
+
+/// A group block's `d·scale` and `dmin·min` per sub-block, one row per lane, as `PackedQ4K`
+/// and `PackedQ5K` hold them.
+#[inline(always)]
+unsafe fn group_scales_mins<G: GroupedKQuant>(
+    g: &G,
+    scales: &mut [__m256; 8],
+    mins: &mut [__m256; 8],
+) {
+    let (d, dmin) = (f16_per_row(g.d()), f16_per_row(g.dmin()));
+    let [sc_low, sc_high, min_low, min_high] = scales_mins_in_lanes(g.scale_words());
+    for j in 0..8 {
+        let times = |pair, by| _mm256_mul_ps(_mm256_cvtepi32_ps(sub_block_lanes(pair, j)), by);
+        scales[j] = times([sc_low, sc_high], d);
+        mins[j] = times([min_low, min_high], dmin);
+    }
+}
+
 /// Block b of a group stripe as `PackedQ4K`: no transposes, the group is already one row
 /// per lane.
 #[inline(always)]
@@ -2527,16 +2639,27 @@ unsafe fn pack_q4_k_group<I: IsaPrimitives>(
     packed: &mut PackedQ4K<Lanes8<I>>,
 ) {
     let g = stripes[0].get_unchecked(b);
-    let (d, dmin) = (f16_per_row(&g.d), f16_per_row(&g.dmin));
-    let [sc_low, sc_high, min_low, min_high] = scales_mins_in_lanes(g);
-    for j in 0..8 {
-        let times = |pair, by| _mm256_mul_ps(_mm256_cvtepi32_ps(sub_block_lanes(pair, j)), by);
-        packed.scales[j] = times([sc_low, sc_high], d);
-        packed.mins[j] = times([min_low, min_high], dmin);
-    }
+    group_scales_mins(g, &mut packed.scales, &mut packed.mins);
     for (c, quants) in packed.quants.iter_mut().enumerate() {
         for (k, q) in quants.iter_mut().enumerate() {
             *q = load(g.qs[c][k].as_ptr().cast());
+        }
+    }
+}
+
+/// Block b of a Q5_K group stripe as `PackedQ5K`: the quants with their fifth bits, no
+/// transposes.
+#[inline(always)]
+unsafe fn pack_q5_k_group<I: IsaPrimitives>(
+    stripes: &[&[BlockQ5KGroup]],
+    b: usize,
+    packed: &mut PackedQ5K<Lanes8<I>>,
+) {
+    let g = stripes[0].get_unchecked(b);
+    group_scales_mins(g, &mut packed.scales, &mut packed.mins);
+    for c in 0..4 {
+        for k in 0..8 {
+            (packed.quants[2 * c][k], packed.quants[2 * c + 1][k]) = g.quants::<I>(c, k);
         }
     }
 }
@@ -2565,6 +2688,49 @@ impl LaneFormat for BlockQ4KGroup {
     #[inline(always)]
     unsafe fn tile<V: RowLanes, const T: usize>(
         packed: &[PackedQ4K<V>],
+        acts: [&[BlockQ8K]; T],
+        extra: [&[f32]; T],
+    ) -> [V::Floats; T] {
+        tile_k_quant_rows_in_lanes::<V, _, T>(packed, acts, extra)
+    }
+
+    #[inline(always)]
+    unsafe fn tail<I: IsaPrimitives>(
+        rows: &[u8],
+        row_bytes: usize,
+        acts: &[u8],
+        n_acts: usize,
+        out: &mut [f32],
+        out_stride: usize,
+    ) {
+        tail_grouped::<I, Self>(rows, row_bytes, &Self::ready(acts), n_acts, out, out_stride)
+    }
+}
+
+impl LaneFormat for BlockQ5KGroup {
+    type Weight = BlockQ5KGroup;
+    type Act = BlockQ8K;
+    type Packed<V: RowLanes> = PackedQ5K<V>;
+    type Extra = f32;
+    const EXTRA_PER_BLOCK: usize = 8;
+    const STRIPE_ROWS: usize = GROUP_ROWS;
+
+    fn extra(a: &BlockQ8K) -> impl Iterator<Item = f32> {
+        pair_sums(a)
+    }
+
+    #[inline(always)]
+    unsafe fn pack_8<I: IsaPrimitives>(
+        stripes: &[&[BlockQ5KGroup]],
+        b: usize,
+        packed: &mut PackedQ5K<Lanes8<I>>,
+    ) {
+        pack_q5_k_group(stripes, b, packed)
+    }
+
+    #[inline(always)]
+    unsafe fn tile<V: RowLanes, const T: usize>(
+        packed: &[PackedQ5K<V>],
         acts: [&[BlockQ8K]; T],
         extra: [&[f32]; T],
     ) -> [V::Floats; T] {
@@ -2897,6 +3063,17 @@ pub(super) unsafe fn dot_groups_tile_q4_k<I: IsaPrimitives, const ACTS: usize>(
     out: &mut [f32],
 ) {
     dot_tile_in_lanes::<I, BlockQ4KGroup, Lanes8<I>, ACTS>(rows, row_bytes, acts, n_acts, out)
+}
+
+#[inline(always)]
+pub(super) unsafe fn dot_groups_tile_q5_k<I: IsaPrimitives, const ACTS: usize>(
+    rows: &[u8],
+    row_bytes: usize,
+    acts: &[u8],
+    n_acts: usize,
+    out: &mut [f32],
+) {
+    dot_tile_in_lanes::<I, BlockQ5KGroup, Lanes8<I>, ACTS>(rows, row_bytes, acts, n_acts, out)
 }
 
 #[inline(always)]
