@@ -2,7 +2,9 @@
 //! value = d·sc·q − dmin·m. The 32 bytes of `qs` chunk c hold sub-block 2c in their low
 //! nibbles and 2c+1 in their high nibbles.
 
-use crate::block::{as_blocks, f16_to_f32, for_each_row, group_blocks, Block};
+use crate::block::{
+    as_blocks, f16_to_f32, for_each_row, group_blocks, group_words, row_words, Block,
+};
 use crate::q8_k::BlockQ8K;
 use std::mem::size_of;
 
@@ -115,12 +117,9 @@ pub(crate) fn dot_rows(rows: &[u8], act: &[u8], out: &mut [f32]) {
 /// size as the eight blocks, so that a copy of the weights is rewritten in place.
 #[repr(C)]
 pub(crate) struct BlockQ4KGroup {
-    pub(crate) d: [[u8; 2]; 8],
-    pub(crate) dmin: [[u8; 2]; 8],
-    /// `scales[w][r]`: bytes 4w..4w+3 of row r's `scales`.
-    pub(crate) scales: [[[u8; 4]; 8]; 3],
-    /// `qs[c][k][r]`: bytes 32c+4k..32c+4k+3 of row r's `qs`.
-    pub(crate) qs: [[[[u8; 4]; 8]; 8]; 4],
+    pub(crate) head: KQuantGroupHead,
+    /// `qs[8c + k][r]`: bytes 32c+4k..32c+4k+3 of row r's `qs`.
+    pub(crate) qs: [[[u8; 4]; 8]; 32],
 }
 const _: () = assert!(size_of::<BlockQ4KGroup>() == GROUP_ROWS * size_of::<BlockQ4K>());
 
@@ -130,6 +129,33 @@ unsafe impl Block for BlockQ4KGroup {}
 /// The rows in a `BlockQ4KGroup`.
 pub(crate) const GROUP_ROWS: usize = 8;
 
+/// What a group of eight rows' Q4_K or Q5_K blocks holds before the quants.
+#[repr(C)]
+pub(crate) struct KQuantGroupHead {
+    pub(crate) d: [[u8; 2]; 8],
+    pub(crate) dmin: [[u8; 2]; 8],
+    /// `scales[w][r]`: bytes 4w..4w+3 of row r's `scales`.
+    pub(crate) scales: [[[u8; 4]; 8]; 3],
+}
+
+impl KQuantGroupHead {
+    /// From eight rows' blocks' `d`, `dmin` and `scales`.
+    pub(crate) fn of(d: [[u8; 2]; 8], dmin: [[u8; 2]; 8], scales: [&[u8; 12]; 8]) -> Self {
+        KQuantGroupHead {
+            d,
+            dmin,
+            scales: group_words(scales.map(|s| &s[..])),
+        }
+    }
+
+    /// Row r's `d`, `dmin` and `scales` bytes, as its block begins.
+    pub(crate) fn row(&self, r: usize) -> impl Iterator<Item = u8> + '_ {
+        (self.d[r].into_iter())
+            .chain(self.dmin[r])
+            .chain(row_words(&self.scales, r))
+    }
+}
+
 /// Rewrites `GROUP_ROWS` rows of Q4_K (`rows`, each `row_bytes` long) as one group.
 pub(crate) fn group(rows: &[u8], row_bytes: usize, group: &mut [u8]) {
     group_blocks(
@@ -137,51 +163,18 @@ pub(crate) fn group(rows: &[u8], row_bytes: usize, group: &mut [u8]) {
         row_bytes,
         group,
         |g: &mut BlockQ4KGroup, x: [&BlockQ4K; 8]| {
-            g.d = x.map(|x| x.d);
-            g.dmin = x.map(|x| x.dmin);
-            g.scales = group_scales(x.map(|x| &x.scales));
-            g.qs = group_quants(x.map(|x| &x.qs));
+            g.head = KQuantGroupHead::of(x.map(|x| x.d), x.map(|x| x.dmin), x.map(|x| &x.scales));
+            g.qs = group_words(x.map(|x| &x.qs[..]));
         },
     );
-}
-
-/// The twelve scale bytes of eight rows' blocks of Q4_K or Q5_K as their groups hold them:
-/// `[w][r]` is bytes 4w..4w+3 of row r's.
-pub(crate) fn group_scales(scales: [&[u8; 12]; 8]) -> [[[u8; 4]; 8]; 3] {
-    std::array::from_fn(|w| std::array::from_fn(|r| scales[r][4 * w..][..4].try_into().unwrap()))
-}
-
-/// The 128 `qs` bytes of eight rows' blocks of Q4_K or Q5_K as their groups hold them:
-/// `[c][k][r]` is bytes 32c+4k..32c+4k+3 of row r's.
-pub(crate) fn group_quants(qs: [&[u8; 128]; 8]) -> [[[[u8; 4]; 8]; 8]; 4] {
-    std::array::from_fn(|c| {
-        std::array::from_fn(|k| {
-            std::array::from_fn(|r| qs[r][32 * c + 4 * k..][..4].try_into().unwrap())
-        })
-    })
-}
-
-/// Row r's scale bytes back out of `group_scales`.
-pub(crate) fn row_scales(words: &[[[u8; 4]; 8]; 3], r: usize) -> impl Iterator<Item = u8> + '_ {
-    words.iter().flat_map(move |w| w[r])
-}
-
-/// Row r's `qs` bytes back out of `group_quants`.
-pub(crate) fn row_quants(
-    words: &[[[[u8; 4]; 8]; 8]; 4],
-    r: usize,
-) -> impl Iterator<Item = u8> + '_ {
-    words.iter().flatten().flat_map(move |w| w[r])
 }
 
 /// Row `r` of a group, block by block, as plain Q4_K: `group`'s inverse.
 pub(crate) fn ungroup_row(group: &[BlockQ4KGroup], r: usize) -> Vec<u8> {
     let mut row = Vec::with_capacity(group.len() * size_of::<BlockQ4K>());
     for g in group {
-        row.extend(g.d[r]);
-        row.extend(g.dmin[r]);
-        row.extend(row_scales(&g.scales, r));
-        row.extend(row_quants(&g.qs, r));
+        row.extend(g.head.row(r));
+        row.extend(row_words(&g.qs, r));
     }
     row
 }
@@ -224,7 +217,7 @@ mod tests {
         assert_ne!(grouped, rows);
         let groups = as_blocks::<BlockQ4KGroup>(&grouped);
         assert_eq!(
-            groups[1].qs[2][3][5],
+            groups[1].qs[8 * 2 + 3][5],
             rows[5 * row_bytes + 144 + 16 + 64 + 12..][..4]
         );
         for (r, row) in rows.chunks_exact(row_bytes).enumerate() {

@@ -4,9 +4,7 @@
 use crate::block::{
     as_blocks, f16_to_f32, for_each_row, group_blocks, group_words, row_words, Block,
 };
-use crate::q4_k::{
-    group_quants, group_scales, lane_sums, min_sum, row_quants, row_scales, unpack_scales_mins,
-};
+use crate::q4_k::{lane_sums, min_sum, unpack_scales_mins, KQuantGroupHead};
 use crate::q8_k::BlockQ8K;
 use std::mem::size_of;
 
@@ -87,14 +85,11 @@ pub(crate) fn dot_rows(rows: &[u8], act: &[u8], out: &mut [f32]) {
 /// of the weights is rewritten in place.
 #[repr(C)]
 pub(crate) struct BlockQ5KGroup {
-    pub(crate) d: [[u8; 2]; 8],
-    pub(crate) dmin: [[u8; 2]; 8],
-    /// `scales[w][r]`: bytes 4w..4w+3 of row r's `scales`.
-    pub(crate) scales: [[[u8; 4]; 8]; 3],
+    pub(crate) head: KQuantGroupHead,
     /// `qh[k][r]`: bytes 4k..4k+3 of row r's `qh`.
     pub(crate) qh: [[[u8; 4]; 8]; 8],
-    /// `qs[c][k][r]`: bytes 32c+4k..32c+4k+3 of row r's `qs`.
-    pub(crate) qs: [[[[u8; 4]; 8]; 8]; 4],
+    /// `qs[8c + k][r]`: bytes 32c+4k..32c+4k+3 of row r's `qs`.
+    pub(crate) qs: [[[u8; 4]; 8]; 32],
 }
 const _: () = assert!(size_of::<BlockQ5KGroup>() == GROUP_ROWS * size_of::<BlockQ5K>());
 
@@ -111,11 +106,9 @@ pub(crate) fn group(rows: &[u8], row_bytes: usize, group: &mut [u8]) {
         row_bytes,
         group,
         |g: &mut BlockQ5KGroup, x: [&BlockQ5K; 8]| {
-            g.d = x.map(|x| x.d);
-            g.dmin = x.map(|x| x.dmin);
-            g.scales = group_scales(x.map(|x| &x.scales));
+            g.head = KQuantGroupHead::of(x.map(|x| x.d), x.map(|x| x.dmin), x.map(|x| &x.scales));
             g.qh = group_words(x.map(|x| &x.qh[..]));
-            g.qs = group_quants(x.map(|x| &x.qs));
+            g.qs = group_words(x.map(|x| &x.qs[..]));
         },
     );
 }
@@ -124,11 +117,9 @@ pub(crate) fn group(rows: &[u8], row_bytes: usize, group: &mut [u8]) {
 pub(crate) fn ungroup_row(group: &[BlockQ5KGroup], r: usize) -> Vec<u8> {
     let mut row = Vec::with_capacity(group.len() * size_of::<BlockQ5K>());
     for g in group {
-        row.extend(g.d[r]);
-        row.extend(g.dmin[r]);
-        row.extend(row_scales(&g.scales, r));
+        row.extend(g.head.row(r));
         row.extend(row_words(&g.qh, r));
-        row.extend(row_quants(&g.qs, r));
+        row.extend(row_words(&g.qs, r));
     }
     row
 }
@@ -150,7 +141,7 @@ mod tests {
         let groups = as_blocks::<BlockQ5KGroup>(&grouped);
         // Row 5's block 1: bytes 32·2 + 12.. of its qs, and bytes 24..27 of its qh.
         let block = &rows[5 * row_bytes + 176..][..176];
-        assert_eq!(groups[1].qs[2][3][5], block[48 + 64 + 12..][..4]);
+        assert_eq!(groups[1].qs[8 * 2 + 3][5], block[48 + 64 + 12..][..4]);
         assert_eq!(groups[1].qh[6][5], block[16 + 24..][..4]);
         for (r, row) in rows.chunks_exact(row_bytes).enumerate() {
             assert_eq!(ungroup_row(groups, r), row, "row {r}");

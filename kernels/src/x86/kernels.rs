@@ -12,7 +12,7 @@ use crate::f16::F16;
 use crate::f32::F32;
 use crate::q4_0::{BlockQ4_0, BlockQ4_0Group};
 use crate::q4_1::{BlockQ4_1, BlockQ4_1Group};
-use crate::q4_k::{BlockQ4K, BlockQ4KGroup, GROUP_ROWS};
+use crate::q4_k::{BlockQ4K, BlockQ4KGroup, KQuantGroupHead, GROUP_ROWS};
 use crate::q5_0::{BlockQ5_0, BlockQ5_0Group};
 use crate::q5_1::{BlockQ5_1, BlockQ5_1Group};
 use crate::q5_k::{BlockQ5K, BlockQ5KGroup};
@@ -1955,68 +1955,83 @@ unsafe fn group_q4_k_mins<I: IsaPrimitives>(
 
 /// A grouped K-quant format with Q4_K's scales and mins (`BlockQ4KGroup`, `BlockQ5KGroup`).
 pub(super) trait GroupedKQuant: Block {
-    fn d(&self) -> &[[u8; 2]; 8];
-    fn dmin(&self) -> &[[u8; 2]; 8];
-    /// The twelve scale bytes of every row, as `q4_k::group_scales` lays them out.
-    fn scale_words(&self) -> &[[[u8; 4]; 8]; 3];
+    fn head(&self) -> &KQuantGroupHead;
+
     /// Quants 4k..4k+3 of sub-blocks 2c and 2c + 1 of every row, unsigned, one row per lane.
     unsafe fn quants<I: IsaPrimitives>(&self, c: usize, k: usize) -> (__m256i, __m256i);
+
+    /// The block as the prompt tiles read it (`PackedQ4K`, `PackedQ5K`).
+    type Packed<V: RowLanes>: PackedSubBlocks<V> + Copy;
+
+    /// No transposes: the group is already one row per lane.
+    unsafe fn pack<I: IsaPrimitives>(&self, packed: &mut Self::Packed<Lanes8<I>>);
+}
+
+/// Four bytes of every row's `qs` split into the quants of sub-blocks 2c (low nibbles) and
+/// 2c + 1 (high nibbles).
+#[inline(always)]
+unsafe fn k_quant_nibbles(words: &[[u8; 4]; 8]) -> (__m256i, __m256i) {
+    let q = load(words.as_ptr().cast());
+    let m4 = _mm256_set1_epi8(0x0F);
+    (
+        _mm256_and_si256(q, m4),
+        _mm256_and_si256(_mm256_srli_epi16::<4>(q), m4),
+    )
 }
 
 impl GroupedKQuant for BlockQ4KGroup {
-    fn d(&self) -> &[[u8; 2]; 8] {
-        &self.d
-    }
-
-    fn dmin(&self) -> &[[u8; 2]; 8] {
-        &self.dmin
-    }
-
-    fn scale_words(&self) -> &[[[u8; 4]; 8]; 3] {
-        &self.scales
+    fn head(&self) -> &KQuantGroupHead {
+        &self.head
     }
 
     #[inline(always)]
     unsafe fn quants<I: IsaPrimitives>(&self, c: usize, k: usize) -> (__m256i, __m256i) {
-        let q = load(self.qs[c][k].as_ptr().cast());
-        let m4 = _mm256_set1_epi8(0x0F);
-        (
-            _mm256_and_si256(q, m4),
-            _mm256_and_si256(_mm256_srli_epi16::<4>(q), m4),
-        )
+        k_quant_nibbles(&self.qs[8 * c + k])
+    }
+
+    type Packed<V: RowLanes> = PackedQ4K<V>;
+
+    #[inline(always)]
+    unsafe fn pack<I: IsaPrimitives>(&self, packed: &mut PackedQ4K<Lanes8<I>>) {
+        group_scales_mins(&self.head, &mut packed.scales, &mut packed.mins);
+        for (c, quants) in packed.quants.iter_mut().enumerate() {
+            for (k, q) in quants.iter_mut().enumerate() {
+                *q = load(self.qs[8 * c + k].as_ptr().cast());
+            }
+        }
     }
 }
 
 /// Q4_K's nibbles with their fifth bits: 0..31.
 impl GroupedKQuant for BlockQ5KGroup {
-    fn d(&self) -> &[[u8; 2]; 8] {
-        &self.d
-    }
-
-    fn dmin(&self) -> &[[u8; 2]; 8] {
-        &self.dmin
-    }
-
-    fn scale_words(&self) -> &[[[u8; 4]; 8]; 3] {
-        &self.scales
+    fn head(&self) -> &KQuantGroupHead {
+        &self.head
     }
 
     #[inline(always)]
     unsafe fn quants<I: IsaPrimitives>(&self, c: usize, k: usize) -> (__m256i, __m256i) {
-        let q = load(self.qs[c][k].as_ptr().cast());
+        let (low, high) = k_quant_nibbles(&self.qs[8 * c + k]);
         // Bits 2c and 2c + 1 of each byte of qh moved to bits 0 and 1; a 16-bit shift carries
         // the high byte's bits into the low byte's top, which the masks drop.
         let qh = load(self.qh[k].as_ptr().cast());
         let qh = _mm256_srl_epi16(qh, _mm_cvtsi32_si128(2 * c as i32));
-        let m4 = _mm256_set1_epi8(0x0F);
         let fifth = |bit: i8| _mm256_and_si256(qh, _mm256_set1_epi8(bit));
         (
-            _mm256_or_si256(_mm256_and_si256(q, m4), _mm256_slli_epi16::<4>(fifth(1))),
-            _mm256_or_si256(
-                _mm256_and_si256(_mm256_srli_epi16::<4>(q), m4),
-                _mm256_slli_epi16::<3>(fifth(2)),
-            ),
+            _mm256_or_si256(low, _mm256_slli_epi16::<4>(fifth(1))),
+            _mm256_or_si256(high, _mm256_slli_epi16::<3>(fifth(2))),
         )
+    }
+
+    type Packed<V: RowLanes> = PackedQ5K<V>;
+
+    #[inline(always)]
+    unsafe fn pack<I: IsaPrimitives>(&self, packed: &mut PackedQ5K<Lanes8<I>>) {
+        group_scales_mins(&self.head, &mut packed.scales, &mut packed.mins);
+        for c in 0..4 {
+            for k in 0..8 {
+                (packed.quants[2 * c][k], packed.quants[2 * c + 1][k]) = self.quants::<I>(c, k);
+            }
+        }
     }
 }
 
@@ -2034,7 +2049,7 @@ unsafe fn dot_group_k_quant<I: IsaPrimitives, G: GroupedKQuant, const T: usize>(
     let mut acc = [_mm256_setzero_ps(); T];
     for (b, xb) in x.iter().enumerate() {
         let yb: [&BlockQ8K; T] = std::array::from_fn(|t| y[t].get_unchecked(b));
-        let [sc_low, sc_high, min_low, min_high] = scales_mins_in_lanes(xb.scale_words());
+        let [sc_low, sc_high, min_low, min_high] = scales_mins_in_lanes(&xb.head().scales);
         let mut sums = [_mm256_setzero_si256(); T];
         for c in 0..4 {
             let mut low = [_mm256_setzero_si256(); T];
@@ -2060,7 +2075,7 @@ unsafe fn dot_group_k_quant<I: IsaPrimitives, G: GroupedKQuant, const T: usize>(
                 sums[t] = _mm256_add_epi32(sums[t], _mm256_add_epi32(low, high));
             }
         }
-        let (d, dmin) = (f16_per_row(xb.d()), f16_per_row(xb.dmin()));
+        let (d, dmin) = (f16_per_row(&xb.head().d), f16_per_row(&xb.head().dmin));
         for t in 0..T {
             let mins = group_q4_k_mins::<I>(min_low, min_high, yb[t]);
             let yd = _mm256_set1_ps(yb[t].d());
@@ -2093,7 +2108,7 @@ pub(super) trait GroupedRows: LaneFormat {
 // The K-quants' stripes take what they need of the activation from its `bsums` themselves:
 // Q4_K's mins want the sums as bytes, and Q6_K's starts read from memory ran one activation
 // 6% slower than computed in place (dot_rows bench, from L2).
-impl GroupedRows for BlockQ4KGroup {
+impl<G: GroupedKQuant> GroupedRows for G {
     type Ready = BlockQ8K;
 
     fn ready(acts: &[u8]) -> Cow<'_, [u8]> {
@@ -2102,26 +2117,10 @@ impl GroupedRows for BlockQ4KGroup {
 
     #[inline(always)]
     unsafe fn dot_stripe<I: IsaPrimitives, const T: usize>(
-        x: &[Self],
+        x: &[G],
         y: [&[BlockQ8K]; T],
     ) -> [__m256; T] {
-        dot_group_k_quant::<I, Self, T>(x, y)
-    }
-}
-
-impl GroupedRows for BlockQ5KGroup {
-    type Ready = BlockQ8K;
-
-    fn ready(acts: &[u8]) -> Cow<'_, [u8]> {
-        Cow::Borrowed(acts)
-    }
-
-    #[inline(always)]
-    unsafe fn dot_stripe<I: IsaPrimitives, const T: usize>(
-        x: &[Self],
-        y: [&[BlockQ8K]; T],
-    ) -> [__m256; T] {
-        dot_group_k_quant::<I, Self, T>(x, y)
+        dot_group_k_quant::<I, G, T>(x, y)
     }
 }
 
@@ -2616,13 +2615,13 @@ pub(super) unsafe fn dot_groups_q5_k<I: IsaPrimitives>(
 /// A group block's `d·scale` and `dmin·min` per sub-block, one row per lane, as `PackedQ4K`
 /// and `PackedQ5K` hold them.
 #[inline(always)]
-unsafe fn group_scales_mins<G: GroupedKQuant>(
-    g: &G,
+unsafe fn group_scales_mins(
+    head: &KQuantGroupHead,
     scales: &mut [__m256; 8],
     mins: &mut [__m256; 8],
 ) {
-    let (d, dmin) = (f16_per_row(g.d()), f16_per_row(g.dmin()));
-    let [sc_low, sc_high, min_low, min_high] = scales_mins_in_lanes(g.scale_words());
+    let (d, dmin) = (f16_per_row(&head.d), f16_per_row(&head.dmin));
+    let [sc_low, sc_high, min_low, min_high] = scales_mins_in_lanes(&head.scales);
     for j in 0..8 {
         let times = |pair, by| _mm256_mul_ps(_mm256_cvtepi32_ps(sub_block_lanes(pair, j)), by);
         scales[j] = times([sc_low, sc_high], d);
@@ -2630,44 +2629,10 @@ unsafe fn group_scales_mins<G: GroupedKQuant>(
     }
 }
 
-/// Block b of a group stripe as `PackedQ4K`: no transposes, the group is already one row
-/// per lane.
-#[inline(always)]
-unsafe fn pack_q4_k_group<I: IsaPrimitives>(
-    stripes: &[&[BlockQ4KGroup]],
-    b: usize,
-    packed: &mut PackedQ4K<Lanes8<I>>,
-) {
-    let g = stripes[0].get_unchecked(b);
-    group_scales_mins(g, &mut packed.scales, &mut packed.mins);
-    for (c, quants) in packed.quants.iter_mut().enumerate() {
-        for (k, q) in quants.iter_mut().enumerate() {
-            *q = load(g.qs[c][k].as_ptr().cast());
-        }
-    }
-}
-
-/// Block b of a Q5_K group stripe as `PackedQ5K`: the quants with their fifth bits, no
-/// transposes.
-#[inline(always)]
-unsafe fn pack_q5_k_group<I: IsaPrimitives>(
-    stripes: &[&[BlockQ5KGroup]],
-    b: usize,
-    packed: &mut PackedQ5K<Lanes8<I>>,
-) {
-    let g = stripes[0].get_unchecked(b);
-    group_scales_mins(g, &mut packed.scales, &mut packed.mins);
-    for c in 0..4 {
-        for k in 0..8 {
-            (packed.quants[2 * c][k], packed.quants[2 * c + 1][k]) = g.quants::<I>(c, k);
-        }
-    }
-}
-
-impl LaneFormat for BlockQ4KGroup {
-    type Weight = BlockQ4KGroup;
+impl<G: GroupedKQuant> LaneFormat for G {
+    type Weight = G;
     type Act = BlockQ8K;
-    type Packed<V: RowLanes> = PackedQ4K<V>;
+    type Packed<V: RowLanes> = G::Packed<V>;
     type Extra = f32;
     const EXTRA_PER_BLOCK: usize = 8;
     const STRIPE_ROWS: usize = GROUP_ROWS;
@@ -2678,59 +2643,16 @@ impl LaneFormat for BlockQ4KGroup {
 
     #[inline(always)]
     unsafe fn pack_8<I: IsaPrimitives>(
-        stripes: &[&[BlockQ4KGroup]],
+        stripes: &[&[G]],
         b: usize,
-        packed: &mut PackedQ4K<Lanes8<I>>,
+        packed: &mut G::Packed<Lanes8<I>>,
     ) {
-        pack_q4_k_group(stripes, b, packed)
+        stripes[0].get_unchecked(b).pack::<I>(packed)
     }
 
     #[inline(always)]
     unsafe fn tile<V: RowLanes, const T: usize>(
-        packed: &[PackedQ4K<V>],
-        acts: [&[BlockQ8K]; T],
-        extra: [&[f32]; T],
-    ) -> [V::Floats; T] {
-        tile_k_quant_rows_in_lanes::<V, _, T>(packed, acts, extra)
-    }
-
-    #[inline(always)]
-    unsafe fn tail<I: IsaPrimitives>(
-        rows: &[u8],
-        row_bytes: usize,
-        acts: &[u8],
-        n_acts: usize,
-        out: &mut [f32],
-        out_stride: usize,
-    ) {
-        tail_grouped::<I, Self>(rows, row_bytes, &Self::ready(acts), n_acts, out, out_stride)
-    }
-}
-
-impl LaneFormat for BlockQ5KGroup {
-    type Weight = BlockQ5KGroup;
-    type Act = BlockQ8K;
-    type Packed<V: RowLanes> = PackedQ5K<V>;
-    type Extra = f32;
-    const EXTRA_PER_BLOCK: usize = 8;
-    const STRIPE_ROWS: usize = GROUP_ROWS;
-
-    fn extra(a: &BlockQ8K) -> impl Iterator<Item = f32> {
-        pair_sums(a)
-    }
-
-    #[inline(always)]
-    unsafe fn pack_8<I: IsaPrimitives>(
-        stripes: &[&[BlockQ5KGroup]],
-        b: usize,
-        packed: &mut PackedQ5K<Lanes8<I>>,
-    ) {
-        pack_q5_k_group(stripes, b, packed)
-    }
-
-    #[inline(always)]
-    unsafe fn tile<V: RowLanes, const T: usize>(
-        packed: &[PackedQ5K<V>],
+        packed: &[G::Packed<V>],
         acts: [&[BlockQ8K]; T],
         extra: [&[f32]; T],
     ) -> [V::Floats; T] {
