@@ -1101,31 +1101,87 @@ pub(super) unsafe fn dot_tile_q5_1<I: IsaPrimitives, const ACTS: usize>(
     )
 }
 
-/// One Q4_K row × `T` activation rows: each block's quants and scales are unpacked
-/// once, then multiplied with every activation row as `dot_q4_k` does.
+/// A Q4_K or Q5_K block as the row-by-row tiles unpack it.
+trait KQuantBlock {
+    fn d_dmin(&self) -> ([u8; 2], [u8; 2]);
+    fn packed_scales(&self) -> &[u8; 12];
+    /// The eight sub-blocks' quants, unsigned.
+    unsafe fn quants(&self) -> [__m256i; 8];
+}
+
+impl KQuantBlock for BlockQ4K {
+    fn d_dmin(&self) -> ([u8; 2], [u8; 2]) {
+        (self.d, self.dmin)
+    }
+
+    fn packed_scales(&self) -> &[u8; 12] {
+        &self.scales
+    }
+
+    #[inline(always)]
+    unsafe fn quants(&self) -> [__m256i; 8] {
+        let m4 = _mm256_set1_epi8(0x0F);
+        let mut quants = [_mm256_setzero_si256(); 8];
+        for c in 0..4 {
+            let q4 = load(self.qs.as_ptr().add(32 * c));
+            quants[2 * c] = _mm256_and_si256(q4, m4);
+            quants[2 * c + 1] = _mm256_and_si256(_mm256_srli_epi16::<4>(q4), m4);
+        }
+        quants
+    }
+}
+
+/// Q4_K's nibbles with their fifth bits, as `dot_q5_k` unpacks them.
+impl KQuantBlock for BlockQ5K {
+    fn d_dmin(&self) -> ([u8; 2], [u8; 2]) {
+        (self.d, self.dmin)
+    }
+
+    fn packed_scales(&self) -> &[u8; 12] {
+        &self.scales
+    }
+
+    #[inline(always)]
+    unsafe fn quants(&self) -> [__m256i; 8] {
+        let m4 = _mm256_set1_epi8(0x0F);
+        let (one, two) = (_mm256_set1_epi8(1), _mm256_set1_epi8(2));
+        let mut hbits = load(self.qh.as_ptr());
+        let mut quants = [_mm256_setzero_si256(); 8];
+        for c in 0..4 {
+            let q4 = load(self.qs.as_ptr().add(32 * c));
+            quants[2 * c] = _mm256_or_si256(
+                _mm256_and_si256(q4, m4),
+                _mm256_slli_epi16::<4>(_mm256_and_si256(hbits, one)),
+            );
+            quants[2 * c + 1] = _mm256_or_si256(
+                _mm256_and_si256(_mm256_srli_epi16::<4>(q4), m4),
+                _mm256_slli_epi16::<3>(_mm256_and_si256(hbits, two)),
+            );
+            hbits = _mm256_srli_epi16::<2>(hbits);
+        }
+        quants
+    }
+}
+
+/// One Q4_K or Q5_K row × `T` activation rows: each block's quants and scales are unpacked
+/// once, then multiplied with every activation row as the row kernels do.
 #[inline(always)]
-unsafe fn tile_q4_k<I: IsaPrimitives, const T: usize>(
-    x: &[BlockQ4K],
+unsafe fn tile_k_quant_row<I: IsaPrimitives, B: KQuantBlock, const T: usize>(
+    x: &[B],
     y: [&[BlockQ8K]; T],
 ) -> [f32; T] {
-    let m4 = _mm256_set1_epi8(0x0F);
     let mut acc = [_mm256_setzero_ps(); T];
     let mut acc_m = [_mm_setzero_ps(); T];
     for (b, xb) in x.iter().enumerate() {
-        let (xd, xdmin) = halves(xb.d, xb.dmin);
-        let (sc16, mins16) = scales_mins_k(&xb.scales);
+        let (xd, xdmin) = xb.d_dmin();
+        let (xd, xdmin) = halves(xd, xdmin);
+        let (sc16, mins16) = scales_mins_k(xb.packed_scales());
         let sc16 = _mm256_set_m128i(sc16, sc16);
-        let mut quants = [_mm256_setzero_si256(); 8];
+        let quants = xb.quants();
         let mut scales = [_mm256_setzero_si256(); 8];
-        for c in 0..4 {
-            let q4 = load(xb.qs.as_ptr().add(32 * c));
-            quants[2 * c] = _mm256_and_si256(q4, m4);
-            quants[2 * c + 1] = _mm256_and_si256(_mm256_srli_epi16::<4>(q4), m4);
-            let j = 2 * c as i16;
-            scales[2 * c] =
-                _mm256_shuffle_epi8(sc16, _mm256_set1_epi16(((2 * j + 1) << 8) | (2 * j)));
-            scales[2 * c + 1] =
-                _mm256_shuffle_epi8(sc16, _mm256_set1_epi16(((2 * j + 3) << 8) | (2 * j + 2)));
+        for (j, s) in scales.iter_mut().enumerate() {
+            let j = j as i16;
+            *s = _mm256_shuffle_epi8(sc16, _mm256_set1_epi16(((2 * j + 1) << 8) | (2 * j)));
         }
         for t in 0..T {
             let yb = y[t].get_unchecked(b);
@@ -1688,23 +1744,10 @@ trait KQuantRow: Block + Sized {
     unsafe fn tile<I: IsaPrimitives, const T: usize>(x: &[Self], y: [&[BlockQ8K]; T]) -> [f32; T];
 }
 
-impl KQuantRow for BlockQ4K {
+impl<B: KQuantBlock + Block> KQuantRow for B {
     #[inline(always)]
     unsafe fn tile<I: IsaPrimitives, const T: usize>(x: &[Self], y: [&[BlockQ8K]; T]) -> [f32; T] {
-        tile_q4_k::<I, T>(x, y)
-    }
-}
-
-/// One activation at a time: no row-by-row tile for Q5_K yet, so a few sequences generating
-/// together each take the row kernel.
-impl KQuantRow for BlockQ5K {
-    #[inline(always)]
-    unsafe fn tile<I: IsaPrimitives, const T: usize>(x: &[Self], y: [&[BlockQ8K]; T]) -> [f32; T] {
-        let mut sums = [0.0; T];
-        for t in 0..T {
-            sums[t] = dot_q5_k::<I>(x, y[t]);
-        }
-        sums
+        tile_k_quant_row::<I, B, T>(x, y)
     }
 }
 
