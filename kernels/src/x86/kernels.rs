@@ -428,22 +428,25 @@ impl QuantsWithMin for BlockQ5_1 {
 }
 
 #[inline(always)]
-unsafe fn dot_with_min<I: IsaPrimitives, F: QuantsWithMin>(x: &[F], y: &[BlockQ8_1]) -> f32 {
-    let mut acc = _mm256_setzero_ps();
-    let mut offsets = 0.0f32;
-    for (xb, yb) in x.iter().zip(y) {
-        let (xd, yd) = halves(xb.scale(), yb.d);
-        let d = xd * yd;
-        let (m, s) = halves(xb.min(), yb.s);
-        offsets += m * s;
-        let s = I::dot_u8_i8(
-            _mm256_setzero_si256(),
-            xb.quants::<I>(),
-            load(yb.qs.as_ptr().cast()),
-        );
-        acc = _mm256_fmadd_ps(_mm256_set1_ps(d), _mm256_cvtepi32_ps(s), acc);
+unsafe fn dot_with_min<I: IsaPrimitives, F: QuantsWithMin, const T: usize>(
+    x: &[F],
+    y: [&[BlockQ8_1]; T],
+) -> [f32; T] {
+    let mut acc = [_mm256_setzero_ps(); T];
+    let mut offsets = [0.0f32; T];
+    for (b, xb) in x.iter().enumerate() {
+        let quants = xb.quants::<I>();
+        let (xd, m) = halves(xb.scale(), xb.min());
+        for t in 0..T {
+            let yb = y[t].get_unchecked(b);
+            let (yd, s) = halves(yb.d, yb.s);
+            let d = xd * yd;
+            offsets[t] += m * s;
+            let s = I::dot_u8_i8(_mm256_setzero_si256(), quants, load(yb.qs.as_ptr().cast()));
+            acc[t] = _mm256_fmadd_ps(_mm256_set1_ps(d), _mm256_cvtepi32_ps(s), acc[t]);
+        }
     }
-    hsum_ps(acc) + offsets
+    std::array::from_fn(|t| hsum_ps(acc[t]) + offsets[t])
 }
 
 /// Shared by F32, F16 and BF16: `widen(p)` loads the 8 elements of `size` bytes at
@@ -1054,7 +1057,6 @@ impl<F: QuantsWithMin> LaneFormat for MinInLanes<F> {
         tile_32_min_rows_in_lanes::<V, T>(packed, acts)
     }
 
-    /// The row kernel for each row and activation: no row-by-row tile for these formats.
     #[inline(always)]
     unsafe fn tail<I: IsaPrimitives>(
         rows: &[u8],
@@ -1064,14 +1066,7 @@ impl<F: QuantsWithMin> LaneFormat for MinInLanes<F> {
         out: &mut [f32],
         out_stride: usize,
     ) {
-        let act_bytes = acts.len() / n_acts;
-        for (r, x) in rows.chunks_exact(row_bytes).enumerate() {
-            let x = as_blocks::<F>(x);
-            for t in 0..n_acts {
-                let y = as_blocks::<BlockQ8_1>(&acts[t * act_bytes..(t + 1) * act_bytes]);
-                out[t * out_stride + r] = dot_with_min::<I, F>(x, y);
-            }
-        }
+        tail_by_rows::<I, F>(rows, row_bytes, acts, n_acts, out, out_stride)
     }
 }
 
@@ -1739,28 +1734,47 @@ pub(super) unsafe fn dot_tile_in_lanes<
     }
 }
 
-/// A K-quant whose rows go one at a time against up to four activations.
-trait KQuantRow: Block + Sized {
-    unsafe fn tile<I: IsaPrimitives, const T: usize>(x: &[Self], y: [&[BlockQ8K]; T]) -> [f32; T];
+/// A format whose rows go one at a time against up to four activations.
+trait RowTile: Block + Sized {
+    type Act: Block;
+    unsafe fn tile<I: IsaPrimitives, const T: usize>(x: &[Self], y: [&[Self::Act]; T]) -> [f32; T];
 }
 
-impl<B: KQuantBlock + Block> KQuantRow for B {
+impl RowTile for BlockQ4K {
+    type Act = BlockQ8K;
     #[inline(always)]
     unsafe fn tile<I: IsaPrimitives, const T: usize>(x: &[Self], y: [&[BlockQ8K]; T]) -> [f32; T] {
-        tile_k_quant_row::<I, B, T>(x, y)
+        tile_k_quant_row::<I, Self, T>(x, y)
     }
 }
 
-impl KQuantRow for BlockQ6K {
+impl RowTile for BlockQ5K {
+    type Act = BlockQ8K;
+    #[inline(always)]
+    unsafe fn tile<I: IsaPrimitives, const T: usize>(x: &[Self], y: [&[BlockQ8K]; T]) -> [f32; T] {
+        tile_k_quant_row::<I, Self, T>(x, y)
+    }
+}
+
+impl<F: QuantsWithMin> RowTile for F {
+    type Act = BlockQ8_1;
+    #[inline(always)]
+    unsafe fn tile<I: IsaPrimitives, const T: usize>(x: &[F], y: [&[BlockQ8_1]; T]) -> [f32; T] {
+        dot_with_min::<I, F, T>(x, y)
+    }
+}
+
+impl RowTile for BlockQ6K {
+    type Act = BlockQ8K;
     #[inline(always)]
     unsafe fn tile<I: IsaPrimitives, const T: usize>(x: &[Self], y: [&[BlockQ8K]; T]) -> [f32; T] {
         tile_q6_k::<I, T>(x, y)
     }
 }
 
-/// A K-quant's rows one at a time against up to four activations (`LaneFormat::tail`).
+/// Rows one at a time against up to four activations (`LaneFormat::tail`).
 #[inline(always)]
-unsafe fn tail_k_quant<I: IsaPrimitives, W: KQuantRow>(
+unsafe fn tail_by_rows<I: IsaPrimitives, W: RowTile>(
     rows: &[u8],
     row_bytes: usize,
     acts: &[u8],
@@ -1769,7 +1783,7 @@ unsafe fn tail_k_quant<I: IsaPrimitives, W: KQuantRow>(
     out_stride: usize,
 ) {
     let act_bytes = acts.len() / n_acts;
-    let act = |t: usize| as_blocks::<BlockQ8K>(&acts[t * act_bytes..(t + 1) * act_bytes]);
+    let act = |t: usize| as_blocks::<W::Act>(&acts[t * act_bytes..(t + 1) * act_bytes]);
     for (r, x) in rows.chunks_exact(row_bytes).enumerate() {
         let x = as_blocks::<W>(x);
         let mut t0 = 0;
@@ -1842,7 +1856,7 @@ impl LaneFormat for BlockQ4K {
         out: &mut [f32],
         out_stride: usize,
     ) {
-        tail_k_quant::<I, BlockQ4K>(rows, row_bytes, acts, n_acts, out, out_stride)
+        tail_by_rows::<I, BlockQ4K>(rows, row_bytes, acts, n_acts, out, out_stride)
     }
 }
 
@@ -1884,7 +1898,7 @@ impl LaneFormat for BlockQ5K {
         out: &mut [f32],
         out_stride: usize,
     ) {
-        tail_k_quant::<I, BlockQ5K>(rows, row_bytes, acts, n_acts, out, out_stride)
+        tail_by_rows::<I, BlockQ5K>(rows, row_bytes, acts, n_acts, out, out_stride)
     }
 }
 
@@ -1926,7 +1940,7 @@ impl LaneFormat for BlockQ6K {
         out: &mut [f32],
         out_stride: usize,
     ) {
-        tail_k_quant::<I, BlockQ6K>(rows, row_bytes, acts, n_acts, out, out_stride)
+        tail_by_rows::<I, BlockQ6K>(rows, row_bytes, acts, n_acts, out, out_stride)
     }
 }
 
@@ -3427,12 +3441,16 @@ pub(super) unsafe fn dot_rows_q6_k<I: IsaPrimitives>(rows: &[u8], act: &[u8], ou
 
 #[inline(always)]
 pub(super) unsafe fn dot_rows_q4_1<I: IsaPrimitives>(rows: &[u8], act: &[u8], out: &mut [f32]) {
-    for_each_row(rows, act, out, |x, y| dot_with_min::<I, BlockQ4_1>(x, y))
+    for_each_row(rows, act, out, |x, y| {
+        dot_with_min::<I, BlockQ4_1, 1>(x, [y])[0]
+    })
 }
 
 #[inline(always)]
 pub(super) unsafe fn dot_rows_q5_1<I: IsaPrimitives>(rows: &[u8], act: &[u8], out: &mut [f32]) {
-    for_each_row(rows, act, out, |x, y| dot_with_min::<I, BlockQ5_1>(x, y))
+    for_each_row(rows, act, out, |x, y| {
+        dot_with_min::<I, BlockQ5_1, 1>(x, [y])[0]
+    })
 }
 
 #[inline(always)]
