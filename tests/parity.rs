@@ -420,6 +420,8 @@ parity_tests! {
     gemma2_synthetic_q6_k => "gemma2-synthetic-q6_k",
     gemma2_synthetic_q4_0 => "gemma2-synthetic-q4_0",
     gemma2_synthetic_q5_k_m => "gemma2-synthetic-q5_k_m",
+    gemma2_synthetic_q3_k_m => "gemma2-synthetic-q3_k_m",
+    gemma2_synthetic_q2_k => "gemma2-synthetic-q2_k",
 }
 
 /// The same checks with the weights grouped as `--no-mmap` groups them, for the models with

@@ -2,7 +2,8 @@
 
 use crate::types::GgmlType::{self, *};
 use crate::{
-    bf16, exp, f16, f32, q4_0, q4_1, q4_k, q5_0, q5_1, q5_k, q6_k, q8_0, q8_1, q8_k, tanh,
+    bf16, exp, f16, f32, q2_k, q3_k, q4_0, q4_1, q4_k, q5_0, q5_1, q5_k, q6_k, q8_0, q8_1, q8_k,
+    tanh,
 };
 use std::borrow::Cow;
 use std::fmt;
@@ -223,7 +224,7 @@ impl Table {
             softmax_exponentials: exp::softmax_exponentials,
             soft_cap: tanh::soft_cap,
         };
-        let weights: [(GgmlType, DotRowsFn, DequantizeFn); 11] = [
+        let weights: [(GgmlType, DotRowsFn, DequantizeFn); 13] = [
             (F32, f32::dot_rows, f32::dequantize),
             (F16, f16::dot_rows, f16::dequantize),
             (BF16, bf16::dot_rows, bf16::dequantize),
@@ -232,6 +233,8 @@ impl Table {
             (Q5_0, q5_0::dot_rows, q5_0::dequantize),
             (Q5_1, q5_1::dot_rows, q5_1::dequantize),
             (Q8_0, q8_0::dot_rows, q8_0::dequantize),
+            (Q2_K, q2_k::dot_rows, q2_k::dequantize),
+            (Q3_K, q3_k::dot_rows, q3_k::dequantize),
             (Q4_K, q4_k::dot_rows, q4_k::dequantize),
             (Q5_K, q5_k::dot_rows, q5_k::dequantize),
             (Q6_K, q6_k::dot_rows, q6_k::dequantize),

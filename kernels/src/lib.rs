@@ -32,6 +32,8 @@ mod bf16;
 mod exp;
 mod f16;
 mod f32;
+mod q2_k;
+mod q3_k;
 mod q4_0;
 mod q4_1;
 mod q4_k;

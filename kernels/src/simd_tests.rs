@@ -10,7 +10,9 @@ use crate::block::f32_to_f16;
 use crate::test_util::{dequantized, f16_fields, random_quant_row, random_weight_row, Rng};
 use crate::{GgmlType, Isa, Kernels};
 
-const WEIGHT_TYPES: [GgmlType; 11] = [
+const WEIGHT_TYPES: [GgmlType; 13] = [
+    GgmlType::Q2_K,
+    GgmlType::Q3_K,
     GgmlType::Q4_K,
     GgmlType::Q6_K,
     GgmlType::Q5_K,

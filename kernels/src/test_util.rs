@@ -46,6 +46,8 @@ pub(crate) fn f16_fields(ty: GgmlType) -> &'static [usize] {
     match ty {
         Q4_0 | Q5_0 | Q8_0 => &[0],
         Q4_1 | Q5_1 | Q4_K | Q5_K => &[0, 2],
+        Q2_K => &[80, 82],
+        Q3_K => &[108],
         Q6_K => &[208],
         _ => &[],
     }

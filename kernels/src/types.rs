@@ -167,7 +167,7 @@ impl GgmlType {
     pub fn is_supported_weight(self) -> bool {
         matches!(
             self,
-            F32 | F16 | BF16 | Q4_0 | Q4_1 | Q5_0 | Q5_1 | Q8_0 | Q4_K | Q5_K | Q6_K
+            F32 | F16 | BF16 | Q4_0 | Q4_1 | Q5_0 | Q5_1 | Q8_0 | Q2_K | Q3_K | Q4_K | Q5_K | Q6_K
         )
     }
 
@@ -225,7 +225,7 @@ mod tests {
         assert_eq!(F16.vec_dot_type(), F16);
         assert_eq!(BF16.vec_dot_type(), BF16);
         assert_eq!(F32.vec_dot_type(), F32);
-        assert!(ALL.iter().filter(|t| t.is_supported_weight()).count() == 11);
+        assert!(ALL.iter().filter(|t| t.is_supported_weight()).count() == 13);
     }
 
     #[test]

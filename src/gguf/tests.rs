@@ -222,6 +222,26 @@ fn rejects_unknown_types() {
     ));
 }
 
+/// Every K-quant from Q2_K to Q6_K loads; an i-quant is refused with its tensor's name.
+#[test]
+fn refuses_only_the_types_without_kernels() {
+    let with_type = |ty: u32| {
+        Builder::header(3, 1, 0)
+            .tensor_info("blk.0.ffn_up.weight", &[256], ty, 0)
+            .data(32, &[0; 256])
+    };
+    for (id, name) in [(10, "Q2_K"), (11, "Q3_K"), (12, "Q4_K"), (13, "Q5_K"), (14, "Q6_K")] {
+        assert!(Gguf::parse(&with_type(id)).is_ok(), "{name}");
+    }
+    let iq4_xs = with_type(23);
+    let err = Gguf::parse(&iq4_xs).err().expect("IQ4_XS has no kernels");
+    assert!(matches!(err, GgufError::UnsupportedTensorType { .. }));
+    assert_eq!(
+        err.to_string(),
+        "tensor 'blk.0.ffn_up.weight' has type iq4_xs, which this engine cannot compute with"
+    );
+}
+
 #[test]
 fn honours_general_alignment() {
     let data: Vec<u8> = (0..8u32).flat_map(|i| (i as f32).to_le_bytes()).collect();
