@@ -14,7 +14,9 @@ use std::time::{Duration, Instant};
 /// Gemma 2 2B, where each row's setup and final sum weigh more).
 const COLS: usize = 4096;
 const DEFAULT_KIB: usize = 96 << 10;
-const TYPES: [GgmlType; 11] = [
+const TYPES: [GgmlType; 13] = [
+    GgmlType::Q2_K,
+    GgmlType::Q3_K,
     GgmlType::Q4_K,
     GgmlType::Q6_K,
     GgmlType::Q5_K,

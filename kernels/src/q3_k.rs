@@ -20,14 +20,30 @@ const _: () = assert!(size_of::<BlockQ3K>() == 110);
 // SAFETY: repr(C), only byte arrays, 110 bytes as in ggml.
 unsafe impl Block for BlockQ3K {}
 
+/// The sixteen six-bit scales (0..63, not yet less 32), four to a little-endian word, as
+/// ggml unpacks them a word at a time.
+#[inline]
+pub(crate) fn scale_words(s: &[u8; 12]) -> [u32; 4] {
+    const LOW: u32 = 0x0F0F_0F0F;
+    const TOP: u32 = 0x0303_0303;
+    let word = |i: usize| u32::from_le_bytes(s[4 * i..4 * i + 4].try_into().unwrap());
+    let (a0, a1, tops) = (word(0), word(1), word(2));
+    [
+        a0 & LOW | (tops & TOP) << 4,
+        a1 & LOW | (tops >> 2 & TOP) << 4,
+        a0 >> 4 & LOW | (tops >> 4 & TOP) << 4,
+        a1 >> 4 & LOW | (tops >> 6 & TOP) << 4,
+    ]
+}
+
 /// The sixteen scales, less 32 (−32..31).
 #[inline]
 pub(crate) fn unpack_scales(s: &[u8; 12]) -> [i8; 16] {
-    std::array::from_fn(|j| {
-        let low = if j < 8 { s[j] & 0xF } else { s[j - 8] >> 4 };
-        let high = s[8 + j % 4] >> (2 * (j / 4)) & 3;
-        (low | high << 4) as i8 - 32
-    })
+    let bytes: Vec<u8> = scale_words(s)
+        .iter()
+        .flat_map(|w| w.to_le_bytes())
+        .collect();
+    std::array::from_fn(|j| bytes[j] as i8 - 32)
 }
 
 /// The 256 quants less 4 (−4..3) in element order.

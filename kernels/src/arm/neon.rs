@@ -5,6 +5,8 @@ use crate::bf16::{bf16_to_f32, Bf16};
 use crate::block::{as_blocks, as_blocks_mut, f16_to_f32, f32_to_f16, for_each_row};
 use crate::dispatch::Table;
 use crate::f16::F16;
+use crate::q2_k::BlockQ2K;
+use crate::q3_k::{unpack_scales, BlockQ3K};
 use crate::q4_0::BlockQ4_0;
 use crate::q4_1::BlockQ4_1;
 use crate::q4_k::{min_sum, unpack_scales_mins, BlockQ4K};
@@ -20,6 +22,8 @@ use std::arch::aarch64::*;
 
 /// Puts the NEON kernels into `table`.
 pub(crate) fn install(table: &mut Table) {
+    table.dot_rows[GgmlType::Q2_K as usize] = Some(dot_rows_q2_k);
+    table.dot_rows[GgmlType::Q3_K as usize] = Some(dot_rows_q3_k);
     table.dot_rows[GgmlType::Q4_K as usize] = Some(dot_rows_q4_k);
     table.dot_rows[GgmlType::Q6_K as usize] = Some(dot_rows_q6_k);
     table.dot_rows[GgmlType::Q8_0 as usize] = Some(dot_rows_q8_0);
@@ -256,6 +260,77 @@ unsafe fn dot_q5_k(x: &[BlockQ5K], y: &[BlockQ8K]) -> f32 {
     sumf
 }
 
+/// The two-bit quants of Q2_K and Q3_K: for register 4h + j (j < 4), bits 2j..2j+1 of the 32
+/// `qs` bytes of half h, elements 128h + 32j.. + 32, as two halves of 16.
+#[inline]
+#[target_feature(enable = "neon")]
+unsafe fn two_bits(qs: &[u8; 64], h: usize, j: usize) -> [uint8x16_t; 2] {
+    let shift = vdupq_n_s8(-2 * j as i8);
+    [0, 16].map(|at| {
+        vandq_u8(
+            vshlq_u8(vld1q_u8(qs.as_ptr().add(32 * h + at)), shift),
+            vdupq_n_u8(3),
+        )
+    })
+}
+
+/// Same float order as the scalar kernel.
+#[target_feature(enable = "neon")]
+unsafe fn dot_q2_k(x: &[BlockQ2K], y: &[BlockQ8K]) -> f32 {
+    let mut sumf = 0.0f32;
+    for (xb, yb) in x.iter().zip(y) {
+        let mut isum = 0i32;
+        for h in 0..2 {
+            for j in 0..4 {
+                let quants = two_bits(&xb.qs, h, j);
+                for (half, q) in quants.into_iter().enumerate() {
+                    let sub = 8 * h + 2 * j + half;
+                    let a = load(yb.qs.as_ptr().add(16 * sub));
+                    let s = vaddvq_s32(dot16(vdupq_n_s32(0), vreinterpretq_s8_u8(q), a));
+                    isum += s * (xb.scales[sub] & 0xF) as i32;
+                }
+            }
+        }
+        let mins: i32 = (0..16)
+            .map(|j| yb.bsum(j) as i32 * (xb.scales[j] >> 4) as i32)
+            .sum();
+        let dall = yb.d() * f16_to_f32(xb.d);
+        let dmin = yb.d() * f16_to_f32(xb.dmin);
+        sumf += dall * isum as f32 - dmin * mins as f32;
+    }
+    sumf
+}
+
+/// Q2_K's two bits with the third from `hmask` (bit 4h + j of byte l), less 4.
+#[target_feature(enable = "neon")]
+unsafe fn dot_q3_k(x: &[BlockQ3K], y: &[BlockQ8K]) -> f32 {
+    let mut sumf = 0.0f32;
+    for (xb, yb) in x.iter().zip(y) {
+        let scales = unpack_scales(&xb.scales);
+        let hmask = [
+            vld1q_u8(xb.hmask.as_ptr()),
+            vld1q_u8(xb.hmask.as_ptr().add(16)),
+        ];
+        let mut isum = 0i32;
+        for h in 0..2 {
+            for j in 0..4 {
+                let shift = vdupq_n_s8(-((4 * h + j) as i8));
+                let quants = two_bits(&xb.qs, h, j);
+                for (half, low) in quants.into_iter().enumerate() {
+                    let third = vandq_u8(vshlq_u8(hmask[half], shift), vdupq_n_u8(1));
+                    let q = vorrq_u8(low, vshlq_n_u8::<2>(third));
+                    let q = vsubq_s8(vreinterpretq_s8_u8(q), vdupq_n_s8(4));
+                    let sub = 8 * h + 2 * j + half;
+                    let a = load(yb.qs.as_ptr().add(16 * sub));
+                    isum += vaddvq_s32(dot16(vdupq_n_s32(0), q, a)) * scales[sub] as i32;
+                }
+            }
+        }
+        sumf += f16_to_f32(xb.d) * yb.d() * isum as f32;
+    }
+    sumf
+}
+
 #[target_feature(enable = "neon")]
 unsafe fn dot_q6_k(x: &[BlockQ6K], y: &[BlockQ8K]) -> f32 {
     let m4 = vdupq_n_u8(0x0F);
@@ -404,6 +479,8 @@ macro_rules! rows_fn {
         }
     };
 }
+rows_fn!(dot_rows_q2_k, dot_q2_k);
+rows_fn!(dot_rows_q3_k, dot_q3_k);
 rows_fn!(dot_rows_q4_k, dot_q4_k);
 rows_fn!(dot_rows_q6_k, dot_q6_k);
 rows_fn!(dot_rows_q8_0, dot_q8_0);

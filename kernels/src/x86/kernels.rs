@@ -10,6 +10,8 @@ use crate::bf16::Bf16;
 use crate::block::{as_blocks, as_blocks_mut, f32_to_f16, for_each_row, Block};
 use crate::f16::F16;
 use crate::f32::F32;
+use crate::q2_k::BlockQ2K;
+use crate::q3_k::BlockQ3K;
 use crate::q4_0::{BlockQ4_0, BlockQ4_0Group};
 use crate::q4_1::{BlockQ4_1, BlockQ4_1Group};
 use crate::q4_k::{BlockQ4K, BlockQ4KGroup, KQuantGroupHead, GROUP_ROWS};
@@ -56,6 +58,8 @@ macro_rules! entry_points {
         attention_queries: $queries:literal
     ) => {
         entry_points!(@each $features, [$isa],
+            dot_rows_q2_k(rows: &[u8], act: &[u8], out: &mut [f32]);
+            dot_rows_q3_k(rows: &[u8], act: &[u8], out: &mut [f32]);
             dot_rows_q4_k(rows: &[u8], act: &[u8], out: &mut [f32]);
             dot_rows_q5_k(rows: &[u8], act: &[u8], out: &mut [f32]);
             dot_rows_q6_k(rows: &[u8], act: &[u8], out: &mut [f32]);
@@ -64,6 +68,8 @@ macro_rules! entry_points {
             dot_rows_q5_0(rows: &[u8], act: &[u8], out: &mut [f32]);
             dot_rows_q4_1(rows: &[u8], act: &[u8], out: &mut [f32]);
             dot_rows_q5_1(rows: &[u8], act: &[u8], out: &mut [f32]);
+            dot_tile_q2_k(rows: &[u8], row_bytes: usize, acts: &[u8], n_acts: usize, out: &mut [f32]);
+            dot_tile_q3_k(rows: &[u8], row_bytes: usize, acts: &[u8], n_acts: usize, out: &mut [f32]);
             dot_groups_q4_k(groups: &[u8], row_bytes: usize, acts: &[u8], n_acts: usize, out: &mut [f32]);
             dot_groups_q5_k(groups: &[u8], row_bytes: usize, acts: &[u8], n_acts: usize, out: &mut [f32]);
             dot_groups_q6_k(groups: &[u8], row_bytes: usize, acts: &[u8], n_acts: usize, out: &mut [f32]);
@@ -109,6 +115,10 @@ macro_rules! entry_points {
             use crate::types::GgmlType::*;
             use crate::x86::kernels::{Q4_0Plus8, Q5_0Plus16, SignedQ8_0};
             use crate::x86::ready;
+            table.dot_rows[Q2_K as usize] = Some(dot_rows_q2_k);
+            table.dot_rows[Q3_K as usize] = Some(dot_rows_q3_k);
+            table.dot_tile[Q2_K as usize] = Some(dot_tile_q2_k);
+            table.dot_tile[Q3_K as usize] = Some(dot_tile_q3_k);
             table.dot_rows[Q4_K as usize] = Some(dot_rows_q4_k);
             table.dot_rows[Q5_K as usize] = Some(dot_rows_q5_k);
             table.dot_rows[Q6_K as usize] = Some(dot_rows_q6_k);
@@ -1734,10 +1744,150 @@ pub(super) unsafe fn dot_tile_in_lanes<
     }
 }
 
+/// The i16 scale of sub-block 2k in every lane of the low 128 bits and of sub-block 2k + 1 in
+/// the high, from sixteen i16 scales (`both`: the low eight in both halves of `low`, the high
+/// eight in both halves of `high`): the scales of one 32-quant register's `maddubs` pairs.
+#[inline(always)]
+unsafe fn sub_block_pair_scales(low: __m256i, high: __m256i, k: usize) -> __m256i {
+    let source = if k < 4 { low } else { high };
+    let word = |j: usize| (((2 * j + 1) << 8) | (2 * j)) as i16;
+    let (first, second) = (word(2 * k % 8), word((2 * k + 1) % 8));
+    _mm256_shuffle_epi8(
+        source,
+        _mm256_set_m128i(_mm_set1_epi16(second), _mm_set1_epi16(first)),
+    )
+}
+
+/// Sixteen i16 scales as `sub_block_pair_scales` reads them: the low eight in both 128-bit
+/// halves of the first vector, the high eight in both halves of the second.
+#[inline(always)]
+unsafe fn scale_halves(scales: __m256i) -> (__m256i, __m256i) {
+    (
+        _mm256_permute2x128_si256::<0x00>(scales, scales),
+        _mm256_permute2x128_si256::<0x11>(scales, scales),
+    )
+}
+
+/// One Q2_K row × `T` activation rows: the quants (0..3) of each 32-element register meet
+/// the activation with `maddubs`, the pairs' sums take their sub-blocks' 4-bit scales with
+/// `madd`, and the mins' share is the activation's 16-element sums times the 4-bit mins.
+#[inline(always)]
+unsafe fn tile_q2_k<I: IsaPrimitives, const T: usize>(
+    x: &[BlockQ2K],
+    y: [&[BlockQ8K]; T],
+) -> [f32; T] {
+    let m3 = _mm256_set1_epi8(3);
+    let m4 = _mm_set1_epi8(0x0F);
+    let mut acc = [_mm256_setzero_ps(); T];
+    for (b, xb) in x.iter().enumerate() {
+        let (xd, xdmin) = halves(xb.d, xb.dmin);
+        let packed = _mm_loadu_si128(xb.scales.as_ptr().cast());
+        let scales = _mm256_cvtepu8_epi16(_mm_and_si128(packed, m4));
+        let mins = _mm256_cvtepu8_epi16(_mm_and_si128(_mm_srli_epi16::<4>(packed), m4));
+        let (low, high) = scale_halves(scales);
+        let mut quants = [_mm256_setzero_si256(); 8];
+        for h in 0..2 {
+            let q = load(xb.qs.as_ptr().add(32 * h));
+            for j in 0..4 {
+                let shifted = _mm256_srl_epi16(q, _mm_cvtsi32_si128(2 * j as i32));
+                quants[4 * h + j] = _mm256_and_si256(shifted, m3);
+            }
+        }
+        for t in 0..T {
+            let yb = y[t].get_unchecked(b);
+            let mut sumi = _mm256_setzero_si256();
+            for (k, q) in quants.iter().enumerate() {
+                let p = _mm256_maddubs_epi16(*q, load(yb.qs.as_ptr().add(32 * k).cast()));
+                sumi = I::madd_acc(sumi, p, sub_block_pair_scales(low, high, k));
+            }
+            let min_sums = _mm256_madd_epi16(mins, load(yb.bsums.as_ptr()));
+            acc[t] = _mm256_fmadd_ps(
+                _mm256_set1_ps(xd * yb.d()),
+                _mm256_cvtepi32_ps(sumi),
+                acc[t],
+            );
+            acc[t] = _mm256_fnmadd_ps(
+                _mm256_set1_ps(xdmin * yb.d()),
+                _mm256_cvtepi32_ps(min_sums),
+                acc[t],
+            );
+        }
+    }
+    std::array::from_fn(|t| hsum_ps(acc[t]))
+}
+
+/// One Q3_K row × `T` activation rows: the quants go into `maddubs` unsigned (0..7, the third
+/// bit from `hmask` beside the low two), and their offset of 4 comes off once per block as
+/// 4·Σ scale·(16-element activation sum), as `dot_q6_k` takes its 32.
+#[inline(always)]
+unsafe fn tile_q3_k<I: IsaPrimitives, const T: usize>(
+    x: &[BlockQ3K],
+    y: [&[BlockQ8K]; T],
+) -> [f32; T] {
+    let m3 = _mm256_set1_epi8(3);
+    let one = _mm256_set1_epi8(1);
+    let mut acc = [_mm256_setzero_ps(); T];
+    for (b, xb) in x.iter().enumerate() {
+        let xd = halves(xb.d, xb.d).0;
+        let [s0, s1, s2, s3] = crate::q3_k::scale_words(&xb.scales);
+        let six_bit = _mm_set_epi32(s3 as i32, s2 as i32, s1 as i32, s0 as i32);
+        let scales = _mm256_cvtepi8_epi16(_mm_sub_epi8(six_bit, _mm_set1_epi8(32)));
+        let (low, high) = scale_halves(scales);
+        let mut quants = [_mm256_setzero_si256(); 8];
+        // Bit 4h + j of each hmask byte is the third bit of register 4h + j's quants; shifting
+        // by one per register keeps the next at bit 0 (a 16-bit shift carries the high byte's
+        // bit into the low byte's top, which the mask drops).
+        let mut third = load(xb.hmask.as_ptr());
+        for h in 0..2 {
+            let q = load(xb.qs.as_ptr().add(32 * h));
+            for j in 0..4 {
+                let shifted = _mm256_srl_epi16(q, _mm_cvtsi32_si128(2 * j as i32));
+                quants[4 * h + j] = _mm256_or_si256(
+                    _mm256_and_si256(shifted, m3),
+                    _mm256_slli_epi16::<2>(_mm256_and_si256(third, one)),
+                );
+                third = _mm256_srli_epi16::<1>(third);
+            }
+        }
+        for t in 0..T {
+            let yb = y[t].get_unchecked(b);
+            let offset = _mm256_slli_epi32::<2>(_mm256_madd_epi16(scales, load(yb.bsums.as_ptr())));
+            let mut sumi = _mm256_setzero_si256();
+            for (k, q) in quants.iter().enumerate() {
+                let p = _mm256_maddubs_epi16(*q, load(yb.qs.as_ptr().add(32 * k).cast()));
+                sumi = I::madd_acc(sumi, p, sub_block_pair_scales(low, high, k));
+            }
+            let sumi = _mm256_sub_epi32(sumi, offset);
+            acc[t] = _mm256_fmadd_ps(
+                _mm256_set1_ps(xd * yb.d()),
+                _mm256_cvtepi32_ps(sumi),
+                acc[t],
+            );
+        }
+    }
+    std::array::from_fn(|t| hsum_ps(acc[t]))
+}
+
 /// A format whose rows go one at a time against up to four activations.
 trait RowTile: Block + Sized {
     type Act: Block;
     unsafe fn tile<I: IsaPrimitives, const T: usize>(x: &[Self], y: [&[Self::Act]; T]) -> [f32; T];
+}
+
+impl RowTile for BlockQ2K {
+    type Act = BlockQ8K;
+    #[inline(always)]
+    unsafe fn tile<I: IsaPrimitives, const T: usize>(x: &[Self], y: [&[BlockQ8K]; T]) -> [f32; T] {
+        tile_q2_k::<I, T>(x, y)
+    }
+}
+
+impl RowTile for BlockQ3K {
+    type Act = BlockQ8K;
+    #[inline(always)]
+    unsafe fn tile<I: IsaPrimitives, const T: usize>(x: &[Self], y: [&[BlockQ8K]; T]) -> [f32; T] {
+        tile_q3_k::<I, T>(x, y)
+    }
 }
 
 impl RowTile for BlockQ4K {
@@ -3427,6 +3577,40 @@ pub(super) unsafe fn dot_rows_q4_0<I: IsaPrimitives>(rows: &[u8], act: &[u8], ou
 #[inline(always)]
 pub(super) unsafe fn dot_rows_q4_k<I: IsaPrimitives>(rows: &[u8], act: &[u8], out: &mut [f32]) {
     for_each_row(rows, act, out, |x, y| dot_q4_k::<I>(x, y))
+}
+
+#[inline(always)]
+pub(super) unsafe fn dot_rows_q2_k<I: IsaPrimitives>(rows: &[u8], act: &[u8], out: &mut [f32]) {
+    for_each_row(rows, act, out, |x, y| tile_q2_k::<I, 1>(x, [y])[0])
+}
+
+#[inline(always)]
+pub(super) unsafe fn dot_rows_q3_k<I: IsaPrimitives>(rows: &[u8], act: &[u8], out: &mut [f32]) {
+    for_each_row(rows, act, out, |x, y| tile_q3_k::<I, 1>(x, [y])[0])
+}
+
+/// Q2_K's and Q3_K's prompts: rows one at a time against four activations (no packed tiles for
+/// these formats yet).
+#[inline(always)]
+pub(super) unsafe fn dot_tile_q2_k<I: IsaPrimitives>(
+    rows: &[u8],
+    row_bytes: usize,
+    acts: &[u8],
+    n_acts: usize,
+    out: &mut [f32],
+) {
+    tail_by_rows::<I, BlockQ2K>(rows, row_bytes, acts, n_acts, out, out.len() / n_acts)
+}
+
+#[inline(always)]
+pub(super) unsafe fn dot_tile_q3_k<I: IsaPrimitives>(
+    rows: &[u8],
+    row_bytes: usize,
+    acts: &[u8],
+    n_acts: usize,
+    out: &mut [f32],
+) {
+    tail_by_rows::<I, BlockQ3K>(rows, row_bytes, acts, n_acts, out, out.len() / n_acts)
 }
 
 #[inline(always)]
