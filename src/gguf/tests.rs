@@ -230,7 +230,13 @@ fn refuses_only_the_types_without_kernels() {
             .tensor_info("blk.0.ffn_up.weight", &[256], ty, 0)
             .data(32, &[0; 256])
     };
-    for (id, name) in [(10, "Q2_K"), (11, "Q3_K"), (12, "Q4_K"), (13, "Q5_K"), (14, "Q6_K")] {
+    for (id, name) in [
+        (10, "Q2_K"),
+        (11, "Q3_K"),
+        (12, "Q4_K"),
+        (13, "Q5_K"),
+        (14, "Q6_K"),
+    ] {
         assert!(Gguf::parse(&with_type(id)).is_ok(), "{name}");
     }
     let iq4_xs = with_type(23);

@@ -69,7 +69,6 @@ macro_rules! entry_points {
             dot_rows_q4_1(rows: &[u8], act: &[u8], out: &mut [f32]);
             dot_rows_q5_1(rows: &[u8], act: &[u8], out: &mut [f32]);
             dot_tile_q2_k(rows: &[u8], row_bytes: usize, acts: &[u8], n_acts: usize, out: &mut [f32]);
-            dot_tile_q3_k(rows: &[u8], row_bytes: usize, acts: &[u8], n_acts: usize, out: &mut [f32]);
             dot_groups_q4_k(groups: &[u8], row_bytes: usize, acts: &[u8], n_acts: usize, out: &mut [f32]);
             dot_groups_q5_k(groups: &[u8], row_bytes: usize, acts: &[u8], n_acts: usize, out: &mut [f32]);
             dot_groups_q6_k(groups: &[u8], row_bytes: usize, acts: &[u8], n_acts: usize, out: &mut [f32]);
@@ -96,6 +95,7 @@ macro_rules! entry_points {
             dot_tile_q8_0(rows: &[u8], row_bytes: usize, acts: &[u8], n_acts: usize, out: &mut [f32]);
             dot_tile_q5_0(rows: &[u8], row_bytes: usize, acts: &[u8], n_acts: usize, out: &mut [f32]);
             dot_tile_q4_0(rows: &[u8], row_bytes: usize, acts: &[u8], n_acts: usize, out: &mut [f32]);
+            dot_tile_q3_k(rows: &[u8], row_bytes: usize, acts: &[u8], n_acts: usize, out: &mut [f32]);
             dot_tile_q4_k(rows: &[u8], row_bytes: usize, acts: &[u8], n_acts: usize, out: &mut [f32]);
             dot_tile_q5_k(rows: &[u8], row_bytes: usize, acts: &[u8], n_acts: usize, out: &mut [f32]);
             dot_tile_q4_1(rows: &[u8], row_bytes: usize, acts: &[u8], n_acts: usize, out: &mut [f32]);
@@ -1562,11 +1562,11 @@ unsafe fn pack_q6_k_8_rows<I: IsaPrimitives>(
     }
 }
 
-/// Packed Q6_K rows against `T` activation rows, one row per lane, as
+/// Packed Q6_K (or Q3_K) rows against `T` activation rows, one row per lane, as
 /// `tile_k_quant_rows_in_lanes`: each 16-quant sub-block's row sums come out of four
 /// `vpdpbusd` in one register, and the rows' `d·scale` scales them. The quants go in
-/// unsigned (0..63); `starts[t][16b + s]` is −32·Σa over sub-block s of block b, which
-/// starts that sub-block's sum and so takes the offset back out.
+/// unsigned (0..63, or 0..7); `starts[t][16b + s]` is −offset·Σa over sub-block s of block b
+/// (`sub_block_starts`), which starts that sub-block's sum and so takes the offset back out.
 #[inline(always)]
 unsafe fn tile_q6_k_rows_in_lanes<V: RowLanes, const T: usize>(
     packed: &[PackedQ6K<V>],
@@ -1963,9 +1963,10 @@ fn pair_sums(a: &BlockQ8K) -> impl Iterator<Item = f32> + '_ {
     (0..8).map(move |j| f32::from(a.bsum(2 * j)) + f32::from(a.bsum(2 * j + 1)))
 }
 
-/// −32·Σa over each 16-quant sub-block of a Q8_K block: Q6_K's offset.
-fn q6_k_starts(a: &BlockQ8K) -> impl Iterator<Item = i32> + '_ {
-    (0..16).map(move |s| -32 * i32::from(a.bsum(s)))
+/// −offset·Σa over each 16-quant sub-block of a Q8_K block, for a format whose unsigned quants
+/// stand for q − offset (Q6_K 32, Q3_K 4).
+fn sub_block_starts<const OFFSET: i32>(a: &BlockQ8K) -> impl Iterator<Item = i32> + '_ {
+    (0..16).map(move |s| -OFFSET * i32::from(a.bsum(s)))
 }
 
 impl LaneFormat for BlockQ4K {
@@ -2052,6 +2053,92 @@ impl LaneFormat for BlockQ5K {
     }
 }
 
+/// Q3_K rows of one block as `PackedQ6K` holds Q6_K's: the quants unsigned (0..7) in element
+/// order, the rows' `d·(scale − 32)` per sub-block.
+#[inline(always)]
+unsafe fn pack_q3_k_8_rows<I: IsaPrimitives>(
+    rows: &[&[BlockQ3K]],
+    b: usize,
+    packed: &mut PackedQ6K<Lanes8<I>>,
+) {
+    let m3 = _mm256_set1_epi8(3);
+    let one = _mm256_set1_epi8(1);
+    let blocks: [&BlockQ3K; 8] = std::array::from_fn(|i| rows[i].get_unchecked(b));
+    let d = f16_lanes_8(&blocks, |x| x.d);
+    let mut low = [_mm_setzero_si128(); 8];
+    let mut high = [_mm_setzero_si128(); 8];
+    for i in 0..8 {
+        let [s0, s1, s2, s3] = crate::q3_k::scale_words(&blocks[i].scales);
+        let six_bit = _mm_set_epi32(s3 as i32, s2 as i32, s1 as i32, s0 as i32);
+        let raw = _mm_sub_epi8(six_bit, _mm_set1_epi8(32));
+        low[i] = _mm_cvtepi8_epi16(raw);
+        high[i] = _mm_cvtepi8_epi16(_mm_unpackhi_epi64(raw, raw));
+    }
+    let (low, high) = (transpose_words(low), transpose_words(high));
+    for j in 0..8 {
+        packed.scales[j] = per_row(low[j], d);
+        packed.scales[8 + j] = per_row(high[j], d);
+    }
+    // Chunk 4h + j: bits 2j..2j+1 of half h's `qs`, and bit 4h + j of each `hmask` byte.
+    for chunk in 0..8 {
+        let (h, j) = (chunk / 4, chunk % 4);
+        let two_shift = _mm_cvtsi32_si128(2 * j as i32);
+        let third_shift = _mm_cvtsi32_si128(chunk as i32);
+        let mut quants = [_mm256_setzero_si256(); 8];
+        for (i, q) in quants.iter_mut().enumerate() {
+            let two = _mm256_srl_epi16(load(blocks[i].qs.as_ptr().add(32 * h)), two_shift);
+            let third = _mm256_srl_epi16(load(blocks[i].hmask.as_ptr()), third_shift);
+            *q = _mm256_or_si256(
+                _mm256_and_si256(two, m3),
+                _mm256_slli_epi16::<2>(_mm256_and_si256(third, one)),
+            );
+        }
+        packed.quants[chunk] = transpose_dwords(quants);
+    }
+}
+
+impl LaneFormat for BlockQ3K {
+    type Weight = BlockQ3K;
+    type Act = BlockQ8K;
+    type Packed<V: RowLanes> = PackedQ6K<V>;
+    type Extra = i32;
+    const EXTRA_PER_BLOCK: usize = 16;
+
+    fn extra(a: &BlockQ8K) -> impl Iterator<Item = i32> {
+        sub_block_starts::<4>(a)
+    }
+
+    #[inline(always)]
+    unsafe fn pack_8<I: IsaPrimitives>(
+        rows: &[&[BlockQ3K]],
+        b: usize,
+        packed: &mut PackedQ6K<Lanes8<I>>,
+    ) {
+        pack_q3_k_8_rows(rows, b, packed)
+    }
+
+    #[inline(always)]
+    unsafe fn tile<V: RowLanes, const T: usize>(
+        packed: &[PackedQ6K<V>],
+        acts: [&[BlockQ8K]; T],
+        extra: [&[i32]; T],
+    ) -> [V::Floats; T] {
+        tile_q6_k_rows_in_lanes::<V, T>(packed, acts, extra)
+    }
+
+    #[inline(always)]
+    unsafe fn tail<I: IsaPrimitives>(
+        rows: &[u8],
+        row_bytes: usize,
+        acts: &[u8],
+        n_acts: usize,
+        out: &mut [f32],
+        out_stride: usize,
+    ) {
+        tail_by_rows::<I, BlockQ3K>(rows, row_bytes, acts, n_acts, out, out_stride)
+    }
+}
+
 impl LaneFormat for BlockQ6K {
     type Weight = BlockQ6K;
     type Act = BlockQ8K;
@@ -2060,7 +2147,7 @@ impl LaneFormat for BlockQ6K {
     const EXTRA_PER_BLOCK: usize = 16;
 
     fn extra(a: &BlockQ8K) -> impl Iterator<Item = i32> {
-        q6_k_starts(a)
+        sub_block_starts::<32>(a)
     }
 
     #[inline(always)]
@@ -3038,7 +3125,7 @@ impl LaneFormat for BlockQ6KGroup {
     const STRIPE_ROWS: usize = GROUP_ROWS;
 
     fn extra(a: &BlockQ8K) -> impl Iterator<Item = i32> {
-        q6_k_starts(a)
+        sub_block_starts::<32>(a)
     }
 
     #[inline(always)]
@@ -3589,8 +3676,7 @@ pub(super) unsafe fn dot_rows_q3_k<I: IsaPrimitives>(rows: &[u8], act: &[u8], ou
     for_each_row(rows, act, out, |x, y| tile_q3_k::<I, 1>(x, [y])[0])
 }
 
-/// Q2_K's and Q3_K's prompts: rows one at a time against four activations (no packed tiles for
-/// these formats yet).
+/// Q2_K's prompts: rows one at a time against four activations (no packed tiles for Q2_K yet).
 #[inline(always)]
 pub(super) unsafe fn dot_tile_q2_k<I: IsaPrimitives>(
     rows: &[u8],
@@ -3603,14 +3689,14 @@ pub(super) unsafe fn dot_tile_q2_k<I: IsaPrimitives>(
 }
 
 #[inline(always)]
-pub(super) unsafe fn dot_tile_q3_k<I: IsaPrimitives>(
+pub(super) unsafe fn dot_tile_q3_k<I: IsaPrimitives, const ACTS: usize>(
     rows: &[u8],
     row_bytes: usize,
     acts: &[u8],
     n_acts: usize,
     out: &mut [f32],
 ) {
-    tail_by_rows::<I, BlockQ3K>(rows, row_bytes, acts, n_acts, out, out.len() / n_acts)
+    dot_tile_in_lanes::<I, BlockQ3K, Lanes8<I>, ACTS>(rows, row_bytes, acts, n_acts, out)
 }
 
 #[inline(always)]
