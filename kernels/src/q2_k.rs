@@ -44,6 +44,14 @@ pub(crate) fn dequantize(src: &[u8], dst: &mut [f32]) {
     }
 }
 
+/// Σ over the 16 sub-blocks of m · (the activation's sum over the sub-block): the mins' share.
+#[inline]
+pub(crate) fn min_sum(x: &BlockQ2K, y: &BlockQ8K) -> i32 {
+    (0..16)
+        .map(|j| y.bsum(j) as i32 * (x.scales[j] >> 4) as i32)
+        .sum()
+}
+
 /// `ggml_vec_dot_q2_K_q8_K_generic`, with its float accumulation order.
 pub(crate) fn dot(x: &[BlockQ2K], y: &[BlockQ8K]) -> f32 {
     let mut sumf = 0.0f32;
@@ -52,9 +60,7 @@ pub(crate) fn dot(x: &[BlockQ2K], y: &[BlockQ8K]) -> f32 {
         let isum: i32 = (q.iter().zip(&yb.qs).enumerate())
             .map(|(e, (&a, &b))| (xb.scales[e / 16] & 0xF) as i32 * a as i32 * b as i32)
             .sum();
-        let mins: i32 = (0..16)
-            .map(|j| yb.bsum(j) as i32 * (xb.scales[j] >> 4) as i32)
-            .sum();
+        let mins = min_sum(xb, yb);
         let dall = yb.d() * f16_to_f32(xb.d);
         let dmin = yb.d() * f16_to_f32(xb.dmin);
         sumf += dall * isum as f32 - dmin * mins as f32;

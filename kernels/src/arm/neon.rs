@@ -291,9 +291,7 @@ unsafe fn dot_q2_k(x: &[BlockQ2K], y: &[BlockQ8K]) -> f32 {
                 }
             }
         }
-        let mins: i32 = (0..16)
-            .map(|j| yb.bsum(j) as i32 * (xb.scales[j] >> 4) as i32)
-            .sum();
+        let mins = crate::q2_k::min_sum(xb, yb);
         let dall = yb.d() * f16_to_f32(xb.d);
         let dmin = yb.d() * f16_to_f32(xb.dmin);
         sumf += dall * isum as f32 - dmin * mins as f32;

@@ -10,6 +10,7 @@
 use super::kernels::{
     dot_groups_ready, dot_tile_in_lanes, entry_points, GroupedLanes, GroupedMinLanes, InLanes,
     IsaPrimitives, LaneFormat, Lanes8, MinInLanes, Q4_0Plus8, Q5_0Plus16, Q8_0Plus128, RowLanes,
+    SubBlockLanes,
 };
 use crate::q3_k::BlockQ3K;
 use crate::q4_0::BlockQ4_0Group;
@@ -200,12 +201,12 @@ unsafe fn dot_groups_q8_0(
 /// Puts the 512-bit kernels over the 256-bit ones `install` put into `table`, and the grouped
 /// Q8_0 kernels.
 pub(crate) fn install_wide(table: &mut crate::dispatch::Table) {
-    table.dot_tile[GgmlType::Q3_K as usize] = Some(dot_tile_wide::<BlockQ3K>);
+    table.dot_tile[GgmlType::Q3_K as usize] = Some(dot_tile_wide::<SubBlockLanes<BlockQ3K>>);
     table.dot_tile[GgmlType::Q4_K as usize] = Some(dot_tile_wide::<BlockQ4K>);
     table.dot_tile[GgmlType::Q5_K as usize] = Some(dot_tile_wide::<BlockQ5K>);
     table.dot_tile[GgmlType::Q4_1 as usize] = Some(dot_tile_wide::<MinInLanes<BlockQ4_1>>);
     table.dot_tile[GgmlType::Q5_1 as usize] = Some(dot_tile_wide::<MinInLanes<BlockQ5_1>>);
-    table.dot_tile[GgmlType::Q6_K as usize] = Some(dot_tile_wide::<BlockQ6K>);
+    table.dot_tile[GgmlType::Q6_K as usize] = Some(dot_tile_wide::<SubBlockLanes<BlockQ6K>>);
     table.dot_groups_tile[GgmlType::Q4_K as usize] = Some(dot_tile_wide::<BlockQ4KGroup>);
     table.dot_groups_tile[GgmlType::Q5_K as usize] = Some(dot_tile_wide::<BlockQ5KGroup>);
     table.dot_groups_tile[GgmlType::Q6_K as usize] = Some(dot_tile_wide::<BlockQ6KGroup>);

@@ -1745,8 +1745,8 @@ pub(super) unsafe fn dot_tile_in_lanes<
 }
 
 /// The i16 scale of sub-block 2k in every lane of the low 128 bits and of sub-block 2k + 1 in
-/// the high, from sixteen i16 scales (`both`: the low eight in both halves of `low`, the high
-/// eight in both halves of `high`): the scales of one 32-quant register's `maddubs` pairs.
+/// the high, from sixteen i16 scales as `scale_halves` lays them out in `low` and `high`: the
+/// scales of one 32-quant register's `maddubs` pairs.
 #[inline(always)]
 unsafe fn sub_block_pair_scales(low: __m256i, high: __m256i, k: usize) -> __m256i {
     let source = if k < 4 { low } else { high };
@@ -1869,7 +1869,7 @@ unsafe fn tile_q3_k<I: IsaPrimitives, const T: usize>(
 }
 
 /// A format whose rows go one at a time against up to four activations.
-trait RowTile: Block + Sized {
+pub(super) trait RowTile: Block + Sized {
     type Act: Block;
     unsafe fn tile<I: IsaPrimitives, const T: usize>(x: &[Self], y: [&[Self::Act]; T]) -> [f32; T];
 }
@@ -1965,8 +1965,8 @@ fn pair_sums(a: &BlockQ8K) -> impl Iterator<Item = f32> + '_ {
 
 /// −offset·Σa over each 16-quant sub-block of a Q8_K block, for a format whose unsigned quants
 /// stand for q − offset (Q6_K 32, Q3_K 4).
-fn sub_block_starts<const OFFSET: i32>(a: &BlockQ8K) -> impl Iterator<Item = i32> + '_ {
-    (0..16).map(move |s| -OFFSET * i32::from(a.bsum(s)))
+fn sub_block_starts(a: &BlockQ8K, offset: i32) -> impl Iterator<Item = i32> + '_ {
+    (0..16).map(move |s| -offset * i32::from(a.bsum(s)))
 }
 
 impl LaneFormat for BlockQ4K {
@@ -2097,66 +2097,58 @@ unsafe fn pack_q3_k_8_rows<I: IsaPrimitives>(
     }
 }
 
-impl LaneFormat for BlockQ3K {
-    type Weight = BlockQ3K;
-    type Act = BlockQ8K;
-    type Packed<V: RowLanes> = PackedQ6K<V>;
-    type Extra = i32;
-    const EXTRA_PER_BLOCK: usize = 16;
+/// A K-quant of 16-element sub-blocks with signed scales, whose unsigned quants stand for
+/// q − `OFFSET` (Q6_K, Q3_K), as the rows-in-lanes tiles read it: packed as `PackedQ6K`.
+pub(super) trait SubBlocks16: RowTile<Act = BlockQ8K> {
+    const OFFSET: i32;
+    unsafe fn pack_8<I: IsaPrimitives>(
+        rows: &[&[Self]],
+        b: usize,
+        packed: &mut PackedQ6K<Lanes8<I>>,
+    );
+}
 
-    fn extra(a: &BlockQ8K) -> impl Iterator<Item = i32> {
-        sub_block_starts::<4>(a)
-    }
-
+impl SubBlocks16 for BlockQ3K {
+    const OFFSET: i32 = 4;
     #[inline(always)]
     unsafe fn pack_8<I: IsaPrimitives>(
-        rows: &[&[BlockQ3K]],
+        rows: &[&[Self]],
         b: usize,
         packed: &mut PackedQ6K<Lanes8<I>>,
     ) {
         pack_q3_k_8_rows(rows, b, packed)
     }
+}
 
+impl SubBlocks16 for BlockQ6K {
+    const OFFSET: i32 = 32;
     #[inline(always)]
-    unsafe fn tile<V: RowLanes, const T: usize>(
-        packed: &[PackedQ6K<V>],
-        acts: [&[BlockQ8K]; T],
-        extra: [&[i32]; T],
-    ) -> [V::Floats; T] {
-        tile_q6_k_rows_in_lanes::<V, T>(packed, acts, extra)
-    }
-
-    #[inline(always)]
-    unsafe fn tail<I: IsaPrimitives>(
-        rows: &[u8],
-        row_bytes: usize,
-        acts: &[u8],
-        n_acts: usize,
-        out: &mut [f32],
-        out_stride: usize,
+    unsafe fn pack_8<I: IsaPrimitives>(
+        rows: &[&[Self]],
+        b: usize,
+        packed: &mut PackedQ6K<Lanes8<I>>,
     ) {
-        tail_by_rows::<I, BlockQ3K>(rows, row_bytes, acts, n_acts, out, out_stride)
+        pack_q6_k_8_rows(rows, b, packed)
     }
 }
 
-impl LaneFormat for BlockQ6K {
-    type Weight = BlockQ6K;
+/// A `SubBlocks16` format as the rows-in-lanes kernels read it.
+pub(super) struct SubBlockLanes<F>(std::marker::PhantomData<F>);
+
+impl<F: SubBlocks16> LaneFormat for SubBlockLanes<F> {
+    type Weight = F;
     type Act = BlockQ8K;
     type Packed<V: RowLanes> = PackedQ6K<V>;
     type Extra = i32;
     const EXTRA_PER_BLOCK: usize = 16;
 
     fn extra(a: &BlockQ8K) -> impl Iterator<Item = i32> {
-        sub_block_starts::<32>(a)
+        sub_block_starts(a, F::OFFSET)
     }
 
     #[inline(always)]
-    unsafe fn pack_8<I: IsaPrimitives>(
-        rows: &[&[BlockQ6K]],
-        b: usize,
-        packed: &mut PackedQ6K<Lanes8<I>>,
-    ) {
-        pack_q6_k_8_rows(rows, b, packed)
+    unsafe fn pack_8<I: IsaPrimitives>(rows: &[&[F]], b: usize, packed: &mut PackedQ6K<Lanes8<I>>) {
+        F::pack_8(rows, b, packed)
     }
 
     #[inline(always)]
@@ -2177,7 +2169,7 @@ impl LaneFormat for BlockQ6K {
         out: &mut [f32],
         out_stride: usize,
     ) {
-        tail_by_rows::<I, BlockQ6K>(rows, row_bytes, acts, n_acts, out, out_stride)
+        tail_by_rows::<I, F>(rows, row_bytes, acts, n_acts, out, out_stride)
     }
 }
 
@@ -3025,7 +3017,7 @@ unsafe fn q6_k_quants(ql: __m256i, qh: __m256i, c4: usize) -> __m256i {
     _mm256_or_si256(low, _mm256_and_si256(high, _mm256_set1_epi8(0x30)))
 }
 
-/// One Q6_K group stripe (eight rows) against `T` activation rows, as `dot_group_q4_k`: each
+/// One Q6_K group stripe (eight rows) against `T` activation rows, as `dot_group_k_quant`: each
 /// 16-quant sub-block's sums start at −32·Σa, which takes the quants' offset back out, and
 /// are multiplied by the eight rows' scales at once. A quarter of a half's columns (four of
 /// its eight) holds one sub-block of each of its four chunks: their three words per column
@@ -3125,7 +3117,7 @@ impl LaneFormat for BlockQ6KGroup {
     const STRIPE_ROWS: usize = GROUP_ROWS;
 
     fn extra(a: &BlockQ8K) -> impl Iterator<Item = i32> {
-        sub_block_starts::<32>(a)
+        sub_block_starts(a, BlockQ6K::OFFSET)
     }
 
     #[inline(always)]
@@ -3311,7 +3303,9 @@ pub(super) unsafe fn dot_tile_q6_k<I: IsaPrimitives, const ACTS: usize>(
     n_acts: usize,
     out: &mut [f32],
 ) {
-    dot_tile_in_lanes::<I, BlockQ6K, Lanes8<I>, ACTS>(rows, row_bytes, acts, n_acts, out)
+    dot_tile_in_lanes::<I, SubBlockLanes<BlockQ6K>, Lanes8<I>, ACTS>(
+        rows, row_bytes, acts, n_acts, out,
+    )
 }
 
 /// The scores of several f16 queries against the same f16 keys (`scores`: query after
@@ -3696,7 +3690,9 @@ pub(super) unsafe fn dot_tile_q3_k<I: IsaPrimitives, const ACTS: usize>(
     n_acts: usize,
     out: &mut [f32],
 ) {
-    dot_tile_in_lanes::<I, BlockQ3K, Lanes8<I>, ACTS>(rows, row_bytes, acts, n_acts, out)
+    dot_tile_in_lanes::<I, SubBlockLanes<BlockQ3K>, Lanes8<I>, ACTS>(
+        rows, row_bytes, acts, n_acts, out,
+    )
 }
 
 #[inline(always)]
