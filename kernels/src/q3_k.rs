@@ -39,11 +39,8 @@ pub(crate) fn scale_words(s: &[u8; 12]) -> [u32; 4] {
 /// The sixteen scales, less 32 (−32..31).
 #[inline]
 pub(crate) fn unpack_scales(s: &[u8; 12]) -> [i8; 16] {
-    let bytes: Vec<u8> = scale_words(s)
-        .iter()
-        .flat_map(|w| w.to_le_bytes())
-        .collect();
-    std::array::from_fn(|j| bytes[j] as i8 - 32)
+    let words = scale_words(s);
+    std::array::from_fn(|j| (words[j / 4] >> (8 * (j % 4))) as u8 as i8 - 32)
 }
 
 /// The 256 quants less 4 (−4..3) in element order.
