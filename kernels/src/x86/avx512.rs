@@ -12,6 +12,7 @@ use super::kernels::{
     IsaPrimitives, LaneFormat, Lanes8, MinInLanes, Q4_0Plus8, Q5_0Plus16, Q8_0Plus128, RowLanes,
     SubBlockLanes,
 };
+use crate::q2_k::BlockQ2K;
 use crate::q3_k::BlockQ3K;
 use crate::q4_0::BlockQ4_0Group;
 use crate::q4_1::{BlockQ4_1, BlockQ4_1Group};
@@ -201,6 +202,7 @@ unsafe fn dot_groups_q8_0(
 /// Puts the 512-bit kernels over the 256-bit ones `install` put into `table`, and the grouped
 /// Q8_0 kernels.
 pub(crate) fn install_wide(table: &mut crate::dispatch::Table) {
+    table.dot_tile[GgmlType::Q2_K as usize] = Some(dot_tile_wide::<SubBlockLanes<BlockQ2K>>);
     table.dot_tile[GgmlType::Q3_K as usize] = Some(dot_tile_wide::<SubBlockLanes<BlockQ3K>>);
     table.dot_tile[GgmlType::Q4_K as usize] = Some(dot_tile_wide::<BlockQ4K>);
     table.dot_tile[GgmlType::Q5_K as usize] = Some(dot_tile_wide::<BlockQ5K>);

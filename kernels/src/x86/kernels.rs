@@ -68,7 +68,6 @@ macro_rules! entry_points {
             dot_rows_q5_0(rows: &[u8], act: &[u8], out: &mut [f32]);
             dot_rows_q4_1(rows: &[u8], act: &[u8], out: &mut [f32]);
             dot_rows_q5_1(rows: &[u8], act: &[u8], out: &mut [f32]);
-            dot_tile_q2_k(rows: &[u8], row_bytes: usize, acts: &[u8], n_acts: usize, out: &mut [f32]);
             dot_groups_q4_k(groups: &[u8], row_bytes: usize, acts: &[u8], n_acts: usize, out: &mut [f32]);
             dot_groups_q5_k(groups: &[u8], row_bytes: usize, acts: &[u8], n_acts: usize, out: &mut [f32]);
             dot_groups_q6_k(groups: &[u8], row_bytes: usize, acts: &[u8], n_acts: usize, out: &mut [f32]);
@@ -95,6 +94,7 @@ macro_rules! entry_points {
             dot_tile_q8_0(rows: &[u8], row_bytes: usize, acts: &[u8], n_acts: usize, out: &mut [f32]);
             dot_tile_q5_0(rows: &[u8], row_bytes: usize, acts: &[u8], n_acts: usize, out: &mut [f32]);
             dot_tile_q4_0(rows: &[u8], row_bytes: usize, acts: &[u8], n_acts: usize, out: &mut [f32]);
+            dot_tile_q2_k(rows: &[u8], row_bytes: usize, acts: &[u8], n_acts: usize, out: &mut [f32]);
             dot_tile_q3_k(rows: &[u8], row_bytes: usize, acts: &[u8], n_acts: usize, out: &mut [f32]);
             dot_tile_q4_k(rows: &[u8], row_bytes: usize, acts: &[u8], n_acts: usize, out: &mut [f32]);
             dot_tile_q5_k(rows: &[u8], row_bytes: usize, acts: &[u8], n_acts: usize, out: &mut [f32]);
@@ -1562,21 +1562,70 @@ unsafe fn pack_q6_k_8_rows<I: IsaPrimitives>(
     }
 }
 
-/// Packed Q6_K (or Q3_K) rows against `T` activation rows, one row per lane, as
+/// Q2_K rows of one block as the rows-in-lanes tiles read them: `PackedQ6K`'s quants (0..3)
+/// and `d·scale`, and each sub-block's `dmin·min` per row.
+#[repr(C)]
+pub(super) struct PackedQ2K<V: RowLanes> {
+    quants: [[V::Ints; 8]; 8],
+    scales: [V::Floats; 16],
+    mins: [V::Floats; 16],
+}
+copy_pack!(PackedQ2K);
+
+/// A block of rows packed one row per lane with sixteen 16-quant sub-blocks (`PackedQ6K`,
+/// `PackedQ2K`), for `tile_q6_k_rows_in_lanes`.
+pub(super) trait PackedSixteens<V: RowLanes>: Copy {
+    /// Chunk c's quants 4k..4k+3 of every row in `[c][k]`, unsigned.
+    fn quants(&self) -> &[[V::Ints; 8]; 8];
+    fn scales(&self) -> &[V::Floats; 16];
+    /// Each sub-block's `dmin·min` per row, for a format with mins.
+    fn mins(&self) -> Option<&[V::Floats; 16]>;
+}
+
+impl<V: RowLanes> PackedSixteens<V> for PackedQ6K<V> {
+    fn quants(&self) -> &[[V::Ints; 8]; 8] {
+        &self.quants
+    }
+
+    fn scales(&self) -> &[V::Floats; 16] {
+        &self.scales
+    }
+
+    fn mins(&self) -> Option<&[V::Floats; 16]> {
+        None
+    }
+}
+
+impl<V: RowLanes> PackedSixteens<V> for PackedQ2K<V> {
+    fn quants(&self) -> &[[V::Ints; 8]; 8] {
+        &self.quants
+    }
+
+    fn scales(&self) -> &[V::Floats; 16] {
+        &self.scales
+    }
+
+    fn mins(&self) -> Option<&[V::Floats; 16]> {
+        Some(&self.mins)
+    }
+}
+
+/// Packed Q6_K (or Q3_K, Q2_K) rows against `T` activation rows, one row per lane, as
 /// `tile_k_quant_rows_in_lanes`: each 16-quant sub-block's row sums come out of four
 /// `vpdpbusd` in one register, and the rows' `d·scale` scales them. The quants go in
 /// unsigned (0..63, or 0..7); `starts[t][16b + s]` is −offset·Σa over sub-block s of block b
 /// (`sub_block_starts`), which starts that sub-block's sum and so takes the offset back out.
+/// Q2_K's mins meet the activation's sub-block sums after scaling.
 #[inline(always)]
-unsafe fn tile_q6_k_rows_in_lanes<V: RowLanes, const T: usize>(
-    packed: &[PackedQ6K<V>],
+unsafe fn tile_q6_k_rows_in_lanes<V: RowLanes, P: PackedSixteens<V>, const T: usize>(
+    packed: &[P],
     acts: [&[BlockQ8K]; T],
     starts: [&[i32]; T],
 ) -> [V::Floats; T] {
     let mut acc = [V::zero_floats(); T];
     for (b, p) in packed.iter().enumerate() {
         let mut sums = [V::zero_floats(); T];
-        for (chunk, w) in p.quants.iter().enumerate() {
+        for (chunk, w) in p.quants().iter().enumerate() {
             for sub in 0..2 {
                 let s_index = 2 * chunk + sub;
                 let dots = dots_in_lanes::<V, T, 4>(
@@ -1587,7 +1636,12 @@ unsafe fn tile_q6_k_rows_in_lanes<V: RowLanes, const T: usize>(
                     std::array::from_fn(|t| acts[t].get_unchecked(b).qs.as_ptr().add(16 * s_index)),
                 );
                 for t in 0..T {
-                    sums[t] = V::mul_add(V::to_floats(dots[t]), p.scales[s_index], sums[t]);
+                    sums[t] = V::mul_add(V::to_floats(dots[t]), p.scales()[s_index], sums[t]);
+                    if let Some(mins) = p.mins() {
+                        let a_sum = acts[t].get_unchecked(b).bsum(s_index);
+                        sums[t] =
+                            V::neg_mul_add(mins[s_index], V::splat_f32(a_sum.into()), sums[t]);
+                    }
                 }
             }
         }
@@ -2097,19 +2151,78 @@ unsafe fn pack_q3_k_8_rows<I: IsaPrimitives>(
     }
 }
 
-/// A K-quant of 16-element sub-blocks with signed scales, whose unsigned quants stand for
-/// q − `OFFSET` (Q6_K, Q3_K), as the rows-in-lanes tiles read it: packed as `PackedQ6K`.
+/// A K-quant of 16-element sub-blocks whose unsigned quants stand for q − `OFFSET` (Q6_K,
+/// Q3_K; Q2_K with mins instead), as the rows-in-lanes tiles read it.
 pub(super) trait SubBlocks16: RowTile<Act = BlockQ8K> {
     const OFFSET: i32;
+    type Packed<V: RowLanes>: PackedSixteens<V>;
     unsafe fn pack_8<I: IsaPrimitives>(
         rows: &[&[Self]],
         b: usize,
-        packed: &mut PackedQ6K<Lanes8<I>>,
+        packed: &mut Self::Packed<Lanes8<I>>,
     );
+}
+
+/// Q2_K rows of one block as `PackedQ2K`: chunk 4h + j is bits 2j..2j+1 of half h's `qs`.
+#[inline(always)]
+unsafe fn pack_q2_k_8_rows<I: IsaPrimitives>(
+    rows: &[&[BlockQ2K]],
+    b: usize,
+    packed: &mut PackedQ2K<Lanes8<I>>,
+) {
+    let m3 = _mm256_set1_epi8(3);
+    let m4 = _mm_set1_epi8(0x0F);
+    let blocks: [&BlockQ2K; 8] = std::array::from_fn(|i| rows[i].get_unchecked(b));
+    let d = f16_lanes_8(&blocks, |x| x.d);
+    let dmin = f16_lanes_8(&blocks, |x| x.dmin);
+    let mut scales = [[_mm_setzero_si128(); 8]; 2];
+    let mut mins = [[_mm_setzero_si128(); 8]; 2];
+    for i in 0..8 {
+        let packed_scales = _mm_loadu_si128(blocks[i].scales.as_ptr().cast());
+        let (sc, m) = (
+            _mm_and_si128(packed_scales, m4),
+            _mm_and_si128(_mm_srli_epi16::<4>(packed_scales), m4),
+        );
+        scales[0][i] = _mm_cvtepu8_epi16(sc);
+        scales[1][i] = _mm_cvtepu8_epi16(_mm_unpackhi_epi64(sc, sc));
+        mins[0][i] = _mm_cvtepu8_epi16(m);
+        mins[1][i] = _mm_cvtepu8_epi16(_mm_unpackhi_epi64(m, m));
+    }
+    for half in 0..2 {
+        let (sc, m) = (transpose_words(scales[half]), transpose_words(mins[half]));
+        for j in 0..8 {
+            packed.scales[8 * half + j] = per_row(sc[j], d);
+            packed.mins[8 * half + j] = per_row(m[j], dmin);
+        }
+    }
+    for chunk in 0..8 {
+        let (h, j) = (chunk / 4, chunk % 4);
+        let shift = _mm_cvtsi32_si128(2 * j as i32);
+        let mut quants = [_mm256_setzero_si256(); 8];
+        for (i, q) in quants.iter_mut().enumerate() {
+            let two = _mm256_srl_epi16(load(blocks[i].qs.as_ptr().add(32 * h)), shift);
+            *q = _mm256_and_si256(two, m3);
+        }
+        packed.quants[chunk] = transpose_dwords(quants);
+    }
+}
+
+impl SubBlocks16 for BlockQ2K {
+    const OFFSET: i32 = 0;
+    type Packed<V: RowLanes> = PackedQ2K<V>;
+    #[inline(always)]
+    unsafe fn pack_8<I: IsaPrimitives>(
+        rows: &[&[Self]],
+        b: usize,
+        packed: &mut PackedQ2K<Lanes8<I>>,
+    ) {
+        pack_q2_k_8_rows(rows, b, packed)
+    }
 }
 
 impl SubBlocks16 for BlockQ3K {
     const OFFSET: i32 = 4;
+    type Packed<V: RowLanes> = PackedQ6K<V>;
     #[inline(always)]
     unsafe fn pack_8<I: IsaPrimitives>(
         rows: &[&[Self]],
@@ -2122,6 +2235,7 @@ impl SubBlocks16 for BlockQ3K {
 
 impl SubBlocks16 for BlockQ6K {
     const OFFSET: i32 = 32;
+    type Packed<V: RowLanes> = PackedQ6K<V>;
     #[inline(always)]
     unsafe fn pack_8<I: IsaPrimitives>(
         rows: &[&[Self]],
@@ -2138,7 +2252,7 @@ pub(super) struct SubBlockLanes<F>(std::marker::PhantomData<F>);
 impl<F: SubBlocks16> LaneFormat for SubBlockLanes<F> {
     type Weight = F;
     type Act = BlockQ8K;
-    type Packed<V: RowLanes> = PackedQ6K<V>;
+    type Packed<V: RowLanes> = F::Packed<V>;
     type Extra = i32;
     const EXTRA_PER_BLOCK: usize = 16;
 
@@ -2147,17 +2261,17 @@ impl<F: SubBlocks16> LaneFormat for SubBlockLanes<F> {
     }
 
     #[inline(always)]
-    unsafe fn pack_8<I: IsaPrimitives>(rows: &[&[F]], b: usize, packed: &mut PackedQ6K<Lanes8<I>>) {
+    unsafe fn pack_8<I: IsaPrimitives>(rows: &[&[F]], b: usize, packed: &mut F::Packed<Lanes8<I>>) {
         F::pack_8(rows, b, packed)
     }
 
     #[inline(always)]
     unsafe fn tile<V: RowLanes, const T: usize>(
-        packed: &[PackedQ6K<V>],
+        packed: &[F::Packed<V>],
         acts: [&[BlockQ8K]; T],
         extra: [&[i32]; T],
     ) -> [V::Floats; T] {
-        tile_q6_k_rows_in_lanes::<V, T>(packed, acts, extra)
+        tile_q6_k_rows_in_lanes::<V, _, T>(packed, acts, extra)
     }
 
     #[inline(always)]
@@ -3135,7 +3249,7 @@ impl LaneFormat for BlockQ6KGroup {
         acts: [&[BlockQ8K]; T],
         extra: [&[i32]; T],
     ) -> [V::Floats; T] {
-        tile_q6_k_rows_in_lanes::<V, T>(packed, acts, extra)
+        tile_q6_k_rows_in_lanes::<V, _, T>(packed, acts, extra)
     }
 
     #[inline(always)]
@@ -3670,16 +3784,17 @@ pub(super) unsafe fn dot_rows_q3_k<I: IsaPrimitives>(rows: &[u8], act: &[u8], ou
     for_each_row(rows, act, out, |x, y| tile_q3_k::<I, 1>(x, [y])[0])
 }
 
-/// Q2_K's prompts: rows one at a time against four activations (no packed tiles for Q2_K yet).
 #[inline(always)]
-pub(super) unsafe fn dot_tile_q2_k<I: IsaPrimitives>(
+pub(super) unsafe fn dot_tile_q2_k<I: IsaPrimitives, const ACTS: usize>(
     rows: &[u8],
     row_bytes: usize,
     acts: &[u8],
     n_acts: usize,
     out: &mut [f32],
 ) {
-    tail_by_rows::<I, BlockQ2K>(rows, row_bytes, acts, n_acts, out, out.len() / n_acts)
+    dot_tile_in_lanes::<I, SubBlockLanes<BlockQ2K>, Lanes8<I>, ACTS>(
+        rows, row_bytes, acts, n_acts, out,
+    )
 }
 
 #[inline(always)]
