@@ -79,16 +79,20 @@ pub(crate) fn for_each_row<W: Block, A: Block>(
     }
 }
 
+/// The rows of a grouped layout (`q4_k::BlockQ4KGroup` and the others of its kind): one per
+/// 32-bit lane of a 256-bit register.
+pub(crate) const GROUP_ROWS: usize = 8;
+
 /// Rewrites eight rows of blocks `B` (`rows`, each `row_bytes` long) as groups `G` in
 /// `group`, block by block: `fill` gets a group and block b of each row.
 pub(crate) fn group_blocks<B: Block, G: Block>(
     rows: &[u8],
     row_bytes: usize,
     group: &mut [u8],
-    fill: impl Fn(&mut G, [&B; 8]),
+    fill: impl Fn(&mut G, [&B; GROUP_ROWS]),
 ) {
     let rows: Vec<&[B]> = rows.chunks_exact(row_bytes).map(as_blocks).collect();
-    assert_eq!(rows.len(), 8, "a group is eight rows");
+    assert_eq!(rows.len(), GROUP_ROWS, "a group is eight rows");
     for (b, g) in as_blocks_mut::<G>(group).iter_mut().enumerate() {
         fill(g, std::array::from_fn(|r| &rows[r][b]));
     }

@@ -1,5 +1,6 @@
 //! Choosing kernels once for the host CPU, and the entry points the engine calls.
 
+use crate::block::GROUP_ROWS;
 use crate::types::GgmlType::{self, *};
 use crate::{
     bf16, exp, f16, f32, q2_k, q3_k, q4_0, q4_1, q4_k, q5_0, q5_1, q5_k, q6_k, q8_0, q8_1, q8_k,
@@ -554,14 +555,7 @@ impl Kernels {
         let grouped = self.table.dot_groups[weight_ty as usize].is_some()
             && self.table.dot_groups_tile[weight_ty as usize].is_some();
         match weight_ty {
-            Q4_K if grouped => Some(q4_k::GROUP_ROWS),
-            Q5_K if grouped => Some(q5_k::GROUP_ROWS),
-            Q6_K if grouped => Some(q6_k::GROUP_ROWS),
-            Q8_0 if grouped => Some(q8_0::GROUP_ROWS),
-            Q5_0 if grouped => Some(q5_0::GROUP_ROWS),
-            Q4_0 if grouped => Some(q4_0::GROUP_ROWS),
-            Q4_1 if grouped => Some(q4_1::GROUP_ROWS),
-            Q5_1 if grouped => Some(q5_1::GROUP_ROWS),
+            Q4_K | Q5_K | Q6_K | Q8_0 | Q5_0 | Q4_0 | Q4_1 | Q5_1 if grouped => Some(GROUP_ROWS),
             _ => None,
         }
     }

@@ -2,7 +2,7 @@
 //! its low nibble and element j+16 in its high nibble.
 
 use crate::block::{
-    as_blocks, f16_to_f32, for_each_row, group_blocks, group_words, row_words, Block,
+    as_blocks, f16_to_f32, for_each_row, group_blocks, group_words, row_words, Block, GROUP_ROWS,
 };
 use crate::q8_0::BlockQ8_0;
 use std::mem::size_of;
@@ -62,9 +62,6 @@ const _: () = assert!(size_of::<BlockQ4_0Group>() == GROUP_ROWS * size_of::<Bloc
 
 // SAFETY: repr(C), only byte arrays, eight Q4_0 blocks' worth of bytes.
 unsafe impl Block for BlockQ4_0Group {}
-
-/// The rows in a `BlockQ4_0Group`.
-pub(crate) const GROUP_ROWS: usize = 8;
 
 /// Rewrites `GROUP_ROWS` rows of Q4_0 (`rows`, each `row_bytes` long) as one group.
 pub(crate) fn group(rows: &[u8], row_bytes: usize, group: &mut [u8]) {

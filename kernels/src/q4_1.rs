@@ -2,7 +2,7 @@
 //! in Q4_0.
 
 use crate::block::{
-    as_blocks, f16_to_f32, for_each_row, group_blocks, group_words, row_words, Block,
+    as_blocks, f16_to_f32, for_each_row, group_blocks, group_words, row_words, Block, GROUP_ROWS,
 };
 use crate::q8_1::BlockQ8_1;
 use std::mem::size_of;
@@ -62,9 +62,6 @@ const _: () = assert!(size_of::<BlockQ4_1Group>() == GROUP_ROWS * size_of::<Bloc
 
 // SAFETY: repr(C), only byte arrays, eight Q4_1 blocks' worth of bytes.
 unsafe impl Block for BlockQ4_1Group {}
-
-/// The rows in a `BlockQ4_1Group`.
-pub(crate) const GROUP_ROWS: usize = 8;
 
 /// Rewrites `GROUP_ROWS` rows of Q4_1 (`rows`, each `row_bytes` long) as one group.
 pub(crate) fn group(rows: &[u8], row_bytes: usize, group: &mut [u8]) {

@@ -3,7 +3,7 @@
 //! nibbles and 2c+1 in their high nibbles.
 
 use crate::block::{
-    as_blocks, f16_to_f32, for_each_row, group_blocks, group_words, row_words, Block,
+    as_blocks, f16_to_f32, for_each_row, group_blocks, group_words, row_words, Block, GROUP_ROWS,
 };
 use crate::q8_k::BlockQ8K;
 use std::mem::size_of;
@@ -125,9 +125,6 @@ const _: () = assert!(size_of::<BlockQ4KGroup>() == GROUP_ROWS * size_of::<Block
 
 // SAFETY: repr(C), only byte arrays, eight Q4_K blocks' worth of bytes.
 unsafe impl Block for BlockQ4KGroup {}
-
-/// The rows in a `BlockQ4KGroup`.
-pub(crate) const GROUP_ROWS: usize = 8;
 
 /// What a group of eight rows' Q4_K or Q5_K blocks holds before the quants.
 #[repr(C)]

@@ -1,7 +1,7 @@
 //! Q5_1: 32 5-bit quants with f16 scale and offset; value = q·d + m, bits laid out as Q5_0.
 
 use crate::block::{
-    as_blocks, f16_to_f32, for_each_row, group_blocks, group_words, row_words, Block,
+    as_blocks, f16_to_f32, for_each_row, group_blocks, group_words, row_words, Block, GROUP_ROWS,
 };
 use crate::q5_0::{group_fifth_bits, quant_pair, row_fifth_bits};
 use crate::q8_1::BlockQ8_1;
@@ -68,9 +68,6 @@ const _: () = assert!(size_of::<BlockQ5_1Group>() == GROUP_ROWS * size_of::<Bloc
 
 // SAFETY: repr(C), only byte arrays, eight Q5_1 blocks' worth of bytes.
 unsafe impl Block for BlockQ5_1Group {}
-
-/// The rows in a `BlockQ5_1Group`.
-pub(crate) const GROUP_ROWS: usize = 8;
 
 /// Rewrites `GROUP_ROWS` rows of Q5_1 (`rows`, each `row_bytes` long) as one group.
 pub(crate) fn group(rows: &[u8], row_bytes: usize, group: &mut [u8]) {

@@ -2,7 +2,7 @@
 //! sub-block j.
 
 use crate::block::{
-    as_blocks, f16_to_f32, for_each_row, group_blocks, group_words, row_words, Block,
+    as_blocks, f16_to_f32, for_each_row, group_blocks, group_words, row_words, Block, GROUP_ROWS,
 };
 use crate::q4_k::{lane_sums, min_sum, unpack_scales_mins, KQuantGroupHead};
 use crate::q8_k::BlockQ8K;
@@ -95,9 +95,6 @@ const _: () = assert!(size_of::<BlockQ5KGroup>() == GROUP_ROWS * size_of::<Block
 
 // SAFETY: repr(C), only byte arrays, eight Q5_K blocks' worth of bytes.
 unsafe impl Block for BlockQ5KGroup {}
-
-/// The rows in a `BlockQ5KGroup`.
-pub(crate) const GROUP_ROWS: usize = 8;
 
 /// Rewrites `GROUP_ROWS` rows of Q5_K (`rows`, each `row_bytes` long) as one group.
 pub(crate) fn group(rows: &[u8], row_bytes: usize, group: &mut [u8]) {

@@ -3,7 +3,7 @@
 //! l+64 in byte l, l+32 and l+96 in byte l+32) and `qh[l]` the 2-bit high parts of elements
 //! l, l+32, l+64, l+96.
 
-use crate::block::{as_blocks, as_blocks_mut, f16_to_f32, for_each_row, Block};
+use crate::block::{as_blocks, as_blocks_mut, f16_to_f32, for_each_row, Block, GROUP_ROWS};
 use crate::q8_k::BlockQ8K;
 use std::mem::size_of;
 
@@ -92,8 +92,6 @@ const _: () = assert!(size_of::<BlockQ6KGroup>() == GROUP_ROWS * size_of::<Block
 
 // SAFETY: repr(C), only byte arrays, eight Q6_K blocks' worth of bytes.
 unsafe impl Block for BlockQ6KGroup {}
-
-pub(crate) use crate::q4_k::GROUP_ROWS;
 
 /// Rewrites `GROUP_ROWS` rows of Q6_K (`rows`, each `row_bytes` long) as one group.
 pub(crate) fn group(rows: &[u8], row_bytes: usize, group: &mut [u8]) {

@@ -1,7 +1,9 @@
 //! Q8_0: 32 signed 8-bit quants with an f16 scale. A weight format and the activation format
 //! for Q4_0, Q5_0 and Q8_0 weights.
 
-use crate::block::{as_blocks, as_blocks_mut, f16_to_f32, f32_to_f16, for_each_row, Block};
+use crate::block::{
+    as_blocks, as_blocks_mut, f16_to_f32, f32_to_f16, for_each_row, Block, GROUP_ROWS,
+};
 use std::mem::size_of;
 
 #[repr(C)]
@@ -94,9 +96,6 @@ const _: () = assert!(size_of::<BlockQ8_0Group>() == GROUP_ROWS * size_of::<Bloc
 
 // SAFETY: repr(C), only byte arrays, eight Q8_0 blocks' worth of bytes.
 unsafe impl Block for BlockQ8_0Group {}
-
-/// The rows in a `BlockQ8_0Group`.
-pub(crate) const GROUP_ROWS: usize = 8;
 
 /// A signed quant as the unsigned byte `q + 128`, and back: both flip the top bit.
 fn plus_128(q: u8) -> u8 {

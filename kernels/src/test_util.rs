@@ -150,7 +150,7 @@ pub(crate) fn dot_groups_by_rows<G: Block, W: Block>(
     }
     for (group, out) in as_blocks::<G>(groups)
         .chunks_exact(act.len())
-        .zip(out.chunks_exact_mut(crate::q4_k::GROUP_ROWS))
+        .zip(out.chunks_exact_mut(crate::block::GROUP_ROWS))
     {
         for (r, o) in out.iter_mut().enumerate() {
             *o = dot(as_blocks(&ungroup(group, r)), act);

@@ -8,9 +8,8 @@
 //! but 9% slower from memory, and the 2B-shaped Gemma 2's tg64 -t 1 fell from 11.9 to 10.5 t/s.
 
 use super::kernels::{
-    dot_groups_ready, dot_tile_in_lanes, entry_points, GroupedLanes, GroupedMinLanes, InLanes,
-    IsaPrimitives, LaneFormat, Lanes8, MinInLanes, Q4_0Plus8, Q5_0Plus16, Q8_0Plus128, RowLanes,
-    SubBlockLanes,
+    dot_tile_in_lanes, entry_points, GroupedLanes, GroupedMinLanes, InLanes, IsaPrimitives,
+    LaneFormat, Lanes8, MinInLanes, Q4_0Plus8, Q5_0Plus16, Q8_0Plus128, RowLanes, SubBlockLanes,
 };
 use crate::q2_k::BlockQ2K;
 use crate::q3_k::BlockQ3K;
@@ -186,21 +185,8 @@ unsafe fn dot_tile_wide<F: LaneFormat>(
     dot_tile_in_lanes::<Avx512, F, Lanes16, WIDE_ACTS>(rows, row_bytes, acts, n_acts, out)
 }
 
-/// The grouped Q8_0 rows against prepared activations: VNNI only, as its quants are stored plus
-/// 128 (see `Grouped32`), so the entry point is this ISA's alone.
-#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
-unsafe fn dot_groups_q8_0(
-    groups: &[u8],
-    row_bytes: usize,
-    acts: &[u8],
-    n_acts: usize,
-    out: &mut [f32],
-) {
-    dot_groups_ready::<Avx512, GroupedLanes<BlockQ8_0Group>>(groups, row_bytes, acts, n_acts, out)
-}
-
 /// Puts the 512-bit kernels over the 256-bit ones `install` put into `table`, and the grouped
-/// Q8_0 kernels.
+/// Q8_0 kernels: VNNI only, as grouped Q8_0's quants are stored plus 128 (see `Grouped32`).
 pub(crate) fn install_wide(table: &mut crate::dispatch::Table) {
     table.dot_tile[GgmlType::Q2_K as usize] = Some(dot_tile_wide::<SubBlockLanes<BlockQ2K>>);
     table.dot_tile[GgmlType::Q3_K as usize] = Some(dot_tile_wide::<SubBlockLanes<BlockQ3K>>);
@@ -212,7 +198,7 @@ pub(crate) fn install_wide(table: &mut crate::dispatch::Table) {
     table.dot_groups_tile[GgmlType::Q4_K as usize] = Some(dot_tile_wide::<BlockQ4KGroup>);
     table.dot_groups_tile[GgmlType::Q5_K as usize] = Some(dot_tile_wide::<BlockQ5KGroup>);
     table.dot_groups_tile[GgmlType::Q6_K as usize] = Some(dot_tile_wide::<BlockQ6KGroup>);
-    table.dot_groups[GgmlType::Q8_0 as usize] = Some(dot_groups_q8_0);
+    table.dot_groups[GgmlType::Q8_0 as usize] = Some(dot_groups::<GroupedLanes<BlockQ8_0Group>>);
     table.prepare_groups[GgmlType::Q8_0 as usize] = Some(crate::x86::ready::<Q8_0Plus128>);
     table.dot_groups_tile[GgmlType::Q8_0 as usize] =
         Some(dot_tile_wide::<GroupedLanes<BlockQ8_0Group>>);

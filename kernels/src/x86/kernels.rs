@@ -7,14 +7,14 @@
 //! compiles one body per ISA the same way).
 
 use crate::bf16::Bf16;
-use crate::block::{as_blocks, as_blocks_mut, f32_to_f16, for_each_row, Block};
+use crate::block::{as_blocks, as_blocks_mut, f32_to_f16, for_each_row, Block, GROUP_ROWS};
 use crate::f16::F16;
 use crate::f32::F32;
 use crate::q2_k::BlockQ2K;
 use crate::q3_k::BlockQ3K;
 use crate::q4_0::{BlockQ4_0, BlockQ4_0Group};
 use crate::q4_1::{BlockQ4_1, BlockQ4_1Group};
-use crate::q4_k::{BlockQ4K, BlockQ4KGroup, KQuantGroupHead, GROUP_ROWS};
+use crate::q4_k::{BlockQ4K, BlockQ4KGroup, KQuantGroupHead};
 use crate::q5_0::{BlockQ5_0, BlockQ5_0Group};
 use crate::q5_1::{BlockQ5_1, BlockQ5_1Group};
 use crate::q5_k::{BlockQ5K, BlockQ5KGroup};
@@ -46,8 +46,9 @@ pub(crate) trait IsaPrimitives {
     unsafe fn add_16_where_set(q: __m256i, bits: [u8; 4]) -> __m256i;
 }
 
-/// The `#[target_feature]` entry points of one ISA, named as the bodies they call,
-/// and `install`, which puts them into the dispatch table. `row_lane_acts` is the number of
+/// The `#[target_feature]` entry points of one ISA, named as the bodies they call, two generic
+/// ones (`dot_tile`, `dot_groups`) that `install` stamps once per weight format, and
+/// `install`, which puts them into the dispatch table. `row_lane_acts` is the number of
 /// activations an eight-row rows-in-lanes tile takes and `attention_queries` the number of
 /// queries that share each key's conversion: both are sized to the ISA's register file.
 macro_rules! entry_points {
@@ -68,13 +69,6 @@ macro_rules! entry_points {
             dot_rows_q5_0(rows: &[u8], act: &[u8], out: &mut [f32]);
             dot_rows_q4_1(rows: &[u8], act: &[u8], out: &mut [f32]);
             dot_rows_q5_1(rows: &[u8], act: &[u8], out: &mut [f32]);
-            dot_groups_q4_k(groups: &[u8], row_bytes: usize, acts: &[u8], n_acts: usize, out: &mut [f32]);
-            dot_groups_q5_k(groups: &[u8], row_bytes: usize, acts: &[u8], n_acts: usize, out: &mut [f32]);
-            dot_groups_q6_k(groups: &[u8], row_bytes: usize, acts: &[u8], n_acts: usize, out: &mut [f32]);
-            dot_groups_q5_0(groups: &[u8], row_bytes: usize, acts: &[u8], n_acts: usize, out: &mut [f32]);
-            dot_groups_q4_0(groups: &[u8], row_bytes: usize, acts: &[u8], n_acts: usize, out: &mut [f32]);
-            dot_groups_q4_1(groups: &[u8], row_bytes: usize, acts: &[u8], n_acts: usize, out: &mut [f32]);
-            dot_groups_q5_1(groups: &[u8], row_bytes: usize, acts: &[u8], n_acts: usize, out: &mut [f32]);
         );
         entry_points!(@each $features, [],
             dot_rows_f32(rows: &[u8], act: &[u8], out: &mut [f32]);
@@ -92,33 +86,59 @@ macro_rules! entry_points {
         );
         entry_points!(@each $features, [$isa, $acts],
             dot_tile_q8_0(rows: &[u8], row_bytes: usize, acts: &[u8], n_acts: usize, out: &mut [f32]);
-            dot_tile_q5_0(rows: &[u8], row_bytes: usize, acts: &[u8], n_acts: usize, out: &mut [f32]);
-            dot_tile_q4_0(rows: &[u8], row_bytes: usize, acts: &[u8], n_acts: usize, out: &mut [f32]);
-            dot_tile_q2_k(rows: &[u8], row_bytes: usize, acts: &[u8], n_acts: usize, out: &mut [f32]);
-            dot_tile_q3_k(rows: &[u8], row_bytes: usize, acts: &[u8], n_acts: usize, out: &mut [f32]);
-            dot_tile_q4_k(rows: &[u8], row_bytes: usize, acts: &[u8], n_acts: usize, out: &mut [f32]);
-            dot_tile_q5_k(rows: &[u8], row_bytes: usize, acts: &[u8], n_acts: usize, out: &mut [f32]);
-            dot_tile_q4_1(rows: &[u8], row_bytes: usize, acts: &[u8], n_acts: usize, out: &mut [f32]);
-            dot_tile_q5_1(rows: &[u8], row_bytes: usize, acts: &[u8], n_acts: usize, out: &mut [f32]);
-            dot_tile_q6_k(rows: &[u8], row_bytes: usize, acts: &[u8], n_acts: usize, out: &mut [f32]);
-            dot_groups_tile_q4_k(rows: &[u8], row_bytes: usize, acts: &[u8], n_acts: usize, out: &mut [f32]);
-            dot_groups_tile_q5_k(rows: &[u8], row_bytes: usize, acts: &[u8], n_acts: usize, out: &mut [f32]);
-            dot_groups_tile_q6_k(rows: &[u8], row_bytes: usize, acts: &[u8], n_acts: usize, out: &mut [f32]);
-            dot_groups_tile_q5_0(rows: &[u8], row_bytes: usize, acts: &[u8], n_acts: usize, out: &mut [f32]);
-            dot_groups_tile_q4_0(rows: &[u8], row_bytes: usize, acts: &[u8], n_acts: usize, out: &mut [f32]);
-            dot_groups_tile_q4_1(rows: &[u8], row_bytes: usize, acts: &[u8], n_acts: usize, out: &mut [f32]);
-            dot_groups_tile_q5_1(rows: &[u8], row_bytes: usize, acts: &[u8], n_acts: usize, out: &mut [f32]);
         );
+
+        /// The eight-row rows-in-lanes tiles of a format, of rows as the file lays them out
+        /// (prompts) or grouped: one entry point per format, stamped by `install`.
+        #[target_feature(enable = $features)]
+        unsafe fn dot_tile<F: super::kernels::LaneFormat>(
+            rows: &[u8],
+            row_bytes: usize,
+            acts: &[u8],
+            n_acts: usize,
+            out: &mut [f32],
+        ) {
+            // SAFETY: reachable only through a table built after checking that the CPU has
+            // `$features`.
+            super::kernels::dot_tile_in_lanes::<$isa, F, super::kernels::Lanes8<$isa>, $acts>(
+                rows, row_bytes, acts, n_acts, out,
+            )
+        }
+
+        /// Generation's kernel of a grouped format (see `GroupedRows`).
+        #[target_feature(enable = $features)]
+        unsafe fn dot_groups<G: super::kernels::GroupedRows>(
+            groups: &[u8],
+            row_bytes: usize,
+            acts: &[u8],
+            n_acts: usize,
+            out: &mut [f32],
+        ) {
+            // SAFETY: as `dot_tile`'s.
+            super::kernels::dot_groups_ready::<$isa, G>(groups, row_bytes, acts, n_acts, out)
+        }
 
         /// Puts this ISA's kernels into `table`.
         pub(crate) fn install(table: &mut crate::dispatch::Table) {
+            use crate::q2_k::BlockQ2K;
+            use crate::q3_k::BlockQ3K;
+            use crate::q4_0::BlockQ4_0Group;
+            use crate::q4_1::{BlockQ4_1, BlockQ4_1Group};
+            use crate::q4_k::{BlockQ4K, BlockQ4KGroup};
+            use crate::q5_0::BlockQ5_0Group;
+            use crate::q5_1::{BlockQ5_1, BlockQ5_1Group};
+            use crate::q5_k::{BlockQ5K, BlockQ5KGroup};
+            use crate::q6_k::{BlockQ6K, BlockQ6KGroup};
             use crate::types::GgmlType::*;
-            use crate::x86::kernels::{Q4_0Plus8, Q5_0Plus16, SignedQ8_0};
+            use crate::x86::kernels::{
+                GroupedLanes, GroupedMinLanes, InLanes, MinInLanes, Q4_0Plus8, Q5_0Plus16,
+                SignedQ8_0, SubBlockLanes,
+            };
             use crate::x86::ready;
             table.dot_rows[Q2_K as usize] = Some(dot_rows_q2_k);
             table.dot_rows[Q3_K as usize] = Some(dot_rows_q3_k);
-            table.dot_tile[Q2_K as usize] = Some(dot_tile_q2_k);
-            table.dot_tile[Q3_K as usize] = Some(dot_tile_q3_k);
+            table.dot_tile[Q2_K as usize] = Some(dot_tile::<SubBlockLanes<BlockQ2K>>);
+            table.dot_tile[Q3_K as usize] = Some(dot_tile::<SubBlockLanes<BlockQ3K>>);
             table.dot_rows[Q4_K as usize] = Some(dot_rows_q4_k);
             table.dot_rows[Q5_K as usize] = Some(dot_rows_q5_k);
             table.dot_rows[Q6_K as usize] = Some(dot_rows_q6_k);
@@ -141,29 +161,31 @@ macro_rules! entry_points {
             table.softmax_exponentials = softmax_exponentials;
             table.soft_cap = soft_cap;
             table.dot_tile[Q8_0 as usize] = Some(dot_tile_q8_0);
-            table.dot_tile[Q5_0 as usize] = Some(dot_tile_q5_0);
-            table.dot_tile[Q4_0 as usize] = Some(dot_tile_q4_0);
-            table.dot_tile[Q4_K as usize] = Some(dot_tile_q4_k);
-            table.dot_tile[Q5_K as usize] = Some(dot_tile_q5_k);
-            table.dot_tile[Q4_1 as usize] = Some(dot_tile_q4_1);
-            table.dot_tile[Q5_1 as usize] = Some(dot_tile_q5_1);
-            table.dot_tile[Q6_K as usize] = Some(dot_tile_q6_k);
-            table.dot_groups[Q4_K as usize] = Some(dot_groups_q4_k);
-            table.dot_groups_tile[Q4_K as usize] = Some(dot_groups_tile_q4_k);
-            table.dot_groups[Q5_K as usize] = Some(dot_groups_q5_k);
-            table.dot_groups_tile[Q5_K as usize] = Some(dot_groups_tile_q5_k);
-            table.dot_groups[Q6_K as usize] = Some(dot_groups_q6_k);
-            table.dot_groups_tile[Q6_K as usize] = Some(dot_groups_tile_q6_k);
-            table.dot_groups[Q5_0 as usize] = Some(dot_groups_q5_0);
+            table.dot_tile[Q5_0 as usize] = Some(dot_tile::<InLanes<Q5_0Plus16>>);
+            table.dot_tile[Q4_0 as usize] = Some(dot_tile::<InLanes<Q4_0Plus8>>);
+            table.dot_tile[Q4_K as usize] = Some(dot_tile::<BlockQ4K>);
+            table.dot_tile[Q5_K as usize] = Some(dot_tile::<BlockQ5K>);
+            table.dot_tile[Q4_1 as usize] = Some(dot_tile::<MinInLanes<BlockQ4_1>>);
+            table.dot_tile[Q5_1 as usize] = Some(dot_tile::<MinInLanes<BlockQ5_1>>);
+            table.dot_tile[Q6_K as usize] = Some(dot_tile::<SubBlockLanes<BlockQ6K>>);
+            table.dot_groups[Q4_K as usize] = Some(dot_groups::<BlockQ4KGroup>);
+            table.dot_groups_tile[Q4_K as usize] = Some(dot_tile::<BlockQ4KGroup>);
+            table.dot_groups[Q5_K as usize] = Some(dot_groups::<BlockQ5KGroup>);
+            table.dot_groups_tile[Q5_K as usize] = Some(dot_tile::<BlockQ5KGroup>);
+            table.dot_groups[Q6_K as usize] = Some(dot_groups::<BlockQ6KGroup>);
+            table.dot_groups_tile[Q6_K as usize] = Some(dot_tile::<BlockQ6KGroup>);
+            table.dot_groups[Q5_0 as usize] = Some(dot_groups::<GroupedLanes<BlockQ5_0Group>>);
             table.prepare_groups[Q5_0 as usize] = Some(ready::<Q5_0Plus16>);
-            table.dot_groups_tile[Q5_0 as usize] = Some(dot_groups_tile_q5_0);
-            table.dot_groups[Q4_0 as usize] = Some(dot_groups_q4_0);
+            table.dot_groups_tile[Q5_0 as usize] = Some(dot_tile::<GroupedLanes<BlockQ5_0Group>>);
+            table.dot_groups[Q4_0 as usize] = Some(dot_groups::<GroupedLanes<BlockQ4_0Group>>);
             table.prepare_groups[Q4_0 as usize] = Some(ready::<Q4_0Plus8>);
-            table.dot_groups_tile[Q4_0 as usize] = Some(dot_groups_tile_q4_0);
-            table.dot_groups[Q4_1 as usize] = Some(dot_groups_q4_1);
-            table.dot_groups_tile[Q4_1 as usize] = Some(dot_groups_tile_q4_1);
-            table.dot_groups[Q5_1 as usize] = Some(dot_groups_q5_1);
-            table.dot_groups_tile[Q5_1 as usize] = Some(dot_groups_tile_q5_1);
+            table.dot_groups_tile[Q4_0 as usize] = Some(dot_tile::<GroupedLanes<BlockQ4_0Group>>);
+            table.dot_groups[Q4_1 as usize] = Some(dot_groups::<GroupedMinLanes<BlockQ4_1Group>>);
+            table.dot_groups_tile[Q4_1 as usize] =
+                Some(dot_tile::<GroupedMinLanes<BlockQ4_1Group>>);
+            table.dot_groups[Q5_1 as usize] = Some(dot_groups::<GroupedMinLanes<BlockQ5_1Group>>);
+            table.dot_groups_tile[Q5_1 as usize] =
+                Some(dot_tile::<GroupedMinLanes<BlockQ5_1Group>>);
         }
     };
     (@each $features:literal, $generics:tt, $($name:ident $args:tt $(-> $ret:ty)?;)*) => {
@@ -1078,32 +1100,6 @@ impl<F: QuantsWithMin> LaneFormat for MinInLanes<F> {
     ) {
         tail_by_rows::<I, F>(rows, row_bytes, acts, n_acts, out, out_stride)
     }
-}
-
-#[inline(always)]
-pub(super) unsafe fn dot_tile_q4_1<I: IsaPrimitives, const ACTS: usize>(
-    rows: &[u8],
-    row_bytes: usize,
-    acts: &[u8],
-    n_acts: usize,
-    out: &mut [f32],
-) {
-    dot_tile_in_lanes::<I, MinInLanes<BlockQ4_1>, Lanes8<I>, ACTS>(
-        rows, row_bytes, acts, n_acts, out,
-    )
-}
-
-#[inline(always)]
-pub(super) unsafe fn dot_tile_q5_1<I: IsaPrimitives, const ACTS: usize>(
-    rows: &[u8],
-    row_bytes: usize,
-    acts: &[u8],
-    n_acts: usize,
-    out: &mut [f32],
-) {
-    dot_tile_in_lanes::<I, MinInLanes<BlockQ5_1>, Lanes8<I>, ACTS>(
-        rows, row_bytes, acts, n_acts, out,
-    )
 }
 
 /// A Q4_K or Q5_K block as the row-by-row tiles unpack it.
@@ -2803,54 +2799,6 @@ impl<G: GroupedWithMin> LaneFormat for GroupedMinLanes<G> {
     }
 }
 
-#[inline(always)]
-pub(super) unsafe fn dot_groups_q4_1<I: IsaPrimitives>(
-    groups: &[u8],
-    row_bytes: usize,
-    acts: &[u8],
-    n_acts: usize,
-    out: &mut [f32],
-) {
-    dot_groups_ready::<I, GroupedMinLanes<BlockQ4_1Group>>(groups, row_bytes, acts, n_acts, out)
-}
-
-#[inline(always)]
-pub(super) unsafe fn dot_groups_q5_1<I: IsaPrimitives>(
-    groups: &[u8],
-    row_bytes: usize,
-    acts: &[u8],
-    n_acts: usize,
-    out: &mut [f32],
-) {
-    dot_groups_ready::<I, GroupedMinLanes<BlockQ5_1Group>>(groups, row_bytes, acts, n_acts, out)
-}
-
-#[inline(always)]
-pub(super) unsafe fn dot_groups_tile_q5_1<I: IsaPrimitives, const ACTS: usize>(
-    rows: &[u8],
-    row_bytes: usize,
-    acts: &[u8],
-    n_acts: usize,
-    out: &mut [f32],
-) {
-    dot_tile_in_lanes::<I, GroupedMinLanes<BlockQ5_1Group>, Lanes8<I>, ACTS>(
-        rows, row_bytes, acts, n_acts, out,
-    )
-}
-
-#[inline(always)]
-pub(super) unsafe fn dot_groups_tile_q4_1<I: IsaPrimitives, const ACTS: usize>(
-    rows: &[u8],
-    row_bytes: usize,
-    acts: &[u8],
-    n_acts: usize,
-    out: &mut [f32],
-) {
-    dot_tile_in_lanes::<I, GroupedMinLanes<BlockQ4_1Group>, Lanes8<I>, ACTS>(
-        rows, row_bytes, acts, n_acts, out,
-    )
-}
-
 /// One stripe (eight rows) of a grouped 32-element format against `T` activation rows: the
 /// unsigned quants meet four activation bytes broadcast in one `vpdpbusd` for all eight rows,
 /// then each block's sums are scaled for the eight rows at once, where row by row every block
@@ -2936,80 +2884,10 @@ impl<G: GroupedWithOffset> LaneFormat for GroupedLanes<G> {
     }
 }
 
-#[inline(always)]
-pub(super) unsafe fn dot_groups_q5_0<I: IsaPrimitives>(
-    groups: &[u8],
-    row_bytes: usize,
-    acts: &[u8],
-    n_acts: usize,
-    out: &mut [f32],
-) {
-    dot_groups_ready::<I, GroupedLanes<BlockQ5_0Group>>(groups, row_bytes, acts, n_acts, out)
-}
-
-#[inline(always)]
-pub(super) unsafe fn dot_groups_tile_q5_0<I: IsaPrimitives, const ACTS: usize>(
-    rows: &[u8],
-    row_bytes: usize,
-    acts: &[u8],
-    n_acts: usize,
-    out: &mut [f32],
-) {
-    dot_tile_in_lanes::<I, GroupedLanes<BlockQ5_0Group>, Lanes8<I>, ACTS>(
-        rows, row_bytes, acts, n_acts, out,
-    )
-}
-
-#[inline(always)]
-pub(super) unsafe fn dot_groups_q4_0<I: IsaPrimitives>(
-    groups: &[u8],
-    row_bytes: usize,
-    acts: &[u8],
-    n_acts: usize,
-    out: &mut [f32],
-) {
-    dot_groups_ready::<I, GroupedLanes<BlockQ4_0Group>>(groups, row_bytes, acts, n_acts, out)
-}
-
-#[inline(always)]
-pub(super) unsafe fn dot_groups_tile_q4_0<I: IsaPrimitives, const ACTS: usize>(
-    rows: &[u8],
-    row_bytes: usize,
-    acts: &[u8],
-    n_acts: usize,
-    out: &mut [f32],
-) {
-    dot_tile_in_lanes::<I, GroupedLanes<BlockQ4_0Group>, Lanes8<I>, ACTS>(
-        rows, row_bytes, acts, n_acts, out,
-    )
-}
-
 /// A group's eight f16s (its rows' `d` or `dmin`) as f32 lanes.
 #[inline(always)]
 unsafe fn f16_per_row(halves: &[[u8; 2]; 8]) -> __m256 {
     _mm256_cvtph_ps(_mm_loadu_si128(halves.as_ptr().cast()))
-}
-
-#[inline(always)]
-pub(super) unsafe fn dot_groups_q4_k<I: IsaPrimitives>(
-    groups: &[u8],
-    row_bytes: usize,
-    acts: &[u8],
-    n_acts: usize,
-    out: &mut [f32],
-) {
-    dot_groups_ready::<I, BlockQ4KGroup>(groups, row_bytes, acts, n_acts, out)
-}
-
-#[inline(always)]
-pub(super) unsafe fn dot_groups_q5_k<I: IsaPrimitives>(
-    groups: &[u8],
-    row_bytes: usize,
-    acts: &[u8],
-    n_acts: usize,
-    out: &mut [f32],
-) {
-    dot_groups_ready::<I, BlockQ5KGroup>(groups, row_bytes, acts, n_acts, out)
 }
 
 /// A group block's `d·scale` and `dmin·min` per sub-block, one row per lane, as `PackedQ4K`
@@ -3188,17 +3066,6 @@ unsafe fn dot_group_q6_k<I: IsaPrimitives, const T: usize>(
     acc
 }
 
-#[inline(always)]
-pub(super) unsafe fn dot_groups_q6_k<I: IsaPrimitives>(
-    groups: &[u8],
-    row_bytes: usize,
-    acts: &[u8],
-    n_acts: usize,
-    out: &mut [f32],
-) {
-    dot_groups_ready::<I, BlockQ6KGroup>(groups, row_bytes, acts, n_acts, out)
-}
-
 /// Block b of a Q6_K group stripe as `PackedQ6K`.
 #[inline(always)]
 unsafe fn pack_q6_k_group<I: IsaPrimitives>(
@@ -3330,96 +3197,6 @@ pub(super) unsafe fn dot_tile_q8_0<I: IsaPrimitives, const ACTS: usize>(
         let n_rows = rows.len() / row_bytes;
         tiles_q8_acts::<I, SignedQ8_0>(rows, row_bytes, acts, n_acts, out, n_rows)
     }
-}
-
-#[inline(always)]
-pub(super) unsafe fn dot_tile_q5_0<I: IsaPrimitives, const ACTS: usize>(
-    rows: &[u8],
-    row_bytes: usize,
-    acts: &[u8],
-    n_acts: usize,
-    out: &mut [f32],
-) {
-    dot_tile_in_lanes::<I, InLanes<Q5_0Plus16>, Lanes8<I>, ACTS>(rows, row_bytes, acts, n_acts, out)
-}
-
-#[inline(always)]
-pub(super) unsafe fn dot_tile_q4_0<I: IsaPrimitives, const ACTS: usize>(
-    rows: &[u8],
-    row_bytes: usize,
-    acts: &[u8],
-    n_acts: usize,
-    out: &mut [f32],
-) {
-    dot_tile_in_lanes::<I, InLanes<Q4_0Plus8>, Lanes8<I>, ACTS>(rows, row_bytes, acts, n_acts, out)
-}
-
-#[inline(always)]
-pub(super) unsafe fn dot_tile_q4_k<I: IsaPrimitives, const ACTS: usize>(
-    rows: &[u8],
-    row_bytes: usize,
-    acts: &[u8],
-    n_acts: usize,
-    out: &mut [f32],
-) {
-    dot_tile_in_lanes::<I, BlockQ4K, Lanes8<I>, ACTS>(rows, row_bytes, acts, n_acts, out)
-}
-
-#[inline(always)]
-pub(super) unsafe fn dot_tile_q5_k<I: IsaPrimitives, const ACTS: usize>(
-    rows: &[u8],
-    row_bytes: usize,
-    acts: &[u8],
-    n_acts: usize,
-    out: &mut [f32],
-) {
-    dot_tile_in_lanes::<I, BlockQ5K, Lanes8<I>, ACTS>(rows, row_bytes, acts, n_acts, out)
-}
-
-#[inline(always)]
-pub(super) unsafe fn dot_groups_tile_q4_k<I: IsaPrimitives, const ACTS: usize>(
-    rows: &[u8],
-    row_bytes: usize,
-    acts: &[u8],
-    n_acts: usize,
-    out: &mut [f32],
-) {
-    dot_tile_in_lanes::<I, BlockQ4KGroup, Lanes8<I>, ACTS>(rows, row_bytes, acts, n_acts, out)
-}
-
-#[inline(always)]
-pub(super) unsafe fn dot_groups_tile_q5_k<I: IsaPrimitives, const ACTS: usize>(
-    rows: &[u8],
-    row_bytes: usize,
-    acts: &[u8],
-    n_acts: usize,
-    out: &mut [f32],
-) {
-    dot_tile_in_lanes::<I, BlockQ5KGroup, Lanes8<I>, ACTS>(rows, row_bytes, acts, n_acts, out)
-}
-
-#[inline(always)]
-pub(super) unsafe fn dot_groups_tile_q6_k<I: IsaPrimitives, const ACTS: usize>(
-    rows: &[u8],
-    row_bytes: usize,
-    acts: &[u8],
-    n_acts: usize,
-    out: &mut [f32],
-) {
-    dot_tile_in_lanes::<I, BlockQ6KGroup, Lanes8<I>, ACTS>(rows, row_bytes, acts, n_acts, out)
-}
-
-#[inline(always)]
-pub(super) unsafe fn dot_tile_q6_k<I: IsaPrimitives, const ACTS: usize>(
-    rows: &[u8],
-    row_bytes: usize,
-    acts: &[u8],
-    n_acts: usize,
-    out: &mut [f32],
-) {
-    dot_tile_in_lanes::<I, SubBlockLanes<BlockQ6K>, Lanes8<I>, ACTS>(
-        rows, row_bytes, acts, n_acts, out,
-    )
 }
 
 /// The scores of several f16 queries against the same f16 keys (`scores`: query after
@@ -3782,32 +3559,6 @@ pub(super) unsafe fn dot_rows_q2_k<I: IsaPrimitives>(rows: &[u8], act: &[u8], ou
 #[inline(always)]
 pub(super) unsafe fn dot_rows_q3_k<I: IsaPrimitives>(rows: &[u8], act: &[u8], out: &mut [f32]) {
     for_each_row(rows, act, out, |x, y| tile_q3_k::<I, 1>(x, [y])[0])
-}
-
-#[inline(always)]
-pub(super) unsafe fn dot_tile_q2_k<I: IsaPrimitives, const ACTS: usize>(
-    rows: &[u8],
-    row_bytes: usize,
-    acts: &[u8],
-    n_acts: usize,
-    out: &mut [f32],
-) {
-    dot_tile_in_lanes::<I, SubBlockLanes<BlockQ2K>, Lanes8<I>, ACTS>(
-        rows, row_bytes, acts, n_acts, out,
-    )
-}
-
-#[inline(always)]
-pub(super) unsafe fn dot_tile_q3_k<I: IsaPrimitives, const ACTS: usize>(
-    rows: &[u8],
-    row_bytes: usize,
-    acts: &[u8],
-    n_acts: usize,
-    out: &mut [f32],
-) {
-    dot_tile_in_lanes::<I, SubBlockLanes<BlockQ3K>, Lanes8<I>, ACTS>(
-        rows, row_bytes, acts, n_acts, out,
-    )
 }
 
 #[inline(always)]
