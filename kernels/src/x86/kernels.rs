@@ -1517,47 +1517,6 @@ pub(super) struct PackedQ6K<V: RowLanes> {
 }
 copy_pack!(PackedQ6K);
 
-#[inline(always)]
-unsafe fn pack_q6_k_8_rows<I: IsaPrimitives>(
-    rows: &[&[BlockQ6K]],
-    b: usize,
-    packed: &mut PackedQ6K<Lanes8<I>>,
-) {
-    let m4 = _mm256_set1_epi8(0x0F);
-    let m2 = _mm256_set1_epi8(0x30);
-    let blocks: [&BlockQ6K; 8] = std::array::from_fn(|i| rows[i].get_unchecked(b));
-    let d = f16_lanes_8(&blocks, |x| x.d);
-    let mut low = [_mm_setzero_si128(); 8];
-    let mut high = [_mm_setzero_si128(); 8];
-    for i in 0..8 {
-        let raw = _mm_loadu_si128(blocks[i].scales.as_ptr().cast());
-        low[i] = _mm_cvtepi8_epi16(raw);
-        high[i] = _mm_cvtepi8_epi16(_mm_unpackhi_epi64(raw, raw));
-    }
-    let (low, high) = (transpose_words(low), transpose_words(high));
-    for j in 0..8 {
-        packed.scales[j] = per_row(low[j], d);
-        packed.scales[8 + j] = per_row(high[j], d);
-    }
-    // Chunk c of 32 quants (c4 = c mod 4 within its half of 128) takes its low four
-    // bits from nibble c4 / 2 of `ql`'s 32-byte stretch c4 mod 2, and its high two
-    // from bits 2·c4..2·c4+1 of each `qh` byte, shifted here to bits 4-5.
-    for chunk in 0..8 {
-        let (half, c4) = (chunk / 4, chunk % 4);
-        let nibble_shift = _mm_cvtsi32_si128(4 * (c4 / 2) as i32);
-        let high_shift = _mm_cvtsi32_si128(2 * c4 as i32);
-        let mut quants = [_mm256_setzero_si256(); 8];
-        for (i, q) in quants.iter_mut().enumerate() {
-            let ql = load(blocks[i].ql.as_ptr().add(64 * half + 32 * (c4 % 2)));
-            let qh = load(blocks[i].qh.as_ptr().add(32 * half));
-            let low = _mm256_and_si256(_mm256_srl_epi16(ql, nibble_shift), m4);
-            let high = _mm256_slli_epi16::<4>(_mm256_srl_epi16(qh, high_shift));
-            *q = _mm256_or_si256(low, _mm256_and_si256(high, m2));
-        }
-        packed.quants[chunk] = transpose_dwords(quants);
-    }
-}
-
 /// Q2_K rows of one block as the rows-in-lanes tiles read them: `PackedQ6K`'s quants (0..3)
 /// and `d·scale`, and each sub-block's `dmin·min` per row.
 #[repr(C)]
@@ -2103,47 +2062,15 @@ impl LaneFormat for BlockQ5K {
     }
 }
 
-/// Q3_K rows of one block as `PackedQ6K` holds Q6_K's: the quants unsigned (0..7) in element
-/// order, the rows' `d·(scale − 32)` per sub-block.
+/// Eight rows' sixteen signed 8-bit sub-block scales (one row per register) as `d·scale` per
+/// sub-block, one row per lane, as `PackedQ6K` holds them for Q6_K and Q3_K.
 #[inline(always)]
-unsafe fn pack_q3_k_8_rows<I: IsaPrimitives>(
-    rows: &[&[BlockQ3K]],
-    b: usize,
-    packed: &mut PackedQ6K<Lanes8<I>>,
-) {
-    let m3 = _mm256_set1_epi8(3);
-    let one = _mm256_set1_epi8(1);
-    let blocks: [&BlockQ3K; 8] = std::array::from_fn(|i| rows[i].get_unchecked(b));
-    let d = f16_lanes_8(&blocks, |x| x.d);
-    let mut low = [_mm_setzero_si128(); 8];
-    let mut high = [_mm_setzero_si128(); 8];
-    for i in 0..8 {
-        let [s0, s1, s2, s3] = crate::q3_k::scale_words(&blocks[i].scales);
-        let six_bit = _mm_set_epi32(s3 as i32, s2 as i32, s1 as i32, s0 as i32);
-        let raw = _mm_sub_epi8(six_bit, _mm_set1_epi8(32));
-        low[i] = _mm_cvtepi8_epi16(raw);
-        high[i] = _mm_cvtepi8_epi16(_mm_unpackhi_epi64(raw, raw));
-    }
-    let (low, high) = (transpose_words(low), transpose_words(high));
+unsafe fn sixteen_scales_8_rows(scales: [__m128i; 8], d: __m256, out: &mut [__m256; 16]) {
+    let low = transpose_words(scales.map(|s| _mm_cvtepi8_epi16(s)));
+    let high = transpose_words(scales.map(|s| _mm_cvtepi8_epi16(_mm_unpackhi_epi64(s, s))));
     for j in 0..8 {
-        packed.scales[j] = per_row(low[j], d);
-        packed.scales[8 + j] = per_row(high[j], d);
-    }
-    // Chunk 4h + j: bits 2j..2j+1 of half h's `qs`, and bit 4h + j of each `hmask` byte.
-    for chunk in 0..8 {
-        let (h, j) = (chunk / 4, chunk % 4);
-        let two_shift = _mm_cvtsi32_si128(2 * j as i32);
-        let third_shift = _mm_cvtsi32_si128(chunk as i32);
-        let mut quants = [_mm256_setzero_si256(); 8];
-        for (i, q) in quants.iter_mut().enumerate() {
-            let two = _mm256_srl_epi16(load(blocks[i].qs.as_ptr().add(32 * h)), two_shift);
-            let third = _mm256_srl_epi16(load(blocks[i].hmask.as_ptr()), third_shift);
-            *q = _mm256_or_si256(
-                _mm256_and_si256(two, m3),
-                _mm256_slli_epi16::<2>(_mm256_and_si256(third, one)),
-            );
-        }
-        packed.quants[chunk] = transpose_dwords(quants);
+        out[j] = per_row(low[j], d);
+        out[8 + j] = per_row(high[j], d);
     }
 }
 
@@ -2159,73 +2086,91 @@ pub(super) trait SubBlocks16: RowTile<Act = BlockQ8K> {
     );
 }
 
-/// Q2_K rows of one block as `PackedQ2K`: chunk 4h + j is bits 2j..2j+1 of half h's `qs`.
-#[inline(always)]
-unsafe fn pack_q2_k_8_rows<I: IsaPrimitives>(
-    rows: &[&[BlockQ2K]],
-    b: usize,
-    packed: &mut PackedQ2K<Lanes8<I>>,
-) {
-    let m3 = _mm256_set1_epi8(3);
-    let m4 = _mm_set1_epi8(0x0F);
-    let blocks: [&BlockQ2K; 8] = std::array::from_fn(|i| rows[i].get_unchecked(b));
-    let d = f16_lanes_8(&blocks, |x| x.d);
-    let dmin = f16_lanes_8(&blocks, |x| x.dmin);
-    let mut scales = [[_mm_setzero_si128(); 8]; 2];
-    let mut mins = [[_mm_setzero_si128(); 8]; 2];
-    for i in 0..8 {
-        let packed_scales = _mm_loadu_si128(blocks[i].scales.as_ptr().cast());
-        let (sc, m) = (
-            _mm_and_si128(packed_scales, m4),
-            _mm_and_si128(_mm_srli_epi16::<4>(packed_scales), m4),
-        );
-        scales[0][i] = _mm_cvtepu8_epi16(sc);
-        scales[1][i] = _mm_cvtepu8_epi16(_mm_unpackhi_epi64(sc, sc));
-        mins[0][i] = _mm_cvtepu8_epi16(m);
-        mins[1][i] = _mm_cvtepu8_epi16(_mm_unpackhi_epi64(m, m));
-    }
-    for half in 0..2 {
-        let (sc, m) = (transpose_words(scales[half]), transpose_words(mins[half]));
-        for j in 0..8 {
-            packed.scales[8 * half + j] = per_row(sc[j], d);
-            packed.mins[8 * half + j] = per_row(m[j], dmin);
-        }
-    }
-    for chunk in 0..8 {
-        let (h, j) = (chunk / 4, chunk % 4);
-        let shift = _mm_cvtsi32_si128(2 * j as i32);
-        let mut quants = [_mm256_setzero_si256(); 8];
-        for (i, q) in quants.iter_mut().enumerate() {
-            let two = _mm256_srl_epi16(load(blocks[i].qs.as_ptr().add(32 * h)), shift);
-            *q = _mm256_and_si256(two, m3);
-        }
-        packed.quants[chunk] = transpose_dwords(quants);
-    }
-}
-
 impl SubBlocks16 for BlockQ2K {
     const OFFSET: i32 = 0;
     type Packed<V: RowLanes> = PackedQ2K<V>;
+    /// Q2_K rows of one block as `PackedQ2K`: chunk 4h + j is bits 2j..2j+1 of half h's `qs`.
     #[inline(always)]
     unsafe fn pack_8<I: IsaPrimitives>(
         rows: &[&[Self]],
         b: usize,
         packed: &mut PackedQ2K<Lanes8<I>>,
     ) {
-        pack_q2_k_8_rows(rows, b, packed)
+        let m3 = _mm256_set1_epi8(3);
+        let m4 = _mm_set1_epi8(0x0F);
+        let blocks: [&BlockQ2K; 8] = std::array::from_fn(|i| rows[i].get_unchecked(b));
+        let d = f16_lanes_8(&blocks, |x| x.d);
+        let dmin = f16_lanes_8(&blocks, |x| x.dmin);
+        let mut scales = [[_mm_setzero_si128(); 8]; 2];
+        let mut mins = [[_mm_setzero_si128(); 8]; 2];
+        for i in 0..8 {
+            let packed_scales = _mm_loadu_si128(blocks[i].scales.as_ptr().cast());
+            let (sc, m) = (
+                _mm_and_si128(packed_scales, m4),
+                _mm_and_si128(_mm_srli_epi16::<4>(packed_scales), m4),
+            );
+            scales[0][i] = _mm_cvtepu8_epi16(sc);
+            scales[1][i] = _mm_cvtepu8_epi16(_mm_unpackhi_epi64(sc, sc));
+            mins[0][i] = _mm_cvtepu8_epi16(m);
+            mins[1][i] = _mm_cvtepu8_epi16(_mm_unpackhi_epi64(m, m));
+        }
+        for half in 0..2 {
+            let (sc, m) = (transpose_words(scales[half]), transpose_words(mins[half]));
+            for j in 0..8 {
+                packed.scales[8 * half + j] = per_row(sc[j], d);
+                packed.mins[8 * half + j] = per_row(m[j], dmin);
+            }
+        }
+        for chunk in 0..8 {
+            let (h, j) = (chunk / 4, chunk % 4);
+            let shift = _mm_cvtsi32_si128(2 * j as i32);
+            let mut quants = [_mm256_setzero_si256(); 8];
+            for (i, q) in quants.iter_mut().enumerate() {
+                let two = _mm256_srl_epi16(load(blocks[i].qs.as_ptr().add(32 * h)), shift);
+                *q = _mm256_and_si256(two, m3);
+            }
+            packed.quants[chunk] = transpose_dwords(quants);
+        }
     }
 }
 
 impl SubBlocks16 for BlockQ3K {
     const OFFSET: i32 = 4;
     type Packed<V: RowLanes> = PackedQ6K<V>;
+    /// Q3_K rows of one block as `PackedQ6K` holds Q6_K's: the quants unsigned (0..7) in element
+    /// order, the rows' `d·(scale − 32)` per sub-block.
     #[inline(always)]
     unsafe fn pack_8<I: IsaPrimitives>(
         rows: &[&[Self]],
         b: usize,
         packed: &mut PackedQ6K<Lanes8<I>>,
     ) {
-        pack_q3_k_8_rows(rows, b, packed)
+        let m3 = _mm256_set1_epi8(3);
+        let one = _mm256_set1_epi8(1);
+        let blocks: [&BlockQ3K; 8] = std::array::from_fn(|i| rows[i].get_unchecked(b));
+        let d = f16_lanes_8(&blocks, |x| x.d);
+        let scales = blocks.map(|x| {
+            let [s0, s1, s2, s3] = crate::q3_k::scale_words(&x.scales);
+            let six_bit = _mm_set_epi32(s3 as i32, s2 as i32, s1 as i32, s0 as i32);
+            _mm_sub_epi8(six_bit, _mm_set1_epi8(32))
+        });
+        sixteen_scales_8_rows(scales, d, &mut packed.scales);
+        // Chunk 4h + j: bits 2j..2j+1 of half h's `qs`, and bit 4h + j of each `hmask` byte.
+        for chunk in 0..8 {
+            let (h, j) = (chunk / 4, chunk % 4);
+            let two_shift = _mm_cvtsi32_si128(2 * j as i32);
+            let third_shift = _mm_cvtsi32_si128(chunk as i32);
+            let mut quants = [_mm256_setzero_si256(); 8];
+            for (i, q) in quants.iter_mut().enumerate() {
+                let two = _mm256_srl_epi16(load(blocks[i].qs.as_ptr().add(32 * h)), two_shift);
+                let third = _mm256_srl_epi16(load(blocks[i].hmask.as_ptr()), third_shift);
+                *q = _mm256_or_si256(
+                    _mm256_and_si256(two, m3),
+                    _mm256_slli_epi16::<2>(_mm256_and_si256(third, one)),
+                );
+            }
+            packed.quants[chunk] = transpose_dwords(quants);
+        }
     }
 }
 
@@ -2238,7 +2183,29 @@ impl SubBlocks16 for BlockQ6K {
         b: usize,
         packed: &mut PackedQ6K<Lanes8<I>>,
     ) {
-        pack_q6_k_8_rows(rows, b, packed)
+        let m4 = _mm256_set1_epi8(0x0F);
+        let m2 = _mm256_set1_epi8(0x30);
+        let blocks: [&BlockQ6K; 8] = std::array::from_fn(|i| rows[i].get_unchecked(b));
+        let d = f16_lanes_8(&blocks, |x| x.d);
+        let scales = blocks.map(|x| _mm_loadu_si128(x.scales.as_ptr().cast()));
+        sixteen_scales_8_rows(scales, d, &mut packed.scales);
+        // Chunk c of 32 quants (c4 = c mod 4 within its half of 128) takes its low four
+        // bits from nibble c4 / 2 of `ql`'s 32-byte stretch c4 mod 2, and its high two
+        // from bits 2·c4..2·c4+1 of each `qh` byte, shifted here to bits 4-5.
+        for chunk in 0..8 {
+            let (half, c4) = (chunk / 4, chunk % 4);
+            let nibble_shift = _mm_cvtsi32_si128(4 * (c4 / 2) as i32);
+            let high_shift = _mm_cvtsi32_si128(2 * c4 as i32);
+            let mut quants = [_mm256_setzero_si256(); 8];
+            for (i, q) in quants.iter_mut().enumerate() {
+                let ql = load(blocks[i].ql.as_ptr().add(64 * half + 32 * (c4 % 2)));
+                let qh = load(blocks[i].qh.as_ptr().add(32 * half));
+                let low = _mm256_and_si256(_mm256_srl_epi16(ql, nibble_shift), m4);
+                let high = _mm256_slli_epi16::<4>(_mm256_srl_epi16(qh, high_shift));
+                *q = _mm256_or_si256(low, _mm256_and_si256(high, m2));
+            }
+            packed.quants[chunk] = transpose_dwords(quants);
+        }
     }
 }
 
