@@ -114,6 +114,11 @@ impl RowLanes for Lanes16 {
     }
 
     #[inline(always)]
+    unsafe fn add_word_products(acc: __m512i, words: __m512i, two: i32) -> __m512i {
+        _mm512_dpwssd_epi32(acc, words, _mm512_set1_epi32(two))
+    }
+
+    #[inline(always)]
     unsafe fn to_floats(x: __m512i) -> __m512 {
         _mm512_cvtepi32_ps(x)
     }

@@ -781,6 +781,9 @@ pub(super) trait RowLanes: Sized {
     /// Adds to each row's sum the products of its four unsigned quant bytes with the four
     /// signed bytes of `four`, the same for every row.
     unsafe fn add_byte_products(acc: Self::Ints, quants: Self::Ints, four: i32) -> Self::Ints;
+    /// Adds to each row's sum the products of its two i16 words with the two of `two`, the
+    /// same for every row.
+    unsafe fn add_word_products(acc: Self::Ints, words: Self::Ints, two: i32) -> Self::Ints;
     unsafe fn to_floats(x: Self::Ints) -> Self::Floats;
     unsafe fn mul(a: Self::Floats, b: Self::Floats) -> Self::Floats;
     /// `a · b + c`.
@@ -838,6 +841,11 @@ impl<I: IsaPrimitives> RowLanes for Lanes8<I> {
     #[inline(always)]
     unsafe fn add_byte_products(acc: __m256i, quants: __m256i, four: i32) -> __m256i {
         I::dot_u8_i8(acc, quants, _mm256_set1_epi32(four))
+    }
+
+    #[inline(always)]
+    unsafe fn add_word_products(acc: __m256i, words: __m256i, two: i32) -> __m256i {
+        I::madd_acc(acc, words, _mm256_set1_epi32(two))
     }
 
     #[inline(always)]
@@ -1308,15 +1316,26 @@ unsafe fn transpose_words(r: [__m128i; 8]) -> [__m128i; 8] {
 }
 
 /// Q4_K rows of one block laid out for `tile_k_quant_rows_in_lanes`: the quant dwords
-/// transposed so that lane i holds row i, and the rows' `d·scale` and `dmin·min`
-/// multiplied out. A row group is packed once per activation group instead of in every
-/// tile of activations.
+/// transposed so that lane i holds row i, the rows' `d·scale` multiplied out, and their
+/// six-bit mins in pairs of sub-blocks beside `dmin`. A row group is packed once per
+/// activation group instead of in every tile of activations.
 #[repr(C)]
 pub(super) struct PackedQ4K<V: RowLanes> {
     quants: [[V::Ints; 8]; 4],
     scales: [V::Floats; 8],
-    mins: [V::Floats; 8],
+    mins: SubBlockMins<V>,
 }
+
+/// The mins of eight 32-quant sub-blocks, one row per lane: pair k holds sub-block 2k's min
+/// in its low word and 2k + 1's in its high word, so that one multiply-add of words takes
+/// two sub-blocks' mins against the activation's sums, exactly, in integers; `dmin` scales
+/// the block's total once instead of each sub-block's min.
+#[repr(C)]
+pub(super) struct SubBlockMins<V: RowLanes> {
+    pairs: [V::Ints; 4],
+    dmin: V::Floats,
+}
+copy_pack!(SubBlockMins);
 copy_pack!(PackedQ4K);
 
 /// Eight f16s, one per row, to f32.
@@ -1332,7 +1351,7 @@ unsafe fn per_row(v: __m128i, by: __m256) -> __m256 {
     _mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_cvtepi16_epi32(v)), by)
 }
 
-/// Eight rows' `d·scale` and `dmin·min` per 32-quant sub-block, one row per lane, from
+/// Eight rows' `d·scale` per 32-quant sub-block and their mins, one row per lane, from
 /// their Q4_K or Q5_K block headers.
 #[inline(always)]
 unsafe fn scales_mins_8_rows(
@@ -1340,7 +1359,7 @@ unsafe fn scales_mins_8_rows(
     dmin: __m256,
     packed_scales: [&[u8; 12]; 8],
     scales_out: &mut [__m256; 8],
-    mins_out: &mut [__m256; 8],
+    mins_out: &mut SubBlockMins<Lanes8<impl IsaPrimitives>>,
 ) {
     let mut scales = [_mm_setzero_si128(); 8];
     let mut mins = [_mm_setzero_si128(); 8];
@@ -1350,8 +1369,12 @@ unsafe fn scales_mins_8_rows(
     let (scales, mins) = (transpose_words(scales), transpose_words(mins));
     for j in 0..8 {
         scales_out[j] = per_row(scales[j], d);
-        mins_out[j] = per_row(mins[j], dmin);
     }
+    for (k, pair) in mins_out.pairs.iter_mut().enumerate() {
+        let (even, odd) = (mins[2 * k], mins[2 * k + 1]);
+        *pair = _mm256_set_m128i(_mm_unpackhi_epi16(even, odd), _mm_unpacklo_epi16(even, odd));
+    }
+    mins_out.dmin = dmin;
 }
 
 #[inline(always)]
@@ -1376,12 +1399,12 @@ unsafe fn pack_q4_k_8_rows<I: IsaPrimitives>(
 
 /// Q5_K rows of one block laid out for `tile_k_quant_rows_in_lanes`: each 32-quant
 /// sub-block's five-bit quants (0..31) transposed so that lane i holds row i, and the rows'
-/// `d·scale` and `dmin·min` multiplied out, as `PackedQ4K`.
+/// `d·scale` multiplied out and the mins as `PackedQ4K` holds them.
 #[repr(C)]
 pub(super) struct PackedQ5K<V: RowLanes> {
     quants: [[V::Ints; 8]; 8],
     scales: [V::Floats; 8],
-    mins: [V::Floats; 8],
+    mins: SubBlockMins<V>,
 }
 copy_pack!(PackedQ5K);
 
@@ -1429,7 +1452,7 @@ pub(super) trait PackedSubBlocks<V: RowLanes> {
     /// Quants 4k..4k+3 of sub-block j of every row, unsigned.
     unsafe fn quants(&self, j: usize, k: usize) -> V::Ints;
     fn scales(&self) -> &[V::Floats; 8];
-    fn mins(&self) -> &[V::Floats; 8];
+    fn mins(&self) -> &SubBlockMins<V>;
 }
 
 impl<V: RowLanes> PackedSubBlocks<V> for PackedQ4K<V> {
@@ -1447,7 +1470,7 @@ impl<V: RowLanes> PackedSubBlocks<V> for PackedQ4K<V> {
         &self.scales
     }
 
-    fn mins(&self) -> &[V::Floats; 8] {
+    fn mins(&self) -> &SubBlockMins<V> {
         &self.mins
     }
 }
@@ -1462,7 +1485,7 @@ impl<V: RowLanes> PackedSubBlocks<V> for PackedQ5K<V> {
         &self.scales
     }
 
-    fn mins(&self) -> &[V::Floats; 8] {
+    fn mins(&self) -> &SubBlockMins<V> {
         &self.mins
     }
 }
@@ -1470,23 +1493,27 @@ impl<V: RowLanes> PackedSubBlocks<V> for PackedQ5K<V> {
 /// Packed Q4_K or Q5_K rows against `T` activation rows, one row per lane, as the
 /// 32-element formats' `tile_32_rows_in_lanes`: each 32-quant sub-block's row sums come out
 /// of eight `vpdpbusd` in one register and are scaled by the rows' `d·scale`, shared by every
-/// activation; the mins are the rows' `dmin·min` against the activation's sub-block sums.
-/// Returns, per activation, the rows' sums. `pair_sums[t][8b + j]` is Σa over sub-block j
-/// of block b, as f32.
+/// activation; the mins meet the activation's sub-block sums in integers, two sub-blocks
+/// per multiply-add of words, and `dmin` scales their total. Returns, per activation, the
+/// rows' sums. `sum_pairs[t][4b + k]` holds Σa over sub-blocks 2k and 2k + 1 of block b in
+/// its low and high word (see `sum_pairs`).
 #[inline(always)]
 unsafe fn tile_k_quant_rows_in_lanes<V: RowLanes, P: PackedSubBlocks<V>, const T: usize>(
     packed: &[P],
     acts: [&[BlockQ8K]; T],
-    pair_sums: [&[f32]; T],
+    sum_pairs: [&[i32]; T],
 ) -> [V::Floats; T] {
     let mut acc = [V::zero_floats(); T];
     for (b, p) in packed.iter().enumerate() {
         let mut sums = [V::zero_floats(); T];
+        let mins = p.mins();
         for t in 0..T {
-            let pairs = pair_sums[t].as_ptr().add(8 * b);
-            for (j, min) in p.mins().iter().enumerate() {
-                sums[t] = V::neg_mul_add(*min, V::splat_f32(*pairs.add(j)), sums[t]);
+            let pairs = sum_pairs[t].as_ptr().add(4 * b);
+            let mut min_sums = V::zero_ints();
+            for (k, words) in mins.pairs.iter().enumerate() {
+                min_sums = V::add_word_products(min_sums, *words, *pairs.add(k));
             }
+            sums[t] = V::neg_mul_add(V::to_floats(min_sums), mins.dmin, sums[t]);
         }
         for j in 0..8 {
             let w: [V::Ints; 8] = std::array::from_fn(|k| p.quants(j, k));
@@ -1967,9 +1994,12 @@ unsafe fn tail_by_rows<I: IsaPrimitives, W: RowTile>(
     }
 }
 
-/// Σa over each 32-quant sub-block of a Q8_K block, as Q4_K's mins want it.
-fn pair_sums(a: &BlockQ8K) -> impl Iterator<Item = f32> + '_ {
-    (0..8).map(move |j| f32::from(a.bsum(2 * j)) + f32::from(a.bsum(2 * j + 1)))
+/// Σa over each 32-quant sub-block of a Q8_K block, as Q4_K's mins want it: sub-blocks 2k
+/// and 2k + 1 in the low and high i16 word of value k.
+fn sum_pairs(a: &BlockQ8K) -> impl Iterator<Item = i32> + '_ {
+    // Each sum of 32 quants of at most 128 in magnitude fits in an i16.
+    let sum = move |j: usize| i32::from(a.bsum(2 * j)) + i32::from(a.bsum(2 * j + 1));
+    (0..4).map(move |k| (sum(2 * k) & 0xFFFF) | (sum(2 * k + 1) << 16))
 }
 
 /// −offset·Σa over each 16-quant sub-block of a Q8_K block, for a format whose unsigned quants
@@ -1982,11 +2012,11 @@ impl LaneFormat for BlockQ4K {
     type Weight = BlockQ4K;
     type Act = BlockQ8K;
     type Packed<V: RowLanes> = PackedQ4K<V>;
-    type Extra = f32;
-    const EXTRA_PER_BLOCK: usize = 8;
+    type Extra = i32;
+    const EXTRA_PER_BLOCK: usize = 4;
 
-    fn extra(a: &BlockQ8K) -> impl Iterator<Item = f32> {
-        pair_sums(a)
+    fn extra(a: &BlockQ8K) -> impl Iterator<Item = i32> {
+        sum_pairs(a)
     }
 
     #[inline(always)]
@@ -2002,7 +2032,7 @@ impl LaneFormat for BlockQ4K {
     unsafe fn tile<V: RowLanes, const T: usize>(
         packed: &[PackedQ4K<V>],
         acts: [&[BlockQ8K]; T],
-        extra: [&[f32]; T],
+        extra: [&[i32]; T],
     ) -> [V::Floats; T] {
         tile_k_quant_rows_in_lanes::<V, _, T>(packed, acts, extra)
     }
@@ -2024,11 +2054,11 @@ impl LaneFormat for BlockQ5K {
     type Weight = BlockQ5K;
     type Act = BlockQ8K;
     type Packed<V: RowLanes> = PackedQ5K<V>;
-    type Extra = f32;
-    const EXTRA_PER_BLOCK: usize = 8;
+    type Extra = i32;
+    const EXTRA_PER_BLOCK: usize = 4;
 
-    fn extra(a: &BlockQ8K) -> impl Iterator<Item = f32> {
-        pair_sums(a)
+    fn extra(a: &BlockQ8K) -> impl Iterator<Item = i32> {
+        sum_pairs(a)
     }
 
     #[inline(always)]
@@ -2044,7 +2074,7 @@ impl LaneFormat for BlockQ5K {
     unsafe fn tile<V: RowLanes, const T: usize>(
         packed: &[PackedQ5K<V>],
         acts: [&[BlockQ8K]; T],
-        extra: [&[f32]; T],
+        extra: [&[i32]; T],
     ) -> [V::Floats; T] {
         tile_k_quant_rows_in_lanes::<V, _, T>(packed, acts, extra)
     }
@@ -2857,33 +2887,36 @@ unsafe fn f16_per_row(halves: &[[u8; 2]; 8]) -> __m256 {
     _mm256_cvtph_ps(_mm_loadu_si128(halves.as_ptr().cast()))
 }
 
-/// A group block's `d·scale` and `dmin·min` per sub-block, one row per lane, as `PackedQ4K`
+/// A group block's `d·scale` per sub-block and its mins, one row per lane, as `PackedQ4K`
 /// and `PackedQ5K` hold them.
 #[inline(always)]
 unsafe fn group_scales_mins(
     head: &KQuantGroupHead,
     scales: &mut [__m256; 8],
-    mins: &mut [__m256; 8],
+    mins: &mut SubBlockMins<Lanes8<impl IsaPrimitives>>,
 ) {
-    let (d, dmin) = (f16_per_row(&head.d), f16_per_row(&head.dmin));
+    let d = f16_per_row(&head.d);
     let [sc_low, sc_high, min_low, min_high] = scales_mins_in_lanes(&head.scales);
-    for j in 0..8 {
-        let times = |pair, by| _mm256_mul_ps(_mm256_cvtepi32_ps(sub_block_lanes(pair, j)), by);
-        scales[j] = times([sc_low, sc_high], d);
-        mins[j] = times([min_low, min_high], dmin);
+    for (j, scale) in scales.iter_mut().enumerate() {
+        *scale = _mm256_mul_ps(_mm256_cvtepi32_ps(sub_block_lanes([sc_low, sc_high], j)), d);
     }
+    for (k, pair) in mins.pairs.iter_mut().enumerate() {
+        let min = |j| sub_block_lanes([min_low, min_high], j);
+        *pair = _mm256_or_si256(min(2 * k), _mm256_slli_epi32::<16>(min(2 * k + 1)));
+    }
+    mins.dmin = f16_per_row(&head.dmin);
 }
 
 impl<G: GroupedKQuant> LaneFormat for G {
     type Weight = G;
     type Act = BlockQ8K;
     type Packed<V: RowLanes> = G::Packed<V>;
-    type Extra = f32;
-    const EXTRA_PER_BLOCK: usize = 8;
+    type Extra = i32;
+    const EXTRA_PER_BLOCK: usize = 4;
     const STRIPE_ROWS: usize = GROUP_ROWS;
 
-    fn extra(a: &BlockQ8K) -> impl Iterator<Item = f32> {
-        pair_sums(a)
+    fn extra(a: &BlockQ8K) -> impl Iterator<Item = i32> {
+        sum_pairs(a)
     }
 
     #[inline(always)]
@@ -2899,7 +2932,7 @@ impl<G: GroupedKQuant> LaneFormat for G {
     unsafe fn tile<V: RowLanes, const T: usize>(
         packed: &[G::Packed<V>],
         acts: [&[BlockQ8K]; T],
-        extra: [&[f32]; T],
+        extra: [&[i32]; T],
     ) -> [V::Floats; T] {
         tile_k_quant_rows_in_lanes::<V, _, T>(packed, acts, extra)
     }
