@@ -2443,6 +2443,7 @@ unsafe fn dot_group_k_quant<I: IsaPrimitives, G: GroupedKQuant, const T: usize>(
     for (b, xb) in x.iter().enumerate() {
         let yb: [&BlockQ8K; T] = std::array::from_fn(|t| y[t].get_unchecked(b));
         let [sc_low, sc_high, min_low, min_high] = scales_mins_in_lanes(&xb.head().scales);
+        let scales: [__m256i; 8] = std::array::from_fn(|j| sub_block_lanes([sc_low, sc_high], j));
         let mut sums = [_mm256_setzero_si256(); T];
         for c in 0..4 {
             let mut low = [_mm256_setzero_si256(); T];
@@ -2457,14 +2458,9 @@ unsafe fn dot_group_k_quant<I: IsaPrimitives, G: GroupedKQuant, const T: usize>(
                     high[t] = I::dot_u8_i8(high[t], q_high, four(32 + 4 * k));
                 }
             }
-            let scales = [sc_low, sc_high];
-            let (sc_first, sc_second) = (
-                sub_block_lanes(scales, 2 * c),
-                sub_block_lanes(scales, 2 * c + 1),
-            );
             for t in 0..T {
-                let low = _mm256_mullo_epi32(low[t], sc_first);
-                let high = _mm256_mullo_epi32(high[t], sc_second);
+                let low = _mm256_mullo_epi32(low[t], scales[2 * c]);
+                let high = _mm256_mullo_epi32(high[t], scales[2 * c + 1]);
                 sums[t] = _mm256_add_epi32(sums[t], _mm256_add_epi32(low, high));
             }
         }
@@ -2808,14 +2804,21 @@ unsafe fn dot_group_32<I: IsaPrimitives, S: Stripe32, const T: usize>(
     let mut acc = [_mm256_setzero_ps(); T];
     for (b, xb) in x.iter().enumerate() {
         let yb: [&S::Ready; T] = std::array::from_fn(|t| y[t].get_unchecked(b));
-        let mut sums: [__m256i; T] = std::array::from_fn(|t| _mm256_set1_epi32(S::start(yb[t])));
+        // Two chains of four products instead of one of eight, so that the next block's need
+        // not wait as long on this one's.
+        let mut sums: [[__m256i; T]; 2] = [
+            std::array::from_fn(|t| _mm256_set1_epi32(S::start(yb[t]))),
+            [_mm256_setzero_si256(); T],
+        ];
         for k in 0..8 {
             let q = xb.quants::<I>(k);
             for t in 0..T {
                 let four = S::act_quants(yb[t]).as_ptr().add(4 * k).cast::<i32>();
-                sums[t] = I::dot_u8_i8(sums[t], q, _mm256_set1_epi32(four.read_unaligned()));
+                let chain = &mut sums[k % 2][t];
+                *chain = I::dot_u8_i8(*chain, q, _mm256_set1_epi32(four.read_unaligned()));
             }
         }
+        let sums: [__m256i; T] = std::array::from_fn(|t| _mm256_add_epi32(sums[0][t], sums[1][t]));
         let d = f16_per_row(xb.scales());
         for t in 0..T {
             acc[t] = S::add_block(xb, d, yb[t], sums[t], acc[t]);
