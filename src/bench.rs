@@ -114,12 +114,12 @@ pub fn measure(
     })
 }
 
-/// Prints the table for a prompt test of `n_prompt` tokens and a generation test of `n_gen`
-/// tokens (a zero skips that test), each line as soon as it is measured.
+/// Prints the table for a prompt test of each of `n_prompt`'s token counts, then a generation
+/// test of each of `n_gen`'s (zeros skipped), each line as soon as it is measured.
 pub fn run(
     engine: &Engine,
-    n_prompt: usize,
-    n_gen: usize,
+    n_prompt: &[usize],
+    n_gen: &[usize],
     repetitions: usize,
 ) -> Result<(), ModelError> {
     let model = engine.model();
@@ -127,11 +127,9 @@ pub fn run(
     let isa = model.backend();
     let threads = rayon::current_num_threads();
     println!("{}", header());
-    let tests = [
-        (n_prompt, Test::Prompt(n_prompt)),
-        (n_gen, Test::Generation(n_gen)),
-    ];
-    for (_, test) in tests.into_iter().filter(|&(n, _)| n > 0) {
+    let prompts = n_prompt.iter().map(|&n| (n, Test::Prompt(n)));
+    let generations = n_gen.iter().map(|&n| (n, Test::Generation(n)));
+    for (_, test) in prompts.chain(generations).filter(|&(n, _)| n > 0) {
         let m = measure(model, test, repetitions)?;
         println!("{}", row(&summary, &isa, threads, &m));
     }

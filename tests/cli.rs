@@ -163,6 +163,36 @@ fn missing_file_and_unknown_flag() {
     assert!(stderr.contains("--no-such-flag"), "{stderr}");
 }
 
+/// llama-bench's lists: a test per prompt length, then per generation length, zeros skipped,
+/// in the order given; a bad entry is a one-line error.
+#[test]
+fn bench_takes_comma_separated_lengths() {
+    let file = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures/models/gemma2-synthetic-q4_k_m.gguf");
+    let model = file.to_str().unwrap();
+    let output = llmfile(&[
+        "bench", "-m", model, "-p", "32,0,16", "-n", "0,4", "-r", "1", "-t", "1",
+    ]);
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let tests: Vec<&str> = stdout
+        .lines()
+        .skip(2)
+        .map(|line| line.split('|').nth(6).unwrap_or_default().trim())
+        .collect();
+    assert_eq!(tests, ["pp32", "pp16", "tg4"], "{stdout}");
+
+    let output = llmfile(&["bench", "-m", model, "-p", "16,x"]);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(1));
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    assert!(stderr.contains("'x'"), "{stderr}");
+}
+
 #[test]
 fn greedy_completion_on_the_synthetic_model() {
     let file = Path::new(env!("CARGO_MANIFEST_DIR"))

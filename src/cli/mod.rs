@@ -527,12 +527,23 @@ struct EmbeddingArgs {
 struct BenchArgs {
     #[command(flatten)]
     model: ModelArgs,
-    /// Prompt tokens evaluated in one batch (0: no prompt test).
-    #[arg(short = 'p', long = "n-prompt", default_value_t = 512)]
-    n_prompt: usize,
-    /// Tokens generated one at a time (0: no generation test).
-    #[arg(short = 'n', long = "n-gen", default_value_t = 128)]
-    n_gen: usize,
+    /// Prompt tokens evaluated in one batch, comma-separated as llama-bench takes them: a test
+    /// for each (0: none).
+    #[arg(
+        short = 'p',
+        long = "n-prompt",
+        value_delimiter = ',',
+        default_value = "512"
+    )]
+    n_prompt: Vec<usize>,
+    /// Tokens generated one at a time, comma-separated: a test for each (0: none).
+    #[arg(
+        short = 'n',
+        long = "n-gen",
+        value_delimiter = ',',
+        default_value = "128"
+    )]
+    n_gen: Vec<usize>,
     /// Timed repetitions of each test.
     #[arg(short = 'r', long = "repetitions", default_value_t = 5)]
     repetitions: usize,
@@ -678,7 +689,7 @@ pub fn main_with_args(args: Vec<OsString>) -> Result<()> {
         Some(Command::Embedding(args)) => embedding::run(args),
         Some(Command::Bench(args)) => {
             let engine = open_engine(&args.model, false)?;
-            crate::bench::run(&engine, args.n_prompt, args.n_gen, args.repetitions)?;
+            crate::bench::run(&engine, &args.n_prompt, &args.n_gen, args.repetitions)?;
             Ok(())
         }
         Some(Command::BatchedBench(args)) => {
