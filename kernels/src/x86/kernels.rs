@@ -1326,16 +1326,47 @@ pub(super) struct PackedQ4K<V: RowLanes> {
     mins: SubBlockMins<V>,
 }
 
-/// The mins of eight 32-quant sub-blocks, one row per lane: pair k holds sub-block 2k's min
-/// in its low word and 2k + 1's in its high word, so that one multiply-add of words takes
-/// two sub-blocks' mins against the activation's sums, exactly, in integers; `dmin` scales
-/// the block's total once instead of each sub-block's min.
+/// The mins of eight sub-blocks, one row per lane: pair k holds sub-block 2k's min in its low
+/// word and 2k + 1's in its high word, so that one multiply-add of words takes two sub-blocks'
+/// mins against the activation's sums, exactly, in integers; `dmin` scales the total once
+/// instead of each sub-block's min.
 #[repr(C)]
 pub(super) struct SubBlockMins<V: RowLanes> {
     pairs: [V::Ints; 4],
     dmin: V::Floats,
 }
 copy_pack!(SubBlockMins);
+
+/// Eight rows' mins of eight sub-blocks, `mins[j]` holding sub-block j's as a word per row
+/// (`transpose_words`' output), with their `dmin`.
+#[inline(always)]
+unsafe fn sub_block_mins<I: IsaPrimitives>(
+    mins: [__m128i; 8],
+    dmin: __m256,
+) -> SubBlockMins<Lanes8<I>> {
+    SubBlockMins {
+        pairs: std::array::from_fn(|k| {
+            let (even, odd) = (mins[2 * k], mins[2 * k + 1]);
+            _mm256_set_m128i(_mm_unpackhi_epi16(even, odd), _mm_unpacklo_epi16(even, odd))
+        }),
+        dmin,
+    }
+}
+
+/// `sums` less the mins' share: `pairs(k)` is the activation's sums over sub-blocks 2k and
+/// 2k + 1, as i16 words.
+#[inline(always)]
+unsafe fn less_mins<V: RowLanes>(
+    mins: &SubBlockMins<V>,
+    pairs: impl Fn(usize) -> i32,
+    sums: V::Floats,
+) -> V::Floats {
+    let mut min_sums = V::zero_ints();
+    for (k, words) in mins.pairs.iter().enumerate() {
+        min_sums = V::add_word_products(min_sums, *words, pairs(k));
+    }
+    V::neg_mul_add(V::to_floats(min_sums), mins.dmin, sums)
+}
 copy_pack!(PackedQ4K);
 
 /// Eight f16s, one per row, to f32.
@@ -1370,11 +1401,7 @@ unsafe fn scales_mins_8_rows(
     for j in 0..8 {
         scales_out[j] = per_row(scales[j], d);
     }
-    for (k, pair) in mins_out.pairs.iter_mut().enumerate() {
-        let (even, odd) = (mins[2 * k], mins[2 * k + 1]);
-        *pair = _mm256_set_m128i(_mm_unpackhi_epi16(even, odd), _mm_unpacklo_epi16(even, odd));
-    }
-    mins_out.dmin = dmin;
+    *mins_out = sub_block_mins(mins, dmin);
 }
 
 #[inline(always)]
@@ -1506,14 +1533,9 @@ unsafe fn tile_k_quant_rows_in_lanes<V: RowLanes, P: PackedSubBlocks<V>, const T
     let mut acc = [V::zero_floats(); T];
     for (b, p) in packed.iter().enumerate() {
         let mut sums = [V::zero_floats(); T];
-        let mins = p.mins();
         for t in 0..T {
             let pairs = sum_pairs[t].as_ptr().add(4 * b);
-            let mut min_sums = V::zero_ints();
-            for (k, words) in mins.pairs.iter().enumerate() {
-                min_sums = V::add_word_products(min_sums, *words, *pairs.add(k));
-            }
-            sums[t] = V::neg_mul_add(V::to_floats(min_sums), mins.dmin, sums[t]);
+            sums[t] = less_mins(p.mins(), |k| *pairs.add(k), sums[t]);
         }
         for j in 0..8 {
             let w: [V::Ints; 8] = std::array::from_fn(|k| p.quants(j, k));
@@ -1545,12 +1567,12 @@ pub(super) struct PackedQ6K<V: RowLanes> {
 copy_pack!(PackedQ6K);
 
 /// Q2_K rows of one block as the rows-in-lanes tiles read them: `PackedQ6K`'s quants (0..3)
-/// and `d·scale`, and each sub-block's `dmin·min` per row.
+/// and `d·scale`, and the mins of sub-blocks 0-7 and 8-15.
 #[repr(C)]
 pub(super) struct PackedQ2K<V: RowLanes> {
     quants: [[V::Ints; 8]; 8],
     scales: [V::Floats; 16],
-    mins: [V::Floats; 16],
+    mins: [SubBlockMins<V>; 2],
 }
 copy_pack!(PackedQ2K);
 
@@ -1560,8 +1582,8 @@ pub(super) trait PackedSixteens<V: RowLanes>: Copy {
     /// Chunk c's quants 4k..4k+3 of every row in `[c][k]`, unsigned.
     fn quants(&self) -> &[[V::Ints; 8]; 8];
     fn scales(&self) -> &[V::Floats; 16];
-    /// Each sub-block's `dmin·min` per row, for a format with mins.
-    fn mins(&self) -> Option<&[V::Floats; 16]>;
+    /// The mins of sub-blocks 0-7 and 8-15, for a format with mins.
+    fn mins(&self) -> Option<&[SubBlockMins<V>; 2]>;
 }
 
 impl<V: RowLanes> PackedSixteens<V> for PackedQ6K<V> {
@@ -1573,7 +1595,7 @@ impl<V: RowLanes> PackedSixteens<V> for PackedQ6K<V> {
         &self.scales
     }
 
-    fn mins(&self) -> Option<&[V::Floats; 16]> {
+    fn mins(&self) -> Option<&[SubBlockMins<V>; 2]> {
         None
     }
 }
@@ -1587,7 +1609,7 @@ impl<V: RowLanes> PackedSixteens<V> for PackedQ2K<V> {
         &self.scales
     }
 
-    fn mins(&self) -> Option<&[V::Floats; 16]> {
+    fn mins(&self) -> Option<&[SubBlockMins<V>; 2]> {
         Some(&self.mins)
     }
 }
@@ -1597,7 +1619,7 @@ impl<V: RowLanes> PackedSixteens<V> for PackedQ2K<V> {
 /// `vpdpbusd` in one register, and the rows' `d·scale` scales them. The quants go in
 /// unsigned (0..63, or 0..7); `starts[t][16b + s]` is −offset·Σa over sub-block s of block b
 /// (`sub_block_starts`), which starts that sub-block's sum and so takes the offset back out.
-/// Q2_K's mins meet the activation's sub-block sums after scaling.
+/// Q2_K's mins meet the activation's sub-block sums once per block, as Q4_K's do.
 #[inline(always)]
 unsafe fn tile_q6_k_rows_in_lanes<V: RowLanes, P: PackedSixteens<V>, const T: usize>(
     packed: &[P],
@@ -1619,11 +1641,16 @@ unsafe fn tile_q6_k_rows_in_lanes<V: RowLanes, P: PackedSixteens<V>, const T: us
                 );
                 for t in 0..T {
                     sums[t] = V::mul_add(V::to_floats(dots[t]), p.scales()[s_index], sums[t]);
-                    if let Some(mins) = p.mins() {
-                        let a_sum = acts[t].get_unchecked(b).bsum(s_index);
-                        sums[t] =
-                            V::neg_mul_add(mins[s_index], V::splat_f32(a_sum.into()), sums[t]);
-                    }
+                }
+            }
+        }
+        if let Some(halves) = p.mins() {
+            for t in 0..T {
+                // The activation's sixteen-quant sums, two to an i32 as the block stores them.
+                let bsums = acts[t].get_unchecked(b).bsums.as_ptr().cast::<i32>();
+                for (h, mins) in halves.iter().enumerate() {
+                    let pairs = |k: usize| bsums.add(4 * h + k).read_unaligned();
+                    sums[t] = less_mins(mins, pairs, sums[t]);
                 }
             }
         }
@@ -2145,11 +2172,11 @@ impl SubBlocks16 for BlockQ2K {
             mins[1][i] = _mm_cvtepu8_epi16(_mm_unpackhi_epi64(m, m));
         }
         for half in 0..2 {
-            let (sc, m) = (transpose_words(scales[half]), transpose_words(mins[half]));
-            for j in 0..8 {
-                packed.scales[8 * half + j] = per_row(sc[j], d);
-                packed.mins[8 * half + j] = per_row(m[j], dmin);
+            let sc = transpose_words(scales[half]);
+            for (to, sc) in packed.scales[8 * half..8 * half + 8].iter_mut().zip(sc) {
+                *to = per_row(sc, d);
             }
+            packed.mins[half] = sub_block_mins(transpose_words(mins[half]), dmin);
         }
         for chunk in 0..8 {
             let (h, j) = (chunk / 4, chunk % 4);
