@@ -392,7 +392,8 @@ fn dot_rows_batch_matches_scalar_dot_rows() {
         ];
         for (shape, (n_rows, n_acts, n)) in shapes.into_iter().enumerate() {
             // The last shape has every row's quant bytes at one extreme (all bits set, 0x80,
-            // 0x7F) and activations of ±127: the largest integer products a kernel meets.
+            // 0x7F) and activations of ±127, every one of them +127 in the even ones: the
+            // largest integer products and sums a kernel meets.
             let extreme = shape == shapes.len() - 1 && ty.block_len() > 1;
             let rows: Vec<u8> = (0..n_rows)
                 .flat_map(|r| {
@@ -418,7 +419,13 @@ fn dot_rows_batch_matches_scalar_dot_rows() {
             for (t, act) in acts.chunks_exact_mut(act_bytes).enumerate() {
                 let x = if extreme {
                     (0..n)
-                        .map(|i| if (i + t) % 3 == 0 { -1.0 } else { 1.0 })
+                        .map(|i| {
+                            if t % 2 == 1 && (i + t) % 3 == 0 {
+                                -1.0
+                            } else {
+                                1.0
+                            }
+                        })
                         .collect()
                 } else {
                     rng.normal_vec(n, 1.0)

@@ -422,6 +422,8 @@ unsafe fn dot_q6_k<I: IsaPrimitives>(x: &[BlockQ6K], y: &[BlockQ8K]) -> f32 {
 /// A 32-element format of unsigned quants with a scale and a min per block (value = q·d + m),
 /// whose dot products take Q8_1 activations: the min meets the activation's `s` = d·Σa.
 pub(super) trait QuantsWithMin: Block {
+    /// The largest of `quants`.
+    const MAX_QUANT: i32;
     /// The 32 quants in element order.
     unsafe fn quants<I: IsaPrimitives>(&self) -> __m256i;
     fn scale(&self) -> [u8; 2];
@@ -429,6 +431,7 @@ pub(super) trait QuantsWithMin: Block {
 }
 
 impl QuantsWithMin for BlockQ4_1 {
+    const MAX_QUANT: i32 = 15;
     #[inline(always)]
     unsafe fn quants<I: IsaPrimitives>(&self) -> __m256i {
         nibbles(&self.qs)
@@ -445,6 +448,7 @@ impl QuantsWithMin for BlockQ4_1 {
 
 /// The nibbles plus 16 where their fifth bit is set: 0..31.
 impl QuantsWithMin for BlockQ5_1 {
+    const MAX_QUANT: i32 = 31;
     #[inline(always)]
     unsafe fn quants<I: IsaPrimitives>(&self) -> __m256i {
         I::add_16_where_set(nibbles(&self.qs), self.qh)
@@ -791,6 +795,18 @@ pub(super) trait RowLanes: Sized {
     /// `c − a · b`.
     unsafe fn neg_mul_add(a: Self::Floats, b: Self::Floats, c: Self::Floats) -> Self::Floats;
     unsafe fn store(out: *mut f32, x: Self::Floats);
+    /// `T` accumulators of rows-in-lanes products: accumulator t adds `w[k]` times bytes
+    /// 4k..4k+3 of `acts[t]` broadcast, for k < `K`, where no quant of `w` exceeds the
+    /// maximum given. One `add_byte_products` per k, unless the ISA has a faster way.
+    #[inline(always)]
+    unsafe fn dots<const T: usize, const K: usize>(
+        starts: [Self::Ints; T],
+        w: &[Self::Ints],
+        acts: [*const i8; T],
+        _max_quant: i32,
+    ) -> [Self::Ints; T] {
+        dots_by_fours::<Self, T, K>(starts, w, acts)
+    }
     /// Block b of the stripes of format `F`, one row per lane.
     unsafe fn pack<F: LaneFormat>(stripes: &[&[F::Weight]], b: usize, packed: &mut F::Packed<Self>);
 }
@@ -874,6 +890,20 @@ impl<I: IsaPrimitives> RowLanes for Lanes8<I> {
     }
 
     #[inline(always)]
+    unsafe fn dots<const T: usize, const K: usize>(
+        starts: [__m256i; T],
+        w: &[__m256i],
+        acts: [*const i8; T],
+        max_quant: i32,
+    ) -> [__m256i; T] {
+        if I::UNSATURATED_BYTE_PRODUCTS {
+            dots_by_fours::<Self, T, K>(starts, w, acts)
+        } else {
+            dots_by_word_sums::<T, K>(starts, w, acts, max_quant)
+        }
+    }
+
+    #[inline(always)]
     unsafe fn pack<F: LaneFormat>(
         stripes: &[&[F::Weight]],
         b: usize,
@@ -883,13 +913,12 @@ impl<I: IsaPrimitives> RowLanes for Lanes8<I> {
     }
 }
 
-/// `T` accumulators of rows-in-lanes products: accumulator t adds `w[k]` times bytes
-/// 4k..4k+3 of `acts[t]` broadcast, for k < `K`. The k loop runs outside the t loop so
-/// that consecutive `vpdpbusd` feed different accumulators and no chain waits on the
-/// one before it (on Zen 4 this measures the same as the other order, whose chains the
+/// `RowLanes::dots` by one `add_byte_products` per four bytes. The k loop runs outside the
+/// t loop so that consecutive `vpdpbusd` feed different accumulators and no chain waits on
+/// the one before it (on Zen 4 this measures the same as the other order, whose chains the
 /// out-of-order window already overlaps; a core with a smaller window would not).
 #[inline(always)]
-unsafe fn dots_in_lanes<V: RowLanes, const T: usize, const K: usize>(
+unsafe fn dots_by_fours<V: RowLanes, const T: usize, const K: usize>(
     starts: [V::Ints; T],
     w: &[V::Ints],
     acts: [*const i8; T],
@@ -899,6 +928,37 @@ unsafe fn dots_in_lanes<V: RowLanes, const T: usize, const K: usize>(
         for t in 0..T {
             let four = i32::from_le_bytes(*acts[t].add(4 * k).cast::<[u8; 4]>());
             s[t] = V::add_byte_products(s[t], *wk, four);
+        }
+    }
+    s
+}
+
+/// `RowLanes::dots` without VNNI: AVX2's four-byte product is three instructions
+/// (`vpmaddubsw` into word pairs, a multiply-add of the words by ones into i32, an add), all
+/// on the vector ports the products need. The word pairs are added as words instead, as many
+/// as cannot overflow 16 bits (eight for Q4_K's quants, up to 15, against activations up to
+/// ±128; two for Q6_K's), and widened once per run: Q4_K's prompt tiles take 17 instructions
+/// per 32-quant sub-block instead of 24.
+#[inline(always)]
+unsafe fn dots_by_word_sums<const T: usize, const K: usize>(
+    starts: [__m256i; T],
+    w: &[__m256i],
+    acts: [*const i8; T],
+    max_quant: i32,
+) -> [__m256i; T] {
+    let run = (i16::MAX as i32 / (2 * 128 * max_quant)).max(1) as usize;
+    let mut s = starts;
+    for first in (0..K).step_by(run) {
+        let mut words = [_mm256_setzero_si256(); T];
+        for (k, wk) in w.iter().enumerate().take(K.min(first + run)).skip(first) {
+            for t in 0..T {
+                let four = i32::from_le_bytes(*acts[t].add(4 * k).cast::<[u8; 4]>());
+                let pairs = _mm256_maddubs_epi16(*wk, _mm256_set1_epi32(four));
+                words[t] = _mm256_add_epi16(words[t], pairs);
+            }
+        }
+        for t in 0..T {
+            s[t] = _mm256_add_epi32(s[t], _mm256_madd_epi16(words[t], _mm256_set1_epi16(1)));
         }
     }
     s
@@ -984,12 +1044,14 @@ unsafe fn pack_32_8_rows<I: IsaPrimitives, F: RowQuants32>(
 /// quant register meets four activation bytes broadcast, a block's row sums come out of
 /// eight `vpdpbusd` in one register and are converted and scaled together, where row-by-row
 /// tiles spend a conversion, a scale product and an FMA on every row and activation.
-/// `offset_sums[t][b]` is −offset·Σa of activation block b, which starts its sum.
+/// `offset_sums[t][b]` is −offset·Σa of activation block b, which starts its sum; no quant
+/// exceeds `max_quant`.
 #[inline(always)]
 unsafe fn tile_32_rows_in_lanes<V: RowLanes, const T: usize>(
     packed: &[Packed32<V>],
     acts: [&[BlockQ8_0]; T],
     offset_sums: [&[i32]; T],
+    max_quant: i32,
 ) -> [V::Floats; T] {
     let mut acc = [V::zero_floats(); T];
     for (b, p) in packed.iter().enumerate() {
@@ -999,7 +1061,7 @@ unsafe fn tile_32_rows_in_lanes<V: RowLanes, const T: usize>(
             starts[t] = V::splat_i32(*offset_sums[t].get_unchecked(b));
             qs[t] = acts[t].get_unchecked(b).qs.as_ptr();
         }
-        let sums = dots_in_lanes::<V, T, 8>(starts, &p.quants, qs);
+        let sums = V::dots::<T, 8>(starts, &p.quants, qs, max_quant);
         for t in 0..T {
             let scale = V::mul(p.scales, V::splat_f16(acts[t].get_unchecked(b).d));
             acc[t] = V::mul_add(scale, V::to_floats(sums[t]), acc[t]);
@@ -1049,11 +1111,12 @@ unsafe fn pack_32_min_8_rows<I: IsaPrimitives, F: QuantsWithMin>(
 unsafe fn tile_32_min_rows_in_lanes<V: RowLanes, const T: usize>(
     packed: &[Packed32Min<V>],
     acts: [&[BlockQ8_1]; T],
+    max_quant: i32,
 ) -> [V::Floats; T] {
     let mut acc = [V::zero_floats(); T];
     for (b, p) in packed.iter().enumerate() {
         let qs = std::array::from_fn(|t| acts[t].get_unchecked(b).qs.as_ptr());
-        let sums = dots_in_lanes::<V, T, 8>([V::zero_ints(); T], &p.rows.quants, qs);
+        let sums = V::dots::<T, 8>([V::zero_ints(); T], &p.rows.quants, qs, max_quant);
         for t in 0..T {
             let a = acts[t].get_unchecked(b);
             let scale = V::mul(p.rows.scales, V::splat_f16(a.d));
@@ -1074,6 +1137,7 @@ impl<F: QuantsWithMin> LaneFormat for MinInLanes<F> {
     /// Nothing: the activation's `s` is in its block.
     type Extra = ();
     const EXTRA_PER_BLOCK: usize = 0;
+    const MAX_QUANT: i32 = F::MAX_QUANT;
 
     fn extra(_: &BlockQ8_1) -> impl Iterator<Item = ()> {
         std::iter::empty()
@@ -1094,7 +1158,7 @@ impl<F: QuantsWithMin> LaneFormat for MinInLanes<F> {
         acts: [&[BlockQ8_1]; T],
         _: [&[()]; T],
     ) -> [V::Floats; T] {
-        tile_32_min_rows_in_lanes::<V, T>(packed, acts)
+        tile_32_min_rows_in_lanes::<V, T>(packed, acts, Self::MAX_QUANT)
     }
 
     #[inline(always)]
@@ -1529,6 +1593,7 @@ unsafe fn tile_k_quant_rows_in_lanes<V: RowLanes, P: PackedSubBlocks<V>, const T
     packed: &[P],
     acts: [&[BlockQ8K]; T],
     sum_pairs: [&[i32]; T],
+    max_quant: i32,
 ) -> [V::Floats; T] {
     let mut acc = [V::zero_floats(); T];
     for (b, p) in packed.iter().enumerate() {
@@ -1539,10 +1604,11 @@ unsafe fn tile_k_quant_rows_in_lanes<V: RowLanes, P: PackedSubBlocks<V>, const T
         }
         for j in 0..8 {
             let w: [V::Ints; 8] = std::array::from_fn(|k| p.quants(j, k));
-            let dots = dots_in_lanes::<V, T, 8>(
+            let dots = V::dots::<T, 8>(
                 [V::zero_ints(); T],
                 &w,
                 std::array::from_fn(|t| acts[t].get_unchecked(b).qs.as_ptr().add(32 * j)),
+                max_quant,
             );
             for t in 0..T {
                 sums[t] = V::mul_add(V::to_floats(dots[t]), p.scales()[j], sums[t]);
@@ -1625,6 +1691,7 @@ unsafe fn tile_q6_k_rows_in_lanes<V: RowLanes, P: PackedSixteens<V>, const T: us
     packed: &[P],
     acts: [&[BlockQ8K]; T],
     starts: [&[i32]; T],
+    max_quant: i32,
 ) -> [V::Floats; T] {
     let mut acc = [V::zero_floats(); T];
     for (b, p) in packed.iter().enumerate() {
@@ -1632,12 +1699,13 @@ unsafe fn tile_q6_k_rows_in_lanes<V: RowLanes, P: PackedSixteens<V>, const T: us
         for (chunk, w) in p.quants().iter().enumerate() {
             for sub in 0..2 {
                 let s_index = 2 * chunk + sub;
-                let dots = dots_in_lanes::<V, T, 4>(
+                let dots = V::dots::<T, 4>(
                     std::array::from_fn(|t| {
                         V::splat_i32(*starts[t].get_unchecked(16 * b + s_index))
                     }),
                     &w[4 * sub..],
                     std::array::from_fn(|t| acts[t].get_unchecked(b).qs.as_ptr().add(16 * s_index)),
+                    max_quant,
                 );
                 for t in 0..T {
                     sums[t] = V::mul_add(V::to_floats(dots[t]), p.scales()[s_index], sums[t]);
@@ -1682,6 +1750,9 @@ pub(super) trait LaneFormat {
     type Extra: Copy;
     /// How many `Extra` values each activation block has.
     const EXTRA_PER_BLOCK: usize;
+    /// The largest quant a pack holds (unsigned): how many byte products a 16-bit sum can
+    /// take (`dots_by_word_sums`).
+    const MAX_QUANT: i32;
     /// The rows one `Weight` block holds: 1 for a plain format, where each row is a stripe of
     /// its own, or the rows of a grouped layout's stripe.
     const STRIPE_ROWS: usize = 1;
@@ -2041,6 +2112,7 @@ impl LaneFormat for BlockQ4K {
     type Packed<V: RowLanes> = PackedQ4K<V>;
     type Extra = i32;
     const EXTRA_PER_BLOCK: usize = 4;
+    const MAX_QUANT: i32 = 15;
 
     fn extra(a: &BlockQ8K) -> impl Iterator<Item = i32> {
         sum_pairs(a)
@@ -2061,7 +2133,7 @@ impl LaneFormat for BlockQ4K {
         acts: [&[BlockQ8K]; T],
         extra: [&[i32]; T],
     ) -> [V::Floats; T] {
-        tile_k_quant_rows_in_lanes::<V, _, T>(packed, acts, extra)
+        tile_k_quant_rows_in_lanes::<V, _, T>(packed, acts, extra, Self::MAX_QUANT)
     }
 
     #[inline(always)]
@@ -2083,6 +2155,7 @@ impl LaneFormat for BlockQ5K {
     type Packed<V: RowLanes> = PackedQ5K<V>;
     type Extra = i32;
     const EXTRA_PER_BLOCK: usize = 4;
+    const MAX_QUANT: i32 = 31;
 
     fn extra(a: &BlockQ8K) -> impl Iterator<Item = i32> {
         sum_pairs(a)
@@ -2103,7 +2176,7 @@ impl LaneFormat for BlockQ5K {
         acts: [&[BlockQ8K]; T],
         extra: [&[i32]; T],
     ) -> [V::Floats; T] {
-        tile_k_quant_rows_in_lanes::<V, _, T>(packed, acts, extra)
+        tile_k_quant_rows_in_lanes::<V, _, T>(packed, acts, extra, Self::MAX_QUANT)
     }
 
     #[inline(always)]
@@ -2135,6 +2208,8 @@ unsafe fn sixteen_scales_8_rows(scales: [__m128i; 8], d: __m256, out: &mut [__m2
 /// Q3_K; Q2_K with mins instead), as the rows-in-lanes tiles read it.
 pub(super) trait SubBlocks16: RowTile<Act = BlockQ8K> {
     const OFFSET: i32;
+    /// The largest quant its packs hold, unsigned.
+    const MAX_QUANT: i32;
     type Packed<V: RowLanes>: PackedSixteens<V>;
     unsafe fn pack_8<I: IsaPrimitives>(
         rows: &[&[Self]],
@@ -2145,6 +2220,7 @@ pub(super) trait SubBlocks16: RowTile<Act = BlockQ8K> {
 
 impl SubBlocks16 for BlockQ2K {
     const OFFSET: i32 = 0;
+    const MAX_QUANT: i32 = 3;
     type Packed<V: RowLanes> = PackedQ2K<V>;
     /// Q2_K rows of one block as `PackedQ2K`: chunk 4h + j is bits 2j..2j+1 of half h's `qs`.
     #[inline(always)]
@@ -2193,6 +2269,7 @@ impl SubBlocks16 for BlockQ2K {
 
 impl SubBlocks16 for BlockQ3K {
     const OFFSET: i32 = 4;
+    const MAX_QUANT: i32 = 7;
     type Packed<V: RowLanes> = PackedQ6K<V>;
     /// Q3_K rows of one block as `PackedQ6K` holds Q6_K's: the quants unsigned (0..7) in element
     /// order, the rows' `d·(scale − 32)` per sub-block.
@@ -2233,6 +2310,7 @@ impl SubBlocks16 for BlockQ3K {
 
 impl SubBlocks16 for BlockQ6K {
     const OFFSET: i32 = 32;
+    const MAX_QUANT: i32 = 63;
     type Packed<V: RowLanes> = PackedQ6K<V>;
     #[inline(always)]
     unsafe fn pack_8<I: IsaPrimitives>(
@@ -2275,6 +2353,7 @@ impl<F: SubBlocks16> LaneFormat for SubBlockLanes<F> {
     type Packed<V: RowLanes> = F::Packed<V>;
     type Extra = i32;
     const EXTRA_PER_BLOCK: usize = 16;
+    const MAX_QUANT: i32 = F::MAX_QUANT;
 
     fn extra(a: &BlockQ8K) -> impl Iterator<Item = i32> {
         sub_block_starts(a, F::OFFSET)
@@ -2291,7 +2370,7 @@ impl<F: SubBlocks16> LaneFormat for SubBlockLanes<F> {
         acts: [&[BlockQ8K]; T],
         extra: [&[i32]; T],
     ) -> [V::Floats; T] {
-        tile_q6_k_rows_in_lanes::<V, _, T>(packed, acts, extra)
+        tile_q6_k_rows_in_lanes::<V, _, T>(packed, acts, extra, Self::MAX_QUANT)
     }
 
     #[inline(always)]
@@ -2375,6 +2454,8 @@ unsafe fn group_q4_k_mins<I: IsaPrimitives>(
 
 /// A grouped K-quant format with Q4_K's scales and mins (`BlockQ4KGroup`, `BlockQ5KGroup`).
 pub(super) trait GroupedKQuant: Block {
+    /// The largest of `quants`.
+    const MAX_QUANT: i32;
     fn head(&self) -> &KQuantGroupHead;
 
     /// Quants 4k..4k+3 of sub-blocks 2c and 2c + 1 of every row, unsigned, one row per lane.
@@ -2400,6 +2481,7 @@ unsafe fn k_quant_nibbles(words: &[[u8; 4]; 8]) -> (__m256i, __m256i) {
 }
 
 impl GroupedKQuant for BlockQ4KGroup {
+    const MAX_QUANT: i32 = 15;
     fn head(&self) -> &KQuantGroupHead {
         &self.head
     }
@@ -2424,6 +2506,7 @@ impl GroupedKQuant for BlockQ4KGroup {
 
 /// Q4_K's nibbles with their fifth bits: 0..31.
 impl GroupedKQuant for BlockQ5KGroup {
+    const MAX_QUANT: i32 = 31;
     fn head(&self) -> &KQuantGroupHead {
         &self.head
     }
@@ -2572,6 +2655,8 @@ pub(super) trait GroupedWithOffset: Grouped32 {
 
 /// A grouped format with a min per block (value = q·d + m), against Q8_1 activations.
 pub(super) trait GroupedWithMin: Grouped32 {
+    /// The largest of `quants`.
+    const MAX_QUANT: i32;
     fn mins(&self) -> &[[u8; 2]; 8];
 }
 
@@ -2646,6 +2731,7 @@ impl Grouped32 for BlockQ4_1Group {
 }
 
 impl GroupedWithMin for BlockQ4_1Group {
+    const MAX_QUANT: i32 = 15;
     fn mins(&self) -> &[[u8; 2]; 8] {
         &self.m
     }
@@ -2664,6 +2750,7 @@ impl Grouped32 for BlockQ5_1Group {
 }
 
 impl GroupedWithMin for BlockQ5_1Group {
+    const MAX_QUANT: i32 = 31;
     fn mins(&self) -> &[[u8; 2]; 8] {
         &self.m
     }
@@ -2779,6 +2866,7 @@ impl<G: GroupedWithMin> LaneFormat for GroupedMinLanes<G> {
     /// Nothing: the activation's `s` is in its block.
     type Extra = ();
     const EXTRA_PER_BLOCK: usize = 0;
+    const MAX_QUANT: i32 = G::MAX_QUANT;
     const STRIPE_ROWS: usize = GROUP_ROWS;
 
     fn extra(_: &BlockQ8_1) -> impl Iterator<Item = ()> {
@@ -2803,7 +2891,7 @@ impl<G: GroupedWithMin> LaneFormat for GroupedMinLanes<G> {
         acts: [&[BlockQ8_1]; T],
         _: [&[()]; T],
     ) -> [V::Floats; T] {
-        tile_32_min_rows_in_lanes::<V, T>(packed, acts)
+        tile_32_min_rows_in_lanes::<V, T>(packed, acts, Self::MAX_QUANT)
     }
 
     #[inline(always)]
@@ -2873,6 +2961,7 @@ impl<G: GroupedWithOffset> LaneFormat for GroupedLanes<G> {
     type Packed<V: RowLanes> = Packed32<V>;
     type Extra = i32;
     const EXTRA_PER_BLOCK: usize = 1;
+    const MAX_QUANT: i32 = 2 * G::Offset::OFFSET as u8 as i32 - 1;
     const STRIPE_ROWS: usize = GROUP_ROWS;
 
     fn extra(a: &BlockQ8_0) -> impl Iterator<Item = i32> {
@@ -2895,7 +2984,7 @@ impl<G: GroupedWithOffset> LaneFormat for GroupedLanes<G> {
         acts: [&[BlockQ8_0]; T],
         extra: [&[i32]; T],
     ) -> [V::Floats; T] {
-        tile_32_rows_in_lanes::<V, T>(packed, acts, extra)
+        tile_32_rows_in_lanes::<V, T>(packed, acts, extra, Self::MAX_QUANT)
     }
 
     #[inline(always)]
@@ -2943,6 +3032,7 @@ impl<G: GroupedKQuant> LaneFormat for G {
     type Packed<V: RowLanes> = G::Packed<V>;
     type Extra = i32;
     const EXTRA_PER_BLOCK: usize = 4;
+    const MAX_QUANT: i32 = G::MAX_QUANT;
     const STRIPE_ROWS: usize = GROUP_ROWS;
 
     fn extra(a: &BlockQ8K) -> impl Iterator<Item = i32> {
@@ -2964,7 +3054,7 @@ impl<G: GroupedKQuant> LaneFormat for G {
         acts: [&[BlockQ8K]; T],
         extra: [&[i32]; T],
     ) -> [V::Floats; T] {
-        tile_k_quant_rows_in_lanes::<V, _, T>(packed, acts, extra)
+        tile_k_quant_rows_in_lanes::<V, _, T>(packed, acts, extra, Self::MAX_QUANT)
     }
 
     #[inline(always)]
@@ -3125,6 +3215,7 @@ impl LaneFormat for BlockQ6KGroup {
     type Packed<V: RowLanes> = PackedQ6K<V>;
     type Extra = i32;
     const EXTRA_PER_BLOCK: usize = 16;
+    const MAX_QUANT: i32 = 63;
     const STRIPE_ROWS: usize = GROUP_ROWS;
 
     fn extra(a: &BlockQ8K) -> impl Iterator<Item = i32> {
@@ -3146,7 +3237,7 @@ impl LaneFormat for BlockQ6KGroup {
         acts: [&[BlockQ8K]; T],
         extra: [&[i32]; T],
     ) -> [V::Floats; T] {
-        tile_q6_k_rows_in_lanes::<V, _, T>(packed, acts, extra)
+        tile_q6_k_rows_in_lanes::<V, _, T>(packed, acts, extra, Self::MAX_QUANT)
     }
 
     #[inline(always)]
@@ -3171,6 +3262,7 @@ impl<F: Quants32> LaneFormat for InLanes<F> {
     type Packed<V: RowLanes> = Packed32<V>;
     type Extra = i32;
     const EXTRA_PER_BLOCK: usize = 1;
+    const MAX_QUANT: i32 = 2 * F::OFFSET as u8 as i32 - 1;
 
     fn extra(a: &BlockQ8_0) -> impl Iterator<Item = i32> {
         offset_sum::<F>(a)
@@ -3191,7 +3283,7 @@ impl<F: Quants32> LaneFormat for InLanes<F> {
         acts: [&[BlockQ8_0]; T],
         extra: [&[i32]; T],
     ) -> [V::Floats; T] {
-        tile_32_rows_in_lanes::<V, T>(packed, acts, extra)
+        tile_32_rows_in_lanes::<V, T>(packed, acts, extra, Self::MAX_QUANT)
     }
 
     #[inline(always)]
