@@ -36,6 +36,28 @@ impl IsaPrimitives for Avx2 {
             _mm256_and_si256(bytes_from_bits(bits), _mm256_set1_epi8(16)),
         )
     }
+
+    /// Each word holds two products of at most `max_quant · 128`.
+    fn run_len(max_quant: i32) -> usize {
+        (i16::MAX as i32 / (2 * 128 * max_quant)).max(1) as usize
+    }
+
+    #[inline(always)]
+    unsafe fn add_run_products(run: __m256i, u: __m256i, s: __m256i) -> __m256i {
+        _mm256_add_epi16(run, _mm256_maddubs_epi16(u, s))
+    }
+
+    /// The words of each lane, widened, times the scale in both words of the lane.
+    #[inline(always)]
+    unsafe fn add_scaled_run(acc: __m256i, run: __m256i, scale: __m256i) -> __m256i {
+        _mm256_add_epi32(acc, _mm256_madd_epi16(run, scale))
+    }
+
+    /// The scale's low word in both words of its lane.
+    #[inline(always)]
+    unsafe fn run_scale(scale: __m256i) -> __m256i {
+        _mm256_blend_epi16::<0b1010_1010>(scale, _mm256_slli_epi32::<16>(scale))
+    }
 }
 
 /// Byte j is 0xFF where bit j of the little-endian `bits` is set.

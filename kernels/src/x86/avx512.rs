@@ -59,6 +59,26 @@ impl IsaPrimitives for Avx512 {
     unsafe fn add_16_where_set(q: __m256i, bits: [u8; 4]) -> __m256i {
         _mm256_mask_add_epi8(q, u32::from_le_bytes(bits), q, _mm256_set1_epi8(16))
     }
+
+    /// Four products of bytes never overflow 32 bits within a block.
+    fn run_len(_max_quant: i32) -> usize {
+        usize::MAX
+    }
+
+    #[inline(always)]
+    unsafe fn add_run_products(run: __m256i, u: __m256i, s: __m256i) -> __m256i {
+        _mm256_dpbusd_epi32(run, u, s)
+    }
+
+    #[inline(always)]
+    unsafe fn add_scaled_run(acc: __m256i, run: __m256i, scale: __m256i) -> __m256i {
+        _mm256_add_epi32(acc, _mm256_mullo_epi32(run, scale))
+    }
+
+    #[inline(always)]
+    unsafe fn run_scale(scale: __m256i) -> __m256i {
+        scale
+    }
 }
 
 /// Activation rows per sixteen-row (512-bit) tile: fewer would leave the register file half

@@ -44,6 +44,22 @@ pub(crate) trait IsaPrimitives {
     /// Adds 16 to byte j of `q` where bit j of the little-endian `bits` is set (Q5_0's and
     /// Q5_K's fifth bit).
     unsafe fn add_16_where_set(q: __m256i, bits: [u8; 4]) -> __m256i;
+
+    /// How many `add_run_products` of unsigned quants up to `max_quant` (against signed bytes)
+    /// one run's sums can take before they could overflow.
+    fn run_len(max_quant: i32) -> usize;
+
+    /// Adds the products of unsigned bytes `u` and signed bytes `s` to a run's sums, which
+    /// start at zero: into each i32 lane (VNNI) or, AVX2 having no four-byte product, into
+    /// each i16 word (`vpmaddubsw` and an add, where the widening to i32 would be two more
+    /// instructions on the ports the products need).
+    unsafe fn add_run_products(run: __m256i, u: __m256i, s: __m256i) -> __m256i;
+
+    /// `acc` plus each i32 lane's run sums times its scale, as `run_scale` gave it.
+    unsafe fn add_scaled_run(acc: __m256i, run: __m256i, scale: __m256i) -> __m256i;
+
+    /// A scale per i32 lane (|scale| < 2¹⁵) as `add_scaled_run` takes it.
+    unsafe fn run_scale(scale: __m256i) -> __m256i;
 }
 
 /// The `#[target_feature]` entry points of one ISA, named as the bodies they call, two generic
@@ -899,7 +915,7 @@ impl<I: IsaPrimitives> RowLanes for Lanes8<I> {
         if I::UNSATURATED_BYTE_PRODUCTS {
             dots_by_fours::<Self, T, K>(starts, w, acts)
         } else {
-            dots_by_word_sums::<T, K>(starts, w, acts, max_quant)
+            dots_in_runs::<I, T, K>(starts, w, acts, max_quant)
         }
     }
 
@@ -933,32 +949,32 @@ unsafe fn dots_by_fours<V: RowLanes, const T: usize, const K: usize>(
     s
 }
 
-/// `RowLanes::dots` without VNNI: AVX2's four-byte product is three instructions
-/// (`vpmaddubsw` into word pairs, a multiply-add of the words by ones into i32, an add), all
-/// on the vector ports the products need. The word pairs are added as words instead, as many
-/// as cannot overflow 16 bits (eight for Q4_K's quants, up to 15, against activations up to
-/// ±128; two for Q6_K's), and widened once per run: Q4_K's prompt tiles take 17 instructions
-/// per 32-quant sub-block instead of 24.
+/// `RowLanes::dots` in runs (`IsaPrimitives::add_run_products`): AVX2's four-byte product
+/// would be three instructions, `vpmaddubsw` into word pairs, a multiply-add of the words
+/// by ones into i32 and an add, all on the ports the products need. The words are added as
+/// words while they cannot overflow and widened once per run: eight products per run for
+/// Q4_K's quants (up to 15 against activations up to ±128), two for Q6_K's. Q4_K's prompt
+/// tiles take 17 instructions per 32-quant sub-block instead of 24.
 #[inline(always)]
-unsafe fn dots_by_word_sums<const T: usize, const K: usize>(
+unsafe fn dots_in_runs<I: IsaPrimitives, const T: usize, const K: usize>(
     starts: [__m256i; T],
     w: &[__m256i],
     acts: [*const i8; T],
     max_quant: i32,
 ) -> [__m256i; T] {
-    let run = (i16::MAX as i32 / (2 * 128 * max_quant)).max(1) as usize;
+    let run = I::run_len(max_quant);
+    let one = I::run_scale(_mm256_set1_epi32(1));
     let mut s = starts;
     for first in (0..K).step_by(run) {
-        let mut words = [_mm256_setzero_si256(); T];
-        for (k, wk) in w.iter().enumerate().take(K.min(first + run)).skip(first) {
+        let mut sums = [_mm256_setzero_si256(); T];
+        for (k, wk) in w[..K].iter().enumerate().skip(first).take(run) {
             for t in 0..T {
                 let four = i32::from_le_bytes(*acts[t].add(4 * k).cast::<[u8; 4]>());
-                let pairs = _mm256_maddubs_epi16(*wk, _mm256_set1_epi32(four));
-                words[t] = _mm256_add_epi16(words[t], pairs);
+                sums[t] = I::add_run_products(sums[t], *wk, _mm256_set1_epi32(four));
             }
         }
         for t in 0..T {
-            s[t] = _mm256_add_epi32(s[t], _mm256_madd_epi16(words[t], _mm256_set1_epi16(1)));
+            s[t] = I::add_scaled_run(s[t], sums[t], one);
         }
     }
     s
@@ -2553,25 +2569,28 @@ unsafe fn dot_group_k_quant<I: IsaPrimitives, G: GroupedKQuant, const T: usize>(
     for (b, xb) in x.iter().enumerate() {
         let yb: [&BlockQ8K; T] = std::array::from_fn(|t| y[t].get_unchecked(b));
         let [sc_low, sc_high, min_low, min_high] = scales_mins_in_lanes(&xb.head().scales);
-        let scales: [__m256i; 8] = std::array::from_fn(|j| sub_block_lanes([sc_low, sc_high], j));
+        let scales: [__m256i; 8] =
+            std::array::from_fn(|j| I::run_scale(sub_block_lanes([sc_low, sc_high], j)));
+        let run = I::run_len(G::MAX_QUANT);
         let mut sums = [_mm256_setzero_si256(); T];
         for c in 0..4 {
-            let mut low = [_mm256_setzero_si256(); T];
-            let mut high = [_mm256_setzero_si256(); T];
-            for k in 0..8 {
-                let (q_low, q_high) = xb.quants::<I>(c, k);
-                for t in 0..T {
-                    let a = yb[t].qs.as_ptr().add(64 * c);
-                    let four =
-                        |at: usize| _mm256_set1_epi32(a.add(at).cast::<i32>().read_unaligned());
-                    low[t] = I::dot_u8_i8(low[t], q_low, four(4 * k));
-                    high[t] = I::dot_u8_i8(high[t], q_high, four(32 + 4 * k));
+            for first in (0..8).step_by(run) {
+                let mut low = [_mm256_setzero_si256(); T];
+                let mut high = [_mm256_setzero_si256(); T];
+                for k in (first..8).take(run) {
+                    let (q_low, q_high) = xb.quants::<I>(c, k);
+                    for t in 0..T {
+                        let a = yb[t].qs.as_ptr().add(64 * c);
+                        let four =
+                            |at: usize| _mm256_set1_epi32(a.add(at).cast::<i32>().read_unaligned());
+                        low[t] = I::add_run_products(low[t], q_low, four(4 * k));
+                        high[t] = I::add_run_products(high[t], q_high, four(32 + 4 * k));
+                    }
                 }
-            }
-            for t in 0..T {
-                let low = _mm256_mullo_epi32(low[t], scales[2 * c]);
-                let high = _mm256_mullo_epi32(high[t], scales[2 * c + 1]);
-                sums[t] = _mm256_add_epi32(sums[t], _mm256_add_epi32(low, high));
+                for t in 0..T {
+                    sums[t] = I::add_scaled_run(sums[t], low[t], scales[2 * c]);
+                    sums[t] = I::add_scaled_run(sums[t], high[t], scales[2 * c + 1]);
+                }
             }
         }
         let (d, dmin) = (f16_per_row(&xb.head().d), f16_per_row(&xb.head().dmin));
