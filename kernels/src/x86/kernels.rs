@@ -954,7 +954,7 @@ unsafe fn dots_by_fours<V: RowLanes, const T: usize, const K: usize>(
 /// by ones into i32 and an add, all on the ports the products need. The words are added as
 /// words while they cannot overflow and widened once per run: eight products per run for
 /// Q4_K's quants (up to 15 against activations up to ±128), two for Q6_K's. Q4_K's prompt
-/// tiles take 17 instructions per 32-quant sub-block instead of 24.
+/// tiles take 17 instructions per 32-quant sub-block and activation instead of 24.
 #[inline(always)]
 unsafe fn dots_in_runs<I: IsaPrimitives, const T: usize, const K: usize>(
     starts: [__m256i; T],
@@ -1767,7 +1767,7 @@ pub(super) trait LaneFormat {
     /// How many `Extra` values each activation block has.
     const EXTRA_PER_BLOCK: usize;
     /// The largest quant a pack holds (unsigned): how many byte products a 16-bit sum can
-    /// take (`dots_by_word_sums`).
+    /// take (`IsaPrimitives::run_len`).
     const MAX_QUANT: i32;
     /// The rows one `Weight` block holds: 1 for a plain format, where each row is a stripe of
     /// its own, or the rows of a grouped layout's stripe.
@@ -3318,10 +3318,90 @@ impl<F: Quants32> LaneFormat for InLanes<F> {
     }
 }
 
-/// Q8_0 gets the rows-in-lanes tiles only where its quants plus 128 (up to 255) can
-/// meet activations without saturating: AVX2's `vpmaddubsw` saturates pairs of
-/// products at 32767 (2 × 255 × 127 is more), VNNI's `vpdpbusd` sums into 32 bits.
-/// Elsewhere its signed quants go through the row-by-row tiles.
+/// Q8_0 rows of one block as `Q8_0InNibbles` reads them: the quants plus 128 split into their
+/// high and low nibbles (u = 16·high + low), each transposed as `Packed32` holds its quants,
+/// and the rows' scales, also times 16.
+#[repr(C)]
+pub(super) struct PackedQ8_0Nibbles<V: RowLanes> {
+    high: [V::Ints; 8],
+    low: [V::Ints; 8],
+    scales: V::Floats,
+    scales_16: V::Floats,
+}
+copy_pack!(PackedQ8_0Nibbles);
+
+/// Q8_0 for the rows-in-lanes tiles without VNNI. Its quants plus 128 (up to 255) would
+/// saturate AVX2's `vpmaddubsw` (2 × 255 × 127 is more than 32767); as two nibbles each, the
+/// quants meet the activations as two 4-bit formats' do, in runs of eight products
+/// (`IsaPrimitives::run_len`), and the high nibbles' sums are scaled by 16·d.
+pub(super) struct Q8_0InNibbles;
+
+impl LaneFormat for Q8_0InNibbles {
+    type Weight = BlockQ8_0;
+    type Act = BlockQ8_0;
+    type Packed<V: RowLanes> = PackedQ8_0Nibbles<V>;
+    type Extra = i32;
+    const EXTRA_PER_BLOCK: usize = 1;
+    const MAX_QUANT: i32 = 15;
+
+    fn extra(a: &BlockQ8_0) -> impl Iterator<Item = i32> {
+        offset_sum::<Q8_0Plus128>(a)
+    }
+
+    #[inline(always)]
+    unsafe fn pack_8<I: IsaPrimitives>(
+        rows: &[&[BlockQ8_0]],
+        b: usize,
+        packed: &mut PackedQ8_0Nibbles<Lanes8<I>>,
+    ) {
+        let mut whole: Packed32<Lanes8<I>> = std::mem::zeroed();
+        pack_32_8_rows::<I, Q8_0Plus128>(rows, b, &mut whole);
+        let m4 = _mm256_set1_epi8(0x0F);
+        for (k, q) in whole.quants.iter().enumerate() {
+            packed.high[k] = _mm256_and_si256(_mm256_srli_epi16::<4>(*q), m4);
+            packed.low[k] = _mm256_and_si256(*q, m4);
+        }
+        packed.scales = whole.scales;
+        packed.scales_16 = _mm256_mul_ps(whole.scales, _mm256_set1_ps(16.0));
+    }
+
+    #[inline(always)]
+    unsafe fn tile<V: RowLanes, const T: usize>(
+        packed: &[PackedQ8_0Nibbles<V>],
+        acts: [&[BlockQ8_0]; T],
+        offset_sums: [&[i32]; T],
+    ) -> [V::Floats; T] {
+        let mut acc = [V::zero_floats(); T];
+        for (b, p) in packed.iter().enumerate() {
+            let qs = std::array::from_fn(|t| acts[t].get_unchecked(b).qs.as_ptr());
+            let starts = std::array::from_fn(|t| V::splat_i32(*offset_sums[t].get_unchecked(b)));
+            let low = V::dots::<T, 8>(starts, &p.low, qs, Self::MAX_QUANT);
+            let high = V::dots::<T, 8>([V::zero_ints(); T], &p.high, qs, Self::MAX_QUANT);
+            for t in 0..T {
+                let ad = V::splat_f16(acts[t].get_unchecked(b).d);
+                let sums = V::mul(V::to_floats(high[t]), p.scales_16);
+                let sums = V::mul_add(V::to_floats(low[t]), p.scales, sums);
+                acc[t] = V::mul_add(sums, ad, acc[t]);
+            }
+        }
+        acc
+    }
+
+    #[inline(always)]
+    unsafe fn tail<I: IsaPrimitives>(
+        rows: &[u8],
+        row_bytes: usize,
+        acts: &[u8],
+        n_acts: usize,
+        out: &mut [f32],
+        out_stride: usize,
+    ) {
+        tiles_q8_acts::<I, SignedQ8_0>(rows, row_bytes, acts, n_acts, out, out_stride)
+    }
+}
+
+/// Q8_0's rows-in-lanes tiles: its quants plus 128 where the ISA's byte products cannot
+/// saturate (VNNI's `vpdpbusd` sums into 32 bits), as nibbles where they can (AVX2).
 #[inline(always)]
 pub(super) unsafe fn dot_tile_q8_0<I: IsaPrimitives, const ACTS: usize>(
     rows: &[u8],
@@ -3335,8 +3415,7 @@ pub(super) unsafe fn dot_tile_q8_0<I: IsaPrimitives, const ACTS: usize>(
             rows, row_bytes, acts, n_acts, out,
         )
     } else {
-        let n_rows = rows.len() / row_bytes;
-        tiles_q8_acts::<I, SignedQ8_0>(rows, row_bytes, acts, n_acts, out, n_rows)
+        dot_tile_in_lanes::<I, Q8_0InNibbles, Lanes8<I>, ACTS>(rows, row_bytes, acts, n_acts, out)
     }
 }
 
