@@ -38,6 +38,7 @@ impl IsaPrimitives for Avx2 {
     }
 
     /// Each word holds two products of at most `max_quant · 128`.
+    #[inline(always)]
     fn run_len(max_quant: i32) -> usize {
         (i16::MAX as i32 / (2 * 128 * max_quant)).max(1) as usize
     }

@@ -61,6 +61,7 @@ impl IsaPrimitives for Avx512 {
     }
 
     /// Four products of bytes never overflow 32 bits within a block.
+    #[inline(always)]
     fn run_len(_max_quant: i32) -> usize {
         usize::MAX
     }
