@@ -16,7 +16,7 @@ use std::sync::{mpsc, Mutex};
 use std::time::{Duration, Instant};
 
 /// The longest any one test may run.
-const TEST_DEADLINE: Duration = Duration::from_secs(180);
+const TEST_DEADLINE: Duration = Duration::from_secs(300);
 
 fn synthetic_model() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/models/gemma2-synthetic-q4_k_m.gguf")
@@ -104,7 +104,7 @@ impl Server {
             .checked_duration_since(Instant::now())
             .expect("the test ran past its deadline");
         stream
-            .set_read_timeout(Some(left.min(Duration::from_secs(60))))
+            .set_read_timeout(Some(left))
             .unwrap();
         stream
             .set_write_timeout(Some(Duration::from_secs(30)))
@@ -816,15 +816,27 @@ fn ollama_format_holds_the_reply_to_json() {
             "/api/generate",
             &json!({"prompt": "Answer:", "raw": true, "stream": false, "format": "json", "options": options}),
         );
-        assert_eq!(any["done_reason"], "stop", "{any}");
         let text = any["response"].as_str().unwrap();
-        let object: Value = serde_json::from_str(text).unwrap_or_else(|e| panic!("{e}: {text}"));
-        assert!(object.is_object(), "{object}");
+        assert!(text.starts_with('{'), "{any}");
+        // Random weights sample every string's characters near uniformly, so a string may run
+        // past num_predict: then the reply is an object cut short, which serde_json reads up
+        // to the end of the text before it runs out.
+        match serde_json::from_str::<Value>(text) {
+            Ok(object) => {
+                assert!(object.is_object(), "{object}");
+                assert_eq!(any["done_reason"], "stop", "{any}");
+            }
+            Err(e) => {
+                assert!(e.is_eof(), "{e}: {text}");
+                assert_eq!(any["done_reason"], "length", "{any}");
+            }
+        }
         let held = server.post_ok(
             "/api/chat",
             &json!({"messages": [{"role": "user", "content": "Unit?"}], "stream": false,
                 "format": schema, "options": options}),
         );
+        assert_eq!(held["done_reason"], "stop", "{held}");
         let text = held["message"]["content"].as_str().unwrap();
         let object: Value = serde_json::from_str(text).unwrap_or_else(|e| panic!("{e}: {text}"));
         assert!(object["unit"] == "c" || object["unit"] == "f", "{object}");
