@@ -3089,6 +3089,18 @@ impl<G: GroupedKQuant> LaneFormat for G {
     }
 }
 
+/// A stripe's sums for consecutive activations, each to its own row of `out`. A function, not
+/// a closure in `tail_grouped`: with Q6_K's stripe kernel in runs inlined there, LLVM left the
+/// closure out of line, a function without the entry point's target features whose
+/// intrinsics are calls (scripts/check-kernel-inlining).
+#[inline(always)]
+unsafe fn store_stripe(sums: &[__m256], out: &mut [f32], out_stride: usize) {
+    for (i, sum) in sums.iter().enumerate() {
+        let at = i * out_stride;
+        _mm256_storeu_ps(out[at..at + GROUP_ROWS].as_mut_ptr(), *sum);
+    }
+}
+
 /// A grouped format's `LaneFormat::tail` and its `dot_groups` (one token, or one from each
 /// of a few sequences), over activations as `GroupedRows::ready` made them: each stripe
 /// against up to four activations at a time, unpacking its quants once for them all. A few
@@ -3105,24 +3117,22 @@ unsafe fn tail_grouped<I: IsaPrimitives, G: GroupedRows>(
 ) {
     let act_bytes = acts.len() / n_acts;
     let act = |t: usize| as_blocks::<G::Ready>(&acts[t * act_bytes..(t + 1) * act_bytes]);
+    use std::array::from_fn;
     for (s, x) in rows.chunks_exact(GROUP_ROWS * row_bytes).enumerate() {
         let x = as_blocks::<G::Weight>(x);
         let mut t0 = 0;
         while t0 < n_acts {
             let n = (n_acts - t0).min(4);
             let acts = |i: usize| act(t0 + i);
-            let mut store = |sums: &[__m256]| {
-                for (i, sum) in sums.iter().enumerate() {
-                    let at = (t0 + i) * out_stride + s * GROUP_ROWS;
-                    _mm256_storeu_ps(out[at..at + GROUP_ROWS].as_mut_ptr(), *sum);
-                }
-            };
+            let mut sums = [_mm256_setzero_ps(); 4];
             match n {
-                1 => store(&G::dot_stripe::<I, 1>(x, [acts(0)])),
-                2 => store(&G::dot_stripe::<I, 2>(x, std::array::from_fn(acts))),
-                3 => store(&G::dot_stripe::<I, 3>(x, std::array::from_fn(acts))),
-                _ => store(&G::dot_stripe::<I, 4>(x, std::array::from_fn(acts))),
+                1 => sums[..1].copy_from_slice(&G::dot_stripe::<I, 1>(x, [acts(0)])),
+                2 => sums[..2].copy_from_slice(&G::dot_stripe::<I, 2>(x, from_fn(acts))),
+                3 => sums[..3].copy_from_slice(&G::dot_stripe::<I, 3>(x, from_fn(acts))),
+                _ => sums.copy_from_slice(&G::dot_stripe::<I, 4>(x, from_fn(acts))),
             }
+            let out = &mut out[t0 * out_stride + s * GROUP_ROWS..];
+            store_stripe(&sums[..n], out, out_stride);
             t0 += n;
         }
     }
@@ -3148,50 +3158,70 @@ unsafe fn q6_k_quants(ql: __m256i, qh: __m256i, c4: usize) -> __m256i {
     _mm256_or_si256(low, _mm256_and_si256(high, _mm256_set1_epi8(0x30)))
 }
 
-/// One Q6_K group stripe (eight rows) against `T` activation rows, as `dot_group_k_quant`: each
-/// 16-quant sub-block's sums start at −32·Σa, which takes the quants' offset back out, and
-/// are multiplied by the eight rows' scales at once. A quarter of a half's columns (four of
-/// its eight) holds one sub-block of each of its four chunks: their three words per column
-/// make the four chunks' quants, met by each activation in four accumulators.
+/// One Q6_K group stripe (eight rows) against `T` activation rows, as `dot_group_k_quant`. A
+/// quarter of a half's columns (four of its eight) holds one 16-quant sub-block of each of its
+/// four chunks: their three words per column make the four chunks' quants, met by each
+/// activation in runs (`IsaPrimitives::run_len`), each run then multiplied by the eight rows'
+/// scales at once. The quants' offset of 32 adds 32·Σa to each sub-block's sum: where a run
+/// holds a whole sub-block it starts at −32·Σa; 16-bit runs cannot hold that, so the block's
+/// sums start at −32·Σ scale·Σa instead.
 // Indexed loops: the same loops over iterators of the accumulators ran one activation 9%
-// slower (dot_rows bench, from L2).
+// slower (dot_rows bench, from L2), and arrays made by `from_fn` closures that call the
+// helpers below ran at 0.4 of the speed (a closure is a function without the entry point's
+// target features, so the intrinsics in it are calls).
 #[allow(clippy::needless_range_loop)]
 #[inline(always)]
 unsafe fn dot_group_q6_k<I: IsaPrimitives, const T: usize>(
     x: &[BlockQ6KGroup],
     y: [&[BlockQ8K]; T],
 ) -> [__m256; T] {
+    let run = I::run_len(BlockQ6KGroup::MAX_QUANT);
+    let offset_in_runs = run >= 4;
     let mut acc = [_mm256_setzero_ps(); T];
     for (b, xb) in x.iter().enumerate() {
         let yb: [&BlockQ8K; T] = std::array::from_fn(|t| y[t].get_unchecked(b));
         let mut sums = [_mm256_setzero_si256(); T];
+        if !offset_in_runs {
+            for t in 0..T {
+                let offsets = _mm256_slli_epi32::<5>(q6_k_scaled_bsums::<I>(xb, yb[t]));
+                sums[t] = _mm256_sub_epi32(sums[t], offsets);
+            }
+        }
         for (half, columns) in xb.qs.iter().enumerate() {
             for (quarter, columns) in columns.chunks_exact(4).enumerate() {
                 // Sub-block 2·c4 + quarter of the half, for chunk c4.
                 let sub_block = |c4: usize| 8 * half + 2 * c4 + quarter;
-                let mut dots: [[__m256i; 4]; T] = std::array::from_fn(|t| {
-                    std::array::from_fn(|c4| {
-                        _mm256_set1_epi32(-32 * i32::from(yb[t].bsum(sub_block(c4))))
-                    })
-                });
-                for (k, words) in columns.iter().enumerate() {
-                    let [ql0, ql1, qh] = words.map(|w| load(w.as_ptr().cast()));
-                    for c4 in 0..4 {
-                        let quants = q6_k_quants(if c4 % 2 == 0 { ql0 } else { ql1 }, qh, c4);
-                        let at = 128 * half + 32 * c4 + 4 * (4 * quarter + k);
+                let mut scales = [_mm256_setzero_si256(); 4];
+                for (c4, scale) in scales.iter_mut().enumerate() {
+                    *scale = I::run_scale(q6_k_scales(xb, sub_block(c4)));
+                }
+                for first in (0..4).step_by(run) {
+                    let mut runs = [[_mm256_setzero_si256(); 4]; T];
+                    if offset_in_runs {
                         for t in 0..T {
-                            let a = yb[t].qs.as_ptr().add(at).cast::<i32>().read_unaligned();
-                            let dot = &mut dots[t][c4];
-                            *dot = I::dot_u8_i8(*dot, quants, _mm256_set1_epi32(a));
+                            for c4 in 0..4 {
+                                let offset = -32 * i32::from(yb[t].bsum(sub_block(c4)));
+                                runs[t][c4] = _mm256_set1_epi32(offset);
+                            }
                         }
                     }
-                }
-                for c4 in 0..4 {
-                    let scales = _mm_loadl_epi64(xb.scales[sub_block(c4)].as_ptr().cast());
-                    let scales = _mm256_cvtepi8_epi32(scales);
-                    for t in 0..T {
-                        let scaled = _mm256_mullo_epi32(dots[t][c4], scales);
-                        sums[t] = _mm256_add_epi32(sums[t], scaled);
+                    for (k, words) in columns.iter().enumerate().skip(first).take(run) {
+                        let [ql0, ql1, qh] = words.map(|w| load(w.as_ptr().cast()));
+                        for c4 in 0..4 {
+                            let quants = q6_k_quants(if c4 % 2 == 0 { ql0 } else { ql1 }, qh, c4);
+                            let at = 128 * half + 32 * c4 + 4 * (4 * quarter + k);
+                            for t in 0..T {
+                                let a = yb[t].qs.as_ptr().add(at).cast::<i32>().read_unaligned();
+                                let products = &mut runs[t][c4];
+                                *products =
+                                    I::add_run_products(*products, quants, _mm256_set1_epi32(a));
+                            }
+                        }
+                    }
+                    for c4 in 0..4 {
+                        for t in 0..T {
+                            sums[t] = I::add_scaled_run(sums[t], runs[t][c4], scales[c4]);
+                        }
                     }
                 }
             }
@@ -3205,6 +3235,34 @@ unsafe fn dot_group_q6_k<I: IsaPrimitives, const T: usize>(
     acc
 }
 
+/// Sub-block `s`'s scales of a Q6_K group, one row per lane.
+#[inline(always)]
+unsafe fn q6_k_scales(xb: &BlockQ6KGroup, s: usize) -> __m256i {
+    _mm256_cvtepi8_epi32(_mm_loadl_epi64(xb.scales[s].as_ptr().cast()))
+}
+
+/// Σ scale·Σa over a Q6_K group block's 16 sub-blocks, one row per lane: two sub-blocks per
+/// multiply-add, their scales in the two words of each lane against the activation's two
+/// sub-block sums, which lie side by side in `bsums`.
+#[inline(always)]
+unsafe fn q6_k_scaled_bsums<I: IsaPrimitives>(xb: &BlockQ6KGroup, a: &BlockQ8K) -> __m256i {
+    let mut sum = _mm256_setzero_si256();
+    for pair in 0..8 {
+        let scales = _mm256_blend_epi16::<0b1010_1010>(
+            q6_k_scales(xb, 2 * pair),
+            _mm256_slli_epi32::<16>(q6_k_scales(xb, 2 * pair + 1)),
+        );
+        let bsums = a
+            .bsums
+            .as_ptr()
+            .add(4 * pair)
+            .cast::<i32>()
+            .read_unaligned();
+        sum = I::madd_acc(sum, scales, _mm256_set1_epi32(bsums));
+    }
+    sum
+}
+
 /// Block b of a Q6_K group stripe as `PackedQ6K`.
 #[inline(always)]
 unsafe fn pack_q6_k_group<I: IsaPrimitives>(
@@ -3215,8 +3273,7 @@ unsafe fn pack_q6_k_group<I: IsaPrimitives>(
     let g = stripes[0].get_unchecked(b);
     let d = f16_per_row(&g.d);
     for (s, scale) in packed.scales.iter_mut().enumerate() {
-        let scales = _mm256_cvtepi8_epi32(_mm_loadl_epi64(g.scales[s].as_ptr().cast()));
-        *scale = _mm256_mul_ps(_mm256_cvtepi32_ps(scales), d);
+        *scale = _mm256_mul_ps(_mm256_cvtepi32_ps(q6_k_scales(g, s)), d);
     }
     for (chunk, quants) in packed.quants.iter_mut().enumerate() {
         let (half, c4) = (chunk / 4, chunk % 4);
