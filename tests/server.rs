@@ -103,9 +103,7 @@ impl Server {
             .deadline
             .checked_duration_since(Instant::now())
             .expect("the test ran past its deadline");
-        stream
-            .set_read_timeout(Some(left))
-            .unwrap();
+        stream.set_read_timeout(Some(left)).unwrap();
         stream
             .set_write_timeout(Some(Duration::from_secs(30)))
             .unwrap();
