@@ -29,6 +29,11 @@ use std::borrow::Cow;
 /// The integer operations in which the x86 ISAs differ. Implementations are
 /// `#[inline(always)]` and are only called from inside an entry point that enables their ISA.
 pub(crate) trait IsaPrimitives {
+    /// How far ahead of the block being multiplied the grouped generation kernels ask for
+    /// the weights, in bytes (0: they leave it to the hardware's prefetcher). A property of
+    /// the CPUs each variant was measured on rather than of the ISA.
+    const GROUPED_PREFETCH_BYTES: usize;
+
     /// Whether `dot_u8_i8` sums its byte products without saturating on the way (VNNI) or
     /// saturates each pair at 16 bits (AVX2's `vpmaddubsw`, where unsigned bytes above 128
     /// times activations near ±127 would clip).
@@ -571,6 +576,21 @@ unsafe fn dot_bf16(x: &[Bf16], y: &[Bf16]) -> f32 {
 /// 32-element tiles from L3 15 -> 17-20; Q6_K got slower and Q5_K no faster, so they
 /// do without.
 const PREFETCH_BYTES: usize = 1024;
+
+/// Asks for the weights `I::GROUPED_PREFETCH_BYTES` past the start of block `xb`, a block's
+/// span of them, so that as a stripe's blocks go by each of its lines is asked for once.
+#[inline(always)]
+unsafe fn prefetch_ahead<I: IsaPrimitives, G>(xb: &G) {
+    if I::GROUPED_PREFETCH_BYTES == 0 {
+        return;
+    }
+    let ahead = (xb as *const G)
+        .cast::<i8>()
+        .wrapping_add(I::GROUPED_PREFETCH_BYTES);
+    for line in (0..size_of::<G>()).step_by(64) {
+        _mm_prefetch::<_MM_HINT_T0>(ahead.wrapping_add(line));
+    }
+}
 
 /// An f16 scale, converted and broadcast to eight lanes.
 #[inline(always)]
@@ -2567,6 +2587,7 @@ unsafe fn dot_group_k_quant<I: IsaPrimitives, G: GroupedKQuant, const T: usize>(
 ) -> [__m256; T] {
     let mut acc = [_mm256_setzero_ps(); T];
     for (b, xb) in x.iter().enumerate() {
+        prefetch_ahead::<I, _>(xb);
         let yb: [&BlockQ8K; T] = std::array::from_fn(|t| y[t].get_unchecked(b));
         let [sc_low, sc_high, min_low, min_high] = scales_mins_in_lanes(&xb.head().scales);
         let scales: [__m256i; 8] =
@@ -2937,6 +2958,7 @@ unsafe fn dot_group_32<I: IsaPrimitives, S: Stripe32, const T: usize>(
 ) -> [__m256; T] {
     let mut acc = [_mm256_setzero_ps(); T];
     for (b, xb) in x.iter().enumerate() {
+        prefetch_ahead::<I, _>(xb);
         let yb: [&S::Ready; T] = std::array::from_fn(|t| y[t].get_unchecked(b));
         // Two chains of four products instead of one of eight, so that the next block's need
         // not wait as long on this one's.
@@ -3179,6 +3201,7 @@ unsafe fn dot_group_q6_k<I: IsaPrimitives, const T: usize>(
     let offset_in_runs = run >= 4;
     let mut acc = [_mm256_setzero_ps(); T];
     for (b, xb) in x.iter().enumerate() {
+        prefetch_ahead::<I, _>(xb);
         let yb: [&BlockQ8K; T] = std::array::from_fn(|t| y[t].get_unchecked(b));
         let mut sums = [_mm256_setzero_si256(); T];
         if !offset_in_runs {
