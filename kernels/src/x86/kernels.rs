@@ -3137,9 +3137,9 @@ unsafe fn tail_grouped<I: IsaPrimitives, G: GroupedRows>(
     out: &mut [f32],
     out_stride: usize,
 ) {
+    use std::array::from_fn;
     let act_bytes = acts.len() / n_acts;
     let act = |t: usize| as_blocks::<G::Ready>(&acts[t * act_bytes..(t + 1) * act_bytes]);
-    use std::array::from_fn;
     for (s, x) in rows.chunks_exact(GROUP_ROWS * row_bytes).enumerate() {
         let x = as_blocks::<G::Weight>(x);
         let mut t0 = 0;
@@ -3205,9 +3205,9 @@ unsafe fn dot_group_q6_k<I: IsaPrimitives, const T: usize>(
         let yb: [&BlockQ8K; T] = std::array::from_fn(|t| y[t].get_unchecked(b));
         let mut sums = [_mm256_setzero_si256(); T];
         if !offset_in_runs {
-            for t in 0..T {
-                let offsets = _mm256_slli_epi32::<5>(q6_k_scaled_bsums::<I>(xb, yb[t]));
-                sums[t] = _mm256_sub_epi32(sums[t], offsets);
+            sums = q6_k_scaled_bsums::<I, T>(xb, yb);
+            for sum in &mut sums {
+                *sum = _mm256_sub_epi32(_mm256_setzero_si256(), _mm256_slli_epi32::<5>(*sum));
             }
         }
         for (half, columns) in xb.qs.iter().enumerate() {
@@ -3264,26 +3264,29 @@ unsafe fn q6_k_scales(xb: &BlockQ6KGroup, s: usize) -> __m256i {
     _mm256_cvtepi8_epi32(_mm_loadl_epi64(xb.scales[s].as_ptr().cast()))
 }
 
-/// Σ scale·Σa over a Q6_K group block's 16 sub-blocks, one row per lane: two sub-blocks per
-/// multiply-add, their scales in the two words of each lane against the activation's two
-/// sub-block sums, which lie side by side in `bsums`.
+/// Σ scale·Σa over a Q6_K group block's 16 sub-blocks for each of `T` activations, one row
+/// per lane: two sub-blocks per multiply-add, their scales in the two words of each lane
+/// (made once for all the activations) against an activation's two sub-block sums, which lie
+/// side by side in `bsums`.
+#[allow(clippy::needless_range_loop)]
 #[inline(always)]
-unsafe fn q6_k_scaled_bsums<I: IsaPrimitives>(xb: &BlockQ6KGroup, a: &BlockQ8K) -> __m256i {
-    let mut sum = _mm256_setzero_si256();
+unsafe fn q6_k_scaled_bsums<I: IsaPrimitives, const T: usize>(
+    xb: &BlockQ6KGroup,
+    acts: [&BlockQ8K; T],
+) -> [__m256i; T] {
+    let mut sums = [_mm256_setzero_si256(); T];
     for pair in 0..8 {
         let scales = _mm256_blend_epi16::<0b1010_1010>(
             q6_k_scales(xb, 2 * pair),
             _mm256_slli_epi32::<16>(q6_k_scales(xb, 2 * pair + 1)),
         );
-        let bsums = a
-            .bsums
-            .as_ptr()
-            .add(4 * pair)
-            .cast::<i32>()
-            .read_unaligned();
-        sum = I::madd_acc(sum, scales, _mm256_set1_epi32(bsums));
+        for t in 0..T {
+            let bsums = acts[t].bsums.as_ptr().add(4 * pair);
+            let bsums = _mm256_set1_epi32(bsums.cast::<i32>().read_unaligned());
+            sums[t] = I::madd_acc(sums[t], scales, bsums);
+        }
     }
-    sum
+    sums
 }
 
 /// Block b of a Q6_K group stripe as `PackedQ6K`.
