@@ -10,8 +10,9 @@
 //! f16 step and grows through the layers, so such logits differ by up to about 0.5 (measured:
 //! 0.29 on the synthetic Gemma 2, 0.47 on Gemma 3 270M with AVX-512; llama.cpp's batch sizes
 //! do the same to its own logits), and up to 1.27 on Gemma 3 270M with AVX2, where its Q8_0
-//! attn_v rows in the prompt tiles and in the by-row tiles agree within 1.5e-7 of their size. Where both sides run the same kernels the logits must be identical; where
-//! they do not, the greedy choice must agree unless the top two logits are within `NEAR_TIE`.
+//! attn_v rows in the prompt tiles and in the by-row tiles agree within 1.5e-7 of their size.
+//! Where both sides run the same kernels the logits must be identical; where they do not, the
+//! greedy choice must agree unless the top two logits are within `NEAR_TIE`.
 
 use llmfile::engine::Engine;
 use llmfile::sampling::argmax;

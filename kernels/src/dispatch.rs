@@ -354,8 +354,8 @@ impl Kernels {
         })
     }
 
-    /// [`Kernels::detect`], unless `LLMFILE_ISA` names an ISA (`scalar`, `avx2`, `avx512`, `avx512-wide`,
-    /// `neon`); an unknown name or one the CPU cannot run is an error.
+    /// [`Kernels::detect`], unless `LLMFILE_ISA` names an ISA (`scalar`, `avx2`, `avx512`,
+    /// `avx512-wide`, `neon`); an unknown name or one the CPU cannot run is an error.
     pub fn from_env() -> Result<Kernels, IsaError> {
         match std::env::var(ISA_ENV) {
             Ok(name) if !name.trim().is_empty() => {
@@ -531,9 +531,10 @@ impl Kernels {
 
     /// `out[t * n_rows + r]` = dot product of weight row `r` with activation row `t`, for every
     /// one of the `n_rows` rows of `rows` and the `n_acts` activation rows in `acts` (each
-    /// quantized by [`Kernels::quantize_activation`]): token-major, as the next layer reads it. The same numbers as [`Kernels::dot_rows`] per
-    /// activation row, up to float rounding, but each weight block is read once for several
-    /// activation rows: the kernel of prompt processing.
+    /// quantized by [`Kernels::quantize_activation`]): token-major, as the next layer reads it.
+    /// The same numbers as [`Kernels::dot_rows`] per activation row, up to float rounding, but
+    /// each weight block is read once for several activation rows: the kernel of prompt
+    /// processing.
     ///
     /// # Panics
     /// As [`Kernels::dot_rows`], with `acts.len()` a multiple of the activation row length and

@@ -397,8 +397,9 @@ mod tests {
     }
 
     /// Grouped matrices (`--no-mmap`'s layout) against the same rows as the file has them:
-    /// rows looked up, and every path of `matmul`: one token (tasks of `ROWS_PER_TASK` rows), a few tokens
-    /// by rows, and prompts; row counts on both sides of a task and of the sixteen-row tiles.
+    /// rows looked up, and every path of `matmul`: one token (tasks of `ROWS_PER_TASK` rows),
+    /// a few tokens by rows, and prompts; row counts on both sides of a task and of the
+    /// sixteen-row tiles.
     #[test]
     fn grouped_matrices_give_the_products_of_their_rows() {
         let kernels = Kernels::detect();

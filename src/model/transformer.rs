@@ -522,7 +522,8 @@ impl<'a> Transformer<'a> {
                     let kv_head = head / group;
                     let dim = h.head_dim;
                     let queries = &q[t * q_dim + head * dim..][..heads_per_task * dim];
-                    // A sliding layer masks key position p0 for query position p when p - p0 >= window.
+                    // A sliding layer masks key position p0 for query position p when
+                    // p - p0 >= window.
                     let first = layer.window.map_or(0, |w| (pos + 1).saturating_sub(w));
                     let n_keys = pos + 1 - first;
                     scores.resize(heads_per_task * n_keys, 0.0);

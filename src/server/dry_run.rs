@@ -1,6 +1,7 @@
 //! A request body through the endpoint that would serve it, with no model behind: a stand-in
-//! answers each queued job with one token (and each embedding with ones), so everything the server does with a request's
-//! untrusted bytes runs, replies and streams included. For the `http_request` fuzz target.
+//! answers each queued job with one token (and each embedding with ones), so everything the
+//! server does with a request's untrusted bytes runs, replies and streams included. For the
+//! `http_request` fuzz target.
 
 use super::api::{self, Reply, Shared};
 use super::http::{Client, EventStream, StreamFormat};
