@@ -80,7 +80,13 @@ fn main() {
         if only.as_deref().is_some_and(|o| o != ty.name()) {
             continue;
         }
-        let row_bytes = ty.row_bytes(cols).unwrap();
+        let Some(row_bytes) = ty.row_bytes(cols) else {
+            println!(
+                "{:<6} {cols} columns are not whole blocks of this type",
+                ty.name()
+            );
+            continue;
+        };
         // Whole groups of eight rows, for the grouped layout.
         let rows = min_bytes.div_ceil(row_bytes).next_multiple_of(8);
         let w = weights(rows * row_bytes);
