@@ -17,12 +17,13 @@ impl IsaPrimitives for Avx2 {
     const UNSATURATED_BYTE_PRODUCTS: bool = false;
 
     /// Zen 3 (dot_rows bench, 2304 columns, from DRAM, one thread, medians of four): grouped
-    /// Q4_K 11.0 -> 14.9 GB/s, Q4_0 11.3 -> 13.0, Q5_0 8.4 -> 10.7, Q6_K 10.7 -> 12.3. One
-    /// block or 1 KiB ahead did less, 8 KiB less still, 3 KiB no better, hints other than T0
-    /// no better. Without it these kernels read memory at 60-65% of the bandwidth a plain read
-    /// loop gets there, though they run twice as fast from L2: the hardware's prefetcher does
-    /// not stay far enough ahead of them.
-    const GROUPED_PREFETCH_BYTES: usize = 2048;
+    /// Q4_K 11.0 -> 14.9 GB/s, Q4_0 11.3 -> 13.0, Q5_0 8.4 -> 10.7, Q6_K 10.7 -> 12.3; by rows
+    /// (mapped weights, medians of six) Q4_K 9.9 -> 12.5 (against one line 1 KiB ahead), Q6_K
+    /// 8.8 -> 12.6. One block or 1 KiB ahead did less, 8 KiB less still, 3 KiB no better but
+    /// for Q6_K's rows (14.4), hints other than T0 no better. Without it these kernels read
+    /// memory at 50-65% of the bandwidth a plain read loop gets there, though they run twice
+    /// as fast from L2: the hardware's prefetcher does not stay far enough ahead of them.
+    const PREFETCH_SPAN_BYTES: usize = 2048;
 
     #[inline(always)]
     unsafe fn dot_u8_i8(acc: __m256i, u: __m256i, s: __m256i) -> __m256i {

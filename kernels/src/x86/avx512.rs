@@ -45,8 +45,9 @@ impl IsaPrimitives for Avx512 {
     const UNSATURATED_BYTE_PRODUCTS: bool = true;
 
     /// On Zen 4 the grouped kernels read memory at 32-34 GB/s from DRAM without it (Q4_K and
-    /// Q6_K, 2304 columns, one thread). Not yet measured on Intel's AVX-512 cores.
-    const GROUPED_PREFETCH_BYTES: usize = 0;
+    /// Q6_K, 2304 columns, one thread), and the row kernels keep the prefetches measured
+    /// there (`PREFETCH_BYTES`). Not yet measured on Intel's AVX-512 cores.
+    const PREFETCH_SPAN_BYTES: usize = 0;
 
     #[inline(always)]
     unsafe fn dot_u8_i8(acc: __m256i, u: __m256i, s: __m256i) -> __m256i {

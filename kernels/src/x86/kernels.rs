@@ -29,10 +29,12 @@ use std::borrow::Cow;
 /// The integer operations in which the x86 ISAs differ. Implementations are
 /// `#[inline(always)]` and are only called from inside an entry point that enables their ISA.
 pub(crate) trait IsaPrimitives {
-    /// How far ahead of the block being multiplied the grouped generation kernels ask for
-    /// the weights, in bytes (0: they leave it to the hardware's prefetcher). A property of
-    /// the CPUs each variant was measured on rather than of the ISA.
-    const GROUPED_PREFETCH_BYTES: usize;
+    /// How far ahead of the block being multiplied the generation kernels (the grouped ones,
+    /// and Q4_K's and Q6_K's by rows) ask for that block's span of weights, in bytes. 0 leaves
+    /// it to the hardware's prefetcher, but for one line 1 KiB ahead per Q4_K row block
+    /// (`PREFETCH_BYTES`). A property of the CPUs each variant was measured on rather than of
+    /// the ISA.
+    const PREFETCH_SPAN_BYTES: usize;
 
     /// Whether `dot_u8_i8` sums its byte products without saturating on the way (VNNI) or
     /// saturates each pair at 16 bits (AVX2's `vpmaddubsw`, where unsigned bytes above 128
@@ -293,7 +295,11 @@ unsafe fn dot_q4_k<I: IsaPrimitives>(x: &[BlockQ4K], y: &[BlockQ8K]) -> f32 {
     let mut acc = _mm256_setzero_ps();
     let mut acc_m = _mm_setzero_ps();
     for (xb, yb) in x.iter().zip(y) {
-        _mm_prefetch::<_MM_HINT_T0>((xb as *const BlockQ4K).cast::<i8>().add(PREFETCH_BYTES));
+        if I::PREFETCH_SPAN_BYTES == 0 {
+            _mm_prefetch::<_MM_HINT_T0>((xb as *const BlockQ4K).cast::<i8>().add(PREFETCH_BYTES));
+        } else {
+            prefetch_ahead::<I, _>(xb);
+        }
         let (xd, xdmin) = halves(xb.d, xb.dmin);
         let d = xd * yb.d();
         let dmin = -xdmin * yb.d();
@@ -388,6 +394,7 @@ unsafe fn dot_q6_k<I: IsaPrimitives>(x: &[BlockQ6K], y: &[BlockQ8K]) -> f32 {
     let m2 = _mm256_set1_epi8(0x30);
     let mut acc = _mm256_setzero_ps();
     for (xb, yb) in x.iter().zip(y) {
+        prefetch_ahead::<I, _>(xb);
         let d = halves(xb.d, xb.d).0 * yb.d();
         let sc8 = _mm_loadu_si128(xb.scales.as_ptr().cast());
         let sc16 = _mm256_cvtepi8_epi16(sc8);
@@ -571,22 +578,23 @@ unsafe fn dot_bf16(x: &[Bf16], y: &[Bf16]) -> f32 {
     })
 }
 
-/// How far ahead of the block being multiplied some dot products ask for the weights.
+/// How far ahead of the block being multiplied some dot products ask for the weights, one
+/// line per block, where the ISA asks for no spans (`IsaPrimitives::PREFETCH_SPAN_BYTES`).
 /// Measured per kernel (dot_rows bench): Q4_K rows from DRAM 17.6 -> 19.3 GB/s, the
 /// 32-element tiles from L3 15 -> 17-20; Q6_K got slower and Q5_K no faster, so they
 /// do without.
 const PREFETCH_BYTES: usize = 1024;
 
-/// Asks for the weights `I::GROUPED_PREFETCH_BYTES` past the start of block `xb`, a block's
-/// span of them, so that as a stripe's blocks go by each of its lines is asked for once.
+/// Asks for the weights `I::PREFETCH_SPAN_BYTES` past the start of block `xb`, a block's
+/// span of them, so that as a row's or a stripe's blocks go by each line is asked for once.
 #[inline(always)]
 unsafe fn prefetch_ahead<I: IsaPrimitives, G>(xb: &G) {
-    if I::GROUPED_PREFETCH_BYTES == 0 {
+    if I::PREFETCH_SPAN_BYTES == 0 {
         return;
     }
     let ahead = (xb as *const G)
         .cast::<i8>()
-        .wrapping_add(I::GROUPED_PREFETCH_BYTES);
+        .wrapping_add(I::PREFETCH_SPAN_BYTES);
     for line in (0..size_of::<G>()).step_by(64) {
         _mm_prefetch::<_MM_HINT_T0>(ahead.wrapping_add(line));
     }
