@@ -3804,6 +3804,7 @@ unsafe fn row_q8_acts<I: IsaPrimitives, F: Quants32>(rows: &[u8], act: &[u8], ou
         let mut acc = [_mm256_setzero_ps(); 2];
         let pairs = x.len() / 2;
         for b in 0..pairs {
+            prefetch_ahead::<I, [F::Block; 2]>(&*x.as_ptr().add(2 * b).cast::<[F::Block; 2]>());
             for (k, acc) in acc.iter_mut().enumerate() {
                 let i = 2 * b + k;
                 let (scale, sum) = block_sum::<I, F>(x.get_unchecked(i), act.get_unchecked(i));
