@@ -342,6 +342,7 @@ unsafe fn dot_q5_k<I: IsaPrimitives>(x: &[BlockQ5K], y: &[BlockQ8K]) -> f32 {
     let mut acc = _mm256_setzero_ps();
     let mut acc_m = _mm_setzero_ps();
     for (xb, yb) in x.iter().zip(y) {
+        prefetch_ahead::<I, _>(xb);
         let (xd, xdmin) = halves(xb.d, xb.dmin);
         let d = xd * yb.d();
         let dmin = -xdmin * yb.d();
@@ -499,6 +500,9 @@ unsafe fn dot_with_min<I: IsaPrimitives, F: QuantsWithMin, const T: usize>(
     let mut acc = [_mm256_setzero_ps(); T];
     let mut offsets = [0.0f32; T];
     for (b, xb) in x.iter().enumerate() {
+        if T == 1 {
+            prefetch_ahead::<I, _>(xb);
+        }
         let quants = xb.quants::<I>();
         let (xd, m) = halves(xb.scale(), xb.min());
         for t in 0..T {
@@ -587,6 +591,8 @@ const PREFETCH_BYTES: usize = 1024;
 
 /// Asks for the weights `I::PREFETCH_SPAN_BYTES` past the start of block `xb`, a block's
 /// span of them, so that as a row's or a stripe's blocks go by each line is asked for once.
+/// Kernels shared with the prompt tiles ask only with one activation (generation): a tile
+/// meets each block with several and reads its weights at the pace of its arithmetic.
 #[inline(always)]
 unsafe fn prefetch_ahead<I: IsaPrimitives, G>(xb: &G) {
     if I::PREFETCH_SPAN_BYTES == 0 {
@@ -1958,6 +1964,9 @@ unsafe fn tile_q2_k<I: IsaPrimitives, const T: usize>(
     let m4 = _mm_set1_epi8(0x0F);
     let mut acc = [_mm256_setzero_ps(); T];
     for (b, xb) in x.iter().enumerate() {
+        if T == 1 {
+            prefetch_ahead::<I, _>(xb);
+        }
         let (xd, xdmin) = halves(xb.d, xb.dmin);
         let packed = _mm_loadu_si128(xb.scales.as_ptr().cast());
         let scales = _mm256_cvtepu8_epi16(_mm_and_si128(packed, m4));
@@ -2006,6 +2015,9 @@ unsafe fn tile_q3_k<I: IsaPrimitives, const T: usize>(
     let one = _mm256_set1_epi8(1);
     let mut acc = [_mm256_setzero_ps(); T];
     for (b, xb) in x.iter().enumerate() {
+        if T == 1 {
+            prefetch_ahead::<I, _>(xb);
+        }
         let xd = halves(xb.d, xb.d).0;
         let [s0, s1, s2, s3] = crate::q3_k::scale_words(&xb.scales);
         let six_bit = _mm_set_epi32(s3 as i32, s2 as i32, s1 as i32, s0 as i32);
