@@ -19,10 +19,12 @@ impl IsaPrimitives for Avx2 {
     /// Zen 3 (dot_rows bench, 2304 columns, from DRAM, one thread, medians of four): grouped
     /// Q4_K 11.0 -> 14.9 GB/s, Q4_0 11.3 -> 13.0, Q5_0 8.4 -> 10.7, Q6_K 10.7 -> 12.3; by rows
     /// (mapped weights, medians of six) Q4_K 9.9 -> 12.5 (against one line 1 KiB ahead), Q6_K
-    /// 8.8 -> 12.6. One block or 1 KiB ahead did less, 8 KiB less still, 3 KiB no better but
-    /// for Q6_K's rows (14.4), hints other than T0 no better. Without it these kernels read
-    /// memory at 50-65% of the bandwidth a plain read loop gets there, though they run twice
-    /// as fast from L2: the hardware's prefetcher does not stay far enough ahead of them.
+    /// 8.8 -> 12.6, and with fewer runs Q8_0 10.4 -> 13.7, Q5_K 10.5 -> 13.9, Q4_1 9.3 ->
+    /// 10.5, Q3_K 7.2 -> 8.0, Q5_0 and Q2_K unchanged (their arithmetic holds them). One block
+    /// or 1 KiB ahead did less, 8 KiB less still, 3 KiB no better but for Q6_K's rows (14.4),
+    /// hints other than T0 no better. Without it these kernels read memory at 50-65% of the
+    /// bandwidth a plain read loop gets there, though they run twice as fast from L2: the
+    /// hardware's prefetcher does not stay far enough ahead of them.
     const PREFETCH_SPAN_BYTES: usize = 2048;
 
     #[inline(always)]

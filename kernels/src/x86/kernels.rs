@@ -29,11 +29,10 @@ use std::borrow::Cow;
 /// The integer operations in which the x86 ISAs differ. Implementations are
 /// `#[inline(always)]` and are only called from inside an entry point that enables their ISA.
 pub(crate) trait IsaPrimitives {
-    /// How far ahead of the block being multiplied the generation kernels (the grouped ones,
-    /// and Q4_K's and Q6_K's by rows) ask for that block's span of weights, in bytes. 0 leaves
-    /// it to the hardware's prefetcher, but for one line 1 KiB ahead per Q4_K row block
-    /// (`PREFETCH_BYTES`). A property of the CPUs each variant was measured on rather than of
-    /// the ISA.
+    /// How far ahead of the block being multiplied the generation kernels (grouped and by
+    /// rows) ask for that block's span of weights, in bytes. 0 leaves it to the hardware's
+    /// prefetcher, but for one line 1 KiB ahead per Q4_K row block (`PREFETCH_BYTES`). A
+    /// property of the CPUs each variant was measured on rather than of the ISA.
     const PREFETCH_SPAN_BYTES: usize;
 
     /// Whether `dot_u8_i8` sums its byte products without saturating on the way (VNNI) or
